@@ -1,0 +1,1 @@
+"""The four quadrant recipes, shipped as package data (transferkit.builtin_recipes)."""

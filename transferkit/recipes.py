@@ -1,0 +1,249 @@
+"""Recipes: what to train, in which order, as frozen dataclasses loaded from TOML.
+
+A recipe file is complete (no inheritance) and at most two levels deep: top-level keys, the
+``[backbone] [head] [augment] [data]`` tables and a ``[[phases]]`` list. Unknown keys and bad
+values are errors that name the valid choices. The resolved recipe is written into every run
+folder, so ``transferkit fit --recipe runs/x/recipe.toml`` reproduces a run.
+
+Example:
+    >>> from transferkit.recipes import load_builtin, with_overrides
+    >>> recipe = with_overrides(load_builtin("small_similar"), backbone="tiny", epochs=1)
+    >>> [phase.train for phase in recipe.phases]
+    ['head']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from transferkit.errors import TransferkitError, choices_error
+
+STRATEGIES = ("freeze", "truncate", "fine_tune", "retrain")
+TRAIN_PARTS = ("head", "top", "all")
+FILL_MODES = ("constant", "reflect", "nearest")
+FLIPS = ("none", "horizontal", "vertical", "both")
+SCHEDULES = ("constant", "cosine")
+RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
+QUADRANTS = ("small_similar", "small_dissimilar", "large_similar", "large_dissimilar")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "mobilenet_v2_torchvision"
+    weights: str = "imagenet"  # "imagenet" | "random" | path to .weights.h5 / .h5
+    image_size: int = 0  # 0 = the backbone's default size
+    cut: str = "none"  # "none" | "auto" (measured by the selector) | a cut-point layer name
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    dropout: float = 0.2
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: str = "horizontal"
+    rotation_degrees: float = 15.0
+    zoom: float = 0.1  # scale factor range 1 +/- zoom
+    translation: float = 0.1  # fraction of the image size
+    contrast: float = 0.1
+    fill_mode: str = "reflect"
+    cached_passes: int = 4  # augmented feature passes cached for frozen-base phases (0 = no augmentation)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    validation_split: float = 0.2
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of training, named in plain words.
+
+    ``train`` is what learns: ``"head"`` (base frozen), ``"top"`` (the last ``top_blocks``
+    blocks of the base, or every block from ``unfreeze_from`` on, plus the head) or ``"all"``.
+    """
+
+    name: str
+    train: str = "head"
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    top_blocks: int = 2
+    unfreeze_from: str = ""  # a layer name; unfreezing starts at the beginning of its block
+    train_batchnorm: bool = False  # BatchNorm stays in inference mode unless a phase opts in
+    schedule: str = "constant"
+    patience: int = 0  # early stopping on val_loss after this many epochs without improvement; 0 = off
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    strategy: str
+    description: str = ""
+    seed: int = 1337
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    phases: tuple[Phase, ...] = ()
+
+
+_CHOICES = {
+    ("Recipe", "strategy"): STRATEGIES,
+    ("Phase", "train"): TRAIN_PARTS,
+    ("Phase", "schedule"): SCHEDULES,
+    ("AugmentConfig", "fill_mode"): FILL_MODES,
+    ("AugmentConfig", "flip"): FLIPS,
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass ``cls`` from a TOML table, checking keys, types and choices."""
+    if not isinstance(data, dict):
+        raise TransferkitError(f"{where}: expected a table, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TransferkitError(f"{where}: unknown key {unknown[0]!r}. Valid keys: {', '.join(fields)}.")
+    missing = [n for n, f in fields.items() if n not in data and _no_default(f)]
+    if missing:
+        raise TransferkitError(f"{where}: missing required key {missing[0]!r}.")
+    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    for (owner, name), valid in _CHOICES.items():
+        if owner == cls.__name__ and name in values and values[name] not in valid:
+            raise TransferkitError(f"{where}.{name}: {choices_error('value', values[name], valid)}")
+    return cls(**values)
+
+
+def _no_default(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if typing.get_origin(hint) is tuple:  # tuple[Phase, ...]
+        if not isinstance(value, list):
+            raise TransferkitError(f"{where}: expected a list of tables ([[{where.split('.')[-1]}]]).")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    expected = hint if isinstance(hint, type) else type(None)
+    if isinstance(hint, types.UnionType) or type(value) is not expected:
+        raise TransferkitError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}.")
+    return value
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Check the value ranges a TOML type check cannot; returns the recipe unchanged."""
+    problems = []
+    if not recipe.phases:
+        problems.append("needs at least one [[phases]] entry")
+    for i, phase in enumerate(recipe.phases):
+        if phase.epochs < 1:
+            problems.append(f"phases[{i}].epochs must be >= 1 (got {phase.epochs})")
+        if not 0 < phase.learning_rate < 1:
+            problems.append(f"phases[{i}].learning_rate must be in (0, 1) (got {phase.learning_rate})")
+        if phase.top_blocks < 1:
+            problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
+    if not 0 <= recipe.head.dropout < 1:
+        problems.append(f"head.dropout must be in [0, 1) (got {recipe.head.dropout})")
+    if not 0 < recipe.data.validation_split < 1:
+        problems.append(f"data.validation_split must be in (0, 1) (got {recipe.data.validation_split})")
+    if recipe.data.batch_size < 1:
+        problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
+    if recipe.backbone.image_size < 0:
+        problems.append(f"backbone.image_size must be >= 0 (got {recipe.backbone.image_size})")
+    if recipe.strategy == "truncate" and recipe.backbone.cut == "none":
+        problems.append('strategy "truncate" needs backbone.cut = "auto" or a cut-point layer name')
+    if problems:
+        raise TransferkitError(f"Invalid recipe {recipe.name!r}: " + "; ".join(problems) + ".")
+    return recipe
+
+
+def loads(text: str, source: str = "<string>") -> Recipe:
+    """Parse and validate a recipe from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise TransferkitError(f"{source} is not valid TOML: {error}.") from None
+    return validate(_build(Recipe, data, source))
+
+
+def load(path: str | Path) -> Recipe:
+    """Load a recipe file (a built-in name like ``small_similar`` also works)."""
+    path = Path(path)
+    if not path.exists():
+        if str(path) in builtin_names():
+            return load_builtin(str(path))
+        raise TransferkitError(
+            f"Recipe file {str(path)!r} does not exist. Give a path to a .toml file or one of: "
+            f"{', '.join(builtin_names())}."
+        )
+    return loads(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def builtin_names() -> list[str]:
+    """Names of the recipes shipped with the package (the four quadrants)."""
+    folder = resources.files(RECIPE_PACKAGE)
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_builtin(name: str) -> Recipe:
+    """Load one of the shipped quadrant recipes by name."""
+    if name not in builtin_names():
+        raise choices_error("recipe", name, builtin_names())
+    text = (resources.files(RECIPE_PACKAGE) / f"{name}.toml").read_text(encoding="utf-8")
+    return loads(text, source=f"recipes/{name}.toml")
+
+
+def dumps(recipe: Recipe) -> str:
+    """Serialise a recipe to TOML that :func:`loads` reads back to an equal recipe."""
+    data = dataclasses.asdict(recipe)
+    phases = data.pop("phases")
+    text = tomli_w.dumps(data)
+    for phase in phases:
+        text += "\n[[phases]]\n" + tomli_w.dumps(phase)
+    return text
+
+
+def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
+    """Apply the CLI's explicit overrides on top of a recipe; ``None`` values are ignored.
+
+    Args:
+        recipe: the recipe to change.
+        **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
+            ``batch_size``, ``validation_split`` (data table), ``seed``, and ``epochs``, which
+            sets every phase's epoch count.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    table_keys = {
+        "backbone": {"backbone": "name", "weights": "weights", "image_size": "image_size", "cut": "cut"},
+        "data": {"batch_size": "batch_size", "validation_split": "validation_split"},
+    }
+    changes: dict[str, Any] = {}
+    for table, keys in table_keys.items():
+        updates = {field_name: overrides.pop(key) for key, field_name in keys.items() if key in overrides}
+        if updates:
+            changes[table] = dataclasses.replace(getattr(recipe, table), **updates)
+    if "epochs" in overrides:
+        epochs = overrides.pop("epochs")
+        changes["phases"] = tuple(dataclasses.replace(p, epochs=epochs) for p in recipe.phases)
+    if "seed" in overrides:
+        changes["seed"] = overrides.pop("seed")
+    if overrides:
+        raise TransferkitError(f"Unknown override {sorted(overrides)[0]!r}.")
+    return validate(dataclasses.replace(recipe, **changes))
