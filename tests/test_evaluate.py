@@ -1,0 +1,154 @@
+"""Metrics on hand-computable cases, and evaluate_model against compute_metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transferkit.errors import TransferkitError
+from transferkit.evaluate import Metrics, compute_metrics, evaluate_model
+
+
+def rows_predicting(predicted: list[int], labels: list[int], num_classes: int) -> np.ndarray:
+    """Probability rows: 0.6 on the predicted class, the rest shared equally."""
+    other = 0.4 / (num_classes - 1)
+    probs = np.full((len(predicted), num_classes), other)
+    probs[np.arange(len(predicted)), predicted] = 0.6
+    return probs
+
+
+LABELS = [0, 0, 0, 1, 1, 2, 2, 2]
+PREDICTED = [0, 0, 1, 1, 0, 2, 2, 1]
+
+
+def test_three_class_case_matches_hand_computation():
+    probs = rows_predicting(PREDICTED, LABELS, 3)  # 0.6 on the prediction, 0.2 elsewhere
+    m = compute_metrics(probs, np.array(LABELS), ["cat", "dog", "fox"])
+    # Confusion by hand: true cat -> cat, cat, dog; true dog -> dog, cat; true fox -> fox, fox, dog.
+    assert m.confusion == ((2, 1, 0), (1, 1, 0), (0, 1, 2))
+    assert m.accuracy == pytest.approx(5 / 8)
+    assert m.top5_accuracy is None
+    assert m.num_samples == 8
+    # precision = TP / predicted count; recall = TP / true count.
+    expected = {
+        "cat": (2 / 3, 2 / 3, 2 / 3, 3),
+        "dog": (1 / 3, 1 / 2, 2 / 5, 2),
+        "fox": (1.0, 2 / 3, 4 / 5, 3),
+    }
+    for name, (precision, recall, f1, support) in expected.items():
+        got = m.per_class[name]
+        assert got["precision"] == pytest.approx(precision)
+        assert got["recall"] == pytest.approx(recall)
+        assert got["f1"] == pytest.approx(f1)
+        assert got["support"] == support
+    assert m.macro_f1 == pytest.approx((2 / 3 + 2 / 5 + 4 / 5) / 3)
+    # 5 correct rows give p_true = 0.6, 3 wrong rows give p_true = 0.2.
+    assert m.loss == pytest.approx(-(5 * math.log(0.6) + 3 * math.log(0.2)) / 8, rel=1e-5)
+
+
+def test_loss_is_mean_negative_log_of_true_class_probability():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    labels = rng.integers(0, 4, size=50)
+    m = compute_metrics(probs, labels, list("abcd"))
+    assert m.loss == pytest.approx(-np.mean(np.log(probs[np.arange(50), labels])), rel=1e-5)
+
+
+def test_top5_with_seven_classes_counts_a_true_class_ranked_third():
+    scores = np.array([0.30, 0.25, 0.20, 0.10, 0.08, 0.05, 0.02])
+    # Same scores for both samples: class 2 is ranked 3rd (inside the top 5), class 5 is 6th.
+    m = compute_metrics(np.stack([scores, scores]), np.array([2, 5]), list("abcdefg"))
+    assert m.accuracy == 0.0
+    assert m.top5_accuracy == pytest.approx(0.5)
+    assert compute_metrics(scores[None], np.array([2]), list("abcdefg")).top5_accuracy == 1.0
+
+
+def test_top5_is_none_for_five_classes_or_fewer():
+    probs = np.full((2, 5), 0.2)
+    assert compute_metrics(probs, np.array([0, 4]), list("abcde")).top5_accuracy is None
+
+
+def test_absent_class_still_gets_a_row_and_does_not_drag_macro_f1():
+    m = compute_metrics(rows_predicting([0, 1], [0, 1], 3), np.array([0, 1]), ["a", "b", "never"])
+    assert m.confusion == ((1, 0, 0), (0, 1, 0), (0, 0, 0))
+    assert m.per_class["never"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0.0}
+    assert m.macro_f1 == 1.0
+
+
+def test_to_dict_is_json_and_round_trips():
+    m = compute_metrics(rows_predicting(PREDICTED, LABELS, 3), np.array(LABELS), ["<b>", "dog", "fox"])
+    data = json.loads(json.dumps(m.to_dict()))
+    assert Metrics.from_dict(data) == m
+    assert Metrics.from_dict({**data, "extra": 1}) == m
+    with pytest.raises(TransferkitError, match="lacks accuracy"):
+        Metrics.from_dict({k: v for k, v in data.items() if k != "accuracy"})
+
+
+@pytest.mark.parametrize(
+    ("probs", "labels", "names", "message"),
+    [
+        (np.array([[2.0, -1.0], [0.5, 0.5]]), [0, 1], ["a", "b"], "apply a softmax"),
+        (np.full((2, 2), 0.5), [0, 2], ["a", "b"], r"integers in \[0, 2\)"),
+        (np.full((2, 3), 1 / 3), [0, 1], ["a", "b"], "shape"),
+        (np.full((2, 2), 0.5), [0, 1], ["a", "a"], "unique"),
+        (np.zeros((0, 2)), [], ["a", "b"], "num_samples > 0"),
+    ],
+)
+def test_bad_inputs_raise_a_fixable_error(probs, labels, names, message):
+    with pytest.raises(TransferkitError, match=message):
+        compute_metrics(probs, np.array(labels, dtype=np.int64), names)
+
+
+def tiny_classifier(num_classes: int) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Rescaling(1 / 127.5, offset=-1),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+
+
+def test_evaluate_model_matches_compute_metrics_on_a_shuffled_dataset():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(40, 6, 6, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, size=40)
+    model = tiny_classifier(4)
+    passes = []
+
+    def generate():
+        passes.append(1)
+        yield from zip(images, labels, strict=True)
+
+    signature = (tf.TensorSpec((6, 6, 3), tf.uint8), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    dataset = dataset.shuffle(40, seed=7).batch(16)
+
+    got = evaluate_model(model, dataset, ["w", "x", "y", "z"])
+    expected = compute_metrics(model.predict(images, verbose=0), labels, ["w", "x", "y", "z"])
+    assert len(passes) == 1
+    assert 0 < got.accuracy < 1  # a mix of right and wrong, so the pairing matters
+    assert got.loss == pytest.approx(expected.loss, rel=1e-5)
+    assert got.confusion == expected.confusion
+    for name in expected.class_names:
+        assert got.per_class[name] == pytest.approx(expected.per_class[name])
+    assert (got.accuracy, got.macro_f1, got.num_samples) == pytest.approx(
+        (expected.accuracy, expected.macro_f1, expected.num_samples)
+    )
+
+
+def test_evaluate_model_rejects_an_empty_or_unlabelled_dataset():
+    model = tiny_classifier(2)
+    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 6, 6, 3), np.uint8), np.zeros(0, np.int64)))
+    with pytest.raises(TransferkitError, match="empty"):
+        evaluate_model(model, empty.batch(4), ["a", "b"])
+    images_only = tf.data.Dataset.from_tensor_slices(np.zeros((4, 6, 6, 3), np.uint8)).batch(2)
+    with pytest.raises(TransferkitError, match=r"\(images, labels\)"):
+        evaluate_model(model, images_only, ["a", "b"])
