@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_HOME", os.path.join(os.path.dirname(__file__), ".keras_home_unused"))
+# An empty Keras home: no test may silently pass thanks to weights a developer downloaded once.
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="transferkit-keras-home-")
 
 import pytest
 
