@@ -170,7 +170,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             "tiny", tiny_backbone, "tf", 32, 8, r"(?P<id>block\d+)_",
-            ("block1_pool", "block2_pool", "block3_pool"), 23_584, "none",
+            ("block1_pool", "block2_pool", "block3_pool"), 23_920, "none",
             "three-block CNN for tests and smoke runs (random init only)",
         ),
     )

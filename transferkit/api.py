@@ -1,0 +1,311 @@
+"""The Python API: ``fit``, ``evaluate``, ``predict``. The CLI is a thin layer over these.
+
+Example:
+    >>> import transferkit
+    >>> run = transferkit.fit(data="./pets", size="small", similar=True)  # doctest: +SKIP
+    >>> run.metrics.accuracy, run.run_dir  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit import recipes as recipe_io
+from transferkit import report, runfolder
+from transferkit.backbones import BackboneSpec, get_backbone
+from transferkit.data import DataSplits, load_data, load_images, make_dataset
+from transferkit.errors import TransferkitError
+from transferkit.evaluate import Metrics, evaluate_model
+from transferkit.fileio import write_json, write_text
+from transferkit.model import build_classifier, truncate
+from transferkit.recipes import Recipe
+from transferkit.strategies import plan_phase, recipe_name
+from transferkit.train import Device, Trainer, read_history, setup_device
+from transferkit.weights import build_base
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` returns: the run folder, the trained model, its metrics and the plan it ran."""
+
+    run_dir: Path | None
+    model: keras.Model
+    metrics: Metrics | None
+    recipe: Recipe
+    selection: object | None
+    plan: tuple
+    seconds: float
+    weights_source: str
+
+
+def _as_float(data: tf.data.Dataset) -> tf.data.Dataset:
+    return data.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def resolve_recipe(
+    recipe: str | Path | Recipe | None, size: str, similar: bool | None, **overrides
+) -> tuple[Recipe, bool]:
+    """The recipe to run, and whether the quadrant still has to be measured.
+
+    An explicit ``recipe`` wins; otherwise ``size`` ("small" | "large" | "auto") and
+    ``similar`` (True | False | None = auto) pick a built-in quadrant recipe. When either half
+    is auto, a provisional recipe is returned and the selector decides after measuring.
+    """
+    if size not in ("auto", "small", "large"):
+        raise TransferkitError(f"Unknown size {size!r}. Choose one of: auto, large, small.")
+    if recipe is not None:
+        chosen = recipe if isinstance(recipe, Recipe) else recipe_io.load(recipe)
+        return recipe_io.with_overrides(chosen, **overrides), False
+    measure = size == "auto" or similar is None
+    name = recipe_name("small" if size == "auto" else size, True if similar is None else similar)
+    return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure
+
+
+def _image_size(recipe: Recipe, spec: BackboneSpec) -> int:
+    return recipe.backbone.image_size or spec.default_size
+
+
+def fit(
+    data: str,
+    *,
+    size: str = "auto",
+    similar: bool | None = None,
+    recipe: str | Path | Recipe | None = None,
+    backbone: str | None = None,
+    weights: str | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    out: str | Path = "runs",
+    name: str | None = None,
+    strict: bool = False,
+    dry_run: bool = False,
+    precision: str = "auto",
+    verbose: int = 1,
+) -> FitResult:
+    """Train a transfer-learning classifier on a folder of labelled images.
+
+    Args:
+        data: a folder of class subfolders (or with train/ val/ [test/] splits), or
+            ``tfds:NAME[:split]``.
+        size: "small" | "large" | "auto" (measured from the dataset card).
+        similar: True | False | None (auto: measured with the pretrained features).
+        recipe: a recipe file or built-in name; overrides size/similar.
+        backbone, weights, epochs, image_size, batch_size, seed: override the recipe.
+        out: parent folder of run folders.
+        name: run folder name (default ``<data>-<recipe>-<timestamp>``).
+        strict: a class folder without usable images is an error instead of a warning.
+        dry_run: build the model and return the plan without training or writing anything.
+        precision: see :func:`transferkit.train.setup_device`.
+        verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+
+    Returns:
+        A :class:`FitResult`.
+    """
+    started = time.perf_counter()
+    overrides = dict(backbone=backbone, weights=weights, epochs=epochs, image_size=image_size, batch_size=batch_size)
+    chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
+    device = setup_device(precision, chosen.seed)
+    splits = load_data(data, validation_split=chosen.data.validation_split, seed=chosen.seed, strict=strict)
+    _say(verbose, splits.card.summary())
+    with device.strategy.scope():
+        session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
+    if dry_run:
+        return FitResult(None, session.classifier.model, None, session.recipe, session.selection,
+                         session.plan, time.perf_counter() - started, session.weights_source)
+    run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
+    info = {"data": data, "backbone": session.spec.name, "weights": session.weights_source,
+            "seed": session.recipe.seed, "device": device.describe(), "class_names": list(splits.class_names)}
+    return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+
+
+@dataclass(frozen=True)
+class _Session:
+    recipe: Recipe
+    spec: BackboneSpec
+    classifier: object
+    selection: object | None
+    plan: tuple
+    weights_source: str
+
+
+def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verbose) -> _Session:
+    """Build the base, measure the quadrant when asked, cut, add the head, plan the phases."""
+    spec = get_backbone(recipe.backbone.name)
+    base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
+    _say(verbose, weights_source)
+    selection = None
+    if measure or recipe.backbone.cut == "auto":
+        from transferkit.selection import measure_quadrant
+
+        selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
+        if measure:
+            picked = recipe_io.load_builtin(selection.recipe)
+            recipe = recipe_io.with_overrides(picked, seed=recipe.seed, **overrides)
+        if recipe.backbone.cut == "auto":
+            recipe = dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point))
+    if recipe.strategy == "truncate":
+        base = truncate(base, recipe.backbone.cut)
+    train_bn = any(phase.train_batchnorm for phase in recipe.phases)
+    classifier = build_classifier(spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn)
+    plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
+    _say(verbose, f"Recipe {recipe.name} ({recipe.strategy}) on {spec.name}:")
+    for phase_plan in plan:
+        _say(verbose, "  " + phase_plan.describe())
+    return _Session(recipe, spec, classifier, selection, plan, weights_source)
+
+
+def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits):
+    size, batch = _image_size(recipe, spec), recipe.data.batch_size
+    train = _as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed))
+    ordered = make_dataset(splits.train, size, batch)
+    val = _as_float(make_dataset(splits.val, size, batch))
+    return train, val, ordered
+
+
+def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
+    recipe, spec = session.recipe, session.spec
+    write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
+    runfolder.save_labels(splits.class_names, run_dir)
+    write_json(run_dir / "dataset_card.json", splits.card.to_dict())
+    if session.selection is not None:
+        write_json(run_dir / "selection.json", session.selection.to_dict())
+    runfolder.save_run_info(run_dir, {**info, "status": "training"})
+    return _resume_training(session, splits, run_dir, info, device, started, verbose)
+
+
+def _resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
+    recipe, spec = session.recipe, session.spec
+    train, val, ordered = _datasets(recipe, spec, splits)
+    with device.strategy.scope():
+        trainer = Trainer(session.classifier, spec, recipe, train, val, ordered, run_dir,
+                          num_classes=len(splits.class_names), verbose=verbose)
+        trainer.run()
+    model = session.classifier.model
+    metrics = evaluate_model(model, val, splits.class_names)
+    write_json(run_dir / "metrics.json", {"validation": metrics.to_dict(), **_test_metrics(model, recipe, spec, splits)})
+    runfolder.save_model(model, run_dir)
+    seconds = time.perf_counter() - started
+    runfolder.save_run_info(run_dir, {**info, "status": "finished", "seconds": round(seconds, 1),
+                                      "plan": [dataclasses.asdict(p) for p in session.plan]})
+    _write_plots(run_dir, metrics, recipe)
+    _say(verbose, f"Validation accuracy {metrics.accuracy:.3f} in {seconds:.0f} s. Run folder: {run_dir}")
+    return FitResult(run_dir, model, metrics, recipe, session.selection, session.plan, seconds, session.weights_source)
+
+
+def _test_metrics(model, recipe, spec, splits) -> dict:
+    if splits.test is None or not splits.test.labels:
+        return {}
+    test = _as_float(make_dataset(splits.test, _image_size(recipe, spec), recipe.data.batch_size))
+    return {"test": evaluate_model(model, test, splits.class_names).to_dict()}
+
+
+def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe) -> None:
+    rows = read_history(run_dir / "history.csv")
+    starts, seen = [], set()
+    for row in rows:
+        if row["phase"] not in seen:
+            seen.add(row["phase"])
+            starts.append((int(row["epoch"]), row["phase"]))
+    report.plot_history(run_dir / "history.csv", run_dir / "curves.png", phase_starts=starts)
+    report.plot_confusion(metrics, run_dir / "confusion.png")
+    report.write_html_report(run_dir)
+
+
+def _say(verbose: int, message: str) -> None:
+    if verbose:
+        print(message, flush=True)
+
+
+def predict(run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, batch_size: int = 32) -> list[dict]:
+    """Classify image files (or every image in a folder) with a finished run's model.
+
+    Returns:
+        One dict per usable image: ``{"path", "label", "probability", "top": [(label, p), ...]}``;
+        unreadable files come back as ``{"path", "error"}``.
+    """
+    run = runfolder.load_run(run_dir)
+    paths = _expand_inputs(inputs)
+    images, skipped = load_images(paths, run.image_size)
+    skipped_paths = {path for path, _ in skipped}
+    usable = [p for p in paths if p not in skipped_paths]
+    probabilities = run.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
+    results = []
+    for path, probs in zip(usable, probabilities):
+        order = np.argsort(probs)[::-1][: max(1, top_k)]
+        top = [(run.class_names[i], float(probs[i])) for i in order]
+        results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
+    results += [{"path": path, "error": reason} for path, reason in skipped]
+    return results
+
+
+def _expand_inputs(inputs: list[str] | str) -> list[str]:
+    from transferkit.data import IMAGE_EXTENSIONS
+
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    paths: list[str] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif item.exists():
+            paths.append(str(item))
+        else:
+            raise TransferkitError(f"No such file or folder: {str(item)!r}.")
+    if not paths:
+        raise TransferkitError(f"No images found in {', '.join(map(str, items))}.")
+    return paths
+
+
+def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics:
+    """Evaluate a finished run on a labelled folder (its ``test/`` split if it has one, else all of it)."""
+    run = runfolder.load_run(run_dir)
+    splits = load_data(data, validation_split=0.5, seed=0)
+    unknown = [name for name in splits.class_names if name not in run.class_names]
+    if unknown:
+        raise TransferkitError(
+            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
+        )
+    remap = [run.class_names.index(name) for name in splits.class_names]
+    parts = [splits.test] if splits.test is not None else [splits.train, splits.val]
+    paths = tuple(p for part in parts for p in part.paths)
+    labels = tuple(remap[label] for part in parts for label in part.labels)
+    images = dataclasses.replace(splits.train, paths=paths, labels=labels)
+    dataset = _as_float(make_dataset(images, run.image_size, batch_size))
+    return evaluate_model(run.model, dataset, run.class_names)
+
+
+def resume(run_dir: str | Path, *, precision: str = "auto", verbose: int = 1) -> FitResult:
+    """Continue an interrupted ``fit`` from its last finished epoch, with the run's own recipe and data.
+
+    Weights, optimizer state, learning-rate schedule position, phase and epoch counter are
+    restored; the run ends with the same number of epochs as an uninterrupted one.
+    """
+    import json
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not info_path.exists():
+        raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json).")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info.get("status") == "finished":
+        raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
+    recipe = recipe_io.load(run_dir / "recipe.toml")
+    device = setup_device(precision, recipe.seed)
+    splits = load_data(info["data"], validation_split=recipe.data.validation_split, seed=recipe.seed)
+    if list(splits.class_names) != info["class_names"]:
+        raise TransferkitError(f"The classes in {info['data']} changed since the run started; cannot resume.")
+    _say(verbose, f"Resuming {run_dir}")
+    with device.strategy.scope():
+        session = _prepare(recipe, splits, False, "auto", None, {}, verbose)
+    return _resume_training(session, splits, run_dir, info, device, started, verbose)

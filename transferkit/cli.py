@@ -1,0 +1,263 @@
+"""``transferkit`` command line: each command parses flags, calls the Python API, prints.
+
+Errors a user can fix print one line on stderr and exit with status 2; Ctrl-C and SIGTERM
+stop cleanly and say how to resume.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+import csv
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from transferkit.errors import TransferkitError
+
+BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
+
+
+class _Group(click.Group):
+    """Turns known errors into one clear line and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return super().invoke(ctx)
+        except TransferkitError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo(
+                "\nInterrupted. Finished epochs are saved: `transferkit fit --resume RUN_DIR` continues.", err=True
+            )
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as error:  # a bug, not a user error: one line unless asked for more
+            if os.environ.get("TRANSFERKIT_DEBUG"):
+                traceback.print_exc()
+            else:
+                click.echo(
+                    f"Internal error: {type(error).__name__}: {error} (set TRANSFERKIT_DEBUG=1 for the traceback)",
+                    err=True,
+                )
+            sys.exit(1)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _verbosity(quiet: bool) -> int:
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="transferkit")
+def main() -> None:
+    """Transfer learning for image classification with Keras: measured, fast, honest.
+
+    \b
+    Typical use:
+      transferkit fit --data ./pets                 # measures size + similarity, picks the recipe
+      transferkit fit --data ./pets --size small --similar
+      transferkit predict runs/<run> photo.jpg
+    """
+
+
+@main.command()
+@click.option("--data", required=True, help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split].")
+@click.option("--size", type=click.Choice(["auto", "small", "large"]), default="auto", show_default=True,
+              help="Dataset size quadrant; auto measures it.")
+@click.option("--similar/--dissimilar", default=None,
+              help="Similarity to ImageNet; measured with the pretrained features when omitted.")
+@click.option("--recipe", help="A recipe TOML file (or built-in name); overrides --size/--similar.")
+@click.option("--backbone", help=BACKBONE_HELP)
+@click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase.")
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's).")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--seed", type=int, help="Random seed (recorded in the run folder).")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
+@click.option("--name", help="Run folder name (default <data>-<recipe>-<timestamp>).")
+@click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit without training.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+              default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def fit(data, size, similar, recipe, backbone, weights, epochs, image_size, batch_size, seed, out, name, strict,
+        dry_run, resume_dir, precision, quiet):
+    """Train a classifier on labelled images; writes a run folder."""
+    from transferkit import api
+
+    verbose = _verbosity(quiet)
+    if resume_dir:
+        result = api.resume(resume_dir, precision=precision, verbose=verbose)
+    else:
+        result = api.fit(
+            data, size=size, similar=similar, recipe=recipe, backbone=backbone, weights=weights, epochs=epochs,
+            image_size=image_size, batch_size=batch_size, seed=seed, out=out, name=name, strict=strict,
+            dry_run=dry_run, precision=precision, verbose=verbose,
+        )
+    if dry_run:
+        from transferkit.recipes import dumps
+
+        click.echo("\n# Resolved recipe (nothing was trained)\n" + dumps(result.recipe))
+        return
+    top5 = f", top-5 {result.metrics.top5_accuracy:.3f}" if result.metrics.top5_accuracy is not None else ""
+    click.echo(f"accuracy {result.metrics.accuracy:.3f}{top5} | {result.seconds:.0f} s | {result.run_dir}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="Labelled folder to evaluate on (its test/ split if present).")
+@click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
+def evaluate(run_dir, data, as_json):
+    """Evaluate a finished run on labelled images."""
+    from transferkit import api
+
+    metrics = api.evaluate(run_dir, data)
+    if as_json:
+        click.echo(json.dumps(metrics.to_dict(), indent=2))
+        return
+    click.echo(f"accuracy {metrics.accuracy:.4f} on {metrics.num_samples} images")
+    if metrics.top5_accuracy is not None:
+        click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
+    click.echo(f"{'class':<24} precision  recall     f1  support")
+    for name, row in metrics.per_class.items():
+        click.echo(f"{name[:24]:<24} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {int(row['support']):8d}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def predict(run_dir, inputs, top_k, fmt, output):
+    """Classify images (files or folders) with a finished run's model."""
+    from transferkit import api
+
+    results = api.predict(run_dir, list(inputs), top_k=top_k)
+    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        if fmt == "json":
+            json.dump(results, stream, indent=2)
+            stream.write("\n")
+        else:
+            writer = csv.writer(stream)
+            writer.writerow(["path", "label", "probability", "top", "error"])
+            for row in results:
+                top = ";".join(f"{label}:{p:.4f}" for label, p in row.get("top", []))
+                prob = f"{row['probability']:.4f}" if "probability" in row else ""
+                writer.writerow([row["path"], row.get("label", ""), prob, top, row.get("error", "")])
+    finally:
+        if output:
+            stream.close()
+
+
+@main.command()
+def backbones():
+    """List the registered backbones."""
+    from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
+
+    click.echo(f"{'name':<26}{'params':>12} {'size':>5} {'min':>4}  {'imagenet':<9} cut points")
+    for spec in BACKBONES.values():
+        mark = "*" if spec.name == DEFAULT_BACKBONE else " "
+        click.echo(f"{spec.name + mark:<26}{spec.params:>12,} {spec.default_size:>5} {spec.min_size:>4}  "
+                   f"{spec.imagenet:<9} {', '.join(spec.cut_points)}")
+    click.echo("\n* default. imagenet: keras = downloaded by Keras (needs internet or its cache file); "
+               "offline = converted from a PyPI package.")
+
+
+@main.command()
+@click.argument("backbone")
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
+def inspect(backbone, image_size):
+    """Print a backbone's blocks: output shape, parameters, receptive field, cut points."""
+    from transferkit.inspection import block_table
+
+    click.echo(block_table(backbone, image_size))
+
+
+@main.command("augment-preview")
+@click.option("--data", required=True, help="Image folder to sample from.")
+@click.option("--recipe", default="small_similar", show_default=True, help="Recipe whose [augment] table to use.")
+@click.option("--fill-mode", type=click.Choice(["constant", "reflect", "nearest"]), help="Override the fill mode.")
+@click.option("--images", "count", default=6, show_default=True, type=click.IntRange(1, 64))
+@click.option("--copies", default=5, show_default=True, type=click.IntRange(1, 16))
+@click.option("--image-size", default=160, show_default=True, type=click.IntRange(min=16))
+@click.option("--out", default="augment_preview.png", show_default=True, type=click.Path(dir_okay=False))
+def augment_preview(data, recipe, fill_mode, count, copies, image_size, out):
+    """Write a PNG grid: each row an original image and augmented copies."""
+    from transferkit.preview import augment_preview as run_preview
+
+    path = run_preview(data, recipe=recipe, fill_mode=fill_mode, count=count, copies=copies,
+                       image_size=image_size, out=out)
+    click.echo(f"Wrote {path}")
+
+
+@main.group()
+def weights():
+    """Pretrained weights: what is available offline, and importing torch/TF files."""
+
+
+@weights.command("list")
+def weights_list():
+    """Show, per backbone, where its ImageNet weights come from right now."""
+    from transferkit.weights import weights_status
+
+    rows = weights_status()
+    click.echo(f"{'backbone':<26}{'offline now':<13}source")
+    for row in rows:
+        click.echo(f"{row['backbone']:<26}{'yes' if row['available_offline'] else 'no':<13}{row['source']}")
+
+
+@weights.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--backbone", required=True, help=BACKBONE_HELP)
+@click.option("--out", type=click.Path(dir_okay=False), help="Output .weights.h5 (default: next to SOURCE).")
+def weights_import(source, backbone, out):
+    """Convert a torchvision .pth or TF frozen graph .pb into a Keras .weights.h5."""
+    from transferkit.weights import import_weights
+
+    path = import_weights(source, backbone, out)
+    click.echo(f"Wrote {path}\nUse it with: transferkit fit --backbone {backbone} --weights {path} ...")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def datasets(ctx):
+    """Built-in example datasets of real images available offline."""
+    if ctx.invoked_subcommand is None:
+        from transferkit.datasets import list_datasets
+
+        for entry in list_datasets():
+            click.echo(f"{entry.name:<16}{entry.description}")
+
+
+@datasets.command("export")
+@click.argument("name")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--per-class", type=click.IntRange(min=1), help="At most this many images per class.")
+def datasets_export(name, directory, per_class):
+    """Write built-in dataset NAME as an image folder at DIRECTORY."""
+    from transferkit.datasets import export_dataset
+
+    path = export_dataset(name, directory, per_class=per_class)
+    click.echo(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

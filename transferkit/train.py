@@ -1,0 +1,285 @@
+"""Run a recipe's phases: set trainable -> compile -> fit, with resumable, atomic checkpoints.
+
+Each phase reads top to bottom as: choose what trains, re-compile (Keras ignores a change of
+``trainable`` until then), fit. Frozen-base phases train the head on cached features
+(:mod:`transferkit.features`); the others fit the whole graph with augmentation inside it.
+Epoch numbers continue across phases, so ``history.csv`` and TensorBoard show one timeline.
+
+Interruptions lose at most the current epoch: Keras' ``BackupAndRestore`` keeps the weights,
+optimizer state (and so the learning-rate schedule position) and epoch of the phase in
+progress, and every finished phase leaves ``checkpoints/phase<i>.weights.h5`` plus
+``state.json``, both written atomically. ``fit --resume RUN_DIR`` picks up from there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit.augment import build_augmentation, is_identity
+from transferkit.backbones import BackboneSpec
+from transferkit.errors import TransferkitError
+from transferkit.features import CachedFeatures, EpochSetter, extract_features
+from transferkit.fileio import atomic_path, write_json, write_text
+from transferkit.model import Classifier
+from transferkit.recipes import Phase, Recipe
+from transferkit.strategies import set_trainable
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, persisted in ``state.json`` after every finished phase."""
+
+    completed_phases: int = 0
+    epochs_done: int = 0
+    phase_epochs: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainState:
+        path = run_dir / "state.json"
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / "state.json", self.__dict__)
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Append each epoch's logs to ``history.csv`` (rewritten atomically) and stop on NaN loss."""
+
+    def __init__(self, path: Path, phase: str, rows: list[dict]):
+        super().__init__()
+        self.path, self.phase, self.rows = path, phase, rows
+        self.bad_loss_epoch: int | None = None
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        row = {"epoch": epoch + 1, "phase": self.phase, **logs, "seconds": time.perf_counter() - self._start}
+        self.rows[:] = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
+        write_text(self.path, _to_csv(self.rows))
+        if not math.isfinite(logs.get("loss", 0.0)):
+            self.bad_loss_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+def _to_csv(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of a ``history.csv`` (empty when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _optimizer(phase: Phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate = phase.learning_rate
+    if phase.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(phase.learning_rate, phase.epochs * steps_per_epoch)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _compile(model: keras.Model, phase: Phase, steps_per_epoch: int, num_classes: int) -> None:
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
+    model.compile(
+        optimizer=_optimizer(phase, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=metrics,
+    )
+
+
+class Trainer:
+    """Trains ``classifier`` through ``recipe.phases``, writing progress into ``run_dir``.
+
+    The datasets yield batches of ``(uint8 or float32 pixels, int labels)``.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        spec: BackboneSpec,
+        recipe: Recipe,
+        train_data: tf.data.Dataset,
+        val_data: tf.data.Dataset,
+        ordered_train_data: tf.data.Dataset,
+        run_dir: Path,
+        *,
+        num_classes: int,
+        verbose: int = 1,
+    ):
+        self.classifier, self.spec, self.recipe = classifier, spec, recipe
+        # Shuffled batches for fitting; the same images in a fixed order for feature caching.
+        self.train_data, self.val_data, self.ordered_train_data = train_data, val_data, ordered_train_data
+        self.run_dir, self.num_classes, self.verbose = Path(run_dir), num_classes, verbose
+        self.augment = None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
+        self.history = read_history(self.run_dir / "history.csv")
+        self._training_model: keras.Model | None = None
+
+    def run(self) -> list[dict]:
+        """Train every phase not finished yet; returns the history rows."""
+        state = TrainState.load(self.run_dir)
+        if state.completed_phases:
+            self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
+        for index, phase in enumerate(self.recipe.phases):
+            if index < state.completed_phases:
+                continue
+            self._say(f"Phase {index + 1}/{len(self.recipe.phases)} '{phase.name}': train {phase.train}")
+            set_trainable(self.classifier, self.spec, phase)
+            epochs_run = self._run_phase(index, phase, state.epochs_done)
+            with atomic_path(self._checkpoint(index)) as tmp:
+                self.classifier.model.save_weights(tmp)
+            state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
+            state.phase_epochs.append(epochs_run)
+            state.save(self.run_dir)
+        return self.history
+
+    def _checkpoint(self, index: int) -> Path:
+        return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    def _callbacks(self, index: int, phase: Phase) -> tuple[list[keras.callbacks.Callback], HistoryWriter]:
+        writer = HistoryWriter(self.run_dir / "history.csv", phase.name, self.history)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(self.run_dir / "backup" / f"phase{index}"), double_checkpoint=True),
+            writer,
+            keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
+        ]
+        if phase.patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience, restore_best_weights=True)
+            )
+        return callbacks, writer
+
+    def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
+        callbacks, writer = self._callbacks(index, phase)
+        try:
+            history = model.fit(
+                data,
+                epochs=initial_epoch + phase.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[*extra_callbacks, *callbacks],
+                verbose=self.verbose,
+                **kwargs,
+            )
+        except tf.errors.ResourceExhaustedError:
+            size = self.recipe.data.batch_size
+            raise TransferkitError(
+                f"Out of memory in phase '{phase.name}' at batch size {size}. "
+                f"Try --batch-size {max(1, size // 2)}."
+            ) from None
+        if writer.bad_loss_epoch is not None:
+            raise TransferkitError(
+                f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. The learning rate "
+                f"({phase.learning_rate:g}) is the likely cause: lower it in the recipe (e.g. to "
+                f"{phase.learning_rate / 10:g}) and check the images are valid."
+            )
+        final_epoch = history.epoch[-1] + 1 if history.epoch else initial_epoch + phase.epochs
+        return final_epoch - initial_epoch
+
+    def _run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        if phase.train == "head":
+            return self._fit_head_on_features(index, phase, initial_epoch)
+        model = self._training_graph()
+        steps = max(1, int(self.train_data.cardinality()))
+        _compile(model, phase, steps, self.num_classes)
+        return self._fit(model, self.train_data, index, phase, initial_epoch, validation_data=self.val_data)
+
+    def _training_graph(self) -> keras.Model:
+        """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
+        if self._training_model is None:
+            inputs = keras.Input(self.classifier.model.input_shape[1:], name="pixels")
+            x = self.augment(inputs) if self.augment is not None else inputs
+            self._training_model = keras.Model(inputs, self.classifier.model(x), name="training_graph")
+        return self._training_model
+
+    def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
+        features = []
+        for number in range(passes):
+            label = f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})"
+            self._say(label)
+            data, labels = extract_features(
+                self.classifier.extractor, self.ordered_train_data, augment=self.augment, verbose=self.verbose
+            )
+            features.append(data)
+        self._say("Caching validation features")
+        val_features, val_labels = extract_features(self.classifier.extractor, self.val_data, verbose=self.verbose)
+        train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
+        head = self.classifier.head
+        _compile(head, phase, len(train), self.num_classes)
+        return self._fit(
+            head,
+            train,
+            index,
+            phase,
+            initial_epoch,
+            extra_callbacks=[EpochSetter(train)],
+            validation_data=(val_features, val_labels),
+            validation_batch_size=self.recipe.data.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where training runs and how: chosen once per process, before any model is built."""
+
+    strategy: tf.distribute.Strategy
+    gpus: int
+    precision: str
+
+    def describe(self) -> str:
+        where = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
+        return f"{where}, {self.precision} precision, {type(self.strategy).__name__}"
+
+
+def setup_device(precision: str = "auto", seed: int = 1337) -> Device:
+    """Seed everything and pick precision and distribution for the hardware present.
+
+    Args:
+        precision: "auto" (mixed_float16 on GPU, float32 on CPU, where bf16 helped dense
+            backbones but slowed MobileNets), "float32", "mixed_float16" or "mixed_bfloat16".
+        seed: seeds Python, NumPy and TensorFlow. On CPU, TensorFlow's op determinism is also
+            switched on, so two runs with one seed give identical weights.
+    """
+    valid = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+    if precision not in valid:
+        raise TransferkitError(f"Unknown precision {precision!r}. Choose one of: {', '.join(valid)}.")
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier call in this process
+            pass
+    if precision == "auto":
+        precision = "mixed_float16" if gpus else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(seed)
+    if not gpus:
+        tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return Device(strategy=strategy, gpus=len(gpus), precision=precision)
