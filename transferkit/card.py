@@ -1,0 +1,129 @@
+"""The dataset card: what a person wants to know about the data before and after training."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+def size_stats(sizes: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """``[(width, height), ...]`` -> ``{"width": {"min", "median", "max"}, "height": {...}}``.
+
+    Example:
+        >>> size_stats([(10, 20), (30, 40), (50, 60)])["width"]
+        {'min': 10, 'median': 30, 'max': 50}
+    """
+    sizes = list(sizes)
+    if not sizes:
+        return {}
+    stats = {}
+    for axis, values in (("width", [w for w, _ in sizes]), ("height", [h for _, h in sizes])):
+        stats[axis] = {"min": min(values), "median": int(statistics.median(values)), "max": max(values)}
+    return stats
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """Counts, class balance, image sizes and every file left out, for one data source.
+
+    Attributes:
+        source: the folder or ``tfds:NAME`` the data came from.
+        class_names: label index -> class name.
+        counts: split (``train``, ``val``, ``test``) -> class name -> number of images.
+        skipped: ``(path, reason)`` for each file or folder that was left out.
+        image_sizes: ``{"width": {"min", "median", "max"}, "height": {...}}`` of the original
+            images (before resizing); empty when unknown (TFDS images of varying size).
+
+    Example:
+        >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
+        >>> card.num_train, card.imbalance
+        (12, 2.0)
+    """
+
+    source: str
+    class_names: tuple[str, ...]
+    counts: dict[str, dict[str, int]]
+    skipped: tuple[tuple[str, str], ...] = ()
+    image_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def num_train(self) -> int:
+        """Number of training images."""
+        return sum(self.counts.get("train", {}).values())
+
+    @property
+    def images_per_class(self) -> dict[str, int]:
+        """``{"min": ..., "median": ...}`` training images per class."""
+        values = [self.counts.get("train", {}).get(name, 0) for name in self.class_names]
+        if not values:
+            return {"min": 0, "median": 0}
+        return {"min": min(values), "median": int(statistics.median(values))}
+
+    @property
+    def imbalance(self) -> float:
+        """Largest / smallest training class (1.0 = balanced; ``inf`` if a class has none)."""
+        values = [self.counts.get("train", {}).get(name, 0) for name in self.class_names]
+        if not values or max(values) == 0:
+            return 1.0
+        return max(values) / min(values) if min(values) else float("inf")
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict: the fields plus the derived figures.
+
+        Example:
+            >>> DatasetCard("d", ("a", "b"), {"train": {"a": 1, "b": 1}}).to_dict()["num_train"]
+            2
+        """
+        imbalance = self.imbalance
+        return {
+            "source": self.source,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "num_train": self.num_train,
+            "counts": {split: dict(per_class) for split, per_class in self.counts.items()},
+            "images_per_class": self.images_per_class,
+            "imbalance": None if imbalance == float("inf") else round(imbalance, 3),
+            "image_sizes": self.image_sizes,
+            "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+        }
+
+    def summary(self) -> str:
+        """A few lines for a terminal or the report.
+
+        Example:
+            >>> print(DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}}).summary())
+            pets: 2 classes, 12 train images
+            per class (train): min 4, median 6, imbalance 2.0x
+        """
+        split_text = ", ".join(f"{sum(c.values()):,} {split}" for split, c in self.counts.items())
+        lines = [f"{self.source}: {self.num_classes} classes, {split_text} images"]
+        per_class = self.images_per_class
+        lines.append(
+            f"per class (train): min {per_class['min']}, median {per_class['median']}, "
+            f"imbalance {self.imbalance:.1f}x"
+        )
+        if self.image_sizes:
+            w, h = self.image_sizes["width"], self.image_sizes["height"]
+            lines.append(
+                f"image sizes: median {w['median']}x{h['median']} "
+                f"(min {w['min']}x{h['min']}, max {w['max']}x{h['max']})"
+            )
+        if self.skipped:
+            kinds = Counter(_kind(reason) for _, reason in self.skipped)
+            text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
+            lines.append(f"skipped {len(self.skipped)}: {text}")
+        return "\n".join(lines)
+
+
+def _kind(reason: str) -> str:
+    """The short category of a skip reason: its text before the first '(' or ':' or ';'."""
+    for mark in ("(", ":", ";"):
+        reason = reason.split(mark, 1)[0]
+    return reason.strip()

@@ -1,0 +1,205 @@
+"""Turn one image file (or its bytes) into an RGB uint8 array of a fixed size, or say why not.
+
+Every path into the toolkit (folder scan, ``tf.data`` training pipeline, TFDS records,
+``predict``) decodes through :func:`decode_image`, so a picture looks the same in training and
+in prediction.
+
+Decisions, in the order they are applied:
+
+- Formats: JPEG (incl. multi-picture MPO from cameras), PNG, BMP, GIF, WebP; Pillow's other
+  decoders are not even tried, so random bytes never reach an exotic plugin.
+- Size guard: Pillow refuses images above ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179
+  megapixels, e.g. 13400 x 13400) as possible decompression bombs; such a file is skipped with
+  that reason. Raise ``PIL.Image.MAX_IMAGE_PIXELS`` to accept bigger ones.
+- JPEG draft: a large JPEG is decoded directly at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+  scaling) while staying at least ``image_size`` on each side, so a 12000 x 12000 photo costs
+  about 1500 x 1500 pixels of memory and time.
+- EXIF orientation is applied (a portrait phone photo stays upright).
+- Animated GIF/WebP: the first frame.
+- Colour: 16-bit grey is scaled (not clipped) to 8 bits; CMYK, palette and grey become RGB;
+  transparency (RGBA, LA, palette or colour-key transparency) is composited on **white**, the
+  way viewers and browsers show such files, instead of dropping alpha, which exposes whatever
+  colour the encoder left under transparent pixels (often black or noise).
+- Resize: squashed to ``image_size`` x ``image_size`` ignoring aspect ratio, like the default of
+  ``keras.utils.image_dataset_from_directory`` (nothing is cropped away), with Pillow's bilinear
+  filter, which widens its support when shrinking (antialiased: no moire, unlike
+  ``tf.image.resize`` without ``antialias``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # JPEG includes camera MPO files
+RESAMPLE = Image.Resampling.BILINEAR
+BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white
+FULL_CHECK_MAX_PIXELS = 4_000_000  # bigger PNGs are CRC-checked at scan time, not fully decoded
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# Our own limit is Pillow's hard limit (DecompressionBombError, reported as a skip reason), so its
+# softer warning between 89 and 179 megapixels is redundant noise for every large photo.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class UnusableImage(Exception):
+    """A file that cannot be used as an image; ``str(err)`` is the reason shown in the card."""
+
+
+def has_image_extension(path: str | os.PathLike) -> bool:
+    """True when ``path`` ends in a supported image extension (case-insensitive)."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _open(source: str | os.PathLike | bytes) -> Image.Image:
+    if not isinstance(source, bytes) and not os.path.isfile(source):  # a FIFO would block open()
+        what = "not a regular file" if os.path.lexists(source) else "file not found"
+        raise UnusableImage(what if not os.path.islink(source) else "broken or looping symlink")
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return Image.open(fp, formats=PIL_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise UnusableImage(f"too large to decode safely ({err}); downscale it") from None
+    except Image.UnidentifiedImageError:
+        raise UnusableImage(f"not a supported image (expected {', '.join(PIL_FORMATS)} data)") from None
+    except OSError as err:
+        raise UnusableImage(f"cannot read file: {err.strerror or err}") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block must not make the picture unusable
+        return 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; a corrupt tag is ignored."""
+    if _orientation(img) == 1:
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except (ValueError, TypeError, KeyError, SyntaxError):
+        return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB (16-bit scaled, transparency composited on white)."""
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
+            values = values / 257.0  # 0..65535 -> 0..255
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(source: str | os.PathLike | bytes, image_size: int) -> np.ndarray:
+    """Decode a file path or encoded bytes into a ``uint8 [image_size, image_size, 3]`` RGB array.
+
+    Args:
+        source: path of an image file, or the encoded bytes of one.
+        image_size: side of the square output, in pixels.
+
+    Returns:
+        The picture, upright, RGB, squashed to ``image_size`` x ``image_size``.
+
+    Raises:
+        UnusableImage: for anything that cannot be decoded; the message is the reason.
+
+    Example:
+        >>> from PIL import Image; import io
+        >>> buf = io.BytesIO(); Image.new("LA", (40, 20)).save(buf, "PNG")
+        >>> decode_image(buf.getvalue(), 8).shape
+        (8, 8, 3)
+    """
+    img = _open(source)
+    try:
+        with img:
+            img.draft(None, (image_size, image_size))  # JPEG only: DCT-scaled decode, >= target
+            rgb = _to_rgb(_upright(img))
+            return np.asarray(rgb.resize((image_size, image_size), RESAMPLE), dtype=np.uint8)
+    except UnusableImage:
+        raise
+    except Exception as err:  # Pillow raises many types on corrupt data; all mean "unusable"
+        raise UnusableImage(_reason(err)) from None
+
+
+def probe_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Check that ``path`` decodes completely; return its upright ``(width, height)``.
+
+    Cheaper than :func:`decode_image`: a JPEG is decoded at 1/8 scale (which still reads every
+    byte, so truncation is caught), a PNG above ``FULL_CHECK_MAX_PIXELS`` is CRC-checked instead
+    of inflated, and nothing is converted or resized.
+
+    Raises:
+        UnusableImage: with the reason when the file cannot be used.
+
+    Example:
+        >>> probe_image("cat.jpg")  # doctest: +SKIP
+        (640, 480)
+    """
+    img = _open(path)
+    try:
+        with img:
+            width, height = img.size
+            swap = _orientation(img) in (5, 6, 7, 8)
+            if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS:
+                img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
+            else:
+                img.draft(None, (1, 1))
+                img.load()
+            return (height, width) if swap else (width, height)
+    except UnusableImage:
+        raise
+    except Exception as err:
+        raise UnusableImage(_reason(err)) from None
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    if "truncated" in text.lower():
+        return f"truncated or corrupt image data ({text})"
+    return f"cannot decode: {text}"
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike], image_size: int
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Decode many files for prediction, in parallel, keeping the usable ones.
+
+    Args:
+        paths: image files to decode.
+        image_size: side of the square output, in pixels.
+
+    Returns:
+        ``(images, skipped)``: a ``uint8 [n_usable, image_size, image_size, 3]`` array in the
+        order of ``paths``, and ``(path, reason)`` for each file that could not be used.
+
+    Example:
+        >>> images, skipped = load_images(["cat.jpg", "notes.txt"], 224)  # doctest: +SKIP
+        >>> images.shape, skipped
+        ((1, 224, 224, 3), [('notes.txt', 'not a supported image (...)')])
+    """
+
+    def attempt(path: str | os.PathLike) -> np.ndarray | str:
+        try:
+            return decode_image(path, image_size)
+        except UnusableImage as err:
+            return str(err)
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+        results = list(pool.map(attempt, paths))
+    arrays = [r for r in results if isinstance(r, np.ndarray)]
+    skipped = [(os.fspath(p), r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
+    stacked = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return stacked, skipped
