@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 from sklearn import metrics as skm
 
 from transferkit.errors import TransferkitError
+
+if TYPE_CHECKING:  # annotations only: reading metrics or drawing a report needs no TensorFlow
+    import keras
+    import tensorflow as tf
 
 TOP_K = 5
 _SUM_TOLERANCE = 1e-2  # loose enough for bf16/float16 softmax outputs, tight enough to catch logits
@@ -166,6 +169,7 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Se
         class_names: one name per output unit, index = label.
 
     Example:
+        >>> import keras, tensorflow as tf
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         >>> ds = tf.data.Dataset.from_tensor_slices((np.ones((10, 4)), np.arange(10) % 3)).batch(4)
         >>> evaluate_model(model, ds, ["a", "b", "c"]).num_samples

@@ -1,0 +1,176 @@
+"""Plots are valid PNGs of a plausible size; the HTML report is self-contained, escaped and tolerant."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from transferkit.errors import TransferkitError
+from transferkit.evaluate import compute_metrics
+from transferkit.report import plot_confusion, plot_history, plot_image_grid, write_html_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVIL = "<script>alert(1)</script>"
+
+
+def assert_png(path, min_width=200, min_height=150):
+    """A real PNG that matplotlib reads back, at least this many pixels, and no temp file beside it."""
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, channels = mpimg.imread(path).shape
+    assert width >= min_width and height >= min_height and channels in (3, 4)
+    assert [p.name for p in path.parent.iterdir() if ".tmp" in p.name] == []
+
+
+def metrics_for(class_names, correct_fraction=7 / 8, samples_per_class=8):
+    """Metrics where each class has ``samples_per_class`` samples, a fraction of them right."""
+    n = len(class_names)
+    labels = np.repeat(np.arange(n), samples_per_class)
+    predicted = labels.copy()
+    wrong = np.arange(len(labels)) % samples_per_class >= round(correct_fraction * samples_per_class)
+    predicted[wrong] = (labels[wrong] + 1) % n
+    probs = np.full((len(labels), n), 0.4 / (n - 1))
+    probs[np.arange(len(labels)), predicted] = 0.6
+    return compute_metrics(probs, labels, class_names)
+
+
+def test_plot_history_from_a_mapping_with_phase_lines(tmp_path):
+    history = {
+        "loss": [1.2, 0.9, 0.7, 0.5],
+        "val_loss": [1.3, 1.0, 0.8, 0.75],
+        "accuracy": [0.4, 0.6, 0.7, 0.8],
+        "val_accuracy": [0.35, 0.55, 0.65, 0.7],
+    }
+    plot_history(history, tmp_path / "curves.png", phase_starts=[(0, "warmup"), (2, "fine_tune")])
+    assert_png(tmp_path / "curves.png", min_width=800)
+
+
+def test_plot_history_from_a_keras_csv_logger_file(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.random.default_rng(0).normal(size=(16, 3)), np.arange(16) % 2
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "history.csv"))
+    model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[logger])
+    plot_history(tmp_path / "history.csv", tmp_path / "curves.png")
+    assert_png(tmp_path / "curves.png", min_width=800)
+
+
+def test_plot_history_reads_phase_column_and_tolerates_blank_cells(tmp_path):
+    csv_text = "epoch,loss,val_loss,phase\n0,1.0,,warmup\n1,0.8,0.9,warmup\n0,0.6,0.7,fine_tune\n"
+    (tmp_path / "history.csv").write_text(csv_text)
+    plot_history(tmp_path / "history.csv", tmp_path / "curves.png")
+    assert_png(tmp_path / "curves.png")
+
+
+def test_plot_history_refuses_an_empty_history(tmp_path):
+    with pytest.raises(TransferkitError, match="empty"):
+        plot_history({"loss": []}, tmp_path / "curves.png")
+    assert not (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_plot_confusion_few_classes(tmp_path, normalize):
+    plot_confusion(metrics_for(["cat", "dog", EVIL]), tmp_path / "confusion.png", normalize=normalize)
+    assert_png(tmp_path / "confusion.png")
+
+
+def test_plot_confusion_forty_classes_with_awkward_names_grows_the_figure(tmp_path):
+    names = [f"class {i} with a rather long descriptive name" for i in range(38)] + ["$x^", "$5 $10"]
+    plot_confusion(metrics_for(names), tmp_path / "confusion.png")
+    assert_png(tmp_path / "confusion.png", min_width=1200, min_height=1200)
+
+
+def test_plot_image_grid_uint8_float_and_grey(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 24, 24, 3), dtype=np.uint8)
+    plot_image_grid(images, tmp_path / "grid.png", titles=[f"img {i}" for i in range(10)], columns=4)
+    assert_png(tmp_path / "grid.png", min_width=400, min_height=400)
+    plot_image_grid(images[:4].astype(np.float32) + 0.4, tmp_path / "float.png", suptitle="augmented $")
+    assert_png(tmp_path / "float.png", min_width=700, min_height=100)
+    plot_image_grid(images[:3, :, :, :1], tmp_path / "grey.png")
+    assert_png(tmp_path / "grey.png", min_width=250, min_height=100)
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "message"),
+    [
+        (np.zeros((2, 8, 8), np.uint8), {}, "received shape"),
+        (np.zeros((2, 8, 8, 3), np.uint8), {"titles": ["only one"]}, "1 titles for 2 images"),
+        (np.zeros((2, 8, 8, 3), np.uint8), {"columns": 0}, "columns >= 1"),
+    ],
+)
+def test_plot_image_grid_rejects_bad_input(tmp_path, images, kwargs, message):
+    with pytest.raises(TransferkitError, match=message):
+        plot_image_grid(images, tmp_path / "grid.png", **kwargs)
+
+
+def embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A complete run folder as transferkit fit leaves it, without pre-drawn pictures."""
+    run = tmp_path / "runs" / "flowers"
+    run.mkdir(parents=True)
+    metrics = metrics_for(["daisy", "rose", EVIL])
+    (run / "metrics.json").write_text(json.dumps(metrics.to_dict()))
+    run_info = {"backbone": "mobilenet_v2", "weights": "imagenet (torchvision)", "seconds": 42.5}
+    run_info |= {"trainable_params": 3843, "dataset": {"path": "data/x"}}
+    (run / "run.json").write_text(json.dumps(run_info))
+    recipe = 'name = "small_similar"\nstrategy = "freeze"\n[backbone]\nname = "mnv2"\n'
+    (run / "recipe.toml").write_text(recipe)
+    history = "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.4,1.1\n1,0.8,0.6,0.7,0.8\n"
+    (run / "history.csv").write_text(history)
+    card = {"num_images": 24, "skipped": [{"path": "rose/<bad>.jpg", "reason": "not an image"}]}
+    (run / "dataset_card.json").write_text(json.dumps(card))
+    (run / "selection.json").write_text(json.dumps({"quadrant": "small_similar", "scores": {"logme": 1.5}}))
+    return run
+
+
+def test_html_report_summarises_escapes_and_embeds(run_dir):
+    path = write_html_report(run_dir)
+    page = path.read_text(encoding="utf-8")
+    assert path == run_dir / "report.html"
+    assert "87.5%" in page  # accuracy: 7 of 8 right in every class
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "rose/&lt;bad&gt;.jpg" in page and "not an image" in page
+    for expected in ("mobilenet_v2", "imagenet (torchvision)", "3,843", "data/x", "small_similar", "logme"):
+        assert expected in page
+    pngs = embedded_pngs(page)
+    assert len(pngs) == 2 and all(png[:8] == PNG_SIGNATURE for png in pngs)
+    assert "<img" in page and 'src="runs' not in page  # self-contained: no links to files
+
+
+def test_html_report_prefers_existing_pictures_and_adds_extra_ones(run_dir):
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    plot_image_grid(images, run_dir / "augment_preview.png")
+    plot_confusion(metrics_for(["a", "b"]), run_dir / "confusion.png")
+    (run_dir / ".curves.abc123.tmp.png").write_bytes(b"half a picture")  # a write in progress
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert len(embedded_pngs(page)) == 3
+    assert (run_dir / "confusion.png").read_bytes() in embedded_pngs(page)
+    assert "augment preview" in page
+
+
+def test_html_report_tolerates_missing_and_broken_optional_files(run_dir):
+    for name in ("run.json", "dataset_card.json", "selection.json", "history.csv", "recipe.toml"):
+        (run_dir / name).unlink()
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert "87.5%" in page and len(embedded_pngs(page)) == 1  # confusion only: no history
+
+    (run_dir / "run.json").write_text("{not json")
+    (run_dir / "history.csv").write_text("")
+    (run_dir / "metrics.json").unlink()
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert "Could not read run.json" in page and "has not been evaluated" in page
+
+
+def test_html_report_needs_an_existing_folder(tmp_path):
+    with pytest.raises(TransferkitError, match="does not exist"):
+        write_html_report(tmp_path / "nope")
