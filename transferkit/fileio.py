@@ -14,7 +14,7 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
 
-    The temporary file keeps ``path``'s suffix (Keras picks the format from it), is fsynced and
+    The temporary file keeps ``path``'s suffixes (Keras picks the format from it), is fsynced and
     then renamed, which is atomic on POSIX file systems. On any error the temporary file is
     removed and ``path`` is left untouched.
 
@@ -24,8 +24,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    suffix = "".join(path.suffixes) if suffix is None else suffix  # keeps ".weights.h5" whole
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -184,6 +184,7 @@ class Trainer:
                 initial_epoch=initial_epoch,
                 callbacks=[*extra_callbacks, *callbacks],
                 verbose=self.verbose,
+                shuffle=False,  # the datasets shuffle themselves, with the run's seed
                 **kwargs,
             )
         except tf.errors.ResourceExhaustedError:

@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+
+from transferkit import recipes
+from transferkit.errors import TransferkitError
+
+
+@pytest.mark.parametrize("name", ["small_similar", "small_dissimilar", "large_similar", "large_dissimilar"])
+def test_builtin_recipes_round_trip(name):
+    recipe = recipes.load_builtin(name)
+    assert recipes.loads(recipes.dumps(recipe)) == recipe
+
+
+def test_quadrant_recipes_use_the_classic_strategies():
+    strategies = {name: recipes.load_builtin(name).strategy for name in recipes.builtin_names()}
+    assert strategies == {
+        "small_similar": "freeze",
+        "small_dissimilar": "truncate",
+        "large_similar": "fine_tune",
+        "large_dissimilar": "retrain",
+    }
+    fine_tune = recipes.load_builtin("large_similar").phases
+    assert [p.train for p in fine_tune] == ["head", "top"]
+    assert fine_tune[1].learning_rate < fine_tune[0].learning_rate
+
+
+def test_unknown_key_lists_valid_keys():
+    text = recipes.dumps(recipes.load_builtin("small_similar")).replace("[head]", "[head]\ndropuot = 0.1")
+    with pytest.raises(TransferkitError, match="unknown key 'dropuot'. Valid keys: dropout"):
+        recipes.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('fill_mode = "reflect"', 'fill_mode = "wrapp"', "Choose one of: constant, nearest, reflect"),
+        ('train = "head"', 'train = "everything"', "Choose one of: all, head, top"),
+        ("epochs = 20", "epochs = 0", "epochs must be >= 1"),
+        ("epochs = 20", 'epochs = "20"', "expected int"),
+        ("batch_size = 32", "batch_size = 3.5", "expected int"),
+        ("[[phases]]", "[phases]", "expected a list of tables"),
+    ],
+)
+def test_bad_values_are_one_line_errors(old, new, message):
+    text = recipes.dumps(recipes.load_builtin("small_similar")).replace(old, new, 1)
+    assert text != recipes.dumps(recipes.load_builtin("small_similar"))
+    with pytest.raises(TransferkitError, match=message):
+        recipes.loads(text)
+
+
+def test_invalid_toml_is_a_clear_error():
+    with pytest.raises(TransferkitError, match="not valid TOML"):
+        recipes.loads("name = ")
+
+
+def test_overrides_apply_on_top():
+    recipe = recipes.with_overrides(recipes.load_builtin("large_similar"), backbone="tiny", epochs=2, batch_size=4,
+                                    weights="random", image_size=48, seed=7)
+    assert recipe.backbone.name == "tiny" and recipe.backbone.weights == "random" and recipe.backbone.image_size == 48
+    assert [p.epochs for p in recipe.phases] == [2, 2]
+    assert recipe.data.batch_size == 4 and recipe.seed == 7
+    assert recipes.with_overrides(recipe, epochs=None) == recipe
+
+
+def test_truncate_needs_a_cut():
+    recipe = recipes.load_builtin("small_dissimilar")
+    with pytest.raises(TransferkitError, match="needs backbone.cut"):
+        recipes.validate(dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut="none")))
+
+
+def test_load_missing_file_names_builtins(tmp_path):
+    with pytest.raises(TransferkitError, match="small_similar"):
+        recipes.load(tmp_path / "nope.toml")
+    assert recipes.load("small_similar") == recipes.load_builtin("small_similar")

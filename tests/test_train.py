@@ -1,0 +1,105 @@
+"""Transfer mechanics on the tiny backbone: what must and must not change in each phase."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transferkit import recipes
+from transferkit.backbones import get_backbone
+from transferkit.model import build_classifier
+from transferkit.recipes import Phase
+from transferkit.testing import synthetic_image
+from transferkit.train import Trainer, TrainState, read_history, setup_device
+
+SPEC = get_backbone("tiny")
+
+
+def _data(n_per_class=8, classes=3, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n_per_class).astype("int32")
+    images = np.stack([synthetic_image(int(label), size, rng) for label in labels])
+    return images, labels
+
+
+def _datasets(batch=8):
+    images, labels = _data()
+    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
+    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    shuffled = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(64, seed=1).batch(batch)
+    return shuffled.map(lambda x, y: (tf.cast(x, tf.float32), y)), as_float, ordered
+
+
+def _recipe(name, phases=None, **overrides):
+    recipe = recipes.with_overrides(recipes.load_builtin(name), backbone="tiny", weights="random", batch_size=8,
+                                    **overrides)
+    if phases is not None:
+        recipe = dataclasses.replace(recipe, phases=tuple(phases))
+    return recipe
+
+
+def _run(recipe, run_dir):
+    setup_device("float32", recipe.seed)
+    base = SPEC.build(32)
+    train_bn = any(p.train_batchnorm for p in recipe.phases)
+    classifier = build_classifier(SPEC, base, 3, recipe.head, batchnorm_inference=not train_bn)
+    before = {v.path: v.numpy().copy() for v in classifier.model.weights}
+    train, val, ordered = _datasets()
+    Trainer(classifier, SPEC, recipe, train, val, ordered, run_dir, num_classes=3, verbose=0).run()
+    after = {v.path: v.numpy() for v in classifier.model.weights}
+    changed = {path for path in before if not np.array_equal(before[path], after[path])}
+    return classifier, changed
+
+
+def test_head_phase_leaves_the_backbone_bit_identical(tmp_path):
+    recipe = _recipe("small_similar", epochs=3)
+    classifier, changed = _run(recipe, tmp_path)
+    base_paths = {v.path for v in classifier.base.weights}
+    head_paths = {v.path for v in classifier.head.weights}
+    assert changed and changed <= head_paths
+    assert not changed & base_paths
+    history = read_history(tmp_path / "history.csv")
+    losses = [float(row["loss"]) for row in history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_unfreeze_from_changes_only_the_named_blocks_and_not_batchnorm(tmp_path):
+    phases = [Phase(name="warmup", train="head", epochs=1), Phase(name="tune", train="top", epochs=2,
+                                                                   unfreeze_from="block3_conv", learning_rate=1e-3)]
+    classifier, changed = _run(_recipe("large_similar", phases=phases), tmp_path)
+    changed_layers = {path.split("/")[-2] for path in changed if "head" not in path and "predictions" not in path}
+    assert changed_layers == {"block3_conv"}  # block1/2 untouched, BatchNorm (incl. moving stats) untouched
+    history = read_history(tmp_path / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]  # epochs continue across phases
+    assert [r["phase"] for r in history] == ["warmup", "tune", "tune"]
+    assert TrainState.load(tmp_path).completed_phases == 2
+
+
+def test_unfreeze_from_inside_a_block_starts_at_the_block_boundary(tmp_path):
+    phases = [Phase(name="tune", train="top", epochs=1, unfreeze_from="block2_relu")]
+    _, changed = _run(_recipe("large_similar", phases=phases), tmp_path)
+    layers = {path.split("/")[-2] for path in changed}
+    assert "block2_conv" in layers and "block1_conv" not in layers
+
+
+def test_retrain_trains_batchnorm_when_the_phase_opts_in(tmp_path):
+    phases = [Phase(name="all", train="all", epochs=1, train_batchnorm=True)]
+    _, changed = _run(_recipe("large_dissimilar", phases=phases), tmp_path)
+    assert any("block1_bn" in path and "moving_mean" in path for path in changed)
+    assert any("block1_conv" in path for path in changed)
+
+
+def test_nan_loss_stops_with_a_learning_rate_hint(tmp_path):
+    from transferkit.errors import TransferkitError
+
+    phases = [Phase(name="all", train="all", epochs=2, learning_rate=0.99)]
+    recipe = _recipe("large_dissimilar", phases=phases)
+    recipe = dataclasses.replace(recipe, head=dataclasses.replace(recipe.head, dropout=0.0))
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    big = classifier.head.get_layer("predictions")
+    big.set_weights([w * 1e30 for w in big.get_weights()])  # overflow -> inf/NaN loss on the first batch
+    train, val, ordered = _datasets()
+    with pytest.raises(TransferkitError, match="learning rate"):
+        Trainer(classifier, SPEC, recipe, train, val, ordered, tmp_path, num_classes=3, verbose=0).run()
