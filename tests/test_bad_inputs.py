@@ -1,0 +1,257 @@
+"""A folder of everything that goes wrong with real image collections: each file must be used or
+listed with a reason, nothing may hang or crash, and the fatal cases must be one clear error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from transferkit.data import load_data, load_images, make_dataset
+from transferkit.decode import decode_image, probe_image
+from transferkit.errors import TransferkitError
+
+# Under pytest the module-level filter in transferkit.decode is reset; the limit is ours anyway.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
+RED, BLUE = (220, 20, 20), (20, 20, 220)
+CATS, DOGS = "cats", "chiens été"  # a class name with a space and an accent
+
+
+def _save(path: Path, image: Image.Image, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def _solid(colour=RED, size=(24, 16), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, colour)
+
+
+@pytest.fixture(scope="module")
+def huge_jpeg(tmp_path_factory) -> Path:
+    """A 12000 x 12000 solid JPEG, made in a child process so this one never holds its 432 MB."""
+    path = tmp_path_factory.mktemp("huge") / "huge.jpg"
+    code = f"from PIL import Image; Image.new('RGB', (12000, 12000), {RED}).save({str(path)!r}, quality=50)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return path
+
+
+def _rotated_jpeg(path: Path) -> Path:
+    """Stored landscape, left red / right blue, EXIF orientation 6 (display rotated 90 deg CW)."""
+    image = _solid(RED, (40, 20))
+    image.paste(BLUE, (20, 0, 40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _save(path, image, exif=exif, quality=95)
+
+
+def _good_files(root: Path, huge: Path) -> dict[str, Path]:
+    cats, dogs = root / CATS, root / DOGS
+    cats.mkdir(parents=True)
+    rgba = _solid((0, 0, 0, 0), mode="RGBA")
+    rgba.paste((0, 0, 255, 255), (0, 0, 12, 16))  # left half opaque blue, right half transparent
+    gif_frames = [_solid(RED).quantize(4), _solid(BLUE).quantize(4)]
+    gif = cats / "anim.gif"
+    gif_frames[0].save(gif, save_all=True, append_images=gif_frames[1:], duration=50)
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
+    sixteen = Image.fromarray(np.full((16, 16), 32896, np.uint16))  # mid grey in 16 bits
+    rgb16 = tf.io.encode_png(tf.fill([16, 16, 3], tf.constant(65535, tf.uint16))).numpy()
+    (cats / "rgb16.png").write_bytes(rgb16)
+    os.symlink(huge, cats / "huge.jpg")
+    files = {
+        "rgb": _save(cats / "photo one.JPG", _solid(RED), quality=95),
+        "grey": _save(cats / "grey.png", _solid(128, mode="L")),
+        "rgba": _save(cats / "rgba.png", rgba),
+        "la": _save(cats / "la.png", _solid((50, 255), mode="LA")),
+        "palette": _save(cats / "palette.png", _solid(RED).quantize(4)),
+        "sixteen": _save(cats / "sixteen.png", sixteen),
+        "rgb16": cats / "rgb16.png",
+        "cmyk": _save(cats / "cmyk.jpg", cmyk, quality=95),
+        "gif": gif,
+        "one_pixel": _save(cats / "one.bmp", _solid(RED, (1, 1))),
+        "huge": cats / "huge.jpg",
+        "rotated": _rotated_jpeg(cats / "rotated.jpeg"),
+        "webp": _save(cats / "pic.webp", _solid(RED), lossless=True),
+        "nested": _save(cats / "2019" / "summer" / "deep.png", _solid(RED)),
+        "unicode": _save(dogs / "été ñ 写真.png", _solid(BLUE)),
+        "dog2": _save(dogs / "b.jpg", _solid(BLUE), quality=95),
+        "dog3": _save(dogs / "sub dir" / "c.png", _solid(BLUE)),
+    }
+    return files
+
+
+def _bad_files(root: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, words expected in its skip reason)."""
+    cats = root / CATS
+    full = cats / "full.jpg"
+    _save(full, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)))
+    (cats / "truncated.jpg").write_bytes(full.read_bytes()[:600])
+    full.unlink()
+    (cats / "zero.jpg").write_bytes(b"")
+    (cats / "text.jpg").write_text("this is not a picture\n")
+    (cats / "notes.txt").write_text("shot on a phone\n")
+    (cats / "broken.png").symlink_to(root / "does-not-exist.png")
+    (cats / "self.jpg").symlink_to("self.jpg")
+    os.mkfifo(cats / "fifo.jpg")  # open() on it would block forever
+    (cats / "loop").symlink_to(cats, target_is_directory=True)
+    (root / "README.md").write_text("my pets\n")
+    return {
+        "truncated": (cats / "truncated.jpg", "truncated"),
+        "zero": (cats / "zero.jpg", "empty file"),
+        "text": (cats / "text.jpg", "not a supported image"),
+        "notes": (cats / "notes.txt", "not an image file"),
+        "broken": (cats / "broken.png", "symlink"),
+        "self": (cats / "self.jpg", "symlink"),
+        "fifo": (cats / "fifo.jpg", "not a regular file"),
+        "loop": (cats / "loop", "symlink loop"),
+        "readme": (root / "README.md", "not inside a class folder"),
+        "empty_class": (root / "empty class", "no usable images"),
+    }
+
+
+def _hidden_files(root: Path) -> list[Path]:
+    hidden = [root / CATS / ".hidden.jpg", root / CATS / "._photo one.JPG", root / ".git" / "x" / "y.png"]
+    for path in hidden:
+        _save(path, _solid(RED))
+    (root / CATS / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "empty class").mkdir()
+    (root / "empty class" / ".keep").write_text("")
+    return hidden
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, huge_jpeg):
+    root = tmp_path_factory.mktemp("corpus") / "my photos"
+    good = _good_files(root, huge_jpeg)
+    bad = _bad_files(root)
+    hidden = _hidden_files(root)
+    return root, good, bad, hidden
+
+
+@pytest.fixture(scope="module")
+def splits(corpus):
+    return load_data(str(corpus[0]), validation_split=0.25, seed=3)
+
+
+def test_every_file_is_used_or_skipped_with_a_reason(corpus, splits):
+    root, good, bad, hidden = corpus
+    used = set(splits.train.paths) | set(splits.val.paths)
+    assert used == {str(p) for p in good.values()}
+    reasons = dict(splits.card.skipped)
+    for name, (path, words) in bad.items():
+        assert words in reasons.get(str(path), ""), (name, reasons.get(str(path)))
+    listed = used | set(reasons)
+    assert not any(str(h) in listed for h in hidden)  # hidden files are ignored silently
+    assert splits.class_names == (CATS, DOGS)  # the empty class folder is left out
+    assert splits.card.counts["train"][DOGS] + splits.card.counts["val"][DOGS] == 3
+    json.dumps(splits.card.to_dict())
+    assert "skipped" in splits.card.summary()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("rgb", RED), ("grey", (128, 128, 128)), ("palette", RED), ("cmyk", (255, 0, 0)), ("gif", RED),
+     ("one_pixel", RED), ("huge", RED), ("webp", RED), ("nested", RED), ("unicode", BLUE),
+     ("sixteen", (128, 128, 128)), ("rgb16", (255, 255, 255)), ("la", (50, 50, 50))],
+)  # fmt: skip
+def test_usable_files_decode_to_plausible_rgb(corpus, name, expected):
+    image = decode_image(corpus[1][name], 16)
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - expected).max() <= 12, image[8, 8]
+
+
+def test_transparency_is_composited_on_white(corpus):
+    image = decode_image(corpus[1]["rgba"], 16)
+    assert tuple(image[8, 2]) == (0, 0, 255)  # opaque part kept
+    assert tuple(image[8, 13]) == (255, 255, 255)  # transparent part is white, not black
+
+
+def test_exif_orientation_is_applied(corpus):
+    path = corpus[1]["rotated"]
+    assert probe_image(path) == (20, 40)  # upright: portrait
+    image = decode_image(path, 16).astype(int)
+    assert image[2, 8, 0] > 180 and image[2, 8, 2] < 80  # top is red
+    assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
+
+
+def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
+    code = (
+        "import resource, sys; from transferkit.decode import decode_image; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"image = decode_image({str(huge_jpeg)!r}, 224); "
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before; "
+        "print(image.shape, grown // 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    shape, grown_mb = out.rsplit(" ", 1)
+    assert shape == "(224, 224, 3)"
+    assert int(grown_mb) < 100  # a full decode would need 432 MB; the 1/8-scale draft needs ~7
+
+
+def test_decompression_bomb_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so a 20 x 20 image counts as a bomb
+    for name in ("a", "b"):
+        _save(tmp_path / name / "small.png", _solid(size=(5, 5)))
+    _save(tmp_path / "a" / "bomb.png", _solid(size=(20, 20)))
+    splits = load_data(str(tmp_path), validation_split=0)
+    assert "too large" in dict(splits.card.skipped)[str(tmp_path / "a" / "bomb.png")]
+
+
+def test_make_dataset_iterates_the_whole_corpus(splits):
+    for images, batch_size in ((splits.train, 4), (splits.val, 3)):
+        count = 0
+        for pixels, labels in make_dataset(images, 32, batch_size, shuffle=True):
+            assert pixels.dtype == tf.uint8 and pixels.shape[1:] == (32, 32, 3)
+            count += int(labels.shape[0])
+        assert count == len(images)
+
+
+def test_file_broken_after_the_scan_is_left_out_and_logged_once(tmp_path, caplog):
+    for name in ("a", "b"):
+        for i in range(3):
+            _save(tmp_path / name / f"{i}.png", _solid(RED if name == "a" else BLUE))
+    splits = load_data(str(tmp_path), validation_split=0)
+    (tmp_path / "a" / "1.png").write_bytes(b"gone bad")
+    (tmp_path / "b" / "2.png").unlink()
+    ds = make_dataset(splits.train, 8, 2, cache=False)
+    with caplog.at_level(logging.WARNING, logger="transferkit.pipeline"):
+        counts = [sum(int(y.shape[0]) for _, y in ds) for _ in range(2)]
+    assert counts == [4, 4]
+    warnings = [r for r in caplog.records if "failed to decode" in r.getMessage()]
+    assert len(warnings) == 2  # once per file, not once per epoch
+
+
+def test_load_images_returns_usable_files_and_reasons(corpus):
+    good, bad = corpus[1], corpus[2]
+    paths = [good["rgb"], bad["truncated"][0], good["unicode"], bad["zero"][0]]
+    images, skipped = load_images(paths, 20)
+    assert images.shape == (2, 20, 20, 3) and images.dtype == np.uint8
+    assert [p for p, _ in skipped] == [str(bad["truncated"][0]), str(bad["zero"][0])]
+
+
+def _message(call, *args, **kwargs) -> str:
+    with pytest.raises(TransferkitError) as info:
+        call(*args, **kwargs)
+    assert "\n" not in str(info.value)  # the CLI prints it as one line
+    return str(info.value)
+
+
+def test_fatal_conditions_raise_one_clear_error(tmp_path, corpus):
+    assert "does not exist" in _message(load_data, str(tmp_path / "nope"))
+    (tmp_path / "file.txt").write_text("x")
+    assert "is not a folder" in _message(load_data, str(tmp_path / "file.txt"))
+    (tmp_path / "bad" / "a").mkdir(parents=True)
+    (tmp_path / "bad" / "a" / "x.jpg").write_text("not an image")
+    assert "No usable images" in _message(load_data, str(tmp_path / "bad"))
+    _save(tmp_path / "one" / "only" / "x.png", _solid())
+    assert "Only one class" in _message(load_data, str(tmp_path / "one"))
+    assert "empty class (strict=True)" in _message(load_data, str(corpus[0]), strict=True)
