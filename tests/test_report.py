@@ -46,7 +46,7 @@ def test_plot_history_from_a_mapping_with_phase_lines(tmp_path):
         "accuracy": [0.4, 0.6, 0.7, 0.8],
         "val_accuracy": [0.35, 0.55, 0.65, 0.7],
     }
-    plot_history(history, tmp_path / "curves.png", phase_starts=[(0, "warmup"), (2, "fine_tune")])
+    plot_history(history, tmp_path / "curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
     assert_png(tmp_path / "curves.png", min_width=800)
 
 
@@ -115,21 +115,26 @@ def embedded_pngs(page: str) -> list[bytes]:
 
 @pytest.fixture
 def run_dir(tmp_path):
-    """A complete run folder as transferkit fit leaves it, without pre-drawn pictures."""
+    """A run folder as ``transferkit fit`` leaves it (file formats as api.py writes them), no pictures."""
     run = tmp_path / "runs" / "flowers"
     run.mkdir(parents=True)
-    metrics = metrics_for(["daisy", "rose", EVIL])
-    (run / "metrics.json").write_text(json.dumps(metrics.to_dict()))
-    run_info = {"backbone": "mobilenet_v2", "weights": "imagenet (torchvision)", "seconds": 42.5}
-    run_info |= {"trainable_params": 3843, "dataset": {"path": "data/x"}}
+    validation, test = metrics_for(["daisy", "rose", EVIL]), metrics_for(["daisy", "rose", EVIL], 5 / 8)
+    metrics = {"validation": validation.to_dict(), "test": test.to_dict()}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    plan = [{"name": "warmup", "train": "head", "epochs": 2, "learning_rate": 1e-3, "trainable_params": 3843}]
+    run_info = {"data": "data/flowers", "backbone": "mobilenet_v2", "weights": "imagenet (torchvision)"}
+    run_info |= {"seconds": 42.5, "plan": plan, "status": "finished"}
     (run / "run.json").write_text(json.dumps(run_info))
     recipe = 'name = "small_similar"\nstrategy = "freeze"\n[backbone]\nname = "mnv2"\n'
     (run / "recipe.toml").write_text(recipe)
-    history = "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.4,1.1\n1,0.8,0.6,0.7,0.8\n"
-    (run / "history.csv").write_text(history)
-    card = {"num_images": 24, "skipped": [{"path": "rose/<bad>.jpg", "reason": "not an image"}]}
+    header = "epoch,phase,accuracy,loss,val_accuracy,val_loss,seconds\n"
+    rows = "1,warmup,0.5,1.0,0.4,1.1,3.0\n2,warmup,0.7,0.8,0.6,0.9,6.1\n3,fine_tune,0.8,0.6,0.7,0.8,9.9\n"
+    (run / "history.csv").write_text(header + rows)
+    card = {"source": "data/flowers", "counts": {"train": {"daisy": 8}}, "skipped": []}
+    card["skipped"] = [{"path": "rose/<bad>.jpg", "reason": "not an image"}]
     (run / "dataset_card.json").write_text(json.dumps(card))
-    (run / "selection.json").write_text(json.dumps({"quadrant": "small_similar", "scores": {"logme": 1.5}}))
+    scores = [{"cut": "block_13_add", "logme": 1.5, "probe_accuracy": 0.9}]
+    (run / "selection.json").write_text(json.dumps({"quadrant": "small_similar", "scores": scores}))
     return run
 
 
@@ -137,14 +142,21 @@ def test_html_report_summarises_escapes_and_embeds(run_dir):
     path = write_html_report(run_dir)
     page = path.read_text(encoding="utf-8")
     assert path == run_dir / "report.html"
-    assert "87.5%" in page  # accuracy: 7 of 8 right in every class
+    assert "87.5%" in page and "62.5%" in page  # validation and test accuracy
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "rose/&lt;bad&gt;.jpg" in page and "not an image" in page
-    for expected in ("mobilenet_v2", "imagenet (torchvision)", "3,843", "data/x", "small_similar", "logme"):
+    for expected in ("data/flowers", "mobilenet_v2", "imagenet (torchvision)", "warmup: 3,843", "42.5"):
         assert expected in page
+    assert "small_similar" in page and "block_13_add" in page and "<pre>" in page
     pngs = embedded_pngs(page)
-    assert len(pngs) == 2 and all(png[:8] == PNG_SIGNATURE for png in pngs)
+    assert len(pngs) == 2 and all(png[:8] == PNG_SIGNATURE for png in pngs)  # curves + confusion
     assert "<img" in page and 'src="runs' not in page  # self-contained: no links to files
+
+
+def test_html_report_reads_a_flat_metrics_file(run_dir):
+    (run_dir / "metrics.json").write_text(json.dumps(metrics_for(["a", "b"], 3 / 4).to_dict()))
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert "75.0%" in page and "Per class</h2>" in page
 
 
 def test_html_report_prefers_existing_pictures_and_adds_extra_ones(run_dir):

@@ -66,7 +66,7 @@ def _floats(values: Sequence[object]) -> np.ndarray:
 
 def _phases_from_column(columns: Mapping[str, Sequence[object]]) -> list[tuple[int, str]]:
     phases = [str(p) for p in columns.get("phase", ())]
-    return [(i, p) for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+    return [(i + 1, p) for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
 
 
 def _history_figure(
@@ -85,12 +85,12 @@ def _history_figure(
                 values = _floats(columns[key])
                 ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=split)
         if ax.lines:
-            ax.legend(loc="center right")
+            ax.legend(loc="best")
         else:
             ax.text(0.5, 0.5, f"no {metric} recorded", transform=ax.transAxes, ha="center", color="grey")
         for start, name in phase_starts:
-            ax.axvline(start + 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.text(start + 0.6, 0.98, _label(name), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+            ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.text(start - 0.4, 0.98, _label(name), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
@@ -106,12 +106,13 @@ def plot_history(
             ``keras.callbacks.CSVLogger`` file. Epochs are numbered 1..N by row, so phases appended
             to one CSV line up. A ``phase`` column, if present, supplies the phase starts.
         path: where to write the PNG (atomically).
-        phase_starts: ``(epochs before the phase, phase name)`` pairs; a dashed line and the name
-            mark each start, e.g. ``[(0, "warmup"), (3, "fine_tune")]``.
+        phase_starts: ``(first epoch of the phase, phase name)`` pairs, epochs numbered from 1 as on
+            the x axis and in transferkit's ``history.csv``; a dashed line and the name mark each
+            start, e.g. ``[(1, "warmup"), (4, "fine_tune")]``.
 
     Example:
         >>> h = {"loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7], "accuracy": [0.5, 0.7, 0.8]}
-        >>> plot_history(h, "/tmp/curves.png", phase_starts=[(0, "warmup"), (2, "fine_tune")])
+        >>> plot_history(h, "/tmp/curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
     """
     columns = _read_history(history)
     _save(_history_figure(columns, phase_starts or _phases_from_column(columns)), path)
@@ -212,16 +213,15 @@ def plot_image_grid(
 
 # ---------------------------------------------------------------- HTML report
 
-_SUMMARY_KEYS = {  # row label -> dotted keys, tried in order, in {run, metrics, recipe, card}
-    "Dataset": ("run.dataset", "run.dataset.name", "run.dataset.path", "card.name", "card.root", "card.path"),
+_SUMMARY_KEYS = {  # row label -> dotted keys, tried in order, in {run, recipe, card}
+    "Dataset": ("run.data", "run.dataset", "run.dataset.path", "card.source"),
     "Backbone": ("run.backbone", "run.backbone.name", "recipe.backbone.name"),
-    "Recipe": ("run.recipe", "run.recipe.name", "recipe.name"),
-    "Strategy": ("run.strategy", "run.quadrant", "recipe.strategy"),
-    "Weights": ("run.weights", "run.weights_source", "run.backbone.weights", "recipe.backbone.weights"),
-    "Training time (s)": ("run.seconds", "run.train_seconds", "run.duration_seconds", "metrics.seconds"),
-    "Trainable params": ("run.trainable_params", "run.trainable_parameters", "metrics.trainable_params"),
+    "Recipe": ("run.recipe", "recipe.name"),
+    "Strategy": ("run.strategy", "recipe.strategy"),
+    "Weights": ("run.weights", "run.weights_source", "recipe.backbone.weights"),
+    "Training time (s)": ("run.seconds",),
+    "Trainable params": ("run.trainable_params",),
 }
-_SKIPPED_KEYS = ("skipped", "skipped_files", "bad_files")
 _JSON_FILES = ("metrics", "run", "dataset_card", "selection")
 _TITLES = {"curves.png": "Training curves", "confusion.png": "Confusion matrix"}
 _STYLE = (
@@ -255,15 +255,18 @@ def _load_recipe(path: Path, notes: list[str]) -> tuple[str, dict]:
         return text, {}
 
 
-def _load_metrics(data: Mapping[str, object], notes: list[str]) -> Metrics | None:
+def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Metrics]:
+    """``{split: Metrics}`` from ``{"validation": {...}, "test": {...}}`` or one flat Metrics dict."""
     if not data:
         notes.append("No readable metrics.json: this run has not been evaluated.")
-        return None
-    try:
-        return Metrics.from_dict(data)
-    except (TransferkitError, TypeError, ValueError, AttributeError) as error:
-        notes.append(f"metrics.json is not in the expected format: {error}")
-        return None
+    splits = {"": data} if "accuracy" in data else {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    loaded = {}
+    for split, values in splits.items():
+        try:
+            loaded[split] = Metrics.from_dict(values)
+        except (TransferkitError, TypeError, ValueError, AttributeError) as error:
+            notes.append(f"metrics.json {split} is not in the expected format: {error}")
+    return loaded
 
 
 def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
@@ -278,7 +281,11 @@ def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f'<td class="n">{value:.3f}</td>'
+        return (
+            f'<td class="n">{value:.3f}</td>'
+            if value == 0 or 1e-3 <= abs(value) < 1e5
+            else f"<td>{value:.3g}</td>"
+        )
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = text if len(text) <= 300 else text[:299] + "…"
     return f"<td{' class=n' if isinstance(value, int) else ''}>{html.escape(text)}</td>"
@@ -287,26 +294,52 @@ def _cell(value: object) -> str:
 def _table(title: str, rows: Sequence[Sequence[object]], header: Sequence[str] = ()) -> str:
     if not rows:
         return ""
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+    head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(map(_cell, row)) + "</tr>" for row in rows)
     return f"<h2>{html.escape(title)}</h2><table>{head}{body}</table>"
 
 
-def _summary(flat: Mapping[str, object], metrics: Metrics | None) -> list[tuple[str, object]]:
-    rows: list[tuple[str, object]] = []
+def _records(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _mapping_tables(title: str, data: Mapping[str, object], limit: int = 200) -> str:
+    """Scalars as one key/value table; each list of records (plan, scores, skipped) as its own table."""
+    out = _table(title, [(key, value) for key, value in data.items() if not _records(value)])
+    for key, records in data.items():
+        if _records(records):
+            header = list(dict.fromkeys(k for record in records for k in record))
+            rows = [[record.get(h, "") for h in header] for record in records[:limit]]
+            more = f" (first {limit} of {len(records)})" if len(records) > limit else f" ({len(records)})"
+            out += _table(f"{title}: {key}{more}", rows, header)
+    return out
+
+
+def _plain(value: object) -> object:
+    """Numbers as readable text (thousands separators, one decimal); anything else unchanged."""
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if type(value) is int else value
+
+
+def _summary(flat: Mapping[str, object], run: Mapping, metrics: Mapping[str, Metrics]) -> list[tuple]:
+    rows = []
     for label, keys in _SUMMARY_KEYS.items():
         value = next((flat[k] for k in keys if flat.get(k) not in (None, "")), None)
+        if value is None and label == "Trainable params" and _records(run.get("plan")):
+            value = ", ".join(f"{p.get('name')}: {_plain(p.get('trainable_params'))}" for p in run["plan"])
         if value is not None:
-            rows.append((label, f"{value:,}" if type(value) is int else value))
-    if metrics is not None:
-        top5 = "n/a (5 classes or fewer)" if metrics.top5_accuracy is None else f"{metrics.top5_accuracy:.1%}"
-        rows += [("Accuracy", f"{metrics.accuracy:.1%}"), ("Top-5 accuracy", top5)]
-        rows += [("Macro F1", f"{metrics.macro_f1:.3f}"), ("Loss", f"{metrics.loss:.4f}")]
-        rows.append(("Evaluated images", str(metrics.num_samples)))
+            rows.append((label, _plain(value)))
+    for split, m in metrics.items():
+        suffix = f" ({split})" if split else ""
+        top5 = "n/a (5 classes or fewer)" if m.top5_accuracy is None else f"{m.top5_accuracy:.1%}"
+        rows += [(f"Accuracy{suffix}", f"{m.accuracy:.1%}"), (f"Top-5 accuracy{suffix}", top5)]
+        rows += [(f"Macro F1{suffix}", f"{m.macro_f1:.3f}"), (f"Loss{suffix}", f"{m.loss:.4f}")]
+        rows.append((f"Evaluated images{suffix}", str(m.num_samples)))
     return rows
 
 
-def _pictures(run_dir: Path, run: Mapping, metrics: Metrics | None, notes: list[str]) -> str:
+def _pictures(run_dir: Path, metrics: Mapping[str, Metrics], notes: list[str]) -> str:
     """The folder's PNGs as <img> data URIs; curves and confusion are drawn in memory if missing."""
     # Dot-files are atomic_path temporaries of a write in progress: never embed half a picture.
     pictures = {p.name: p.read_bytes() for p in sorted(run_dir.glob("*.png")) if not p.name.startswith(".")}
@@ -314,12 +347,13 @@ def _pictures(run_dir: Path, run: Mapping, metrics: Metrics | None, notes: list[
     if "curves.png" not in pictures and history.exists():
         try:
             columns = _read_history(history)
-            starts = [tuple(s) for s in run.get("phase_starts", ())] or _phases_from_column(columns)
-            pictures["curves.png"] = _png_bytes(_history_figure(columns, starts))
+            pictures["curves.png"] = _png_bytes(_history_figure(columns, _phases_from_column(columns)))
         except (OSError, ValueError, TypeError, TransferkitError) as error:
             notes.append(f"Could not draw the training curves from history.csv: {error}")
-    if "confusion.png" not in pictures and metrics is not None:
-        pictures["confusion.png"] = _png_bytes(_confusion_figure(metrics, normalize=True))
+    if "confusion.png" not in pictures and metrics:
+        pictures["confusion.png"] = _png_bytes(
+            _confusion_figure(next(iter(metrics.values())), normalize=True)
+        )
     ordered = {name: pictures.pop(name) for name in _TITLES if name in pictures} | pictures
     return "".join(
         f"<h2>{html.escape(title)}</h2>"
@@ -328,44 +362,31 @@ def _pictures(run_dir: Path, run: Mapping, metrics: Metrics | None, notes: list[
     )
 
 
-def _skipped(card: Mapping[str, object], limit: int = 200) -> str:
-    entries = next((card[k] for k in _SKIPPED_KEYS if card.get(k)), [])
-    items = [" — ".join(map(str, e.values())) if isinstance(e, Mapping) else str(e) for e in entries]
-    if not items:
-        return ""
-    shown = "".join(f"<li>{html.escape(item)}</li>" for item in items[:limit])
-    more = f"<li>… and {len(items) - limit} more</li>" if len(items) > limit else ""
-    return f"<h3>Skipped files ({len(items)})</h3><ul>{shown}{more}</ul>"
-
-
-def _sections(data: Mapping[str, dict], recipe: dict, metrics: Metrics | None, pictures: str) -> str:
-    run, card = data["run"], data["dataset_card"]
-    flat = _flatten({"run": run, "metrics": data["metrics"], "recipe": recipe, "card": card})
-    per_class = [
-        (name, s["precision"], s["recall"], s["f1"], int(s["support"]))
-        for name, s in (metrics.per_class if metrics else {}).items()
-    ]
-    card_facts = [(k, v) for k, v in _flatten(card).items() if k.split(".")[0] not in _SKIPPED_KEYS]
-    return "".join(
-        [
-            _table("Summary", _summary(flat, metrics)),
-            pictures,
-            _table("Per class", per_class, ("class", "precision", "recall", "F1", "support")),
-            _table("Model selection", list(_flatten(data["selection"]).items())),
-            _table("Dataset", card_facts),
-            _skipped(card),
-            _table("Run details", list(_flatten(run).items())),
+def _sections(data: Mapping[str, dict], recipe: dict, metrics: Mapping[str, Metrics], pictures: str) -> str:
+    run = data["run"]
+    flat = _flatten({"run": run, "recipe": recipe, "card": data["dataset_card"]})
+    parts = [_table("Summary", _summary(flat, run, metrics)), pictures]
+    for split, m in metrics.items():
+        rows = [
+            (name, s["precision"], s["recall"], s["f1"], int(s["support"])) for name, s in m.per_class.items()
         ]
-    )
+        title = f"Per class ({split})" if split else "Per class"
+        parts.append(_table(title, rows, ("class", "precision", "recall", "F1", "support")))
+    parts.append(_mapping_tables("Model selection", data["selection"]))
+    parts.append(_mapping_tables("Dataset", data["dataset_card"]))
+    parts.append(_mapping_tables("Run details", run))
+    return "".join(parts)
 
 
 def write_html_report(run_dir: str | os.PathLike) -> Path:
     """Write ``run_dir/report.html``: one self-contained page summarising a run folder.
 
-    Reads ``metrics.json``, ``run.json``, ``recipe.toml``, ``history.csv``, ``dataset_card.json``,
-    ``selection.json`` and the folder's PNGs. Every file is optional: a missing one leaves its
-    section out, an unreadable one adds a note at the top. Pictures are embedded as base64 data
-    URIs and all text taken from the files is HTML-escaped.
+    Reads ``metrics.json`` (``{"validation": ..., "test": ...}`` or one :meth:`Metrics.to_dict`),
+    ``run.json``, ``recipe.toml``, ``history.csv``, ``dataset_card.json``, ``selection.json`` and
+    the folder's PNGs. Every file is optional: a missing one leaves its section out, an
+    unreadable one adds a note at the top. Pictures are embedded as base64 data URIs (curves and
+    confusion are drawn in memory when their PNG is missing) and all text from the files is
+    HTML-escaped.
 
     Args:
         run_dir: a transferkit run folder.
@@ -383,7 +404,7 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
     data = {name: _load_json(run_dir / f"{name}.json", notes) for name in _JSON_FILES}
     recipe_text, recipe = _load_recipe(run_dir / "recipe.toml", notes)
     metrics = _load_metrics(data["metrics"], notes)
-    pictures = _pictures(run_dir, data["run"], metrics, notes)
+    pictures = _pictures(run_dir, metrics, notes)
     body = f"<h1>transferkit run {html.escape(run_dir.resolve().name)}</h1>"
     body += "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
     body += _sections(data, recipe, metrics, pictures)
