@@ -119,8 +119,9 @@ def read_labels(info: TfdsInfo, split: str) -> np.ndarray:
     tfds = _tfds()
     data = builder(info.name)
     try:
+        # The same reading as encoded_records(): images are passed through undecoded, never parsed.
         ds = data.as_dataset(
-            split=split, decoders=tfds.decode.PartialDecoding({info.label_key: True}), shuffle_files=False
+            split=split, decoders={info.image_key: tfds.decode.SkipDecoding()}, shuffle_files=False
         )
     except AssertionError:  # TFDS' "could not find data": not downloaded yet
         _download(data)

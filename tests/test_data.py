@@ -1,0 +1,218 @@
+"""Folder layouts, splits, the dataset card, the tf.data pipeline and the TFDS source."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from transferkit import pipeline
+from transferkit.data import DatasetCard, ImageSet, load_data, load_images, make_dataset
+from transferkit.errors import TransferkitError
+
+COLOURS = {"ants": (200, 40, 40), "bees": (40, 200, 40), "cats": (40, 40, 200)}
+
+
+def _folder(root: Path, per_class: dict[str, int], size=(20, 14)) -> Path:
+    """root/<class>/<i>.png, each image a distinct shade of its class colour."""
+    for name, count in per_class.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            colour = tuple(min(255, c + 3 * i) for c in COLOURS[name])
+            Image.new("RGB", size, colour).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def _batches(ds) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_class_folders_are_split_stratified(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 10, "bees": 5, "cats": 2})), validation_split=0.2)
+    assert splits.class_names == ("ants", "bees", "cats")
+    assert splits.card.counts == {
+        "train": {"ants": 8, "bees": 4, "cats": 1},
+        "val": {"ants": 2, "bees": 1, "cats": 1},
+    }
+    assert splits.test is None
+    for images in (splits.train, splits.val):
+        for path, label in zip(images.paths, images.labels, strict=True):
+            assert Path(path).parent.name == splits.class_names[label]
+
+
+def test_predefined_train_val_test_folders_are_used_as_given(tmp_path):
+    _folder(tmp_path / "Train", {"ants": 4, "bees": 4})
+    _folder(tmp_path / "validation", {"ants": 2, "bees": 1, "cats": 1})  # cats: not in train
+    _folder(tmp_path / "test", {"ants": 1, "bees": 2})
+    splits = load_data(str(tmp_path))
+    assert splits.class_names == ("ants", "bees")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 3, 3)
+    assert (
+        "no training images" in dict(splits.card.skipped)[str(tmp_path / "validation" / "cats" / "000.png")]
+    )
+    assert set(splits.card.counts) == {"train", "val", "test"}
+
+
+def test_train_and_test_only_carves_validation_from_train(tmp_path):
+    _folder(tmp_path / "train", {"ants": 5, "bees": 5})
+    _folder(tmp_path / "test", {"ants": 2, "bees": 2})
+    splits = load_data(str(tmp_path), validation_split=0.4)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 4, 4)
+
+
+def test_split_is_seeded_and_independent_of_listing_order(tmp_path):
+    names = [f"{i:03d}.png" for i in range(30)]
+    for root, order in ((tmp_path / "a", names), (tmp_path / "b", names[::-1])):  # creation order differs
+        for cls in ("ants", "bees"):
+            (root / cls).mkdir(parents=True)
+            for name in order:
+                Image.new("RGB", (4, 4), COLOURS[cls]).save(root / cls / name)
+    relative = lambda s: [os.path.relpath(p, Path(p).parents[1]) for p in s.val.paths]  # noqa: E731
+    a, b = load_data(str(tmp_path / "a"), seed=7), load_data(str(tmp_path / "b"), seed=7)
+    assert relative(a) == relative(b)
+    assert relative(load_data(str(tmp_path / "a"), seed=8)) != relative(a)
+
+
+def test_bad_arguments_are_user_errors(tmp_path):
+    root = _folder(tmp_path, {"ants": 2, "bees": 2})
+    with pytest.raises(TransferkitError, match="validation_split"):
+        load_data(str(root), validation_split=1.0)
+    images = load_data(str(root)).train
+    for kwargs in ({"image_size": 0, "batch_size": 2}, {"image_size": 8, "batch_size": -1}):
+        with pytest.raises(TransferkitError, match="positive integer"):
+            make_dataset(images, **kwargs)
+
+
+def test_card_figures_json_and_summary(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 9, "bees": 3}, size=(30, 10))), validation_split=0)
+    card = splits.card
+    assert (card.num_classes, card.num_train, card.imbalance) == (2, 12, 3.0)
+    assert card.images_per_class == {"min": 3, "median": 6}
+    assert card.image_sizes["width"] == {"min": 30, "median": 30, "max": 30}
+    data = json.loads(json.dumps(card.to_dict()))
+    assert data["counts"]["train"] == {"ants": 9, "bees": 3} and data["skipped"] == []
+    assert "2 classes" in card.summary() and "3.0x" in card.summary()
+    assert DatasetCard("x", ("a", "b"), {"train": {"a": 1, "b": 0}}).to_dict()["imbalance"] is None
+
+
+def test_make_dataset_yields_uint8_rgb_batches(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 6, "bees": 5})), validation_split=0)
+    ds = make_dataset(splits.train, 16, 4)
+    assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype == tf.int32
+    images, labels = _batches(ds)
+    assert images.shape == (11, 16, 16, 3)
+    assert labels.tolist() == list(splits.train.labels)  # no shuffle: split order
+    assert abs(int(images[0, 8, 8, 0]) - COLOURS["ants"][0]) <= 2  # RGB order, 0-255
+    assert "Prefetch" in type(ds).__name__
+
+
+def test_shuffle_is_seeded_and_reshuffles_every_epoch(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 12, "bees": 12})), validation_split=0)
+    for cache in (True, False):
+        first = make_dataset(splits.train, 8, 24, shuffle=True, seed=5, cache=cache).repeat(2)
+        second = make_dataset(splits.train, 8, 24, shuffle=True, seed=5, cache=cache).repeat(2)
+        epochs_a = [y.numpy().tolist() for _, y in first]
+        epochs_b = [y.numpy().tolist() for _, y in second]
+        assert epochs_a == epochs_b  # same seed, same order
+        assert epochs_a[0] != epochs_a[1]  # a new order each epoch
+        assert sorted(epochs_a[0]) == sorted(splits.train.labels)
+
+
+def test_cache_modes_give_the_same_pixels(tmp_path, monkeypatch, caplog):
+    splits = load_data(str(_folder(tmp_path / "d", {"ants": 5, "bees": 4})), validation_split=0)
+    reference, _ = _batches(make_dataset(splits.train, 12, 3, cache=False))
+    file_cache = tmp_path / "cache" / "train"
+    for cache in (True, file_cache):
+        ds = make_dataset(splits.train, 12, 3, cache=cache)
+        for _ in range(2):  # the second pass reads the cache
+            np.testing.assert_array_equal(_batches(ds)[0], reference)
+    assert any(p.name.startswith("train") for p in file_cache.parent.iterdir())
+    monkeypatch.setattr(pipeline, "MEMORY_CACHE_MAX_BYTES", 0)  # too big for memory: no cache
+    with caplog.at_level("INFO", logger="transferkit.pipeline"):
+        ds = make_dataset(splits.train, 12, 3, cache=True)
+    assert "Not caching" in caplog.text
+    np.testing.assert_array_equal(_batches(ds)[0], reference)
+
+
+def test_training_pixels_equal_prediction_pixels(tmp_path):
+    root = _folder(tmp_path, {"ants": 3, "bees": 3}, size=(57, 31))
+    splits = load_data(str(root), validation_split=0)
+    trained, _ = _batches(make_dataset(splits.train, 24, 6))
+    predicted, skipped = load_images(list(splits.train.paths), 24)
+    assert skipped == []
+    np.testing.assert_array_equal(trained, predicted)
+
+
+def test_empty_split_gives_an_empty_dataset(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0)
+    assert len(splits.val) == 0
+    assert list(make_dataset(splits.val, 8, 2)) == []
+    assert ImageSet((), ()).subset([]) == ImageSet((), ())
+
+
+# --- TensorFlow Datasets, through tfds' own mocking ------------------------------------------------
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def test_tfds_source_uses_builder_class_names_and_decodes_records():
+    with tfds.testing.mock_data(num_examples=12):
+        splits = load_data("tfds:beans", validation_split=0.25)
+        assert splits.class_names == ("angular_leaf_spot", "bean_rust", "healthy")
+        assert len(splits.train) + len(splits.val) == 12 and splits.test is None
+        assert splits.card.image_sizes["width"]["median"] == 500
+        images, labels = _batches(make_dataset(splits.train, 32, 4, shuffle=True))
+    assert images.shape == (len(splits.train), 32, 32, 3) and images.dtype == np.uint8
+    assert sorted(labels.tolist()) == sorted(splits.train.labels)
+    assert splits.train.paths[0].startswith("tfds:beans/train#")
+
+
+def _write_beans_metadata(data_dir: Path, lengths: dict[str, int]) -> None:
+    """Real TFDS metadata (dataset_info.json, ...) with these splits, written by tfds itself."""
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE):
+        builder = tfds.builder("beans")
+        split_infos = [
+            tfds.core.SplitInfo(name=n, shard_lengths=[k], num_bytes=0) for n, k in lengths.items()
+        ]
+        builder.info.set_splits(tfds.core.SplitDict(split_infos))
+        target = data_dir / "beans" / str(builder.version)
+        target.mkdir(parents=True)
+        builder.info.write_to_directory(target)
+
+
+def test_tfds_predefined_splits_and_split_argument(tmp_path):
+    _write_beans_metadata(tmp_path, {"train": 9, "validation": 9, "test": 9})
+    with tfds.testing.mock_data(
+        num_examples=9, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp_path)
+    ):
+        splits = load_data("tfds:beans")
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (9, 9, 9)
+        assert splits.val.paths[0].startswith("tfds:beans/validation#")
+        images, _ = _batches(make_dataset(splits.test, 8, 5))
+        assert images.shape == (9, 8, 8, 3)
+        only = load_data("tfds:beans:test", validation_split=0.3)
+        assert only.test is None and len(only.train) + len(only.val) == 9
+        assert only.train.tfds.split == "test" and len(only.train.tfds.indices) == len(only.train)
+        subset, _ = _batches(make_dataset(only.val, 8, 5))
+        assert subset.shape[0] == len(only.val)
+
+
+def test_tfds_unknown_name_is_a_user_error():
+    with pytest.raises(TransferkitError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
+        load_data("tfds:no_such_dataset_xyz")
+
+
+@pytest.mark.network_attempt_expected
+def test_tfds_offline_fails_fast_with_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path))  # an empty TFDS data dir
+    start = time.perf_counter()
+    with pytest.raises(TransferkitError, match=r"offline.*tfds build beans.*TFDS_DATA_DIR"):
+        load_data("tfds:beans")
+    assert time.perf_counter() - start < 15
