@@ -46,7 +46,8 @@ def _run(recipe, run_dir):
     classifier = build_classifier(SPEC, base, 3, recipe.head, batchnorm_inference=not train_bn)
     before = {v.path: v.numpy().copy() for v in classifier.model.weights}
     train, val, ordered = _datasets()
-    Trainer(classifier, SPEC, recipe, train, val, ordered, run_dir, num_classes=3, verbose=0).run()
+    Trainer(classifier, SPEC, recipe, train, val, ordered, run_dir, num_classes=3, steps_per_epoch=3, validation_steps=3,
+            verbose=0).run()
     after = {v.path: v.numpy() for v in classifier.model.weights}
     changed = {path for path in before if not np.array_equal(before[path], after[path])}
     return classifier, changed
@@ -102,4 +103,5 @@ def test_nan_loss_stops_with_a_learning_rate_hint(tmp_path):
     big.set_weights([w * 1e30 for w in big.get_weights()])  # overflow -> inf/NaN loss on the first batch
     train, val, ordered = _datasets()
     with pytest.raises(TransferkitError, match="learning rate"):
-        Trainer(classifier, SPEC, recipe, train, val, ordered, tmp_path, num_classes=3, verbose=0).run()
+        Trainer(classifier, SPEC, recipe, train, val, ordered, tmp_path, num_classes=3, steps_per_epoch=3, validation_steps=3,
+            verbose=0).run()

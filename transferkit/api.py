@@ -188,8 +188,10 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
     recipe, spec = session.recipe, session.spec
     train, val, ordered = _datasets(recipe, spec, splits)
     with device.strategy.scope():
+        batch = recipe.data.batch_size
         trainer = Trainer(session.classifier, spec, recipe, train, val, ordered, run_dir,
-                          num_classes=len(splits.class_names), verbose=verbose)
+                          num_classes=len(splits.class_names), steps_per_epoch=-(-len(splits.train) // batch),
+                          validation_steps=-(-len(splits.val) // batch), verbose=verbose)
         trainer.run()
     model = session.classifier.model
     metrics = evaluate_model(model, val, splits.class_names)
@@ -250,7 +252,7 @@ def predict(run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, bat
 
 
 def _expand_inputs(inputs: list[str] | str) -> list[str]:
-    from transferkit.data import IMAGE_EXTENSIONS
+    from transferkit.decode import IMAGE_EXTENSIONS
 
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[str] = []

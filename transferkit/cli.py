@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported anywhere
 
 import csv
 import json
@@ -30,6 +30,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            _import_tensorflow_quietly()
             return super().invoke(ctx)
         except TransferkitError as error:
             click.echo(f"Error: {error}", err=True)
@@ -39,6 +40,9 @@ class _Group(click.Group):
                 "\nInterrupted. Finished epochs are saved: `transferkit fit --resume RUN_DIR` continues.", err=True
             )
             sys.exit(130)
+        except BrokenPipeError:  # e.g. `transferkit predict ... | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as error:  # a bug, not a user error: one line unless asked for more
@@ -50,6 +54,25 @@ class _Group(click.Group):
                     err=True,
                 )
             sys.exit(1)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notes) muted.
+
+    Those lines are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL. Only file descriptor 2
+    is muted, only during the import; a failing import still raises normally afterwards.
+    """
+    if os.environ.get("TRANSFERKIT_DEBUG") or "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _raise_interrupt(signum, frame):

@@ -16,26 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 
-def extract_features(
-    extractor: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    augment: keras.layers.Layer | None = None,
-    description: str = "features",
-    verbose: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One pass of ``dataset`` (batches of uint8 images, int labels) through ``extractor``.
-
-    Args:
-        extractor: raw pixels -> pooled features.
-        dataset: batched ``(images, labels)``; iterated exactly once.
-        augment: applied with ``training=True`` before the extractor, when given.
-        description: label of the progress bar.
-        verbose: 0 = silent, 1 = progress bar.
-
-    Returns:
-        ``(features [N, D] float32, labels [N] int32)``.
-    """
+def feature_step(extractor: keras.Model, augment: keras.layers.Layer | None = None):
+    """A compiled ``images -> features`` function; make it once and reuse it for every pass."""
 
     @tf.function(reduce_retracing=True)
     def step(images):
@@ -44,6 +26,27 @@ def extract_features(
             images = augment(images, training=True)
         return extractor(images, training=False)
 
+    return step
+
+
+def extract_features(
+    step,
+    dataset: tf.data.Dataset,
+    *,
+    feature_dim: int,
+    verbose: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of ``dataset`` (batches of uint8 images, int labels) through ``step``.
+
+    Args:
+        step: from :func:`feature_step`.
+        dataset: batched ``(images, labels)``; iterated exactly once.
+        feature_dim: width of the features (for an empty dataset).
+        verbose: 0 = silent, 1 = progress bar.
+
+    Returns:
+        ``(features [N, D] float32, labels [N] int32)``.
+    """
     steps = int(dataset.cardinality())
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose, unit_name="batch")
     features, labels = [], []
@@ -52,7 +55,7 @@ def extract_features(
         labels.append(batch_labels.numpy().astype("int32"))
         progress.update(index + 1)
     if not features:
-        return np.zeros((0, int(extractor.output.shape[-1])), "float32"), np.zeros((0,), "int32")
+        return np.zeros((0, feature_dim), "float32"), np.zeros((0,), "int32")
     return np.concatenate(features), np.concatenate(labels)
 
 

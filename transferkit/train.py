@@ -28,7 +28,7 @@ import tensorflow as tf
 from transferkit.augment import build_augmentation, is_identity
 from transferkit.backbones import BackboneSpec
 from transferkit.errors import TransferkitError
-from transferkit.features import CachedFeatures, EpochSetter, extract_features
+from transferkit.features import CachedFeatures, EpochSetter, extract_features, feature_step
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.model import Classifier
 from transferkit.recipes import Phase, Recipe
@@ -113,7 +113,8 @@ def _compile(model: keras.Model, phase: Phase, steps_per_epoch: int, num_classes
 class Trainer:
     """Trains ``classifier`` through ``recipe.phases``, writing progress into ``run_dir``.
 
-    The datasets yield batches of ``(uint8 or float32 pixels, int labels)``.
+    The datasets yield batches of ``(uint8 or float32 pixels, int labels)``; ``steps_per_epoch``
+    and ``validation_steps`` are their numbers of batches.
     """
 
     def __init__(
@@ -127,12 +128,15 @@ class Trainer:
         run_dir: Path,
         *,
         num_classes: int,
+        steps_per_epoch: int,
+        validation_steps: int,
         verbose: int = 1,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
         # Shuffled batches for fitting; the same images in a fixed order for feature caching.
         self.train_data, self.val_data, self.ordered_train_data = train_data, val_data, ordered_train_data
         self.run_dir, self.num_classes, self.verbose = Path(run_dir), num_classes, verbose
+        self.steps_per_epoch, self.validation_steps = max(1, steps_per_epoch), max(1, validation_steps)
         self.augment = None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
         self.history = read_history(self.run_dir / "history.csv")
         self._training_model: keras.Model | None = None
@@ -206,9 +210,12 @@ class Trainer:
         if phase.train == "head":
             return self._fit_head_on_features(index, phase, initial_epoch)
         model = self._training_graph()
-        steps = max(1, int(self.train_data.cardinality()))
-        _compile(model, phase, steps, self.num_classes)
-        return self._fit(model, self.train_data, index, phase, initial_epoch, validation_data=self.val_data)
+        _compile(model, phase, self.steps_per_epoch, self.num_classes)
+        # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
+        # a file that passed the scan fails to decode later and is left out.
+        return self._fit(model, self.train_data.repeat(), index, phase, initial_epoch,
+                         steps_per_epoch=self.steps_per_epoch, validation_data=self.val_data.repeat(),
+                         validation_steps=self.validation_steps)
 
     def _training_graph(self) -> keras.Model:
         """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
@@ -220,16 +227,16 @@ class Trainer:
 
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
         passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
+        extractor = self.classifier.extractor
+        dim = int(extractor.output.shape[-1])
+        augmented, clean = feature_step(extractor, self.augment), feature_step(extractor)
         features = []
         for number in range(passes):
-            label = f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})"
-            self._say(label)
-            data, labels = extract_features(
-                self.classifier.extractor, self.ordered_train_data, augment=self.augment, verbose=self.verbose
-            )
+            self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
+            data, labels = extract_features(augmented, self.ordered_train_data, feature_dim=dim, verbose=self.verbose)
             features.append(data)
         self._say("Caching validation features")
-        val_features, val_labels = extract_features(self.classifier.extractor, self.val_data, verbose=self.verbose)
+        val_features, val_labels = extract_features(clean, self.val_data, feature_dim=dim, verbose=self.verbose)
         train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
         head = self.classifier.head
         _compile(head, phase, len(train), self.num_classes)
