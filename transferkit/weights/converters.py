@@ -192,14 +192,14 @@ def import_weights(source_file: str | Path, backbone: str, out: str | Path | Non
             or a TF frozen graph ``.pb`` of TF-slim MobileNet v1 for ``mobilenet``.
         backbone: the registered backbone the weights are for.
         out: where to write; must end in ``.weights.h5``. Defaults to
-            ``<source stem>.<backbone>.weights.h5`` in the current folder.
+            ``<source stem>.<backbone>.weights.h5`` next to the source.
 
     Returns:
         The path written (atomically).
 
     Example:
-        >>> import_weights("mobilenet_v2-b0353104.pth", "mobilenet_v2_torchvision")  # doctest: +SKIP
-        PosixPath('mobilenet_v2-b0353104.mobilenet_v2_torchvision.weights.h5')
+        >>> import_weights("w/mobilenet_v2-b0353104.pth", "mobilenet_v2_torchvision")  # doctest: +SKIP
+        PosixPath('w/mobilenet_v2-b0353104.mobilenet_v2_torchvision.weights.h5')
     """
     get_backbone(backbone)  # unknown names get the registry's error
     if backbone not in CONVERTERS:
@@ -212,10 +212,15 @@ def import_weights(source_file: str | Path, backbone: str, out: str | Path | Non
         )
     if not source_file.is_file():
         raise TransferkitError(f"Weights file {source_file} does not exist. Check the path.")
-    out = Path(out) if out is not None else Path(f"{source_file.stem}.{backbone}.weights.h5")
+    out = Path(out) if out is not None else source_file.with_name(f"{source_file.stem}.{backbone}.weights.h5")
     if not out.name.endswith(".weights.h5"):
         raise TransferkitError(f"Output {out} must end in .weights.h5 (Keras' weights format).")
     model = convert(backbone, source_file)
-    with atomic_path(out, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
+    try:
+        with atomic_path(out, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+    except PermissionError as error:
+        raise TransferkitError(
+            f"Cannot write {out} ({error.strerror}). Choose another place with --out."
+        ) from None
     return out
