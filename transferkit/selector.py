@@ -1,0 +1,767 @@
+"""Selection: measure a dataset's size and how well pretrained features transfer to it, then pick
+the quadrant, the recipe and (for truncation) the cut point, with the evidence and a confidence.
+
+"Similar to ImageNet" is measured, not assumed: one forward pass pools the features at every
+candidate cut point (:func:`extract_cut_features`), and each cut is scored by a cross-validated
+linear probe (:func:`linear_probe`) and by LogME (:func:`logme`). The deepest cut transferring
+best means "similar" (freeze / fine-tune); an earlier cut beating it clearly means "dissimilar"
+(truncate there / retrain). Size is read off the dataset card (:func:`size_quadrant`).
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 40)
+    >>> deep = rng.normal(size=(80, 8)) + 3.0 * labels[:, None]  # separates the classes
+    >>> early = rng.normal(size=(80, 8))  # does not
+    >>> card = {"num_classes": 2, "num_train": 80, "min_images_per_class": 40,
+    ...         "median_images_per_class": 40, "imbalance": 1.0}
+    >>> selection = select(card, {"block_3": early, "out": deep}, labels)
+    >>> selection.quadrant, selection.recipe, selection.cut_point
+    ('small_similar', 'freeze', None)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from transferkit.errors import TransferkitError, choices_error
+from transferkit.fileio import atomic_path
+
+if TYPE_CHECKING:  # keras is imported lazily: the scoring math needs only numpy/scipy/sklearn
+    import keras
+
+# ----------------------------------------------------------------------------------------------
+# Decision constants
+# ----------------------------------------------------------------------------------------------
+
+SMALL_IMAGES_PER_CLASS = 1000
+"""Below this median number of training images per class a dataset is "small".
+
+The classic guidance (CS231n transfer-learning notes, the Keras/TF transfer-learning guides):
+with roughly fewer than a thousand images per class, fine-tuning a base with millions of
+parameters overfits, and a frozen base with a new linear head is the robust choice. The median
+(not the mean or the minimum) is used so that one rare or one huge class does not move it.
+"""
+
+LARGE_TOTAL_IMAGES = 20_000
+"""A dataset with at least this many training images is "large" even below
+:data:`SMALL_IMAGES_PER_CLASS`, provided each class has :data:`LARGE_TOTAL_MIN_PER_CLASS`.
+
+Overfitting the *base* depends on how many distinct images it sees in total, not per class:
+with tens of thousands of images (e.g. Food-101: 101 classes x 750) fine-tuning the top blocks
+at a low learning rate is the standard, clearly better recipe. 20,000 sits above the usual
+"small" benchmarks (Pets 3.7k, Caltech-101 3k, CUB 6k, Stanford Cars 8k) and below Food-101.
+"""
+
+LARGE_TOTAL_MIN_PER_CLASS = 200
+"""Per-class floor for the total-size rule: a 20,000-image set spread over 1,000 classes (20 per
+class) still leaves the head too few examples to steer a fine-tuned base, so it stays "small"."""
+
+SIZE_CLOSE_FACTOR = 1.25
+"""Size is a close call when 25% more or 25% fewer images (same class balance) would flip it."""
+
+FEW_IMAGES_PER_CLASS = 20
+"""Below this many images in the smallest class, the reasons warn that every score is noisy."""
+
+IMBALANCE_WARNING = 3.0
+"""At or above this largest/smallest class ratio the reasons suggest class weights."""
+
+TRUNCATE_MARGIN = 0.02
+"""An earlier cut must beat the deepest cut's linear-probe accuracy by more than this (2 points)
+for the data to count as "dissimilar".
+
+Ties go to "similar" on purpose: measured on real small data (``OFFLINE.md``), freezing the whole
+base beat truncation on both data sets, and a cut at the wrong place lost 8-50 points, so the
+deeper (safer) recipe needs no proof while a truncation does.
+"""
+
+CLOSE_CALL_CONFIDENCE = math.erf(1 / math.sqrt(2))  # 0.6827: the margin is within 1 standard error
+"""Below this confidence a decision is flagged as a close call (see :func:`similarity_decision`)."""
+
+LOGME_DISAGREEMENT_FACTOR = 0.5
+"""Confidence is multiplied by this when LogME ranks the two cuts opposite to the probe.
+
+Two independent estimators disagreeing means the decision is fragile; halving caps the
+confidence at 0.5, below :data:`CLOSE_CALL_CONFIDENCE`, so such a decision is always a close call.
+"""
+
+QUADRANT_RECIPES = {
+    "small_similar": "freeze",
+    "small_dissimilar": "truncate",
+    "large_similar": "fine_tune",
+    "large_dissimilar": "retrain",
+}
+SIZES = ("auto", "small", "large")
+
+_RANK_TOLERANCE = 1e-10  # eigenvalues of the Gram matrix below this x the largest count as zero
+_BOUND = 1e150  # keeps alpha/beta finite when the evidence peaks at a boundary (N <= D)
+
+
+# ----------------------------------------------------------------------------------------------
+# LogME
+# ----------------------------------------------------------------------------------------------
+
+
+def logme(features: np.ndarray, labels: np.ndarray) -> float:
+    """LogME: the maximised log evidence of a Bayesian linear model on the features, per sample.
+
+    You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer Learning"
+    (ICML 2021). For each class the one-hot column ``y`` is modelled as ``y = F w + noise`` with
+    prior ``w ~ N(0, 1/alpha)`` and noise ``N(0, 1/beta)``; alpha and beta are found by MacKay's
+    fixed-point iteration, computed in the eigenbasis of ``F`` (the SVD trick: one decomposition
+    of the smaller Gram matrix, then O(rank) per iteration). The log evidence is divided by N
+    and averaged over classes. Higher is better; the value is invariant to feature scaling.
+
+    Args:
+        features: (N, D) array of features (not standardised, as in the paper).
+        labels: (N,) class labels of any hashable dtype.
+
+    Returns:
+        The mean per-sample log evidence (a float, usually in about [-3, 3]).
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.repeat([0, 1], 20)
+        >>> noise = np.random.default_rng(0).normal(size=(40, 4))
+        >>> logme(noise + 5.0 * labels[:, None], labels) > logme(noise, labels)
+        True
+    """
+    f = _as_matrix(features)
+    codes, num_classes = _label_codes(labels, len(f))
+    targets = np.eye(num_classes)[codes]
+    sigma, z, residual = _spectral_projection(f, targets)
+    evidences = [_class_evidence(sigma, z[:, c], residual[c], len(f)) for c in range(num_classes)]
+    return float(np.mean(evidences))
+
+
+def _spectral_projection(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eigenvalues sigma_i = s_i**2 of F^T F (non-zero ones only), z = U^T y and ||y||^2 - ||z||^2."""
+    n, d = f.shape
+    gram = f @ f.T if n <= d else f.T @ f  # decompose the smaller side
+    sigma, vectors = np.linalg.eigh(gram)
+    keep = sigma > max(sigma.max(initial=0.0), 0.0) * _RANK_TOLERANCE
+    sigma, vectors = sigma[keep], vectors[:, keep]
+    if n <= d:
+        z = vectors.T @ targets  # vectors are U
+    else:  # vectors are V; U = F V / s
+        z = (vectors.T @ (f.T @ targets)) / np.sqrt(sigma)[:, None]
+    residual = np.maximum((targets**2).sum(axis=0) - (z**2).sum(axis=0), 0.0)
+    return sigma, z, residual
+
+
+def _class_evidence(sigma: np.ndarray, z: np.ndarray, residual: float, n: int) -> float:
+    """Fixed-point maximisation of the evidence for one target column; returns evidence / n."""
+    alpha, beta, previous = 1.0, 1.0, -np.inf
+    z2 = z**2
+    for _ in range(100):
+        t = alpha / beta
+        gamma = float((sigma / (sigma + t)).sum())  # effective number of parameters
+        m2 = float((sigma * z2 / (sigma + t) ** 2).sum())  # ||m||^2, m the posterior mean
+        res2 = float((z2 * (t / (sigma + t)) ** 2).sum()) + residual  # ||F m - y||^2
+        alpha = min(max(gamma / max(m2, 1e-300), 1 / _BOUND), _BOUND) if len(sigma) else 1.0
+        beta = min(max((n - gamma) / max(res2, 1e-300), 1 / _BOUND), _BOUND) if n > gamma else _BOUND
+        evidence = _evidence(sigma, z2, residual, n, alpha, beta)
+        if abs(alpha / beta - t) <= 1e-6 * t or abs(evidence - previous) <= 1e-10:
+            break
+        previous = evidence
+    return evidence
+
+
+def _evidence(sigma: np.ndarray, z2: np.ndarray, residual: float, n: int, alpha: float, beta: float) -> float:
+    """Log evidence / n at (alpha, beta); the paper's eq. with the D - rank zero eigenvalues folded in.
+
+    D/2 log a - 1/2 log|a I + b F^T F| = r/2 log a - 1/2 sum_i log(a + b sigma_i), r = rank.
+    """
+    t = alpha / beta
+    m2 = (sigma * z2 / (sigma + t) ** 2).sum()
+    res2 = (z2 * (t / (sigma + t)) ** 2).sum() + residual
+    total = (
+        len(sigma) / 2 * math.log(alpha)
+        + n / 2 * math.log(beta)
+        - 0.5 * np.log(alpha + beta * sigma).sum()
+        - beta / 2 * res2
+        - alpha / 2 * m2
+        - n / 2 * math.log(2 * math.pi)
+    )
+    return float(total / n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear probe
+# ----------------------------------------------------------------------------------------------
+
+
+def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a standardised multinomial logistic regression on the features.
+
+    This is what a frozen base with a new linear head would score, estimated without training the
+    head on its own test images. Folds shrink to the smallest class's size (at least 2); a class
+    with a single image is always a miss (it can never be both trained on and tested).
+
+    Args:
+        features: (N, D) features.
+        labels: (N,) labels; at least two classes and one class with two or more images.
+        folds: number of stratified folds (upper bound).
+        seed: shuffling seed for the folds.
+
+    Returns:
+        Out-of-fold accuracy in [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.repeat([0, 1], 20)
+        >>> features = np.random.default_rng(0).normal(size=(40, 3)) + 4.0 * labels[:, None]
+        >>> linear_probe(features, labels)
+        1.0
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    x = _as_matrix(features)
+    codes, num_classes = _label_codes(labels, len(x))
+    counts = np.bincount(codes, minlength=num_classes)
+    if num_classes < 2 or counts.max() < 2:
+        raise TransferkitError(
+            f"A linear probe needs at least two classes and one class with two or more images; "
+            f"got {num_classes} class(es) with counts {counts.tolist()}. Add images or skip scoring "
+            "by giving --similar/--dissimilar."
+        )
+    n_splits = max(2, min(int(folds), int(counts.min())))
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    correct = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "least populated class" and convergence chatter
+        for train, test in splitter.split(x, codes):
+            correct += int((_fit_predict(x[train], codes[train], x[test]) == codes[test]).sum())
+    return correct / len(x)
+
+
+def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    classes = np.unique(y_train)
+    if len(classes) == 1:  # only possible when every other class is a singleton in the test fold
+        return np.full(len(x_test), classes[0])
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    return model.fit(x_train, y_train).predict(x_test)
+
+
+# ----------------------------------------------------------------------------------------------
+# Features at the cut points
+# ----------------------------------------------------------------------------------------------
+
+
+def extract_cut_features(
+    base: keras.Model,
+    cut_points: Sequence[str],
+    images: Iterable[Any],
+    preprocess: keras.layers.Layer | Callable[[Any], Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Pooled features at every cut point, in ONE forward pass over the images.
+
+    A multi-output model ``base.input -> [GlobalAveragePooling2D(cut output) for each cut]`` is
+    built once and called batch by batch with ``training=False`` (BatchNorm in inference mode).
+
+    Args:
+        base: a headless functional backbone (e.g. ``get_backbone("tiny").build(32)``).
+        cut_points: layer names, shallow to deep (a spec's ``cut_points``).
+        images: batches of raw 0-255 images, each (B, H, W, 3), uint8 or float (e.g. a tf.data
+            dataset of images, or a list of arrays); a single 4-D array is split into batches of 32.
+        preprocess: the backbone's pixel normalisation (a Keras layer or any callable), or None.
+
+    Returns:
+        ``{cut: (N, channels) float32 array}`` in the order of ``cut_points``.
+
+    Example:
+        >>> import numpy as np
+        >>> from transferkit.backbones import get_backbone
+        >>> base = get_backbone("tiny").build(32)
+        >>> batches = [np.zeros((4, 32, 32, 3), "uint8")]
+        >>> feats = extract_cut_features(base, ["block1_pool", "block3_pool"], batches)
+        >>> {k: v.shape for k, v in feats.items()}
+        {'block1_pool': (4, 16), 'block3_pool': (4, 64)}
+    """
+    import keras
+
+    cuts = list(dict.fromkeys(cut_points))
+    extractor = _pooled_model(base, cuts)
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = [images[i : i + 32] for i in range(0, len(images), 32)]
+    chunks: list[list[np.ndarray]] = [[] for _ in cuts]
+    for batch in images:
+        if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
+            raise TransferkitError(
+                "extract_cut_features expects batches of images shaped (B, H, W, 3); got "
+                f"{type(batch).__name__}. Pass images only (e.g. dataset.map(lambda x, y: x)) and "
+                "keep the labels separately."
+            )
+        x = keras.ops.cast(batch, "float32")
+        x = preprocess(x) if preprocess is not None else x
+        outputs = extractor(x, training=False)
+        for chunk, output in zip(chunks, _as_list(outputs), strict=True):
+            chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32))
+    if not chunks[0]:
+        raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
+    return {cut: np.concatenate(chunk) for cut, chunk in zip(cuts, chunks, strict=True)}
+
+
+def _pooled_model(base: keras.Model, cuts: list[str]) -> keras.Model:
+    import keras
+
+    names = [layer.name for layer in base.layers]
+    if not cuts:
+        raise TransferkitError(f"No cut points given. Choose layers of {base.name!r}, e.g. {names[-1]!r}.")
+    pooled = []
+    for cut in cuts:
+        if cut not in names:
+            raise choices_error(f"cut point of {base.name!r}", cut, names)
+        output = base.get_layer(cut).output
+        pooled.append(keras.layers.GlobalAveragePooling2D()(output) if len(output.shape) == 4 else output)
+    return keras.Model(base.inputs, pooled, name=f"{base.name}_cut_features")
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+# ----------------------------------------------------------------------------------------------
+# Size
+# ----------------------------------------------------------------------------------------------
+
+
+class CardLike(Protocol):
+    """What selection reads from a dataset card (``transferkit.data.DatasetCard`` or a mapping)."""
+
+    num_classes: int
+    num_train: int
+    min_images_per_class: int
+    median_images_per_class: float
+    imbalance: float  # largest class / smallest class
+
+
+_CARD_FIELDS = ("num_classes", "num_train", "min_images_per_class", "median_images_per_class", "imbalance")
+
+
+def _card_values(card: CardLike | Mapping[str, Any]) -> dict[str, float]:
+    values = {}
+    for name in _CARD_FIELDS:
+        value = card.get(name) if isinstance(card, Mapping) else getattr(card, name, None)
+        if value is None:
+            raise TransferkitError(
+                f"The dataset card has no {name!r}; selection needs {', '.join(_CARD_FIELDS)}. "
+                "Pass a DatasetCard from transferkit.data or a mapping with those keys."
+            )
+        values[name] = float(value)
+    return values
+
+
+def _size_from_counts(median_per_class: float, num_train: float) -> str:
+    per_class_rule = median_per_class >= SMALL_IMAGES_PER_CLASS
+    total_rule = num_train >= LARGE_TOTAL_IMAGES and median_per_class >= LARGE_TOTAL_MIN_PER_CLASS
+    return "large" if per_class_rule or total_rule else "small"
+
+
+def _size_is_close(values: Mapping[str, float]) -> bool:
+    """True when scaling the data by SIZE_CLOSE_FACTOR either way would flip small/large."""
+    median, total = values["median_images_per_class"], values["num_train"]
+    size = _size_from_counts(median, total)
+    return any(
+        _size_from_counts(median * k, total * k) != size for k in (SIZE_CLOSE_FACTOR, 1 / SIZE_CLOSE_FACTOR)
+    )
+
+
+def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Classify the dataset as "small" or "large" from its card, with human-readable reasons.
+
+    Large when the median class has at least :data:`SMALL_IMAGES_PER_CLASS` images, or when there
+    are at least :data:`LARGE_TOTAL_IMAGES` images with :data:`LARGE_TOTAL_MIN_PER_CLASS` per class.
+
+    Example:
+        >>> size_quadrant({"num_classes": 5, "num_train": 500, "min_images_per_class": 90,
+        ...                "median_images_per_class": 100, "imbalance": 1.2})[0]
+        'small'
+    """
+    v = _card_values(card_like)
+    median, total = v["median_images_per_class"], v["num_train"]
+    size = _size_from_counts(median, total)
+    per_class = f"median {median:,.0f} training images per class over {v['num_classes']:.0f} classes"
+    if size == "small":
+        reasons = [
+            f"{per_class} (< {SMALL_IMAGES_PER_CLASS:,}) and {total:,.0f} in total: fine-tuning a "
+            "multi-million-parameter base on this few overfits; a frozen base with a new head is robust"
+        ]
+    elif median >= SMALL_IMAGES_PER_CLASS:
+        reasons = [f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to adapt the base's own weights"]
+    else:
+        reasons = [
+            f"{total:,.0f} training images in total (>= {LARGE_TOTAL_IMAGES:,}) with {per_class} "
+            f"(>= {LARGE_TOTAL_MIN_PER_CLASS}): enough distinct images to adapt the base's weights"
+        ]
+    if _size_is_close(v):
+        reasons.append(
+            f"size is a close call: {SIZE_CLOSE_FACTOR - 1:.0%} more or fewer images would flip it"
+        )
+    if v["min_images_per_class"] < FEW_IMAGES_PER_CLASS:
+        reasons.append(
+            f"the smallest class has only {v['min_images_per_class']:.0f} images: every score is noisy there"
+        )
+    if v["imbalance"] >= IMBALANCE_WARNING:
+        reasons.append(
+            f"classes are imbalanced ({v['imbalance']:.1f}x largest/smallest): consider class weights"
+        )
+    return size, reasons
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarity and cut point
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CutScore:
+    """How well the pooled features at one cut point separate the classes."""
+
+    cut: str
+    logme: float
+    probe_accuracy: float
+    feature_dim: int
+    probe_stderr: float = 0.0  # binomial standard error of probe_accuracy (Laplace-smoothed)
+
+
+def score_cut_points(
+    features_by_cut: Mapping[str, np.ndarray], labels: np.ndarray, *, seed: int = 0, folds: int = 5
+) -> list[CutScore]:
+    """Score every cut point (shallow to deep, in the mapping's order) with LogME and a linear probe.
+
+    The standard error uses the smoothed accuracy p = (correct + 1) / (N + 2), so that a perfect
+    probe still carries some uncertainty: se = sqrt(p (1 - p) / N).
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.repeat([0, 1], 10)
+        >>> [s.cut for s in score_cut_points({"a": np.eye(20)[:, :3], "b": np.eye(20)}, labels)]
+        ['a', 'b']
+    """
+    scores = []
+    for cut, features in features_by_cut.items():
+        x = _as_matrix(features)
+        accuracy = linear_probe(x, labels, folds=folds, seed=seed)
+        smoothed = (accuracy * len(x) + 1) / (len(x) + 2)
+        stderr = math.sqrt(smoothed * (1 - smoothed) / len(x))
+        scores.append(CutScore(cut, logme(x, labels), accuracy, x.shape[1], stderr))
+    return scores
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    deepest: CutScore
+    best_earlier: CutScore
+    margin: float  # deepest - best earlier probe accuracy
+    noise: float  # standard error of that difference
+
+    @property
+    def distance(self) -> float:
+        """Signed distance from the decision boundary (>= 0: similar)."""
+        return self.margin + TRUNCATE_MARGIN
+
+
+def _compare(scores: Sequence[CutScore]) -> _Comparison | None:
+    if len(scores) < 2:
+        return None
+    deepest, earlier = scores[-1], list(scores[:-1])
+    # best earlier cut: highest probe accuracy; ties -> higher LogME -> the deeper cut (safer)
+    index = max(range(len(earlier)), key=lambda i: (earlier[i].probe_accuracy, earlier[i].logme, i))
+    best = earlier[index]
+    noise = math.hypot(deepest.probe_stderr, best.probe_stderr) or 1e-12
+    return _Comparison(deepest, best, deepest.probe_accuracy - best.probe_accuracy, noise)
+
+
+def similarity_decision(scores: Sequence[CutScore]) -> tuple[bool, str | None, float, list[str]]:
+    """Decide "similar" from per-cut scores; pick the truncation cut; give a confidence and reasons.
+
+    Rule: let ``margin`` = probe accuracy of the deepest cut minus that of the best earlier cut.
+    The data is *similar* when ``margin >= -TRUNCATE_MARGIN`` (the deepest cut transfers best,
+    within 2 points: ties go to the safer, deeper recipe); otherwise it is *dissimilar* and the
+    best earlier cut is returned as the cut point.
+
+    The probe accuracy is the primary score because it is interpretable and directly predicts a
+    frozen head's accuracy; LogME (smooth, no CV noise, but an unbounded log-evidence scale that
+    cannot be weighed against accuracy points) is a second opinion: it breaks exact probe ties
+    between earlier cuts and, when it ranks the two compared cuts the other way, it halves the
+    confidence.
+
+    Confidence: with ``d = margin + TRUNCATE_MARGIN`` (signed distance from the boundary) and
+    ``noise = sqrt(se_deep**2 + se_earlier**2)`` (standard error of the difference),
+    ``confidence = erf(|d| / (noise * sqrt(2)))`` = P(|Z| < |d| / noise): 0 on the boundary,
+    0.68 at one standard error, 0.95 at two; times :data:`LOGME_DISAGREEMENT_FACTOR` if LogME
+    disagrees. Below :data:`CLOSE_CALL_CONFIDENCE` (one standard error) the call is close.
+
+    Returns:
+        ``(similar, cut_point or None, confidence in [0, 1], reasons)``.
+    """
+    comparison = _compare(scores)
+    if comparison is None:
+        only = f"{scores[0].cut!r}" if scores else "none"
+        return True, None, 0.0, [f"only one cut point scored ({only}): nothing to compare, assuming similar"]
+    deep, best, d = comparison.deepest, comparison.best_earlier, comparison.distance
+    similar = d >= -1e-9  # ties (up to float rounding of k/N accuracies) go to similar
+    confidence = math.erf(abs(d) / (comparison.noise * math.sqrt(2)))
+    reasons = [_describe(deep, "deepest cut"), _describe(best, "best earlier cut")]
+    verdict = (
+        "similar: the deepest (most ImageNet-specific) features separate these classes best"
+        if similar
+        else f"dissimilar: the earlier cut {best.cut!r} separates these classes better; truncate there"
+    )
+    reasons.append(
+        f"deepest minus best earlier = {comparison.margin:+.3f} accuracy (dissimilar below "
+        f"{-TRUNCATE_MARGIN:+.3f}; {abs(d) / comparison.noise:.1f} standard errors from that line) "
+        f"-> {verdict}"
+    )
+    if (deep.logme >= best.logme) != similar:
+        confidence *= LOGME_DISAGREEMENT_FACTOR
+        reasons.append(
+            f"LogME disagrees ({deep.logme:.3f} deepest vs {best.logme:.3f} earlier): confidence halved"
+        )
+    else:
+        reasons.append(f"LogME agrees ({deep.logme:.3f} deepest vs {best.logme:.3f} earlier)")
+    return similar, None if similar else best.cut, confidence, reasons
+
+
+def _describe(score: CutScore, role: str) -> str:
+    return (
+        f"{role} {score.cut!r} ({score.feature_dim}-d): probe accuracy {score.probe_accuracy:.3f} "
+        f"+/- {score.probe_stderr:.3f}, LogME {score.logme:.3f}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selector's decision and its evidence; ``to_dict()`` is JSON-ready."""
+
+    size: str  # "small" | "large"
+    similar: bool
+    quadrant: str  # "small_similar" | "small_dissimilar" | "large_similar" | "large_dissimilar"
+    recipe: str  # "freeze" | "truncate" | "fine_tune" | "retrain"
+    cut_point: str | None  # only for truncate
+    confidence: float  # of the similarity call (1.0 when given); see similarity_decision
+    close_call: bool  # similarity within noise, LogME disagreeing, or size near its threshold
+    reasons: tuple[str, ...]
+    scores: tuple[CutScore, ...]
+    seconds: float
+    images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only."""
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["scores"] = [asdict(score) for score in self.scores]
+        return data
+
+
+def select(
+    card_like: CardLike | Mapping[str, Any] | None,
+    features_by_cut: Mapping[str, np.ndarray] | None,
+    labels: np.ndarray | None,
+    *,
+    seed: int = 0,
+    size: str = "auto",
+    similar: bool | None = None,
+) -> Selection:
+    """Pick the quadrant, recipe and cut point from the dataset card and per-cut features.
+
+    Args:
+        card_like: the dataset card (or a mapping with the :class:`CardLike` fields); may be None
+            when ``size`` is given.
+        features_by_cut: ``{cut: (N, D) features}`` shallow to deep (:func:`extract_cut_features`);
+            may be None when ``similar`` is given.
+        labels: (N,) labels matching the features.
+        seed: seed for the probe's folds.
+        size: "auto" (measure), "small" or "large".
+        similar: None (measure), True or False. When both are given nothing is scored; when
+            ``similar=False`` and features are given, they are still scored to pick the cut point.
+
+    Returns:
+        A :class:`Selection`.
+
+    Example:
+        >>> select(None, None, None, size="large", similar=False).recipe
+        'retrain'
+    """
+    start = time.perf_counter()
+    if size not in SIZES:
+        raise choices_error("size", size, SIZES)
+    values = _card_values(card_like) if card_like is not None else None
+    if size == "auto":
+        if card_like is None:
+            raise TransferkitError(
+                "size='auto' needs the dataset card; pass it, or give size='small'/'large'."
+            )
+        size, reasons = size_quadrant(card_like)
+        size_close = _size_is_close(values)
+    else:
+        reasons, size_close = [f"size given: {size}"], False
+    if similar is None:
+        scores, similar, cut_point, confidence, more = _measure_similarity(features_by_cut, labels, seed)
+    else:
+        scores, cut_point, more = _given_similarity(similar, size, features_by_cut, labels, seed)
+        confidence = 1.0
+    reasons += more
+    close = confidence < CLOSE_CALL_CONFIDENCE or size_close
+    if close:
+        reasons.append("close call: run `transferkit compare` to train the candidates side by side")
+    quadrant = f"{size}_{'similar' if similar else 'dissimilar'}"
+    return Selection(
+        size=size,
+        similar=similar,
+        quadrant=quadrant,
+        recipe=QUADRANT_RECIPES[quadrant],
+        cut_point=cut_point if size == "small" else None,  # only truncation cuts the base
+        confidence=confidence,
+        close_call=close,
+        reasons=tuple(reasons),
+        scores=tuple(scores),
+        seconds=time.perf_counter() - start,
+        images_per_class=values["median_images_per_class"] if values else None,
+    )
+
+
+def _measure_similarity(
+    features_by_cut: Mapping[str, np.ndarray] | None, labels: np.ndarray | None, seed: int
+) -> tuple[list[CutScore], bool, str | None, float, list[str]]:
+    if not features_by_cut or labels is None:
+        raise TransferkitError(
+            "Measuring similarity needs features at the cut points and their labels "
+            "(see extract_cut_features); or say it: --similar / --dissimilar."
+        )
+    scores = score_cut_points(features_by_cut, labels, seed=seed)
+    similar, cut_point, confidence, reasons = similarity_decision(scores)
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    reasons.insert(0, f"chance (always the majority class) is {counts.max() / counts.sum():.3f}")
+    return scores, similar, cut_point, confidence, reasons
+
+
+def _given_similarity(
+    similar: bool, size: str, features_by_cut: Mapping[str, np.ndarray] | None, labels: Any, seed: int
+) -> tuple[list[CutScore], str | None, list[str]]:
+    reasons = [f"similarity given: {'similar' if similar else 'dissimilar'}"]
+    if similar or size == "large":
+        return [], None, reasons
+    if not features_by_cut or labels is None:
+        return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]
+    scores = score_cut_points(features_by_cut, labels, seed=seed)
+    comparison = _compare(scores)
+    cut = comparison.best_earlier if comparison else scores[-1]
+    return scores, cut.cut, reasons + [_describe(cut, "cut point: best-scoring earlier cut")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_selection(selection: Selection, path: str | Path) -> Path:
+    """Draw the dataset on the size x similarity plane (left) and the per-cut scores (right); PNG.
+
+    x: median training images per class (log scale; the line is :data:`SMALL_IMAGES_PER_CLASS`);
+    y: deepest minus best-earlier probe accuracy (the line is ``-TRUNCATE_MARGIN``), with its
+    standard error. A value the user gave instead of a measurement is drawn mid-quadrant.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch; Figure renders with Agg
+
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    plane, bars = fig.subplots(1, 2, width_ratios=(1.1, 1))
+    _draw_plane(plane, selection)
+    _draw_scores(bars, selection)
+    fig.suptitle(
+        f"{selection.quadrant} -> {selection.recipe}"
+        + (f" at {selection.cut_point}" if selection.cut_point else "")
+        + f" (confidence {selection.confidence:.2f}{', close call' if selection.close_call else ''})"
+    )
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def _draw_plane(ax: Any, selection: Selection) -> None:
+    low, high = -0.5, 0.5
+    ax.set_xscale("log")
+    ax.set_xlim(5, 2e5)
+    ax.set_ylim(low, high)
+    ax.axvline(SMALL_IMAGES_PER_CLASS, color="grey", lw=1)
+    ax.axhline(-TRUNCATE_MARGIN, color="grey", lw=1)
+    for x, y, quadrant in ((8, high, "small_similar"), (8, low, "small_dissimilar"),
+                           (1.5e5, high, "large_similar"), (1.5e5, low, "large_dissimilar")):  # fmt: skip
+        ax.text(
+            x, y * 0.92, f"{quadrant}\n({QUADRANT_RECIPES[quadrant]})", ha="left" if x < 100 else "right",
+            va="top" if y > 0 else "bottom", fontsize=8,
+            fontweight="bold" if quadrant == selection.quadrant else "normal",
+        )  # fmt: skip
+    given_x = 100 if selection.size == "small" else 10_000
+    x = selection.images_per_class if selection.images_per_class else given_x
+    comparison = _compare(selection.scores)
+    if comparison is not None:
+        y, err = float(np.clip(comparison.margin, low, high)), comparison.noise
+    else:
+        y, err = (0.25 if selection.similar else -0.25), 0.0
+    ax.errorbar([x], [y], yerr=[err], fmt="o", color="tab:red", capsize=4)
+    ax.set_xlabel("median training images per class")
+    ax.set_ylabel("probe accuracy: deepest - best earlier cut")
+    ax.set_title("dataset on the size x similarity plane", fontsize=10)
+
+
+def _draw_scores(ax: Any, selection: Selection) -> None:
+    scores = selection.scores
+    ax.set_title("per-cut scores (shallow -> deep)", fontsize=10)
+    if not scores:
+        ax.text(
+            0.5, 0.5, "not measured (given by the user)", ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+        return
+    chosen = selection.cut_point or scores[-1].cut
+    positions = np.arange(len(scores))
+    colors = ["tab:red" if s.cut == chosen else "tab:blue" for s in scores]
+    ax.bar(positions, [s.probe_accuracy for s in scores], yerr=[s.probe_stderr for s in scores], color=colors)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("linear-probe accuracy (bars)")
+    ax.set_xticks(positions, [s.cut for s in scores], rotation=30, ha="right", fontsize=7)
+    twin = ax.twinx()
+    twin.plot(positions, [s.logme for s in scores], "k.-")
+    twin.set_ylabel("LogME (line)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_matrix(features: Any) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise TransferkitError(f"Features must be a non-empty (N, D) array; got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        raise TransferkitError("Features contain NaN or infinity; check the backbone's input pixel range.")
+    return x
+
+
+def _label_codes(labels: Any, n: int) -> tuple[np.ndarray, int]:
+    y = np.asarray(labels).reshape(-1)
+    if len(y) != n:
+        raise TransferkitError(f"Got {len(y)} labels for {n} feature rows; they must match one to one.")
+    classes, codes = np.unique(y, return_inverse=True)
+    return codes.reshape(-1), len(classes)
