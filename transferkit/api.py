@@ -26,6 +26,7 @@ from transferkit.evaluate import Metrics, evaluate_model
 from transferkit.fileio import write_json, write_text
 from transferkit.model import build_classifier, truncate
 from transferkit.recipes import Recipe
+from transferkit.selection import measure_quadrant
 from transferkit.strategies import plan_phase, recipe_name
 from transferkit.train import Device, Trainer, read_history, setup_device
 from transferkit.weights import build_base
@@ -145,15 +146,14 @@ def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verb
     base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
     _say(verbose, weights_source)
     selection = None
-    if measure or recipe.backbone.cut == "auto":
-        from transferkit.selection import measure_quadrant
-
+    if measure:
         selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
-        if measure:
-            picked = recipe_io.load_builtin(selection.recipe)
-            recipe = recipe_io.with_overrides(picked, seed=recipe.seed, **overrides)
-        if recipe.backbone.cut == "auto":
-            recipe = dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point))
+        recipe = recipe_io.with_overrides(recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides)
+    if recipe.backbone.cut == "auto":
+        if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
+            known_size = selection.size if selection is not None else (size if size != "auto" else "small")
+            selection = measure_quadrant(splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose)
+        recipe = dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point))
     if recipe.strategy == "truncate":
         base = truncate(base, recipe.backbone.cut)
     train_bn = any(phase.train_batchnorm for phase in recipe.phases)
