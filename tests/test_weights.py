@@ -244,3 +244,19 @@ def test_imagenet_class_names_offline():
     assert (
         names[:2] == ["tench", "goldfish"] and names[243] == "bull mastiff" and names[999] == "toilet tissue"
     )
+
+
+def test_mobilenet_prefers_a_file_already_in_the_keras_cache(monkeypatch, tmp_path):
+    from keras.src.backend import config
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))  # what KERAS_HOME sets at import
+    spec = get_backbone("mobilenet")
+    donor = spec.build(128)  # stands in for Keras' downloaded file
+    (tmp_path / "models").mkdir()
+    with h5py.File(tmp_path / "models" / "mobilenet_1_0_128_tf_no_top.h5", "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
+    model, description = tkw.build_base(spec, 128)
+    assert description.startswith("ImageNet weights: keras.applications MobileNet (")
+    assert description.endswith("mobilenet_1_0_128_tf_no_top.h5)")
+    _assert_same_weights(model, {layer.name: layer.get_weights() for layer in donor.layers})
