@@ -71,6 +71,8 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
         raise UnusableImage(f"not a supported image (expected {', '.join(PIL_FORMATS)} data)") from None
     except OSError as err:  # with errno: the file system; without: Pillow reading the data
         raise UnusableImage(f"cannot read file: {err.strerror}" if err.errno else _reason(err)) from None
+    except Exception as err:  # a corrupt header can raise nearly anything inside a plugin
+        raise UnusableImage(_reason(err)) from None
 
 
 def _orientation(img: Image.Image) -> int:
