@@ -1,0 +1,112 @@
+"""Built-in example datasets: real images from installed packages, exported as image folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit import datasets
+from transferkit.data import load_data
+from transferkit.datasets import EXAMPLE_DATASETS, export_dataset, get_dataset, list_datasets
+from transferkit.errors import TransferkitError
+
+
+def test_registry_lists_real_datasets():
+    names = [entry.name for entry in list_datasets()]
+    assert names == sorted(names)
+    assert {"lfw_faces", "animal_mnist", "digits", "textures"} <= set(names)
+    entry = EXAMPLE_DATASETS["lfw_faces"]
+    assert (
+        entry.classes == ("face", "non_face") and entry.size == 200 and entry.source_package == "scikit-image"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.name = "x"
+
+
+def test_unknown_name_lists_the_valid_ones(tmp_path):
+    with pytest.raises(
+        TransferkitError, match="Unknown example dataset 'lfw'. Choose one of: animal_mnist, digits"
+    ):
+        export_dataset("lfw", tmp_path / "x")
+
+
+def test_lfw_faces_exports_two_classes_of_100_pngs_that_load_data_reads(tmp_path):
+    folder = export_dataset("lfw_faces", tmp_path / "lfw")
+    assert folder == tmp_path / "lfw"
+    for name in ("face", "non_face"):
+        files = sorted((folder / name).glob("*.png"))
+        assert len(files) == 100
+    first = np.asarray(Image.open(folder / "face" / "0000.png"))
+    from skimage import data
+
+    np.testing.assert_array_equal(first, np.rint(data.lfw_subset()[0] * 255).astype(np.uint8))
+    splits = load_data(str(folder), validation_split=0.2)
+    assert splits.class_names == ("face", "non_face")
+    assert (len(splits.train), len(splits.val), splits.card.skipped) == (160, 40, ())
+    assert splits.card.image_sizes["width"]["median"] == 25
+
+
+def test_export_is_idempotent_and_replaces_only_its_own_exports(tmp_path):
+    folder = export_dataset("lfw_faces", tmp_path / "lfw", per_class=10, seed=1)
+    stamp = (folder / "face" / "0000.png").stat().st_mtime_ns
+    assert export_dataset("lfw_faces", folder, per_class=10, seed=1) == folder
+    assert (folder / "face" / "0000.png").stat().st_mtime_ns == stamp  # reused, not rewritten
+    export_dataset("lfw_faces", folder, per_class=4, seed=1)  # other arguments: replaced
+    assert len(list((folder / "face").iterdir())) == 4
+    assert json.loads((folder / datasets.MARKER).read_text())["counts"] == {"face": 4, "non_face": 4}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(TransferkitError, match="not an export"):
+        export_dataset("lfw_faces", tmp_path / "mine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lfw", "mine"]  # no temporary folders left
+
+
+def test_a_crash_mid_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    def fail(entry, folder, per_class, seed):
+        (folder / "face").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "_write_pngs", fail)
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset("lfw_faces", tmp_path / "lfw")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_per_class_sampling_is_seeded(tmp_path):
+    a = export_dataset("digits", tmp_path / "a", per_class=3, seed=5)
+    b = export_dataset("digits", tmp_path / "b", per_class=3, seed=5)
+    for digit in range(10):
+        pixels = [[np.asarray(Image.open(p)) for p in sorted((f / str(digit)).iterdir())] for f in (a, b)]
+        assert len(pixels[0]) == 3
+        assert all(np.array_equal(x, y) for x, y in zip(*pixels, strict=True))
+    with pytest.raises(TransferkitError, match="per_class"):
+        export_dataset("digits", tmp_path / "c", per_class=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes", "shape"),
+    [("digits", 10, (1797, 8, 8)), ("textures", 3, (192, 64, 64)), ("lfw_faces", 2, (200, 25, 25))],
+)
+def test_bundled_arrays(name, num_classes, shape):
+    images, labels = get_dataset(name).load()
+    assert images.shape == shape and images.dtype == np.uint8 and images.max() > 200
+    assert sorted(set(labels.tolist())) == list(range(num_classes))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("animal_mnist") is None, reason="animal-mnist not installed")
+def test_animal_mnist_reads_the_package_pickles_safely(tmp_path):
+    images, labels = get_dataset("animal_mnist").load()
+    assert images.shape == (10_000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
+    folder = export_dataset("animal_mnist", tmp_path / "animals", per_class=2)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        EXAMPLE_DATASETS["animal_mnist"].classes
+    )
+    evil = b"cos\nsystem\n(S'echo hacked'\ntR."  # a pickle that would run a shell command
+    with pytest.raises(Exception, match="refusing to unpickle"):
+        datasets._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
