@@ -214,7 +214,9 @@ def load_weights_into(model: keras.Model, spec: BackboneSpec, weights: str | os.
     return description
 
 
-def _keras_cached_mobilenet(spec: BackboneSpec, image_size: int | None, include_top: bool):
+def _keras_cached_mobilenet(
+    spec: BackboneSpec, image_size: int | None, include_top: bool
+) -> tuple[keras.Model, str] | None:
     """MobileNet v1 from Keras' own file when that is already cached; never downloads."""
     size = image_size or spec.default_size
     if (
