@@ -86,7 +86,13 @@ def stratified_split(
     """Split positions into ``(train, val)`` per class, seeded; both sorted ascending.
 
     Each class sends ``round(n * validation_split)`` images to validation, at least one when it
-    has two or more and ``validation_split > 0``, and always keeps one for training.
+    has two or more and ``validation_split > 0``, and always keeps one for training. Each class
+    is shuffled with its own seed ``[seed, label]``, so other classes never change its split.
+
+    Args:
+        labels: label index of each item, in a fixed (sorted) order.
+        validation_split: fraction of each class to hold out, in ``[0, 1)``.
+        seed: split seed.
 
     Example:
         >>> train, val = stratified_split([0, 0, 0, 1, 1], 0.2, seed=1)

@@ -160,7 +160,15 @@ def list_datasets() -> list[ExampleDataset]:
 
 
 def get_dataset(name: str) -> ExampleDataset:
-    """The registry entry for ``name``; the error lists the valid names."""
+    """The registry entry for ``name``; the error lists the valid names.
+
+    Args:
+        name: a key of ``EXAMPLE_DATASETS``.
+
+    Example:
+        >>> get_dataset("lfw_faces").classes
+        ('face', 'non_face')
+    """
     if name not in EXAMPLE_DATASETS:
         raise choices_error("example dataset", name, list(EXAMPLE_DATASETS))
     return EXAMPLE_DATASETS[name]

@@ -143,6 +143,9 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     byte, so truncation is caught), a PNG above ``FULL_CHECK_MAX_PIXELS`` is CRC-checked instead
     of inflated, and nothing is converted or resized.
 
+    Args:
+        path: the image file.
+
     Raises:
         UnusableImage: with the reason when the file cannot be used.
 
@@ -189,7 +192,7 @@ def load_images(
 
     Example:
         >>> images, skipped = load_images(["cat.jpg", "notes.txt"], 224)  # doctest: +SKIP
-        >>> images.shape, skipped
+        >>> images.shape, skipped  # doctest: +SKIP
         ((1, 224, 224, 3), [('notes.txt', 'not a supported image (...)')])
     """
 
