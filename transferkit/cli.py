@@ -231,6 +231,18 @@ def augment_preview(data, recipe, fill_mode, count, copies, image_size, out):
     click.echo(f"Wrote {path}")
 
 
+@main.command()
+@click.option("--data-dir", default="demo_data", show_default=True, help="Where the example image folders go.")
+@click.option("--out", default="runs/demo", show_default=True, help="Parent folder of the demo's run folders.")
+@click.option("--no-controls", is_flag=True, help="Skip the random-weights control runs.")
+def demo(data_dir, out, no_controls):
+    """Real transfer learning on real images, offline: fit two example datasets and summarise."""
+    from transferkit.demo import run_demo, summary
+
+    rows = run_demo(data_dir, out, controls=not no_controls)
+    click.echo("\n" + summary(rows))
+
+
 @main.group()
 def weights():
     """Pretrained weights: what is available offline, and importing torch/TF files."""
@@ -281,6 +293,52 @@ def datasets_export(name, directory, per_class):
     path = export_dataset(name, directory, per_class=per_class)
     click.echo(f"Wrote {path}")
 
+
+@main.command()
+@click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
+@click.option("--backbone", help=BACKBONE_HELP)
+@click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
+@click.option("--seed", type=int, default=1337, show_default=True, help="Split, sample and probe seed.")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the analysis folder.")
+@click.option("--name", help="Folder name (default analyze-<data>-<timestamp>).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
+def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
+    """Measure which recipe suits the data (one forward pass, no training) and show the evidence."""
+    from transferkit.analysis import analyze as run_analyze
+
+    verbose = _verbosity(quiet)
+    result = run_analyze(data, backbone=backbone, weights=weights, image_size=image_size, out=out, name=name,
+                         seed=seed, verbose=verbose)
+    if not verbose:  # otherwise the API printed it
+        click.echo(result.summary())
+
+
+@main.command()
+@click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
+@click.option("--recipes", default="small_similar,small_dissimilar,large_similar,large_dissimilar",
+              show_default=True, help="Comma-separated built-in recipe names or recipe files.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase (default: the recipe's).")
+@click.option("--backbone", help=BACKBONE_HELP)
+@click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the split and every fit.")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the comparison folder.")
+@click.option("--name", help="Folder name (default compare-<data>-<timestamp>).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final table.")
+def compare(data, recipes, epochs, backbone, weights, image_size, batch_size, seed, out, name, quiet):
+    """Train several recipes on the same split and seed; show them side by side with the selector's pick."""
+    from transferkit.analysis import compare as run_compare
+
+    verbose = _verbosity(quiet)
+    names = tuple(entry.strip() for entry in recipes.split(",") if entry.strip())
+    result = run_compare(data, recipes=names, epochs=epochs, backbone=backbone, weights=weights,
+                         image_size=image_size, batch_size=batch_size, seed=seed, out=out, name=name,
+                         verbose=verbose)
+    if not verbose:  # otherwise the API printed it
+        click.echo(result.table())
+    click.echo(f"Wrote {result.run_dir}/comparison.json, comparison.csv, comparison.png")
 
 if __name__ == "__main__":
     main()

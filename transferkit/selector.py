@@ -291,9 +291,17 @@ def extract_cut_features(
         {'block1_pool': (4, 16), 'block3_pool': (4, 64)}
     """
     import keras
+    import tensorflow as tf
 
     cuts = list(dict.fromkeys(cut_points))
     extractor = _pooled_model(base, cuts)
+
+    @tf.function(reduce_retracing=True)  # one traced graph instead of eager op-by-op calls per batch
+    def forward(batch):
+        x = tf.cast(batch, tf.float32)
+        x = preprocess(x) if preprocess is not None else x
+        return extractor(x, training=False)
+
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = [images[i : i + 32] for i in range(0, len(images), 32)]
     chunks: list[list[np.ndarray]] = [[] for _ in cuts]
@@ -304,9 +312,7 @@ def extract_cut_features(
                 f"{type(batch).__name__}. Pass images only (e.g. dataset.map(lambda x, y: x)) and "
                 "keep the labels separately."
             )
-        x = keras.ops.cast(batch, "float32")
-        x = preprocess(x) if preprocess is not None else x
-        outputs = extractor(x, training=False)
+        outputs = forward(batch)
         for chunk, output in zip(chunks, _as_list(outputs), strict=True):
             chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32))
     if not chunks[0]:
