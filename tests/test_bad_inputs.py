@@ -103,6 +103,8 @@ def _bad_files(root: Path) -> dict[str, tuple[Path, str]]:
     (cats / "self.jpg").symlink_to("self.jpg")
     os.mkfifo(cats / "fifo.jpg")  # open() on it would block forever
     (cats / "loop").symlink_to(cats, target_is_directory=True)
+    (cats / "2019" / "up").symlink_to(root, target_is_directory=True)  # a link back above the class
+    (root / "everything").symlink_to(root, target_is_directory=True)  # a "class" that is the root
     (root / "README.md").write_text("my pets\n")
     return {
         "truncated": (cats / "truncated.jpg", "truncated"),
@@ -113,6 +115,8 @@ def _bad_files(root: Path) -> dict[str, tuple[Path, str]]:
         "self": (cats / "self.jpg", "symlink"),
         "fifo": (cats / "fifo.jpg", "not a regular file"),
         "loop": (cats / "loop", "symlink loop"),
+        "up": (cats / "2019" / "up", "symlink loop"),
+        "everything": (root / "everything", "symlink loop"),
         "readme": (root / "README.md", "not inside a class folder"),
         "empty_class": (root / "empty class", "no usable images"),
     }

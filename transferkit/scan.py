@@ -78,7 +78,9 @@ def scan_split(folder: Path) -> ScannedSplit:
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if _is_hidden(entry.name):
             continue
-        if entry.is_dir():
+        if entry.is_dir() and _is_ancestor(entry.path, folder):
+            result.skipped.append((entry.path, "class folder links back to its parent (symlink loop)"))
+        elif entry.is_dir():
             result.images[entry.name] = []
             candidates += [(entry.name, path) for path in _walk(Path(entry.path), result.skipped)]
         else:
@@ -93,10 +95,23 @@ def scan_split(folder: Path) -> ScannedSplit:
     return result
 
 
+def _key(path: str | os.PathLike, info: os.stat_result | None = None) -> tuple[int, int]:
+    info = info or os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _is_ancestor(path: str, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` itself or one of its parents (after following links)."""
+    real = Path(os.path.realpath(path))
+    return real == Path(os.path.realpath(folder)) or real in Path(os.path.realpath(folder)).parents
+
+
 def _walk(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
     """Image-extension files under ``top`` (sorted, recursive, symlinks followed, loops cut)."""
     found: list[str] = []
-    seen: set[tuple[int, int]] = set()
+    # Folders above the class folder count as seen: a link back up (``cat/up -> ../..``) is a loop,
+    # not a way to pull other classes (or the whole disk) into this class.
+    seen = {_key(parent) for parent in Path(os.path.realpath(top)).parents}
 
     def on_error(err: OSError) -> None:
         skipped.append((str(err.filename), f"cannot list folder: {err.strerror or err}"))
@@ -108,11 +123,11 @@ def _walk(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
             on_error(err)
             dirnames[:] = []
             continue
-        if (info.st_dev, info.st_ino) in seen:
+        if _key(dirpath, info) in seen:
             skipped.append((dirpath, "folder already scanned (symlink loop or duplicate link)"))
             dirnames[:] = []
             continue
-        seen.add((info.st_dev, info.st_ino))
+        seen.add(_key(dirpath, info))
         dirnames[:] = sorted(name for name in dirnames if not _is_hidden(name))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
