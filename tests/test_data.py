@@ -35,7 +35,9 @@ def _batches(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_class_folders_are_split_stratified(tmp_path):
-    splits = load_data(str(_folder(tmp_path, {"ants": 10, "bees": 5, "cats": 2})), validation_split=0.2)
+    splits = load_data(
+        _folder(tmp_path, {"ants": 10, "bees": 5, "cats": 2}), validation_split=0.2
+    )  # a Path works
     assert splits.class_names == ("ants", "bees", "cats")
     assert splits.card.counts == {
         "train": {"ants": 8, "bees": 4, "cats": 1},

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def stratified_split(
 
 
 def load_data(
-    source: str, *, validation_split: float = 0.2, seed: int = 1337, strict: bool = False
+    source: str | os.PathLike, *, validation_split: float = 0.2, seed: int = 1337, strict: bool = False
 ) -> DataSplits:
     """Find, check and split the images of ``source``.
 
@@ -142,6 +143,7 @@ def load_data(
         raise TransferkitError(
             f"validation_split={validation_split!r}; expected a number in [0, 1), e.g. 0.2."
         )
+    source = os.fspath(source)
     if source.startswith("tfds:"):
         return _load_tfds(source, validation_split, seed)
     return _load_folder(source, validation_split, seed, strict)
