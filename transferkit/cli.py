@@ -99,7 +99,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", required=True, help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split].")
+@click.option("--data", help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split]. "
+              "Required unless --resume.")
 @click.option("--size", type=click.Choice(["auto", "small", "large"]), default="auto", show_default=True,
               help="Dataset size quadrant; auto measures it.")
 @click.option("--similar/--dissimilar", default=None,
@@ -124,6 +125,8 @@ def fit(data, size, similar, recipe, backbone, weights, epochs, image_size, batc
     """Train a classifier on labelled images; writes a run folder."""
     from transferkit import api
 
+    if not data and not resume_dir:  # --data is optional only because --resume reads it from the run
+        raise click.UsageError("Missing option '--data'.")
     verbose = _verbosity(quiet)
     if resume_dir:
         result = api.resume(resume_dir, precision=precision, verbose=verbose)
