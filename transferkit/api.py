@@ -125,7 +125,9 @@ def fit(
         return FitResult(None, session.classifier.model, None, session.recipe, session.selection,
                          session.plan, time.perf_counter() - started, session.weights_source)
     run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
-    info = {"data": data, "backbone": session.spec.name, "weights": session.weights_source,
+    # An absolute folder path, so that `fit --resume` works from any working directory.
+    source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
+    info = {"data": source, "backbone": session.spec.name, "weights": session.weights_source,
             "seed": session.recipe.seed, "device": device.describe(), "class_names": list(splits.class_names)}
     return _train_and_report(session, splits, run_dir, info, device, started, verbose)
 
