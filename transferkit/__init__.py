@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from transferkit.api import FitResult, evaluate, fit, predict, resume
 from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
+from transferkit.data import DatasetCard, DataSplits, load_data
+from transferkit.datasets import export_dataset, list_datasets
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Recipe, load_builtin
 from transferkit.recipes import load as load_recipe
@@ -23,12 +25,17 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
+    "DataSplits",
+    "DatasetCard",
     "FitResult",
     "Recipe",
     "TransferkitError",
     "evaluate",
+    "export_dataset",
     "fit",
     "get_backbone",
+    "list_datasets",
+    "load_data",
     "load_builtin",
     "load_recipe",
     "load_run",

@@ -271,7 +271,8 @@ def _expand_inputs(inputs: list[str] | str) -> list[str]:
 
 
 def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics:
-    """Evaluate a finished run on a labelled folder (its ``test/`` split if it has one, else all of it)."""
+    """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
+    (for ``tfds:`` sources without a test split, the validation part)."""
     run = runfolder.load_run(run_dir)
     splits = load_data(data, validation_split=0.5, seed=0)
     unknown = [name for name in splits.class_names if name not in run.class_names]
@@ -280,10 +281,15 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics
             f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
         )
     remap = [run.class_names.index(name) for name in splits.class_names]
-    parts = [splits.test] if splits.test is not None else [splits.train, splits.val]
-    paths = tuple(p for part in parts for p in part.paths)
-    labels = tuple(remap[label] for part in parts for label in part.labels)
-    images = dataclasses.replace(splits.train, paths=paths, labels=labels)
+    if splits.test is not None:
+        images = splits.test
+    elif splits.train.tfds is not None:  # two TFDS splits cannot be concatenated as one set
+        images = splits.val
+    else:
+        parts = (splits.train, splits.val)
+        images = dataclasses.replace(splits.train, paths=tuple(p for part in parts for p in part.paths),
+                                     labels=tuple(label for part in parts for label in part.labels))
+    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
     dataset = _as_float(make_dataset(images, run.image_size, batch_size))
     return evaluate_model(run.model, dataset, run.class_names)
 
