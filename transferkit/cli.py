@@ -128,6 +128,8 @@ def fit(data, size, similar, recipe, backbone, weights, epochs, image_size, batc
     if not data and not resume_dir:  # --data is optional only because --resume reads it from the run
         raise click.UsageError("Missing option '--data'.")
     verbose = _verbosity(quiet)
+    if not resume_dir and not data:
+        raise click.UsageError("Missing option '--data' (or give --resume RUN_DIR).")
     if resume_dir:
         result = api.resume(resume_dir, precision=precision, verbose=verbose)
     else:
