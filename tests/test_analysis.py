@@ -1,0 +1,115 @@
+"""analyze / compare: the selector on its own, then checked against training every recipe on one split."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from transferkit import analysis
+from transferkit.cli import main
+from transferkit.data import load_data
+from transferkit.errors import TransferkitError
+from transferkit.testing import make_image_folder
+
+TINY = {"backbone": "tiny", "weights": "random", "image_size": 16}
+TINY_FLAGS = ["--backbone", "tiny", "--weights", "random", "--image-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    return str(
+        make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=10, size=16)
+    )
+
+
+@pytest.fixture(scope="module")
+def compared(folder, tmp_path_factory) -> analysis.ComparisonResult:
+    out = tmp_path_factory.mktemp("compare")
+    return analysis.compare(folder, **TINY, epochs=1, batch_size=8, out=out, name="cmp", verbose=0)
+
+
+def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path):
+    result = analysis.analyze(folder, **TINY, out=tmp_path, verbose=0)
+
+    assert result.run_dir.parent == tmp_path and result.run_dir.name.startswith("analyze-shapes-")
+    for name in ("dataset_card.json", "selection.json", "selection.png"):
+        assert (result.run_dir / name).stat().st_size > 0
+    assert (result.run_dir / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert analysis.load_selection(result.run_dir / "selection.json") == result.selection
+    card = json.loads((result.run_dir / "dataset_card.json").read_text())
+    assert card == json.loads(json.dumps(result.card.to_dict()))
+    assert result.selection.quadrant in analysis.QUADRANTS
+    assert [s.cut for s in result.selection.scores] == ["block1_pool", "block2_pool", "block3_pool"]
+    assert 0 < result.selection_seconds <= result.seconds
+
+
+def test_compare_trains_every_recipe_on_the_same_split(compared, folder):
+    runs = [Path(run.run_dir) for run in compared.runs]
+    assert [run.recipe for run in compared.runs] == list(analysis.QUADRANTS)
+    assert all(run.parent == compared.run_dir for run in runs)
+    card = (compared.run_dir / "dataset_card.json").read_text()
+    assert all((run / "dataset_card.json").read_text() == card for run in runs)
+    assert len({(run / "labels.txt").read_text() for run in runs}) == 1
+    assert {json.loads((run / "run.json").read_text())["seed"] for run in runs} == {1337}
+    supports = {json.loads((run / "metrics.json").read_text())["validation"]["num_samples"] for run in runs}
+    assert supports == {compared.analysis.split["num_val"]}
+    # fit's split is seeded: the same seed gives the same validation files, another seed does not
+    first, again = (load_data(folder, validation_split=0.2, seed=1337) for _ in range(2))
+    assert first.val.paths == again.val.paths and len(first.val.paths) == 6
+    assert load_data(folder, validation_split=0.2, seed=7).val.paths != first.val.paths
+
+
+def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
+    data = json.loads((compared.run_dir / "comparison.json").read_text())
+    accuracies = {run["recipe"]: run["accuracy"] for run in data["runs"]}
+    picked = [run["recipe"] for run in data["runs"] if run["picked"]]
+
+    assert picked == [data["picked"]] == [compared.analysis.selection.quadrant]
+    assert data["regret_points"] == pytest.approx(
+        100 * (max(accuracies.values()) - accuracies[data["picked"]])
+    )
+    assert data["regret_points"] >= 0 and 0 < data["selection_fraction"] < 1
+    assert all(run["trainable_params"] > 0 and run["peak_rss_mb"] > 0 for run in data["runs"])
+    with open(compared.run_dir / "comparison.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["recipe"] for row in rows] == list(analysis.QUADRANTS)
+    assert (compared.run_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    table = compared.table()
+    assert f"{data['picked']} *" in table and "Regret of the pick" in table
+
+
+def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):
+    with pytest.raises(TransferkitError, match="time_budget"):
+        analysis.compare(folder, **TINY, time_budget=60, out=tmp_path, verbose=0)
+    with pytest.raises(TransferkitError, match="nope.*small_similar"):
+        analysis.compare(folder, **TINY, recipes=("small_similar", "nope"), out=tmp_path, verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_analyze_prints_the_cut_table_and_the_decision(folder, tmp_path):
+    result = CliRunner().invoke(main, ["analyze", "--data", folder, *TINY_FLAGS, "--out", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    for text in ("probe accuracy", "block3_pool", "Chosen:", "confidence", "selection.json"):
+        assert text in result.stdout
+
+
+def test_cli_compare_prints_the_side_by_side_table(folder, tmp_path):
+    args = ["compare", "--data", folder, *TINY_FLAGS, "--recipes", "small_similar,small_dissimilar",
+            "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 0, result.output
+    assert "recipe" in result.stdout and "accuracy" in result.stdout and "comparison.json" in result.stdout
+    assert " *" in result.stdout and "Selection took" in result.stdout
+
+
+def test_cli_missing_data_folder_is_one_line_and_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["analyze", "--data", str(tmp_path / "missing"), *TINY_FLAGS])
+
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("Error:")
