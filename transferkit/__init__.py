@@ -4,41 +4,68 @@ Example:
     >>> import transferkit
     >>> run = transferkit.fit(data="./pets", size="small", similar=True)  # doctest: +SKIP
     >>> transferkit.predict(run.run_dir, ["photo.jpg"])  # doctest: +SKIP
+
+Names are imported on first use, so ``import transferkit`` (and ``transferkit --help``) stays
+fast and TensorFlow loads only when something needs it.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from transferkit.api import FitResult, evaluate, fit, predict, resume
-from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
-from transferkit.data import DatasetCard, DataSplits, load_data
-from transferkit.datasets import export_dataset, list_datasets
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
 from transferkit.errors import TransferkitError
-from transferkit.recipes import Recipe, load_builtin
-from transferkit.recipes import load as load_recipe
-from transferkit.runfolder import load_run
+
+_EXPORTS = {
+    "fit": "transferkit.api",
+    "resume": "transferkit.api",
+    "predict": "transferkit.api",
+    "evaluate": "transferkit.api",
+    "FitResult": "transferkit.api",
+    "analyze": "transferkit.analysis",
+    "compare": "transferkit.analysis",
+    "BACKBONES": "transferkit.backbones",
+    "BackboneSpec": "transferkit.backbones",
+    "get_backbone": "transferkit.backbones",
+    "load_data": "transferkit.data",
+    "DataSplits": "transferkit.data",
+    "DatasetCard": "transferkit.data",
+    "export_dataset": "transferkit.datasets",
+    "list_datasets": "transferkit.datasets",
+    "Recipe": "transferkit.recipes",
+    "load_builtin": "transferkit.recipes",
+    "load_recipe": "transferkit.recipes",
+    "load_run": "transferkit.runfolder",
+}
+
+__all__ = sorted([*_EXPORTS, "TransferkitError", "__version__"])
 
 try:
     __version__ = version("transferkit")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
-__all__ = [
-    "BACKBONES",
-    "BackboneSpec",
-    "DataSplits",
-    "DatasetCard",
-    "FitResult",
-    "Recipe",
-    "TransferkitError",
-    "evaluate",
-    "export_dataset",
-    "fit",
-    "get_backbone",
-    "list_datasets",
-    "load_data",
-    "load_builtin",
-    "load_recipe",
-    "load_run",
-    "predict",
-    "resume",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = getattr(module, "load" if name == "load_recipe" else name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from transferkit.analysis import analyze, compare
+    from transferkit.api import FitResult, evaluate, fit, predict, resume
+    from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
+    from transferkit.data import DatasetCard, DataSplits, load_data
+    from transferkit.datasets import export_dataset, list_datasets
+    from transferkit.recipes import Recipe, load_builtin
+    from transferkit.recipes import load as load_recipe
+    from transferkit.runfolder import load_run
