@@ -16,7 +16,8 @@ from transferkit.backbones import BackboneSpec
 from transferkit.data import DataSplits, ImageSet, make_dataset
 from transferkit.model import preprocessing_layer
 from transferkit.recipes import Recipe
-from transferkit.selector import Selection, extract_cut_features, select
+from transferkit.selector import Selection, select
+from transferkit.transferability import extract_cut_features
 
 SAMPLE_PER_CLASS = 100  # enough for a 5-fold probe to resolve a few points of accuracy
 SAMPLE_MAX = 2000  # bounds the forward pass: selection must stay a small fraction of training
