@@ -7,8 +7,9 @@ Epoch numbers continue across phases, so ``history.csv`` and TensorBoard show on
 
 Interruptions lose at most the current epoch: Keras' ``BackupAndRestore`` keeps the weights,
 optimizer state (and so the learning-rate schedule position) and epoch of the phase in
-progress, and every finished phase leaves ``checkpoints/phase<i>.weights.h5`` plus
-``state.json``, both written atomically. ``fit --resume RUN_DIR`` picks up from there.
+progress, early stopping keeps its best value, patience count and best weights next to it, and
+every finished phase leaves ``checkpoints/phase<i>.weights.h5`` plus ``state.json``. All of it
+is written atomically. ``fit --resume RUN_DIR`` picks up from there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,60 @@ class HistoryWriter(keras.callbacks.Callback):
         if not math.isfinite(logs.get("loss", 0.0)):
             self.bad_loss_epoch = epoch + 1
             self.model.stop_training = True
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` with each backup file written atomically.
+
+    Keras writes ``latest.weights.h5`` and ``training_metadata.json`` in place, so a kill during
+    the write leaves a torn file (a torn JSON even stops the resume). Here each is written to a
+    temporary file and renamed; weights first, so a kill between the two renames only means the
+    epoch is trained once more. The backup is kept when ``fit`` ends: the trainer deletes it once
+    the phase's checkpoint and ``state.json`` are written.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)
+
+    def _save_model(self):
+        with atomic_path(self._weights_path) as tmp:
+            self.model.save_weights(tmp)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_json(self._training_metadata_path, metadata)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` whose progress survives a resume.
+
+    Keras keeps the best value, the epochs waited and the best weights in memory only: a resumed
+    phase would count patience from zero and, with ``restore_best_weights``, could only restore an
+    epoch after the interruption. They are saved in ``state_dir`` (the phase's backup folder) at
+    every epoch end, before the backup, and read back when the phase starts again.
+    """
+
+    def __init__(self, state_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.state_path = Path(state_dir) / "early_stopping.json"
+        self.weights_path = Path(state_dir) / "early_stopping_best.npz"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.state_path.exists():
+            return
+        state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+        if self.restore_best_weights and self.weights_path.exists():
+            with np.load(self.weights_path) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_weights is not None and self.best_epoch == epoch:
+            with atomic_path(self.weights_path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+        best = None if self.best is None else float(self.best)
+        write_json(self.state_path, {"wait": self.wait, "best": best, "best_epoch": self.best_epoch})
 
 
 def _to_csv(rows: list[dict]) -> str:
@@ -148,6 +204,7 @@ class Trainer:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
         for index, phase in enumerate(self.recipe.phases):
             if index < state.completed_phases:
+                shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # killed right after state.json
                 continue
             self._say(f"Phase {index + 1}/{len(self.recipe.phases)} '{phase.name}': train {phase.train}")
             set_trainable(self.classifier, self.spec, phase)
@@ -157,10 +214,14 @@ class Trainer:
             state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
             state.phase_epochs.append(epochs_run)
             state.save(self.run_dir)
+            shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
         return self.history
 
     def _checkpoint(self, index: int) -> Path:
         return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
+
+    def _backup_dir(self, index: int) -> Path:
+        return self.run_dir / "backup" / f"phase{index}"
 
     def _say(self, message: str) -> None:
         if self.verbose:
@@ -168,15 +229,17 @@ class Trainer:
 
     def _callbacks(self, index: int, phase: Phase) -> tuple[list[keras.callbacks.Callback], HistoryWriter]:
         writer = HistoryWriter(self.run_dir / "history.csv", phase.name, self.history)
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(self.run_dir / "backup" / f"phase{index}"), double_checkpoint=True),
-            writer,
+        backup = self._backup_dir(index)
+        # At each epoch end, in this order: the history row and early-stopping state first, the
+        # backup last, so an epoch the backup counts as done is never missing from either.
+        callbacks: list[keras.callbacks.Callback] = [writer]
+        if phase.patience:
+            callbacks.append(ResumableEarlyStopping(backup, monitor="val_loss", patience=phase.patience,
+                                                    restore_best_weights=True))
+        callbacks += [
+            AtomicBackupAndRestore(str(backup)),
             keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
         ]
-        if phase.patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience, restore_best_weights=True)
-            )
         return callbacks, writer
 
     def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
