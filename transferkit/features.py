@@ -17,11 +17,15 @@ import tensorflow as tf
 
 
 def feature_step(extractor: keras.Model, augment: keras.layers.Layer | None = None):
-    """A compiled ``images -> features`` function; make it once and reuse it for every pass."""
+    """A compiled float32 ``images -> features`` function; make it once and reuse it for every pass.
 
-    @tf.function(reduce_retracing=True)
+    The signature leaves the batch size open, so the last, smaller batch reuses the same graph
+    instead of tracing a second one (~2 s each on CPU).
+    """
+    signature = [tf.TensorSpec([None, *extractor.input_shape[1:]], tf.float32)]
+
+    @tf.function(input_signature=signature)
     def step(images):
-        images = tf.cast(images, tf.float32)
         if augment is not None:
             images = augment(images, training=True)
         return extractor(images, training=False)
@@ -51,7 +55,7 @@ def extract_features(
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose, unit_name="batch")
     features, labels = [], []
     for index, (images, batch_labels) in enumerate(dataset):
-        features.append(step(images).numpy().astype("float32"))
+        features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
         labels.append(batch_labels.numpy().astype("int32"))
         progress.update(index + 1)
     if not features:
