@@ -69,10 +69,13 @@ def _import_tensorflow_quietly() -> None:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             import keras  # noqa: F401
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # TF's Python-side notes (e.g. "N out of the last M calls triggered tf.function retracing" when
+    # `compare` runs several fits in one process) are not actionable for a CLI user.
+    tf.get_logger().setLevel("ERROR")
 
 
 def _raise_interrupt(signum, frame):
