@@ -1,0 +1,615 @@
+"""Reliability: an interruption loses at most the epoch in progress, one seed gives one result,
+artifacts are written atomically, and what a run leaves behind is data that loads safely.
+
+The end-to-end tests drive the real CLI in child processes (a ``kill -9`` must hit a real
+process) with the tiny backbone, random weights and 32 px synthetic images. The two reference
+runs start together in the background; the other tests wait for them only when they need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transferkit import api, recipes, runfolder
+from transferkit.backbones import get_backbone
+from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path, write_text
+from transferkit.model import build_classifier
+from transferkit.recipes import AugmentConfig, Phase
+from transferkit.testing import make_image_folder, synthetic_image
+from transferkit.train import Trainer, TrainState, read_history, setup_device
+
+SEED = 1
+# A short head phase, then a fine-tune phase long enough (6 epochs) that a kill sent when its first
+# row appears always lands inside it, with patience so that early stopping is part of what resumes.
+PHASES = (
+    Phase(name="warmup", train="head", epochs=2, learning_rate=1e-2),
+    Phase(
+        name="fine_tune",
+        train="top",
+        top_blocks=3,
+        epochs=6,
+        learning_rate=3e-3,
+        schedule="cosine",
+        patience=3,
+    ),
+)
+PHASE_NAMES = [phase.name for phase in PHASES for _ in range(phase.epochs)]
+TOTAL_EPOCHS = len(PHASE_NAMES)
+RUN_TIMEOUT = 300  # seconds for one CLI run; ~15 s on an idle 2-core machine
+POLL = 0.02
+# Validation accuracy is measured on 12 images (1 image = 0.083). Interrupted and uninterrupted
+# runs see batches in a different order after the resume, so they are compared within noise:
+# both must have learnt the (separable) task, and differ by at most two images.
+MIN_ACCURACY, MAX_ACCURACY_GAP = 0.8, 2 / 12 + 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("transferkit")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "transferkit.cli"]
+
+
+def _env() -> dict[str, str]:
+    # CPU only: TensorFlow's op determinism (what makes one seed give one result) is CPU-only here.
+    # One TensorFlow thread per pool: several children share two cores, and idle pool threads
+    # spinning for work cost ~15% more CPU there. Results do not depend on it (op determinism).
+    return {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "PYTHONUNBUFFERED": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _fit_args(out: Path, name: str = "r") -> list[str]:
+    flags = (
+        f"--data D --recipe recipe.toml --backbone tiny --weights random --batch-size 4 --seed {SEED} --quiet"
+    )
+    return ["fit", *flags.split(), "--out", str(out), "--name", name]
+
+
+@dataclasses.dataclass
+class _Child:
+    process: subprocess.Popen
+    log: Path  # stdout and stderr
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def _started(args: list[str], cwd: Path, log: Path):
+    """A running CLI process that is killed (and reaped) however the block ends."""
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            [*_cli(), *args],
+            cwd=cwd,
+            env=_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield _Child(process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def _run_cli(args: list[str], cwd: Path, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*_cli(), *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _wait_until(condition, child: _Child, what: str, timeout: float = RUN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if child.process.poll() is not None:
+            pytest.fail(
+                f"the run exited ({child.process.returncode}) before {what}:\n{child.output()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout} s:\n{child.output()[-3000:]}")
+        time.sleep(POLL)
+
+
+def _rows(run_dir: Path, phase: str | None = None) -> int:
+    return sum(1 for row in read_history(run_dir / "history.csv") if phase in (None, row["phase"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run folder must look like
+
+
+def _assert_every_file_complete(run_dir: Path) -> None:
+    """Every file a reader could open is whole: HDF5 readable to the last byte, zips with valid
+    CRCs, JSON/TOML/CSV parseable with no short row. TensorBoard event files are skipped (its
+    append-only record format has readers that drop a torn last record)."""
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        name = path.name
+        if name.startswith(".") and ".tmp" in name:
+            continue  # a temporary file of an atomic write cut short: never read, never renamed
+        if name.endswith(".h5"):
+            with h5py.File(path, "r") as handle:
+                handle.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        elif name.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                assert archive.testzip() is None, path
+        elif name.endswith(".json"):
+            json.loads(path.read_text(encoding="utf-8"))
+        elif name.endswith(".toml"):
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        elif name.endswith(".csv"):
+            with path.open(newline="", encoding="utf-8") as handle:
+                table = list(csv.reader(handle))
+            assert table and all(len(row) == len(table[0]) for row in table), path
+
+
+def _without_seconds(rows: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    return keras.models.load_model(path, safe_mode=True, compile=False).get_weights()
+
+
+def _accuracy(run_dir: Path) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["validation"]["accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared workspace and the two uninterrupted reference runs
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """``D`` (3 separable classes, 60 images: 48 train / 12 val) and ``recipe.toml``."""
+    root = tmp_path_factory.mktemp("reliability")
+    make_image_folder(root / "D", classes=3, per_class=20, size=32)
+    recipe = dataclasses.replace(recipes.load_builtin("large_similar"), phases=PHASES)
+    write_text(root / "recipe.toml", recipes.dumps(recipe))
+    (root / "elsewhere").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_runs(workspace):
+    """Two uninterrupted runs with one seed, started together and running in the background.
+
+    Yields a function that waits for them and returns their run folders. The second is asked for
+    ``--name ../../r``, which must neither escape ``ref_b`` nor change any result.
+    """
+    with contextlib.ExitStack() as stack:
+        children = [
+            stack.enter_context(
+                _started(_fit_args(workspace / f"ref_{tag}", name), workspace, workspace / f"{tag}.log")
+            )
+            for tag, name in (("a", "r"), ("b", "../../r"))
+        ]
+
+        def finished() -> tuple[Path, Path]:
+            for child in children:
+                try:
+                    code = child.process.wait(timeout=RUN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"reference run took over {RUN_TIMEOUT} s:\n{child.output()[-3000:]}")
+                assert code == 0, child.output()[-3000:]
+            return workspace / "ref_a" / "r", workspace / "ref_b" / "r"
+
+        yield finished
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. kill -9 in the second phase, then resume
+
+
+def test_kill_9_in_the_second_phase_loses_at_most_the_current_epoch_and_resume_completes_the_run(
+    workspace, reference_runs
+):
+    run_dir = workspace / "killed" / "r"
+    with _started(_fit_args(workspace / "killed"), workspace, workspace / "killed.log") as child:
+        _wait_until(lambda: _rows(run_dir, "fine_tune") >= 1, child, "a row of the second phase")
+        os.kill(child.process.pid, signal.SIGKILL)
+        assert child.process.wait(timeout=30) == -signal.SIGKILL
+
+    state = TrainState.load(run_dir)
+    assert state.completed_phases == 1, "the kill must land inside the second phase"
+    assert not (run_dir / "model.keras").exists()
+    assert (run_dir / "checkpoints" / "phase0.weights.h5").exists()
+    _assert_every_file_complete(run_dir)
+    rows_at_kill = read_history(run_dir / "history.csv")
+    assert 3 <= len(rows_at_kill) < TOTAL_EPOCHS
+
+    # From another working directory, as a user coming back later would.
+    resumed = _run_cli(["fit", "--resume", str(run_dir)], cwd=workspace / "elsewhere")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+
+    history = read_history(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in history] == list(range(1, TOTAL_EPOCHS + 1))
+    assert [row["phase"] for row in history] == PHASE_NAMES
+    # Finished epochs were kept, not trained again: only the epoch in progress at the kill may be
+    # redone (its row can be written an instant before its backup).
+    assert history[: len(rows_at_kill) - 1] == rows_at_kill[:-1]
+    state = TrainState.load(run_dir)
+    assert (state.completed_phases, state.epochs_done, state.phase_epochs) == (2, TOTAL_EPOCHS, [2, 6])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert not [p for p in (run_dir / "backup").rglob("*") if p.is_file()], "backups must be cleaned up"
+    _assert_every_file_complete(run_dir)
+    keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+
+    reference, _ = reference_runs()
+    accuracy, reference_accuracy = _accuracy(run_dir), _accuracy(reference)
+    print(f"validation accuracy: interrupted+resumed {accuracy:.3f}, uninterrupted {reference_accuracy:.3f}")
+    assert min(accuracy, reference_accuracy) >= MIN_ACCURACY
+    assert abs(accuracy - reference_accuracy) <= MAX_ACCURACY_GAP
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. SIGTERM (and so Ctrl-C, which takes the same path)
+
+
+def test_sigterm_exits_130_with_a_one_line_resume_hint_and_the_run_resumes(workspace):
+    run_dir = workspace / "terminated" / "r"
+    with _started(_fit_args(workspace / "terminated"), workspace, workspace / "terminated.log") as child:
+        _wait_until(lambda: _rows(run_dir) >= 1, child, "a first epoch")
+        child.process.send_signal(signal.SIGTERM)
+        code = child.process.wait(timeout=60)
+    output = child.output()
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert "Interrupted" in lines[-1] and "transferkit fit --resume" in lines[-1], lines[-3:]
+    assert not (run_dir / "model.keras").exists()
+    _assert_every_file_complete(run_dir)
+
+    # The CLI resume is the kill -9 test's; this one resumes through the Python API, in-process.
+    result = api.resume(run_dir, precision="float32", verbose=0)
+    assert result.metrics.accuracy >= MIN_ACCURACY
+    history = read_history(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in history] == list(range(1, TOTAL_EPOCHS + 1))
+    assert [row["phase"] for row in history] == PHASE_NAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Same seed, same result
+
+
+def test_two_runs_with_one_seed_give_identical_metrics_weights_and_history(reference_runs):
+    first, second = reference_runs()
+    assert (first / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
+    weights_a, weights_b = _weights(first / "model.keras"), _weights(second / "model.keras")
+    assert len(weights_a) == len(weights_b)
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
+    # Every epoch's losses and accuracies too (the wall-clock column aside).
+    assert _without_seconds(read_history(first / "history.csv")) == _without_seconds(
+        read_history(second / "history.csv")
+    )
+
+
+def test_the_seed_is_recorded_in_run_json_and_recipe_toml(reference_runs):
+    run_dir, _ = reference_runs()
+    assert json.loads((run_dir / "run.json").read_text())["seed"] == SEED
+    assert recipes.load(run_dir / "recipe.toml").seed == SEED
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume in-process, where data order is fixed, so it must match an uninterrupted run exactly
+
+SPEC = get_backbone("tiny")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    """Stop training at the start of (0-based, run-wide) epoch ``epoch``, as a kill would."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupted
+
+
+def _exact_recipe() -> recipes.Recipe:
+    """No augmentation, no dropout: every epoch of a run is a pure function of the weights."""
+    recipe = recipes.with_overrides(
+        recipes.load_builtin("large_similar"), backbone="tiny", weights="random", batch_size=8, seed=3
+    )
+    return dataclasses.replace(
+        recipe,
+        head=dataclasses.replace(recipe.head, dropout=0.0),
+        augment=AugmentConfig(cached_passes=0),
+        phases=(
+            Phase(name="warmup", train="head", epochs=2, learning_rate=1e-2),
+            Phase(
+                name="fine_tune",
+                train="top",
+                top_blocks=3,
+                epochs=6,
+                learning_rate=3e-3,
+                schedule="cosine",
+                patience=2,
+            ),
+        ),
+    )
+
+
+def _exact_trainer(run_dir: Path) -> Trainer:
+    recipe = _exact_recipe()
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 8).astype("int32")
+    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
+    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    train = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    # Validation labels are wrong on purpose: val_loss rises as the model learns, so early
+    # stopping fires and restores the weights of an epoch before the interruption.
+    val = tf.data.Dataset.from_tensor_slices((images, (labels + 1) % 3)).batch(8)
+    val = val.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return Trainer(
+        classifier,
+        SPEC,
+        recipe,
+        train,
+        val,
+        ordered,
+        run_dir,
+        num_classes=3,
+        steps_per_epoch=3,
+        validation_steps=3,
+        verbose=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_exact_run(tmp_path_factory):
+    """The exact recipe run without interruption: (run folder, optimizer steps, final weights)."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    trainer = _exact_trainer(run_dir)
+    trainer.run()
+    assert TrainState.load(run_dir).phase_epochs[1] < 6, (
+        "early stopping must fire for the test to mean anything"
+    )
+    return run_dir, int(trainer._training_model.optimizer.iterations), trainer.classifier.model.get_weights()
+
+
+@pytest.mark.parametrize(
+    "interrupt_at", [1, 3], ids=["in-the-cached-feature-head-phase", "in-the-fine-tune-phase-with-patience"]
+)
+def test_resume_restores_weights_optimizer_schedule_and_early_stopping_exactly(
+    tmp_path, monkeypatch, uninterrupted_exact_run, interrupt_at
+):
+    reference_dir, reference_steps, reference_weights = uninterrupted_exact_run
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, _InterruptAt(interrupt_at)], writer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        with pytest.raises(_Interrupted):
+            _exact_trainer(tmp_path).run()
+    assert len(read_history(tmp_path / "history.csv")) == interrupt_at
+
+    resumed = _exact_trainer(tmp_path)  # a fresh model, as in a new process
+    resumed.run()
+
+    reference_state = TrainState.load(reference_dir)
+    assert reference_steps == reference_state.phase_epochs[1] * 3  # 3 steps per epoch
+    # The optimizer step (and so the cosine schedule position) continues where it stopped.
+    assert int(resumed._training_model.optimizer.iterations) == reference_steps
+    assert TrainState.load(tmp_path) == reference_state
+    assert _without_seconds(read_history(tmp_path / "history.csv")) == _without_seconds(
+        read_history(reference_dir / "history.csv")
+    )
+    final = resumed.classifier.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(final, reference_weights, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Atomic artifacts
+
+
+def _small_model(units: int = 2) -> keras.Model:
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(units, activation="softmax")(inputs))
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_model_save_failing_halfway_leaves_the_previous_model_keras_and_no_temp_files(
+    tmp_path, monkeypatch
+):
+    runfolder.save_model(_small_model(), tmp_path)
+    before = (tmp_path / "model.keras").read_bytes()
+
+    def save_halfway(self, filepath, *args, **kwargs):
+        Path(filepath).write_bytes(before[: len(before) // 2])  # a torn zip, then the disk is full
+        _enospc()
+
+    monkeypatch.setattr(keras.Model, "save", save_halfway)
+    with pytest.raises(OSError) as error:
+        runfolder.save_model(_small_model(3), tmp_path)
+    assert error.value.errno == errno.ENOSPC
+    assert (tmp_path / "model.keras").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    monkeypatch.undo()
+    assert keras.models.load_model(tmp_path / "model.keras", safe_mode=True).output_shape == (None, 2)
+
+
+def test_disk_full_inside_atomic_path_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "history.csv"
+    write_text(target, "epoch\n1\n")
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(OSError):
+        write_text(target, "epoch\n1\n2\n")
+    with pytest.raises(OSError):
+        with atomic_path(tmp_path / "checkpoints" / "phase0.weights.h5") as tmp:
+            tmp.write_bytes(b"partial")
+    assert target.read_text() == "epoch\n1\n"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "checkpoints",
+        "history.csv",
+    ]
+
+
+def test_the_per_epoch_backup_is_written_atomically(tmp_path, monkeypatch):
+    """A failure (or a kill) while the backup is written leaves the previous backup whole."""
+    trainer = _exact_trainer(tmp_path)
+    callbacks, _ = trainer._callbacks(1, trainer.recipe.phases[1])
+    backup = next(c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore))
+    model = trainer._training_graph()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    folder = Path(backup.backup_dir)
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "latest.weights.h5" in saved and "training_metadata.json" in saved
+
+    def save_halfway(self, filepath, *args, **kwargs):
+        Path(filepath).write_bytes(saved["latest.weights.h5"][:100])
+        _enospc()
+
+    monkeypatch.setattr(keras.Model, "save_weights", save_halfway)
+    with pytest.raises(OSError):
+        backup.on_epoch_end(1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Safe loading: built-in layers only, no transferkit needed, recipes are data, names stay put
+
+
+def _layer_configs(node):
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node
+        for value in node.values():
+            yield from _layer_configs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _layer_configs(value)
+
+
+def test_model_keras_has_only_builtin_layers_and_loads_in_safe_mode_without_transferkit(
+    reference_runs, tmp_path
+):
+    run_dir, _ = reference_runs()
+    path = run_dir / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    classes = {node["class_name"] for node in _layer_configs(config)}
+    assert "Lambda" not in classes and "Functional" in classes
+    modules = {node.get("module") for node in _layer_configs(config)} - {None}
+    assert all(module.split(".")[0] == "keras" for module in modules), modules
+
+    code = textwrap.dedent(
+        """
+        import sys
+        import keras, numpy as np
+        model = keras.models.load_model(sys.argv[1], safe_mode=True)
+        probabilities = model.predict(np.full((2, 32, 32, 3), 128.0, "float32"), verbose=0)
+        assert not [name for name in sys.modules if name.startswith("transferkit")], "needed transferkit"
+        assert not any(type(layer).__name__ == "Lambda" for layer in model._flatten_layers())
+        assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        print(probabilities.shape)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "(2, 3)"
+
+
+def test_recipe_files_are_data_extra_keys_are_rejected_and_code_like_strings_stay_inert(tmp_path):
+    text = recipes.dumps(_exact_recipe())
+    for injected in (
+        'exec = "import os"\n' + text,  # top level
+        text.replace("[head]\n", '[head]\n__class__ = "os.system"\n'),  # in a table
+        text + '__reduce__ = "os.system"\n',
+    ):  # in the last [[phases]] entry
+        with pytest.raises(TransferkitError, match="unknown key"):
+            recipes.loads(injected)
+    with pytest.raises(TransferkitError, match="expected int"):
+        recipes.loads(text.replace("seed = 3", "seed = \"__import__('os').getpid()\""))
+
+    marker = tmp_path / "pwned"
+    code = f"__import__('os').system('touch {marker}')"
+    recipe = dataclasses.replace(_exact_recipe(), description=code, name=f"{{{code}}}")
+    loaded = recipes.loads(recipes.dumps(recipe))
+    assert loaded.description == code and loaded.name == f"{{{code}}}"
+    assert not marker.exists()
+
+
+def test_a_malicious_cli_name_gives_a_run_folder_inside_out(workspace, reference_runs):
+    _, run_dir = reference_runs()  # asked for --out ref_b --name ../../r
+    assert run_dir == workspace / "ref_b" / "r" and (run_dir / "model.keras").exists()
+    assert [p.name for p in (workspace / "ref_b").iterdir()] == ["r"]
+    assert not (workspace.parent / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../escape", "/tmp/escape", "..", ".", "a/../../b", "~root", "", "..\\..\\x", "class_0/../../../etc"],
+)
+def test_a_run_folder_name_cannot_escape_the_out_folder(tmp_path, name):
+    out = tmp_path / "out"
+    run_dir = runfolder.new_run_dir(out, "D", "large_similar", name)
+    assert run_dir.resolve().parent == out.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("data", ["../..", "/", "tfds:../../etc", "data/../../.."])
+def test_the_default_run_folder_name_from_the_data_path_stays_inside_out(tmp_path, data):
+    out = tmp_path / "out"
+    run_dir = runfolder.new_run_dir(out, data, "../recipe")
+    assert run_dir.resolve().parent == out.resolve()
