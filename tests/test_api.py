@@ -11,8 +11,18 @@ import transferkit
 from transferkit.cli import main
 from transferkit.testing import make_image_folder
 
-RUN_FILES = {"model.keras", "labels.txt", "recipe.toml", "run.json", "dataset_card.json", "history.csv",
-             "metrics.json", "curves.png", "confusion.png", "report.html"}
+RUN_FILES = {
+    "model.keras",
+    "labels.txt",
+    "recipe.toml",
+    "run.json",
+    "dataset_card.json",
+    "history.csv",
+    "metrics.json",
+    "curves.png",
+    "confusion.png",
+    "report.html",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +30,27 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=10)
 
 
-@pytest.mark.parametrize(("size", "similar", "strategy"), [("small", True, "freeze"), ("small", False, "truncate"),
-                                                            ("large", True, "fine_tune"), ("large", False, "retrain")])
+@pytest.mark.parametrize(
+    ("size", "similar", "strategy"),
+    [
+        ("small", True, "freeze"),
+        ("small", False, "truncate"),
+        ("large", True, "fine_tune"),
+        ("large", False, "retrain"),
+    ],
+)
 def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, size, similar, strategy):
-    run = transferkit.fit(str(folder), size=size, similar=similar, backbone="tiny", weights="random", epochs=1,
-                          batch_size=8, out=tmp_path, verbose=0)
+    run = transferkit.fit(
+        str(folder),
+        size=size,
+        similar=similar,
+        backbone="tiny",
+        weights="random",
+        epochs=1,
+        batch_size=8,
+        out=tmp_path,
+        verbose=0,
+    )
     assert run.recipe.strategy == strategy
     assert RUN_FILES <= {p.name for p in run.run_dir.iterdir()}
     metrics = json.loads((run.run_dir / "metrics.json").read_text())["validation"]
@@ -36,22 +62,45 @@ def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, s
         assert run.recipe.backbone.cut in transferkit.get_backbone("tiny").cut_points
     model = keras.models.load_model(run.run_dir / "model.keras", safe_mode=True)
     pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(model.predict(pixels, verbose=0), run.model.predict(pixels, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(pixels, verbose=0), run.model.predict(pixels, verbose=0), atol=1e-6
+    )
 
 
 def test_frozen_recipe_learns_separable_data(folder, tmp_path):
-    run = transferkit.fit(str(folder), recipe="large_dissimilar", backbone="tiny", weights="random", epochs=6,
-                          batch_size=8, out=tmp_path, verbose=0)
-    history = [float(v) for v in (run.run_dir / "history.csv").read_text().splitlines()[1:] for v in [v.split(",")[2]]]
+    run = transferkit.fit(
+        str(folder),
+        recipe="large_dissimilar",
+        backbone="tiny",
+        weights="random",
+        epochs=6,
+        batch_size=8,
+        out=tmp_path,
+        verbose=0,
+    )
+    history = [
+        float(v)
+        for v in (run.run_dir / "history.csv").read_text().splitlines()[1:]
+        for v in [v.split(",")[2]]
+    ]
     assert np.isfinite(history).all()
     assert run.metrics.accuracy > 0.5  # chance is 0.33
 
 
-@pytest.mark.parametrize("name,first", [("small_similar", None), ("large_similar", "block_15_expand"),
-                                        ("large_dissimilar", "Conv1")])
+@pytest.mark.parametrize(
+    "name,first",
+    [("small_similar", None), ("large_similar", "block_15_expand"), ("large_dissimilar", "Conv1")],
+)
 def test_dry_run_on_a_real_backbone_shows_what_trains(folder, name, first):
-    run = transferkit.fit(str(folder), recipe=name, backbone="mobilenet_v2", weights="random", image_size=64,
-                          dry_run=True, verbose=0)
+    run = transferkit.fit(
+        str(folder),
+        recipe=name,
+        backbone="mobilenet_v2",
+        weights="random",
+        image_size=64,
+        dry_run=True,
+        verbose=0,
+    )
     assert run.run_dir is None and run.metrics is None
     last = run.plan[-1]
     assert last.first_trainable_layer == first
@@ -62,18 +111,48 @@ def test_dry_run_on_a_real_backbone_shows_what_trains(folder, name, first):
 
 
 def test_dry_run_of_truncate_cuts_the_base(folder):
-    run = transferkit.fit(str(folder), size="small", similar=False, backbone="mobilenet_v2", weights="random",
-                          image_size=64, dry_run=True, verbose=0)
+    run = transferkit.fit(
+        str(folder),
+        size="small",
+        similar=False,
+        backbone="mobilenet_v2",
+        weights="random",
+        image_size=64,
+        dry_run=True,
+        verbose=0,
+    )
     assert run.recipe.backbone.cut in transferkit.get_backbone("mobilenet_v2").cut_points[:-1]
     assert run.model.get_layer("head").input_shape[-1] < 1280
 
 
 def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["fit", "--data", str(folder), "--size", "small", "--similar", "--backbone", "tiny",
-                                  "--weights", "random", "--epochs", "1", "--out", str(tmp_path), "--name", "r", "-q"])
+    result = runner.invoke(
+        main,
+        [
+            "fit",
+            "--data",
+            str(folder),
+            "--size",
+            "small",
+            "--similar",
+            "--backbone",
+            "tiny",
+            "--weights",
+            "random",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "r",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["predict", str(tmp_path / "r"), str(folder / "class_1"), "--format", "json"])
+    result = runner.invoke(
+        main, ["predict", str(tmp_path / "r"), str(folder / "class_1"), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert len(rows) == 10 and {row["label"] for row in rows} <= {"class_0", "class_1", "class_2"}
@@ -82,22 +161,40 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     assert result.exit_code == 0 and json.loads(result.output)["num_samples"] == 30
 
 
-@pytest.mark.parametrize("args,message", [
-    (["fit", "--data", "/nonexistent/folder"], "does not exist"),
-    (["fit", "--data", ".", "--backbone", "resnet5", "--dry-run"], "Unknown backbone 'resnet5'"),
-    (["predict", ".", "x.jpg"], "No model.keras"),
-    (["inspect", "vgg"], "Choose one of"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["fit", "--data", "/nonexistent/folder"], "does not exist"),
+        (["fit", "--data", ".", "--backbone", "resnet5", "--dry-run"], "Unknown backbone 'resnet5'"),
+        (["predict", ".", "x.jpg"], "No model.keras"),
+        (["inspect", "vgg"], "Choose one of"),
+    ],
+)
 def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folder):
-    args = [str(folder) if a == "." and args[0] == "fit" else (str(tmp_path) if a == "." else a) for a in args]
+    args = [
+        str(folder) if a == "." and args[0] == "fit" else (str(tmp_path) if a == "." else a) for a in args
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["predict"], ["evaluate"], ["backbones"], ["inspect"],
-                                     ["augment-preview"], ["weights", "list"], ["weights", "import"], ["datasets"],
-                                     ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["fit"],
+        ["predict"],
+        ["evaluate"],
+        ["backbones"],
+        ["inspect"],
+        ["augment-preview"],
+        ["weights", "list"],
+        ["weights", "import"],
+        ["datasets"],
+        ["demo"],
+    ],
+)
 def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
@@ -105,7 +202,29 @@ def test_every_command_has_help(command):
 
 def test_augment_preview_writes_a_png(folder, tmp_path):
     out = tmp_path / "grid.png"
-    result = CliRunner().invoke(main, ["augment-preview", "--data", str(folder), "--fill-mode", "constant",
-                                       "--images", "2", "--copies", "2", "--image-size", "32", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "augment-preview",
+            "--data",
+            str(folder),
+            "--fill-mode",
+            "constant",
+            "--images",
+            "2",
+            "--copies",
+            "2",
+            "--image-size",
+            "32",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_public_api_names_all_resolve():
+    assert set(transferkit.__all__) == {*transferkit._EXPORTS, "TransferkitError", "__version__"}
+    for name in transferkit.__all__:
+        assert getattr(transferkit, name) is not None

@@ -22,7 +22,7 @@ def test_horizontal_flip_alone_is_an_exact_mirror_or_identity():
     seen = set()
     for _ in range(8):
         out = np.asarray(layer(images, training=True))
-        for original, result in zip(images, out):
+        for original, result in zip(images, out, strict=True):
             if np.allclose(result, original[:, ::-1], atol=1e-3):
                 seen.add("flipped")
             else:
@@ -33,8 +33,9 @@ def test_horizontal_flip_alone_is_an_exact_mirror_or_identity():
 
 @pytest.mark.parametrize("fill_mode", ["constant", "reflect", "nearest"])
 def test_fill_modes(fill_mode):
-    layer = RandomAffine(flip="none", rotation_degrees=45, zoom=0.0, translation=0.0, contrast=0.0,
-                         fill_mode=fill_mode, seed=1)
+    layer = RandomAffine(
+        flip="none", rotation_degrees=45, zoom=0.0, translation=0.0, contrast=0.0, fill_mode=fill_mode, seed=1
+    )
     images = np.full((8, 32, 32, 3), 200.0, "float32")
     out = np.asarray(layer(images, training=True))
     corners = out[:, [0, 0, -1, -1], [0, -1, 0, -1], :]
@@ -47,8 +48,9 @@ def test_fill_modes(fill_mode):
 def test_translation_moves_content_and_zoom_rescales():
     image = np.zeros((1, 32, 32, 3), "float32")
     image[:, 12:20, 12:20] = 255
-    shift = RandomAffine(flip="none", rotation_degrees=0, zoom=0, translation=0.25, contrast=0, fill_mode="constant",
-                         seed=5)
+    shift = RandomAffine(
+        flip="none", rotation_degrees=0, zoom=0, translation=0.25, contrast=0, fill_mode="constant", seed=5
+    )
     outs = [np.asarray(shift(image, training=True))[0, ..., 0] for _ in range(6)]
     centres = [np.argwhere(o > 127).mean(axis=0) for o in outs]
     assert max(np.abs(np.array(centres) - 15.5).max(axis=1)) > 1.0  # moved by at least a pixel sometimes

@@ -11,8 +11,20 @@ def test_unknown_backbone_lists_choices():
 
 
 def test_registry_has_the_promised_families():
-    for name in ["vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50_v2", "inception_v3",
-                 "inception_resnet_v2", "mobilenet", "mobilenet_v2", "efficientnet_b0", "tiny"]:
+    for name in [
+        "vgg16",
+        "vgg19",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet50_v2",
+        "inception_v3",
+        "inception_resnet_v2",
+        "mobilenet",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "tiny",
+    ]:
         assert name in BACKBONES
 
 

@@ -9,13 +9,35 @@ from hypothesis import strategies as st
 from transferkit import recipes
 from transferkit.errors import TransferkitError
 
-scalars = st.one_of(st.integers(-5, 100), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
-                    st.text(max_size=8))
-keys = st.sampled_from(["name", "strategy", "seed", "epochs", "learning_rate", "train", "fill_mode", "cut",
-                        "batch_size", "dropout", "bogus", "backbone", "phases"])
-tables = st.dictionaries(keys, st.one_of(scalars, st.dictionaries(keys, scalars, max_size=4),
-                                         st.lists(st.dictionaries(keys, scalars, max_size=4), max_size=3)),
-                         max_size=6)
+scalars = st.one_of(
+    st.integers(-5, 100), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=8)
+)
+keys = st.sampled_from(
+    [
+        "name",
+        "strategy",
+        "seed",
+        "epochs",
+        "learning_rate",
+        "train",
+        "fill_mode",
+        "cut",
+        "batch_size",
+        "dropout",
+        "bogus",
+        "backbone",
+        "phases",
+    ]
+)
+tables = st.dictionaries(
+    keys,
+    st.one_of(
+        scalars,
+        st.dictionaries(keys, scalars, max_size=4),
+        st.lists(st.dictionaries(keys, scalars, max_size=4), max_size=3),
+    ),
+    max_size=6,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -43,7 +65,9 @@ phase = st.builds(
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(phase, min_size=1, max_size=4), st.sampled_from(recipes.builtin_names()), st.integers(0, 2**31))
+@given(
+    st.lists(phase, min_size=1, max_size=4), st.sampled_from(recipes.builtin_names()), st.integers(0, 2**31)
+)
 def test_valid_recipes_round_trip(phases, base, seed):
     recipe = dataclasses.replace(recipes.load_builtin(base), phases=tuple(phases), seed=seed)
     assert recipes.loads(recipes.dumps(recipe)) == recipe

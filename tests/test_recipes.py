@@ -55,9 +55,20 @@ def test_invalid_toml_is_a_clear_error():
 
 
 def test_overrides_apply_on_top():
-    recipe = recipes.with_overrides(recipes.load_builtin("large_similar"), backbone="tiny", epochs=2, batch_size=4,
-                                    weights="random", image_size=48, seed=7)
-    assert recipe.backbone.name == "tiny" and recipe.backbone.weights == "random" and recipe.backbone.image_size == 48
+    recipe = recipes.with_overrides(
+        recipes.load_builtin("large_similar"),
+        backbone="tiny",
+        epochs=2,
+        batch_size=4,
+        weights="random",
+        image_size=48,
+        seed=7,
+    )
+    assert (
+        recipe.backbone.name == "tiny"
+        and recipe.backbone.weights == "random"
+        and recipe.backbone.image_size == 48
+    )
     assert [p.epochs for p in recipe.phases] == [2, 2]
     assert recipe.data.batch_size == 4 and recipe.seed == 7
     assert recipes.with_overrides(recipe, epochs=None) == recipe
@@ -66,7 +77,9 @@ def test_overrides_apply_on_top():
 def test_truncate_needs_a_cut():
     recipe = recipes.load_builtin("small_dissimilar")
     with pytest.raises(TransferkitError, match="needs backbone.cut"):
-        recipes.validate(dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut="none")))
+        recipes.validate(
+            dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut="none"))
+        )
 
 
 def test_load_missing_file_names_builtins(tmp_path):

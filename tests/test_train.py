@@ -32,8 +32,9 @@ def _datasets(batch=8):
 
 
 def _recipe(name, phases=None, **overrides):
-    recipe = recipes.with_overrides(recipes.load_builtin(name), backbone="tiny", weights="random", batch_size=8,
-                                    **overrides)
+    recipe = recipes.with_overrides(
+        recipes.load_builtin(name), backbone="tiny", weights="random", batch_size=8, **overrides
+    )
     if phases is not None:
         recipe = dataclasses.replace(recipe, phases=tuple(phases))
     return recipe
@@ -46,8 +47,19 @@ def _run(recipe, run_dir):
     classifier = build_classifier(SPEC, base, 3, recipe.head, batchnorm_inference=not train_bn)
     before = {v.path: v.numpy().copy() for v in classifier.model.weights}
     train, val, ordered = _datasets()
-    Trainer(classifier, SPEC, recipe, train, val, ordered, run_dir, num_classes=3, steps_per_epoch=3, validation_steps=3,
-            verbose=0).run()
+    Trainer(
+        classifier,
+        SPEC,
+        recipe,
+        train,
+        val,
+        ordered,
+        run_dir,
+        num_classes=3,
+        steps_per_epoch=3,
+        validation_steps=3,
+        verbose=0,
+    ).run()
     after = {v.path: v.numpy() for v in classifier.model.weights}
     changed = {path for path in before if not np.array_equal(before[path], after[path])}
     return classifier, changed
@@ -66,10 +78,14 @@ def test_head_phase_leaves_the_backbone_bit_identical(tmp_path):
 
 
 def test_unfreeze_from_changes_only_the_named_blocks_and_not_batchnorm(tmp_path):
-    phases = [Phase(name="warmup", train="head", epochs=1), Phase(name="tune", train="top", epochs=2,
-                                                                   unfreeze_from="block3_conv", learning_rate=1e-3)]
+    phases = [
+        Phase(name="warmup", train="head", epochs=1),
+        Phase(name="tune", train="top", epochs=2, unfreeze_from="block3_conv", learning_rate=1e-3),
+    ]
     classifier, changed = _run(_recipe("large_similar", phases=phases), tmp_path)
-    changed_layers = {path.split("/")[-2] for path in changed if "head" not in path and "predictions" not in path}
+    changed_layers = {
+        path.split("/")[-2] for path in changed if "head" not in path and "predictions" not in path
+    }
     assert changed_layers == {"block3_conv"}  # block1/2 untouched, BatchNorm (incl. moving stats) untouched
     history = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]  # epochs continue across phases
@@ -103,5 +119,16 @@ def test_nan_loss_stops_with_a_learning_rate_hint(tmp_path):
     big.set_weights([w * 1e30 for w in big.get_weights()])  # overflow -> inf/NaN loss on the first batch
     train, val, ordered = _datasets()
     with pytest.raises(TransferkitError, match="learning rate"):
-        Trainer(classifier, SPEC, recipe, train, val, ordered, tmp_path, num_classes=3, steps_per_epoch=3, validation_steps=3,
-            verbose=0).run()
+        Trainer(
+            classifier,
+            SPEC,
+            recipe,
+            train,
+            val,
+            ordered,
+            tmp_path,
+            num_classes=3,
+            steps_per_epoch=3,
+            validation_steps=3,
+            verbose=0,
+        ).run()

@@ -39,7 +39,29 @@ _EXPORTS = {
     "load_run": "transferkit.runfolder",
 }
 
-__all__ = sorted([*_EXPORTS, "TransferkitError", "__version__"])
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "DataSplits",
+    "DatasetCard",
+    "FitResult",
+    "Recipe",
+    "TransferkitError",
+    "__version__",
+    "analyze",
+    "compare",
+    "evaluate",
+    "export_dataset",
+    "fit",
+    "get_backbone",
+    "list_datasets",
+    "load_builtin",
+    "load_data",
+    "load_recipe",
+    "load_run",
+    "predict",
+    "resume",
+]
 
 try:
     __version__ = version("transferkit")

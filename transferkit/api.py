@@ -114,7 +114,9 @@ def fit(
         A :class:`FitResult`.
     """
     started = time.perf_counter()
-    overrides = dict(backbone=backbone, weights=weights, epochs=epochs, image_size=image_size, batch_size=batch_size)
+    overrides = dict(
+        backbone=backbone, weights=weights, epochs=epochs, image_size=image_size, batch_size=batch_size
+    )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     device = setup_device(precision, chosen.seed)
     splits = load_data(data, validation_split=chosen.data.validation_split, seed=chosen.seed, strict=strict)
@@ -122,13 +124,28 @@ def fit(
     with device.strategy.scope():
         session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
     if dry_run:
-        return FitResult(None, session.classifier.model, None, session.recipe, session.selection,
-                         session.plan, time.perf_counter() - started, session.weights_source)
+        return FitResult(
+            None,
+            session.classifier.model,
+            None,
+            session.recipe,
+            session.selection,
+            session.plan,
+            time.perf_counter() - started,
+            session.weights_source,
+        )
     run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
+    _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
     # An absolute folder path, so that `fit --resume` works from any working directory.
     source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
-    info = {"data": source, "backbone": session.spec.name, "weights": session.weights_source,
-            "seed": session.recipe.seed, "device": device.describe(), "class_names": list(splits.class_names)}
+    info = {
+        "data": source,
+        "backbone": session.spec.name,
+        "weights": session.weights_source,
+        "seed": session.recipe.seed,
+        "device": device.describe(),
+        "class_names": list(splits.class_names),
+    }
     return _train_and_report(session, splits, run_dir, info, device, started, verbose)
 
 
@@ -150,16 +167,24 @@ def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verb
     selection = None
     if measure:
         selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
-        recipe = recipe_io.with_overrides(recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides)
+        recipe = recipe_io.with_overrides(
+            recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
+        )
     if recipe.backbone.cut == "auto":
         if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
             known_size = selection.size if selection is not None else (size if size != "auto" else "small")
-            selection = measure_quadrant(splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose)
-        recipe = dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point))
+            selection = measure_quadrant(
+                splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
+            )
+        recipe = dataclasses.replace(
+            recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
+        )
     if recipe.strategy == "truncate":
         base = truncate(base, recipe.backbone.cut)
     train_bn = any(phase.train_batchnorm for phase in recipe.phases)
-    classifier = build_classifier(spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn)
+    classifier = build_classifier(
+        spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn
+    )
     plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
     _say(verbose, f"Recipe {recipe.name} ({recipe.strategy}) on {spec.name}:")
     for phase_plan in plan:
@@ -176,7 +201,7 @@ def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits):
 
 
 def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
-    recipe, spec = session.recipe, session.spec
+    recipe = session.recipe
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
     runfolder.save_labels(splits.class_names, run_dir)
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())
@@ -191,20 +216,42 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
     train, val, ordered = _datasets(recipe, spec, splits)
     with device.strategy.scope():
         batch = recipe.data.batch_size
-        trainer = Trainer(session.classifier, spec, recipe, train, val, ordered, run_dir,
-                          num_classes=len(splits.class_names), steps_per_epoch=-(-len(splits.train) // batch),
-                          validation_steps=-(-len(splits.val) // batch), verbose=verbose)
+        trainer = Trainer(
+            session.classifier,
+            spec,
+            recipe,
+            train,
+            val,
+            ordered,
+            run_dir,
+            num_classes=len(splits.class_names),
+            steps_per_epoch=-(-len(splits.train) // batch),
+            validation_steps=-(-len(splits.val) // batch),
+            verbose=verbose,
+        )
         trainer.run()
     model = session.classifier.model
     metrics = evaluate_model(model, val, splits.class_names)
-    write_json(run_dir / "metrics.json", {"validation": metrics.to_dict(), **_test_metrics(model, recipe, spec, splits)})
+    write_json(
+        run_dir / "metrics.json",
+        {"validation": metrics.to_dict(), **_test_metrics(model, recipe, spec, splits)},
+    )
     runfolder.save_model(model, run_dir)
     seconds = time.perf_counter() - started
-    runfolder.save_run_info(run_dir, {**info, "status": "finished", "seconds": round(seconds, 1),
-                                      "plan": [dataclasses.asdict(p) for p in session.plan]})
+    runfolder.save_run_info(
+        run_dir,
+        {
+            **info,
+            "status": "finished",
+            "seconds": round(seconds, 1),
+            "plan": [dataclasses.asdict(p) for p in session.plan],
+        },
+    )
     _write_plots(run_dir, metrics, recipe)
     _say(verbose, f"Validation accuracy {metrics.accuracy:.3f} in {seconds:.0f} s. Run folder: {run_dir}")
-    return FitResult(run_dir, model, metrics, recipe, session.selection, session.plan, seconds, session.weights_source)
+    return FitResult(
+        run_dir, model, metrics, recipe, session.selection, session.plan, seconds, session.weights_source
+    )
 
 
 def _test_metrics(model, recipe, spec, splits) -> dict:
@@ -231,7 +278,9 @@ def _say(verbose: int, message: str) -> None:
         print(message, flush=True)
 
 
-def predict(run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, batch_size: int = 32) -> list[dict]:
+def predict(
+    run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, batch_size: int = 32
+) -> list[dict]:
     """Classify image files (or every image in a folder) with a finished run's model.
 
     Returns:
@@ -243,9 +292,11 @@ def predict(run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, bat
     images, skipped = load_images(paths, run.image_size)
     skipped_paths = {path for path, _ in skipped}
     usable = [p for p in paths if p not in skipped_paths]
-    probabilities = run.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
+    probabilities = (
+        run.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
+    )
     results = []
-    for path, probs in zip(usable, probabilities):
+    for path, probs in zip(usable, probabilities, strict=True):
         order = np.argsort(probs)[::-1][: max(1, top_k)]
         top = [(run.class_names[i], float(probs[i])) for i in order]
         results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
@@ -260,7 +311,9 @@ def _expand_inputs(inputs: list[str] | str) -> list[str]:
     paths: list[str] = []
     for item in map(Path, items):
         if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            paths += sorted(
+                str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
         elif item.exists():
             paths.append(str(item))
         else:
@@ -287,8 +340,11 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics
         images = splits.val
     else:
         parts = (splits.train, splits.val)
-        images = dataclasses.replace(splits.train, paths=tuple(p for part in parts for p in part.paths),
-                                     labels=tuple(label for part in parts for label in part.labels))
+        images = dataclasses.replace(
+            splits.train,
+            paths=tuple(p for part in parts for p in part.paths),
+            labels=tuple(label for part in parts for label in part.labels),
+        )
     images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
     dataset = _as_float(make_dataset(images, run.image_size, batch_size))
     return evaluate_model(run.model, dataset, run.class_names)

@@ -104,7 +104,9 @@ class RandomAffine(keras.layers.Layer):
                 fill_value=0.0,
             )
         if self.contrast:
-            factor = ops.reshape(self._uniform(batch, 1.0 - self.contrast, 1.0 + self.contrast), (-1, 1, 1, 1))
+            factor = ops.reshape(
+                self._uniform(batch, 1.0 - self.contrast, 1.0 + self.contrast), (-1, 1, 1, 1)
+            )
             mean = ops.mean(images, axis=(1, 2), keepdims=True)
             images = ops.clip((images - mean) * factor + mean, 0.0, 255.0)
         return images

@@ -15,7 +15,6 @@ import json
 import signal
 import sys
 import traceback
-from pathlib import Path
 
 import click
 
@@ -37,7 +36,8 @@ class _Group(click.Group):
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo(
-                "\nInterrupted. Finished epochs are saved: `transferkit fit --resume RUN_DIR` continues.", err=True
+                "\nInterrupted. Finished epochs are saved: `transferkit fit --resume RUN_DIR` continues.",
+                err=True,
             )
             sys.exit(130)
         except BrokenPipeError:  # e.g. `transferkit predict ... | head`
@@ -50,7 +50,8 @@ class _Group(click.Group):
                 traceback.print_exc()
             else:
                 click.echo(
-                    f"Internal error: {type(error).__name__}: {error} (set TRANSFERKIT_DEBUG=1 for the traceback)",
+                    f"Internal error: {type(error).__name__}: {error} "
+                    "(set TRANSFERKIT_DEBUG=1 for the traceback)",
                     err=True,
                 )
             sys.exit(1)
@@ -102,17 +103,30 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split]. "
-              "Required unless --resume.")
-@click.option("--size", type=click.Choice(["auto", "small", "large"]), default="auto", show_default=True,
-              help="Dataset size quadrant; auto measures it.")
-@click.option("--similar/--dissimilar", default=None,
-              help="Similarity to ImageNet; measured with the pretrained features when omitted.")
+@click.option(
+    "--data",
+    help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split]. "
+    "Required unless --resume.",
+)
+@click.option(
+    "--size",
+    type=click.Choice(["auto", "small", "large"]),
+    default="auto",
+    show_default=True,
+    help="Dataset size quadrant; auto measures it.",
+)
+@click.option(
+    "--similar/--dissimilar",
+    default=None,
+    help="Similarity to ImageNet; measured with the pretrained features when omitted.",
+)
 @click.option("--recipe", help="A recipe TOML file (or built-in name); overrides --size/--similar.")
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase.")
-@click.option("--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's).")
+@click.option(
+    "--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's)."
+)
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--seed", type=int, help="Random seed (recorded in the run folder).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
@@ -120,11 +134,32 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit without training.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
-              default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def fit(data, size, similar, recipe, backbone, weights, epochs, image_size, batch_size, seed, out, name, strict,
-        dry_run, resume_dir, precision, quiet):
+def fit(
+    data,
+    size,
+    similar,
+    recipe,
+    backbone,
+    weights,
+    epochs,
+    image_size,
+    batch_size,
+    seed,
+    out,
+    name,
+    strict,
+    dry_run,
+    resume_dir,
+    precision,
+    quiet,
+):
     """Train a classifier on labelled images; writes a run folder."""
     from transferkit import api
 
@@ -137,9 +172,22 @@ def fit(data, size, similar, recipe, backbone, weights, epochs, image_size, batc
         result = api.resume(resume_dir, precision=precision, verbose=verbose)
     else:
         result = api.fit(
-            data, size=size, similar=similar, recipe=recipe, backbone=backbone, weights=weights, epochs=epochs,
-            image_size=image_size, batch_size=batch_size, seed=seed, out=out, name=name, strict=strict,
-            dry_run=dry_run, precision=precision, verbose=verbose,
+            data,
+            size=size,
+            similar=similar,
+            recipe=recipe,
+            backbone=backbone,
+            weights=weights,
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            seed=seed,
+            out=out,
+            name=name,
+            strict=strict,
+            dry_run=dry_run,
+            precision=precision,
+            verbose=verbose,
         )
     if dry_run:
         from transferkit.recipes import dumps
@@ -167,7 +215,10 @@ def evaluate(run_dir, data, as_json):
         click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
     click.echo(f"{'class':<24} precision  recall     f1  support")
     for name, row in metrics.per_class.items():
-        click.echo(f"{name[:24]:<24} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {int(row['support']):8d}")
+        click.echo(
+            f"{name[:24]:<24} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} "
+            f"{int(row['support']):8d}"
+        )
 
 
 @main.command()
@@ -206,10 +257,14 @@ def backbones():
     click.echo(f"{'name':<26}{'params':>12} {'size':>5} {'min':>4}  {'imagenet':<9} cut points")
     for spec in BACKBONES.values():
         mark = "*" if spec.name == DEFAULT_BACKBONE else " "
-        click.echo(f"{spec.name + mark:<26}{spec.params:>12,} {spec.default_size:>5} {spec.min_size:>4}  "
-                   f"{spec.imagenet:<9} {', '.join(spec.cut_points)}")
-    click.echo("\n* default. imagenet: keras = downloaded by Keras (needs internet or its cache file); "
-               "offline = converted from a PyPI package.")
+        click.echo(
+            f"{spec.name + mark:<26}{spec.params:>12,} {spec.default_size:>5} {spec.min_size:>4}  "
+            f"{spec.imagenet:<9} {', '.join(spec.cut_points)}"
+        )
+    click.echo(
+        "\n* default. imagenet: keras = downloaded by Keras (needs internet or its cache file); "
+        "offline = converted from a PyPI package."
+    )
 
 
 @main.command()
@@ -224,8 +279,12 @@ def inspect(backbone, image_size):
 
 @main.command("augment-preview")
 @click.option("--data", required=True, help="Image folder to sample from.")
-@click.option("--recipe", default="small_similar", show_default=True, help="Recipe whose [augment] table to use.")
-@click.option("--fill-mode", type=click.Choice(["constant", "reflect", "nearest"]), help="Override the fill mode.")
+@click.option(
+    "--recipe", default="small_similar", show_default=True, help="Recipe whose [augment] table to use."
+)
+@click.option(
+    "--fill-mode", type=click.Choice(["constant", "reflect", "nearest"]), help="Override the fill mode."
+)
 @click.option("--images", "count", default=6, show_default=True, type=click.IntRange(1, 64))
 @click.option("--copies", default=5, show_default=True, type=click.IntRange(1, 16))
 @click.option("--image-size", default=160, show_default=True, type=click.IntRange(min=16))
@@ -234,14 +293,19 @@ def augment_preview(data, recipe, fill_mode, count, copies, image_size, out):
     """Write a PNG grid: each row an original image and augmented copies."""
     from transferkit.preview import augment_preview as run_preview
 
-    path = run_preview(data, recipe=recipe, fill_mode=fill_mode, count=count, copies=copies,
-                       image_size=image_size, out=out)
+    path = run_preview(
+        data, recipe=recipe, fill_mode=fill_mode, count=count, copies=copies, image_size=image_size, out=out
+    )
     click.echo(f"Wrote {path}")
 
 
 @main.command()
-@click.option("--data-dir", default="demo_data", show_default=True, help="Where the example image folders go.")
-@click.option("--out", default="runs/demo", show_default=True, help="Parent folder of the demo's run folders.")
+@click.option(
+    "--data-dir", default="demo_data", show_default=True, help="Where the example image folders go."
+)
+@click.option(
+    "--out", default="runs/demo", show_default=True, help="Parent folder of the demo's run folders."
+)
 @click.option("--no-controls", is_flag=True, help="Skip the random-weights control runs.")
 def demo(data_dir, out, no_controls):
     """Real transfer learning on real images, offline: fit two example datasets and summarise."""
@@ -316,16 +380,28 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
     from transferkit.analysis import analyze as run_analyze
 
     verbose = _verbosity(quiet)
-    result = run_analyze(data, backbone=backbone, weights=weights, image_size=image_size, out=out, name=name,
-                         seed=seed, verbose=verbose)
+    result = run_analyze(
+        data,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        out=out,
+        name=name,
+        seed=seed,
+        verbose=verbose,
+    )
     if not verbose:  # otherwise the API printed it
         click.echo(result.summary())
 
 
 @main.command()
 @click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
-@click.option("--recipes", default="small_similar,small_dissimilar,large_similar,large_dissimilar",
-              show_default=True, help="Comma-separated built-in recipe names or recipe files.")
+@click.option(
+    "--recipes",
+    default="small_similar,small_dissimilar,large_similar,large_dissimilar",
+    show_default=True,
+    help="Comma-separated built-in recipe names or recipe files.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase (default: the recipe's).")
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
@@ -341,12 +417,23 @@ def compare(data, recipes, epochs, backbone, weights, image_size, batch_size, se
 
     verbose = _verbosity(quiet)
     names = tuple(entry.strip() for entry in recipes.split(",") if entry.strip())
-    result = run_compare(data, recipes=names, epochs=epochs, backbone=backbone, weights=weights,
-                         image_size=image_size, batch_size=batch_size, seed=seed, out=out, name=name,
-                         verbose=verbose)
+    result = run_compare(
+        data,
+        recipes=names,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        out=out,
+        name=name,
+        verbose=verbose,
+    )
     if not verbose:  # otherwise the API printed it
         click.echo(result.table())
     click.echo(f"Wrote {result.run_dir}/comparison.json, comparison.csv, comparison.png")
+
 
 if __name__ == "__main__":
     main()

@@ -31,21 +31,37 @@ class DemoRow:
 
 
 def _fit(data: Path, out: Path, name: str, extra: list[str]) -> DemoRow:
-    command = [sys.executable, "-m", "transferkit.cli", "fit", "--data", str(data), "--out", str(out),
-               "--name", name, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "transferkit.cli",
+        "fit",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        *extra,
+    ]
     print("\n$ transferkit " + " ".join(command[3:]), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
     run_dir = out / name
     metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
-    recipe = next(line.split('"')[1] for line in (run_dir / "recipe.toml").read_text().splitlines()
-                  if line.startswith("name ="))
+    recipe = next(
+        line.split('"')[1]
+        for line in (run_dir / "recipe.toml").read_text().splitlines()
+        if line.startswith("name =")
+    )
     weights = "random" if "random" in extra else "imagenet"
     return DemoRow(data.name, weights, recipe, metrics["accuracy"], seconds, run_dir)
 
 
-def run_demo(data_dir: str | Path = "demo_data", out: str | Path = "runs/demo", controls: bool = True) -> list[DemoRow]:
+def run_demo(
+    data_dir: str | Path = "demo_data", out: str | Path = "runs/demo", controls: bool = True
+) -> list[DemoRow]:
     """Export the demo datasets, fit each with pretrained weights (and random ones as a control).
 
     Args:
@@ -60,8 +76,19 @@ def run_demo(data_dir: str | Path = "demo_data", out: str | Path = "runs/demo", 
         pretrained = _fit(folder, out, f"{name}-pretrained", [])
         rows.append(pretrained)
         if controls:
-            rows.append(_fit(folder, out, f"{name}-random", ["--recipe", pretrained.run_dir.joinpath("recipe.toml").as_posix(),
-                                                             "--weights", "random"]))
+            rows.append(
+                _fit(
+                    folder,
+                    out,
+                    f"{name}-random",
+                    [
+                        "--recipe",
+                        pretrained.run_dir.joinpath("recipe.toml").as_posix(),
+                        "--weights",
+                        "random",
+                    ],
+                )
+            )
     return rows
 
 
@@ -69,6 +96,8 @@ def summary(rows: list[DemoRow]) -> str:
     """The closing table."""
     lines = [f"{'dataset':<14}{'weights':<10}{'recipe':<18}{'val acc':>8}{'time':>8}  run folder"]
     for row in rows:
-        lines.append(f"{row.dataset:<14}{row.weights:<10}{row.recipe:<18}{row.accuracy:>8.3f}{row.seconds:>7.0f}s  "
-                     f"{row.run_dir}")
+        lines.append(
+            f"{row.dataset:<14}{row.weights:<10}{row.recipe:<18}{row.accuracy:>8.3f}{row.seconds:>7.0f}s  "
+            f"{row.run_dir}"
+        )
     return "\n".join(lines)

@@ -14,6 +14,6 @@ class TransferkitError(Exception):
     exit_code = 2
 
 
-def choices_error(kind: str, received: object, valid: "list[str] | tuple[str, ...]") -> TransferkitError:
+def choices_error(kind: str, received: object, valid: list[str] | tuple[str, ...]) -> TransferkitError:
     """Build the standard "Unknown X 'y'. Choose one of: a, b, c." error."""
     return TransferkitError(f"Unknown {kind} {received!r}. Choose one of: {', '.join(sorted(valid))}.")

@@ -65,8 +65,16 @@ def describe_blocks(base: keras.Model, spec) -> list[BlockInfo]:
         params += layer.count_params()
         if layer.name in ends:
             field, jump = fields[layer.name]
-            rows.append(BlockInfo(layer.name, tuple(layer.output.shape[1:]), params, field, jump,
-                                  layer.name in spec.cut_points))
+            rows.append(
+                BlockInfo(
+                    layer.name,
+                    tuple(layer.output.shape[1:]),
+                    params,
+                    field,
+                    jump,
+                    layer.name in spec.cut_points,
+                )
+            )
             params = 0
     return rows
 
@@ -86,8 +94,13 @@ def block_table(backbone: str, image_size: int | None = None) -> str:
     ]
     for row in rows:
         shape = "x".join(str(d) for d in row.output_shape)
-        lines.append(f"{row.name:<28}{shape:<18}{row.params:>12,}{row.receptive_field:>14} px{row.stride:>8}  "
-                     f"{'<- cut point' if row.cut_point else ''}")
-    lines += ["", "Cut points end a resolution stage; truncation (--recipe small_dissimilar) and block-aware "
-              "unfreezing happen only at block ends."]
+        lines.append(
+            f"{row.name:<28}{shape:<18}{row.params:>12,}{row.receptive_field:>14} px{row.stride:>8}  "
+            f"{'<- cut point' if row.cut_point else ''}"
+        )
+    lines += [
+        "",
+        "Cut points end a resolution stage; truncation (--recipe small_dissimilar) and block-aware "
+        "unfreezing happen only at block ends.",
+    ]
     return "\n".join(lines)

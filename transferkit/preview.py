@@ -38,7 +38,12 @@ def augment_preview(
     images, _ = load_images([splits.train.paths[i] for i in sorted(chosen)], image_size)
     grid = preview(images, config, copies=copies, seed=seed)
     titles = (["original"] + [f"augmented {i + 1}" for i in range(copies)]) * len(images)
-    plot_image_grid(grid, out, titles=titles, columns=copies + 1,
-                    suptitle=f"fill_mode={config.fill_mode}, rotation ±{config.rotation_degrees:g}°, "
-                    f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}")
+    plot_image_grid(
+        grid,
+        out,
+        titles=titles,
+        columns=copies + 1,
+        suptitle=f"fill_mode={config.fill_mode}, rotation ±{config.rotation_degrees:g}°, "
+        f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}",
+    )
     return Path(out)

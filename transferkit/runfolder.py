@@ -77,15 +77,22 @@ def load_run(run_dir: str | Path) -> SavedRun:
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
-        hint = " (training did not finish: use `transferkit fit --resume`)" if (run_dir / "state.json").exists() else ""
-        raise TransferkitError(f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run.")
+        hint = (
+            " (training did not finish: use `transferkit fit --resume`)"
+            if (run_dir / "state.json").exists()
+            else ""
+        )
+        raise TransferkitError(
+            f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run."
+        )
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     class_names = tuple(info.get("class_names") or _read_labels(run_dir))
     if len(class_names) != model.output_shape[-1]:
         raise TransferkitError(
-            f"{run_dir}/labels.txt lists {len(class_names)} classes but the model has {model.output_shape[-1]} outputs."
+            f"{run_dir}/labels.txt lists {len(class_names)} classes "
+            f"but the model has {model.output_shape[-1]} outputs."
         )
     return SavedRun(run_dir=run_dir, model=model, class_names=class_names, info=info)
 

@@ -73,8 +73,11 @@ def measure_quadrant(
     sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
     image_size = int(base.input_shape[1])
     if verbose:
-        print(f"Measuring transferability: {len(sample)} images through {spec.name}, "
-              f"{len(spec.cut_points)} cut points", flush=True)
+        print(
+            f"Measuring transferability: {len(sample)} images through {spec.name}, "
+            f"{len(spec.cut_points)} cut points",
+            flush=True,
+        )
     labels: list[np.ndarray] = []
 
     def images():
@@ -83,10 +86,15 @@ def measure_quadrant(
             yield batch
 
     features = extract_cut_features(base, spec.cut_points, images(), preprocessing_layer(spec.preprocessing))
-    selection = select(size_figures(splits), features, np.concatenate(labels), size=size, similar=similar, seed=recipe.seed)
+    selection = select(
+        size_figures(splits), features, np.concatenate(labels), size=size, similar=similar, seed=recipe.seed
+    )
     if verbose:
-        print(f"Selected {selection.quadrant} (confidence {selection.confidence:.2f}"
-              f"{', close call' if selection.close_call else ''}) in {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"Selected {selection.quadrant} (confidence {selection.confidence:.2f}"
+            f"{', close call' if selection.close_call else ''}) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         for reason in selection.reasons:
             print(f"  - {reason}", flush=True)
     return selection

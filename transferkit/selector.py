@@ -513,4 +513,3 @@ def _draw_scores(ax: Any, selection: Selection) -> None:
     twin = ax.twinx()
     twin.plot(positions, [s.logme for s in scores], "k.-")
     twin.set_ylabel("LogME (line)")
-

@@ -88,7 +88,9 @@ class PhasePlan:
     frozen_params: int
 
     def describe(self) -> str:
-        where = "head only" if self.first_trainable_layer is None else f"from {self.first_trainable_layer} + head"
+        where = (
+            "head only" if self.first_trainable_layer is None else f"from {self.first_trainable_layer} + head"
+        )
         return (
             f"{self.name}: train {self.train} ({where}), {self.epochs} epochs at lr {self.learning_rate:g}; "
             f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen params"
@@ -102,7 +104,9 @@ def plan_phase(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> Phas
     trainable = [layer for layer in classifier.base.layers if layer.trainable and layer.weights]
     first = None
     if phase.train != "head" and classifier.base.trainable:
-        first = next((layer.name for layer in classifier.base.layers if layer.trainable and layer.weights), None)
+        first = next(
+            (layer.name for layer in classifier.base.layers if layer.trainable and layer.weights), None
+        )
     return PhasePlan(
         name=phase.name,
         train=phase.train,

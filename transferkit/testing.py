@@ -15,7 +15,15 @@ import numpy as np
 from PIL import Image
 
 _COLOURS = np.array(
-    [[220, 40, 40], [40, 180, 60], [40, 70, 220], [230, 200, 40], [160, 60, 200], [40, 200, 200], [240, 130, 40]]
+    [
+        [220, 40, 40],
+        [40, 180, 60],
+        [40, 70, 220],
+        [230, 200, 40],
+        [160, 60, 200],
+        [40, 200, 200],
+        [240, 130, 40],
+    ]
 )
 
 
@@ -57,5 +65,7 @@ def make_image_folder(
             folder = root / split / f"class_{label}"
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(per_class):
-                Image.fromarray(synthetic_image(label, size, rng)).save(folder / f"img_{index}.{image_format}")
+                Image.fromarray(synthetic_image(label, size, rng)).save(
+                    folder / f"img_{index}.{image_format}"
+                )
     return root

@@ -150,7 +150,9 @@ def read_history(path: Path) -> list[dict]:
 def _optimizer(phase: Phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     learning_rate = phase.learning_rate
     if phase.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(phase.learning_rate, phase.epochs * steps_per_epoch)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            phase.learning_rate, phase.epochs * steps_per_epoch
+        )
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
@@ -193,7 +195,9 @@ class Trainer:
         self.train_data, self.val_data, self.ordered_train_data = train_data, val_data, ordered_train_data
         self.run_dir, self.num_classes, self.verbose = Path(run_dir), num_classes, verbose
         self.steps_per_epoch, self.validation_steps = max(1, steps_per_epoch), max(1, validation_steps)
-        self.augment = None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
+        self.augment = (
+            None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
+        )
         self.history = read_history(self.run_dir / "history.csv")
         self._training_model: keras.Model | None = None
 
@@ -234,8 +238,11 @@ class Trainer:
         # backup last, so an epoch the backup counts as done is never missing from either.
         callbacks: list[keras.callbacks.Callback] = [writer]
         if phase.patience:
-            callbacks.append(ResumableEarlyStopping(backup, monitor="val_loss", patience=phase.patience,
-                                                    restore_best_weights=True))
+            callbacks.append(
+                ResumableEarlyStopping(
+                    backup, monitor="val_loss", patience=phase.patience, restore_best_weights=True
+                )
+            )
         callbacks += [
             AtomicBackupAndRestore(str(backup)),
             keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
@@ -262,7 +269,8 @@ class Trainer:
             ) from None
         if writer.bad_loss_epoch is not None:
             raise TransferkitError(
-                f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. The learning rate "
+                f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. "
+                "The learning rate "
                 f"({phase.learning_rate:g}) is the likely cause: lower it in the recipe (e.g. to "
                 f"{phase.learning_rate / 10:g}) and check the images are valid."
             )
@@ -276,9 +284,16 @@ class Trainer:
         _compile(model, phase, self.steps_per_epoch, self.num_classes)
         # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
         # a file that passed the scan fails to decode later and is left out.
-        return self._fit(model, self.train_data.repeat(), index, phase, initial_epoch,
-                         steps_per_epoch=self.steps_per_epoch, validation_data=self.val_data.repeat(),
-                         validation_steps=self.validation_steps)
+        return self._fit(
+            model,
+            self.train_data.repeat(),
+            index,
+            phase,
+            initial_epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            validation_data=self.val_data.repeat(),
+            validation_steps=self.validation_steps,
+        )
 
     def _training_graph(self) -> keras.Model:
         """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
@@ -296,10 +311,14 @@ class Trainer:
         features = []
         for number in range(passes):
             self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
-            data, labels = extract_features(augmented, self.ordered_train_data, feature_dim=dim, verbose=self.verbose)
+            data, labels = extract_features(
+                augmented, self.ordered_train_data, feature_dim=dim, verbose=self.verbose
+            )
             features.append(data)
         self._say("Caching validation features")
-        val_features, val_labels = extract_features(clean, self.val_data, feature_dim=dim, verbose=self.verbose)
+        val_features, val_labels = extract_features(
+            clean, self.val_data, feature_dim=dim, verbose=self.verbose
+        )
         train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
         head = self.classifier.head
         _compile(head, phase, len(train), self.num_classes)

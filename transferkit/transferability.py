@@ -258,6 +258,7 @@ def _pooled_model(base: keras.Model, cuts: list[str]) -> keras.Model:
 def _as_list(outputs: Any) -> list[Any]:
     return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
+
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
