@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/transferkit demo
 
 test: setup
+	$(BIN)/ruff check transferkit tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: setup
