@@ -132,3 +132,32 @@ def test_nan_loss_stops_with_a_learning_rate_hint(tmp_path):
             validation_steps=3,
             verbose=0,
         ).run()
+
+
+def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
+    from transferkit.errors import TransferkitError
+
+    recipe = _recipe("small_similar", epochs=1)
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    train, val, ordered = _datasets()
+
+    def exhausted(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(classifier.head, "fit", exhausted)
+    trainer = Trainer(
+        classifier,
+        SPEC,
+        recipe,
+        train,
+        val,
+        ordered,
+        tmp_path,
+        num_classes=3,
+        steps_per_epoch=3,
+        validation_steps=3,
+        verbose=0,
+    )
+    with pytest.raises(TransferkitError, match="batch size 8. Try --batch-size 4"):
+        trainer.run()

@@ -212,7 +212,14 @@ class Trainer:
                 continue
             self._say(f"Phase {index + 1}/{len(self.recipe.phases)} '{phase.name}': train {phase.train}")
             set_trainable(self.classifier, self.spec, phase)
-            epochs_run = self._run_phase(index, phase, state.epochs_done)
+            try:
+                epochs_run = self._run_phase(index, phase, state.epochs_done)
+            except tf.errors.ResourceExhaustedError:  # in feature caching or in fit
+                size = self.recipe.data.batch_size
+                raise TransferkitError(
+                    f"Out of memory in phase '{phase.name}' at batch size {size}. "
+                    f"Try --batch-size {max(1, size // 2)}; finished epochs are kept (--resume)."
+                ) from None
             with atomic_path(self._checkpoint(index)) as tmp:
                 self.classifier.model.save_weights(tmp)
             state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
@@ -251,22 +258,15 @@ class Trainer:
 
     def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
         callbacks, writer = self._callbacks(index, phase)
-        try:
-            history = model.fit(
-                data,
-                epochs=initial_epoch + phase.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=[*extra_callbacks, *callbacks],
-                verbose=self.verbose,
-                shuffle=False,  # the datasets shuffle themselves, with the run's seed
-                **kwargs,
-            )
-        except tf.errors.ResourceExhaustedError:
-            size = self.recipe.data.batch_size
-            raise TransferkitError(
-                f"Out of memory in phase '{phase.name}' at batch size {size}. "
-                f"Try --batch-size {max(1, size // 2)}."
-            ) from None
+        history = model.fit(
+            data,
+            epochs=initial_epoch + phase.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[*extra_callbacks, *callbacks],
+            verbose=self.verbose,
+            shuffle=False,  # the datasets shuffle themselves, with the run's seed
+            **kwargs,
+        )
         if writer.bad_loss_epoch is not None:
             raise TransferkitError(
                 f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. "
