@@ -17,8 +17,8 @@ from transferkit import selector
 from transferkit.errors import TransferkitError
 from transferkit.selector import (
     CLOSE_CALL_CONFIDENCE,
-    LARGE_TOTAL_IMAGES,
-    LARGE_TOTAL_MIN_PER_CLASS,
+    RETRAIN_IMAGES_PER_CLASS,
+    SATURATED_PROBE_ACCURACY,
     SMALL_IMAGES_PER_CLASS,
     CutScore,
     Selection,
@@ -266,9 +266,7 @@ def test_best_earlier_cut_breaks_probe_ties_with_logme():
     [
         (SMALL_IMAGES_PER_CLASS - 1, 5_000, "small"),
         (SMALL_IMAGES_PER_CLASS, 5_000, "large"),
-        (LARGE_TOTAL_MIN_PER_CLASS, LARGE_TOTAL_IMAGES - 1, "small"),
-        (LARGE_TOTAL_MIN_PER_CLASS, LARGE_TOTAL_IMAGES, "large"),
-        (LARGE_TOTAL_MIN_PER_CLASS - 1, LARGE_TOTAL_IMAGES * 5, "small"),
+        (SMALL_IMAGES_PER_CLASS - 1, 500_000, "small"),  # the median per class decides, not the total
     ],
 )
 def test_size_thresholds_at_their_boundaries(median, total, expected):
@@ -277,10 +275,10 @@ def test_size_thresholds_at_their_boundaries(median, total, expected):
 
 
 def test_size_reasons_flag_close_calls_tiny_classes_and_imbalance():
-    _, reasons = size_quadrant(card(900, 9_000, minimum=5, imbalance=4.0))
+    _, reasons = size_quadrant(card(45, 450, minimum=5, imbalance=4.0))
     text = " ".join(reasons)
     assert "close call" in text and "only 5 images" in text and "4.0x" in text
-    _, reasons = size_quadrant(card(100, 1_000))
+    _, reasons = size_quadrant(card(300, 3_000))
     assert not any("close call" in r for r in reasons)
 
 
@@ -317,7 +315,7 @@ def test_select_overrides():
     assert (told.recipe, told.cut_point, len(told.scores)) == ("truncate", "middle", 3)
     measured = select(None, features, labels, size="large")
     assert measured.recipe == "retrain" and measured.images_per_class is None
-    assert select(card(50), None, None, similar=True).recipe == "freeze"
+    assert select(card(20), None, None, similar=True).recipe == "freeze"
     with pytest.raises(TransferkitError, match="Choose one of"):
         select(None, None, None, size="medium", similar=True)
     with pytest.raises(TransferkitError, match="features"):
@@ -383,3 +381,39 @@ def test_selection_round_trips_through_json():
     data["scores"] = tuple(CutScore(**s) for s in data["scores"])
     data["reasons"] = tuple(data["reasons"])
     assert isinstance(Selection(**data), Selection)
+
+
+def _scores(deep_accuracy, early_accuracy):
+    return {"early": (early_accuracy,), "deep": (deep_accuracy,)}
+
+
+def _separable(n_per_class, noise_deep, noise_early, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n_per_class)
+    centres = np.eye(3, 6) * 4
+    deep = centres[labels] + rng.normal(0, noise_deep, (len(labels), 6))
+    early = centres[labels] + rng.normal(0, noise_early, (len(labels), 6))
+    return {"early": early, "deep": deep}, labels
+
+
+@pytest.mark.parametrize(
+    "median,noise_deep,noise_early,quadrant",
+    [
+        (200, 3.0, 6.0, "large_similar"),  # room to improve on frozen features: fine-tune
+        (200, 0.3, 3.0, "small_similar"),  # frozen features already saturate: stay frozen
+        (200, 6.0, 1.0, "small_dissimilar"),  # dissimilar, far below the retrain floor: truncate
+        (20, 3.0, 6.0, "small_similar"),  # too few images to fine-tune
+    ],
+)
+def test_large_data_is_kept_frozen_where_moving_the_base_does_not_pay(
+    median, noise_deep, noise_early, quadrant
+):
+    features, labels = _separable(60, noise_deep, noise_early)
+    selection = select(card(median, median * 3), features, labels)
+    assert selection.quadrant == quadrant, selection.reasons
+    deepest = selection.scores[-1].probe_accuracy
+    assert (deepest >= SATURATED_PROBE_ACCURACY) == (noise_deep < 1)
+    if quadrant == "small_dissimilar":
+        assert selection.cut_point == "early" and any(
+            str(RETRAIN_IMAGES_PER_CLASS) in r.replace(",", "") for r in selection.reasons
+        )

@@ -83,9 +83,8 @@ def test_unfreeze_from_changes_only_the_named_blocks_and_not_batchnorm(tmp_path)
         Phase(name="tune", train="top", epochs=2, unfreeze_from="block3_conv", learning_rate=1e-3),
     ]
     classifier, changed = _run(_recipe("large_similar", phases=phases), tmp_path)
-    changed_layers = {
-        path.split("/")[-2] for path in changed if "head" not in path and "predictions" not in path
-    }
+    head_paths = {v.path for v in classifier.head.weights}
+    changed_layers = {path.split("/")[-2] for path in changed - head_paths}
     assert changed_layers == {"block3_conv"}  # block1/2 untouched, BatchNorm (incl. moving stats) untouched
     history = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]  # epochs continue across phases
@@ -161,3 +160,13 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
     )
     with pytest.raises(TransferkitError, match="batch size 8. Try --batch-size 4"):
         trainer.run()
+
+
+def test_head_standardises_features_from_the_training_set(tmp_path):
+    classifier, changed = _run(_recipe("small_similar", epochs=1), tmp_path)
+    norm = classifier.head.get_layer("feature_norm")
+    images, _ = _data()
+    features = classifier.extractor.predict(images.astype("float32"), verbose=0)
+    # adapted on augmented copies of the same images: close to, not equal to, the clean statistics
+    np.testing.assert_allclose(np.ravel(norm.mean), features.mean(axis=0), rtol=0.5, atol=0.05)
+    assert {v.path for v in norm.weights if "mean" in v.path} <= changed

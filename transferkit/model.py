@@ -59,9 +59,16 @@ def preprocessing_layer(preprocessing: str) -> keras.layers.Layer | None:
 
 
 def build_head(feature_dim: int, num_classes: int, config: HeadConfig) -> keras.Model:
-    """Dropout + softmax classifier on pooled features; float32 output even under mixed precision."""
+    """Standardise -> dropout -> softmax on pooled features; float32 output even under mixed precision.
+
+    The features are standardised the way a linear probe standardises them: pooled activations
+    differ in scale by orders of magnitude between cut points, and an unscaled softmax head then
+    trains slowly (it ended 35 points below a probe on the same truncated features). The trainer
+    sets the statistics from the training features before the first phase; they stay fixed.
+    """
     features = keras.Input((feature_dim,), name="features")
-    x = keras.layers.Dropout(config.dropout, name="head_dropout")(features)
+    x = keras.layers.Normalization(axis=-1, name="feature_norm")(features)
+    x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(features, outputs, name="head")
 

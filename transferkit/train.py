@@ -206,6 +206,11 @@ class Trainer:
         state = TrainState.load(self.run_dir)
         if state.completed_phases:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
+        if state.completed_phases == 0 and self.recipe.phases[0].train != "head":
+            self._say("Measuring feature statistics for the head")  # a head phase does this on its own
+            self._standardise_head(
+                self._features(feature_step(self.classifier.extractor), self.ordered_train_data)[0]
+            )
         for index, phase in enumerate(self.recipe.phases):
             if index < state.completed_phases:
                 shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # killed right after state.json
@@ -303,22 +308,27 @@ class Trainer:
             self._training_model = keras.Model(inputs, self.classifier.model(x), name="training_graph")
         return self._training_model
 
+    def _features(self, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        dim = int(self.classifier.extractor.output.shape[-1])
+        return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
+
+    def _standardise_head(self, features: np.ndarray) -> None:
+        """Set the head's feature standardisation from training features (before the first phase only)."""
+        self.classifier.head.get_layer("feature_norm").adapt(features)
+
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
         passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
         extractor = self.classifier.extractor
-        dim = int(extractor.output.shape[-1])
         augmented, clean = feature_step(extractor, self.augment), feature_step(extractor)
         features = []
         for number in range(passes):
             self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
-            data, labels = extract_features(
-                augmented, self.ordered_train_data, feature_dim=dim, verbose=self.verbose
-            )
+            data, labels = self._features(augmented, self.ordered_train_data)
             features.append(data)
         self._say("Caching validation features")
-        val_features, val_labels = extract_features(
-            clean, self.val_data, feature_dim=dim, verbose=self.verbose
-        )
+        val_features, val_labels = self._features(clean, self.val_data)
+        if index == 0:
+            self._standardise_head(np.concatenate(features))
         train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
         head = self.classifier.head
         _compile(head, phase, len(train), self.num_classes)
