@@ -79,11 +79,16 @@ def measure_quadrant(
             flush=True,
         )
     labels: list[np.ndarray] = []
+    batch_size = recipe.data.batch_size
+    progress = keras.utils.Progbar(-(-len(sample) // batch_size), verbose=verbose, unit_name="batch")
 
     def images():
-        for batch, batch_labels in make_dataset(sample, image_size, recipe.data.batch_size, cache=False):
+        for index, (batch, batch_labels) in enumerate(
+            make_dataset(sample, image_size, batch_size, cache=False)
+        ):
             labels.append(batch_labels.numpy())
             yield batch
+            progress.update(index + 1)
 
     features = extract_cut_features(base, spec.cut_points, images(), preprocessing_layer(spec.preprocessing))
     selection = select(
