@@ -254,6 +254,8 @@ def test_kill_9_in_the_second_phase_loses_at_most_the_current_epoch_and_resume_c
     rows_at_kill = read_history(run_dir / "history.csv")
     assert 3 <= len(rows_at_kill) < TOTAL_EPOCHS
 
+    # A kill mid-write can leave a hidden temp file of an atomic write behind; resume removes it.
+    (run_dir / ".history.csv.abc123.tmp.csv").write_text("half a row")
     # From another working directory, as a user coming back later would.
     resumed = _run_cli(["fit", "--resume", str(run_dir)], cwd=workspace / "elsewhere")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
@@ -268,6 +270,7 @@ def test_kill_9_in_the_second_phase_loses_at_most_the_current_epoch_and_resume_c
     assert (state.completed_phases, state.epochs_done, state.phase_epochs) == (2, TOTAL_EPOCHS, [2, 6])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert not [p for p in (run_dir / "backup").rglob("*") if p.is_file()], "backups must be cleaned up"
+    assert not list(run_dir.rglob(".*.tmp*")), "leftover temp files must be cleaned up"
     _assert_every_file_complete(run_dir)
     keras.models.load_model(run_dir / "model.keras", safe_mode=True)
 

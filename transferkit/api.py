@@ -367,6 +367,8 @@ def resume(run_dir: str | Path, *, precision: str = "auto", verbose: int = 1) ->
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
+    for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
+        leftover.unlink(missing_ok=True)
     device = setup_device(precision, recipe.seed)
     splits = load_data(info["data"], validation_split=recipe.data.validation_split, seed=recipe.seed)
     if list(splits.class_names) != info["class_names"]:
