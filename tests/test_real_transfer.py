@@ -1,25 +1,40 @@
-"""The claim that matters, on real photos with genuine ImageNet weights (offline): transfer works.
+"""The claim that matters, on real images with genuine ImageNet weights (offline): transfer works.
 
-Labeled Faces in the Wild, faces vs. non-faces (200 real photos, from scikit-image): the
-frozen pretrained MobileNetV2 separates them almost perfectly, the same recipe on a random
-base stays at chance. Small images (96 px) keep this to ~30 s on 2 cores.
+Frozen pretrained MobileNetV2 (torchvision weights, converted offline) + a new head, against the
+same recipe on a randomly initialised base, at 96 px to keep this to ~1 minute on 2 cores:
+
+- LFW faces vs. non-faces (200 real photos, scikit-image): pretrained ~1.00; random features
+  with a standardised linear head still reach ~0.88 (random convolutional features are a known,
+  non-trivial baseline, and this task is easy), so the check is a clear gap, not chance.
+- Animal-MNIST silhouettes, 30 per class (10 classes): pretrained ~0.82, random ~0.22
+  (chance 0.10).
 """
 
 import pytest
 
 import transferkit
 
+OPTIONS = dict(size="small", similar=True, image_size=96, verbose=0)
 
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    return transferkit.export_dataset("lfw_faces", tmp_path_factory.mktemp("real") / "lfw_faces")
+
+def _both(folder, out):
+    pretrained = transferkit.fit(str(folder), out=out, **OPTIONS)
+    random = transferkit.fit(str(folder), weights="random", out=out, **OPTIONS)
+    assert "ImageNet" in pretrained.weights_source and "Random" in random.weights_source
+    return pretrained.metrics.accuracy, random.metrics.accuracy
 
 
 @pytest.mark.slow
-def test_pretrained_features_transfer_and_random_ones_do_not(faces, tmp_path):
-    options = dict(size="small", similar=True, image_size=96, out=tmp_path, verbose=0)
-    pretrained = transferkit.fit(str(faces), **options)
-    random = transferkit.fit(str(faces), weights="random", **options)
-    assert "ImageNet" in pretrained.weights_source
-    assert pretrained.metrics.accuracy >= 0.95
-    assert random.metrics.accuracy <= 0.7  # 40 validation images, chance is 0.5
+def test_faces_transfer(tmp_path):
+    faces = transferkit.export_dataset("lfw_faces", tmp_path / "lfw_faces")
+    pretrained, random = _both(faces, tmp_path / "runs")
+    assert pretrained >= 0.95
+    assert pretrained - random >= 0.05  # 40 validation images: 2 images
+
+
+@pytest.mark.slow
+def test_silhouettes_transfer_and_random_features_do_not(tmp_path):
+    animals = transferkit.export_dataset("animal_mnist", tmp_path / "animals", per_class=30)
+    pretrained, random = _both(animals, tmp_path / "runs")
+    assert pretrained >= 0.7
+    assert random <= 0.35  # chance is 0.10
