@@ -40,14 +40,9 @@ def _recipe(name, phases=None, **overrides):
     return recipe
 
 
-def _run(recipe, run_dir):
-    setup_device("float32", recipe.seed)
-    base = SPEC.build(32)
-    train_bn = any(p.train_batchnorm for p in recipe.phases)
-    classifier = build_classifier(SPEC, base, 3, recipe.head, batchnorm_inference=not train_bn)
-    before = {v.path: v.numpy().copy() for v in classifier.model.weights}
+def _trainer(classifier, recipe, run_dir):
     train, val, ordered = _datasets()
-    Trainer(
+    return Trainer(
         classifier,
         SPEC,
         recipe,
@@ -59,7 +54,16 @@ def _run(recipe, run_dir):
         steps_per_epoch=3,
         validation_steps=3,
         verbose=0,
-    ).run()
+    )
+
+
+def _run(recipe, run_dir):
+    setup_device("float32", recipe.seed)
+    base = SPEC.build(32)
+    train_bn = any(p.train_batchnorm for p in recipe.phases)
+    classifier = build_classifier(SPEC, base, 3, recipe.head, batchnorm_inference=not train_bn)
+    before = {v.path: v.numpy().copy() for v in classifier.model.weights}
+    _trainer(classifier, recipe, run_dir).run()
     after = {v.path: v.numpy() for v in classifier.model.weights}
     changed = {path for path in before if not np.array_equal(before[path], after[path])}
     return classifier, changed
@@ -116,21 +120,8 @@ def test_nan_loss_stops_with_a_learning_rate_hint(tmp_path):
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
     big = classifier.head.get_layer("predictions")
     big.set_weights([w * 1e30 for w in big.get_weights()])  # overflow -> inf/NaN loss on the first batch
-    train, val, ordered = _datasets()
     with pytest.raises(TransferkitError, match="learning rate"):
-        Trainer(
-            classifier,
-            SPEC,
-            recipe,
-            train,
-            val,
-            ordered,
-            tmp_path,
-            num_classes=3,
-            steps_per_epoch=3,
-            validation_steps=3,
-            verbose=0,
-        ).run()
+        _trainer(classifier, recipe, tmp_path).run()
 
 
 def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
@@ -139,25 +130,12 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
     recipe = _recipe("small_similar", epochs=1)
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
-    train, val, ordered = _datasets()
 
     def exhausted(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
     monkeypatch.setattr(classifier.head, "fit", exhausted)
-    trainer = Trainer(
-        classifier,
-        SPEC,
-        recipe,
-        train,
-        val,
-        ordered,
-        tmp_path,
-        num_classes=3,
-        steps_per_epoch=3,
-        validation_steps=3,
-        verbose=0,
-    )
+    trainer = _trainer(classifier, recipe, tmp_path)
     with pytest.raises(TransferkitError, match="batch size 8. Try --batch-size 4"):
         trainer.run()
 
