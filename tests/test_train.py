@@ -148,3 +148,5 @@ def test_head_standardises_features_from_the_training_set(tmp_path):
     # adapted on augmented copies of the same images: close to, not equal to, the clean statistics
     np.testing.assert_allclose(np.ravel(norm.mean), features.mean(axis=0), rtol=0.5, atol=0.05)
     assert {v.path for v in norm.weights if "mean" in v.path} <= changed
+    standardised = np.asarray(norm(features))  # the layer computes with the statistics, not just stores them
+    assert abs(standardised.mean()) < 0.5 and 0.3 < standardised.std() < 3

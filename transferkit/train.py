@@ -36,6 +36,8 @@ from transferkit.model import Classifier
 from transferkit.recipes import Phase, Recipe
 from transferkit.strategies import set_trainable
 
+VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
+
 
 @dataclass
 class TrainState:
@@ -313,8 +315,19 @@ class Trainer:
         return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
 
     def _standardise_head(self, features: np.ndarray) -> None:
-        """Set the head's feature standardisation from training features (before the first phase only)."""
-        self.classifier.head.get_layer("feature_norm").adapt(features)
+        """Set the head's feature standardisation from training features (before the first phase only).
+
+        Each feature's variance is floored at a hundredth of the average one: a feature that barely
+        varies on the training images (common after ReLU + pooling) would otherwise be scaled up
+        by orders of magnitude and turn tiny differences on new images into huge logits.
+        """
+        mean = features.mean(axis=0)
+        variance = features.var(axis=0)
+        variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
+        count = np.asarray(len(features), dtype="int64")
+        layer = self.classifier.head.get_layer("feature_norm")
+        layer.set_weights([mean, variance, count])
+        layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
 
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
         passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
