@@ -61,6 +61,12 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_jit = False  # like Keras' own RandomZoom/RandomTranslation: keeps XLA off this graph
 
+    def reseed(self, value: int) -> None:
+        """Restart the random stream at ``value``: the trainer reseeds per epoch, so a resumed run
+        augments exactly as an uninterrupted one (the stream's state is not part of the weights)."""
+        state = self.seed_generator.state
+        state.assign(np.array([value, 0], dtype=state.dtype))
+
     def _uniform(self, batch: int, low: float, high: float):
         return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
 

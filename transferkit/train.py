@@ -132,6 +132,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         write_json(self.state_path, {"wait": self.wait, "best": best, "best_epoch": self.best_epoch})
 
 
+class Reseed(keras.callbacks.Callback):
+    """Epoch ``e`` augments with the random stream seeded ``seed + e``, whatever ran before it."""
+
+    def __init__(self, augment, seed: int):
+        super().__init__()
+        self.augment, self.seed = augment, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.augment.reseed(self.seed + epoch)
+
+
 def _to_csv(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -290,17 +301,30 @@ class Trainer:
         model = self._training_graph()
         _compile(model, phase, self.steps_per_epoch, self.num_classes)
         # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
-        # a file that passed the scan fails to decode later and is left out.
+        # a file that passed the scan fails to decode later and is left out. After an interruption
+        # the stream skips the batches of the epochs already trained, so the resumed run sees the
+        # same batches in the same order, and (Reseed) the same augmentations, as an uninterrupted one.
+        trained = max(0, self._backed_up_epoch(index, initial_epoch) - initial_epoch)
+        extra = [Reseed(self.augment, self.recipe.seed)] if self.augment is not None else []
         return self._fit(
             model,
-            self.train_data.repeat(),
+            self.train_data.repeat().skip(trained * self.steps_per_epoch),
             index,
             phase,
             initial_epoch,
+            extra_callbacks=extra,
             steps_per_epoch=self.steps_per_epoch,
             validation_data=self.val_data.repeat(),
             validation_steps=self.validation_steps,
         )
+
+    def _backed_up_epoch(self, index: int, default: int) -> int:
+        """The epoch counter in the phase's backup (what BackupAndRestore will resume from)."""
+        path = self._backup_dir(index) / "training_metadata.json"
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError):
+            return default
 
     def _training_graph(self) -> keras.Model:
         """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
@@ -336,6 +360,8 @@ class Trainer:
         features = []
         for number in range(passes):
             self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
+            if self.augment is not None:  # each pass its own seeded stream: a rerun caches the same copies
+                self.augment.reseed(self.recipe.seed + 1_000_000 * (index + 1) + number)
             data, labels = self._features(augmented, self.ordered_train_data)
             features.append(data)
         self._say("Caching validation features")
