@@ -133,14 +133,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class Reseed(keras.callbacks.Callback):
-    """Epoch ``e`` augments with the random stream seeded ``seed + e``, whatever ran before it."""
+    """Restart every random stream of the model (augmentation, dropout) at a value of (seed, epoch).
 
-    def __init__(self, augment, seed: int):
+    Keras keeps those streams' positions out of the weights, so without this a resumed run would
+    draw different augmentations and dropout masks than an uninterrupted one from the same epoch.
+    """
+
+    def __init__(self, seed: int):
         super().__init__()
-        self.augment, self.seed = augment, seed
+        self.seed = seed
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.augment.reseed(self.seed + epoch)
+        for index, layer in enumerate(self.model._flatten_layers()):
+            generator = getattr(layer, "seed_generator", None)
+            if isinstance(generator, keras.random.SeedGenerator):
+                value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
+                generator.state.assign(value)
 
 
 def _to_csv(rows: list[dict]) -> str:
@@ -261,7 +269,7 @@ class Trainer:
         backup = self._backup_dir(index)
         # At each epoch end, in this order: the history row and early-stopping state first, the
         # backup last, so an epoch the backup counts as done is never missing from either.
-        callbacks: list[keras.callbacks.Callback] = [writer]
+        callbacks: list[keras.callbacks.Callback] = [Reseed(self.recipe.seed), writer]
         if phase.patience:
             callbacks.append(
                 ResumableEarlyStopping(
@@ -305,14 +313,12 @@ class Trainer:
         # the stream skips the batches of the epochs already trained, so the resumed run sees the
         # same batches in the same order, and (Reseed) the same augmentations, as an uninterrupted one.
         trained = max(0, self._backed_up_epoch(index, initial_epoch) - initial_epoch)
-        extra = [Reseed(self.augment, self.recipe.seed)] if self.augment is not None else []
         return self._fit(
             model,
             self.train_data.repeat().skip(trained * self.steps_per_epoch),
             index,
             phase,
             initial_epoch,
-            extra_callbacks=extra,
             steps_per_epoch=self.steps_per_epoch,
             validation_data=self.val_data.repeat(),
             validation_steps=self.validation_steps,
