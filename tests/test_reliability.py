@@ -371,18 +371,7 @@ def _exact_recipe() -> recipes.Recipe:
         recipe,
         head=dataclasses.replace(recipe.head, dropout=0.0),
         augment=AugmentConfig(cached_passes=0),
-        phases=(
-            Phase(name="warmup", train="head", epochs=2, learning_rate=1e-2),
-            Phase(
-                name="fine_tune",
-                train="top",
-                top_blocks=3,
-                epochs=6,
-                learning_rate=3e-3,
-                schedule="cosine",
-                patience=2,
-            ),
-        ),
+        phases=(PHASES[0], dataclasses.replace(PHASES[1], patience=2)),
     )
 
 

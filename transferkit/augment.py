@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -136,16 +137,8 @@ class RandomAffine(keras.layers.Layer):
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None) -> RandomAffine:
     """The augmentation layer a recipe's ``[augment]`` table describes."""
-    return RandomAffine(
-        flip=config.flip,
-        rotation_degrees=config.rotation_degrees,
-        zoom=config.zoom,
-        translation=config.translation,
-        contrast=config.contrast,
-        fill_mode=config.fill_mode,
-        seed=seed,
-        name="augment",
-    )
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k != "cached_passes"}
+    return RandomAffine(**options, seed=seed, name="augment")
 
 
 def is_identity(config: AugmentConfig) -> bool:
