@@ -9,11 +9,11 @@
    recipe's EarlyStopping is switched off (``--early-stopping`` keeps it) so that both sides
    run exactly E epochs and neither picks its best epoch on the validation set. Same
    image folder and train/val split, same backbone with identical ImageNet weights (both built
-   with ``transferkit.weights.build_base``), image size, batch size, epochs, optimizer and
+   with ``transferkit.backbones.weights.build_base``), image size, batch size, epochs, optimizer and
    augmentation ranges. Wall time covers everything from the image folder to a trained model
    with its validation accuracy; transferkit's also includes writing its run folder (model,
    report, plots, TensorBoard logs), which plain Keras does not do, so the ratio is conservative.
-2. Augmentation throughput: Keras' layer chain against ``transferkit.augment.RandomAffine`` on
+2. Augmentation throughput: Keras' layer chain against ``transferkit.training.augment.RandomAffine`` on
    the same float32 batches, both compiled with ``tf.function``.
 
 Runs are A/B-interleaved (the order alternates every repeat) and the paired ratio of each
@@ -49,13 +49,13 @@ import tensorflow as tf  # noqa: E402
 
 import transferkit  # noqa: E402
 from transferkit import recipes as recipe_io  # noqa: E402
-from transferkit.augment import RandomAffine, build_augmentation  # noqa: E402
-from transferkit.backbones import get_backbone  # noqa: E402
-from transferkit.data import stratified_split  # noqa: E402
-from transferkit.datasets import export_dataset  # noqa: E402
-from transferkit.model import preprocessing_layer  # noqa: E402
-from transferkit.train import read_history, setup_device  # noqa: E402
-from transferkit.weights import build_base  # noqa: E402
+from transferkit.backbones.registry import get_backbone  # noqa: E402
+from transferkit.backbones.weights import build_base  # noqa: E402
+from transferkit.data.examples import export_dataset  # noqa: E402
+from transferkit.data.loading import stratified_split  # noqa: E402
+from transferkit.training.augment import RandomAffine, build_augmentation  # noqa: E402
+from transferkit.training.model import preprocessing_layer  # noqa: E402
+from transferkit.training.trainer import read_history, setup_device  # noqa: E402
 
 RECIPE = "small_similar"
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from transferkit import analysis
+import transferkit
 from transferkit.cli import main
-from transferkit.data import load_data
+from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
+from transferkit.reporting.comparison import ComparisonResult
+from transferkit.selection.analyze import load_selection
+from transferkit.selection.quadrants import QUADRANTS
 from transferkit.testing import make_image_folder
 
 TINY = {"backbone": "tiny", "weights": "random", "image_size": 16}
@@ -27,29 +30,29 @@ def folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def compared(folder, tmp_path_factory) -> analysis.ComparisonResult:
+def compared(folder, tmp_path_factory) -> ComparisonResult:
     out = tmp_path_factory.mktemp("compare")
-    return analysis.compare(folder, **TINY, epochs=1, batch_size=8, out=out, name="cmp", verbose=0)
+    return transferkit.compare(folder, **TINY, epochs=1, batch_size=8, out=out, name="cmp", verbose=0)
 
 
 def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path):
-    result = analysis.analyze(folder, **TINY, out=tmp_path, verbose=0)
+    result = transferkit.analyze(folder, **TINY, out=tmp_path, verbose=0)
 
     assert result.run_dir.parent == tmp_path and result.run_dir.name.startswith("analyze-shapes-")
     for name in ("dataset_card.json", "selection.json", "selection.png"):
         assert (result.run_dir / name).stat().st_size > 0
     assert (result.run_dir / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert analysis.load_selection(result.run_dir / "selection.json") == result.selection
+    assert load_selection(result.run_dir / "selection.json") == result.selection
     card = json.loads((result.run_dir / "dataset_card.json").read_text())
     assert card == json.loads(json.dumps(result.card.to_dict()))
-    assert result.selection.quadrant in analysis.QUADRANTS
+    assert result.selection.quadrant in QUADRANTS
     assert [s.cut for s in result.selection.scores] == ["block1_pool", "block2_pool", "block3_pool"]
     assert 0 < result.selection_seconds <= result.seconds
 
 
 def test_compare_trains_every_recipe_on_the_same_split(compared, folder):
     runs = [Path(run.run_dir) for run in compared.runs]
-    assert [run.recipe for run in compared.runs] == list(analysis.QUADRANTS)
+    assert [run.recipe for run in compared.runs] == list(QUADRANTS)
     assert all(run.parent == compared.run_dir for run in runs)
     card = (compared.run_dir / "dataset_card.json").read_text()
     assert all((run / "dataset_card.json").read_text() == card for run in runs)
@@ -76,7 +79,7 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     assert all(run["trainable_params"] > 0 and run["peak_rss_mb"] > 0 for run in data["runs"])
     with open(compared.run_dir / "comparison.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["recipe"] for row in rows] == list(analysis.QUADRANTS)
+    assert [row["recipe"] for row in rows] == list(QUADRANTS)
     assert (compared.run_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     table = compared.table()
     assert f"{data['picked']} *" in table and "Regret of the pick" in table
@@ -84,9 +87,9 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):
     with pytest.raises(TransferkitError, match="time_budget"):
-        analysis.compare(folder, **TINY, time_budget=60, out=tmp_path, verbose=0)
+        transferkit.compare(folder, **TINY, time_budget=60, out=tmp_path, verbose=0)
     with pytest.raises(TransferkitError, match="nope.*small_similar"):
-        analysis.compare(folder, **TINY, recipes=("small_similar", "nope"), out=tmp_path, verbose=0)
+        transferkit.compare(folder, **TINY, recipes=("small_similar", "nope"), out=tmp_path, verbose=0)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from transferkit.augment import RandomAffine, build_augmentation, is_identity, preview
 from transferkit.recipes import AugmentConfig
+from transferkit.training.augment import RandomAffine, build_augmentation, is_identity, preview
 
 
 def _ramp(size=16):

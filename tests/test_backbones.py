@@ -1,8 +1,8 @@
 import pytest
 
-from transferkit.backbones import BACKBONES, block_ends, get_backbone, stage_ends
+from transferkit.backbones.inspection import block_table, describe_blocks
+from transferkit.backbones.registry import BACKBONES, block_ends, get_backbone, stage_ends
 from transferkit.errors import TransferkitError
-from transferkit.inspection import block_table, describe_blocks
 
 
 def test_unknown_backbone_lists_choices():

@@ -15,11 +15,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transferkit.data import load_data, load_images, make_dataset
-from transferkit.decode import decode_image, probe_image
+from transferkit.data.decode import decode_image, probe_image
+from transferkit.data.loading import load_data, load_images, make_dataset
 from transferkit.errors import TransferkitError
 
-# Under pytest the module-level filter in transferkit.decode is reset; the limit is ours anyway.
+# Under pytest the module-level filter in transferkit.data.decode is reset; the limit is ours anyway.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -189,7 +189,7 @@ def test_exif_orientation_is_applied(corpus):
 
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
     code = (
-        "import resource, sys; from transferkit.decode import decode_image; "
+        "import resource, sys; from transferkit.data.decode import decode_image; "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         f"image = decode_image({str(huge_jpeg)!r}, 224); "
         "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before; "
@@ -227,7 +227,7 @@ def test_file_broken_after_the_scan_is_left_out_and_logged_once(tmp_path, caplog
     (tmp_path / "a" / "1.png").write_bytes(b"gone bad")
     (tmp_path / "b" / "2.png").unlink()
     ds = make_dataset(splits.train, 8, 2, cache=False)
-    with caplog.at_level(logging.WARNING, logger="transferkit.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="transferkit.data.pipeline"):
         counts = [sum(int(y.shape[0]) for _, y in ds) for _ in range(2)]
     assert counts == [4, 4]
     warnings = [r for r in caplog.records if "failed to decode" in r.getMessage()]

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transferkit import pipeline
-from transferkit.data import DatasetCard, ImageSet, load_data, load_images, make_dataset
+from transferkit.data import pipeline
+from transferkit.data.loading import DatasetCard, ImageSet, load_data, load_images, make_dataset
 from transferkit.errors import TransferkitError
 
 COLOURS = {"ants": (200, 40, 40), "bees": (40, 200, 40), "cats": (40, 40, 200)}
@@ -137,7 +137,7 @@ def test_cache_modes_give_the_same_pixels(tmp_path, monkeypatch, caplog):
             np.testing.assert_array_equal(_batches(ds)[0], reference)
     assert any(p.name.startswith("train") for p in file_cache.parent.iterdir())
     monkeypatch.setattr(pipeline, "MEMORY_CACHE_MAX_BYTES", 0)  # too big for memory: no cache
-    with caplog.at_level("INFO", logger="transferkit.pipeline"):
+    with caplog.at_level("INFO", logger="transferkit.data.pipeline"):
         ds = make_dataset(splits.train, 12, 3, cache=True)
     assert "Not caching" in caplog.text
     np.testing.assert_array_equal(_batches(ds)[0], reference)

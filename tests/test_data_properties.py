@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferkit.data import ImageSet, make_dataset, stratified_split
-from transferkit.decode import UnusableImage, decode_image
+from transferkit.data.decode import UnusableImage, decode_image
+from transferkit.data.loading import ImageSet, make_dataset, stratified_split
 
 
 def _encoded(fmt: str) -> bytes:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit import datasets
-from transferkit.data import load_data
-from transferkit.datasets import EXAMPLE_DATASETS, export_dataset, get_dataset, list_datasets
+from transferkit.data import examples as datasets
+from transferkit.data.examples import EXAMPLE_DATASETS, export_dataset, get_dataset, list_datasets
+from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
 
 

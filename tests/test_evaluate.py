@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from transferkit.errors import TransferkitError
-from transferkit.evaluate import Metrics, compute_metrics, evaluate_model
+from transferkit.reporting.metrics import Metrics, compute_metrics, evaluate_model
 
 
 def rows_predicting(predicted: list[int], labels: list[int], num_classes: int) -> np.ndarray:

@@ -29,14 +29,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transferkit import api, recipes, runfolder
-from transferkit.backbones import get_backbone
+from transferkit import api, recipes
+from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_text
-from transferkit.model import build_classifier
 from transferkit.recipes import AugmentConfig, Phase
+from transferkit.reporting import runfolder
 from transferkit.testing import make_image_folder, synthetic_image
-from transferkit.train import Trainer, TrainState, read_history, setup_device
+from transferkit.training.callbacks import read_history
+from transferkit.training.device import setup_device
+from transferkit.training.model import build_classifier
+from transferkit.training.trainer import Trainer, TrainState
 
 SEED = 1
 # A short head phase, then a fine-tune phase long enough (6 epochs) that a kill sent when its first

@@ -12,8 +12,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from transferkit.errors import TransferkitError
-from transferkit.evaluate import compute_metrics
-from transferkit.report import plot_confusion, plot_history, plot_image_grid, write_html_report
+from transferkit.reporting.figures import plot_confusion, plot_history, plot_image_grid
+from transferkit.reporting.html import write_html_report
+from transferkit.reporting.metrics import compute_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"

@@ -13,23 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize
 
-from transferkit import selector
 from transferkit.errors import TransferkitError
-from transferkit.selector import (
+from transferkit.reporting.figures import plot_selection
+from transferkit.selection import rules as selector
+from transferkit.selection.decision import Selection, select
+from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
     RETRAIN_IMAGES_PER_CLASS,
     SATURATED_PROBE_ACCURACY,
     SMALL_IMAGES_PER_CLASS,
     CutScore,
-    Selection,
-    linear_probe,
-    logme,
-    plot_selection,
     score_cut_points,
-    select,
     similarity_decision,
     size_quadrant,
 )
+from transferkit.selection.transferability import extract_cut_features, linear_probe, logme
 
 
 def blobs(n_per_class: int, num_classes: int, dim: int, separation: float, seed: int = 0):
@@ -337,7 +335,7 @@ def test_select_flags_a_close_call_and_offers_compare():
 def test_extract_cut_features_one_pass_on_the_tiny_backbone():
     import keras
 
-    from transferkit.backbones import get_backbone
+    from transferkit.backbones.registry import get_backbone
 
     spec = get_backbone("tiny")
     base = spec.build(32)
@@ -349,18 +347,18 @@ def test_extract_cut_features_one_pass_on_the_tiny_backbone():
         return x / 127.5 - 1
 
     one_shot = (images[i : i + 4] for i in range(0, 10, 4))  # a generator can be read only once
-    features = selector.extract_cut_features(base, spec.cut_points, one_shot, preprocess)
+    features = extract_cut_features(base, spec.cut_points, one_shot, preprocess)
     assert list(features) == list(spec.cut_points)
     assert [f.shape for f in features.values()] == [(10, 16), (10, 32), (10, 64)]
     assert 1 <= len(calls) <= 3  # traced once per batch shape at most, never once per cut
     direct = keras.Model(base.input, base.get_layer("block2_pool").output)(images / 127.5 - 1, training=False)
     np.testing.assert_allclose(features["block2_pool"], np.mean(direct, axis=(1, 2)), rtol=1e-4, atol=1e-5)
-    whole = selector.extract_cut_features(base, ["block3_pool"], images, preprocess)  # 4-D array
+    whole = extract_cut_features(base, ["block3_pool"], images, preprocess)  # 4-D array
     np.testing.assert_allclose(whole["block3_pool"], features["block3_pool"], rtol=1e-5, atol=1e-6)
     with pytest.raises(TransferkitError, match="block9_pool"):
-        selector.extract_cut_features(base, ["block9_pool"], [images])
+        extract_cut_features(base, ["block9_pool"], [images])
     with pytest.raises(TransferkitError, match="labels separately"):
-        selector.extract_cut_features(base, ["block1_pool"], [(images, np.zeros(10))])
+        extract_cut_features(base, ["block1_pool"], [(images, np.zeros(10))])
 
 
 @pytest.mark.parametrize("measured", [True, False])

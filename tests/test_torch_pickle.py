@@ -19,8 +19,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
+from transferkit.backbones.weights.torch_pickle import load_torch_state_dict
 from transferkit.errors import TransferkitError
-from transferkit.torch_pickle import load_torch_state_dict
 
 _STORAGE_NAMES = {
     "float32": "FloatStorage",

@@ -7,11 +7,13 @@ import pytest
 import tensorflow as tf
 
 from transferkit import recipes
-from transferkit.backbones import get_backbone
-from transferkit.model import build_classifier
+from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import Phase
 from transferkit.testing import synthetic_image
-from transferkit.train import Trainer, TrainState, read_history, setup_device
+from transferkit.training.callbacks import read_history
+from transferkit.training.device import setup_device
+from transferkit.training.model import build_classifier
+from transferkit.training.trainer import Trainer, TrainState
 
 SPEC = get_backbone("tiny")
 

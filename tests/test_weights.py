@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit import weights as tkw
-from transferkit.backbones import get_backbone
+from transferkit.backbones import weights as tkw
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import cache, keras_files
+from transferkit.backbones.weights.torch_pickle import load_torch_state_dict
 from transferkit.errors import TransferkitError
-from transferkit.torch_pickle import load_torch_state_dict
-from transferkit.weights import cache, keras_files
 
 V2 = "mobilenet_v2_torchvision"
 _skip_without_v2 = pytest.mark.skipif(

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.backbones import get_backbone
-from transferkit.weights import build_base, cache
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import build_base, cache
 
 pytestmark = pytest.mark.slow
 

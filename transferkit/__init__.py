@@ -23,20 +23,20 @@ _EXPORTS = {
     "predict": "transferkit.api",
     "evaluate": "transferkit.api",
     "FitResult": "transferkit.api",
-    "analyze": "transferkit.analysis",
-    "compare": "transferkit.analysis",
-    "BACKBONES": "transferkit.backbones",
-    "BackboneSpec": "transferkit.backbones",
-    "get_backbone": "transferkit.backbones",
-    "load_data": "transferkit.data",
-    "DataSplits": "transferkit.data",
-    "DatasetCard": "transferkit.data",
-    "export_dataset": "transferkit.datasets",
-    "list_datasets": "transferkit.datasets",
+    "analyze": "transferkit.selection.analyze",
+    "compare": "transferkit.selection.compare",
+    "BACKBONES": "transferkit.backbones.registry",
+    "BackboneSpec": "transferkit.backbones.registry",
+    "get_backbone": "transferkit.backbones.registry",
+    "load_data": "transferkit.data.loading",
+    "DataSplits": "transferkit.data.loading",
+    "DatasetCard": "transferkit.data.loading",
+    "export_dataset": "transferkit.data.examples",
+    "list_datasets": "transferkit.data.examples",
     "Recipe": "transferkit.recipes",
     "load_builtin": "transferkit.recipes",
     "load_recipe": "transferkit.recipes",
-    "load_run": "transferkit.runfolder",
+    "load_run": "transferkit.reporting.runfolder",
 }
 
 __all__ = [
@@ -83,11 +83,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from transferkit.analysis import analyze, compare
     from transferkit.api import FitResult, evaluate, fit, predict, resume
-    from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
-    from transferkit.data import DatasetCard, DataSplits, load_data
-    from transferkit.datasets import export_dataset, list_datasets
+    from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
+    from transferkit.data.examples import export_dataset, list_datasets
+    from transferkit.data.loading import DatasetCard, DataSplits, load_data
     from transferkit.recipes import Recipe, load_builtin
     from transferkit.recipes import load as load_recipe
-    from transferkit.runfolder import load_run
+    from transferkit.reporting.runfolder import load_run
+    from transferkit.selection.analyze import analyze
+    from transferkit.selection.compare import compare

@@ -18,18 +18,21 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import recipes as recipe_io
-from transferkit import report, runfolder
-from transferkit.backbones import BackboneSpec, get_backbone
-from transferkit.data import DataSplits, load_data, load_images, make_dataset
-from transferkit.errors import TransferkitError
-from transferkit.evaluate import Metrics, evaluate_model
+from transferkit.backbones.registry import BackboneSpec, get_backbone
+from transferkit.backbones.weights import build_base
+from transferkit.data.loading import DataSplits, load_data, load_images, make_dataset
+from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import write_json, write_text
-from transferkit.model import build_classifier, truncate
 from transferkit.recipes import Recipe
-from transferkit.selection import measure_quadrant
-from transferkit.strategies import plan_phase, recipe_name
-from transferkit.train import Device, Trainer, read_history, setup_device
-from transferkit.weights import build_base
+from transferkit.reporting import figures, runfolder
+from transferkit.reporting.html import write_html_report
+from transferkit.reporting.metrics import Metrics, evaluate_model
+from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
+from transferkit.training.device import Device, device_scope
+from transferkit.training.model import build_classifier, truncate
+from transferkit.training.trainable import plan_phase
+from transferkit.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,13 @@ def resolve_recipe(
     ``similar`` (True | False | None = auto) pick a built-in quadrant recipe. When either half
     is auto, a provisional recipe is returned and the selector decides after measuring.
     """
-    if size not in ("auto", "small", "large"):
-        raise TransferkitError(f"Unknown size {size!r}. Choose one of: auto, large, small.")
+    if size not in SIZE_CHOICES:
+        raise choices_error("size", size, SIZE_CHOICES)
     if recipe is not None:
         chosen = recipe if isinstance(recipe, Recipe) else recipe_io.load(recipe)
         return recipe_io.with_overrides(chosen, **overrides), False
     measure = size == "auto" or similar is None
-    name = recipe_name("small" if size == "auto" else size, True if similar is None else similar)
+    name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
     return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure
 
 
@@ -107,7 +110,7 @@ def fit(
         name: run folder name (default ``<data>-<recipe>-<timestamp>``).
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
-        precision: see :func:`transferkit.train.setup_device`.
+        precision: see :func:`transferkit.training.trainer.setup_device`.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
 
     Returns:
@@ -118,35 +121,43 @@ def fit(
         backbone=backbone, weights=weights, epochs=epochs, image_size=image_size, batch_size=batch_size
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
-    device = setup_device(precision, chosen.seed)
-    splits = load_data(data, validation_split=chosen.data.validation_split, seed=chosen.seed, strict=strict)
-    _say(verbose, splits.card.summary())
-    with device.strategy.scope():
-        session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
-    if dry_run:
-        return FitResult(
-            None,
-            session.classifier.model,
-            None,
-            session.recipe,
-            session.selection,
-            session.plan,
-            time.perf_counter() - started,
-            session.weights_source,
+    # Precision, seeds and determinism hold for this call only; the caller's settings come back.
+    with device_scope(precision, chosen.seed) as device:
+        splits = load_data(
+            data, validation_split=chosen.data.validation_split, seed=chosen.seed, strict=strict
         )
-    run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
-    _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
-    # An absolute folder path, so that `fit --resume` works from any working directory.
-    source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
-    info = {
-        "data": source,
-        "backbone": session.spec.name,
-        "weights": session.weights_source,
-        "seed": session.recipe.seed,
-        "device": device.describe(),
-        "class_names": list(splits.class_names),
-    }
-    return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+        _say(verbose, splits.card.summary())
+        with device.strategy.scope():
+            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
+        if dry_run:
+            return _planned(session, started)
+        run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
+        _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
+        # An absolute folder path, so that `fit --resume` works from any working directory.
+        source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
+        info = {
+            "data": source,
+            "backbone": session.spec.name,
+            "weights": session.weights_source,
+            "seed": session.recipe.seed,
+            "device": device.describe(),
+            "class_names": list(splits.class_names),
+        }
+        return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+
+
+def _planned(session: _Session, started: float) -> FitResult:
+    """What a dry run returns: the built model and the plan, nothing trained or written."""
+    return FitResult(
+        None,
+        session.classifier.model,
+        None,
+        session.recipe,
+        session.selection,
+        session.plan,
+        time.perf_counter() - started,
+        session.weights_source,
+    )
 
 
 @dataclass(frozen=True)
@@ -262,15 +273,9 @@ def _test_metrics(model, recipe, spec, splits) -> dict:
 
 
 def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe) -> None:
-    rows = read_history(run_dir / "history.csv")
-    starts, seen = [], set()
-    for row in rows:
-        if row["phase"] not in seen:
-            seen.add(row["phase"])
-            starts.append((int(row["epoch"]), row["phase"]))
-    report.plot_history(run_dir / "history.csv", run_dir / "curves.png", phase_starts=starts)
-    report.plot_confusion(metrics, run_dir / "confusion.png")
-    report.write_html_report(run_dir)
+    figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
+    figures.plot_confusion(metrics, run_dir / "confusion.png")
+    write_html_report(run_dir)
 
 
 def _say(verbose: int, message: str) -> None:
@@ -305,7 +310,7 @@ def predict(
 
 
 def _expand_inputs(inputs: list[str] | str) -> list[str]:
-    from transferkit.decode import IMAGE_EXTENSIONS
+    from transferkit.data.decode import IMAGE_EXTENSIONS
 
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[str] = []
@@ -350,30 +355,37 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics
     return evaluate_model(run.model, dataset, run.class_names)
 
 
-def resume(run_dir: str | Path, *, precision: str = "auto", verbose: int = 1) -> FitResult:
+def resume(
+    run_dir: str | Path, *, precision: str = "auto", dry_run: bool = False, verbose: int = 1
+) -> FitResult:
     """Continue an interrupted ``fit`` from its last finished epoch, with the run's own recipe and data.
 
     Weights, optimizer state, learning-rate schedule position, phase and epoch counter are
     restored; the run ends with the same number of epochs as an uninterrupted one.
-    """
-    import json
 
+    Args:
+        run_dir: the run folder ``fit`` printed.
+        precision: see :func:`transferkit.training.device.setup_device`.
+        dry_run: rebuild the model and return the remaining plan without training or writing.
+        verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
-    if not info_path.exists():
-        raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json).")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = runfolder.read_run_info(run_dir)
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
-    for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
-        leftover.unlink(missing_ok=True)
-    device = setup_device(precision, recipe.seed)
-    splits = load_data(info["data"], validation_split=recipe.data.validation_split, seed=recipe.seed)
-    if list(splits.class_names) != info["class_names"]:
-        raise TransferkitError(f"The classes in {info['data']} changed since the run started; cannot resume.")
-    _say(verbose, f"Resuming {run_dir}")
-    with device.strategy.scope():
-        session = _prepare(recipe, splits, False, "auto", None, {}, verbose)
-    return _resume_training(session, splits, run_dir, info, device, started, verbose)
+    with device_scope(precision, recipe.seed) as device:
+        splits = load_data(info["data"], validation_split=recipe.data.validation_split, seed=recipe.seed)
+        if list(splits.class_names) != info["class_names"]:
+            raise TransferkitError(
+                f"The classes in {info['data']} changed since the run started; cannot resume."
+            )
+        with device.strategy.scope():
+            session = _prepare(recipe, splits, False, "auto", None, {}, verbose)
+        if dry_run:
+            return _planned(session, started)
+        _say(verbose, f"Resuming {run_dir}")
+        for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
+            leftover.unlink(missing_ok=True)
+        return _resume_training(session, splits, run_dir, info, device, started, verbose)

@@ -19,6 +19,8 @@ import traceback
 import click
 
 from transferkit.errors import TransferkitError
+from transferkit.recipes import FILL_MODES, PRECISIONS
+from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
 
@@ -110,7 +112,7 @@ def main() -> None:
 )
 @click.option(
     "--size",
-    type=click.Choice(["auto", "small", "large"]),
+    type=click.Choice(SIZE_CHOICES),
     default="auto",
     show_default=True,
     help="Dataset size quadrant; auto measures it.",
@@ -136,7 +138,7 @@ def main() -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run.")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
 )
@@ -164,12 +166,10 @@ def fit(
     from transferkit import api
 
     if not data and not resume_dir:  # --data is optional only because --resume reads it from the run
-        raise click.UsageError("Missing option '--data'.")
-    verbose = _verbosity(quiet)
-    if not resume_dir and not data:
         raise click.UsageError("Missing option '--data' (or give --resume RUN_DIR).")
+    verbose = _verbosity(quiet)
     if resume_dir:
-        result = api.resume(resume_dir, precision=precision, verbose=verbose)
+        result = api.resume(resume_dir, precision=precision, dry_run=dry_run, verbose=verbose)
     else:
         result = api.fit(
             data,
@@ -252,7 +252,7 @@ def predict(run_dir, inputs, top_k, fmt, output):
 @main.command()
 def backbones():
     """List the registered backbones."""
-    from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
+    from transferkit.backbones.registry import BACKBONES, DEFAULT_BACKBONE
 
     click.echo(f"{'name':<26}{'params':>12} {'size':>5} {'min':>4}  {'imagenet':<9} cut points")
     for spec in BACKBONES.values():
@@ -272,26 +272,22 @@ def backbones():
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
 def inspect(backbone, image_size):
     """Print a backbone's blocks: output shape, parameters, receptive field, cut points."""
-    from transferkit.inspection import block_table
+    from transferkit.backbones.inspection import block_table
 
     click.echo(block_table(backbone, image_size))
 
 
 @main.command("augment-preview")
 @click.option("--data", required=True, help="Image folder to sample from.")
-@click.option(
-    "--recipe", default="small_similar", show_default=True, help="Recipe whose [augment] table to use."
-)
-@click.option(
-    "--fill-mode", type=click.Choice(["constant", "reflect", "nearest"]), help="Override the fill mode."
-)
+@click.option("--recipe", default=PROVISIONAL, show_default=True, help="Recipe whose [augment] table to use.")
+@click.option("--fill-mode", type=click.Choice(FILL_MODES), help="Override the fill mode.")
 @click.option("--images", "count", default=6, show_default=True, type=click.IntRange(1, 64))
 @click.option("--copies", default=5, show_default=True, type=click.IntRange(1, 16))
 @click.option("--image-size", default=160, show_default=True, type=click.IntRange(min=16))
 @click.option("--out", default="augment_preview.png", show_default=True, type=click.Path(dir_okay=False))
 def augment_preview(data, recipe, fill_mode, count, copies, image_size, out):
     """Write a PNG grid: each row an original image and augmented copies."""
-    from transferkit.preview import augment_preview as run_preview
+    from transferkit.reporting.preview import augment_preview as run_preview
 
     path = run_preview(
         data, recipe=recipe, fill_mode=fill_mode, count=count, copies=copies, image_size=image_size, out=out
@@ -323,7 +319,7 @@ def weights():
 @weights.command("list")
 def weights_list():
     """Show, per backbone, where its ImageNet weights come from right now."""
-    from transferkit.weights import weights_status
+    from transferkit.backbones.weights import weights_status
 
     rows = weights_status()
     click.echo(f"{'backbone':<26}{'offline now':<13}source")
@@ -337,7 +333,7 @@ def weights_list():
 @click.option("--out", type=click.Path(dir_okay=False), help="Output .weights.h5 (default: next to SOURCE).")
 def weights_import(source, backbone, out):
     """Convert a torchvision .pth or TF frozen graph .pb into a Keras .weights.h5."""
-    from transferkit.weights import import_weights
+    from transferkit.backbones.weights import import_weights
 
     path = import_weights(source, backbone, out)
     click.echo(f"Wrote {path}\nUse it with: transferkit fit --backbone {backbone} --weights {path} ...")
@@ -348,7 +344,7 @@ def weights_import(source, backbone, out):
 def datasets(ctx):
     """Built-in example datasets of real images available offline."""
     if ctx.invoked_subcommand is None:
-        from transferkit.datasets import list_datasets
+        from transferkit.data.examples import list_datasets
 
         for entry in list_datasets():
             click.echo(f"{entry.name:<16}{entry.description}")
@@ -360,7 +356,7 @@ def datasets(ctx):
 @click.option("--per-class", type=click.IntRange(min=1), help="At most this many images per class.")
 def datasets_export(name, directory, per_class):
     """Write built-in dataset NAME as an image folder at DIRECTORY."""
-    from transferkit.datasets import export_dataset
+    from transferkit.data.examples import export_dataset
 
     path = export_dataset(name, directory, per_class=per_class)
     click.echo(f"Wrote {path}")
@@ -377,7 +373,7 @@ def datasets_export(name, directory, per_class):
 @click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
 def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
     """Measure which recipe suits the data (one forward pass, no training) and show the evidence."""
-    from transferkit.analysis import analyze as run_analyze
+    from transferkit.selection.analyze import analyze as run_analyze
 
     verbose = _verbosity(quiet)
     result = run_analyze(
@@ -398,7 +394,7 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
 @click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
 @click.option(
     "--recipes",
-    default="small_similar,small_dissimilar,large_similar,large_dissimilar",
+    default=",".join(QUADRANTS),
     show_default=True,
     help="Comma-separated built-in recipe names or recipe files.",
 )
@@ -413,7 +409,7 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
 @click.option("--quiet", "-q", is_flag=True, help="Only the final table.")
 def compare(data, recipes, epochs, backbone, weights, image_size, batch_size, seed, out, name, quiet):
     """Train several recipes on the same split and seed; show them side by side with the selector's pick."""
-    from transferkit.analysis import compare as run_compare
+    from transferkit.selection.compare import compare as run_compare
 
     verbose = _verbosity(quiet)
     names = tuple(entry.strip() for entry in recipes.split(",") if entry.strip())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferkit import recipes
-from transferkit.datasets import export_dataset
+from transferkit.data.examples import export_dataset
 from transferkit.errors import TransferkitError
 
 DEMO_DATASETS = {"lfw_faces": None, "animal_mnist": 100}  # name -> images per class (None = all)

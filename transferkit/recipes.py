@@ -26,14 +26,15 @@ from typing import Any
 import tomli_w
 
 from transferkit.errors import TransferkitError, choices_error
+from transferkit.selection.quadrants import STRATEGIES as QUADRANT_STRATEGIES
 
-STRATEGIES = ("freeze", "truncate", "fine_tune", "retrain")
+STRATEGIES = tuple(dict.fromkeys(QUADRANT_STRATEGIES.values()))  # freeze, truncate, fine_tune, retrain
 TRAIN_PARTS = ("head", "top", "all")
 FILL_MODES = ("constant", "reflect", "nearest")
 FLIPS = ("none", "horizontal", "vertical", "both")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": see training.device
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
-QUADRANTS = ("small_similar", "small_dissimilar", "large_similar", "large_dissimilar")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,264 @@
+"""Images in, ``tf.data`` out: load a folder or a TFDS dataset, split it, describe it, stream it.
+
+``load_data`` scans and splits (nothing is decoded for training yet); ``make_dataset`` turns one
+split into batches of ``uint8`` RGB pixels. How files are decoded is in
+:mod:`transferkit.data.decode`, how folders are walked in :mod:`transferkit.data.scan`, TFDS specifics in
+:mod:`transferkit.data.tfds_source`, the card in :mod:`transferkit.data.card`.
+
+Example:
+    >>> splits = load_data("flowers/")  # doctest: +SKIP
+    >>> print(splits.card.summary())  # doctest: +SKIP
+    >>> train = make_dataset(splits.train, 224, 32, shuffle=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.data import tfds_source
+from transferkit.data.card import DatasetCard, size_stats
+from transferkit.data.decode import load_images
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.scan import ScannedSplit, detect_layout, scan_split
+from transferkit.errors import TransferkitError
+
+__all__ = [
+    "DataSplits",
+    "DatasetCard",
+    "ImageSet",
+    "load_data",
+    "load_images",
+    "make_dataset",
+    "stratified_split",
+]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split: image files and their label indices, or records of a TFDS split.
+
+    For TFDS, ``tfds`` says which records, and ``paths`` holds ids like ``tfds:beans/train#17``.
+
+    Example:
+        >>> ImageSet(("a/cat/1.jpg", "a/dog/2.jpg"), (0, 1)).__len__()
+        2
+    """
+
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    tfds: tfds_source.TfdsRef | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"ImageSet got {len(self.paths)} paths but {len(self.labels)} labels.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int]) -> ImageSet:
+        """The items at ``indices`` (positions in this set), in that order."""
+        ref = self.tfds
+        if ref is not None:
+            base = ref.indices if ref.indices is not None else range(len(self))
+            ref = dataclasses.replace(ref, indices=tuple(int(base[i]) for i in indices))
+        return ImageSet(tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices), ref)
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Everything ``load_data`` found: class names, the splits, and the dataset card."""
+
+    class_names: tuple[str, ...]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    card: DatasetCard
+
+
+def stratified_split(
+    labels: Sequence[int], validation_split: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into ``(train, val)`` per class, seeded; both sorted ascending.
+
+    Each class sends ``round(n * validation_split)`` images to validation, at least one when it
+    has two or more and ``validation_split > 0``, and always keeps one for training. Each class
+    is shuffled with its own seed ``[seed, label]``, so other classes never change its split.
+
+    Args:
+        labels: label index of each item, in a fixed (sorted) order.
+        validation_split: fraction of each class to hold out, in ``[0, 1)``.
+        seed: split seed.
+
+    Example:
+        >>> train, val = stratified_split([0, 0, 0, 1, 1], 0.2, seed=1)
+        >>> len(train), len(val)
+        (3, 2)
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    val_parts = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_val = int(round(len(members) * validation_split))
+        if validation_split > 0 and len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        rng = np.random.default_rng([seed, int(label)])  # per class: other classes never shift it
+        val_parts.append(rng.permutation(members)[: min(n_val, len(members) - 1)])
+    val = np.sort(np.concatenate([np.zeros(0, np.int64), *val_parts]))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def load_data(
+    source: str | os.PathLike, *, validation_split: float = 0.2, seed: int = 1337, strict: bool = False
+) -> DataSplits:
+    """Find, check and split the images of ``source``.
+
+    Args:
+        source: a folder of class subfolders (``data/cat/*.jpg``); or a folder holding ``train/``
+            plus ``val/`` or ``validation/`` and/or ``test/`` (each of class subfolders); or
+            ``tfds:NAME[:SPLIT]`` for TensorFlow Datasets.
+        validation_split: fraction of each class held out for validation when the source has no
+            validation split of its own.
+        seed: seed of that split; same seed, same split, whatever the file system order.
+        strict: raise when a class folder has no usable image, instead of leaving it out.
+
+    Returns:
+        :class:`DataSplits`; files that could not be used are listed in ``card.skipped``.
+
+    Raises:
+        TransferkitError: missing folder, no usable images, fewer than two classes, a bad
+            ``validation_split``, and (with ``strict``) an empty class.
+
+    Example:
+        >>> splits = load_data("flowers/", validation_split=0.2)  # doctest: +SKIP
+        >>> splits.class_names, len(splits.train), len(splits.val)  # doctest: +SKIP
+        (('daisy', 'rose'), 80, 20)
+    """
+    if not 0 <= validation_split < 1:
+        raise TransferkitError(
+            f"validation_split={validation_split!r}; expected a number in [0, 1), e.g. 0.2."
+        )
+    source = os.fspath(source)
+    if source.startswith("tfds:"):
+        return _load_tfds(source, validation_split, seed)
+    return _load_folder(source, validation_split, seed, strict)
+
+
+def _load_folder(source: str, validation_split: float, seed: int, strict: bool) -> DataSplits:
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise TransferkitError(
+            f"Data source {source!r} {problem}; expected a folder of class subfolders "
+            "(<folder>/<class>/*.jpg) or 'tfds:NAME'. Check the path."
+        )
+    scans = {split: scan_split(folder) for split, folder in detect_layout(root).items()}
+    pool = scans.pop("all", None) or scans["train"]
+    class_names = _class_names(pool, source, strict)
+    skipped = [(str(root / name), "class folder has no usable images; class left out")
+               for name, found in pool.images.items() if not found]  # fmt: skip
+    sets = {"train": _image_set(pool, class_names, skipped)}
+    sets.update(
+        {split: _image_set(scans[split], class_names, skipped) for split in ("val", "test") if split in scans}
+    )
+    if "val" not in sets:
+        train_idx, val_idx = stratified_split(sets["train"].labels, validation_split, seed)
+        sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
+    everything = [pool, *scans.values()]
+    card = DatasetCard(
+        source=str(source),
+        class_names=class_names,
+        counts={split: _counts(images, class_names) for split, images in sets.items()},
+        skipped=tuple(sorted(skipped + [item for scan in everything for item in scan.skipped])),
+        image_sizes=size_stats(
+            size for scan in everything for found in scan.images.values() for _, size in found
+        ),
+    )
+    return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
+
+
+def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ...]:
+    usable = tuple(sorted(name for name, found in pool.images.items() if found))
+    empty = sorted(name for name, found in pool.images.items() if not found)
+    if not usable:
+        reasons = (
+            "; ".join(f"{p}: {r}" for p, r in pool.skipped[:3]) or "no class subfolders with image files"
+        )
+        raise TransferkitError(
+            f"No usable images in {source!r} ({reasons}). Expected <folder>/<class>/*.jpg "
+            "(jpg, jpeg, png, bmp, gif, webp), at least two class folders."
+        )
+    if strict and empty:
+        raise TransferkitError(
+            f"Class folder(s) with no usable images in {source!r}: {', '.join(empty)} (strict=True). "
+            "Add images to them or remove them, or load with strict=False to leave them out."
+        )
+    if len(usable) < 2:
+        raise TransferkitError(
+            f"Only one class ({usable[0]!r}) with usable images in {source!r}; a classifier needs at "
+            "least two. Add a second class folder next to it."
+        )
+    return usable
+
+
+def _image_set(scan: ScannedSplit, class_names: tuple[str, ...], skipped: list[tuple[str, str]]) -> ImageSet:
+    """Paths grouped by class index, sorted within a class; unknown classes go to ``skipped``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    paths, labels = [], []
+    for name in sorted(scan.images, key=lambda n: index.get(n, -1)):
+        for path, _ in scan.images[name]:
+            if name in index:
+                paths.append(path)
+                labels.append(index[name])
+            else:
+                skipped.append((path, f"class {name!r} has no training images; left out"))
+    return ImageSet(tuple(paths), tuple(labels))
+
+
+def _counts(images: ImageSet, class_names: tuple[str, ...]) -> dict[str, int]:
+    per_label = np.bincount(np.asarray(images.labels, dtype=np.int64), minlength=len(class_names))
+    return {name: int(per_label[i]) for i, name in enumerate(class_names)}
+
+
+def _load_tfds(source: str, validation_split: float, seed: int) -> DataSplits:
+    name, split = tfds_source.parse_source(source)
+    info = tfds_source.describe(name)
+    if split is None and info.splits and "train" not in info.splits:
+        raise TransferkitError(
+            f"TFDS dataset {name!r} has no 'train' split (it has {', '.join(info.splits)}); "
+            f"name the one to train on, e.g. 'tfds:{name}:{info.splits[0]}'."
+        )
+    val_split = next((s for s in ("validation", "val") if split is None and s in info.splits), None)
+    sets = {"train": _tfds_set(info, split or "train")}
+    if val_split:
+        sets["val"] = _tfds_set(info, val_split)
+    else:
+        train_idx, val_idx = stratified_split(sets["train"].labels, validation_split, seed)
+        sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
+    if split is None and "test" in info.splits:
+        sets["test"] = _tfds_set(info, "test")
+    if not len(sets["train"]):
+        raise TransferkitError(
+            f"TFDS source {source!r} has no training records; expected at least one per class."
+        )
+    height, width = (info.image_shape + (None, None))[:2]
+    card = DatasetCard(
+        source=source,
+        class_names=info.class_names,
+        counts={key: _counts(images, info.class_names) for key, images in sets.items()},
+        image_sizes=size_stats([(width, height)]) if width and height else {},
+    )
+    return DataSplits(info.class_names, sets["train"], sets["val"], sets.get("test"), card)
+
+
+def _tfds_set(info: tfds_source.TfdsInfo, split: str) -> ImageSet:
+    labels = tfds_source.read_labels(info, split)
+    ref = tfds_source.TfdsRef(info.name, split, info.image_key, info.label_key)
+    return ImageSet(
+        tuple(f"tfds:{info.name}/{split}#{i}" for i in range(len(labels))), tuple(labels.tolist()), ref
+    )

@@ -1,0 +1,193 @@
+"""The record of a ``compare`` run: one row per trained recipe, the table, and its files.
+
+:func:`transferkit.compare.compare` fills a :class:`ComparisonResult`; :func:`write_comparison`
+writes ``comparison.json``, ``comparison.csv`` and ``comparison.png`` atomically.
+
+Example:
+    >>> from transferkit.compare import compare
+    >>> result = compare("./pets", epochs=3)  # doctest: +SKIP
+    >>> print(result.table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transferkit.fileio import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:
+    from transferkit.compare import AnalysisResult
+
+MEMORY_NOTE = (
+    "peak MB: resident memory of the whole process, sampled every 50 ms during that fit; it includes "
+    "TensorFlow itself and whatever earlier fits left allocated, so read it as an upper bound. "
+    "+MB: the rise over the fit's start."
+)
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    """One recipe trained by :func:`compare`."""
+
+    recipe: str
+    strategy: str
+    picked: bool  # the selector chose this recipe
+    accuracy: float  # validation top-1
+    top5_accuracy: float | None  # None with 5 classes or fewer
+    seconds: float  # wall time of its fit(), everything included (build, train, evaluate, save)
+    peak_rss_mb: float  # highest whole-process resident memory sampled during the fit
+    rss_increase_mb: float  # that peak minus the resident memory when the fit started
+    trainable_params: int  # the most parameters any phase trains
+    epochs: int  # planned, summed over phases (early stopping may end a phase sooner)
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """What :func:`compare` returns; ``to_dict()`` is what comparison.json holds."""
+
+    run_dir: Path
+    analysis: AnalysisResult
+    runs: tuple[RecipeRun, ...]
+    seconds: float  # the whole compare, selection included
+
+    @property
+    def picked(self) -> str:
+        """The quadrant recipe the selector chose (e.g. ``small_similar``)."""
+        return self.analysis.selection.quadrant
+
+    @property
+    def best(self) -> RecipeRun:
+        """The run with the highest validation accuracy (the first one on a tie)."""
+        return max(self.runs, key=lambda run: run.accuracy)
+
+    @property
+    def regret_points(self) -> float | None:
+        """Best accuracy minus the pick's, in percentage points; None when the pick was not trained."""
+        pick = next((run for run in self.runs if run.picked), None)
+        return None if pick is None else 100 * (self.best.accuracy - pick.accuracy)
+
+    @property
+    def selection_fraction(self) -> float:
+        """The selector's measuring time as a fraction of the whole compare."""
+        return self.analysis.selection_seconds / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: the selection, the split, regret, timings and one dict per run."""
+        s = self.analysis.selection
+        return {
+            "data": self.analysis.card.source,
+            "split": self.analysis.split,
+            "picked": self.picked,
+            "selection": {
+                "quadrant": s.quadrant,
+                "recipe": s.recipe,
+                "cut_point": s.cut_point,
+                "confidence": s.confidence,
+                "close_call": s.close_call,
+            },
+            "best": self.best.recipe,
+            "regret_points": self.regret_points,
+            "selection_seconds": self.analysis.selection_seconds,
+            "analysis_seconds": self.analysis.seconds,
+            "seconds": self.seconds,
+            "selection_fraction": self.selection_fraction,
+            "memory_note": MEMORY_NOTE,
+            "runs": [asdict(run) for run in self.runs],
+        }
+
+    def table(self) -> str:
+        """Side by side, the pick marked with ``*``, then regret and selection cost."""
+        rows = [
+            f"{'recipe':<20}{'strategy':<11}{'accuracy':>9}{'top-5':>7}{'seconds':>9}{'peak MB':>9}"
+            f"{'+MB':>7}{'trainable':>11}"
+        ]
+        for r in self.runs:
+            top5 = f"{r.top5_accuracy:.3f}" if r.top5_accuracy is not None else "-"
+            rows.append(
+                f"{r.recipe + (' *' if r.picked else ''):<20}{r.strategy:<11}{r.accuracy:>9.3f}{top5:>7}"
+                f"{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
+            )
+        s = self.analysis.selection
+        rows.append(
+            f"* selector's pick: {s.quadrant} (confidence {s.confidence:.2f}"
+            f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."
+        )
+        regret = self.regret_points
+        rows.append(
+            "Regret: the pick was not among the trained recipes."
+            if regret is None
+            else f"Regret of the pick: {regret:.1f} percentage points."
+        )
+        rows.append(
+            f"Selection took {self.analysis.selection_seconds:.1f} s = {100 * self.selection_fraction:.1f}% "
+            f"of the whole compare ({self.seconds:.1f} s)."
+        )
+        return "\n".join(rows + [MEMORY_NOTE])
+
+
+def write_comparison(result: ComparisonResult) -> tuple[Path, Path, Path]:
+    """Write comparison.json, comparison.csv and comparison.png into ``result.run_dir``, atomically.
+
+    Example:
+        >>> write_comparison(compare("./pets", epochs=3))  # doctest: +SKIP
+    """
+    folder = result.run_dir
+    write_json(folder / "comparison.json", result.to_dict())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(RecipeRun)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(run) for run in result.runs)
+    write_text(folder / "comparison.csv", buffer.getvalue())
+    return (
+        folder / "comparison.json",
+        folder / "comparison.csv",
+        plot_comparison(result, folder / "comparison.png"),
+    )
+
+
+def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
+    """Grouped bars per recipe: validation accuracy (left axis) and wall time (right axis); the
+    selector's pick is outlined in red and named on the axis. PNG, written atomically."""
+    import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
+    from matplotlib.patches import Patch
+
+    runs = result.runs
+    fig = Figure(figsize=(max(6.0, 1.7 * len(runs) + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
+    time_ax = ax.twinx()
+    x, width = np.arange(len(runs)), 0.38
+    accuracy = ax.bar(x - width / 2, [r.accuracy for r in runs], width, color="tab:blue", label="accuracy")
+    seconds = time_ax.bar(
+        x + width / 2, [r.seconds for r in runs], width, color="tab:orange", label="wall time (s)"
+    )
+    for index, run in enumerate(runs):
+        if run.picked:
+            for bar in (accuracy[index], seconds[index]):
+                bar.set_edgecolor("red")
+                bar.set_linewidth(2.5)
+    ax.set_xticks(x, [r.recipe + ("\n(selector's pick)" if r.picked else "") for r in runs])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("validation accuracy")
+    time_ax.set_ylabel("wall time of the fit (s)")
+    legend = [
+        Patch(color="tab:blue", label="accuracy"),
+        Patch(color="tab:orange", label="wall time (s)"),
+        Patch(facecolor="none", edgecolor="red", linewidth=2, label="selector's pick"),
+    ]
+    ax.legend(handles=legend, loc="upper left", fontsize=8)
+    regret = result.regret_points
+    fig.suptitle(
+        f"pick {result.picked}: regret "
+        + ("n/a (not trained)" if regret is None else f"{regret:.1f} points")
+        + f"; selection {100 * result.selection_fraction:.1f}% of the time"
+    )
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path

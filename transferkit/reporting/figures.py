@@ -1,0 +1,283 @@
+"""Every figure transferkit draws: training curves, confusion matrix, image grids, the selector's plane.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot state, so plotting is
+thread-safe and never opens a window) and all saved through :func:`save_figure` (one DPI, written
+atomically with :func:`transferkit.fileio.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path
+from transferkit.reporting.metrics import Metrics
+from transferkit.selection.decision import Selection
+from transferkit.selection.quadrants import QUADRANTS, STRATEGIES
+from transferkit.selection.rules import SMALL_IMAGES_PER_CLASS, TRUNCATE_MARGIN, _compare
+
+DPI = 110
+ANNOTATE_MAX_CLASSES = 12  # above this, cell numbers become unreadable; the colour carries the value
+_ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy", "acc")
+History = Mapping[str, Sequence[float]] | str | os.PathLike
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write ``fig`` as a PNG at the one DPI every transferkit figure uses, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _label(text: object, width: int = 24) -> str:
+    """Plain text for matplotlib: shortened, and '$' escaped so no name is parsed as mathtext."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _read_history(history: History) -> dict[str, list]:
+    if isinstance(history, str | os.PathLike):
+        from transferkit.training.callbacks import read_history  # the one reader of history.csv
+
+        rows = read_history(Path(history))
+        return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+    return {key: list(values) for key, values in history.items()}
+
+
+def _floats(values: Sequence[object]) -> np.ndarray:
+    return np.array([float(v) if v not in ("", None) else math.nan for v in values], dtype=float)
+
+
+def _phases_from_column(columns: Mapping[str, Sequence[object]]) -> list[tuple[int, str]]:
+    phases = [str(p) for p in columns.get("phase", ())]
+    return [(i + 1, p) for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+
+
+def _history_figure(
+    columns: Mapping[str, Sequence[object]], phase_starts: Sequence[tuple[int, str]]
+) -> Figure:
+    if not any(len(v) for v in columns.values()):
+        raise TransferkitError(
+            "The training history is empty: no epoch was recorded, so there is nothing to plot."
+        )
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        names = ("loss",) if metric == "loss" else _ACCURACY_KEYS
+        for prefix, split in (("", "train"), ("val_", "validation")):
+            key = next((prefix + n for n in names if prefix + n in columns), None)
+            if key is not None:
+                values = _floats(columns[key])
+                ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=split)
+        if ax.lines:
+            ax.legend(loc="best")
+        else:
+            ax.text(0.5, 0.5, f"no {metric} recorded", transform=ax.transAxes, ha="center", color="grey")
+        for start, name in phase_starts:
+            ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.text(start - 0.4, 0.98, _label(name), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def plot_history(
+    history: History, path: str | os.PathLike, *, phase_starts: Sequence[tuple[int, str]] = ()
+) -> None:
+    """Plot train/validation loss and accuracy against epoch into ``path`` (PNG).
+
+    Args:
+        history: ``keras.callbacks.History.history``-style mapping, or the path of a
+            ``keras.callbacks.CSVLogger`` file. Epochs are numbered 1..N by row, so phases appended
+            to one CSV line up. A ``phase`` column, if present, supplies the phase starts.
+        path: where to write the PNG (atomically).
+        phase_starts: ``(first epoch of the phase, phase name)`` pairs, epochs numbered from 1 as on
+            the x axis and in transferkit's ``history.csv``; a dashed line and the name mark each
+            start, e.g. ``[(1, "warmup"), (4, "fine_tune")]``.
+
+    Example:
+        >>> h = {"loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7], "accuracy": [0.5, 0.7, 0.8]}
+        >>> plot_history(h, "/tmp/curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
+    """
+    columns = _read_history(history)
+    save_figure(_history_figure(columns, phase_starts or _phases_from_column(columns)), path)
+
+
+def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
+    counts = np.array(metrics.confusion, dtype=np.int64)
+    values = counts
+    if normalize:  # each row as a fraction of that true class; empty rows stay 0
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    n = len(metrics.class_names)
+    side = min(max(5.5, 0.3 * n + 2.5), 16)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    few = n <= ANNOTATE_MAX_CLASSES
+    ConfusionMatrixDisplay(values, display_labels=[_label(c, 20) for c in metrics.class_names]).plot(
+        ax=ax,
+        include_values=few,
+        values_format=".2f" if normalize else "d",
+        cmap="Blues",
+        xticks_rotation=45 if few else 90,
+        im_kw={"vmin": 0, "vmax": 1} if normalize else None,
+    )
+    if few:
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+    ax.tick_params(labelsize=9 if n <= 20 else 7)
+    title = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"
+    ax.set_title(f"{title}\naccuracy {metrics.accuracy:.1%}")
+    return fig
+
+
+def plot_confusion(metrics: Metrics, path: str | os.PathLike, *, normalize: bool = True) -> None:
+    """Draw ``metrics.confusion`` (rows = true class) into ``path`` (PNG).
+
+    Args:
+        metrics: evaluation results.
+        path: where to write the PNG (atomically).
+        normalize: show each row as a fraction of its true class (readable with imbalanced
+            classes); False shows counts. Cells are annotated up to 12 classes.
+
+    Example:
+        >>> from transferkit.reporting.metrics import compute_metrics
+        >>> m = compute_metrics(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1]), ["cat", "dog"])
+        >>> plot_confusion(m, "/tmp/confusion.png")
+    """
+    save_figure(_confusion_figure(metrics, normalize), path)
+
+
+def plot_image_grid(
+    images: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    titles: Sequence[str] | None = None,
+    columns: int = 8,
+    suptitle: str | None = None,
+) -> None:
+    """Lay images out in a grid with optional per-image titles, into ``path`` (PNG).
+
+    Args:
+        images: ``(N, H, W, 3)`` (or ``(N, H, W, 1)``) pixels in 0-255; uint8, or float that is
+            rounded and clipped (as Keras augmentation layers output it).
+        path: where to write the PNG (atomically).
+        titles: one caption per image (e.g. label or "pred (p=0.93)").
+        columns: images per row.
+        suptitle: a title over the whole grid.
+
+    Example:
+        >>> images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+        >>> plot_image_grid(images, "/tmp/grid.png", titles=list("abcdef"), columns=3)
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images) or columns < 1:
+        raise TransferkitError(
+            f"Expected a non-empty (N, H, W, 3) image array and columns >= 1; received shape {images.shape} "
+            f"and columns={columns}. Stack the images with np.stack first."
+        )
+    if titles is not None and len(titles) != len(images):
+        raise TransferkitError(f"Received {len(titles)} titles for {len(images)} images; pass one per image.")
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    cols = min(columns, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig = Figure(figsize=(1.8 * cols, 1.9 * rows + (0.4 if suptitle else 0)), layout="constrained")
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(
+                images[i, ..., 0] if images.shape[-1] == 1 else images[i], cmap="gray", vmin=0, vmax=255
+            )
+            if titles is not None:
+                ax.set_title(_label(titles[i], 22), fontsize=8)
+    if suptitle:
+        fig.suptitle(_label(suptitle, 100))
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- the selector's evidence
+
+
+def plot_selection(selection: Selection, path: str | Path) -> Path:
+    """Draw the dataset on the size x similarity plane (left) and the per-cut scores (right); PNG.
+
+    x: median training images per class (log scale; the line is :data:`SMALL_IMAGES_PER_CLASS`);
+    y: deepest minus best-earlier probe accuracy (the line is ``-TRUNCATE_MARGIN``), with its
+    standard error. A value the user gave instead of a measurement is drawn mid-quadrant.
+    """
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    plane, bars = fig.subplots(1, 2, width_ratios=(1.1, 1))
+    _draw_plane(plane, selection)
+    _draw_scores(bars, selection)
+    fig.suptitle(
+        f"{selection.quadrant} -> {selection.recipe}"
+        + (f" at {selection.cut_point}" if selection.cut_point else "")
+        + f" (confidence {selection.confidence:.2f}{', close call' if selection.close_call else ''})"
+    )
+    path = Path(path)
+    save_figure(fig, path)
+    return path
+
+
+def _draw_plane(ax: Any, selection: Selection) -> None:
+    low, high = -0.5, 0.5
+    ax.set_xscale("log")
+    ax.set_xlim(5, 2e5)
+    ax.set_ylim(low, high)
+    ax.axvline(SMALL_IMAGES_PER_CLASS, color="grey", lw=1)
+    ax.axhline(-TRUNCATE_MARGIN, color="grey", lw=1)
+    corners = ((8, high), (8, low), (1.5e5, high), (1.5e5, low))  # in QUADRANTS' order
+    for (x, y), quadrant in zip(corners, QUADRANTS, strict=True):
+        ax.text(
+            x, y * 0.92, f"{quadrant}\n({STRATEGIES[quadrant]})", ha="left" if x < 100 else "right",
+            va="top" if y > 0 else "bottom", fontsize=8,
+            fontweight="bold" if quadrant == selection.quadrant else "normal",
+        )  # fmt: skip
+    given_x = 100 if selection.size == "small" else 10_000
+    x = selection.images_per_class if selection.images_per_class else given_x
+    comparison = _compare(selection.scores)
+    if comparison is not None:
+        y, err = float(np.clip(comparison.margin, low, high)), comparison.noise
+    else:
+        y, err = (0.25 if selection.similar else -0.25), 0.0
+    ax.errorbar([x], [y], yerr=[err], fmt="o", color="tab:red", capsize=4)
+    ax.set_xlabel("median training images per class")
+    ax.set_ylabel("probe accuracy: deepest - best earlier cut")
+    ax.set_title("dataset on the size x similarity plane", fontsize=10)
+
+
+def _draw_scores(ax: Any, selection: Selection) -> None:
+    scores = selection.scores
+    ax.set_title("per-cut scores (shallow -> deep)", fontsize=10)
+    if not scores:
+        ax.text(
+            0.5, 0.5, "not measured (given by the user)", ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+        return
+    chosen = selection.cut_point or scores[-1].cut
+    positions = np.arange(len(scores))
+    colors = ["tab:red" if s.cut == chosen else "tab:blue" for s in scores]
+    ax.bar(positions, [s.probe_accuracy for s in scores], yerr=[s.probe_stderr for s in scores], color=colors)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("linear-probe accuracy (bars)")
+    ax.set_xticks(positions, [s.cut for s in scores], rotation=30, ha="right", fontsize=7)
+    twin = ax.twinx()
+    twin.plot(positions, [s.logme for s in scores], "k.-")
+    twin.set_ylabel("LogME (line)")

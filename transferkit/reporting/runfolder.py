@@ -1,0 +1,114 @@
+"""The run folder: everything a run leaves behind, written atomically, and read back.
+
+``runs/<name>/``: ``model.keras`` (raw 0-255 RGB in, probabilities out; plain
+``keras.models.load_model`` in safe mode loads it), ``labels.txt``, the resolved
+``recipe.toml``, ``run.json`` (source, backbone, weights, seed, timings, versions),
+``dataset_card.json``, ``history.csv``, ``metrics.json``, ``curves.png``, ``confusion.png``,
+``report.html``; plus ``state.json``, ``checkpoints/`` and ``backup/`` while training.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import keras
+
+from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path, write_json, write_text
+
+
+def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None = None) -> Path:
+    """A fresh folder under ``out``; the default name is ``<data>-<recipe>-<timestamp>``.
+
+    The name is reduced to safe characters so no class or folder name can escape ``out``.
+    """
+    if name is None:
+        stem = Path(data.rstrip("/")).name or "data"
+        name = f"{stem}-{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "run"
+    run_dir = Path(out) / safe
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(out) / f"{safe}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def save_model(model: keras.Model, run_dir: Path) -> Path:
+    """Save ``model.keras`` atomically: a kill mid-write leaves the previous file or none."""
+    path = run_dir / "model.keras"
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def save_labels(class_names: tuple[str, ...], run_dir: Path) -> None:
+    """``labels.txt``: one class name per line, in output order (also kept in run.json)."""
+    write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in class_names))
+
+
+def save_run_info(run_dir: Path, info: dict) -> None:
+    info = {**info, "python": platform.python_version(), "keras": keras.__version__}
+    write_json(run_dir / "run.json", info)
+
+
+def read_run_info(run_dir: Path) -> dict:
+    """``run.json`` of a run folder; a clear error when the folder is not one."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise TransferkitError(f"{path} is damaged ({error}); the run cannot be read back.") from None
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A finished run loaded back for ``evaluate`` and ``predict``."""
+
+    run_dir: Path
+    model: keras.Model
+    class_names: tuple[str, ...]
+    info: dict
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.input_shape[1])
+
+
+def load_run(run_dir: str | Path) -> SavedRun:
+    """Load a run folder's model (Keras safe mode) and labels."""
+    run_dir = Path(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.exists():
+        hint = (
+            " (training did not finish: use `transferkit fit --resume`)"
+            if (run_dir / "state.json").exists()
+            else ""
+        )
+        raise TransferkitError(
+            f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run."
+        )
+    model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    info = read_run_info(run_dir) if (run_dir / "run.json").exists() else {}
+    class_names = tuple(info.get("class_names") or _read_labels(run_dir))
+    if len(class_names) != model.output_shape[-1]:
+        raise TransferkitError(
+            f"{run_dir}/labels.txt lists {len(class_names)} classes "
+            f"but the model has {model.output_shape[-1]} outputs."
+        )
+    return SavedRun(run_dir=run_dir, model=model, class_names=class_names, info=info)
+
+
+def _read_labels(run_dir: Path) -> list[str]:
+    path = run_dir / "labels.txt"
+    if not path.exists():
+        raise TransferkitError(f"No labels.txt in {str(run_dir)!r}.")
+    return path.read_text(encoding="utf-8").splitlines()

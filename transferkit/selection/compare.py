@@ -1,0 +1,149 @@
+"""``compare``: the selector's check: every quadrant recipe trained on one split, and the pick's regret.
+
+The only part of :mod:`transferkit.selection` that trains: it runs :func:`transferkit.api.fit`
+once per recipe, on the split and seed the selection was measured on, and reports what the
+selector's pick gave away (its *regret*) and what selecting cost.
+
+Example:
+    >>> from transferkit.selection.compare import compare
+    >>> compare("./pets", epochs=3).regret_points  # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from transferkit import recipes as recipe_io
+from transferkit.errors import TransferkitError
+from transferkit.reporting.comparison import ComparisonResult, RecipeRun, write_comparison
+from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe, _say
+from transferkit.selection.quadrants import QUADRANTS
+
+
+def compare(
+    data: str,
+    *,
+    recipes: tuple[str, ...] | list[str] = QUADRANTS,
+    backbone: str | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    time_budget: float | None = None,
+    out: str | Path = "runs",
+    name: str | None = None,
+    seed: int = 1337,
+    verbose: int = 1,
+) -> ComparisonResult:
+    """Run the selector once, then train each recipe on the same split and seed, side by side.
+
+    Args:
+        data: as for :func:`analyze`.
+        recipes: built-in recipe names or recipe files (or one comma-separated string); all must
+            share one validation split.
+        backbone, weights, image_size, batch_size: override every recipe (as ``fit`` does).
+        epochs: epochs for every phase of every recipe (default: each recipe's own schedule).
+        time_budget: not supported: frozen recipes train on cached features and run several times
+            faster per epoch than fine-tuning, so a fair budget needs a per-recipe measurement
+            that is not built yet. Give ``epochs`` instead.
+        out: parent folder; results go to ``out/<name or compare-<data>-<timestamp>>``, one run
+            folder per recipe inside, next to the selection's files.
+        name: folder name.
+        seed: one seed for the split, the selection and every fit.
+        verbose: 0 silent; otherwise progress and :meth:`ComparisonResult.table`.
+
+    Returns:
+        A :class:`ComparisonResult`; writes comparison.json, comparison.csv and comparison.png.
+
+    Example:
+        >>> compare("./pets", epochs=3).regret_points  # doctest: +SKIP
+        0.0
+    """
+    started = time.perf_counter()
+    if time_budget is not None:
+        raise TransferkitError(
+            f"time_budget={time_budget!r} is not supported yet; give epochs=N per phase instead."
+        )
+    recipes = tuple(recipes.split(",")) if isinstance(recipes, str) else tuple(recipes)  # "a,b" works too
+    validation_split = _shared_validation_split(recipes)
+    recipe = _provisional_recipe(backbone, weights, image_size, seed, validation_split)
+    analysis = _measure(data, recipe, out, name or _default_name("compare", data), started, verbose)
+    overrides = dict(
+        backbone=backbone, weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size
+    )
+    runs = tuple(_train_one(data, entry, analysis, seed, overrides, verbose) for entry in recipes)
+    result = ComparisonResult(analysis.run_dir, analysis, runs, time.perf_counter() - started)
+    write_comparison(result)
+    _say(verbose, "\n" + result.table())
+    return result
+
+
+def _shared_validation_split(recipes) -> float:
+    """Check the recipes up front (names, files, one split) so no training is wasted on a typo."""
+    if not recipes:
+        raise TransferkitError(f"No recipes to compare. Give some of: {', '.join(QUADRANTS)}.")
+    loaded = [recipe_io.load(entry) for entry in recipes]
+    names = [Path(str(entry)).stem for entry in recipes]
+    if len(set(names)) != len(names):
+        raise TransferkitError(f"Recipes {names} repeat a name; each needs its own run folder.")
+    splits = {r.data.validation_split for r in loaded}
+    if len(splits) > 1:
+        raise TransferkitError(
+            f"The recipes hold out different validation fractions {sorted(splits)}; "
+            "compare needs one split. Make data.validation_split agree."
+        )
+    return splits.pop()
+
+
+def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) -> RecipeRun:
+    from transferkit import api
+
+    label = Path(str(entry)).stem
+    _say(verbose, f"\n=== {label} ===")
+    with _PeakMemory() as memory:
+        started = time.perf_counter()
+        fit = api.fit(
+            data, recipe=entry, seed=seed, out=analysis.run_dir, name=label, verbose=verbose, **overrides
+        )
+        seconds = time.perf_counter() - started
+    top5 = fit.metrics.top5_accuracy
+    return RecipeRun(
+        label,
+        fit.recipe.strategy,
+        fit.recipe.name == analysis.selection.quadrant,
+        float(fit.metrics.accuracy),
+        None if top5 is None else float(top5),
+        seconds,
+        memory.peak_mb,
+        memory.increase_mb,
+        max(p.trainable_params for p in fit.plan),
+        sum(p.epochs for p in fit.plan),
+        str(fit.run_dir),
+    )
+
+
+class _PeakMemory:
+    """Samples this process's resident set size on a thread every 50 ms while the block runs."""
+
+    def __enter__(self) -> _PeakMemory:
+        import psutil  # a dependency of tensorflow-datasets
+
+        self._process = psutil.Process()
+        self._start = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+        self.peak_mb, self.increase_mb = self._peak / 2**20, (self._peak - self._start) / 2**20

@@ -1,0 +1,188 @@
+"""The selector's decision: size + similarity -> quadrant, recipe, cut point, confidence, reasons.
+
+Example:
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 40)
+    >>> deep = rng.normal(size=(80, 8)) + 3.0 * labels[:, None]  # separates the classes
+    >>> early = rng.normal(size=(80, 8))  # does not
+    >>> card = {"num_classes": 2, "num_train": 80, "min_images_per_class": 40,
+    ...         "median_images_per_class": 40, "imbalance": 1.0}
+    >>> selection = select(card, {"block_3": early, "out": deep}, labels)
+    >>> selection.quadrant, selection.recipe, selection.cut_point
+    ('small_similar', 'freeze', None)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from transferkit.errors import TransferkitError, choices_error
+from transferkit.selection.quadrants import SIZE_CHOICES, STRATEGIES, quadrant_for
+from transferkit.selection.rules import (
+    CLOSE_CALL_CONFIDENCE,
+    RETRAIN_IMAGES_PER_CLASS,
+    SATURATED_PROBE_ACCURACY,
+    CardLike,
+    CutScore,
+    _card_values,
+    _compare,
+    _describe,
+    _size_is_close,
+    score_cut_points,
+    similarity_decision,
+    size_quadrant,
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selector's decision and its evidence; ``to_dict()`` is JSON-ready."""
+
+    size: str  # "small" | "large"
+    similar: bool
+    quadrant: str  # "small_similar" | "small_dissimilar" | "large_similar" | "large_dissimilar"
+    recipe: str  # "freeze" | "truncate" | "fine_tune" | "retrain"
+    cut_point: str | None  # only for truncate
+    confidence: float  # of the similarity call (1.0 when given); see similarity_decision
+    close_call: bool  # similarity within noise, LogME disagreeing, or size near its threshold
+    reasons: tuple[str, ...]
+    scores: tuple[CutScore, ...]
+    seconds: float
+    images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only."""
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["scores"] = [asdict(score) for score in self.scores]
+        return data
+
+
+def select(
+    card_like: CardLike | Mapping[str, Any] | None,
+    features_by_cut: Mapping[str, np.ndarray] | None,
+    labels: np.ndarray | None,
+    *,
+    seed: int = 0,
+    size: str = "auto",
+    similar: bool | None = None,
+) -> Selection:
+    """Pick the quadrant, recipe and cut point from the dataset card and per-cut features.
+
+    Args:
+        card_like: the dataset card (or a mapping with the :class:`CardLike` fields); may be None
+            when ``size`` is given.
+        features_by_cut: ``{cut: (N, D) features}`` shallow to deep (:func:`extract_cut_features`);
+            may be None when ``similar`` is given.
+        labels: (N,) labels matching the features.
+        seed: seed for the probe's folds.
+        size: "auto" (measure), "small" or "large".
+        similar: None (measure), True or False. When both are given nothing is scored; when
+            ``similar=False`` and features are given, they are still scored to pick the cut point.
+
+    Returns:
+        A :class:`Selection`.
+
+    Example:
+        >>> select(None, None, None, size="large", similar=False).recipe
+        'retrain'
+    """
+    start = time.perf_counter()
+    if size not in SIZE_CHOICES:
+        raise choices_error("size", size, SIZE_CHOICES)
+    values = _card_values(card_like) if card_like is not None else None
+    if size == "auto":
+        if card_like is None:
+            raise TransferkitError(
+                "size='auto' needs the dataset card; pass it, or give size='small'/'large'."
+            )
+        size, reasons = size_quadrant(card_like)
+        size_close = _size_is_close(values)
+    else:
+        reasons, size_close = [f"size given: {size}"], False
+    size_measured = values is not None and not reasons[0].startswith("size given")
+    if similar is None:
+        scores, similar, cut_point, confidence, more = _measure_similarity(features_by_cut, labels, seed)
+        if size_measured:
+            size, more = _refine_large(size, similar, values, scores, more)
+    else:
+        if size_measured:
+            size, reasons = _refine_large(size, similar, values, (), reasons)
+        scores, cut_point, more = _given_similarity(similar, size, features_by_cut, labels, seed)
+        confidence = 1.0
+    reasons += more
+    close = confidence < CLOSE_CALL_CONFIDENCE or size_close
+    if close:
+        reasons.append("close call: run `transferkit compare` to train the candidates side by side")
+    quadrant = quadrant_for(size, similar)
+    return Selection(
+        size=size,
+        similar=similar,
+        quadrant=quadrant,
+        recipe=STRATEGIES[quadrant],
+        cut_point=cut_point if size == "small" else None,  # only truncation cuts the base
+        confidence=confidence,
+        close_call=close,
+        reasons=tuple(reasons),
+        scores=tuple(scores),
+        seconds=time.perf_counter() - start,
+        images_per_class=values["median_images_per_class"] if values else None,
+    )
+
+
+def _refine_large(
+    size: str, similar: bool, values: Mapping[str, float], scores: Sequence[CutScore], reasons: list[str]
+) -> tuple[str, list[str]]:
+    """Keep the base frozen on "large" data where moving its weights was measured not to pay."""
+    median = values["median_images_per_class"]
+    if size != "large":
+        return size, reasons
+    if not similar and median < RETRAIN_IMAGES_PER_CLASS:
+        return "small", reasons + [
+            f"dissimilar with a median {median:,.0f} images per class (< {RETRAIN_IMAGES_PER_CLASS:,}): too "
+            "few to retrain every weight, so the frozen base is cut at the best earlier block instead"
+        ]
+    deepest = scores[-1] if scores else None
+    if similar and deepest is not None and deepest.probe_accuracy >= SATURATED_PROBE_ACCURACY:
+        return "small", reasons + [
+            f"a linear probe on the frozen deepest features already reaches {deepest.probe_accuracy:.3f} "
+            f"(>= {SATURATED_PROBE_ACCURACY}): fine-tuning has almost nothing to gain, so the base stays "
+            "frozen (several times cheaper)"
+        ]
+    return size, reasons
+
+
+def _measure_similarity(
+    features_by_cut: Mapping[str, np.ndarray] | None, labels: np.ndarray | None, seed: int
+) -> tuple[list[CutScore], bool, str | None, float, list[str]]:
+    if not features_by_cut or labels is None:
+        raise TransferkitError(
+            "Measuring similarity needs features at the cut points and their labels "
+            "(see extract_cut_features); or say it: --similar / --dissimilar."
+        )
+    scores = score_cut_points(features_by_cut, labels, seed=seed)
+    similar, cut_point, confidence, reasons = similarity_decision(scores)
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    reasons.insert(0, f"chance (always the majority class) is {counts.max() / counts.sum():.3f}")
+    return scores, similar, cut_point, confidence, reasons
+
+
+def _given_similarity(
+    similar: bool, size: str, features_by_cut: Mapping[str, np.ndarray] | None, labels: Any, seed: int
+) -> tuple[list[CutScore], str | None, list[str]]:
+    reasons = [f"similarity given: {'similar' if similar else 'dissimilar'}"]
+    if similar or size == "large":
+        return [], None, reasons
+    if not features_by_cut or labels is None:
+        return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]
+    scores = score_cut_points(features_by_cut, labels, seed=seed)
+    comparison = _compare(scores)
+    cut = comparison.best_earlier if comparison else scores[-1]
+    return scores, cut.cut, reasons + [_describe(cut, "cut point: best-scoring earlier cut")]

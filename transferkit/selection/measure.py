@@ -1,0 +1,105 @@
+"""Measure a dataset's quadrant with a pretrained backbone: the glue between data and :mod:`selector`.
+
+One forward pass of a stratified sample of the training split through the base gives pooled
+features at every cut point; :func:`transferkit.selection.rules.select` scores them (linear probe +
+LogME) and combines them with the dataset card's size figures.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from transferkit.backbones.registry import BackboneSpec
+from transferkit.data.loading import DataSplits, ImageSet, make_dataset
+from transferkit.recipes import Recipe
+from transferkit.selection.decision import Selection, select
+from transferkit.selection.transferability import extract_cut_features
+from transferkit.training.model import preprocessing_layer
+
+SAMPLE_PER_CLASS = 100  # enough for a 5-fold probe to resolve a few points of accuracy
+SAMPLE_MAX = 2000  # bounds the forward pass: selection must stay a small fraction of training
+
+
+def size_figures(splits: DataSplits) -> dict[str, float]:
+    """The dataset card's figures the size decision reads."""
+    card = splits.card
+    per_class = card.images_per_class
+    return {
+        "num_classes": card.num_classes,
+        "num_train": card.num_train,
+        "min_images_per_class": per_class["min"],
+        "median_images_per_class": per_class["median"],
+        "imbalance": card.imbalance,
+    }
+
+
+def stratified_sample(images: ImageSet, per_class: int, total: int, seed: int) -> ImageSet:
+    """At most ``per_class`` images of each class (and ``total`` overall), chosen with ``seed``."""
+    labels = np.asarray(images.labels)
+    classes = np.unique(labels)
+    per_class = max(2, min(per_class, total // max(1, len(classes))))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return images.subset(sorted(int(i) for i in np.concatenate(chosen)))
+
+
+def measure_quadrant(
+    splits: DataSplits,
+    spec: BackboneSpec,
+    base: keras.Model,
+    recipe: Recipe,
+    *,
+    size: str = "auto",
+    similar: bool | None = None,
+    verbose: int = 1,
+) -> Selection:
+    """Decide size, similarity and cut point for ``splits`` with the pretrained ``base``.
+
+    Args:
+        splits: the loaded data (its card gives the size figures).
+        spec: the backbone's registry entry (cut points, preprocessing).
+        base: the headless pretrained base, full depth.
+        recipe: gives the image size, batch size and seed.
+        size: "auto" | "small" | "large".
+        similar: None (measure) | True | False (then only the cut point is measured).
+        verbose: print what is measured.
+    """
+    started = time.perf_counter()
+    if size != "auto" and similar is True:
+        return select(size_figures(splits), None, None, size=size, similar=True, seed=recipe.seed)
+    sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
+    image_size = int(base.input_shape[1])
+    if verbose:
+        print(
+            f"Measuring transferability: {len(sample)} images through {spec.name}, "
+            f"{len(spec.cut_points)} cut points",
+            flush=True,
+        )
+    labels: list[np.ndarray] = []
+    batch_size = recipe.data.batch_size
+    progress = keras.utils.Progbar(-(-len(sample) // batch_size), verbose=verbose, unit_name="batch")
+
+    def images():
+        for index, (batch, batch_labels) in enumerate(
+            make_dataset(sample, image_size, batch_size, cache=False)
+        ):
+            labels.append(batch_labels.numpy())
+            yield batch
+            progress.update(index + 1)
+
+    features = extract_cut_features(base, spec.cut_points, images(), preprocessing_layer(spec.preprocessing))
+    selection = select(
+        size_figures(splits), features, np.concatenate(labels), size=size, similar=similar, seed=recipe.seed
+    )
+    if verbose:
+        print(
+            f"Selected {selection.quadrant} (confidence {selection.confidence:.2f}"
+            f"{', close call' if selection.close_call else ''}) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        for reason in selection.reasons:
+            print(f"  - {reason}", flush=True)
+    return selection

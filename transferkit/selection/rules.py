@@ -1,0 +1,287 @@
+"""The selector's rules: its constants (each with its evidence), the size rule, and the similarity
+rule that compares per-cut transferability scores and gives a confidence.
+
+"Similar to ImageNet" is measured, not assumed: one forward pass pools the features at every
+candidate cut point, and each cut is scored by a cross-validated linear probe and by LogME
+(:mod:`transferkit.selection.transferability`). The deepest cut transferring best means
+"similar" (freeze / fine-tune); an earlier cut beating it clearly means "dissimilar" (truncate
+there / retrain). Size is read off the dataset card (:func:`size_quadrant`).
+:func:`transferkit.selection.decision.select` combines the two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from transferkit.errors import TransferkitError
+from transferkit.selection.transferability import _as_matrix, linear_probe, logme
+
+# ----------------------------------------------------------------------------------------------
+# Decision constants
+# ----------------------------------------------------------------------------------------------
+
+SMALL_IMAGES_PER_CLASS = 50
+"""Below this median number of training images per class a dataset is "small": the base stays frozen.
+
+The folk rule puts this near 1,000 (CS231n notes); measured here it is far lower. With the
+``large_similar`` recipe (head warm-up, then the top blocks at a 10x lower learning rate, early
+stopping with the best weights restored), fine-tuning matched or beat a frozen base at 48-80
+images per class on every offline data set (Animal-MNIST 0.890 vs 0.845, digits 0.892 vs 0.892,
+LFW and textures 1.000 both), in line with Kornblith et al. (CVPR 2019: fine-tuning beat fixed
+features on all 12 of their data sets). At 50 per class, ``OFFLINE.md`` measured the opposite
+(0.75 vs 0.84), and below it the validation split that early stopping steers by has under ten
+images per class: small. The median (not the mean or the minimum) is used so that one rare or
+one huge class does not move it.
+"""
+
+RETRAIN_IMAGES_PER_CLASS = 1000
+"""Dissimilar data is "large" (retrain everything) only from this many images per class.
+
+Retraining moves every weight, so it needs the classic amount of data: measured at 80 images
+per class it lost 14 points to fine-tuning (Animal-MNIST 0.750 vs 0.890). Below it, dissimilar
+data keeps the pretrained base frozen and cut at the measured block (truncate).
+"""
+
+SATURATED_PROBE_ACCURACY = 0.98
+"""When a linear probe on the frozen deepest features already reaches this accuracy, similar data
+is trained frozen even when it is large: fine-tuning has (almost) nothing left to gain and costs
+2.5-8x the time (LFW 0.994 and textures 1.000 probe accuracy: freeze and fine-tune both 1.000)."""
+
+SIZE_CLOSE_FACTOR = 1.25
+"""Size is a close call when 25% more or 25% fewer images (same class balance) would flip it."""
+
+FEW_IMAGES_PER_CLASS = 20
+"""Below this many images in the smallest class, the reasons warn that every score is noisy."""
+
+IMBALANCE_WARNING = 3.0
+"""At or above this largest/smallest class ratio the reasons suggest class weights."""
+
+TRUNCATE_MARGIN = 0.02
+"""An earlier cut must beat the deepest cut's linear-probe accuracy by more than this (2 points)
+for the data to count as "dissimilar".
+
+Ties go to "similar" on purpose: measured on real small data (``OFFLINE.md``), freezing the whole
+base beat truncation on both data sets, and a cut at the wrong place lost 8-50 points, so the
+deeper (safer) recipe needs no proof while a truncation does.
+"""
+
+CLOSE_CALL_CONFIDENCE = math.erf(1 / math.sqrt(2))  # 0.6827: the margin is within 1 standard error
+"""Below this confidence a decision is flagged as a close call (see :func:`similarity_decision`)."""
+
+LOGME_DISAGREEMENT_FACTOR = 0.5
+"""Confidence is multiplied by this when LogME ranks the two cuts opposite to the probe.
+
+Two independent estimators disagreeing means the decision is fragile; halving caps the
+confidence at 0.5, below :data:`CLOSE_CALL_CONFIDENCE`, so such a decision is always a close call.
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Size
+# ----------------------------------------------------------------------------------------------
+
+
+class CardLike(Protocol):
+    """What selection reads from a dataset card (``transferkit.data.loading.DatasetCard`` or a mapping)."""
+
+    num_classes: int
+    num_train: int
+    min_images_per_class: int
+    median_images_per_class: float
+    imbalance: float  # largest class / smallest class
+
+
+_CARD_FIELDS = ("num_classes", "num_train", "min_images_per_class", "median_images_per_class", "imbalance")
+
+
+def _card_values(card: CardLike | Mapping[str, Any]) -> dict[str, float]:
+    values = {}
+    for name in _CARD_FIELDS:
+        value = card.get(name) if isinstance(card, Mapping) else getattr(card, name, None)
+        if value is None:
+            raise TransferkitError(
+                f"The dataset card has no {name!r}; selection needs {', '.join(_CARD_FIELDS)}. "
+                "Pass a DatasetCard from transferkit.data.loading or a mapping with those keys."
+            )
+        values[name] = float(value)
+    return values
+
+
+def _size_from_counts(median_per_class: float, num_train: float) -> str:
+    return "large" if median_per_class >= SMALL_IMAGES_PER_CLASS else "small"
+
+
+def _size_is_close(values: Mapping[str, float]) -> bool:
+    """True when scaling the data by SIZE_CLOSE_FACTOR either way would flip small/large."""
+    median, total = values["median_images_per_class"], values["num_train"]
+    size = _size_from_counts(median, total)
+    return any(
+        _size_from_counts(median * k, total * k) != size for k in (SIZE_CLOSE_FACTOR, 1 / SIZE_CLOSE_FACTOR)
+    )
+
+
+def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Classify the dataset as "small" or "large" from its card, with human-readable reasons.
+
+    Large when the median class has at least :data:`SMALL_IMAGES_PER_CLASS` images. (Whether
+    dissimilar data is large enough to retrain is decided later, with the similarity.)
+
+    Example:
+        >>> size_quadrant({"num_classes": 5, "num_train": 500, "min_images_per_class": 90,
+        ...                "median_images_per_class": 100, "imbalance": 1.2})[0]
+        'small'
+    """
+    v = _card_values(card_like)
+    median, total = v["median_images_per_class"], v["num_train"]
+    size = _size_from_counts(median, total)
+    per_class = f"median {median:,.0f} training images per class over {v['num_classes']:.0f} classes"
+    if size == "small":
+        reasons = [
+            f"{per_class} (< {SMALL_IMAGES_PER_CLASS:,}) and {total:,.0f} in total: too few to steer a "
+            "fine-tuned base (the validation split early stopping relies on is tiny); the base stays frozen"
+        ]
+    else:
+        reasons = [
+            f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to fine-tune the top blocks at a low "
+            "learning rate"
+        ]
+    if _size_is_close(v):
+        reasons.append(
+            f"size is a close call: {SIZE_CLOSE_FACTOR - 1:.0%} more or fewer images would flip it"
+        )
+    if v["min_images_per_class"] < FEW_IMAGES_PER_CLASS:
+        reasons.append(
+            f"the smallest class has only {v['min_images_per_class']:.0f} images: every score is noisy there"
+        )
+    if v["imbalance"] >= IMBALANCE_WARNING:
+        reasons.append(
+            f"classes are imbalanced ({v['imbalance']:.1f}x largest/smallest): consider class weights"
+        )
+    return size, reasons
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarity and cut point
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CutScore:
+    """How well the pooled features at one cut point separate the classes."""
+
+    cut: str
+    logme: float
+    probe_accuracy: float
+    feature_dim: int
+    probe_stderr: float = 0.0  # binomial standard error of probe_accuracy (Laplace-smoothed)
+
+
+def score_cut_points(
+    features_by_cut: Mapping[str, np.ndarray], labels: np.ndarray, *, seed: int = 0, folds: int = 5
+) -> list[CutScore]:
+    """Score every cut point (shallow to deep, in the mapping's order) with LogME and a linear probe.
+
+    The standard error uses the smoothed accuracy p = (correct + 1) / (N + 2), so that a perfect
+    probe still carries some uncertainty: se = sqrt(p (1 - p) / N).
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.repeat([0, 1], 10)
+        >>> [s.cut for s in score_cut_points({"a": np.eye(20)[:, :3], "b": np.eye(20)}, labels)]
+        ['a', 'b']
+    """
+    scores = []
+    for cut, features in features_by_cut.items():
+        x = _as_matrix(features)
+        accuracy = linear_probe(x, labels, folds=folds, seed=seed)
+        smoothed = (accuracy * len(x) + 1) / (len(x) + 2)
+        stderr = math.sqrt(smoothed * (1 - smoothed) / len(x))
+        scores.append(CutScore(cut, logme(x, labels), accuracy, x.shape[1], stderr))
+    return scores
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    deepest: CutScore
+    best_earlier: CutScore
+    margin: float  # deepest - best earlier probe accuracy
+    noise: float  # standard error of that difference
+
+    @property
+    def distance(self) -> float:
+        """Signed distance from the decision boundary (>= 0: similar)."""
+        return self.margin + TRUNCATE_MARGIN
+
+
+def _compare(scores: Sequence[CutScore]) -> _Comparison | None:
+    if len(scores) < 2:
+        return None
+    deepest, earlier = scores[-1], list(scores[:-1])
+    # best earlier cut: highest probe accuracy; ties -> higher LogME -> the deeper cut (safer)
+    index = max(range(len(earlier)), key=lambda i: (earlier[i].probe_accuracy, earlier[i].logme, i))
+    best = earlier[index]
+    noise = math.hypot(deepest.probe_stderr, best.probe_stderr) or 1e-12
+    return _Comparison(deepest, best, deepest.probe_accuracy - best.probe_accuracy, noise)
+
+
+def similarity_decision(scores: Sequence[CutScore]) -> tuple[bool, str | None, float, list[str]]:
+    """Decide "similar" from per-cut scores; pick the truncation cut; give a confidence and reasons.
+
+    Rule: let ``margin`` = probe accuracy of the deepest cut minus that of the best earlier cut.
+    The data is *similar* when ``margin >= -TRUNCATE_MARGIN`` (the deepest cut transfers best,
+    within 2 points: ties go to the safer, deeper recipe); otherwise it is *dissimilar* and the
+    best earlier cut is returned as the cut point.
+
+    The probe accuracy is the primary score because it is interpretable and directly predicts a
+    frozen head's accuracy; LogME (smooth, no CV noise, but an unbounded log-evidence scale that
+    cannot be weighed against accuracy points) is a second opinion: it breaks exact probe ties
+    between earlier cuts and, when it ranks the two compared cuts the other way, it halves the
+    confidence.
+
+    Confidence: with ``d = margin + TRUNCATE_MARGIN`` (signed distance from the boundary) and
+    ``noise = sqrt(se_deep**2 + se_earlier**2)`` (standard error of the difference),
+    ``confidence = erf(|d| / (noise * sqrt(2)))`` = P(|Z| < |d| / noise): 0 on the boundary,
+    0.68 at one standard error, 0.95 at two; times :data:`LOGME_DISAGREEMENT_FACTOR` if LogME
+    disagrees. Below :data:`CLOSE_CALL_CONFIDENCE` (one standard error) the call is close.
+
+    Returns:
+        ``(similar, cut_point or None, confidence in [0, 1], reasons)``.
+    """
+    comparison = _compare(scores)
+    if comparison is None:
+        only = f"{scores[0].cut!r}" if scores else "none"
+        return True, None, 0.0, [f"only one cut point scored ({only}): nothing to compare, assuming similar"]
+    deep, best, d = comparison.deepest, comparison.best_earlier, comparison.distance
+    similar = d >= -1e-9  # ties (up to float rounding of k/N accuracies) go to similar
+    confidence = math.erf(abs(d) / (comparison.noise * math.sqrt(2)))
+    reasons = [_describe(deep, "deepest cut"), _describe(best, "best earlier cut")]
+    verdict = (
+        "similar: the deepest (most ImageNet-specific) features separate these classes best"
+        if similar
+        else f"dissimilar: the earlier cut {best.cut!r} separates these classes better; truncate there"
+    )
+    reasons.append(
+        f"deepest minus best earlier = {comparison.margin:+.3f} accuracy (dissimilar below "
+        f"{-TRUNCATE_MARGIN:+.3f}; {abs(d) / comparison.noise:.1f} standard errors from that line) "
+        f"-> {verdict}"
+    )
+    if (deep.logme >= best.logme) != similar:
+        confidence *= LOGME_DISAGREEMENT_FACTOR
+        reasons.append(
+            f"LogME disagrees ({deep.logme:.3f} deepest vs {best.logme:.3f} earlier): confidence halved"
+        )
+    else:
+        reasons.append(f"LogME agrees ({deep.logme:.3f} deepest vs {best.logme:.3f} earlier)")
+    return similar, None if similar else best.cut, confidence, reasons
+
+
+def _describe(score: CutScore, role: str) -> str:
+    return (
+        f"{role} {score.cut!r} ({score.feature_dim}-d): probe accuracy {score.probe_accuracy:.3f} "
+        f"+/- {score.probe_stderr:.3f}, LogME {score.logme:.3f}"
+    )

@@ -1,0 +1,134 @@
+"""Keras callbacks that make training resumable and recorded: history rows, atomic backups,
+early stopping that survives a restart, and random streams restarted per epoch.
+
+Interruptions lose at most the current epoch: Keras' ``BackupAndRestore`` keeps the weights,
+optimizer state (and so the learning-rate schedule position) and epoch of the phase in
+progress, early stopping keeps its best value, patience count and best weights next to it,
+and :class:`Reseed` makes a resumed epoch draw the same augmentations and dropout masks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from transferkit.fileio import atomic_path, write_json, write_text
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Append each epoch's logs to ``history.csv`` (rewritten atomically) and stop on NaN loss."""
+
+    def __init__(self, path: Path, phase: str, rows: list[dict]):
+        super().__init__()
+        self.path, self.phase, self.rows = path, phase, rows
+        self.bad_loss_epoch: int | None = None
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        row = {"epoch": epoch + 1, "phase": self.phase, **logs, "seconds": time.perf_counter() - self._start}
+        self.rows[:] = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
+        write_text(self.path, _to_csv(self.rows))
+        if not math.isfinite(logs.get("loss", 0.0)):
+            self.bad_loss_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` with each backup file written atomically.
+
+    Keras writes ``latest.weights.h5`` and ``training_metadata.json`` in place, so a kill during
+    the write leaves a torn file (a torn JSON even stops the resume). Here each is written to a
+    temporary file and renamed; weights first, so a kill between the two renames only means the
+    epoch is trained once more. The backup is kept when ``fit`` ends: the trainer deletes it once
+    the phase's checkpoint and ``state.json`` are written.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)
+
+    def _save_model(self):
+        with atomic_path(self._weights_path) as tmp:
+            self.model.save_weights(tmp)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_json(self._training_metadata_path, metadata)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` whose progress survives a resume.
+
+    Keras keeps the best value, the epochs waited and the best weights in memory only: a resumed
+    phase would count patience from zero and, with ``restore_best_weights``, could only restore an
+    epoch after the interruption. They are saved in ``state_dir`` (the phase's backup folder) at
+    every epoch end, before the backup, and read back when the phase starts again.
+    """
+
+    def __init__(self, state_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.state_path = Path(state_dir) / "early_stopping.json"
+        self.weights_path = Path(state_dir) / "early_stopping_best.npz"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.state_path.exists():
+            return
+        state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+        if self.restore_best_weights and self.weights_path.exists():
+            with np.load(self.weights_path) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_weights is not None and self.best_epoch == epoch:
+            with atomic_path(self.weights_path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+        best = None if self.best is None else float(self.best)
+        write_json(self.state_path, {"wait": self.wait, "best": best, "best_epoch": self.best_epoch})
+
+
+class Reseed(keras.callbacks.Callback):
+    """Restart every random stream of the model (augmentation, dropout) at a value of (seed, epoch).
+
+    Keras keeps those streams' positions out of the weights, so without this a resumed run would
+    draw different augmentations and dropout masks than an uninterrupted one from the same epoch.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, layer in enumerate(self.model._flatten_layers()):
+            generator = getattr(layer, "seed_generator", None)
+            if isinstance(generator, keras.random.SeedGenerator):
+                value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
+                generator.state.assign(value)
+
+
+def _to_csv(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of a ``history.csv`` (empty when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,104 @@
+"""Which layers train in each phase: block-aware freezing and unfreezing, and the phase plan.
+
+Rules baked in (the famous transfer-learning bugs):
+- unfreezing is block-aware: it starts at a block boundary, never inside a residual or
+  inception block;
+- BatchNorm layers stay frozen (and so, in Keras 3, in inference mode) unless a phase sets
+  ``train_batchnorm = true``;
+- the caller re-compiles after every change of ``trainable`` (Keras ignores it otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from transferkit.backbones.registry import BackboneSpec, block_ends
+from transferkit.errors import TransferkitError
+from transferkit.recipes import Phase
+from transferkit.training.model import Classifier
+
+
+def unfreeze_start(base: keras.Model, spec: BackboneSpec, phase: Phase) -> int:
+    """Index into ``base.layers`` of the first layer that trains in a ``train = "top"`` phase."""
+    names = [layer.name for layer in base.layers]
+    ends = [names.index(name) for name in block_ends(base, spec)]
+    if phase.unfreeze_from:
+        if phase.unfreeze_from not in names:
+            raise TransferkitError(
+                f"unfreeze_from = {phase.unfreeze_from!r} is not a layer of {base.name}. "
+                f"Block ends: {', '.join(block_ends(base, spec))}."
+            )
+        position = names.index(phase.unfreeze_from)
+        earlier = [end for end in ends if end < position]
+        return earlier[-1] + 1 if earlier else 0
+    if phase.top_blocks >= len(ends):
+        return 0
+    return ends[-phase.top_blocks - 1] + 1
+
+
+def set_trainable(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> None:
+    """Set ``trainable`` on the base and head for ``phase``; re-compile afterwards."""
+    base = classifier.base
+    classifier.head.trainable = True
+    if phase.train == "head":
+        base.trainable = False
+        return
+    base.trainable = True
+    start = 0 if phase.train == "all" else unfreeze_start(base, spec, phase)
+    for index, layer in enumerate(base.layers):
+        trains = index >= start
+        if isinstance(layer, keras.layers.BatchNormalization):
+            trains = trains and phase.train_batchnorm
+        layer.trainable = trains
+
+
+def count_params(weights: list) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What trains in one phase, for ``--dry-run`` and the run record."""
+
+    name: str
+    train: str
+    epochs: int
+    learning_rate: float
+    first_trainable_layer: str | None
+    trainable_layers: int
+    trainable_params: int
+    frozen_params: int
+
+    def describe(self) -> str:
+        where = (
+            "head only" if self.first_trainable_layer is None else f"from {self.first_trainable_layer} + head"
+        )
+        return (
+            f"{self.name}: train {self.train} ({where}), {self.epochs} epochs at lr {self.learning_rate:g}; "
+            f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen params"
+        )
+
+
+def plan_phase(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> PhasePlan:
+    """Apply ``phase``'s trainable settings and report what trains."""
+    set_trainable(classifier, spec, phase)
+    model = classifier.model
+    trainable = [layer for layer in classifier.base.layers if layer.trainable and layer.weights]
+    first = None
+    if phase.train != "head" and classifier.base.trainable:
+        first = next(
+            (layer.name for layer in classifier.base.layers if layer.trainable and layer.weights), None
+        )
+    return PhasePlan(
+        name=phase.name,
+        train=phase.train,
+        epochs=phase.epochs,
+        learning_rate=phase.learning_rate,
+        first_trainable_layer=first,
+        trainable_layers=len(trainable) if classifier.base.trainable else 0,
+        trainable_params=count_params(model.trainable_weights),
+        frozen_params=count_params(model.non_trainable_weights),
+    )

@@ -1,0 +1,278 @@
+"""Run a recipe's phases: set trainable -> compile -> fit, with resumable, atomic checkpoints.
+
+Each phase reads top to bottom as: choose what trains, re-compile (Keras ignores a change of
+``trainable`` until then), fit. Frozen-base phases train the head on cached features
+(:mod:`transferkit.training.features`); the others fit the whole graph with augmentation inside it.
+Epoch numbers continue across phases, so ``history.csv`` and TensorBoard show one timeline.
+
+Interruptions lose at most the current epoch (see :mod:`transferkit.training.callbacks`), and
+every finished phase leaves ``checkpoints/phase<i>.weights.h5`` plus ``state.json``. All of it
+is written atomically. ``fit --resume RUN_DIR`` picks up from there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit.backbones.registry import BackboneSpec
+from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path, write_json
+from transferkit.recipes import Phase, Recipe
+from transferkit.training.augment import build_augmentation, is_identity
+from transferkit.training.callbacks import (
+    AtomicBackupAndRestore,
+    HistoryWriter,
+    Reseed,
+    ResumableEarlyStopping,
+    read_history,
+)
+from transferkit.training.features import CachedFeatures, EpochSetter, extract_features, feature_step
+from transferkit.training.model import Classifier
+from transferkit.training.trainable import set_trainable
+
+VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, persisted in ``state.json`` after every finished phase."""
+
+    completed_phases: int = 0
+    epochs_done: int = 0
+    phase_epochs: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainState:
+        path = run_dir / "state.json"
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / "state.json", self.__dict__)
+
+
+def _optimizer(phase: Phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate = phase.learning_rate
+    if phase.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            phase.learning_rate, phase.epochs * steps_per_epoch
+        )
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _compile(model: keras.Model, phase: Phase, steps_per_epoch: int, num_classes: int) -> None:
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
+    model.compile(
+        optimizer=_optimizer(phase, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=metrics,
+    )
+
+
+class Trainer:
+    """Trains ``classifier`` through ``recipe.phases``, writing progress into ``run_dir``.
+
+    The datasets yield batches of ``(uint8 or float32 pixels, int labels)``; ``steps_per_epoch``
+    and ``validation_steps`` are their numbers of batches.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        spec: BackboneSpec,
+        recipe: Recipe,
+        train_data: tf.data.Dataset,
+        val_data: tf.data.Dataset,
+        ordered_train_data: tf.data.Dataset,
+        run_dir: Path,
+        *,
+        num_classes: int,
+        steps_per_epoch: int,
+        validation_steps: int,
+        verbose: int = 1,
+    ):
+        self.classifier, self.spec, self.recipe = classifier, spec, recipe
+        # Shuffled batches for fitting; the same images in a fixed order for feature caching.
+        self.train_data, self.val_data, self.ordered_train_data = train_data, val_data, ordered_train_data
+        self.run_dir, self.num_classes, self.verbose = Path(run_dir), num_classes, verbose
+        self.steps_per_epoch, self.validation_steps = max(1, steps_per_epoch), max(1, validation_steps)
+        self.augment = (
+            None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
+        )
+        self.history = read_history(self.run_dir / "history.csv")
+        self._training_model: keras.Model | None = None
+
+    def run(self) -> list[dict]:
+        """Train every phase not finished yet; returns the history rows."""
+        state = TrainState.load(self.run_dir)
+        if state.completed_phases:
+            self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
+        if state.completed_phases == 0 and self.recipe.phases[0].train != "head":
+            self._say("Measuring feature statistics for the head")  # a head phase does this on its own
+            self._standardise_head(
+                self._features(feature_step(self.classifier.extractor), self.ordered_train_data)[0]
+            )
+        for index, phase in enumerate(self.recipe.phases):
+            if index < state.completed_phases:
+                shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # killed right after state.json
+                continue
+            self._say(f"Phase {index + 1}/{len(self.recipe.phases)} '{phase.name}': train {phase.train}")
+            set_trainable(self.classifier, self.spec, phase)
+            try:
+                epochs_run = self._run_phase(index, phase, state.epochs_done)
+            except tf.errors.ResourceExhaustedError:  # in feature caching or in fit
+                size = self.recipe.data.batch_size
+                raise TransferkitError(
+                    f"Out of memory in phase '{phase.name}' at batch size {size}. "
+                    f"Try --batch-size {max(1, size // 2)}; finished epochs are kept (--resume)."
+                ) from None
+            with atomic_path(self._checkpoint(index)) as tmp:
+                self.classifier.model.save_weights(tmp)
+            state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
+            state.phase_epochs.append(epochs_run)
+            state.save(self.run_dir)
+            shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
+        return self.history
+
+    def _checkpoint(self, index: int) -> Path:
+        return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
+
+    def _backup_dir(self, index: int) -> Path:
+        return self.run_dir / "backup" / f"phase{index}"
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    def _callbacks(self, index: int, phase: Phase) -> tuple[list[keras.callbacks.Callback], HistoryWriter]:
+        writer = HistoryWriter(self.run_dir / "history.csv", phase.name, self.history)
+        backup = self._backup_dir(index)
+        # At each epoch end, in this order: the history row and early-stopping state first, the
+        # backup last, so an epoch the backup counts as done is never missing from either.
+        callbacks: list[keras.callbacks.Callback] = [Reseed(self.recipe.seed), writer]
+        if phase.patience:
+            callbacks.append(
+                ResumableEarlyStopping(
+                    backup, monitor="val_loss", patience=phase.patience, restore_best_weights=True
+                )
+            )
+        callbacks += [
+            AtomicBackupAndRestore(str(backup)),
+            keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
+        ]
+        return callbacks, writer
+
+    def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
+        callbacks, writer = self._callbacks(index, phase)
+        history = model.fit(
+            data,
+            epochs=initial_epoch + phase.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[*extra_callbacks, *callbacks],
+            verbose=self.verbose,
+            shuffle=False,  # the datasets shuffle themselves, with the run's seed
+            **kwargs,
+        )
+        if writer.bad_loss_epoch is not None:
+            raise TransferkitError(
+                f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. "
+                "The learning rate "
+                f"({phase.learning_rate:g}) is the likely cause: lower it in the recipe (e.g. to "
+                f"{phase.learning_rate / 10:g}) and check the images are valid."
+            )
+        final_epoch = history.epoch[-1] + 1 if history.epoch else initial_epoch + phase.epochs
+        return final_epoch - initial_epoch
+
+    def _run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        if phase.train == "head":
+            return self._fit_head_on_features(index, phase, initial_epoch)
+        model = self._training_graph()
+        _compile(model, phase, self.steps_per_epoch, self.num_classes)
+        # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
+        # a file that passed the scan fails to decode later and is left out. After an interruption
+        # the stream skips the batches of the epochs already trained, so the resumed run sees the
+        # same batches in the same order, and (Reseed) the same augmentations, as an uninterrupted one.
+        trained = max(0, self._backed_up_epoch(index, initial_epoch) - initial_epoch)
+        return self._fit(
+            model,
+            self.train_data.repeat().skip(trained * self.steps_per_epoch),
+            index,
+            phase,
+            initial_epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            validation_data=self.val_data.repeat(),
+            validation_steps=self.validation_steps,
+        )
+
+    def _backed_up_epoch(self, index: int, default: int) -> int:
+        """The epoch counter in the phase's backup (what BackupAndRestore will resume from)."""
+        path = self._backup_dir(index) / "training_metadata.json"
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError):
+            return default
+
+    def _training_graph(self) -> keras.Model:
+        """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
+        if self._training_model is None:
+            inputs = keras.Input(self.classifier.model.input_shape[1:], name="pixels")
+            x = self.augment(inputs) if self.augment is not None else inputs
+            self._training_model = keras.Model(inputs, self.classifier.model(x), name="training_graph")
+        return self._training_model
+
+    def _features(self, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        dim = int(self.classifier.extractor.output.shape[-1])
+        return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
+
+    def _standardise_head(self, features: np.ndarray) -> None:
+        """Set the head's feature standardisation from training features (before the first phase only).
+
+        Each feature's variance is floored at a hundredth of the average one: a feature that barely
+        varies on the training images (common after ReLU + pooling) would otherwise be scaled up
+        by orders of magnitude and turn tiny differences on new images into huge logits.
+        """
+        mean = features.mean(axis=0)
+        variance = features.var(axis=0)
+        variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
+        count = np.asarray(len(features), dtype="int64")
+        layer = self.classifier.head.get_layer("feature_norm")
+        layer.set_weights([mean, variance, count])
+        layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
+
+    def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
+        extractor = self.classifier.extractor
+        augmented, clean = feature_step(extractor, self.augment), feature_step(extractor)
+        features = []
+        for number in range(passes):
+            self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
+            if self.augment is not None:  # each pass its own seeded stream: a rerun caches the same copies
+                self.augment.reseed(self.recipe.seed + 1_000_000 * (index + 1) + number)
+            data, labels = self._features(augmented, self.ordered_train_data)
+            features.append(data)
+        self._say("Caching validation features")
+        val_features, val_labels = self._features(clean, self.val_data)
+        if index == 0:
+            self._standardise_head(np.concatenate(features))
+        train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
+        head = self.classifier.head
+        _compile(head, phase, len(train), self.num_classes)
+        return self._fit(
+            head,
+            train,
+            index,
+            phase,
+            initial_epoch,
+            extra_callbacks=[EpochSetter(train)],
+            validation_data=(val_features, val_labels),
+            validation_batch_size=self.recipe.data.batch_size,
+        )
