@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from transferkit.data import examples as datasets
+from transferkit.data import examples_pypi
 from transferkit.data.examples import EXAMPLE_DATASETS, export_dataset, get_dataset, list_datasets
 from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
@@ -109,4 +110,40 @@ def test_animal_mnist_reads_the_package_pickles_safely(tmp_path):
     )
     evil = b"cos\nsystem\n(S'echo hacked'\ntR."  # a pickle that would run a shell command
     with pytest.raises(Exception, match="refusing to unpickle"):
-        datasets._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
+        examples_pypi._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
+
+
+def test_every_entry_names_its_licence_kind_and_source():
+    for entry in list_datasets():
+        assert entry.licence and entry.source_package, entry.name
+        assert entry.kind in ("photo", "drawing", "typography", "illustration", "scientific")
+    non_photographic = [e for e in list_datasets() if e.kind != "photo"]
+    assert len(non_photographic) >= 3
+
+
+def test_matplotlib_font_glyphs_are_four_balanced_typefaces_rendered_the_same_twice():
+    entry = get_dataset("font_families_mpl")
+    images, labels = entry.load()
+    assert images.shape == (992, 64, 64) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [248] * 4
+    assert 0 < images.mean() < 255  # ink on paper, not blank
+    again, _ = entry.load()
+    np.testing.assert_array_equal(images, again)
+
+
+@pytest.mark.parametrize(
+    "name, constant",
+    [
+        ("font_families", "URW_DIR"),
+        ("playing_cards", "CARDS_DIR"),
+        ("emoji_groups", "EMOJI_FONT"),
+    ],
+)
+def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
+    name, constant, monkeypatch, tmp_path
+):
+    from transferkit.data import examples_debian
+
+    monkeypatch.setattr(examples_debian, constant, tmp_path / "absent")
+    with pytest.raises(TransferkitError, match="apt-get install"):
+        get_dataset(name).load()

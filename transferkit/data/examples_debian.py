@@ -1,0 +1,193 @@
+"""Loaders of the example datasets whose images ship in Debian packages: fonts, card decks, emoji,
+icon themes. ``make datasets`` installs the packages (apt); each loader's error names them.
+
+Non-photographic on purpose: they are the data sets unlike ImageNet that the selector and the
+recipes are checked on (see ``benchmarks/regret.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from transferkit.data.examples_pypi import (
+    GLYPHS,
+    flatten_rgba,
+    missing_error,
+    render_glyphs,
+    require_file,
+    spread_evenly,
+)
+from transferkit.errors import TransferkitError
+
+URW_DIR = Path("/usr/share/fonts/opentype/urw-base35")
+URW_FAMILIES = {  # class -> (regular, bold, italic, bold italic) files; the PostScript font each clones
+    "nimbus_roman": (
+        "NimbusRoman-Regular",
+        "NimbusRoman-Bold",
+        "NimbusRoman-Italic",
+        "NimbusRoman-BoldItalic",
+    ),
+    "nimbus_sans": ("NimbusSans-Regular", "NimbusSans-Bold", "NimbusSans-Italic", "NimbusSans-BoldItalic"),
+    "nimbus_mono": (
+        "NimbusMonoPS-Regular",
+        "NimbusMonoPS-Bold",
+        "NimbusMonoPS-Italic",
+        "NimbusMonoPS-BoldItalic",
+    ),
+    "urw_bookman": ("URWBookman-Light", "URWBookman-Demi", "URWBookman-LightItalic", "URWBookman-DemiItalic"),
+    "urw_gothic": ("URWGothic-Book", "URWGothic-Demi", "URWGothic-BookOblique", "URWGothic-DemiOblique"),
+    "c059_schoolbook": ("C059-Roman", "C059-Bold", "C059-Italic", "C059-BdIta"),
+    "p052_palatino": ("P052-Roman", "P052-Bold", "P052-Italic", "P052-BoldItalic"),
+}
+
+
+def font_families() -> tuple[np.ndarray, np.ndarray]:
+    hint = "apt-get install fonts-urw-base35"
+    files = [
+        [
+            require_file(
+                URW_DIR / f"{stem}.otf", "font_families", "the Debian package fonts-urw-base35", hint
+            )
+            for stem in stems
+        ]
+        for stems in URW_FAMILIES.values()
+    ]
+    images = render_glyphs(files)
+    per_class = 4 * len(GLYPHS)
+    return images, np.repeat(np.arange(len(files)), per_class)
+
+
+CARDS_DIR = Path("/usr/share/aisleriot/cards")
+SUITS = ("clubs", "diamonds", "hearts", "spades")
+# Every Aisleriot theme lays its cards on a 13 x 5 grid: rows clubs, diamonds, hearts, spades
+# (ids club_1 .. spade_king), ace..king left to right; row 5 holds jokers and the back.
+# Left out: swiss-xvii (Swiss suits: acorns/bells/roses/shields, not French ones), the
+# Cyrillic-named copy of atlasnye, and the *_bitmap twins of anglo and gnomangelo.
+CARD_DECKS = (
+    "ancient_french", "anglo", "anglo_modern", "anglo_modern_4_color", "anglo_poker", "atlasnye",
+    "atlasnye_skat", "bellot", "berlin", "dondorf", "gnomangelo", "guyenne-classic", "lattmann",
+    "neoclassical", "neoclassical_4_color", "orell", "ornamental", "paris", "plastic", "rheinland",
+    "simplistic", "slavic_costumes", "tango", "tango_nuevo", "tarocco", "tigullio",
+)  # fmt: skip
+CARD_W, CARD_H = 64, 96
+
+
+def _render_deck(path: Path) -> np.ndarray:
+    """The whole deck sheet, [5 * CARD_H, 13 * CARD_W, 3], on mid grey."""
+    png = subprocess.run(
+        ["rsvg-convert", "-w", str(13 * CARD_W), "-h", str(5 * CARD_H), str(path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return flatten_rgba(Image.open(io.BytesIO(png)), (128, 128, 128))
+
+
+def playing_cards() -> tuple[np.ndarray, np.ndarray]:
+    pkg_hint = "apt-get install --no-install-recommends gnome-cards-data librsvg2-bin"
+    for deck in CARD_DECKS:
+        require_file(
+            CARDS_DIR / f"{deck}.svgz", "playing_cards", "the Debian package gnome-cards-data", pkg_hint
+        )
+    if shutil.which("rsvg-convert") is None:
+        raise missing_error("playing_cards", "rsvg-convert (Debian librsvg2-bin)", pkg_hint)
+    images, labels = [], []
+    for deck in CARD_DECKS:
+        sheet = _render_deck(CARDS_DIR / f"{deck}.svgz")
+        for suit in range(4):
+            for rank in range(13):
+                images.append(sheet[suit * CARD_H : (suit + 1) * CARD_H, rank * CARD_W : (rank + 1) * CARD_W])
+                labels.append(suit)
+    return np.stack(images), np.asarray(labels)
+
+
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_GROUPS = (
+    "Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places",
+    "Activities", "Objects", "Symbols", "Flags",
+)  # fmt: skip
+EMOJI_CAP = 220  # per group; People & Body has 363, Activities 85
+SKIN_TONES = {chr(c) for c in range(0x1F3FB, 0x1F400)}
+
+
+def _emoji_sequences() -> list[tuple[str, int]]:
+    """(emoji, group index) for fully-qualified emoji without skin-tone variants, in file order."""
+    by_group: dict[str, list[str]] = {g: [] for g in EMOJI_GROUPS}
+    group = None
+    for line in EMOJI_TEST.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+        elif "; fully-qualified" in line and group in by_group:
+            emoji = "".join(chr(int(cp, 16)) for cp in line.split(";", 1)[0].split())
+            if not SKIN_TONES.intersection(emoji):
+                by_group[group].append(emoji)
+    return [(e, g) for g, name in enumerate(EMOJI_GROUPS) for e in spread_evenly(by_group[name], EMOJI_CAP)]
+
+
+def emoji_groups() -> tuple[np.ndarray, np.ndarray]:
+    hint = "apt-get install fonts-noto-color-emoji unicode-data"
+    require_file(EMOJI_FONT, "emoji_groups", "the Debian package fonts-noto-color-emoji", hint)
+    require_file(EMOJI_TEST, "emoji_groups", "the Debian package unicode-data (emoji-test.txt)", hint)
+    from PIL import features
+
+    if not features.check("raqm"):  # ZWJ sequences and flags are ligatures: they need shaping
+        raise TransferkitError(
+            "Example dataset 'emoji_groups' needs Pillow built with libraqm (the PyPI wheels are). "
+            "Install it with: pip install --force-reinstall pillow"
+        )
+    font = ImageFont.truetype(str(EMOJI_FONT), 109, layout_engine=ImageFont.Layout.RAQM)  # bitmap size
+    single = font.getlength("\U0001f600")
+    images, labels = [], []
+    for emoji, group in _emoji_sequences():
+        if font.getlength(emoji) > 1.2 * single:  # not one glyph in this font version: skip
+            continue
+        canvas = Image.new("RGBA", (136, 136), (0, 0, 0, 0))
+        ImageDraw.Draw(canvas).text((68, 68), emoji, font=font, embedded_color=True, anchor="mm")
+        small = canvas.resize((64, 64), Image.Resampling.LANCZOS)
+        images.append(flatten_rgba(small, (255, 255, 255)))
+        labels.append(group)
+    return np.stack(images), np.asarray(labels)
+
+
+ICON_THEMES = {  # class -> (folder of hand-drawn 32 px PNGs, Debian package)
+    "tango": ("/usr/share/icons/Tango/32x32", "tango-icon-theme"),
+    "gnome": ("/usr/share/icons/gnome/32x32", "gnome-icon-theme"),
+    "oxygen": ("/usr/share/icons/oxygen/base/32x32", "oxygen-icon-theme"),
+    "lxde_nuovext": ("/usr/share/icons/nuoveXT2/32x32", "lxde-icon-theme"),
+}
+# Adwaita is left out: its full-colour 'legacy' icons are the gnome-icon-theme 3.12 drawings
+# (most are pixel-identical), and it has none at 32 px.
+ICON_CAP = 250  # per theme; Oxygen has 1,203 drawn icons at 32 px, LXDE 144, Tango 214
+
+
+def icon_themes() -> tuple[np.ndarray, np.ndarray]:
+    hint = "apt-get install --no-install-recommends " + " ".join(p for _, p in ICON_THEMES.values())
+    per_theme: list[dict[bytes, np.ndarray]] = []
+    for folder, package in ICON_THEMES.values():
+        root = require_file(Path(folder), "icon_themes", f"the Debian package {package}", hint)
+        icons: dict[bytes, np.ndarray] = {}
+        # regular files only: symlinks are aliases of drawn icons; '-symbolic' icons are monochrome
+        for path in sorted(p for p in root.rglob("*.png") if not p.is_symlink() and "symbolic" not in p.name):
+            image = Image.open(path)
+            if image.size != (32, 32):  # the 'animations' spinner sprite sheets
+                continue
+            pixels = flatten_rgba(image, (255, 255, 255))
+            icons.setdefault(hashlib.sha1(pixels.tobytes()).digest(), pixels)  # de-duplicate in theme
+        per_theme.append(icons)
+    shared = set()  # an icon drawn identically in two themes has no single right label: drop it
+    for i, a in enumerate(per_theme):
+        for b in per_theme[i + 1 :]:
+            shared |= a.keys() & b.keys()
+    images, labels = [], []
+    for label, icons in enumerate(per_theme):
+        kept = spread_evenly([v for k, v in icons.items() if k not in shared], ICON_CAP)
+        images += kept
+        labels += [label] * len(kept)
+    return np.stack(images), np.asarray(labels)
