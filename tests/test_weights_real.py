@@ -62,8 +62,9 @@ def _scores(backbone: str, weights: str, photos) -> tuple[int, int, str]:
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2_torchvision", "mobilenet"])
 def test_converted_imagenet_weights_classify_real_photos(backbone, photos):
-    if cache.PACKAGED[backbone].locate() is None:
-        pytest.skip(f"{cache.PACKAGED[backbone].distribution} is not installed (run `make setup`)")
+    packaged = get_backbone(backbone).imagenet.packaged
+    if packaged.locate() is None:
+        pytest.skip(f"{packaged.distribution} is not installed (run `make setup`)")
     top1, top5, description = _scores(backbone, "imagenet", photos)
     assert description.startswith("ImageNet weights:"), description
     assert top1 >= 17 and top5 == 20, f"{backbone}: top-1 {top1}/20, top-5 {top5}/20"

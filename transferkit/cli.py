@@ -259,11 +259,11 @@ def backbones():
         mark = "*" if spec.name == DEFAULT_BACKBONE else " "
         click.echo(
             f"{spec.name + mark:<26}{spec.params:>12,} {spec.default_size:>5} {spec.min_size:>4}  "
-            f"{spec.imagenet:<9} {', '.join(spec.cut_points)}"
+            f"{spec.imagenet.kind if spec.imagenet else 'none':<9} {', '.join(spec.cut_points)}"
         )
     click.echo(
         "\n* default. imagenet: keras = downloaded by Keras (needs internet or its cache file); "
-        "offline = converted from a PyPI package."
+        "packaged = converted from a PyPI package (offline)."
     )
 
 

