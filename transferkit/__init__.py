@@ -23,6 +23,7 @@ _EXPORTS = {
     "predict": "transferkit.api",
     "evaluate": "transferkit.api",
     "FitResult": "transferkit.api",
+    "export": "transferkit.exporting.export",
     "analyze": "transferkit.selection.analyze",
     "compare": "transferkit.selection.compare",
     "BACKBONES": "transferkit.backbones.registry",
@@ -51,6 +52,7 @@ __all__ = [
     "analyze",
     "compare",
     "evaluate",
+    "export",
     "export_dataset",
     "fit",
     "get_backbone",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
     from transferkit.data.examples import export_dataset, list_datasets
     from transferkit.data.loading import DatasetCard, DataSplits, load_data
+    from transferkit.exporting.export import export
     from transferkit.recipes import Recipe, load_builtin
     from transferkit.recipes import load as load_recipe
     from transferkit.reporting.runfolder import load_run

@@ -18,11 +18,15 @@ import traceback
 
 import click
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import QualityGateError, TransferkitError
+from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
 from transferkit.recipes import FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
+MIN_ACCURACY_HELP = (
+    "CI gate: exit with status 3, after writing everything, when the held-out accuracy is below this."
+)
 
 
 class _Group(click.Group):
@@ -143,6 +147,7 @@ def main() -> None:
     show_default=True,
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
 def fit(
     data,
     size,
@@ -161,8 +166,13 @@ def fit(
     resume_dir,
     precision,
     quiet,
+    min_accuracy,
 ):
-    """Train a classifier on labelled images; writes a run folder."""
+    """Train a classifier on labelled images; writes a run folder.
+
+    Exit status: 0 done, 2 a usage or data error, 3 accuracy below --min-accuracy (the run
+    folder is kept).
+    """
     from transferkit import api
 
     if not data and not resume_dir:  # --data is optional only because --resume reads it from the run
@@ -196,19 +206,34 @@ def fit(
         return
     top5 = f", top-5 {result.metrics.top5_accuracy:.3f}" if result.metrics.top5_accuracy is not None else ""
     click.echo(f"accuracy {result.metrics.accuracy:.3f}{top5} | {result.seconds:.0f} s | {result.run_dir}")
+    kept = f"run folder {result.run_dir} kept"
+    _require_accuracy(result.metrics.accuracy, min_accuracy, f"{result.headline} accuracy", kept)
+
+
+def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) -> None:
+    """The CI gate: a QualityGateError (exit status 3) when ``accuracy`` is below ``bar``."""
+    if bar is not None and accuracy < bar:
+        raise QualityGateError(f"{what} {accuracy:.3f} is below --min-accuracy {bar:g} ({kept}).")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", required=True, help="Labelled folder to evaluate on (its test/ split if present).")
 @click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
-def evaluate(run_dir, data, as_json):
-    """Evaluate a finished run on labelled images."""
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
+def evaluate(run_dir, data, as_json, min_accuracy):
+    """Evaluate a finished run on labelled images.
+
+    Exit status: 0 done, 2 a usage or data error, 3 accuracy below --min-accuracy.
+    """
     from transferkit import api
 
     metrics = api.evaluate(run_dir, data)
+    what = f"accuracy on {metrics.num_samples} images of {data}"
+    gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if as_json:
         click.echo(json.dumps(metrics.to_dict(), indent=2))
+        _require_accuracy(*gate)
         return
     click.echo(f"accuracy {metrics.accuracy:.4f} on {metrics.num_samples} images")
     if metrics.top5_accuracy is not None:
@@ -219,6 +244,41 @@ def evaluate(run_dir, data, as_json):
             f"{name[:24]:<24} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} "
             f"{int(row['support']):8d}"
         )
+    _require_accuracy(*gate)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="What to write.")
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZATIONS),
+    default="none",
+    show_default=True,
+    help="TFLite only. int8: full integer, float input/output, calibrated on training images.",
+)
+@click.option("--out", type=click.Path(), help="File (or SavedModel folder); default in RUN_DIR/export/.")
+@click.option(
+    "--max-drop",
+    type=float,
+    default=DEFAULT_MAX_DROP,
+    show_default=True,
+    help="Largest held-out accuracy loss allowed (0.01 = 1 point); more exits with status 3.",
+)
+@click.option("--data", help="Labelled images to check on (default: the run's test split, else validation).")
+def export(run_dir, fmt, quantize, out, max_drop, data):
+    """Export a run's model (SavedModel, TFLite, ONNX) and check it against model.keras.
+
+    The exported model takes raw 0-255 RGB like model.keras. Labels travel with it: a
+    SavedModel has a `labels` signature and assets/labels.txt; TFLite and ONNX files get
+    <name>.labels.txt beside them (ONNX also metadata_props "labels"). The parity check's
+    figures go to <name>.export.json. Needs: pip install 'transferkit[export]'.
+
+    Exit status: 0 passed, 2 a usage error, 3 the export lost more than --max-drop.
+    """
+    from transferkit.exporting.export import export as run_export
+
+    run_export(run_dir, fmt, quantize=quantize, out=out, max_drop=max_drop, data=data, verbose=1)
 
 
 @main.command()

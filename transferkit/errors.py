@@ -2,7 +2,8 @@
 
 Every error a user can fix (bad flag, missing folder, unknown backbone, weights that cannot be
 found offline) is a :class:`TransferkitError`. The CLI prints its message as one line on stderr
-and exits with status 2; the Python API lets it propagate like any exception.
+and exits with status 2 (3 for a missed quality bar: :class:`QualityGateError`); the Python API
+lets it propagate like any exception.
 """
 
 from __future__ import annotations
@@ -12,6 +13,16 @@ class TransferkitError(Exception):
     """An error the user can fix; the message says what was received, expected, and how to fix it."""
 
     exit_code = 2
+
+
+class QualityGateError(TransferkitError):
+    """A quality bar the user set was missed (``--min-accuracy``, an export's ``--max-drop``).
+
+    Raised after everything was written, so the run folder or exported file stays for inspection.
+    The CLI exits with status 3, which CI jobs can tell apart from a usage error (2).
+    """
+
+    exit_code = 3
 
 
 def choices_error(kind: str, received: object, valid: list[str] | tuple[str, ...]) -> TransferkitError:

@@ -1,0 +1,175 @@
+"""Export (SavedModel, TFLite x4 quantizations, ONNX), the parity check and the CI gates' exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import transferkit
+from transferkit.cli import main
+from transferkit.errors import TransferkitError
+from transferkit.exporting.formats import QUANTIZATIONS, check_choices, labels_path, record_path
+from transferkit.exporting.runtimes import onnx_labels, open_runner, tflite_interpreter
+from transferkit.reporting.runfolder import load_run
+from transferkit.testing import make_image_folder
+
+TINY = dict(backbone="tiny", weights="random", image_size=16, epochs=1, size="small", similar=True)
+RECORD_FIELDS = {
+    "path",
+    "format",
+    "quantize",
+    "labels_path",
+    "file_bytes",
+    "keras_file_bytes",
+    "held_out",
+    "parity",
+    "max_drop",
+    "passed",
+    "versions",
+}
+PARITY_FIELDS = {
+    "num_images",
+    "top1_agreement",
+    "keras_accuracy",
+    "export_accuracy",
+    "accuracy_drop",
+    "max_abs_difference",
+    "keras_ms_per_image",
+    "export_ms_per_image",
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=12, size=16)
+
+
+@pytest.fixture(scope="module")
+def run_dir(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return transferkit.fit(str(data), out=out, name="tiny", verbose=0, **TINY).run_dir
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def tflite_exports(run_dir):
+    """Every quantization exported once: {quantize: ExportResult}."""
+    return {
+        q: transferkit.export(run_dir, "tflite", quantize=q, max_drop=None, verbose=0) for q in QUANTIZATIONS
+    }
+
+
+def keras_probabilities(run_dir, images):
+    return load_run(run_dir).model.predict(images, verbose=0)
+
+
+def test_saved_model_round_trip_gives_the_same_probabilities_and_labels(run_dir, pixels):
+    result = transferkit.export(run_dir, "saved_model", verbose=0)
+    loaded = tf.saved_model.load(str(result.path))
+    np.testing.assert_allclose(loaded.serve(pixels).numpy(), keras_probabilities(run_dir, pixels), atol=1e-6)
+    names = [name.decode() for name in loaded.labels()["labels"].numpy()]
+    assert names == list(load_run(run_dir).class_names)
+    assert labels_path(result.path, "saved_model").read_text().split() == names
+    assert result.parity.top1_agreement == 1.0 and result.passed
+
+
+@pytest.mark.parametrize("quantize", QUANTIZATIONS)
+def test_each_tflite_quantization_loads_and_runs_with_a_float_interface(
+    tflite_exports, run_dir, pixels, quantize
+):
+    result = tflite_exports[quantize]
+    interpreter = tflite_interpreter(result.path)
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32  # takes the pixels model.keras takes
+    probs = open_runner(result.path, "tflite")(pixels)
+    assert probs.shape == (len(pixels), 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
+    if quantize == "none":
+        np.testing.assert_allclose(probs, keras_probabilities(run_dir, pixels), atol=1e-5)
+    assert result.labels_path.read_text().split() == list(load_run(run_dir).class_names)
+
+
+def test_int8_file_is_smaller_than_float_and_float16_in_between(tflite_exports):
+    sizes = {q: result.file_bytes for q, result in tflite_exports.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["none"]
+    assert sizes["dynamic"] < sizes["none"]
+
+
+def test_parity_record_has_every_field_and_names_the_held_out_split(tflite_exports):
+    result = tflite_exports["int8"]
+    record = json.loads(record_path(result.path).read_text())
+    assert RECORD_FIELDS <= set(record)
+    assert PARITY_FIELDS <= set(record["parity"])
+    assert record["held_out"]["split"] == "test"  # the run held out a test split; parity uses it
+    assert record["held_out"]["num_images"] == record["parity"]["num_images"] > 0
+    assert record["quantize"] == "int8" and record["file_bytes"] == result.path.stat().st_size
+    assert record["parity"]["export_ms_per_image"] > 0
+
+
+def test_onnx_runs_in_onnxruntime_with_labels_in_its_metadata(run_dir, data, pixels):
+    result = transferkit.export(run_dir, "onnx", data=str(data), verbose=0)
+    assert onnx_labels(result.path) == list(load_run(run_dir).class_names)
+    probs = open_runner(result.path, "onnx")(pixels)
+    np.testing.assert_allclose(probs, keras_probabilities(run_dir, pixels), atol=1e-5)
+    assert result.held_out["split"] == "data" and result.held_out["num_images"] == 36  # all of --data
+    assert result.parity.top1_agreement == 1.0
+
+
+def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tmp_path):
+    out = tmp_path / "strict.tflite"
+    args = ["export", str(run_dir), "--format", "tflite", "--out", str(out), "--max-drop", "-1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output
+    assert "more than --max-drop -1" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert out.exists() and json.loads(record_path(out).read_text())["passed"] is False
+
+
+def test_quantizing_anything_but_tflite_is_a_clear_error():
+    with pytest.raises(TransferkitError, match="applies to --format tflite only"):
+        check_choices("onnx", "int8")
+    with pytest.raises(TransferkitError, match="Unknown export format 'coreml'"):
+        check_choices("coreml", "none")
+
+
+def test_fit_min_accuracy_exits_3_after_writing_the_run_folder(data, tmp_path):
+    args = [
+        "fit",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "gate",
+        "--quiet",
+        "--min-accuracy",
+        "1",
+    ]
+    args += ["--backbone", "tiny", "--weights", "random", "--image-size", "16", "--epochs", "1"]
+    args += ["--size", "small", "--similar"]
+    result = CliRunner().invoke(main, args)
+    metrics = json.loads((tmp_path / "gate" / "metrics.json").read_text())
+    accuracy = metrics[metrics["headline"]]["accuracy"]
+    assert (tmp_path / "gate" / "model.keras").exists()
+    assert result.exit_code == (3 if accuracy < 1 else 0), result.output
+    if accuracy < 1:
+        assert f"accuracy {accuracy:.3f} is below --min-accuracy 1" in result.stderr
+
+
+def test_evaluate_min_accuracy_exits_3_below_the_bar_and_0_at_it(run_dir, data):
+    runner = CliRunner()
+    accuracy = json.loads(
+        runner.invoke(main, ["evaluate", str(run_dir), "--data", str(data), "--json"]).stdout
+    )["accuracy"]
+    assert accuracy < 0.999  # a 1-epoch random-weights model; the bar above it must stay within [0, 1]
+    base = ["evaluate", str(run_dir), "--data", str(data), "--min-accuracy"]
+    assert runner.invoke(main, [*base, f"{accuracy}"]).exit_code == 0
+    above = runner.invoke(main, [*base, f"{accuracy + 0.001}"])
+    assert above.exit_code == 3
+    assert "is below --min-accuracy" in above.stderr and "Traceback" not in above.output

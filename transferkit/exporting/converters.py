@@ -1,0 +1,172 @@
+"""Writing a classifier as a SavedModel, a TFLite file (four quantizations) or an ONNX file, labels included.
+
+Every format goes through a SavedModel first (Keras' public ``ExportArchive``), because both
+the TFLite converter and ``tf2onnx`` read one reliably: converting the Keras model directly
+with ``model.export(format="onnx")`` turns the head's Normalization constants into extra graph
+inputs (Keras 3.15, tf2onnx 1.17), and the SavedModel route freezes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit.exporting.formats import (
+    INPUT_NAME,
+    ONNX_LABELS_KEY,
+    OUTPUT_NAME,
+    labels_path,
+    require,
+)
+from transferkit.fileio import atomic_path, write_text
+
+ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx
+SERVE = "serve"  # the SavedModel signature that classifies; "labels" returns the class names
+
+
+def write_saved_model(model: keras.Model, path: Path, class_names: Sequence[str]) -> Path:
+    """Write a SavedModel with a ``serve`` signature (pixels -> probabilities) and a ``labels`` one.
+
+    The class names are also in ``assets/labels.txt``. The folder is written next to ``path``
+    and moved into place at the end, so a failed export never leaves half a SavedModel.
+
+    Args:
+        model: the run's classifier (raw 0-255 RGB float input, probabilities out).
+        path: the SavedModel folder to create (replaced if it exists).
+        class_names: output index -> class name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        _archive(model, class_names).write_out(str(staging / "model"), verbose=False)
+        write_text(labels_path(staging / "model", "saved_model"), _lines(class_names))
+        if path.exists():
+            shutil.rmtree(path)
+        (staging / "model").rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
+    size = int(model.input_shape[1])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SERVE,
+        model.__call__,
+        input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME)],
+    )
+    names = list(class_names)
+    archive.add_endpoint("labels", tf.function(lambda: {"labels": tf.constant(names)}), input_signature=[])
+    return archive
+
+
+def write_tflite(
+    model: keras.Model,
+    path: Path,
+    class_names: Sequence[str],
+    quantize: str,
+    calibration: Callable[[], Iterator[np.ndarray]] | None = None,
+) -> Path:
+    """Write a TFLite flatbuffer and ``<name>.labels.txt`` next to it.
+
+    Args:
+        model: the run's classifier.
+        path: the ``.tflite`` file.
+        class_names: output index -> class name.
+        quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights, float
+            activations) or "int8" (full integer: int8 weights and activations, float32 input and
+            output so the file takes the same pixels as ``model.keras``).
+        calibration: for "int8": yields single float32 images ``[1, size, size, 3]`` (training
+            images) the converter measures activation ranges on.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = write_saved_model(model, Path(scratch) / "saved_model", class_names)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVE])
+        _quantize(converter, quantize, calibration)
+        flatbuffer = converter.convert()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(flatbuffer)
+    write_text(labels_path(path, "tflite"), _lines(class_names))
+    return Path(path)
+
+
+def _quantize(converter, quantize: str, calibration) -> None:
+    if quantize == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if calibration is None:
+            raise ValueError("int8 quantization needs calibration images.")
+        converter.representative_dataset = lambda: ([image] for image in calibration())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+
+
+def write_onnx(model: keras.Model, path: Path, class_names: Sequence[str]) -> Path:
+    """Write an ONNX file (input ``pixels``, output ``probabilities``, NHWC like ``model.keras``).
+
+    The class names are in the model's ``metadata_props`` under ``labels`` (a JSON list) and
+    in ``<name>.labels.txt`` next to it.
+    """
+    tf2onnx = require("tf2onnx", "ONNX export")
+    onnx = require("onnx", "ONNX export")
+    from tf2onnx import tf_loader
+
+    with tempfile.TemporaryDirectory() as scratch, _quiet("tf2onnx", "tensorflow"):
+        saved = write_saved_model(model, Path(scratch) / "saved_model", class_names)
+        graph_def, inputs, outputs = tf_loader.from_saved_model(str(saved), None, None, signatures=[SERVE])
+        proto, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=inputs, output_names=outputs, opset=ONNX_OPSET
+        )
+    _rename_value(proto.graph, proto.graph.input[0].name, INPUT_NAME)
+    _rename_value(proto.graph, proto.graph.output[0].name, OUTPUT_NAME)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_LABELS_KEY, json.dumps(list(class_names))
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    write_text(labels_path(path, "onnx"), _lines(class_names))
+    return Path(path)
+
+
+def _rename_value(graph, old: str, new: str) -> None:
+    """Rename a graph input or output (``pixels:0`` -> ``pixels``) wherever nodes refer to it."""
+    for value in (*graph.input, *graph.output):
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the named loggers to ERROR for a block (converter chatter), then restore their levels."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _lines(class_names: Sequence[str]) -> str:
+    return "".join(f"{name}\n" for name in class_names)

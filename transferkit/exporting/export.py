@@ -1,0 +1,277 @@
+"""``transferkit export``: a run's model as SavedModel, TFLite or ONNX, checked on held-out images.
+
+Example:
+    >>> import transferkit
+    >>> result = transferkit.export("runs/pets", "tflite", quantize="int8")  # doctest: +SKIP
+    >>> result.parity.top1_agreement, result.file_bytes  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit import recipes as recipe_io
+from transferkit.data.loading import DataSplits, ImageSet, load_data, make_dataset
+from transferkit.errors import QualityGateError, TransferkitError
+from transferkit.exporting import converters
+from transferkit.exporting.formats import (
+    CALIBRATION_IMAGES,
+    DEFAULT_MAX_DROP,
+    check_choices,
+    default_path,
+    labels_path,
+    record_path,
+)
+from transferkit.exporting.parity import Parity, check_parity
+from transferkit.exporting.runtimes import keras_runner, open_runner
+from transferkit.fileio import write_json
+from transferkit.reporting.runfolder import SavedRun, load_run
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The images the parity check runs on, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    split: str  # "test" | "validation" (the run's) or "data" (--data)
+    source: str
+    note: str = ""
+
+    def describe(self) -> dict[str, object]:
+        return {"split": self.split, "source": self.source, "num_images": len(self.labels), "note": self.note}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export`` wrote and how it compares with ``model.keras`` (also in ``<name>.export.json``)."""
+
+    path: Path
+    format: str
+    quantize: str
+    labels_path: Path
+    file_bytes: int
+    keras_file_bytes: int
+    held_out: dict
+    parity: Parity
+    max_drop: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON types, as written to the record."""
+        data = dataclasses.asdict(self)
+        data.update(path=str(self.path), labels_path=str(self.labels_path), parity=self.parity.to_dict())
+        data["versions"] = _versions()
+        return data
+
+    def summary(self) -> str:
+        """Three lines: the file, the parity figures, the verdict."""
+        ratio = self.keras_file_bytes / max(1, self.file_bytes)
+        compared = f"{ratio:.1f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
+        held = self.held_out
+        verdict = "passed" if self.passed else "FAILED"
+        bar = "no bar" if self.max_drop is None else f"--max-drop {self.max_drop:g}"
+        return (
+            f"Wrote {self.path} ({_mb(self.file_bytes)}; model.keras {_mb(self.keras_file_bytes)}, "
+            f"{compared}), labels in {self.labels_path.name}\n"
+            f"Parity on the {held['split']} images: {self.parity.summary()}\n"
+            f"Parity check {verdict} ({bar}); record: {record_path(self.path)}"
+        )
+
+
+def export(
+    run_dir: str | Path,
+    format: str,
+    *,
+    quantize: str = "none",
+    out: str | Path | None = None,
+    max_drop: float | None = DEFAULT_MAX_DROP,
+    data: str | None = None,
+    verbose: int = 1,
+) -> ExportResult:
+    """Export a finished run's model and check it against ``model.keras`` on held-out images.
+
+    The exported model takes raw 0-255 RGB float32 pixels ``[N, size, size, 3]`` like
+    ``model.keras`` and returns probabilities. The class names travel with it: a SavedModel has
+    a ``labels`` signature and ``assets/labels.txt``; TFLite and ONNX files get
+    ``<name>.labels.txt`` next to them, and ONNX also ``metadata_props["labels"]`` (JSON).
+
+    Args:
+        run_dir: the run folder ``fit`` wrote.
+        format: "saved_model" | "tflite" | "onnx".
+        quantize: TFLite only: "none" | "float16" | "dynamic" | "int8" (full integer with a
+            float interface, calibrated on up to 100 of the run's training images).
+        out: the file (or SavedModel folder) to write; default ``RUN_DIR/export/...``.
+        max_drop: the largest accuracy loss allowed (0.01 = one point); None records without
+            judging.
+        data: labelled images to check on (their ``test/`` split if present, else all of them);
+            default: the run's own test split (re-derived with its recipe and seed), else its
+            validation split.
+        verbose: 1 prints the summary, 0 prints nothing.
+
+    Returns:
+        An :class:`ExportResult`; the same figures are in ``<name>.export.json`` next to the file.
+
+    Raises:
+        QualityGateError: after writing the file and its record, when the export's accuracy
+            drops by more than ``max_drop``.
+    """
+    check_choices(format, quantize)
+    run = load_run(run_dir)
+    splits = _run_splits(run) if data is None or quantize == "int8" else None
+    held_out = _data_held_out(data, run) if data else _run_held_out(run, splits)
+    path = Path(out) if out is not None else default_path(run.run_dir, format, quantize)
+    _write(run, path, format, quantize, splits)
+    parity = check_parity(
+        keras_runner(run.model), open_runner(path, format), held_out.images, held_out.labels
+    )
+    passed = max_drop is None or parity.accuracy_drop <= max_drop
+    result = ExportResult(
+        path=path,
+        format=format,
+        quantize=quantize,
+        labels_path=labels_path(path, format),
+        file_bytes=_size(path),
+        keras_file_bytes=_size(run.run_dir / "model.keras"),
+        held_out=held_out.describe(),
+        parity=parity,
+        max_drop=max_drop,
+        passed=passed,
+    )
+    write_json(record_path(path), result.to_dict())
+    if verbose:
+        print(result.summary(), flush=True)
+    if not passed:
+        raise QualityGateError(
+            f"The {format} export{'' if quantize == 'none' else f' ({quantize})'} loses "
+            f"{100 * parity.accuracy_drop:.1f} accuracy points on {parity.num_images} held-out images "
+            f"({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}), more than --max-drop "
+            f"{max_drop:g}. The file and {record_path(path).name} are kept; try a milder --quantize "
+            "(float16 or dynamic) or a larger --max-drop."
+        )
+    return result
+
+
+def _write(run: SavedRun, path: Path, fmt: str, quantize: str, splits: DataSplits | None) -> None:
+    names = run.class_names
+    if fmt == "saved_model":
+        converters.write_saved_model(run.model, path, names)
+    elif fmt == "onnx":
+        converters.write_onnx(run.model, path, names)
+    else:
+        calibration = _calibration(splits.train, run.image_size, _seed(run)) if quantize == "int8" else None
+        converters.write_tflite(run.model, path, names, quantize, calibration)
+
+
+def _seed(run: SavedRun) -> int:
+    return int(run.info.get("seed", 1337))
+
+
+def _run_splits(run: SavedRun) -> DataSplits:
+    """The run's splits, re-derived from its data with its recipe's fractions and seed."""
+    source = run.info.get("data")
+    recipe = recipe_io.load(run.run_dir / "recipe.toml")
+    try:
+        splits = load_data(
+            source,
+            validation_split=recipe.data.validation_split,
+            test_split=recipe.data.test_split,
+            seed=recipe.seed,
+        )
+    except TransferkitError as error:
+        raise TransferkitError(
+            f"Cannot re-read the run's data {source!r} ({error}). The parity check and int8 calibration "
+            "need it: restore it, or pass --data with labelled images (no int8 without the training data)."
+        ) from None
+    if tuple(splits.class_names) != tuple(run.class_names):
+        raise TransferkitError(
+            f"The classes in {source!r} changed since the run ({', '.join(splits.class_names)} now, "
+            f"{', '.join(run.class_names)} then). Pass --data with images of the run's classes."
+        )
+    return splits
+
+
+def _run_held_out(run: SavedRun, splits: DataSplits) -> HeldOut:
+    """The run's test split when it has one, else its validation split (which early stopping saw)."""
+    if splits.test is not None and len(splits.test):
+        recorded = (run.info.get("test_split") or {}).get("sha256")
+        changed = recorded is not None and recorded != splits.holdout.sha256
+        note = "differs from the test split the run recorded: the data changed since" if changed else ""
+        return _held_out(splits.test, run.image_size, "test", run.info["data"], note)
+    note = "no test split: validation images, which early stopping saw"
+    return _held_out(splits.val, run.image_size, "validation", run.info["data"], note)
+
+
+def _data_held_out(data: str, run: SavedRun) -> HeldOut:
+    """``data``'s own test split if it has one, else all of it; labels mapped to the run's classes."""
+    splits = load_data(data, validation_split=0.0, test_split=0.0, seed=_seed(run))
+    unknown = [name for name in splits.class_names if name not in run.class_names]
+    if unknown:
+        raise TransferkitError(
+            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
+        )
+    if splits.test is not None and len(splits.test):
+        images, note = splits.test, "its test split"
+    elif splits.train.tfds is not None or not len(splits.val):
+        images, note = splits.train, "all of it"
+    else:
+        parts = (splits.train, splits.val)
+        paths = tuple(p for part in parts for p in part.paths)
+        images, note = ImageSet(paths, tuple(x for part in parts for x in part.labels)), "all of it"
+    remap = [run.class_names.index(name) for name in splits.class_names]
+    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
+    return _held_out(images, run.image_size, "data", str(data), note)
+
+
+def _held_out(images: ImageSet, size: int, split: str, source: str, note: str) -> HeldOut:
+    pixels, labels = _pixels(images, size)
+    if not len(labels):
+        raise TransferkitError(f"No usable images in the {split} split of {source!r} to check the export on.")
+    return HeldOut(pixels, labels, split, source, note)
+
+
+def _pixels(images: ImageSet, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a split to float32 raw pixels and int labels (files that fail to decode are left out)."""
+    pixels, labels = [], []
+    for batch, batch_labels in make_dataset(images, size, 64, cache=False):
+        pixels.append(tf.cast(batch, tf.float32).numpy())
+        labels.append(batch_labels.numpy())
+    if not pixels:
+        return np.zeros((0, size, size, 3), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(pixels), np.concatenate(labels)
+
+
+def _calibration(train: ImageSet, size: int, seed: int):
+    """Up to CALIBRATION_IMAGES training images, a seeded sample, as a generator of single images."""
+    count = min(CALIBRATION_IMAGES, len(train))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
+    pixels, _ = _pixels(train.subset([int(i) for i in chosen]), size)
+    return lambda: (image[None] for image in pixels)
+
+
+def _size(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -1,0 +1,73 @@
+"""The export vocabulary: formats, TFLite quantizations, file names, and the optional packages they need.
+
+Nothing here imports TensorFlow or a converter, so the CLI can offer the choices cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from transferkit.errors import TransferkitError, choices_error
+
+FORMATS = ("saved_model", "tflite", "onnx")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8 = full integer, float interface
+DEFAULT_MAX_DROP = 0.01  # an export may lose at most one accuracy point on the held-out images
+CALIBRATION_IMAGES = 100  # training images the int8 converter calibrates its ranges on
+EXPORT_FOLDER = "export"  # inside the run folder, unless --out says otherwise
+INPUT_NAME = "pixels"  # raw 0-255 RGB, float32 [batch, size, size, 3], as model.keras takes
+OUTPUT_NAME = "probabilities"
+ONNX_LABELS_KEY = "labels"  # ONNX metadata_props key holding the class names as a JSON list
+EXTRAS_HINT = "pip install 'transferkit[export]'"
+
+
+def default_path(run_dir: Path, fmt: str, quantize: str) -> Path:
+    """Where an export goes unless told: ``RUN_DIR/export/model[_QUANTIZE].tflite`` and so on."""
+    folder = Path(run_dir) / EXPORT_FOLDER
+    if fmt == "saved_model":
+        return folder / "saved_model"
+    suffix = "" if quantize == "none" else f"_{quantize}"
+    return folder / f"model{suffix}.{fmt}"
+
+
+def labels_path(path: Path, fmt: str) -> Path:
+    """The labels file that travels with an export: inside a SavedModel, else ``<file name>.labels.txt``
+    (``model_int8.tflite.labels.txt``), so a TFLite and an ONNX file in one folder keep their own."""
+    if fmt == "saved_model":
+        return Path(path) / "assets" / "labels.txt"
+    return Path(path).with_name(f"{Path(path).name}.labels.txt")
+
+
+def record_path(path: Path) -> Path:
+    """The parity record written next to an export: ``<file or folder name>.export.json``."""
+    return Path(path).with_name(f"{Path(path).name}.export.json")
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import an optional export dependency, or say how to install it.
+
+    Args:
+        module: the import name, e.g. ``"tf2onnx"``.
+        purpose: what needs it, e.g. ``"ONNX export"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise TransferkitError(
+            f"{purpose} needs the package {module!r}, which is not installed ({error}). "
+            f"Install the export extras: {EXTRAS_HINT}"
+        ) from None
+
+
+def check_choices(fmt: str, quantize: str) -> None:
+    """Reject an unknown format or quantization, and quantizing anything but TFLite."""
+    if fmt not in FORMATS:
+        raise choices_error("export format", fmt, FORMATS)
+    if quantize not in QUANTIZATIONS:
+        raise choices_error("quantization", quantize, QUANTIZATIONS)
+    if quantize != "none" and fmt != "tflite":
+        raise TransferkitError(
+            f"--quantize {quantize} applies to --format tflite only; received --format {fmt}. "
+            "Drop --quantize, or export TFLite."
+        )
