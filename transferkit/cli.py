@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 
 import click
 
@@ -106,6 +107,11 @@ def main() -> None:
       transferkit fit --data ./pets --size small --similar
       transferkit predict runs/<run> photo.jpg
     """
+    # Process set-up (one process per command). Pillow's DecompressionBombWarning (89-179 MP) is
+    # noise here: decoding's own limit is Pillow's hard one, reported as a skip reason.
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @main.command()

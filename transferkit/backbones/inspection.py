@@ -37,8 +37,9 @@ def _window(layer: keras.layers.Layer) -> tuple[int, int]:
 def receptive_fields(base: keras.Model) -> dict[str, tuple[int, int]]:
     """Receptive field and cumulative stride (jump) of every layer's output."""
     fields: dict[str, tuple[int, int]] = {}
+    inbound_names = _inbound_names(base)
     for layer in base.layers:
-        inbound = [fields[n] for n in _inbound_names(layer) if n in fields] or [(1, 1)]
+        inbound = [fields[n] for n in inbound_names.get(layer.name, []) if n in fields] or [(1, 1)]
         field_in = max(f for f, _ in inbound)
         jump_in = max(j for _, j in inbound)
         kernel, stride = _window(layer)
@@ -46,14 +47,20 @@ def receptive_fields(base: keras.Model) -> dict[str, tuple[int, int]]:
     return fields
 
 
-def _inbound_names(layer: keras.layers.Layer) -> list[str]:
-    names = []
-    for node in layer._inbound_nodes:
-        for tensor in node.input_tensors:
-            history = getattr(tensor, "_keras_history", None)
-            if history is not None:
-                names.append(history.operation.name)
-    return names
+def _inbound_names(base: keras.Model) -> dict[str, list[str]]:
+    """Each layer's input layers, read from the functional model's public config."""
+    return {layer["name"]: _history_names(layer["inbound_nodes"]) for layer in base.get_config()["layers"]}
+
+
+def _history_names(value: object) -> list[str]:
+    """Layer names in the ``keras_history`` entries of a serialized call (tensors name their maker)."""
+    if isinstance(value, dict):
+        if "keras_history" in value:
+            return [value["keras_history"][0]]
+        return [name for item in value.values() for name in _history_names(item)]
+    if isinstance(value, (list, tuple)):
+        return [name for item in value for name in _history_names(item)]
+    return []
 
 
 def describe_blocks(base: keras.Model, spec) -> list[BlockInfo]:

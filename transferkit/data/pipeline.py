@@ -5,7 +5,7 @@ Order of the stages, and why:
 - shuffle paths (cheap) *before* decoding when nothing is cached; shuffle decoded images *after*
   the cache when something is, so every epoch still gets a new order;
 - decode with :func:`transferkit.data.decode.decode_image` in parallel, ``deterministic=True``;
-- leave out (and log once) any file that fails here although it passed the scan;
+- leave out (and log once per dataset) any file that fails here although it passed the scan;
 - cache decoded ``uint8`` pixels (4x smaller than float32), then batch, then prefetch, last.
 """
 
@@ -82,7 +82,9 @@ def make_dataset(
     if shuffle and cache_to is None:  # shuffle cheap paths/records, before decoding
         buffer = len(images) if images.tfds is None else TFDS_SHUFFLE_BUFFER
         items = items.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=True)
-    decode = functools.partial(_decode, image_size=image_size, encoded=images.tfds is not None)
+    decode = functools.partial(
+        _decode, image_size=image_size, encoded=images.tfds is not None, failures=DecodeFailures()
+    )
     ds = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(_is_ok).map(_without_ok)
     if cache_to is not None:
@@ -117,11 +119,30 @@ def _without_ok(image: tf.Tensor, label: tf.Tensor, ok: tf.Tensor) -> tuple[tf.T
     return image, label
 
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
+class DecodeFailures:
+    """The files one dataset has left out; each is logged once per dataset (no process-wide state)."""
+
+    def __init__(self) -> None:
+        self.left_out: set[str] = set()
+        self._lock = threading.Lock()  # decoding runs on several tf.data threads
+
+    def report(self, what: str, error: Exception) -> None:
+        with self._lock:
+            first = what not in self.left_out
+            self.left_out.add(what)
+        if first:
+            logger.warning("Leaving out %s, which failed to decode after the scan: %s", what, error)
 
 
-def _decode(name: tf.Tensor, payload: tf.Tensor, label: tf.Tensor, *, image_size: int, encoded: bool):
+def _decode(
+    name: tf.Tensor,
+    payload: tf.Tensor,
+    label: tf.Tensor,
+    *,
+    image_size: int,
+    encoded: bool,
+    failures: DecodeFailures,
+):
     """Graph op: ``(image, label, ok)``; a failure gives a blank image and ``ok=False``, never an error."""
 
     def run(name_bytes: bytes, payload_bytes: bytes) -> tuple[np.ndarray, np.bool_]:
@@ -130,12 +151,7 @@ def _decode(name: tf.Tensor, payload: tf.Tensor, label: tf.Tensor, *, image_size
                 payload_bytes if encoded else os.fsdecode(payload_bytes), image_size
             ), np.bool_(True)
         except Exception as err:  # UnusableImage, or anything unforeseen: never end a training run
-            what = os.fsdecode(name_bytes)
-            with _warned_lock:
-                first = what not in _warned
-                _warned.add(what)
-            if first:
-                logger.warning("Leaving out %s, which failed to decode after the scan: %s", what, err)
+            failures.report(os.fsdecode(name_bytes), err)
             return np.zeros((image_size, image_size, 3), np.uint8), np.bool_(False)
 
     image, ok = tf.numpy_function(run, [name, payload], [tf.uint8, tf.bool], stateful=False)

@@ -10,13 +10,14 @@ import numpy as np
 from transferkit import recipes as recipe_io
 from transferkit.data.loading import load_data, load_images
 from transferkit.reporting.figures import plot_image_grid
+from transferkit.selection.quadrants import PROVISIONAL
 from transferkit.training.augment import preview
 
 
 def augment_preview(
     data: str,
     *,
-    recipe: str = "small_similar",
+    recipe: str = PROVISIONAL,
     fill_mode: str | None = None,
     count: int = 6,
     copies: int = 5,

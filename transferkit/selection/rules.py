@@ -112,17 +112,15 @@ def _card_values(card: CardLike | Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
-def _size_from_counts(median_per_class: float, num_train: float) -> str:
+def _size_from_counts(median_per_class: float) -> str:
     return "large" if median_per_class >= SMALL_IMAGES_PER_CLASS else "small"
 
 
 def _size_is_close(values: Mapping[str, float]) -> bool:
     """True when scaling the data by SIZE_CLOSE_FACTOR either way would flip small/large."""
-    median, total = values["median_images_per_class"], values["num_train"]
-    size = _size_from_counts(median, total)
-    return any(
-        _size_from_counts(median * k, total * k) != size for k in (SIZE_CLOSE_FACTOR, 1 / SIZE_CLOSE_FACTOR)
-    )
+    median = values["median_images_per_class"]
+    size = _size_from_counts(median)
+    return any(_size_from_counts(median * k) != size for k in (SIZE_CLOSE_FACTOR, 1 / SIZE_CLOSE_FACTOR))
 
 
 def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -138,7 +136,7 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
     """
     v = _card_values(card_like)
     median, total = v["median_images_per_class"], v["num_train"]
-    size = _size_from_counts(median, total)
+    size = _size_from_counts(median)
     per_class = f"median {median:,.0f} training images per class over {v['num_classes']:.0f} classes"
     if size == "small":
         reasons = [

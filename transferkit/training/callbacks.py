@@ -45,23 +45,27 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' ``BackupAndRestore`` with each backup file written atomically.
+    """Keras' ``BackupAndRestore`` (which restores) with each epoch's backup written atomically here.
 
     Keras writes ``latest.weights.h5`` and ``training_metadata.json`` in place, so a kill during
-    the write leaves a torn file (a torn JSON even stops the resume). Here each is written to a
-    temporary file and renamed; weights first, so a kill between the two renames only means the
-    epoch is trained once more. The backup is kept when ``fit`` ends: the trainer deletes it once
-    the phase's checkpoint and ``state.json`` are written.
+    the write leaves a torn file (a torn JSON even stops the resume). Here ``on_epoch_end`` writes
+    the same two files, in Keras' layout, through the public ``save_weights`` to a temporary file
+    and renames each; weights first, so a kill between the two renames only means the epoch is
+    trained once more. Restoring stays Keras' own (``on_train_begin``). The backup is kept when
+    ``fit`` ends: the trainer deletes it once the phase's checkpoint and ``state.json`` are written.
     """
 
-    def __init__(self, backup_dir: str):
-        super().__init__(backup_dir, delete_checkpoint=False)
+    WEIGHTS_FILE = "latest.weights.h5"  # the names Keras' on_train_begin reads back
+    METADATA_FILE = "training_metadata.json"
 
-    def _save_model(self):
-        with atomic_path(self._weights_path) as tmp:
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)  # save_freq="epoch"
+
+    def on_epoch_end(self, epoch, logs=None):
+        folder = Path(self.backup_dir)
+        with atomic_path(folder / self.WEIGHTS_FILE) as tmp:
             self.model.save_weights(tmp)
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        write_json(self._training_metadata_path, metadata)
+        write_json(folder / self.METADATA_FILE, {"epoch": epoch + 1, "batch": 0})
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -110,11 +114,26 @@ class Reseed(keras.callbacks.Callback):
         self.seed = seed
 
     def on_epoch_begin(self, epoch, logs=None):
-        for index, layer in enumerate(self.model._flatten_layers()):
+        for index, layer in enumerate(all_layers(self.model)):
             generator = getattr(layer, "seed_generator", None)
             if isinstance(generator, keras.random.SeedGenerator):
                 value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
                 generator.state.assign(value)
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """``model`` and every layer inside it, depth first, each once (nested models' ``layers``)."""
+    seen: dict[int, keras.layers.Layer] = {}
+
+    def visit(layer: keras.layers.Layer) -> None:
+        if id(layer) in seen:
+            return
+        seen[id(layer)] = layer
+        for inner in layer.layers if isinstance(layer, keras.Model) else ():
+            visit(inner)
+
+    visit(model)
+    return list(seen.values())
 
 
 def _to_csv(rows: list[dict]) -> str:

@@ -112,12 +112,3 @@ def build_classifier(
     extractor = keras.Model(inputs, pooled, name=f"{spec.name}_features")
     return Classifier(model=model, base=base, head=head, extractor=extractor)
 
-
-def check_pixel_range(images: np.ndarray) -> None:
-    """Refuse a batch that looks already normalised (max <= 1): the model expects 0-255 pixels."""
-    images = np.asarray(images)
-    if images.size and images.dtype.kind == "f" and float(images.max()) <= 1.0:
-        raise TransferkitError(
-            f"Images look already scaled (max pixel value {float(images.max()):.3f}); the model takes raw "
-            "0-255 RGB pixels and normalises inside. Pass the pixels unscaled."
-        )
