@@ -1,7 +1,8 @@
 import pytest
 
+from transferkit.backbones.blocks import block_ends, stage_ends
 from transferkit.backbones.inspection import block_table, describe_blocks
-from transferkit.backbones.registry import BACKBONES, block_ends, get_backbone, stage_ends
+from transferkit.backbones.registry import BACKBONES, get_backbone
 from transferkit.errors import TransferkitError
 
 

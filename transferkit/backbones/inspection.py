@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import keras
 
-from transferkit.backbones.registry import block_ends, get_backbone
+from transferkit.backbones.blocks import block_ends
+from transferkit.backbones.registry import get_backbone
 
 
 @dataclass(frozen=True)

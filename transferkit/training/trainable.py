@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from transferkit.backbones.registry import BackboneSpec, block_ends
+from transferkit.backbones.blocks import block_ends
+from transferkit.backbones.registry import BackboneSpec
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Phase
 from transferkit.training.model import Classifier
