@@ -1,0 +1,182 @@
+"""The selector's regret on real data it was (or was not) tuned on: ``compare`` over a suite of
+offline example datasets, several seeded splits each.
+
+For every data set and seed it exports the images as a folder, runs :func:`transferkit.compare`
+(the selector, then all four quadrant recipes trained on one split and seed), and records the
+pick, the best recipe, each recipe's accuracy on the held-out TEST split, and what selecting cost.
+
+The suite is split in two and the split is fixed here, before any result is seen:
+
+- ``tuning``: the data sets the selector's thresholds may be set on (the four original built-ins,
+  which the constants in ``transferkit/selection/rules.py`` were set on, plus three new ones);
+- ``held-out``: data sets kept out of every threshold decision. Only their figures go into the
+  README's regret table.
+
+Usage (outside the test suite; ``make benchmark-regret`` installs the Debian data packages first):
+
+    python benchmarks/regret.py --suite held-out --seeds 0 1 --image-size 96
+    python benchmarks/regret.py --datasets textures lfw_faces --seeds 0 --quick
+
+The regret interval is the normal approximation for the difference of two independent
+accuracies on n test images (conservative: both recipes are scored on the same images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TUNING = (
+    "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
+)  # fmt: skip
+HELD_OUT = ("font_families", "playing_cards", "emoji_groups")
+SUITES = {"tuning": TUNING, "held-out": HELD_OUT, "all": TUNING + HELD_OUT}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compare: a data set, a seed, the pick, the best, and the regret on the test split."""
+
+    dataset: str
+    suite: str
+    seed: int
+    test_images: int
+    picked: str
+    best: str
+    accuracies: dict  # recipe -> test accuracy
+    regret_points: float
+    regret_halfwidth: float  # 95%, in points
+    close_call: bool
+    confidence: float
+    selection_seconds: float
+    picked_fit_seconds: float
+    compare_seconds: float
+
+    @property
+    def selection_share_of_fit(self) -> float:
+        return self.selection_seconds / max(self.picked_fit_seconds, 1e-9)
+
+
+def _halfwidth(p1: float, p2: float, n: int) -> float:
+    if n == 0:
+        return math.nan
+    return 100 * 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> Row:
+    import transferkit
+
+    folder = transferkit.export_dataset(name, work / "data" / name, per_class=args.per_class, seed=0)
+    options = dict(image_size=args.image_size, seed=seed, out=work / "runs", verbose=0)
+    if args.epochs:
+        options["epochs"] = args.epochs
+    if args.backbone:
+        options.update(backbone=args.backbone, weights=args.weights)
+    result = transferkit.compare(str(folder), name=f"{name}-seed{seed}", **options)
+    runs = {run.recipe: run for run in result.runs}
+    pick, best = runs[result.picked], result.best
+    n = _test_images(result)
+    selection = result.analysis.selection
+    return Row(
+        dataset=name,
+        suite="held-out" if name in HELD_OUT else "tuning",
+        seed=seed,
+        test_images=n,
+        picked=result.picked,
+        best=best.recipe,
+        accuracies={recipe: round(run.accuracy, 4) for recipe, run in runs.items()},
+        regret_points=100 * (best.accuracy - pick.accuracy),
+        regret_halfwidth=_halfwidth(best.accuracy, pick.accuracy, n),
+        close_call=selection.close_call,
+        confidence=selection.confidence,
+        selection_seconds=result.analysis.selection_seconds,
+        picked_fit_seconds=pick.seconds,
+        compare_seconds=result.seconds,
+    )
+
+
+def _test_images(result) -> int:
+    split = result.analysis.split
+    return int(split.get("num_test") or split.get("test_images") or 0)
+
+
+def print_table(rows: list[Row]) -> None:
+    recipes = ("small_similar", "small_dissimilar", "large_similar", "large_dissimilar")
+    head = f"{'data set':<18}{'suite':<9}{'seed':>4}{'n':>5}  " + "".join(f"{r[:13]:>14}" for r in recipes)
+    print("\nTest-split accuracy per recipe (* = the selector's pick)\n" + head + "  regret (pts)  sel/fit")
+    for row in rows:
+        cells = "".join(
+            f"{(row.accuracies.get(r, math.nan)):>13.3f}{'*' if r == row.picked else ' '}" for r in recipes
+        )
+        print(
+            f"{row.dataset:<18}{row.suite:<9}{row.seed:>4}{row.test_images:>5}  {cells}"
+            f"  {row.regret_points:5.1f} ± {row.regret_halfwidth:4.1f}  {row.selection_share_of_fit:6.1%}"
+        )
+    for suite in ("tuning", "held-out"):
+        chosen = [row for row in rows if row.suite == suite]
+        if not chosen:
+            continue
+        per_set = {}
+        for row in chosen:
+            per_set.setdefault(row.dataset, []).append(row.regret_points)
+        means = {name: statistics.fmean(values) for name, values in per_set.items()}
+        print(
+            f"\n{suite}: mean regret {statistics.fmean(means.values()):.2f} pts over {len(means)} data sets; "
+            f"worst {max(means.values()):.2f} ({max(means, key=means.get)}); "
+            f"selection cost median {statistics.median(r.selection_share_of_fit for r in chosen):.1%} "
+            "of the picked recipe's fit"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="held-out")
+    parser.add_argument("--datasets", nargs="+", help="Instead of a suite: these example datasets.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--per-class", type=int, default=100, help="Images per class exported (seeded).")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, help="Epochs per phase, every recipe.")
+    parser.add_argument("--backbone", help="Override the backbone (default: the recipes').")
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 30 per class, 2 epochs per phase.")
+    parser.add_argument("--work", type=Path, help="Folder for data and runs (default: a temporary one).")
+    parser.add_argument("--json", type=Path, help="Write the rows here.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.per_class, args.epochs = 30, 2
+    names = args.datasets or SUITES[args.suite]
+    work = args.work or Path(tempfile.mkdtemp(prefix="transferkit-regret-"))
+    rows = []
+    for name in names:
+        for seed in args.seeds:
+            started = time.perf_counter()
+            print(f"[{time.strftime('%H:%M:%S')}] {name} seed {seed} ...", flush=True)
+            try:
+                row = run_one(name, seed, args, work)
+            except Exception as error:  # one broken data set must not lose the others' results
+                print(f"  failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+                continue
+            rows.append(row)
+            print(
+                f"  picked {row.picked}, best {row.best}, regret {row.regret_points:.1f} pts "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    print_table(rows)
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
