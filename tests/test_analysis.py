@@ -60,6 +60,10 @@ def test_compare_trains_every_recipe_on_the_same_split(compared, folder):
     assert {json.loads((run / "run.json").read_text())["seed"] for run in runs} == {1337}
     supports = {json.loads((run / "metrics.json").read_text())["validation"]["num_samples"] for run in runs}
     assert supports == {compared.analysis.split["num_val"]}
+    # every recipe is tested on the same held-out images, ones the selector's split also left out
+    tested = {json.loads((run / "run.json").read_text())["test_split"]["sha256"] for run in runs}
+    assert tested == {compared.analysis.split["test_sha256"]} and compared.analysis.split["num_test"] == 6
+    assert {json.loads((run / "metrics.json").read_text())["headline"] for run in runs} == {"test"}
     # fit's split is seeded: the same seed gives the same validation files, another seed does not
     first, again = (load_data(folder, validation_split=0.2, seed=1337) for _ in range(2))
     assert first.val.paths == again.val.paths and len(first.val.paths) == 6
@@ -76,13 +80,21 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
         100 * (max(accuracies.values()) - accuracies[data["picked"]])
     )
     assert data["regret_points"] >= 0 and 0 < data["selection_fraction"] < 1
+    assert data["accuracy_split"] == "test" and {run["split"] for run in data["runs"]} == {"test"}
+    for run in data["runs"]:
+        test = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+        assert run["accuracy"] == test["test"]["accuracy"]
+        assert run["validation_accuracy"] == test["validation"]["accuracy"]
+        assert run["accuracy_low"] <= run["accuracy"] <= run["accuracy_high"]
     assert all(run["trainable_params"] > 0 and run["peak_rss_mb"] > 0 for run in data["runs"])
     with open(compared.run_dir / "comparison.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["recipe"] for row in rows] == list(QUADRANTS)
+    assert {"split", "accuracy_low", "accuracy_high", "validation_accuracy"} <= set(rows[0])
     assert (compared.run_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     table = compared.table()
     assert f"{data['picked']} *" in table and "Regret of the pick" in table
+    assert table.splitlines()[0].split()[2:5] == ["test", "acc", "95%"] and "held-out test accuracy" in table
 
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):

@@ -146,10 +146,15 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
             str(tmp_path),
             "--name",
             "r",
+            "--test-split",
+            "0.3",
             "-q",
         ],
     )
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("test accuracy ") and "(95% CI " in result.output  # test figures lead
+    card = json.loads((tmp_path / "r" / "dataset_card.json").read_text())
+    assert (card["test_split"]["fraction"], card["test_split"]["num_test"]) == (0.3, 9)
     result = runner.invoke(
         main, ["predict", str(tmp_path / "r"), str(folder / "class_1"), "--format", "json"]
     )
@@ -158,7 +163,70 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     assert len(rows) == 10 and {row["label"] for row in rows} <= {"class_0", "class_1", "class_2"}
     assert all(abs(sum(p for _, p in row["top"]) - 1) < 1e-4 for row in rows)
     result = runner.invoke(main, ["evaluate", str(tmp_path / "r"), "--data", str(folder), "--json"])
-    assert result.exit_code == 0 and json.loads(result.output)["num_samples"] == 30
+    assert result.exit_code == 0 and json.loads(result.output)["num_samples"] == 30  # all of it, as before
+    low, high = json.loads(result.output)["accuracy_interval"]
+    assert low <= json.loads(result.output)["accuracy"] <= high
+
+
+def _tiny_fit(data, out, **options):
+    options = (
+        dict(recipe="small_similar", backbone="tiny", weights="random", epochs=1, batch_size=8) | options
+    )
+    return transferkit.fit(str(data), out=out, verbose=0, **options)
+
+
+def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, tmp_path):
+    run = _tiny_fit(folder, tmp_path)
+    record = json.loads((run.run_dir / "metrics.json").read_text())
+    assert record["headline"] == "test" and record["test"]["num_samples"] == 6  # 15% of 3 x 10, 2 a class
+    low, high = record["test"]["accuracy_interval"]
+    assert 0 <= low <= record["test"]["accuracy"] <= high <= 1 and high - low > 0.2  # 6 images: wide
+    assert record["validation"]["num_samples"] == 6 and "accuracy_interval" in record["validation"]
+    assert run.headline == "test" and run.metrics.num_samples == 6 and run.validation_metrics.num_samples == 6
+    splits = transferkit.load_data(str(folder), seed=run.recipe.seed)
+    held_out = json.loads((run.run_dir / "run.json").read_text())["test_split"]
+    assert held_out["sha256"] == splits.holdout.sha256 and held_out["origin"] == "held_out"
+    assert run.summary().startswith(f"test accuracy {run.metrics.accuracy:.3f} (95% CI ")
+    assert f"| validation {run.validation_metrics.accuracy:.3f} |" in run.summary()
+    assert "Accuracy (held-out test)" in (run.run_dir / "report.html").read_text()
+
+
+def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(tmp_path, capsys):
+    tiny = make_image_folder(tmp_path / "tiny", classes=2, per_class=2)
+    run = transferkit.fit(str(tiny), recipe="small_similar", backbone="tiny", weights="random",
+                          epochs=1, out=tmp_path, verbose=2)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "test split: none, the smallest class has 2 images; accuracy below is validation" in printed
+    record = json.loads((run.run_dir / "metrics.json").read_text())
+    assert record["headline"] == "validation" and "test" not in record
+    assert run.summary().startswith("validation accuracy ") and "no test split" in run.summary()
+
+
+def test_the_selectors_sample_is_drawn_from_the_training_split_only(folder, monkeypatch):
+    from transferkit.selection import measure
+
+    samples = []
+    original = measure.stratified_sample
+    monkeypatch.setattr(
+        measure, "stratified_sample", lambda images, *a: samples.append(original(images, *a)) or samples[-1]
+    )
+    transferkit.fit(str(folder), backbone="tiny", weights="random", dry_run=True, verbose=0)
+    splits = transferkit.load_data(str(folder))
+    (sample,) = samples
+    assert len(sample) and set(sample.paths) <= set(splits.train.paths)
+
+
+def test_resume_rebuilds_the_same_test_split_and_refuses_a_changed_one(tmp_path):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
+    run = _tiny_fit(data, tmp_path / "runs")
+    info = json.loads((run.run_dir / "run.json").read_text())
+    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    assert transferkit.resume(run.run_dir, dry_run=True, verbose=0).run_dir is None  # same split: fine
+    make_image_folder(tmp_path / "more", classes=2, per_class=6, seed=1)
+    for image in (tmp_path / "more" / "class_0").iterdir():
+        image.rename(data / "class_0" / f"extra-{image.name}")
+    with pytest.raises(transferkit.TransferkitError, match="held-out test split .* is not the one"):
+        transferkit.resume(run.run_dir, dry_run=True, verbose=0)
 
 
 @pytest.mark.parametrize(

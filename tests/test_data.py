@@ -14,6 +14,7 @@ from PIL import Image
 
 from transferkit.data import pipeline
 from transferkit.data.loading import DatasetCard, ImageSet, load_data, load_images, make_dataset
+from transferkit.data.splits import digest
 from transferkit.errors import TransferkitError
 
 COLOURS = {"ants": (200, 40, 40), "bees": (40, 200, 40), "cats": (40, 40, 200)}
@@ -62,6 +63,53 @@ def test_predefined_train_val_test_folders_are_used_as_given(tmp_path):
     assert set(splits.card.counts) == {"train", "val", "test"}
 
 
+def test_test_split_is_held_out_first_disjoint_stratified_and_seeded(tmp_path):
+    root = _folder(tmp_path, {"ants": 20, "bees": 20, "cats": 10})
+    splits = load_data(root, seed=7)  # default: 15% test, then 20% of the whole for validation
+    assert splits.card.counts["test"] == {"ants": 3, "bees": 3, "cats": 2}
+    assert splits.card.counts["val"] == {"ants": 4, "bees": 4, "cats": 2}
+    train, val, test = (set(images.paths) for images in (splits.train, splits.val, splits.test))
+    assert not (train & test or val & test or train & val) and len(train | val | test) == 50
+    holdout = splits.holdout
+    assert (holdout.origin, holdout.fraction, holdout.seed, holdout.num_test) == ("held_out", 0.15, 7, 8)
+    assert holdout.sha256 == digest(splits.test.paths, splits.test.labels, root=str(root))
+    assert load_data(os.path.relpath(root), seed=7).holdout.sha256 == holdout.sha256  # however it is named
+    assert splits.card.to_dict()["test_split"] == holdout.to_dict()
+    assert "test split: 8 images held out" in splits.card.summary()
+    assert load_data(root, seed=7).test == splits.test  # same seed, same test split
+    assert load_data(root, seed=7, validation_split=0.3).test == splits.test  # carved before validation
+    assert load_data(root, seed=8).test != splits.test
+    assert load_data(root, seed=7, test_split=0.3).holdout.num_test == 15
+
+
+def test_a_test_folder_is_used_instead_of_holding_out(tmp_path):
+    _folder(tmp_path / "train", {"ants": 10, "bees": 10})
+    _folder(tmp_path / "test", {"ants": 2, "bees": 2})
+    splits = load_data(tmp_path)
+    assert all(Path(path).parts[-3] == "test" for path in splits.test.paths)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (16, 4, 4)
+    assert splits.holdout.origin == "folder" and "test/ folder, 4 images" in splits.holdout.note
+
+
+def test_tiny_classes_hold_out_no_test_split_and_say_why(tmp_path):
+    splits = load_data(_folder(tmp_path, {"ants": 6, "bees": 2}))
+    assert splits.test is None and len(splits.train) + len(splits.val) == 8
+    assert splits.holdout.origin == "none" and splits.holdout.sha256 is None
+    note = "test split: none, the smallest class has 2 images; accuracy below is validation accuracy"
+    assert note in splits.card.summary()
+    assert load_data(_folder(tmp_path / "three", {"ants": 3, "bees": 3})).holdout.num_test == 2
+
+
+@pytest.mark.parametrize("test_split, validation_split", [(-0.1, 0.2), (1.0, 0.2), (0.5, 0.5)])
+def test_a_test_split_that_leaves_nothing_to_train_on_is_a_user_error(tmp_path, test_split, validation_split):
+    with pytest.raises(TransferkitError, match=f"test_split={test_split}"):
+        load_data(
+            _folder(tmp_path, {"ants": 4, "bees": 4}),
+            test_split=test_split,
+            validation_split=validation_split,
+        )
+
+
 def test_train_and_test_only_carves_validation_from_train(tmp_path):
     _folder(tmp_path / "train", {"ants": 5, "bees": 5})
     _folder(tmp_path / "test", {"ants": 2, "bees": 2})
@@ -93,7 +141,9 @@ def test_bad_arguments_are_user_errors(tmp_path):
 
 
 def test_card_figures_json_and_summary(tmp_path):
-    splits = load_data(str(_folder(tmp_path, {"ants": 9, "bees": 3}, size=(30, 10))), validation_split=0)
+    splits = load_data(
+        str(_folder(tmp_path, {"ants": 9, "bees": 3}, size=(30, 10))), validation_split=0, test_split=0
+    )
     card = splits.card
     assert (card.num_classes, card.num_train, card.imbalance) == (2, 12, 3.0)
     assert card.images_per_class == {"min": 3, "median": 6}
@@ -105,7 +155,7 @@ def test_card_figures_json_and_summary(tmp_path):
 
 
 def test_make_dataset_yields_uint8_rgb_batches(tmp_path):
-    splits = load_data(str(_folder(tmp_path, {"ants": 6, "bees": 5})), validation_split=0)
+    splits = load_data(str(_folder(tmp_path, {"ants": 6, "bees": 5})), validation_split=0, test_split=0)
     ds = make_dataset(splits.train, 16, 4)
     assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype == tf.int32
     images, labels = _batches(ds)
@@ -116,7 +166,7 @@ def test_make_dataset_yields_uint8_rgb_batches(tmp_path):
 
 
 def test_shuffle_is_seeded_and_reshuffles_every_epoch(tmp_path):
-    splits = load_data(str(_folder(tmp_path, {"ants": 12, "bees": 12})), validation_split=0)
+    splits = load_data(str(_folder(tmp_path, {"ants": 12, "bees": 12})), validation_split=0, test_split=0)
     for cache in (True, False):
         first = make_dataset(splits.train, 8, 24, shuffle=True, seed=5, cache=cache).repeat(2)
         second = make_dataset(splits.train, 8, 24, shuffle=True, seed=5, cache=cache).repeat(2)
@@ -128,7 +178,7 @@ def test_shuffle_is_seeded_and_reshuffles_every_epoch(tmp_path):
 
 
 def test_cache_modes_give_the_same_pixels(tmp_path, monkeypatch, caplog):
-    splits = load_data(str(_folder(tmp_path / "d", {"ants": 5, "bees": 4})), validation_split=0)
+    splits = load_data(str(_folder(tmp_path / "d", {"ants": 5, "bees": 4})), validation_split=0, test_split=0)
     reference, _ = _batches(make_dataset(splits.train, 12, 3, cache=False))
     file_cache = tmp_path / "cache" / "train"
     for cache in (True, file_cache):
@@ -145,7 +195,7 @@ def test_cache_modes_give_the_same_pixels(tmp_path, monkeypatch, caplog):
 
 def test_training_pixels_equal_prediction_pixels(tmp_path):
     root = _folder(tmp_path, {"ants": 3, "bees": 3}, size=(57, 31))
-    splits = load_data(str(root), validation_split=0)
+    splits = load_data(str(root), validation_split=0, test_split=0)
     trained, _ = _batches(make_dataset(splits.train, 24, 6))
     predicted, skipped = load_images(list(splits.train.paths), 24)
     assert skipped == []
@@ -153,7 +203,7 @@ def test_training_pixels_equal_prediction_pixels(tmp_path):
 
 
 def test_empty_split_gives_an_empty_dataset(tmp_path):
-    splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0)
+    splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0, test_split=0)
     assert len(splits.val) == 0
     assert list(make_dataset(splits.val, 8, 2)) == []
     assert ImageSet((), ()).subset([]) == ImageSet((), ())
@@ -168,7 +218,9 @@ def test_tfds_source_uses_builder_class_names_and_decodes_records():
     with tfds.testing.mock_data(num_examples=12):
         splits = load_data("tfds:beans", validation_split=0.25)
         assert splits.class_names == ("angular_leaf_spot", "bean_rust", "healthy")
-        assert len(splits.train) + len(splits.val) == 12 and splits.test is None
+        assert len(splits.train) + len(splits.val) + len(splits.test) == 12
+        assert splits.holdout.origin == "held_out"  # beans' mock has no test split: held out from train
+        assert not set(splits.test.tfds.indices) & {*splits.train.tfds.indices, *splits.val.tfds.indices}
         assert splits.card.image_sizes["width"]["median"] == 500
         images, labels = _batches(make_dataset(splits.train, 32, 4, shuffle=True))
     assert images.shape == (len(splits.train), 32, 32, 3) and images.dtype == np.uint8
@@ -199,7 +251,8 @@ def test_tfds_predefined_splits_and_split_argument(tmp_path):
         assert splits.val.paths[0].startswith("tfds:beans/validation#")
         images, _ = _batches(make_dataset(splits.test, 8, 5))
         assert images.shape == (9, 8, 8, 3)
-        only = load_data("tfds:beans:test", validation_split=0.3)
+        assert splits.holdout.origin == "tfds" and splits.holdout.num_test == 9
+        only = load_data("tfds:beans:test", validation_split=0.3, test_split=0)
         assert only.test is None and len(only.train) + len(only.val) == 9
         assert only.train.tfds.split == "test" and len(only.train.tfds.indices) == len(only.train)
         subset, _ = _batches(make_dataset(only.val, 8, 5))

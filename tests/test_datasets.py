@@ -49,7 +49,7 @@ def test_lfw_faces_exports_two_classes_of_100_pngs_that_load_data_reads(tmp_path
     np.testing.assert_array_equal(first, np.rint(data.lfw_subset()[0] * 255).astype(np.uint8))
     splits = load_data(str(folder), validation_split=0.2)
     assert splits.class_names == ("face", "non_face")
-    assert (len(splits.train), len(splits.val), splits.card.skipped) == (160, 40, ())
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.card.skipped) == (130, 40, 30, ())
     assert splits.card.image_sizes["width"]["median"] == 25
 
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from transferkit.errors import TransferkitError
-from transferkit.reporting.metrics import Metrics, compute_metrics, evaluate_model
+from transferkit.reporting.metrics import Metrics, accuracy_interval, compute_metrics, evaluate_model
 
 
 def rows_predicting(predicted: list[int], labels: list[int], num_classes: int) -> np.ndarray:
@@ -87,6 +87,33 @@ def test_to_dict_is_json_and_round_trips():
     assert Metrics.from_dict({**data, "extra": 1}) == m
     with pytest.raises(TransferkitError, match="lacks accuracy"):
         Metrics.from_dict({k: v for k, v in data.items() if k != "accuracy"})
+
+
+@pytest.mark.parametrize(
+    ("correct", "total", "expected"),
+    [  # Wilson score intervals, from the closed form (Newcombe 1998, method 3)
+        (108, 120, (0.8333, 0.9419)),
+        (0, 10, (0.0, 0.2775)),
+        (10, 10, (0.7225, 1.0)),
+        (5, 8, (0.3057, 0.8632)),
+    ],
+)
+def test_accuracy_interval_is_the_wilson_score_interval(correct, total, expected):
+    assert accuracy_interval(correct, total) == pytest.approx(expected, abs=1e-4)
+
+
+def test_metrics_carry_an_interval_that_contains_the_accuracy_and_narrows_with_more_images():
+    few = compute_metrics(rows_predicting(PREDICTED, LABELS, 3), np.array(LABELS), ["cat", "dog", "fox"])
+    many = compute_metrics(
+        rows_predicting(PREDICTED * 10, LABELS * 10, 3), np.array(LABELS * 10), ["cat", "dog", "fox"]
+    )
+    assert few.accuracy == many.accuracy == pytest.approx(5 / 8)
+    assert few.accuracy_interval == pytest.approx(accuracy_interval(5, 8))
+    for m in (few, many):
+        assert m.accuracy_interval[0] < m.accuracy < m.accuracy_interval[1]
+    assert np.ptp(many.accuracy_interval) < np.ptp(few.accuracy_interval) / 2
+    older = {k: v for k, v in few.to_dict().items() if k != "accuracy_interval"}  # a pre-interval file
+    assert Metrics.from_dict(older) == few
 
 
 @pytest.mark.parametrize(

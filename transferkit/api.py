@@ -37,7 +37,12 @@ from transferkit.training.trainer import Trainer
 
 @dataclass(frozen=True)
 class FitResult:
-    """What ``fit`` returns: the run folder, the trained model, its metrics and the plan it ran."""
+    """What ``fit`` returns: the run folder, the trained model, its metrics and the plan it ran.
+
+    ``metrics`` are measured on the held-out test split when there is one (``headline == "test"``),
+    otherwise on the validation split that early stopping saw (``headline == "validation"``);
+    ``validation_metrics`` are always the validation split's.
+    """
 
     run_dir: Path | None
     model: keras.Model
@@ -47,6 +52,24 @@ class FitResult:
     plan: tuple
     seconds: float
     weights_source: str
+    validation_metrics: Metrics | None = None
+    headline: str = "validation"
+
+    def summary(self) -> str:
+        """One line, the headline split first with its 95% interval, e.g.
+        ``test accuracy 0.912 (95% CI 0.870-0.940, n=120) | validation 0.930 | 42 s | runs/x``."""
+        m = self.metrics
+        if m is None:
+            return f"nothing trained | {self.seconds:.0f} s"
+        low, high = m.accuracy_interval
+        top5 = f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else ""
+        interval = f"95% CI {low:.3f}-{high:.3f}, n={m.num_samples}"
+        parts = [f"{self.headline} accuracy {m.accuracy:.3f} ({interval}){top5}"]
+        if self.headline == "test" and self.validation_metrics is not None:
+            parts.append(f"validation {self.validation_metrics.accuracy:.3f}")
+        else:
+            parts.append("no test split: early stopping saw these images")
+        return " | ".join([*parts, f"{self.seconds:.0f} s", str(self.run_dir)])
 
 
 def _as_float(data: tf.data.Dataset) -> tf.data.Dataset:
@@ -90,6 +113,7 @@ def fit(
     image_size: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    test_split: float | None = None,
     out: str | Path = "runs",
     name: str | None = None,
     strict: bool = False,
@@ -106,6 +130,8 @@ def fit(
         similar: True | False | None (auto: measured with the pretrained features).
         recipe: a recipe file or built-in name; overrides size/similar.
         backbone, weights, epochs, image_size, batch_size, seed: override the recipe.
+        test_split: fraction of each class held out for testing when the data has no test split
+            (overrides the recipe's ``[data] test_split``, default 0.15; 0 holds out nothing).
         out: parent folder of run folders.
         name: run folder name (default ``<data>-<recipe>-<timestamp>``).
         strict: a class folder without usable images is an error instead of a warning.
@@ -118,14 +144,17 @@ def fit(
     """
     started = time.perf_counter()
     overrides = dict(
-        backbone=backbone, weights=weights, epochs=epochs, image_size=image_size, batch_size=batch_size
+        backbone=backbone,
+        weights=weights,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        test_split=test_split,
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision, chosen.seed) as device:
-        splits = load_data(
-            data, validation_split=chosen.data.validation_split, seed=chosen.seed, strict=strict
-        )
+        splits = _load_splits(data, chosen, strict)
         _say(verbose, splits.card.summary())
         with device.strategy.scope():
             session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
@@ -142,8 +171,21 @@ def fit(
             "seed": session.recipe.seed,
             "device": device.describe(),
             "class_names": list(splits.class_names),
+            "test_split": splits.holdout.to_dict(),
         }
         return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+
+
+def _load_splits(data: str, recipe: Recipe, strict: bool = False) -> DataSplits:
+    """The recipe's splits of ``data``: test held out first (same seed, same split), then validation."""
+    data_config = recipe.data
+    return load_data(
+        data,
+        validation_split=data_config.validation_split,
+        test_split=data_config.test_split,
+        seed=recipe.seed,
+        strict=strict,
+    )
 
 
 def _planned(session: _Session, started: float) -> FitResult:
@@ -242,11 +284,11 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
         )
         trainer.run()
     model = session.classifier.model
-    metrics = evaluate_model(model, val, splits.class_names)
-    write_json(
-        run_dir / "metrics.json",
-        {"validation": metrics.to_dict(), **_test_metrics(model, recipe, spec, splits)},
-    )
+    validation = evaluate_model(model, val, splits.class_names)
+    test = _test_metrics(model, recipe, spec, splits)
+    headline, metrics = ("test", test) if test is not None else ("validation", validation)
+    record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
+    write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
     runfolder.save_model(model, run_dir)
     seconds = time.perf_counter() - started
     runfolder.save_run_info(
@@ -259,17 +301,28 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
         },
     )
     _write_plots(run_dir, metrics, recipe)
-    _say(verbose, f"Validation accuracy {metrics.accuracy:.3f} in {seconds:.0f} s. Run folder: {run_dir}")
-    return FitResult(
-        run_dir, model, metrics, recipe, session.selection, session.plan, seconds, session.weights_source
+    result = FitResult(
+        run_dir,
+        model,
+        metrics,
+        recipe,
+        session.selection,
+        session.plan,
+        seconds,
+        session.weights_source,
+        validation,
+        headline,
     )
+    _say(verbose, result.summary())
+    return result
 
 
-def _test_metrics(model, recipe, spec, splits) -> dict:
+def _test_metrics(model, recipe, spec, splits) -> Metrics | None:
+    """The held-out test split's metrics; None when there is no test split."""
     if splits.test is None or not splits.test.labels:
-        return {}
+        return None
     test = _as_float(make_dataset(splits.test, _image_size(recipe, spec), recipe.data.batch_size))
-    return {"test": evaluate_model(model, test, splits.class_names).to_dict()}
+    return evaluate_model(model, test, splits.class_names)
 
 
 def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe) -> None:
@@ -332,7 +385,7 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics
     """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
     (for ``tfds:`` sources without a test split, the validation part)."""
     run = runfolder.load_run(run_dir)
-    splits = load_data(data, validation_split=0.5, seed=0)
+    splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
     unknown = [name for name in splits.class_names if name not in run.class_names]
     if unknown:
         raise TransferkitError(
@@ -376,10 +429,16 @@ def resume(
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
     with device_scope(precision, recipe.seed) as device:
-        splits = load_data(info["data"], validation_split=recipe.data.validation_split, seed=recipe.seed)
+        splits = _load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
             raise TransferkitError(
                 f"The classes in {info['data']} changed since the run started; cannot resume."
+            )
+        recorded = info.get("test_split", {}).get("sha256")
+        if recorded is not None and recorded != splits.holdout.sha256:
+            raise TransferkitError(
+                f"The held-out test split of {info['data']} is not the one the run started with "
+                "(files were added or removed); cannot resume. Start a new fit."
             )
         with device.strategy.scope():
             session = _prepare(recipe, splits, False, "auto", None, {}, verbose)

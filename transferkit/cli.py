@@ -141,6 +141,12 @@ def main() -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--seed", type=int, help="Random seed (recorded in the run folder).")
+@click.option(
+    "--test-split",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of each class held out for the test figures when the data has no test/ folder "
+    "(default: the recipe's, 0.15; 0 holds out nothing).",
+)
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
 @click.option("--name", help="Run folder name (default <data>-<recipe>-<timestamp>).")
 @click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
@@ -165,6 +171,7 @@ def fit(
     image_size,
     batch_size,
     seed,
+    test_split,
     out,
     name,
     strict,
@@ -198,6 +205,7 @@ def fit(
             image_size=image_size,
             batch_size=batch_size,
             seed=seed,
+            test_split=test_split,
             out=out,
             name=name,
             strict=strict,
@@ -210,8 +218,8 @@ def fit(
 
         click.echo("\n# Resolved recipe (nothing was trained)\n" + dumps(result.recipe))
         return
-    top5 = f", top-5 {result.metrics.top5_accuracy:.3f}" if result.metrics.top5_accuracy is not None else ""
-    click.echo(f"accuracy {result.metrics.accuracy:.3f}{top5} | {result.seconds:.0f} s | {result.run_dir}")
+    if not verbose:  # otherwise fit has printed it as its last line
+        click.echo(result.summary())
     kept = f"run folder {result.run_dir} kept"
     _require_accuracy(result.metrics.accuracy, min_accuracy, f"{result.headline} accuracy", kept)
 
@@ -241,7 +249,9 @@ def evaluate(run_dir, data, as_json, min_accuracy):
         click.echo(json.dumps(metrics.to_dict(), indent=2))
         _require_accuracy(*gate)
         return
-    click.echo(f"accuracy {metrics.accuracy:.4f} on {metrics.num_samples} images")
+    low, high = metrics.accuracy_interval
+    interval = f"95% CI {low:.3f}-{high:.3f}"
+    click.echo(f"accuracy {metrics.accuracy:.4f} ({interval}) on {metrics.num_samples} images")
     if metrics.top5_accuracy is not None:
         click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
     click.echo(f"{'class':<24} precision  recall     f1  support")

@@ -30,7 +30,8 @@ class DemoRow:
     dataset: str
     weights: str
     recipe: str
-    accuracy: float
+    accuracy: float  # on the held-out test split ("validation" split only when none could be held out)
+    split: str
     seconds: float
     run_dir: Path
 
@@ -59,10 +60,11 @@ def _fit(data: Path, out: Path, name: str, extra: list[str]) -> DemoRow:
         )
     seconds = time.perf_counter() - started
     run_dir = out / name
-    metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    split = record.get("headline", "validation")
     recipe = recipes.load(run_dir / "recipe.toml").name
     weights = "random" if "random" in extra else "imagenet"
-    return DemoRow(data.name, weights, recipe, metrics["accuracy"], seconds, run_dir)
+    return DemoRow(data.name, weights, recipe, record[split]["accuracy"], split, seconds, run_dir)
 
 
 def run_demo(
@@ -100,10 +102,11 @@ def run_demo(
 
 def summary(rows: list[DemoRow]) -> str:
     """The closing table."""
-    lines = [f"{'dataset':<14}{'weights':<10}{'recipe':<18}{'val acc':>8}{'time':>8}  run folder"]
+    lines = [f"{'dataset':<14}{'weights':<10}{'recipe':<18}{'accuracy':>9} {'on':<11}{'time':>6}  run folder"]
     for row in rows:
+        split = "test" if row.split == "test" else "validation"
         lines.append(
-            f"{row.dataset:<14}{row.weights:<10}{row.recipe:<18}{row.accuracy:>8.3f}{row.seconds:>7.0f}s  "
-            f"{row.run_dir}"
+            f"{row.dataset:<14}{row.weights:<10}{row.recipe:<18}{row.accuracy:>9.3f} {split:<11}"
+            f"{row.seconds:>5.0f}s  {row.run_dir}"
         )
     return "\n".join(lines)

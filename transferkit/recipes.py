@@ -65,6 +65,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class DataConfig:
     validation_split: float = 0.2
+    test_split: float = 0.15  # held out first when the data has no test split; 0 = none
     batch_size: int = 32
 
 
@@ -164,6 +165,10 @@ def validate(recipe: Recipe) -> Recipe:
         problems.append(f"head.dropout must be in [0, 1) (got {recipe.head.dropout})")
     if not 0 < recipe.data.validation_split < 1:
         problems.append(f"data.validation_split must be in (0, 1) (got {recipe.data.validation_split})")
+    if not 0 <= recipe.data.test_split < 1 - recipe.data.validation_split:
+        problems.append(
+            f"data.test_split must be in [0, 1 - validation_split) (got {recipe.data.test_split})"
+        )
     if recipe.data.batch_size < 1:
         problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
     if recipe.backbone.image_size < 0:
@@ -227,13 +232,17 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
     Args:
         recipe: the recipe to change.
         **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
-            ``batch_size``, ``validation_split`` (data table), ``seed``, and ``epochs``, which
+            ``batch_size``, ``validation_split``, ``test_split`` (data table), ``seed``, and ``epochs``, which
             sets every phase's epoch count.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     table_keys = {
         "backbone": {"backbone": "name", "weights": "weights", "image_size": "image_size", "cut": "cut"},
-        "data": {"batch_size": "batch_size", "validation_split": "validation_split"},
+        "data": {
+            "batch_size": "batch_size",
+            "validation_split": "validation_split",
+            "test_split": "test_split",
+        },
     }
     changes: dict[str, Any] = {}
     for table, keys in table_keys.items():

@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from transferkit.data.splits import Holdout
+
 
 def size_stats(sizes: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
     """``[(width, height), ...]`` -> ``{"width": {"min", "median", "max"}, "height": {...}}``.
@@ -35,6 +37,7 @@ class DatasetCard:
         skipped: ``(path, reason)`` for each file or folder that was left out.
         image_sizes: ``{"width": {"min", "median", "max"}, "height": {...}}`` of the original
             images (before resizing); empty when unknown (TFDS images of varying size).
+        holdout: where the test split came from (or why there is none); None when not recorded.
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -47,6 +50,7 @@ class DatasetCard:
     counts: dict[str, dict[str, int]]
     skipped: tuple[tuple[str, str], ...] = ()
     image_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    holdout: Holdout | None = None
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +96,7 @@ class DatasetCard:
             "imbalance": None if imbalance == float("inf") else round(imbalance, 3),
             "image_sizes": self.image_sizes,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+            "test_split": None if self.holdout is None else self.holdout.to_dict(),
         }
 
     def summary(self) -> str:
@@ -119,6 +124,8 @@ class DatasetCard:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
             lines.append(f"skipped {len(self.skipped)}: {text}")
+        if self.holdout is not None:
+            lines.append(self.holdout.note)
         return "\n".join(lines)
 
 

@@ -1,5 +1,8 @@
 """Images in, ``tf.data`` out: load a folder or a TFDS dataset, split it, describe it, stream it.
 
+When the source has no test split of its own, a seeded, stratified test split is held out first
+(see :mod:`transferkit.data.splits`), then validation; ``DataSplits.holdout`` says which.
+
 ``load_data`` scans and splits (nothing is decoded for training yet); ``make_dataset`` turns one
 split into batches of ``uint8`` RGB pixels. How files are decoded is in
 :mod:`transferkit.data.decode`, how folders are walked in :mod:`transferkit.data.scan`, TFDS specifics in
@@ -26,11 +29,19 @@ from transferkit.data.card import DatasetCard, size_stats
 from transferkit.data.decode import load_images
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.scan import ScannedSplit, detect_layout, scan_split
+from transferkit.data.splits import (
+    Holdout,
+    hold_out_test,
+    holdout_record,
+    remaining_fraction,
+    stratified_split,
+)
 from transferkit.errors import TransferkitError
 
 __all__ = [
     "DataSplits",
     "DatasetCard",
+    "Holdout",
     "ImageSet",
     "load_data",
     "load_images",
@@ -72,7 +83,10 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Everything ``load_data`` found: class names, the splits, and the dataset card."""
+    """Everything ``load_data`` found: class names, the splits, and the dataset card.
+
+    ``test`` is None when nothing could be held out; ``card.holdout`` says where it came from.
+    """
 
     class_names: tuple[str, ...]
     train: ImageSet
@@ -80,41 +94,19 @@ class DataSplits:
     test: ImageSet | None
     card: DatasetCard
 
-
-def stratified_split(
-    labels: Sequence[int], validation_split: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into ``(train, val)`` per class, seeded; both sorted ascending.
-
-    Each class sends ``round(n * validation_split)`` images to validation, at least one when it
-    has two or more and ``validation_split > 0``, and always keeps one for training. Each class
-    is shuffled with its own seed ``[seed, label]``, so other classes never change its split.
-
-    Args:
-        labels: label index of each item, in a fixed (sorted) order.
-        validation_split: fraction of each class to hold out, in ``[0, 1)``.
-        seed: split seed.
-
-    Example:
-        >>> train, val = stratified_split([0, 0, 0, 1, 1], 0.2, seed=1)
-        >>> len(train), len(val)
-        (3, 2)
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    val_parts = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        n_val = int(round(len(members) * validation_split))
-        if validation_split > 0 and len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        rng = np.random.default_rng([seed, int(label)])  # per class: other classes never shift it
-        val_parts.append(rng.permutation(members)[: min(n_val, len(members) - 1)])
-    val = np.sort(np.concatenate([np.zeros(0, np.int64), *val_parts]))
-    return np.setdiff1d(np.arange(len(labels)), val), val
+    @property
+    def holdout(self) -> Holdout:
+        """Where the test split came from, its size and digest, or why there is none."""
+        return self.card.holdout
 
 
 def load_data(
-    source: str | os.PathLike, *, validation_split: float = 0.2, seed: int = 1337, strict: bool = False
+    source: str | os.PathLike,
+    *,
+    validation_split: float = 0.2,
+    test_split: float = 0.15,
+    seed: int = 1337,
+    strict: bool = False,
 ) -> DataSplits:
     """Find, check and split the images of ``source``.
 
@@ -123,8 +115,12 @@ def load_data(
             plus ``val/`` or ``validation/`` and/or ``test/`` (each of class subfolders); or
             ``tfds:NAME[:SPLIT]`` for TensorFlow Datasets.
         validation_split: fraction of each class held out for validation when the source has no
-            validation split of its own.
-        seed: seed of that split; same seed, same split, whatever the file system order.
+            validation split of its own (a fraction of the whole pool, test part included).
+        test_split: fraction of each class held out for testing when the source has no test split
+            of its own; carved first, so the same seed gives the same test split whatever
+            ``validation_split`` is. None is held out when the smallest class has fewer than 3
+            images (``card.holdout.note`` says so); 0 holds out nothing.
+        seed: seed of those splits; same seed, same splits, whatever the file system order.
         strict: raise when a class folder has no usable image, instead of leaving it out.
 
     Returns:
@@ -132,7 +128,7 @@ def load_data(
 
     Raises:
         TransferkitError: missing folder, no usable images, fewer than two classes, a bad
-            ``validation_split``, and (with ``strict``) an empty class.
+            ``validation_split`` or ``test_split``, and (with ``strict``) an empty class.
 
     Example:
         >>> splits = load_data("flowers/", validation_split=0.2)  # doctest: +SKIP
@@ -143,13 +139,53 @@ def load_data(
         raise TransferkitError(
             f"validation_split={validation_split!r}; expected a number in [0, 1), e.g. 0.2."
         )
+    if not 0 <= test_split < 1 or validation_split + test_split >= 1:
+        raise TransferkitError(
+            f"test_split={test_split!r} with validation_split={validation_split!r}; expected a "
+            "test_split in [0, 1) that leaves images to train on, e.g. 0.15 with 0.2."
+        )
     source = os.fspath(source)
+    fractions = (validation_split, test_split, seed)
     if source.startswith("tfds:"):
-        return _load_tfds(source, validation_split, seed)
-    return _load_folder(source, validation_split, seed, strict)
+        return _load_tfds(source, *fractions)
+    return _load_folder(source, *fractions, strict)
 
 
-def _load_folder(source: str, validation_split: float, seed: int, strict: bool) -> DataSplits:
+def _carve(
+    sets: dict[str, ImageSet], validation_split: float, test_split: float, seed: int, root: str | None
+) -> Holdout:
+    """Fill in the splits ``sets`` lacks from ``sets["train"]``: test first, then validation.
+
+    ``root``: the folder the paths are under (None for TFDS), so the test split's digest does not
+    depend on how the folder was named."""
+    pool = sets["train"]
+    if "test" in sets:
+        origin = "tfds" if pool.tfds is not None else "folder"
+        holdout = holdout_record(origin, sets["test"].paths, sets["test"].labels, root=root)
+    else:
+        rest, test, why_none = hold_out_test(pool.labels, test_split, seed)
+        if len(test):
+            sets["train"], sets["test"] = pool.subset(rest), pool.subset(test)
+        holdout = holdout_record(
+            "held_out" if len(test) else "none",
+            pool.subset(test).paths,
+            pool.subset(test).labels,
+            fraction=test_split,
+            seed=seed,
+            why_none=why_none,
+            root=root,
+        )
+    if "val" not in sets:
+        held_out = test_split if holdout.origin == "held_out" else 0.0
+        fraction = remaining_fraction(validation_split, held_out)
+        train_idx, val_idx = stratified_split(sets["train"].labels, fraction, seed)
+        sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
+    return holdout
+
+
+def _load_folder(
+    source: str, validation_split: float, test_split: float, seed: int, strict: bool
+) -> DataSplits:
     root = Path(source).expanduser()
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
@@ -166,9 +202,7 @@ def _load_folder(source: str, validation_split: float, seed: int, strict: bool) 
     sets.update(
         {split: _image_set(scans[split], class_names, skipped) for split in ("val", "test") if split in scans}
     )
-    if "val" not in sets:
-        train_idx, val_idx = stratified_split(sets["train"].labels, validation_split, seed)
-        sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
+    holdout = _carve(sets, validation_split, test_split, seed, str(root))
     everything = [pool, *scans.values()]
     card = DatasetCard(
         source=str(source),
@@ -178,6 +212,7 @@ def _load_folder(source: str, validation_split: float, seed: int, strict: bool) 
         image_sizes=size_stats(
             size for scan in everything for found in scan.images.values() for _, size in found
         ),
+        holdout=holdout,
     )
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 
@@ -225,7 +260,7 @@ def _counts(images: ImageSet, class_names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(per_label[i]) for i, name in enumerate(class_names)}
 
 
-def _load_tfds(source: str, validation_split: float, seed: int) -> DataSplits:
+def _load_tfds(source: str, validation_split: float, test_split: float, seed: int) -> DataSplits:
     name, split = tfds_source.parse_source(source)
     info = tfds_source.describe(name)
     if split is None and info.splits and "train" not in info.splits:
@@ -237,11 +272,9 @@ def _load_tfds(source: str, validation_split: float, seed: int) -> DataSplits:
     sets = {"train": _tfds_set(info, split or "train")}
     if val_split:
         sets["val"] = _tfds_set(info, val_split)
-    else:
-        train_idx, val_idx = stratified_split(sets["train"].labels, validation_split, seed)
-        sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
     if split is None and "test" in info.splits:
         sets["test"] = _tfds_set(info, "test")
+    holdout = _carve(sets, validation_split, test_split, seed, None)
     if not len(sets["train"]):
         raise TransferkitError(
             f"TFDS source {source!r} has no training records; expected at least one per class."
@@ -252,6 +285,7 @@ def _load_tfds(source: str, validation_split: float, seed: int) -> DataSplits:
         class_names=info.class_names,
         counts={key: _counts(images, info.class_names) for key, images in sets.items()},
         image_sizes=size_stats([(width, height)]) if width and height else {},
+        holdout=holdout,
     )
     return DataSplits(info.class_names, sets["train"], sets["val"], sets.get("test"), card)
 

@@ -1,5 +1,10 @@
 """The record of a ``compare`` run: one row per trained recipe, the table, and its files.
 
+Each row leads with the accuracy on the held-out test split (the same images for every recipe)
+and its 95% interval, validation accuracy beside it; the regret is computed on the test split.
+Only when the data was too small to hold a test split out are both figures validation ones,
+and ``split`` says so.
+
 :func:`transferkit.compare.compare` fills a :class:`ComparisonResult`; :func:`write_comparison`
 writes ``comparison.json``, ``comparison.csv`` and ``comparison.png`` atomically.
 
@@ -36,8 +41,12 @@ class RecipeRun:
     recipe: str
     strategy: str
     picked: bool  # the selector chose this recipe
-    accuracy: float  # validation top-1
-    top5_accuracy: float | None  # None with 5 classes or fewer
+    split: str  # where `accuracy` was measured: "test" (held out), or "validation" when there was none
+    accuracy: float  # top-1 on that split
+    accuracy_low: float  # its 95% Wilson interval
+    accuracy_high: float
+    validation_accuracy: float  # top-1 on the validation split early stopping watched
+    top5_accuracy: float | None  # on `split`; None with 5 classes or fewer
     seconds: float  # wall time of its fit(), everything included (build, train, evaluate, save)
     peak_rss_mb: float  # highest whole-process resident memory sampled during the fit
     rss_increase_mb: float  # that peak minus the resident memory when the fit started
@@ -61,13 +70,19 @@ class ComparisonResult:
         return self.analysis.selection.quadrant
 
     @property
+    def split(self) -> str:
+        """The split every row's ``accuracy`` (and the regret) is measured on: "test" or "validation"."""
+        return self.runs[0].split if self.runs else "test"
+
+    @property
     def best(self) -> RecipeRun:
-        """The run with the highest validation accuracy (the first one on a tie)."""
+        """The run with the highest accuracy on :attr:`split` (the first one on a tie)."""
         return max(self.runs, key=lambda run: run.accuracy)
 
     @property
     def regret_points(self) -> float | None:
-        """Best accuracy minus the pick's, in percentage points; None when the pick was not trained."""
+        """Best accuracy minus the pick's on :attr:`split`, in percentage points; None when the pick
+        was not trained."""
         pick = next((run for run in self.runs if run.picked), None)
         return None if pick is None else 100 * (self.best.accuracy - pick.accuracy)
 
@@ -90,6 +105,7 @@ class ComparisonResult:
                 "confidence": s.confidence,
                 "close_call": s.close_call,
             },
+            "accuracy_split": self.split,
             "best": self.best.recipe,
             "regret_points": self.regret_points,
             "selection_seconds": self.analysis.selection_seconds,
@@ -102,15 +118,18 @@ class ComparisonResult:
 
     def table(self) -> str:
         """Side by side, the pick marked with ``*``, then regret and selection cost."""
+        head = "test acc" if self.split == "test" else "val acc"
         rows = [
-            f"{'recipe':<20}{'strategy':<11}{'accuracy':>9}{'top-5':>7}{'seconds':>9}{'peak MB':>9}"
-            f"{'+MB':>7}{'trainable':>11}"
+            f"{'recipe':<20}{'strategy':<11}{head:>9}{'95% CI':>13}{'val acc':>9}{'top-5':>7}{'seconds':>9}"
+            f"{'peak MB':>9}{'+MB':>7}{'trainable':>11}"
         ]
         for r in self.runs:
             top5 = f"{r.top5_accuracy:.3f}" if r.top5_accuracy is not None else "-"
+            interval = f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
             rows.append(
-                f"{r.recipe + (' *' if r.picked else ''):<20}{r.strategy:<11}{r.accuracy:>9.3f}{top5:>7}"
-                f"{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
+                f"{r.recipe + (' *' if r.picked else ''):<20}{r.strategy:<11}{r.accuracy:>9.3f}{interval:>13}"
+                f"{r.validation_accuracy:>9.3f}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
+                f"{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
             )
         s = self.analysis.selection
         rows.append(
@@ -118,10 +137,11 @@ class ComparisonResult:
             f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."
         )
         regret = self.regret_points
+        on = "held-out test" if self.split == "test" else "validation (no test split could be held out)"
         rows.append(
             "Regret: the pick was not among the trained recipes."
             if regret is None
-            else f"Regret of the pick: {regret:.1f} percentage points."
+            else f"Regret of the pick: {regret:.1f} percentage points of {on} accuracy."
         )
         rows.append(
             f"Selection took {self.analysis.selection_seconds:.1f} s = {100 * self.selection_fraction:.1f}% "
@@ -151,8 +171,9 @@ def write_comparison(result: ComparisonResult) -> tuple[Path, Path, Path]:
 
 
 def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
-    """Grouped bars per recipe: validation accuracy (left axis) and wall time (right axis); the
-    selector's pick is outlined in red and named on the axis. PNG, written atomically."""
+    """Grouped bars per recipe: test accuracy with its 95% interval (validation when there is no test
+    split; left axis) and wall time (right axis); the selector's pick is outlined in red and named
+    on the axis. PNG, written atomically."""
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global backend switch
     from matplotlib.patches import Patch
@@ -162,7 +183,10 @@ def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
     ax = fig.subplots()
     time_ax = ax.twinx()
     x, width = np.arange(len(runs)), 0.38
-    accuracy = ax.bar(x - width / 2, [r.accuracy for r in runs], width, color="tab:blue", label="accuracy")
+    errors = [[r.accuracy - r.accuracy_low for r in runs], [r.accuracy_high - r.accuracy for r in runs]]
+    accuracy = ax.bar(
+        x - width / 2, [r.accuracy for r in runs], width, yerr=errors, capsize=3, color="tab:blue"
+    )
     seconds = time_ax.bar(
         x + width / 2, [r.seconds for r in runs], width, color="tab:orange", label="wall time (s)"
     )
@@ -173,10 +197,11 @@ def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
                 bar.set_linewidth(2.5)
     ax.set_xticks(x, [r.recipe + ("\n(selector's pick)" if r.picked else "") for r in runs])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("validation accuracy")
+    label = f"{result.split} accuracy (whiskers: 95% interval)"
+    ax.set_ylabel(label)
     time_ax.set_ylabel("wall time of the fit (s)")
     legend = [
-        Patch(color="tab:blue", label="accuracy"),
+        Patch(color="tab:blue", label=label),
         Patch(color="tab:orange", label="wall time (s)"),
         Patch(facecolor="none", edgecolor="red", linewidth=2, label="selector's pick"),
     ]
@@ -184,7 +209,7 @@ def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
     regret = result.regret_points
     fig.suptitle(
         f"pick {result.picked}: regret "
-        + ("n/a (not trained)" if regret is None else f"{regret:.1f} points")
+        + ("n/a (not trained)" if regret is None else f"{regret:.1f} points of {result.split} accuracy")
         + f"; selection {100 * result.selection_fraction:.1f}% of the time"
     )
     path = Path(path)

@@ -70,10 +70,13 @@ def _load_recipe(path: Path, notes: list[str]) -> tuple[str, dict]:
 
 
 def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Metrics]:
-    """``{split: Metrics}`` from ``{"validation": {...}, "test": {...}}`` or one flat Metrics dict."""
+    """``{split: Metrics}`` from ``{"headline": "test", "test": {...}, "validation": {...}}`` or one flat
+    Metrics dict; the headline split (the held-out test split when there is one) comes first."""
     if not data:
         notes.append("No readable metrics.json: this run has not been evaluated.")
     splits = {"": data} if "accuracy" in data else {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    first = data.get("headline", "test")
+    splits = {k: splits[k] for k in sorted(splits, key=lambda k: k != first)}
     loaded = {}
     for split, values in splits.items():
         try:
@@ -145,9 +148,11 @@ def _summary(flat: Mapping[str, object], run: Mapping, metrics: Mapping[str, Met
         if value is not None:
             rows.append((label, _plain(value)))
     for split, m in metrics.items():
-        suffix = f" ({split})" if split else ""
+        suffix = f" ({'held-out test' if split == 'test' else split})" if split else ""
         top5 = "n/a (5 classes or fewer)" if m.top5_accuracy is None else f"{m.top5_accuracy:.1%}"
-        rows += [(f"Accuracy{suffix}", f"{m.accuracy:.1%}"), (f"Top-5 accuracy{suffix}", top5)]
+        low, high = m.accuracy_interval
+        accuracy = f"{m.accuracy:.1%} (95% CI {low:.1%}-{high:.1%}, n={m.num_samples})"
+        rows += [(f"Accuracy{suffix}", accuracy), (f"Top-5 accuracy{suffix}", top5)]
         rows += [(f"Macro F1{suffix}", f"{m.macro_f1:.3f}"), (f"Loss{suffix}", f"{m.loss:.4f}")]
         rows.append((f"Evaluated images{suffix}", str(m.num_samples)))
     return rows

@@ -1,4 +1,4 @@
-"""Classification metrics: top-1/top-5 accuracy, loss, per-class precision/recall/F1, confusion matrix.
+"""Classification metrics: top-1/top-5 accuracy and its 95% interval, loss, per-class P/R/F1, confusion.
 
 :func:`compute_metrics` turns predicted probabilities and true labels into a frozen
 :class:`Metrics`; :func:`evaluate_model` runs a model over a batched ``tf.data`` dataset once and
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: reading metrics or drawing a report needs
     import tensorflow as tf
 
 TOP_K = 5
+Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 _SUM_TOLERANCE = 1e-2  # loose enough for bf16/float16 softmax outputs, tight enough to catch logits
 
 
@@ -39,6 +40,8 @@ class Metrics:
         macro_f1: unweighted mean F1 over the classes present in the labels or the predictions
             (scikit-learn's default), so a class absent from a small split does not count as 0.
         confusion: counts; rows = true class, columns = predicted class, in class order.
+        accuracy_interval: 95% Wilson score interval ``(low, high)`` of the accuracy: with 120
+            images an accuracy of 0.9 is known to about +/-6 points.
     """
 
     accuracy: float
@@ -49,17 +52,21 @@ class Metrics:
     per_class: dict[str, dict[str, float]]
     macro_f1: float
     confusion: tuple[tuple[int, ...], ...]
+    accuracy_interval: tuple[float, float] = (0.0, 1.0)
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-able dict (tuples become lists), e.g. for ``metrics.json``."""
         data = asdict(self)
         data["class_names"] = list(self.class_names)
         data["confusion"] = [list(row) for row in self.confusion]
+        data["accuracy_interval"] = list(self.accuracy_interval)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Metrics:
         """Rebuild :class:`Metrics` from :meth:`to_dict` output; unknown keys are ignored.
+
+        Files written before the interval existed get it recomputed from accuracy and count.
 
         Example:
             >>> from transferkit.reporting.metrics import compute_metrics
@@ -67,13 +74,16 @@ class Metrics:
             >>> Metrics.from_dict(m.to_dict()) == m
             True
         """
-        missing = [f.name for f in fields(cls) if f.name not in data]
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name != "accuracy_interval"]
         if missing:
             raise TransferkitError(
                 f"Metrics data lacks {', '.join(missing)}; received keys {sorted(data)}. "
                 "Expected the output of Metrics.to_dict() (e.g. a run's metrics.json)."
             )
         top5 = data["top5_accuracy"]
+        interval = data.get("accuracy_interval") or accuracy_interval(
+            round(float(data["accuracy"]) * int(data["num_samples"])), int(data["num_samples"])
+        )
         return cls(
             accuracy=float(data["accuracy"]),
             top5_accuracy=None if top5 is None else float(top5),
@@ -83,7 +93,32 @@ class Metrics:
             per_class={str(k): {m: float(v) for m, v in d.items()} for k, d in data["per_class"].items()},
             macro_f1=float(data["macro_f1"]),
             confusion=tuple(tuple(int(c) for c in row) for row in data["confusion"]),
+            accuracy_interval=(float(interval[0]), float(interval[1])),
         )
+
+
+def accuracy_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``correct / total`` (95% by default).
+
+    Unlike ``p +/- z * se`` it stays inside [0, 1] and is not zero-width at 0 or 100%, which
+    matters for the small test splits transfer learning lives with.
+
+    Args:
+        correct: number of correct predictions.
+        total: number of predictions; 0 gives the uninformative ``(0.0, 1.0)``.
+        z: the normal quantile of the interval's coverage.
+
+    Example:
+        >>> low, high = accuracy_interval(108, 120)
+        >>> round(low, 3), round(high, 3)
+        (0.833, 0.942)
+    """
+    if total <= 0:
+        return (0.0, 1.0)
+    p, z2 = correct / total, z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z / (1 + z2 / total) * np.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Metrics:
@@ -116,6 +151,7 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
         top5 = float(skm.top_k_accuracy_score(labels, probabilities, k=TOP_K, labels=classes))
     return Metrics(
         accuracy=float(skm.accuracy_score(labels, predicted)),
+        accuracy_interval=accuracy_interval(int((predicted == labels).sum()), len(labels)),
         top5_accuracy=top5,
         # float32 input: clipped at float32 epsilon, close to Keras' 1e-7 in its own loss.
         loss=float(skm.log_loss(labels, probabilities, labels=classes)),

@@ -42,7 +42,7 @@ class AnalysisResult:
     run_dir: Path
     backbone: str
     weights_source: str
-    split: dict[str, Any]  # seed, validation_split, sizes, digest of the validation files
+    split: dict[str, Any]  # seed, fractions, sizes, digests of the validation and test files
     selection_seconds: float  # forward pass + probes (what auto-selection adds to a fit)
     seconds: float  # the whole call: load, build the base, measure, write
 
@@ -105,9 +105,15 @@ def analyze(
     return result
 
 
-def _provisional_recipe(backbone, weights, image_size, seed, validation_split=None) -> recipe_io.Recipe:
+def _provisional_recipe(
+    backbone, weights, image_size, seed, validation_split=None, test_split=None
+) -> recipe_io.Recipe:
     overrides = dict(
-        backbone=backbone, weights=weights, image_size=image_size, validation_split=validation_split
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        validation_split=validation_split,
+        test_split=test_split,
     )
     return recipe_io.with_overrides(recipe_io.load_builtin(PROVISIONAL), seed=seed, **overrides)
 
@@ -119,7 +125,12 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     from transferkit.selection.measure import measure_quadrant
 
     keras.utils.set_random_seed(recipe.seed)  # the same random init as fit's when weights="random"
-    splits = load_data(data, validation_split=recipe.data.validation_split, seed=recipe.seed)
+    splits = load_data(  # the held-out test split is carved as fit carves it: the selector never sees it
+        data,
+        validation_split=recipe.data.validation_split,
+        test_split=recipe.data.test_split,
+        seed=recipe.seed,
+    )
     spec = get_backbone(recipe.backbone.name)
     base, source = build_base(spec, recipe.backbone.image_size or spec.default_size, recipe.backbone.weights)
     _say(verbose, f"Measuring transferability on {spec.name} ({len(spec.cut_points)} cut points)")
@@ -136,15 +147,19 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
 
 
 def _split_record(splits, recipe: recipe_io.Recipe) -> dict[str, Any]:
-    """How the data was split, with a digest of the validation files: equal digests, equal splits."""
+    """How the data was split, with digests of the validation and test files: equal digests, equal splits."""
     rows = zip(splits.val.paths, splits.val.labels, strict=True)
     digest = hashlib.sha256("\n".join(f"{path}\t{label}" for path, label in rows).encode()).hexdigest()
     return {
         "seed": recipe.seed,
         "validation_split": recipe.data.validation_split,
+        "test_split": recipe.data.test_split,
         "num_train": len(splits.train),
         "num_val": len(splits.val),
+        "num_test": splits.holdout.num_test,
         "val_sha256": digest,
+        "test_sha256": splits.holdout.sha256,
+        "test_note": splits.holdout.note,
     }
 
 

@@ -43,7 +43,8 @@ def compare(
     Args:
         data: as for :func:`analyze`.
         recipes: built-in recipe names or recipe files (or one comma-separated string); all must
-            share one validation split.
+            share one validation and one test fraction, so every recipe is tested on the same
+            held-out images (the seed is shared too).
         backbone, weights, image_size, batch_size: override every recipe (as ``fit`` does).
         epochs: epochs for every phase of every recipe (default: each recipe's own schedule).
         time_budget: not supported: frozen recipes train on cached features and run several times
@@ -68,8 +69,7 @@ def compare(
             f"time_budget={time_budget!r} is not supported yet; give epochs=N per phase instead."
         )
     recipes = tuple(recipes.split(",")) if isinstance(recipes, str) else tuple(recipes)  # "a,b" works too
-    validation_split = _shared_validation_split(recipes)
-    recipe = _provisional_recipe(backbone, weights, image_size, seed, validation_split)
+    recipe = _provisional_recipe(backbone, weights, image_size, seed, *_shared_fractions(recipes))
     analysis = _measure(data, recipe, out, name or _default_name("compare", data), started, verbose)
     overrides = dict(
         backbone=backbone, weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size
@@ -81,21 +81,22 @@ def compare(
     return result
 
 
-def _shared_validation_split(recipes) -> float:
-    """Check the recipes up front (names, files, one split) so no training is wasted on a typo."""
+def _shared_fractions(recipes) -> tuple[float, float]:
+    """Check the recipes up front (names, files, one split) so no training is wasted on a typo;
+    return their ``(validation_split, test_split)``."""
     if not recipes:
         raise TransferkitError(f"No recipes to compare. Give some of: {', '.join(QUADRANTS)}.")
     loaded = [recipe_io.load(entry) for entry in recipes]
     names = [Path(str(entry)).stem for entry in recipes]
     if len(set(names)) != len(names):
         raise TransferkitError(f"Recipes {names} repeat a name; each needs its own run folder.")
-    splits = {r.data.validation_split for r in loaded}
-    if len(splits) > 1:
+    fractions = {(r.data.validation_split, r.data.test_split) for r in loaded}
+    if len(fractions) > 1:
         raise TransferkitError(
-            f"The recipes hold out different validation fractions {sorted(splits)}; "
-            "compare needs one split. Make data.validation_split agree."
+            f"The recipes hold out different (validation, test) fractions {sorted(fractions)}; "
+            "compare needs one split. Make data.validation_split and data.test_split agree."
         )
-    return splits.pop()
+    return fractions.pop()
 
 
 def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) -> RecipeRun:
@@ -110,11 +111,16 @@ def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) 
         )
         seconds = time.perf_counter() - started
     top5 = fit.metrics.top5_accuracy
+    low, high = fit.metrics.accuracy_interval
     return RecipeRun(
         label,
         fit.recipe.strategy,
         fit.recipe.name == analysis.selection.quadrant,
+        fit.headline,
         float(fit.metrics.accuracy),
+        low,
+        high,
+        float(fit.validation_metrics.accuracy),
         None if top5 is None else float(top5),
         seconds,
         memory.peak_mb,
