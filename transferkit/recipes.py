@@ -34,6 +34,7 @@ FILL_MODES = ("constant", "reflect", "nearest")
 FLIPS = ("none", "horizontal", "vertical", "both")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": see training.device
+POOLINGS = ("avg", "avg_max", "avg_dev", "pyramid")  # how the head pools the map: training.pooling
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
 
 
@@ -48,6 +49,7 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class HeadConfig:
     dropout: float = 0.2
+    pooling: str = "avg"  # one of POOLINGS; richer modes keep more of a truncated base's narrow map
     label_smoothing: float = 0.0
 
 
@@ -107,6 +109,7 @@ _CHOICES = {
     ("Phase", "schedule"): SCHEDULES,
     ("AugmentConfig", "fill_mode"): FILL_MODES,
     ("AugmentConfig", "flip"): FLIPS,
+    ("HeadConfig", "pooling"): POOLINGS,
 }
 
 

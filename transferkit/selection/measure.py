@@ -1,8 +1,9 @@
 """Measure a dataset's quadrant with a pretrained backbone: the glue between data and :mod:`selector`.
 
 One forward pass of a stratified sample of the training split through the base gives pooled
-features at every cut point; :func:`transferkit.selection.rules.select` scores them (linear probe +
-LogME) and combines them with the dataset card's size figures.
+features at every cut point (each pooled as the recipe that would train there pools it);
+:func:`transferkit.selection.rules.select` scores them (linear probe + LogME) and combines them
+with the dataset card's size figures.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.loading import DataSplits, ImageSet, make_dataset
-from transferkit.recipes import Recipe
+from transferkit.recipes import Recipe, load_builtin
 from transferkit.selection.decision import Selection, select
+from transferkit.selection.quadrants import PROVISIONAL, quadrant_for
 from transferkit.selection.transferability import extract_cut_features
 from transferkit.training.model import preprocessing_layer
 
@@ -44,6 +46,25 @@ def stratified_sample(images: ImageSet, per_class: int, total: int, seed: int) -
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
     return images.subset(sorted(int(i) for i in np.concatenate(chosen)))
+
+
+def probe_poolings(cut_points: tuple[str, ...], recipe: Recipe) -> dict[str, str]:
+    """How each cut is pooled for the probe: as the recipe that would train a head there pools it.
+
+    The deepest cut feeds the whole-base recipes (freeze, fine-tune); every earlier cut feeds
+    truncation. ``recipe`` speaks for its own kind; the other kind's pooling comes from its
+    built-in recipe. So the probe's accuracy at a cut is a promise the chosen recipe can keep.
+
+    Example:
+        >>> from transferkit.recipes import load_builtin
+        >>> probe_poolings(("block_5_add", "out_relu"), load_builtin("small_similar"))
+        {'block_5_add': 'avg_dev', 'out_relu': 'avg'}
+    """
+    truncating = recipe.strategy == "truncate"
+    cut_recipe = recipe if truncating else load_builtin(quadrant_for("small", similar=False))
+    whole_recipe = load_builtin(PROVISIONAL) if truncating else recipe
+    poolings = {cut: cut_recipe.head.pooling for cut in cut_points[:-1]}
+    return poolings | {cut_points[-1]: whole_recipe.head.pooling} if cut_points else poolings
 
 
 def measure_quadrant(
@@ -90,7 +111,13 @@ def measure_quadrant(
             yield batch
             progress.update(index + 1)
 
-    features = extract_cut_features(base, spec.cut_points, images(), preprocessing_layer(spec.preprocessing))
+    features = extract_cut_features(
+        base,
+        spec.cut_points,
+        images(),
+        preprocessing_layer(spec.preprocessing),
+        pooling=probe_poolings(spec.cut_points, recipe),
+    )
     selection = select(
         size_figures(splits), features, np.concatenate(labels), size=size, similar=similar, seed=recipe.seed
     )

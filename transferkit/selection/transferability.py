@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,11 +185,14 @@ def extract_cut_features(
     cut_points: Sequence[str],
     images: Iterable[Any],
     preprocess: keras.layers.Layer | Callable[[Any], Any] | None = None,
+    pooling: str | Mapping[str, str] = "avg",
 ) -> dict[str, np.ndarray]:
     """Pooled features at every cut point, in ONE forward pass over the images.
 
-    A multi-output model ``base.input -> [GlobalAveragePooling2D(cut output) for each cut]`` is
-    built once and called batch by batch with ``training=False`` (BatchNorm in inference mode).
+    A multi-output model ``base.input -> [pool(cut output) for each cut]`` is built once and
+    called batch by batch with ``training=False`` (BatchNorm in inference mode). The pooling is
+    :func:`transferkit.training.pooling.pool`, the very function the classifier's head is built
+    with, so a probe scores the features a head on that cut will get.
 
     Args:
         base: a headless functional backbone (e.g. ``get_backbone("tiny").build(32)``).
@@ -197,9 +200,11 @@ def extract_cut_features(
         images: batches of raw 0-255 images, each (B, H, W, 3), uint8 or float (e.g. a tf.data
             dataset of images, or a list of arrays); a single 4-D array is split into batches of 32.
         preprocess: the backbone's pixel normalisation (a Keras layer or any callable), or None.
+        pooling: one of :data:`transferkit.recipes.POOLINGS` for every cut, or ``{cut: pooling}``
+            (cuts it leaves out are average-pooled).
 
     Returns:
-        ``{cut: (N, channels) float32 array}`` in the order of ``cut_points``.
+        ``{cut: (N, pooled_dim) float32 array}`` in the order of ``cut_points``.
 
     Example:
         >>> import numpy as np
@@ -214,7 +219,8 @@ def extract_cut_features(
     import tensorflow as tf
 
     cuts = list(dict.fromkeys(cut_points))
-    extractor = _pooled_model(base, cuts)
+    poolings = {cut: pooling if isinstance(pooling, str) else pooling.get(cut, "avg") for cut in cuts}
+    extractor = _pooled_model(base, poolings)
 
     @tf.function(reduce_retracing=True)  # one traced graph instead of eager op-by-op calls per batch
     def forward(batch):
@@ -240,18 +246,19 @@ def extract_cut_features(
     return {cut: np.concatenate(chunk) for cut, chunk in zip(cuts, chunks, strict=True)}
 
 
-def _pooled_model(base: keras.Model, cuts: list[str]) -> keras.Model:
+def _pooled_model(base: keras.Model, poolings: Mapping[str, str]) -> keras.Model:
     import keras
 
+    from transferkit.training.pooling import pool
+
     names = [layer.name for layer in base.layers]
-    if not cuts:
+    if not poolings:
         raise TransferkitError(f"No cut points given. Choose layers of {base.name!r}, e.g. {names[-1]!r}.")
     pooled = []
-    for cut in cuts:
+    for index, (cut, pooling) in enumerate(poolings.items()):
         if cut not in names:
             raise choices_error(f"cut point of {base.name!r}", cut, names)
-        output = base.get_layer(cut).output
-        pooled.append(keras.layers.GlobalAveragePooling2D()(output) if len(output.shape) == 4 else output)
+        pooled.append(pool(base.get_layer(cut).output, pooling, name=f"cut{index}_pool"))
     return keras.Model(base.inputs, pooled, name=f"{base.name}_cut_features")
 
 

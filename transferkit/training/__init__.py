@@ -3,6 +3,7 @@ augmentation, cached features for frozen phases, callbacks, the phase-by-phase t
 device/precision/determinism set-up.
 
 - :mod:`~transferkit.training.model`: ``build_classifier``, ``truncate``, the in-graph preprocessing.
+- :mod:`~transferkit.training.pooling`: ``pool``, the pooling the head and the selector's probe share.
 - :mod:`~transferkit.training.trainable`: freeze / unfreeze by block, the phase plan.
 - :mod:`~transferkit.training.augment`: flips, rotation, zoom, translation as one affine warp.
 - :mod:`~transferkit.training.features`: cached backbone features for frozen-base phases.

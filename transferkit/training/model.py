@@ -17,6 +17,7 @@ import numpy as np
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.errors import TransferkitError
 from transferkit.recipes import HeadConfig
+from transferkit.training.pooling import pool
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
@@ -95,7 +96,8 @@ def build_classifier(
         spec: the backbone's registry entry (for its preprocessing).
         base: the headless, possibly truncated, backbone with its weights loaded.
         num_classes: output classes.
-        head_config: the recipe's ``[head]`` table.
+        head_config: the recipe's ``[head]`` table (its ``pooling``: see
+            :mod:`transferkit.training.pooling`).
         batchnorm_inference: call the base with ``training=False``, as the Keras transfer
             guide does, so BatchNorm keeps its pretrained statistics even when layers are
             unfrozen. Recipes whose phases train BatchNorm pass False.
@@ -106,7 +108,7 @@ def build_classifier(
     x = layer(inputs) if layer is not None else inputs
     # The base runs in inference mode: BatchNorm must not update its statistics on small batches.
     x = base(x, training=False) if batchnorm_inference else base(x)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    pooled = pool(x, head_config.pooling)  # the same pooling the selector's probe scored
     head = build_head(int(pooled.shape[-1]), num_classes, head_config)
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
     extractor = keras.Model(inputs, pooled, name=f"{spec.name}_features")
