@@ -21,8 +21,10 @@ def test_quadrant_recipes_use_the_classic_strategies():
         "large_dissimilar": "retrain",
     }
     fine_tune = recipes.load_builtin("large_similar").phases
-    assert [p.train for p in fine_tune] == ["head", "top"]
+    assert [p.train for p in fine_tune] == ["head", "all"]
     assert fine_tune[1].learning_rate < fine_tune[0].learning_rate
+    # The whole network, the lower blocks at ever smaller rates, BatchNorm left in inference mode.
+    assert 0 < fine_tune[1].lr_decay_per_block < 1 and not fine_tune[1].train_batchnorm
 
 
 def test_unknown_key_lists_valid_keys():

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -136,7 +137,7 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
     def exhausted(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
-    monkeypatch.setattr(classifier.head, "fit", exhausted)
+    monkeypatch.setattr(keras.Model, "fit", exhausted)  # the head is fitted inside a wrapper model
     trainer = _trainer(classifier, recipe, tmp_path)
     with pytest.raises(TransferkitError, match="batch size 8. Try --batch-size 4"):
         trainer.run()

@@ -22,6 +22,7 @@ _EXPORTS = {
     "resume": "transferkit.api",
     "predict": "transferkit.api",
     "evaluate": "transferkit.api",
+    "lr_find": "transferkit.api",
     "FitResult": "transferkit.api",
     "export": "transferkit.exporting.export",
     "analyze": "transferkit.selection.analyze",
@@ -61,6 +62,7 @@ __all__ = [
     "load_data",
     "load_recipe",
     "load_run",
+    "lr_find",
     "predict",
     "resume",
 ]
@@ -85,7 +87,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from transferkit.api import FitResult, evaluate, fit, predict, resume
+    from transferkit.api import FitResult, evaluate, fit, lr_find, predict, resume
     from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
     from transferkit.data.examples import export_dataset, list_datasets
     from transferkit.data.loading import DatasetCard, DataSplits, load_data

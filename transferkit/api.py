@@ -280,9 +280,11 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
             num_classes=len(splits.class_names),
             steps_per_epoch=-(-len(splits.train) // batch),
             validation_steps=-(-len(splits.val) // batch),
+            train_labels=splits.train.labels,
             verbose=verbose,
         )
         trainer.run()
+        recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
     model = session.classifier.model
     validation = evaluate_model(model, val, splits.class_names)
     test = _test_metrics(model, recipe, spec, splits)
@@ -448,3 +450,86 @@ def resume(
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
             leftover.unlink(missing_ok=True)
         return _resume_training(session, splits, run_dir, info, device, started, verbose)
+
+
+def lr_find(
+    data: str,
+    *,
+    recipe: str | Path | Recipe | None = None,
+    phase: int | str | None = None,
+    size: str = "auto",
+    similar: bool | None = None,
+    backbone: str | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    start: float = 1e-7,
+    end: float = 1.0,
+    steps: int = 100,
+    out: str | Path = "lr_find",
+    precision: str = "auto",
+    verbose: int = 1,
+):
+    """Learning-rate range test for one phase of a recipe; writes ``lr_find.json`` and ``lr_find.png``.
+
+    The phases before ``phase`` train first (in a temporary folder), so the sweep starts from the
+    state the phase would start from; the weights are restored after it.
+
+    Args:
+        data, recipe, size, similar, backbone, weights, image_size, batch_size, seed: as for :func:`fit`.
+        phase: the phase's name or 1-based number (default: the last phase).
+        start, end: the swept range of learning rates.
+        steps: optimizer steps in the sweep (one rate each); it stops early when the loss diverges.
+        out: folder for ``lr_find.json`` and ``lr_find.png``.
+        precision: see :func:`transferkit.training.device.setup_device`.
+        verbose: 0 silent, 1 progress.
+
+    Returns:
+        A :class:`transferkit.training.lr_find.LRFindResult`; ``.suggestion`` is the suggested rate.
+    """
+    import tempfile
+
+    overrides = dict(backbone=backbone, weights=weights, image_size=image_size, batch_size=batch_size)
+    chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
+    out = Path(out)
+    with device_scope(precision, chosen.seed) as device, tempfile.TemporaryDirectory() as scratch:
+        splits = _load_splits(data, chosen)  # the held-out test split stays out of the sweep too
+        with device.strategy.scope():
+            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
+            index = _phase_index(session.recipe, phase)
+            train, val, ordered = _datasets(session.recipe, session.spec, splits)
+            batch = session.recipe.data.batch_size
+            trainer = Trainer(
+                session.classifier,
+                session.spec,
+                session.recipe,
+                train,
+                val,
+                ordered,
+                Path(scratch),
+                num_classes=len(splits.class_names),
+                steps_per_epoch=-(-len(splits.train) // batch),
+                validation_steps=-(-len(splits.val) // batch),
+                train_labels=splits.train.labels,
+                verbose=verbose,
+            )
+            result = trainer.find_learning_rate(index, start=start, end=end, steps=steps)
+    name = session.recipe.phases[index].name
+    write_json(out / "lr_find.json", {"recipe": session.recipe.name, "phase": name, **result.to_dict()})
+    figures.plot_lr_find(result, out / "lr_find.png")
+    _say(verbose, f"Suggested learning rate for phase '{name}': {result.suggestion:.3g} ({out})")
+    return result
+
+
+def _phase_index(recipe: Recipe, phase: int | str | None) -> int:
+    """0-based index of ``phase`` (a name or a 1-based number; None: the last phase)."""
+    names = [p.name for p in recipe.phases]
+    if phase is None:
+        return len(names) - 1
+    if isinstance(phase, int) or str(phase).isdigit():
+        if 1 <= int(phase) <= len(names):
+            return int(phase) - 1
+    elif phase in names:
+        return names.index(phase)
+    raise choices_error("phase", phase, [*names, *map(str, range(1, len(names) + 1))])

@@ -230,6 +230,50 @@ def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) 
         raise QualityGateError(f"{what} {accuracy:.3f} is below --min-accuracy {bar:g} ({kept}).")
 
 
+@main.command("lr-find")
+@click.option("--data", required=True, help="Labelled images, as for fit.")
+@click.option("--recipe", help="A recipe TOML file or built-in name (default: measured, as fit does).")
+@click.option("--phase", help="The phase's name or 1-based number (default: the last phase).")
+@click.option("--backbone", help=BACKBONE_HELP)
+@click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--start", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--end", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=2), help="Rates tried.")
+@click.option("--out", default="lr_find", show_default=True, help="Folder for lr_find.json and lr_find.png.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def lr_find(
+    data, recipe, phase, backbone, weights, image_size, batch_size, start, end, steps, out, precision, quiet
+):
+    """Learning-rate range test for one phase of a recipe: plot and suggested rate.
+
+    The phases before it train first; put the suggestion in the recipe, or write
+    learning_rate = "auto" there to have fit run this test itself.
+    """
+    from transferkit import api
+
+    if start >= end:
+        raise click.UsageError(f"--start ({start:g}) must be below --end ({end:g}).")
+    result = api.lr_find(
+        data,
+        recipe=recipe,
+        phase=phase,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        batch_size=batch_size,
+        start=start,
+        end=end,
+        steps=steps,
+        out=out,
+        precision=precision,
+        verbose=_verbosity(quiet),
+    )
+    click.echo(f"suggested learning rate: {result.suggestion:.3g}")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", required=True, help="Labelled folder to evaluate on (its test/ split if present).")

@@ -32,7 +32,9 @@ STRATEGIES = tuple(dict.fromkeys(QUADRANT_STRATEGIES.values()))  # freeze, trunc
 TRAIN_PARTS = ("head", "top", "all")
 FILL_MODES = ("constant", "reflect", "nearest")
 FLIPS = ("none", "horizontal", "vertical", "both")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle")  # see training.optimizers
+CLASS_WEIGHTS = ("none", "balanced", "auto")  # "auto": balanced when the classes are imbalanced
+AUTO_LEARNING_RATE = "auto"  # a phase's learning_rate found by the range test (training.lr_find)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": see training.device
 POOLINGS = ("avg", "avg_max", "avg_dev", "pyramid")  # how the head pools the map: training.pooling
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
@@ -69,6 +71,9 @@ class DataConfig:
     validation_split: float = 0.2
     test_split: float = 0.15  # held out first when the data has no test split; 0 = none
     batch_size: int = 32
+    # "balanced": each class weighs in inversely to its training count; "auto": balanced when the
+    # largest/smallest class ratio reaches selection.rules.IMBALANCE_WARNING; "none": equal weights.
+    class_weight: str = "none"
 
 
 @dataclass(frozen=True)
@@ -77,16 +82,27 @@ class Phase:
 
     ``train`` is what learns: ``"head"`` (base frozen), ``"top"`` (the last ``top_blocks``
     blocks of the base, or every block from ``unfreeze_from`` on, plus the head) or ``"all"``.
+
+    The optimizer is AdamW (:mod:`transferkit.training.optimizers`): ``weight_decay`` is its
+    decoupled decay (0 = Adam); ``lr_decay_per_block`` gives discriminative rates: the head
+    learns at ``learning_rate``, the base's top block at this factor times it, the block below at
+    the factor squared, and so on down (1 = one rate everywhere). ``learning_rate =
+    "auto"`` runs the learning-rate range test at the start of the phase and records the rate it
+    chose in the run folder's ``recipe.toml``. ``schedule``: ``constant``, ``cosine``,
+    ``warmup_cosine`` (linear warm-up over ``warmup_epochs``, then cosine) or ``one_cycle``.
     """
 
     name: str
     train: str = "head"
     epochs: int = 10
-    learning_rate: float = 1e-3
+    learning_rate: float | str = 1e-3  # or "auto"
     top_blocks: int = 2
     unfreeze_from: str = ""  # a layer name; unfreezing starts at the beginning of its block
     train_batchnorm: bool = False  # BatchNorm stays in inference mode unless a phase opts in
     schedule: str = "constant"
+    warmup_epochs: float = 1.0  # warmup_cosine only
+    weight_decay: float = 0.0
+    lr_decay_per_block: float = 1.0
     patience: int = 0  # early stopping on val_loss after this many epochs without improvement; 0 = off
 
 
@@ -110,6 +126,7 @@ _CHOICES = {
     ("AugmentConfig", "fill_mode"): FILL_MODES,
     ("AugmentConfig", "flip"): FLIPS,
     ("HeadConfig", "pooling"): POOLINGS,
+    ("DataConfig", "class_weight"): CLASS_WEIGHTS,
 }
 
 
@@ -144,6 +161,12 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise TransferkitError(f"{where}: expected a list of tables ([[{where.split('.')[-1]}]]).")
         item = typing.get_args(hint)[0]
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(hint, types.UnionType):  # e.g. float | str: the first member the value fits
+        for member in typing.get_args(hint):
+            try:
+                return _convert(member, value, where)
+            except TransferkitError:
+                pass
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     expected = hint if isinstance(hint, type) else type(None)
@@ -160,8 +183,7 @@ def validate(recipe: Recipe) -> Recipe:
     for i, phase in enumerate(recipe.phases):
         if phase.epochs < 1:
             problems.append(f"phases[{i}].epochs must be >= 1 (got {phase.epochs})")
-        if not 0 < phase.learning_rate < 1:
-            problems.append(f"phases[{i}].learning_rate must be in (0, 1) (got {phase.learning_rate})")
+        problems += _phase_problems(f"phases[{i}]", phase)
         if phase.top_blocks < 1:
             problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
     if not 0 <= recipe.head.dropout < 1:
@@ -181,6 +203,23 @@ def validate(recipe: Recipe) -> Recipe:
     if problems:
         raise TransferkitError(f"Invalid recipe {recipe.name!r}: " + "; ".join(problems) + ".")
     return recipe
+
+
+def _phase_problems(where: str, phase: Phase) -> list[str]:
+    """The optimizer and schedule settings of one phase that are out of range."""
+    problems = []
+    rate = phase.learning_rate
+    if isinstance(rate, str) and rate != AUTO_LEARNING_RATE:
+        problems.append(f'{where}.learning_rate must be a number or "{AUTO_LEARNING_RATE}" (got {rate!r})')
+    elif not isinstance(rate, str) and not 0 < rate < 1:
+        problems.append(f"{where}.learning_rate must be in (0, 1) (got {rate})")
+    if not 0 <= phase.weight_decay < 1:
+        problems.append(f"{where}.weight_decay must be in [0, 1) (got {phase.weight_decay})")
+    if not 0 < phase.lr_decay_per_block <= 1:
+        problems.append(f"{where}.lr_decay_per_block must be in (0, 1] (got {phase.lr_decay_per_block})")
+    if phase.warmup_epochs < 0:  # longer than the phase: the warm-up takes all but its last step
+        problems.append(f"{where}.warmup_epochs must be >= 0 (got {phase.warmup_epochs})")
+    return problems
 
 
 def loads(text: str, source: str = "<string>") -> Recipe:

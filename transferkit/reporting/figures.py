@@ -281,3 +281,26 @@ def _draw_scores(ax: Any, selection: Selection) -> None:
     twin = ax.twinx()
     twin.plot(positions, [s.logme for s in scores], "k.-")
     twin.set_ylabel("LogME (line)")
+
+
+def plot_lr_find(result: Any, path: str | os.PathLike) -> None:
+    """The learning-rate range test: loss (raw, faint; smoothed, bold) against rate, suggestion marked.
+
+    Args:
+        result: a :class:`transferkit.training.lr_find.LRFindResult`.
+        path: where to write the PNG (atomically).
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(result.learning_rates, result.losses, color="tab:blue", alpha=0.3, label="loss")
+    ax.plot(result.learning_rates, result.smoothed, color="tab:blue", label="smoothed loss")
+    ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested {result.suggestion:.2g}")
+    ax.set_xscale("log")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:  # the diverging tail would squash the interesting part of the curve
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05 + 1e-9)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

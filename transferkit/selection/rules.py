@@ -158,7 +158,8 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
         )
     if v["imbalance"] >= IMBALANCE_WARNING:
         reasons.append(
-            f"classes are imbalanced ({v['imbalance']:.1f}x largest/smallest): consider class weights"
+            f"classes are imbalanced ({v['imbalance']:.1f}x largest/smallest): consider "
+            'class_weight = "balanced" in the recipe\'s [data] table ("auto" does it from this ratio on)'
         )
     return size, reasons
 

@@ -56,6 +56,26 @@ def set_trainable(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> N
         layer.trainable = trains
 
 
+def block_lr_multipliers(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> dict[str, float]:
+    """``variable.path -> learning-rate factor`` for discriminative rates (empty when all are 1).
+
+    The head learns at the phase's rate; the base's top block at ``lr_decay_per_block`` times it,
+    the block below at that factor squared, and so on down (block boundaries as in unfreezing).
+    """
+    decay = phase.lr_decay_per_block
+    if decay == 1.0 or phase.train == "head":
+        return {}
+    base = classifier.base
+    names = [layer.name for layer in base.layers]
+    ends = [names.index(name) for name in block_ends(base, spec)]
+    multipliers = {}
+    for index, layer in enumerate(base.layers):
+        depth = len(ends) - next(i for i, end in enumerate(ends) if end >= index)  # top block: 1
+        for variable in layer.trainable_weights:
+            multipliers[variable.path] = decay**depth
+    return multipliers
+
+
 def count_params(weights: list) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
@@ -67,7 +87,7 @@ class PhasePlan:
     name: str
     train: str
     epochs: int
-    learning_rate: float
+    learning_rate: float | str  # "auto" until the phase runs its learning-rate range test
     first_trainable_layer: str | None
     trainable_layers: int
     trainable_params: int
@@ -77,8 +97,9 @@ class PhasePlan:
         where = (
             "head only" if self.first_trainable_layer is None else f"from {self.first_trainable_layer} + head"
         )
+        rate = self.learning_rate if isinstance(self.learning_rate, str) else f"{self.learning_rate:g}"
         return (
-            f"{self.name}: train {self.train} ({where}), {self.epochs} epochs at lr {self.learning_rate:g}; "
+            f"{self.name}: train {self.train} ({where}), {self.epochs} epochs at lr {rate}; "
             f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen params"
         )
 

@@ -12,8 +12,11 @@ is written atomically. ``fit --resume RUN_DIR`` picks up from there.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,8 @@ import tensorflow as tf
 
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.errors import TransferkitError
-from transferkit.fileio import atomic_path, write_json
-from transferkit.recipes import Phase, Recipe
+from transferkit.fileio import atomic_path, write_json, write_text
+from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps
 from transferkit.training.augment import build_augmentation, is_identity
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
@@ -33,9 +36,12 @@ from transferkit.training.callbacks import (
     ResumableEarlyStopping,
     read_history,
 )
+from transferkit.training.class_weights import class_weights
 from transferkit.training.features import CachedFeatures, EpochSetter, extract_features, feature_step
+from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
-from transferkit.training.trainable import set_trainable
+from transferkit.training.optimizers import classification_loss, phase_optimizer
+from transferkit.training.trainable import block_lr_multipliers, set_trainable
 
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
 
@@ -57,25 +63,18 @@ class TrainState:
         write_json(run_dir / "state.json", self.__dict__)
 
 
-def _optimizer(phase: Phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    learning_rate = phase.learning_rate
-    if phase.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            phase.learning_rate, phase.epochs * steps_per_epoch
-        )
-    return keras.optimizers.Adam(learning_rate=learning_rate)
-
-
-def _compile(model: keras.Model, phase: Phase, steps_per_epoch: int, num_classes: int) -> None:
+def _metrics(num_classes: int) -> list[keras.metrics.Metric]:
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
-    model.compile(
-        optimizer=_optimizer(phase, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=metrics,
-    )
+    return metrics
+
+
+def _cycle(data: CachedFeatures) -> Iterator:
+    """The cached-feature batches epoch after epoch, as fit would serve them."""
+    for epoch in itertools.count():
+        data.set_epoch(epoch)
+        yield from (data[index] for index in range(len(data)))
 
 
 class Trainer:
@@ -98,6 +97,7 @@ class Trainer:
         num_classes: int,
         steps_per_epoch: int,
         validation_steps: int,
+        train_labels: Sequence[int] | None = None,
         verbose: int = 1,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
@@ -109,10 +109,16 @@ class Trainer:
             None if is_identity(recipe.augment) else build_augmentation(recipe.augment, recipe.seed)
         )
         self.history = read_history(self.run_dir / "history.csv")
+        self.train_labels = train_labels  # for class weights; read from the data when not given
         self._training_model: keras.Model | None = None
+        self._head_model: keras.Model | None = None
 
-    def run(self) -> list[dict]:
-        """Train every phase not finished yet; returns the history rows."""
+    def run(self, until: int | None = None) -> list[dict]:
+        """Train every phase not finished yet (before phase ``until`` only, if given); returns the history.
+
+        A phase whose learning rate is ``"auto"`` first runs the range test; the rate it finds
+        replaces ``"auto"`` in ``self.recipe`` and in the run folder's ``recipe.toml``.
+        """
         state = TrainState.load(self.run_dir)
         if state.completed_phases:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
@@ -121,7 +127,7 @@ class Trainer:
             self._standardise_head(
                 self._features(feature_step(self.classifier.extractor), self.ordered_train_data)[0]
             )
-        for index, phase in enumerate(self.recipe.phases):
+        for index, phase in enumerate(self.recipe.phases[:until]):
             if index < state.completed_phases:
                 shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # killed right after state.json
                 continue
@@ -142,6 +148,69 @@ class Trainer:
             state.save(self.run_dir)
             shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
         return self.history
+
+    def find_learning_rate(self, index: int, **sweep) -> LRFindResult:
+        """Train the phases before ``index``, then run the range test for phase ``index``.
+
+        Args:
+            index: the phase (0-based) whose trainable part the sweep trains.
+            **sweep: ``start``, ``end``, ``steps`` of :func:`transferkit.training.lr_find.range_test`.
+        """
+        self.run(until=index)
+        phase = self.recipe.phases[index]
+        set_trainable(self.classifier, self.spec, phase)
+        if phase.train == "head":
+            train, _ = self._cached_features(index, phase)
+            return self._sweep(self._head_graph(), phase, _cycle(train), len(train), None, **sweep)
+        return self._sweep(
+            self._training_graph(), phase, iter(self.train_data.repeat()), self.steps_per_epoch, None, **sweep
+        )
+
+    def _sweep(self, model, phase, batches, steps_per_epoch, labels, **sweep) -> LRFindResult:
+        self._say(f"Learning-rate range test for phase '{phase.name}'")
+        self._compile(model, phase, steps_per_epoch, learning_rate=sweep.get("start", 1e-7), constant=True)
+        return range_test(model, batches, class_weight=self._class_weight(labels), **sweep)
+
+    def _resolve_rate(self, index, phase, model, batches, steps_per_epoch, labels=None) -> Phase:
+        """``phase`` with an ``"auto"`` learning rate replaced by the range test's suggestion."""
+        if phase.learning_rate != AUTO_LEARNING_RATE:
+            return phase
+        result = self._sweep(model, phase, batches, steps_per_epoch, labels)
+        write_json(self.run_dir / "lr_find" / f"phase{index}.json", result.to_dict())
+        resolved = dataclasses.replace(phase, learning_rate=result.suggestion)
+        phases = list(self.recipe.phases)
+        phases[index] = resolved
+        self.recipe = dataclasses.replace(self.recipe, phases=tuple(phases))
+        write_text(self.run_dir / "recipe.toml", dumps(self.recipe))  # a resume uses the number
+        self._say(f"Phase '{phase.name}': learning rate {result.suggestion:.3g} (range test)")
+        return resolved
+
+    def _class_weight(self, labels: np.ndarray | None) -> dict[int, float] | None:
+        mode = self.recipe.data.class_weight
+        if mode == "none":
+            return None
+        if self.train_labels is not None:
+            labels = self.train_labels
+        elif labels is None:  # read the labels once from the data (decodes the images)
+            self.train_labels = labels = np.concatenate([y.numpy() for _, y in self.ordered_train_data])
+        return class_weights(labels, self.num_classes, mode)
+
+    def _compile(
+        self, model, phase: Phase, steps_per_epoch: int, *, learning_rate=None, constant=False
+    ) -> None:
+        optimizer = phase_optimizer(
+            phase,
+            learning_rate=phase.learning_rate if learning_rate is None else learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            multipliers=block_lr_multipliers(self.classifier, self.spec, phase),
+            constant=constant,
+        )
+        # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
+        model.compile(
+            optimizer=optimizer,
+            loss=classification_loss(self.num_classes, self.recipe.head.label_smoothing),
+            metrics=_metrics(self.num_classes),
+        )
 
     def _checkpoint(self, index: int) -> Path:
         return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
@@ -196,7 +265,8 @@ class Trainer:
         if phase.train == "head":
             return self._fit_head_on_features(index, phase, initial_epoch)
         model = self._training_graph()
-        _compile(model, phase, self.steps_per_epoch, self.num_classes)
+        phase = self._resolve_rate(index, phase, model, iter(self.train_data.repeat()), self.steps_per_epoch)
+        self._compile(model, phase, self.steps_per_epoch)
         # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
         # a file that passed the scan fails to decode later and is left out. After an interruption
         # the stream skips the batches of the epochs already trained, so the resumed run sees the
@@ -211,6 +281,7 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             validation_data=self.val_data.repeat(),
             validation_steps=self.validation_steps,
+            class_weight=self._class_weight(None),
         )
 
     def _backed_up_epoch(self, index: int, default: int) -> int:
@@ -228,6 +299,18 @@ class Trainer:
             x = self.augment(inputs) if self.augment is not None else inputs
             self._training_model = keras.Model(inputs, self.classifier.model(x), name="training_graph")
         return self._training_model
+
+    def _head_graph(self) -> keras.Model:
+        """The head wrapped in a model of its own, which is what gets compiled and fitted.
+
+        Compiling the head itself would store its optimizer and loss (transferkit classes) in the
+        saved ``model.keras``, which then would not load without transferkit installed.
+        """
+        if self._head_model is None:
+            head = self.classifier.head
+            inputs = keras.Input(head.input_shape[1:], name="features")
+            self._head_model = keras.Model(inputs, head(inputs), name="head_training_graph")
+        return self._head_model
 
     def _features(self, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
         dim = int(self.classifier.extractor.output.shape[-1])
@@ -249,6 +332,24 @@ class Trainer:
         layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
 
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
+        train, validation = self._cached_features(index, phase)
+        head = self._head_graph()
+        phase = self._resolve_rate(index, phase, head, _cycle(train), len(train), train.labels)
+        self._compile(head, phase, len(train))
+        return self._fit(
+            head,
+            train,
+            index,
+            phase,
+            initial_epoch,
+            extra_callbacks=[EpochSetter(train)],
+            validation_data=validation,
+            validation_batch_size=self.recipe.data.batch_size,
+            class_weight=self._class_weight(train.labels),
+        )
+
+    def _cached_features(self, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
+        """The training features (one set per augmented pass) and the validation ones."""
         passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
         extractor = self.classifier.extractor
         augmented, clean = feature_step(extractor, self.augment), feature_step(extractor)
@@ -264,15 +365,4 @@ class Trainer:
         if index == 0:
             self._standardise_head(np.concatenate(features))
         train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
-        head = self.classifier.head
-        _compile(head, phase, len(train), self.num_classes)
-        return self._fit(
-            head,
-            train,
-            index,
-            phase,
-            initial_epoch,
-            extra_callbacks=[EpochSetter(train)],
-            validation_data=(val_features, val_labels),
-            validation_batch_size=self.recipe.data.batch_size,
-        )
+        return train, (val_features, val_labels)

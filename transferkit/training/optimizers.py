@@ -1,0 +1,139 @@
+"""A phase's optimizer, learning-rate schedule and loss: AdamW with per-block rates, warm-up, smoothing.
+
+Adam's step does not grow with the gradient's scale, so discriminative (layer-wise) learning rates
+cannot be had by scaling gradients: :class:`LayerwiseAdamW` multiplies the learning rate itself
+per variable, inside Keras' public ``update_step``. Its weight decay is decoupled (AdamW) and
+follows the same per-variable rate, on kernels only (biases and BatchNorm parameters are not
+decayed). With every multiplier 1 and no decay it performs Adam's update exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+from keras import ops
+
+from transferkit.recipes import Phase
+
+ONE_CYCLE_WARMUP = 0.25  # fastai's fit_one_cycle: pct_start
+ONE_CYCLE_DIV = 25.0  # ... and div: it starts at learning_rate / 25
+FINAL_FRACTION = 1e-3  # one_cycle ends at learning_rate / 1000 (fastai's div_final is 1e5)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class LayerwiseAdamW(keras.optimizers.Adam):
+    """Adam with decoupled weight decay and a learning-rate multiplier per variable.
+
+    Args:
+        learning_rate: a float or a ``LearningRateSchedule``.
+        decay: AdamW's decoupled weight decay; each step a kernel loses ``decay * its rate`` of itself.
+        multipliers: ``variable.path -> factor`` on the learning rate; unlisted variables use 1.
+        **kwargs: passed to ``keras.optimizers.Adam``.
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        *,
+        decay: float = 0.0,
+        multipliers: Mapping[str, float] | None = None,
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.decay = float(decay)
+        self.multipliers = dict(multipliers or {})
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._scales = [self.multipliers.get(variable.path, 1.0) for variable in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        # ``variable`` may be the backend's own variable (TensorFlow) or a replica's copy, so it is
+        # found by the index Keras' own optimizers use in ``update_step``; read when the step is traced.
+        scale = self._scales[self._get_variable_index(variable)]
+        if scale != 1.0:
+            learning_rate = ops.multiply(ops.cast(learning_rate, variable.dtype), scale)
+        if self.decay and len(variable.shape) >= 2:
+            rate = ops.cast(learning_rate, variable.dtype)
+            self.assign_sub(variable, ops.multiply(variable, ops.multiply(rate, self.decay)))
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay, "multipliers": self.multipliers}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has none).
+
+    Args:
+        num_classes: width of the one-hot targets.
+        label_smoothing: the true class gets ``1 - s + s / C``, every other ``s / C``.
+    """
+
+    def __init__(
+        self, num_classes: int, label_smoothing: float, name: str = "smoothed_crossentropy", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.label_smoothing = int(num_classes), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        targets = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), [-1]), self.num_classes)
+        return keras.losses.categorical_crossentropy(
+            ops.cast(targets, y_pred.dtype), y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "label_smoothing": self.label_smoothing,
+        }
+
+
+def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss:
+    """The loss on integer labels; plain sparse cross-entropy when there is no smoothing."""
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy()
+    return SparseSmoothedCrossentropy(num_classes, label_smoothing)
+
+
+def learning_rate_schedule(phase: Phase, learning_rate: float, steps_per_epoch: int):
+    """The phase's ``schedule`` over its ``epochs * steps_per_epoch`` optimizer steps.
+
+    ``constant``: ``learning_rate`` throughout. ``cosine``: cosine decay to 0. ``warmup_cosine``:
+    linear warm-up from 0 over ``warmup_epochs``, then cosine decay to 0. ``one_cycle``
+    (fastai-style): linear warm-up from ``learning_rate / 25`` over the first quarter, then cosine
+    decay to ``learning_rate / 1000``.
+    """
+    total = max(1, phase.epochs * steps_per_epoch)
+    schedules = keras.optimizers.schedules
+    if phase.schedule == "cosine":
+        return schedules.CosineDecay(learning_rate, total)
+    if phase.schedule == "warmup_cosine":
+        warmup = min(total - 1, round(phase.warmup_epochs * steps_per_epoch))
+        return schedules.CosineDecay(0.0, total - warmup, warmup_target=learning_rate, warmup_steps=warmup)
+    if phase.schedule == "one_cycle":
+        warmup = min(total - 1, round(ONE_CYCLE_WARMUP * total))
+        return schedules.CosineDecay(
+            learning_rate / ONE_CYCLE_DIV,
+            total - warmup,
+            alpha=FINAL_FRACTION,
+            warmup_target=learning_rate,
+            warmup_steps=warmup,
+        )
+    return learning_rate
+
+
+def phase_optimizer(
+    phase: Phase,
+    *,
+    learning_rate: float,
+    steps_per_epoch: int,
+    multipliers: Mapping[str, float] | None = None,
+    constant: bool = False,
+) -> LayerwiseAdamW:
+    """The optimizer for ``phase`` (``constant=True``: no schedule, for the learning-rate finder)."""
+    rate = learning_rate if constant else learning_rate_schedule(phase, learning_rate, steps_per_epoch)
+    return LayerwiseAdamW(rate, decay=phase.weight_decay, multipliers=multipliers)
