@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
+import shutil
+import subprocess
 
 import keras
 import numpy as np
@@ -13,11 +16,12 @@ from matplotlib import image as mpimg
 
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_confusion, plot_history, plot_image_grid
-from transferkit.reporting.html import write_html_report
+from transferkit.reporting.html import SECTIONS, write_html_report
 from transferkit.reporting.metrics import compute_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"
+LONG_REASON = "similarity: " + " ".join(["the deepest cut's probe accuracy beats every earlier cut"] * 8)
 
 
 def assert_png(path, min_width=200, min_height=150):
@@ -135,7 +139,9 @@ def run_dir(tmp_path):
     card["skipped"] = [{"path": "rose/<bad>.jpg", "reason": "not an image"}]
     (run / "dataset_card.json").write_text(json.dumps(card))
     scores = [{"cut": "block_13_add", "logme": 1.5, "probe_accuracy": 0.9}]
-    (run / "selection.json").write_text(json.dumps({"quadrant": "small_similar", "scores": scores}))
+    selection = {"quadrant": "small_similar", "recipe": "freeze", "scores": scores, "close_call": True}
+    selection |= {"confidence": 0.55, "similar": True, "reasons": [LONG_REASON, "size: 8 images per class"]}
+    (run / "selection.json").write_text(json.dumps(selection))
     return run
 
 
@@ -146,7 +152,13 @@ def test_html_report_summarises_escapes_and_embeds(run_dir):
     assert "87.5%" in page and "62.5%" in page  # validation and test accuracy
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "rose/&lt;bad&gt;.jpg" in page and "not an image" in page
-    for expected in ("data/flowers", "mobilenet_v2", "imagenet (torchvision)", "warmup: 3,843", "42.5"):
+    for expected in (
+        "data/flowers",
+        "mobilenet_v2",
+        "imagenet (torchvision)",
+        '<td class="n">3843</td>',
+        "42.5",
+    ):
         assert expected in page
     assert "small_similar" in page and "block_13_add" in page and "<pre>" in page
     pngs = embedded_pngs(page)
@@ -157,7 +169,7 @@ def test_html_report_summarises_escapes_and_embeds(run_dir):
 def test_html_report_reads_a_flat_metrics_file(run_dir):
     (run_dir / "metrics.json").write_text(json.dumps(metrics_for(["a", "b"], 3 / 4).to_dict()))
     page = write_html_report(run_dir).read_text(encoding="utf-8")
-    assert "75.0%" in page and "Per class</h2>" in page
+    assert "75.0%" in page and "Per-class results</h2>" in page
 
 
 def test_html_report_prefers_existing_pictures_and_adds_extra_ones(run_dir):
@@ -187,3 +199,59 @@ def test_html_report_tolerates_missing_and_broken_optional_files(run_dir):
 def test_html_report_needs_an_existing_folder(tmp_path):
     with pytest.raises(TransferkitError, match="does not exist"):
         write_html_report(tmp_path / "nope")
+
+
+def test_html_report_reads_as_a_document(run_dir):
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", page)
+    assert headings == list(SECTIONS)  # every section, in order, even when its files are missing
+    assert page.index("Accuracy (held-out test): <b>62.5%</b>") < page.index("Accuracy (validation)")
+    assert f"<li>{html.escape(LONG_REASON)}</li>" in page  # the full reason, as a list item
+    assert "transferkit compare DATA" in page  # the selector's close call
+    assert "Class &#x27;" in page and "is weak" in page  # the weakest classes need images
+    assert "<td>yes</td>" in page and '<td class="n">yes' not in page  # booleans read as words, left
+    assert '<td class="n">0.900</td>' in page  # numbers right-aligned
+
+
+def test_html_report_shows_saved_interpretation(run_dir):
+    pairs = [{"true": EVIL, "predicted": "rose", "count": 3, "rate": 0.375}]
+    losses = [{"path": f"x/{EVIL}.jpg", "true": EVIL, "predicted": "rose", "probability": 0.9}]
+    losses[0] |= {"true_probability": 0.05, "loss": 3.0}
+    calibration = {"ece": 0.31, "overconfidence": 0.3, "bins": 15}
+    record = {"split": "test", "num_samples": 24, "confused_pairs": pairs, "top_losses": losses}
+    record |= {"calibration": calibration, "notes": []}
+    (run_dir / "interpretation.json").write_text(json.dumps(record))
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert EVIL not in page and "in 3 of 8 held-out images (38%)" in page
+    assert "overconfident (ECE 0.31" in page and "x/&lt;script&gt;" in page
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+    "--disable-component-update --disable-sync --enable-logging=stderr --v=0"
+).split()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (`make browser` installs it as root)"
+)
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    plot_image_grid(images, run_dir / "top_losses.png")
+    url = write_html_report(run_dir).resolve().as_uri()
+    command = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    for title in SECTIONS:
+        assert f">{title}</h2>" in dom, title
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "<script>alert(1)" not in dom
+    assert "<script" not in dom  # the hostile class name is text, never an element
+    errors = [
+        line
+        for line in done.stderr.splitlines()
+        if "Uncaught" in line or ("CONSOLE" in line and "rror" in line)
+    ]
+    assert errors == []
+    assert dom.count("data:image/png;base64,") >= 3  # curves, confusion, top losses: embedded

@@ -1,17 +1,16 @@
-"""``report.html``: one self-contained page that summarises a run folder, pictures embedded.
+"""``report.html``: one self-contained page that reads as a document about a run, pictures embedded.
 
-:func:`write_html_report` reads whatever a run folder holds (every file optional) and writes the
-page atomically; all text taken from the files is HTML-escaped.
+It leads with the held-out result and what to do next, then the evidence. :func:`write_html_report`
+reads whatever a run folder holds (every file optional) and writes the page atomically; all text
+taken from the files is HTML-escaped; :func:`report` also redraws missing interpretation figures.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from transferkit.errors import TransferkitError
@@ -23,26 +22,114 @@ from transferkit.reporting.figures import (
     _png_bytes,
     _read_history,
 )
-from transferkit.reporting.metrics import Metrics
-
-# ---------------------------------------------------------------- HTML report
-
-_SUMMARY_KEYS = {  # row label -> dotted keys, tried in order, in {run, recipe, card}
-    "Dataset": ("run.data", "run.dataset", "run.dataset.path", "card.source"),
-    "Backbone": ("run.backbone", "run.backbone.name", "recipe.backbone.name"),
-    "Recipe": ("run.recipe", "recipe.name"),
-    "Strategy": ("run.strategy", "recipe.strategy"),
-    "Weights": ("run.weights", "run.weights_source", "recipe.backbone.weights"),
-    "Training time (s)": ("run.seconds",),
-    "Trainable params": ("run.trainable_params",),
-}
-_JSON_FILES = ("metrics", "run", "dataset_card", "selection")
-_TITLES = {"curves.png": "Training curves", "confusion.png": "Confusion matrix"}
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-    "td.n{text-align:right}img{max-width:100%}pre{background:#f6f6f6;padding:1em}.note{color:#a40}"
+from transferkit.reporting.html_parts import (
+    bullets,
+    esc,
+    image,
+    missing,
+    record_table,
+    records,
+    scalars_and_records,
+    section,
+    table,
 )
+from transferkit.reporting.interpretation import FIGURES, INTERPRETATION_FILE, write_interpretation
+from transferkit.reporting.metrics import Metrics
+from transferkit.reporting.next_steps import next_steps
+
+SECTIONS = (  # every report has these headings, in this order
+    "Held-out result",
+    "What to do next",
+    "Training curves",
+    "Confusion matrix",
+    "Most-confused pairs",
+    "Highest-loss images",
+    "Grad-CAM heat maps",
+    "Calibration",
+    "Per-class results",
+    "Model selection",
+    "Dataset",
+    "Run details",
+    "Recipe",
+)
+_JSON_FILES = ("metrics", "run", "dataset_card", "selection", Path(INTERPRETATION_FILE).stem)
+_SPLIT_NAMES = {"test": "held-out test", "validation": "validation", "": "evaluation"}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
+    "line-height:1.45}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+    "padding:.2em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}td.n{text-align:right;"
+    "font-variant-numeric:tabular-nums}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    ".note{color:#a40}.lead{font-size:1.25em}.muted{color:#666}h2{border-bottom:1px solid #ddd;"
+    "padding-bottom:.2em;margin-top:1.8em}li{margin:.3em 0}code{background:#f2f2f2;padding:0 .2em}"
+)
+
+
+def report(run_dir: str | os.PathLike) -> Path:
+    """Rebuild a run folder's ``report.html``, redrawing interpretation figures that are missing.
+
+    The figures need the run's ``predictions.npz`` (written by ``fit``); a Grad-CAM figure that is
+    missing is redrawn with ``model.keras``.
+
+    Args:
+        run_dir: a transferkit run folder.
+
+    Example:
+        >>> import transferkit
+        >>> transferkit.report("runs/flowers")  # doctest: +SKIP
+        PosixPath('runs/flowers/report.html')
+    """
+    _check_folder(Path(run_dir))
+    write_interpretation(run_dir, only_missing=True)
+    return write_html_report(run_dir)
+
+
+def write_html_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``run_dir/report.html``: one self-contained page about a run folder.
+
+    Reads ``metrics.json``, ``interpretation.json``, ``run.json``, ``recipe.toml``, ``history.csv``,
+    ``dataset_card.json``, ``selection.json`` and the folder's PNGs. Every file is optional: a
+    missing one leaves a short note in its section, an unreadable one adds a note at the top.
+    Pictures are embedded as data URIs (curves and confusion are drawn in memory when their PNG is
+    missing) and all text from the files is HTML-escaped.
+
+    Args:
+        run_dir: a transferkit run folder.
+
+    Example:
+        >>> write_html_report("runs/flowers")  # doctest: +SKIP
+        PosixPath('runs/flowers/report.html')
+    """
+    run_dir = _check_folder(Path(run_dir))
+    notes: list[str] = []
+    data = {name: _load_json(run_dir / f"{name}.json", notes) for name in _JSON_FILES}
+    recipe_text, recipe = _load_recipe(run_dir / "recipe.toml", notes)
+    metrics = _load_metrics(data["metrics"], notes)
+    pictures = _pictures(run_dir, metrics, notes)
+    name = run_dir.resolve().name
+    body = f"<h1>transferkit run {esc(name)}</h1>{_byline(data['run'], recipe)}"
+    body += "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
+    body += _result(metrics, data["interpretation"])
+    body += section(
+        "What to do next", bullets(next_steps(metrics, data["interpretation"], data["selection"], name))
+    )
+    body += _evidence(data, metrics, pictures, recipe_text)
+    page = '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    page += f"<title>transferkit report: {esc(name)}</title><style>{_STYLE}</style></head>"
+    page += f"<body>{body}</body></html>\n"
+    path = run_dir / "report.html"
+    write_text(path, page)
+    return path
+
+
+def _check_folder(run_dir: Path) -> Path:
+    if not run_dir.is_dir():
+        raise TransferkitError(
+            f"Run folder {str(run_dir)!r} does not exist. Pass a folder `transferkit fit` wrote."
+        )
+    return run_dir
+
+
+# ---------------------------------------------------------------- reading the folder
 
 
 def _load_json(path: Path, notes: list[str]) -> dict:
@@ -86,80 +173,8 @@ def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Met
     return loaded
 
 
-def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return (
-            f'<td class="n">{value:.3f}</td>'
-            if value == 0 or 1e-3 <= abs(value) < 1e5
-            else f"<td>{value:.3g}</td>"
-        )
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text if len(text) <= 300 else text[:299] + "…"
-    return f"<td{' class=n' if isinstance(value, int) else ''}>{html.escape(text)}</td>"
-
-
-def _table(title: str, rows: Sequence[Sequence[object]], header: Sequence[str] = ()) -> str:
-    if not rows:
-        return ""
-    head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(map(_cell, row)) + "</tr>" for row in rows)
-    return f"<h2>{html.escape(title)}</h2><table>{head}{body}</table>"
-
-
-def _records(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def _mapping_tables(title: str, data: Mapping[str, object], limit: int = 200) -> str:
-    """Scalars as one key/value table; each list of records (plan, scores, skipped) as its own table."""
-    out = _table(title, [(key, value) for key, value in data.items() if not _records(value)])
-    for key, records in data.items():
-        if _records(records):
-            header = list(dict.fromkeys(k for record in records for k in record))
-            rows = [[record.get(h, "") for h in header] for record in records[:limit]]
-            more = f" (first {limit} of {len(records)})" if len(records) > limit else f" ({len(records)})"
-            out += _table(f"{title}: {key}{more}", rows, header)
-    return out
-
-
-def _plain(value: object) -> object:
-    """Numbers as readable text (thousands separators, one decimal); anything else unchanged."""
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return f"{value:,}" if type(value) is int else value
-
-
-def _summary(flat: Mapping[str, object], run: Mapping, metrics: Mapping[str, Metrics]) -> list[tuple]:
-    rows = []
-    for label, keys in _SUMMARY_KEYS.items():
-        value = next((flat[k] for k in keys if flat.get(k) not in (None, "")), None)
-        if value is None and label == "Trainable params" and _records(run.get("plan")):
-            value = ", ".join(f"{p.get('name')}: {_plain(p.get('trainable_params'))}" for p in run["plan"])
-        if value is not None:
-            rows.append((label, _plain(value)))
-    for split, m in metrics.items():
-        suffix = f" ({'held-out test' if split == 'test' else split})" if split else ""
-        top5 = "n/a (5 classes or fewer)" if m.top5_accuracy is None else f"{m.top5_accuracy:.1%}"
-        low, high = m.accuracy_interval
-        accuracy = f"{m.accuracy:.1%} (95% CI {low:.1%}-{high:.1%}, n={m.num_samples})"
-        rows += [(f"Accuracy{suffix}", accuracy), (f"Top-5 accuracy{suffix}", top5)]
-        rows += [(f"Macro F1{suffix}", f"{m.macro_f1:.3f}"), (f"Loss{suffix}", f"{m.loss:.4f}")]
-        rows.append((f"Evaluated images{suffix}", str(m.num_samples)))
-    return rows
-
-
-def _pictures(run_dir: Path, metrics: Mapping[str, Metrics], notes: list[str]) -> str:
-    """The folder's PNGs as <img> data URIs; curves and confusion are drawn in memory if missing."""
+def _pictures(run_dir: Path, metrics: Mapping[str, Metrics], notes: list[str]) -> dict[str, bytes]:
+    """The folder's PNGs by file name; curves and confusion are drawn in memory if missing."""
     # Dot-files are atomic_path temporaries of a write in progress: never embed half a picture.
     pictures = {p.name: p.read_bytes() for p in sorted(run_dir.glob("*.png")) if not p.name.startswith(".")}
     history = run_dir / "history.csv"
@@ -173,64 +188,148 @@ def _pictures(run_dir: Path, metrics: Mapping[str, Metrics], notes: list[str]) -
         pictures["confusion.png"] = _png_bytes(
             _confusion_figure(next(iter(metrics.values())), normalize=True)
         )
-    ordered = {name: pictures.pop(name) for name in _TITLES if name in pictures} | pictures
-    return "".join(
-        f"<h2>{html.escape(title)}</h2>"
-        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        for title, png in ((_TITLES.get(n, Path(n).stem.replace("_", " ")), b) for n, b in ordered.items())
-    )
+    return pictures
 
 
-def _sections(data: Mapping[str, dict], recipe: dict, metrics: Mapping[str, Metrics], pictures: str) -> str:
-    run = data["run"]
-    flat = _flatten({"run": run, "recipe": recipe, "card": data["dataset_card"]})
-    parts = [_table("Summary", _summary(flat, run, metrics)), pictures]
+# ---------------------------------------------------------------- the document
+
+
+def _byline(run: Mapping[str, object], recipe: Mapping[str, object]) -> str:
+    parts = [
+        run.get("backbone") or recipe.get("backbone", {}).get("name"),
+        recipe.get("name") and f"recipe {recipe.get('name')} ({recipe.get('strategy', '?')})",
+        run.get("data") and f"data {run['data']}",
+        run.get("seconds") is not None and f"trained in {float(run['seconds']):,.0f} s",
+    ]
+    text = " · ".join(str(p) for p in parts if p)
+    return f'<p class="muted">{esc(text)}</p>' if text else ""
+
+
+def _result(metrics: Mapping[str, Metrics], interpretation: Mapping[str, object]) -> str:
+    if not metrics:
+        return section("Held-out result", missing("Not evaluated yet."))
+    lines = []
     for split, m in metrics.items():
-        rows = [
-            (name, s["precision"], s["recall"], s["f1"], int(s["support"])) for name, s in m.per_class.items()
-        ]
-        title = f"Per class ({split})" if split else "Per class"
-        parts.append(_table(title, rows, ("class", "precision", "recall", "F1", "support")))
-    parts.append(_mapping_tables("Model selection", data["selection"]))
-    parts.append(_mapping_tables("Dataset", data["dataset_card"]))
-    parts.append(_mapping_tables("Run details", run))
+        low, high = m.accuracy_interval
+        role = {"test": "seen by no training step", "validation": "watched by early stopping"}.get(split, "")
+        text = (
+            f"Accuracy ({_SPLIT_NAMES.get(split, split)}): <b>{m.accuracy:.1%}</b> "
+            f"(95% CI {low:.1%}–{high:.1%}, {m.num_samples:,} images{', ' + role if role else ''})"
+        )
+        lines.append(f'<p class="{"lead" if not lines else "muted"}">{text}</p>')
+    rows = [
+        (f"{_SPLIT_NAMES.get(s, s)}", m.accuracy, m.top5_accuracy, m.macro_f1, m.loss, m.num_samples)
+        for s, m in metrics.items()
+    ]
+    summary = table(rows, ("split", "accuracy", "top-5 accuracy", "macro F1", "loss", "images"))
+    split = interpretation.get("split")
+    used = (
+        f"The interpretation below (confused pairs, highest losses, heat maps, calibration) uses the "
+        f"{_SPLIT_NAMES.get(str(split), split)} images ({interpretation.get('num_samples')})."
+        if split
+        else "No saved predictions (predictions.npz): the interpretation sections are empty."
+    )
+    return section("Held-out result", "".join(lines) + summary + f'<p class="muted">{esc(used)}</p>')
+
+
+def _evidence(
+    data: Mapping[str, dict], metrics: Mapping[str, Metrics], pictures: dict, recipe_text: str
+) -> str:
+    interpretation = data["interpretation"]
+    figure = {key: pictures.pop(name, None) for key, name in FIGURES.items()}
+    no_predictions = "Needs predictions.npz, which `transferkit fit` writes."
+    notes = bullets(interpretation.get("notes") or [])
+    parts = [
+        section(
+            "Training curves", image(pictures.pop("curves.png", None), "training curves", "No history.csv.")
+        ),
+        section(
+            "Confusion matrix", image(pictures.pop("confusion.png", None), "confusion", "Not evaluated.")
+        ),
+        section("Most-confused pairs", _pairs(interpretation)),
+        section(
+            "Highest-loss images",
+            image(figure["top_losses"], "highest-loss images", no_predictions) + _losses(interpretation),
+        ),  # fmt: skip
+        section("Grad-CAM heat maps", image(figure["grad_cam"], "Grad-CAM", no_predictions) + notes),
+        section(
+            "Calibration", _calibration(interpretation) + image(figure["calibration"], "calibration", "")
+        ),
+        section("Per-class results", _per_class(metrics)),
+        section("Model selection", _selection(data["selection"])),
+        section("Dataset", _dataset(data["dataset_card"])),
+        section("Run details", scalars_and_records(data["run"], skip=("class_names",))),
+        section("Recipe", f"<pre>{esc(recipe_text)}</pre>" if recipe_text else missing("No recipe.toml.")),
+    ]
+    if pictures:  # e.g. selection.png, augment_preview.png
+        titled = {Path(n).stem.replace("_", " "): png for n, png in pictures.items()}
+        figures = "".join(f"<h3>{esc(t)}</h3>{image(png, t, '')}" for t, png in titled.items())
+        parts.append(section("Other figures", figures))
     return "".join(parts)
 
 
-def write_html_report(run_dir: str | os.PathLike) -> Path:
-    """Write ``run_dir/report.html``: one self-contained page summarising a run folder.
+def _pairs(interpretation: Mapping[str, object]) -> str:
+    pairs = interpretation.get("confused_pairs")
+    if not pairs:
+        return missing("No confusions." if "confused_pairs" in interpretation else "No saved predictions.")
+    rows = [(p["true"], p["predicted"], int(p["count"]), f"{float(p['rate']):.0%}") for p in pairs]
+    return table(rows, ("true class", "predicted as", "images", "share of the true class"))
 
-    Reads ``metrics.json`` (``{"validation": ..., "test": ...}`` or one :meth:`Metrics.to_dict`),
-    ``run.json``, ``recipe.toml``, ``history.csv``, ``dataset_card.json``, ``selection.json`` and
-    the folder's PNGs. Every file is optional: a missing one leaves its section out, an
-    unreadable one adds a note at the top. Pictures are embedded as base64 data URIs (curves and
-    confusion are drawn in memory when their PNG is missing) and all text from the files is
-    HTML-escaped.
 
-    Args:
-        run_dir: a transferkit run folder.
+def _losses(interpretation: Mapping[str, object]) -> str:
+    rows = [
+        (r.get("path") or "—", r["true"], r["predicted"], r["probability"], r["true_probability"], r["loss"])
+        for r in interpretation.get("top_losses") or []
+    ]
+    return table(rows, ("image", "true", "predicted", "p(predicted)", "p(true)", "loss"))
 
-    Example:
-        >>> write_html_report("runs/flowers")  # doctest: +SKIP
-        PosixPath('runs/flowers/report.html')
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TransferkitError(
-            f"Run folder {str(run_dir)!r} does not exist. Pass a folder `transferkit fit` wrote."
-        )
-    notes: list[str] = []
-    data = {name: _load_json(run_dir / f"{name}.json", notes) for name in _JSON_FILES}
-    recipe_text, recipe = _load_recipe(run_dir / "recipe.toml", notes)
-    metrics = _load_metrics(data["metrics"], notes)
-    pictures = _pictures(run_dir, metrics, notes)
-    body = f"<h1>transferkit run {html.escape(run_dir.resolve().name)}</h1>"
-    body += "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
-    body += _sections(data, recipe, metrics, pictures)
-    if recipe_text:
-        body += f"<h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre>"
-    page = '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>transferkit report</title>'
-    page += f"<style>{_STYLE}</style></head><body>{body}</body></html>\n"
-    path = run_dir / "report.html"
-    write_text(path, page)
-    return path
+
+def _calibration(interpretation: Mapping[str, object]) -> str:
+    calibration = interpretation.get("calibration")
+    if not calibration:
+        return missing("No saved predictions.")
+    over = float(calibration.get("overconfidence", 0.0))
+    text = (
+        f"Expected calibration error (ECE) {float(calibration['ece']):.3f} "
+        f"over {calibration.get('bins')} bins "
+        f"(0 is perfect: a prediction made with confidence p is right a fraction p of the time). Mean "
+        f"confidence is {abs(over):.1%} {'above' if over >= 0 else 'below'} accuracy."
+    )
+    return f"<p>{esc(text)}</p>"
+
+
+def _per_class(metrics: Mapping[str, Metrics]) -> str:
+    if not metrics:
+        return missing("Not evaluated.")
+    split, m = next(iter(metrics.items()))
+    rows = [(n, s["precision"], s["recall"], s["f1"], int(s["support"])) for n, s in m.per_class.items()]
+    intro = f'<p class="muted">On the {esc(_SPLIT_NAMES.get(split, split))} images.</p>'
+    return intro + table(rows, ("class", "precision", "recall", "F1", "images"))
+
+
+def _selection(selection: Mapping[str, object]) -> str:
+    if not selection:
+        return missing("Not measured: the recipe was given (or size and similarity were).")
+    picked = f"{selection.get('quadrant', '?')} → {selection.get('recipe', '?')}"
+    cut = f" at {selection['cut_point']}" if selection.get("cut_point") else ""
+    close = " It was a close call." if selection.get("close_call") else ""
+    confidence = float(selection.get("confidence", 0.0))
+    head = f"<p>Picked <b>{esc(picked + cut)}</b> with confidence {confidence:.2f}.{esc(close)}</p>"
+    reasons = [str(r) for r in selection.get("reasons") or []]
+    why = "<h3>Why</h3>" + bullets(reasons) if reasons else ""
+    skip = ("quadrant", "recipe", "cut_point", "confidence", "close_call", "reasons")
+    return head + why + scalars_and_records(selection, skip=skip)
+
+
+def _dataset(card: Mapping[str, object]) -> str:
+    if not card:
+        return missing("No dataset_card.json.")
+    counts = card.get("counts") if isinstance(card.get("counts"), Mapping) else {}
+    splits = [s for s in ("train", "val", "validation", "test") if s in counts] + [
+        s for s in counts if s not in ("train", "val", "validation", "test")
+    ]
+    classes = list(dict.fromkeys(c for s in splits for c in counts[s]))
+    per_split = table([[c, *(counts[s].get(c, 0) for s in splits)] for c in classes], ("class", *splits))
+    skipped = card.get("skipped") or []
+    left_out = f"<h3>Left out ({len(skipped)})</h3>{record_table(skipped)}" if records(skipped) else ""
+    return per_split + scalars_and_records(card, skip=("counts", "class_names", "skipped")) + left_out

@@ -211,6 +211,15 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Se
         >>> evaluate_model(model, ds, ["a", "b", "c"]).num_samples
         10
     """
+    return compute_metrics(*predict_dataset(model, dataset), class_names)
+
+
+def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, labels)`` of one pass of ``model`` over batched ``(images, labels)`` elements.
+
+    Probabilities and labels come from the same batches, so a shuffled dataset is still paired
+    right; :func:`evaluate_model` and the run folder's ``predictions.npz`` share this one pass.
+    """
     probabilities, labels = [], []
     for element in dataset:
         if not isinstance(element, tuple) or len(element) < 2:
@@ -223,4 +232,4 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Se
         labels.append(np.asarray(element[1]).reshape(-1))
     if not labels:
         raise TransferkitError("The evaluation dataset is empty; check the split sizes of your data.")
-    return compute_metrics(np.concatenate(probabilities), np.concatenate(labels), class_names)
+    return np.concatenate(probabilities), np.concatenate(labels)

@@ -1,0 +1,179 @@
+"""A run's interpretation: ``interpretation.json`` and its figures (top losses, Grad-CAM, calibration).
+
+:func:`write_interpretation` reads ``predictions.npz`` (written by ``fit``'s held-out pass) and
+writes the figures through :func:`transferkit.reporting.figures.save_figure`; the numbers come
+from :mod:`transferkit.reporting.interpret`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from transferkit.fileio import write_json
+from transferkit.reporting import interpret
+from transferkit.reporting.figures import _label, save_figure
+from transferkit.reporting.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    import keras
+
+INTERPRETATION_FILE = "interpretation.json"
+FIGURES = {"top_losses": "top_losses.png", "grad_cam": "grad_cam.png", "calibration": "calibration.png"}
+GALLERY_SIZE = 12
+CAM_PER_KIND = 4  # right and wrong predictions each
+
+
+def write_interpretation(
+    run_dir: str | os.PathLike, model: keras.Model | None = None, *, only_missing: bool = False
+) -> dict | None:
+    """Write ``interpretation.json`` and the figures from the run's ``predictions.npz``.
+
+    Args:
+        run_dir: a run folder with ``predictions.npz``.
+        model: the trained classifier for the Grad-CAM maps; None loads ``model.keras`` when the
+            Grad-CAM figure has to be drawn.
+        only_missing: keep figures that exist (``transferkit report``); the JSON is always rewritten.
+
+    Returns:
+        The interpretation record, or None when the run has no ``predictions.npz``.
+    """
+    run_dir = Path(run_dir)
+    predictions = interpret.load_predictions(run_dir)
+    if predictions is None:
+        return None
+    metrics = compute_metrics(predictions.probabilities, predictions.labels, predictions.class_names)
+    calibration = interpret.calibration(predictions.probabilities, predictions.labels)
+    gallery = interpret.top_losses(predictions, GALLERY_SIZE)
+    notes: list[str] = []
+    todo = {key: not (only_missing and (run_dir / name).exists()) for key, name in FIGURES.items()}
+    if todo["calibration"]:
+        save_figure(_reliability_figure(calibration), run_dir / FIGURES["calibration"])
+    _write_image_figures(run_dir, model, predictions, gallery, todo, notes)
+    record = {
+        "split": predictions.split,
+        "num_samples": len(predictions.labels),
+        "confused_pairs": [vars(p) for p in interpret.confused_pairs(metrics.confusion, metrics.class_names)],
+        "calibration": calibration.to_dict(),
+        "top_losses": [_loss_record(predictions, i) for i in gallery],
+        "notes": notes,
+    }
+    write_json(run_dir / INTERPRETATION_FILE, record)
+    return record
+
+
+def _write_image_figures(run_dir: Path, model, predictions, gallery, todo, notes: list[str]) -> None:
+    """The top-loss gallery and the Grad-CAM grid; each image decoded once, as the model saw it."""
+    right, wrong = interpret.grad_cam_samples(predictions, CAM_PER_KIND)
+    explained = [*wrong, *right]
+    needed = [*(gallery if todo["top_losses"] else ()), *(explained if todo["grad_cam"] else ())]
+    images = _images(predictions, sorted(set(map(int, needed))), notes) if needed else None
+    if images is None:
+        return
+    if todo["top_losses"]:
+        titles = [_caption(predictions, i) for i in gallery]
+        figure = _grid_figure(np.stack([images[i] for i in gallery]), titles, "Highest-loss held-out images")
+        save_figure(figure, run_dir / FIGURES["top_losses"])
+    if todo["grad_cam"]:
+        captions = [
+            ("WRONG " if n < len(wrong) else "right ") + _caption(predictions, i)
+            for n, i in enumerate(explained)
+        ]
+        _write_grad_cam(run_dir, model, np.stack([images[i] for i in explained]), captions, notes)
+
+
+def _images(predictions: interpret.Predictions, rows: list[int], notes: list[str]) -> dict | None:
+    """``{row: image}`` decoded as the model saw them; None (and a note) when they cannot be."""
+    from transferkit.data.decode import load_images
+
+    if not predictions.paths:
+        notes.append("The held-out images could not be paired with their predictions; no gallery.")
+        return None
+    if any(path.startswith("tfds:") for path in predictions.paths):
+        notes.append("The held-out images come from TensorFlow Datasets, not files; no gallery or heat maps.")
+        return None
+    images, skipped = load_images([predictions.paths[i] for i in rows], predictions.image_size)
+    if skipped:
+        notes.append(f"{len(skipped)} held-out image(s) can no longer be read (e.g. {skipped[0][0]}).")
+        return None
+    return dict(zip(rows, images, strict=True))
+
+
+def _write_grad_cam(run_dir: Path, model, images: np.ndarray, captions: list[str], notes: list[str]) -> None:
+    from transferkit.reporting.grad_cam import grad_cam
+
+    if model is None:
+        if not (run_dir / "model.keras").exists():
+            notes.append("No model.keras in the run folder: no Grad-CAM heat maps.")
+            return
+        from transferkit.reporting.runfolder import load_run
+
+        model = load_run(run_dir).model
+    maps = grad_cam(model, images.astype(np.float32))
+    if maps is None:
+        notes.append("The model has no 4-D feature map to explain (or is not a plain chain); no Grad-CAM.")
+        return
+    title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
+    save_figure(_grid_figure(images, captions, title, maps), run_dir / FIGURES["grad_cam"])
+
+
+def _caption(predictions: interpret.Predictions, row: int) -> str:
+    names, probabilities = predictions.class_names, predictions.probabilities[row]
+    true, predicted = int(predictions.labels[row]), int(probabilities.argmax())
+    return (
+        f"true {_label(names[true], 16)} ({probabilities[true]:.2f})\n"
+        f"pred {_label(names[predicted], 16)} ({probabilities[predicted]:.2f})"
+    )
+
+
+def _loss_record(predictions: interpret.Predictions, row: int) -> dict:
+    probabilities = predictions.probabilities[row]
+    return {
+        "path": predictions.paths[row] if predictions.paths else None,
+        "true": predictions.class_names[int(predictions.labels[row])],
+        "predicted": predictions.class_names[int(probabilities.argmax())],
+        "probability": float(probabilities.max()),
+        "true_probability": float(probabilities[int(predictions.labels[row])]),
+        "loss": float(predictions.losses[row]),
+    }
+
+
+def _grid_figure(
+    images: np.ndarray, titles: Sequence[str], title: str, heat: np.ndarray | None = None, columns: int = 6
+) -> Figure:
+    """Images in a grid with two-line captions; ``heat`` maps in [0, 1] drawn over them when given."""
+    cols = min(columns, len(images))
+    rows = -(-len(images) // cols)
+    fig = Figure(figsize=(2.0 * cols, 2.3 * rows + 0.4), layout="constrained")
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(np.clip(np.rint(images[i]), 0, 255).astype(np.uint8))
+            if heat is not None:
+                ax.imshow(heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_title(titles[i], fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _reliability_figure(calibration: interpret.Calibration) -> Figure:
+    """Accuracy against confidence per bin (a calibrated model sits on the diagonal), counts below."""
+    bins = len(calibration.counts)
+    edges = np.linspace(0, 1, bins + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins
+    accuracy = np.array([np.nan if a is None else a for a in calibration.accuracy])
+    fig = Figure(figsize=(5.5, 5.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.bar(centres, np.nan_to_num(accuracy), width=width * 0.9, color="tab:blue", label="accuracy")
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    top.set(ylim=(0, 1), ylabel="accuracy in bin")
+    top.set_title(f"Reliability diagram: ECE {calibration.ece:.3f} ({bins} bins)", fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, calibration.counts, width=width * 0.9, color="tab:grey")
+    bottom.set(xlim=(0, 1), xlabel="confidence (top probability)", ylabel="images")
+    return fig
