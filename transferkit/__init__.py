@@ -39,6 +39,7 @@ _EXPORTS = {
     "load_builtin": "transferkit.recipes",
     "load_recipe": "transferkit.recipes",
     "load_run": "transferkit.reporting.runfolder",
+    "report": "transferkit.reporting.html",
 }
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "load_run",
     "lr_find",
     "predict",
+    "report",
     "resume",
 ]
 
@@ -94,6 +96,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from transferkit.exporting.export import export
     from transferkit.recipes import Recipe, load_builtin
     from transferkit.recipes import load as load_recipe
+    from transferkit.reporting.html import report
     from transferkit.reporting.runfolder import load_run
     from transferkit.selection.analyze import analyze
     from transferkit.selection.compare import compare

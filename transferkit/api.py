@@ -26,6 +26,8 @@ from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
 from transferkit.reporting.html import write_html_report
+from transferkit.reporting.interpret import evaluate_held_out
+from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, evaluate_model
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
@@ -286,8 +288,14 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
     model = session.classifier.model
-    validation = evaluate_model(model, val, splits.class_names)
-    test = _test_metrics(model, recipe, spec, splits)
+    test = _test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
+    validation = (
+        evaluate_model(model, val, splits.class_names)
+        if test is not None
+        else evaluate_held_out(
+            model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
+        )
+    )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
     write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
@@ -302,7 +310,7 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
             "plan": [dataclasses.asdict(p) for p in session.plan],
         },
     )
-    _write_plots(run_dir, metrics, recipe)
+    _write_plots(run_dir, metrics, recipe, model)
     result = FitResult(
         run_dir,
         model,
@@ -319,17 +327,20 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
     return result
 
 
-def _test_metrics(model, recipe, spec, splits) -> Metrics | None:
+def _test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
     """The held-out test split's metrics; None when there is no test split."""
     if splits.test is None or not splits.test.labels:
         return None
     test = _as_float(make_dataset(splits.test, _image_size(recipe, spec), recipe.data.batch_size))
-    return evaluate_model(model, test, splits.class_names)
+    return evaluate_held_out(
+        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir
+    )
 
 
-def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe) -> None:
+def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model) -> None:
     figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
     figures.plot_confusion(metrics, run_dir / "confusion.png")
+    write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
     write_html_report(run_dir)
 
 

@@ -343,6 +343,23 @@ def export(run_dir, fmt, quantize, out, max_drop, data):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--open", "open_browser", is_flag=True, help="Open the report in the web browser.")
+def report(run_dir, open_browser):
+    """Rebuild RUN_DIR/report.html (and interpretation figures missing from the run folder)."""
+    from pathlib import Path
+
+    from transferkit.reporting.html import report as build_report
+
+    path = build_report(run_dir)
+    click.echo(str(path))
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(Path(path).resolve().as_uri())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
