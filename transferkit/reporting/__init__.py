@@ -3,7 +3,7 @@ the ``compare`` record, and the augmentation preview.
 
 - :mod:`~transferkit.reporting.metrics`: accuracy, top-5, per-class precision/recall/F1, confusion.
 - :mod:`~transferkit.reporting.figures`: every PNG, saved through one helper.
-- :mod:`~transferkit.reporting.interpret`: held-out predictions, confused pairs, top losses, ECE.
+- :mod:`~transferkit.reporting.diagnostics`: held-out predictions, confused pairs, top losses, ECE.
 - :mod:`~transferkit.reporting.grad_cam`: class-activation heat maps on the base's last feature map.
 - :mod:`~transferkit.reporting.interpretation`: ``interpretation.json`` and its figures in the run folder.
 - :mod:`~transferkit.reporting.next_steps`: what to do next, derived from the results.

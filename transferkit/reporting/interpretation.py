@@ -2,7 +2,7 @@
 
 :func:`write_interpretation` reads ``predictions.npz`` (written by ``fit``'s held-out pass) and
 writes the figures through :func:`transferkit.reporting.figures.save_figure`; the numbers come
-from :mod:`transferkit.reporting.interpret`.
+from :mod:`transferkit.reporting.diagnostics`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from transferkit.fileio import write_json
-from transferkit.reporting import interpret
+from transferkit.reporting import diagnostics
 from transferkit.reporting.figures import _label, save_figure
 from transferkit.reporting.metrics import compute_metrics
 
@@ -44,12 +44,12 @@ def write_interpretation(
         The interpretation record, or None when the run has no ``predictions.npz``.
     """
     run_dir = Path(run_dir)
-    predictions = interpret.load_predictions(run_dir)
+    predictions = diagnostics.load_predictions(run_dir)
     if predictions is None:
         return None
     metrics = compute_metrics(predictions.probabilities, predictions.labels, predictions.class_names)
-    calibration = interpret.calibration(predictions.probabilities, predictions.labels)
-    gallery = interpret.top_losses(predictions, GALLERY_SIZE)
+    calibration = diagnostics.calibration(predictions.probabilities, predictions.labels)
+    gallery = diagnostics.top_losses(predictions, GALLERY_SIZE)
     notes: list[str] = []
     todo = {key: not (only_missing and (run_dir / name).exists()) for key, name in FIGURES.items()}
     if todo["calibration"]:
@@ -58,7 +58,9 @@ def write_interpretation(
     record = {
         "split": predictions.split,
         "num_samples": len(predictions.labels),
-        "confused_pairs": [vars(p) for p in interpret.confused_pairs(metrics.confusion, metrics.class_names)],
+        "confused_pairs": [
+            vars(p) for p in diagnostics.confused_pairs(metrics.confusion, metrics.class_names)
+        ],
         "calibration": calibration.to_dict(),
         "top_losses": [_loss_record(predictions, i) for i in gallery],
         "notes": notes,
@@ -69,7 +71,7 @@ def write_interpretation(
 
 def _write_image_figures(run_dir: Path, model, predictions, gallery, todo, notes: list[str]) -> None:
     """The top-loss gallery and the Grad-CAM grid; each image decoded once, as the model saw it."""
-    right, wrong = interpret.grad_cam_samples(predictions, CAM_PER_KIND)
+    right, wrong = diagnostics.grad_cam_samples(predictions, CAM_PER_KIND)
     explained = [*wrong, *right]
     needed = [*(gallery if todo["top_losses"] else ()), *(explained if todo["grad_cam"] else ())]
     images = _images(predictions, sorted(set(map(int, needed))), notes) if needed else None
@@ -87,7 +89,7 @@ def _write_image_figures(run_dir: Path, model, predictions, gallery, todo, notes
         _write_grad_cam(run_dir, model, np.stack([images[i] for i in explained]), captions, notes)
 
 
-def _images(predictions: interpret.Predictions, rows: list[int], notes: list[str]) -> dict | None:
+def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[str]) -> dict | None:
     """``{row: image}`` decoded as the model saw them; None (and a note) when they cannot be."""
     from transferkit.data.decode import load_images
 
@@ -122,7 +124,7 @@ def _write_grad_cam(run_dir: Path, model, images: np.ndarray, captions: list[str
     save_figure(_grid_figure(images, captions, title, maps), run_dir / FIGURES["grad_cam"])
 
 
-def _caption(predictions: interpret.Predictions, row: int) -> str:
+def _caption(predictions: diagnostics.Predictions, row: int) -> str:
     names, probabilities = predictions.class_names, predictions.probabilities[row]
     true, predicted = int(predictions.labels[row]), int(probabilities.argmax())
     return (
@@ -131,7 +133,7 @@ def _caption(predictions: interpret.Predictions, row: int) -> str:
     )
 
 
-def _loss_record(predictions: interpret.Predictions, row: int) -> dict:
+def _loss_record(predictions: diagnostics.Predictions, row: int) -> dict:
     probabilities = predictions.probabilities[row]
     return {
         "path": predictions.paths[row] if predictions.paths else None,
@@ -161,7 +163,7 @@ def _grid_figure(
     return fig
 
 
-def _reliability_figure(calibration: interpret.Calibration) -> Figure:
+def _reliability_figure(calibration: diagnostics.Calibration) -> Figure:
     """Accuracy against confidence per bin (a calibrated model sits on the diagonal), counts below."""
     bins = len(calibration.counts)
     edges = np.linspace(0, 1, bins + 1)

@@ -14,8 +14,8 @@ from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import build_base
 from transferkit.cli import main
 from transferkit.recipes import HeadConfig
+from transferkit.reporting.diagnostics import calibration, confused_pairs, load_predictions
 from transferkit.reporting.grad_cam import grad_cam
-from transferkit.reporting.interpret import calibration, confused_pairs, load_predictions
 from transferkit.testing import make_image_folder
 from transferkit.training.model import build_classifier, truncate
 
