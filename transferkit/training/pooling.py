@@ -53,15 +53,19 @@ def pool(feature_map: keras.KerasTensor, pooling: str, name: str = "pool") -> ke
         return feature_map
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(name=name)(feature_map)
-    parts = [keras.layers.GlobalAveragePooling2D(name=f"{name}_avg")(feature_map)]
+    # The parts are wrapped in one nested functional model, so the classifier stays a chain of
+    # top-level layers (pixels -> preprocess -> base -> pool -> head) that Grad-CAM can re-wire.
+    inputs = keras.Input(feature_map.shape[1:], name=f"{name}_map")
+    parts = [keras.layers.GlobalAveragePooling2D(name=f"{name}_avg")(inputs)]
     if pooling == "avg_max":
-        parts.append(keras.layers.GlobalMaxPooling2D(name=f"{name}_max")(feature_map))
+        parts.append(keras.layers.GlobalMaxPooling2D(name=f"{name}_max")(inputs))
     elif pooling == "avg_dev":
-        parts.append(_mean_absolute_deviation(feature_map, name))
+        parts.append(_mean_absolute_deviation(inputs, name))
     else:  # pyramid: a 2x2 grid of averages (each cell covers about a quarter of the map)
-        grid = keras.layers.AdaptiveAveragePooling2D((2, 2), name=f"{name}_grid")(feature_map)
+        grid = keras.layers.AdaptiveAveragePooling2D((2, 2), name=f"{name}_grid")(inputs)
         parts.append(keras.layers.Flatten(name=f"{name}_grid_flat")(grid))
-    return keras.layers.Concatenate(axis=-1, name=name)(parts)
+    pooled = keras.layers.Concatenate(axis=-1, name=f"{name}_features")(parts)
+    return keras.Model(inputs, pooled, name=name)(feature_map)
 
 
 def _mean_absolute_deviation(feature_map: keras.KerasTensor, name: str) -> keras.KerasTensor:
