@@ -2,9 +2,9 @@
 
 Leslie Smith's test, as fastai's ``lr_find`` runs it: one optimizer step per rate from ``start``
 to ``end``, the loss smoothed with a bias-corrected moving average, the sweep stopped once the
-smoothed loss exceeds ``STOP_FACTOR`` times its minimum. The suggestion is the rate where the
-smoothed loss falls fastest (steepest descent against log rate) before its minimum. The
-model's weights are restored afterwards; its optimizer state is not (re-compile before training).
+smoothed loss exceeds ``STOP_FACTOR`` times its minimum. The suggestion follows fastai's
+"valley" rule (:func:`suggest`). The model's weights are restored afterwards; its optimizer
+state is not (re-compile before training).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 
 STOP_FACTOR = 4.0
 SMOOTHING = 0.98  # weight of the running average (fastai's beta)
-SKIP_START = 5  # the first smoothed points carry little information
 
 
 @dataclass(frozen=True)
@@ -91,15 +90,19 @@ def _result(rates: list[float], losses: list[float]) -> LRFindResult:
 
 
 def suggest(rates: list[float], smoothed: list[float]) -> float:
-    """The rate of steepest descent of ``smoothed`` (against log rate) before its minimum.
+    """fastai's "valley" rule: two thirds of the way down the longest descending run of the curve.
 
-    Falls back to a tenth of the rate at the minimum when the curve is too short for a slope.
+    The longest run of ever lower smoothed losses (not necessarily consecutive points) is where
+    training makes steady progress; its upper part is fast but still stable. It ignores the noisy
+    first points that make a steepest-slope rule pick a rate near ``start``.
     """
     if not rates:
         raise ValueError("The sweep ran no step.")
-    lowest = int(np.argmin(smoothed))
-    first = min(SKIP_START, max(0, lowest - 2))
-    if lowest - first < 2:
-        return max(rates[0], rates[lowest] / 10)
-    slopes = np.gradient(np.asarray(smoothed[: lowest + 1]), np.log10(rates[: lowest + 1]))
-    return float(rates[first + int(np.argmin(slopes[first:]))])
+    run = [1] * len(smoothed)  # length of the longest descending run ending at each point
+    first = last = 0
+    for i in range(1, len(smoothed)):
+        run[i] = 1 + max((run[j] for j in range(i) if smoothed[j] > smoothed[i]), default=0)
+        if run[i] > run[last]:
+            last, first = i, i - run[i] + 1
+    third = (last - first) / 3
+    return float(rates[max(0, first + int(third) + int(third / 2))])
