@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,14 @@ from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
+from transferkit.reporting.diagnostics import evaluate_held_out
 from transferkit.reporting.html import write_html_report
-from transferkit.reporting.interpret import evaluate_held_out
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, evaluate_model
-from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.decision import Selection
+from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
+from transferkit.selection.trials import SELECTION_MODES, candidates, successive_halving, with_trials
 from transferkit.training.device import Device, device_scope
 from transferkit.training.model import build_classifier, truncate
 from transferkit.training.trainable import plan_phase
@@ -116,6 +119,7 @@ def fit(
     batch_size: int | None = None,
     seed: int | None = None,
     test_split: float | None = None,
+    selection: str = "trial",
     out: str | Path = "runs",
     name: str | None = None,
     strict: bool = False,
@@ -134,6 +138,9 @@ def fit(
         backbone, weights, epochs, image_size, batch_size, seed: override the recipe.
         test_split: fraction of each class held out for testing when the data has no test split
             (overrides the recipe's ``[data] test_split``, default 0.15; 0 holds out nothing).
+        selection: "trial" (when the measured call is close, train the candidates briefly on the
+            training and validation splits and keep the winner; recorded in ``selection.json``)
+            or "fast" (the measured pick as it is). A dry run never trains trials.
         out: parent folder of run folders.
         name: run folder name (default ``<data>-<recipe>-<timestamp>``).
         strict: a class folder without usable images is an error instead of a warning.
@@ -145,6 +152,8 @@ def fit(
         A :class:`FitResult`.
     """
     started = time.perf_counter()
+    if selection not in SELECTION_MODES:
+        raise choices_error("selection", selection, SELECTION_MODES)
     overrides = dict(
         backbone=backbone,
         weights=weights,
@@ -159,7 +168,8 @@ def fit(
         splits = _load_splits(data, chosen, strict)
         _say(verbose, splits.card.summary())
         with device.strategy.scope():
-            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
+            mode = "fast" if dry_run else selection
+            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
         if dry_run:
             return _planned(session, started)
         run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
@@ -214,14 +224,19 @@ class _Session:
     weights_source: str
 
 
-def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verbose) -> _Session:
-    """Build the base, measure the quadrant when asked, cut, add the head, plan the phases."""
+def _prepare(
+    recipe, splits: DataSplits, measure, size, similar, overrides, verbose, selection_mode: str = "fast"
+) -> _Session:
+    """Build the base, measure the quadrant when asked (and settle a close call by trials), cut,
+    add the head, plan the phases."""
     spec = get_backbone(recipe.backbone.name)
     base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
     _say(verbose, weights_source)
     selection = None
     if measure:
         selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
+        if selection_mode == "trial" and selection.close_call:
+            selection = _settle_by_trials(selection, recipe, splits, size, overrides, verbose)
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )
@@ -234,6 +249,11 @@ def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verb
         recipe = dataclasses.replace(
             recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
         )
+    return _assemble(recipe, spec, base, splits, selection, weights_source, verbose)
+
+
+def _assemble(recipe, spec, base, splits, selection, weights_source, verbose) -> _Session:
+    """Cut the base when the recipe truncates, add the head, plan the phases."""
     if recipe.strategy == "truncate":
         base = truncate(base, recipe.backbone.cut)
     train_bn = any(phase.train_batchnorm for phase in recipe.phases)
@@ -245,6 +265,38 @@ def _prepare(recipe, splits: DataSplits, measure, size, similar, overrides, verb
     for phase_plan in plan:
         _say(verbose, "  " + phase_plan.describe())
     return _Session(recipe, spec, classifier, selection, plan, weights_source)
+
+
+def _settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrides, verbose) -> Selection:
+    """Train the close call's candidates briefly (successive halving) and keep the winner.
+
+    The trials see the training and validation splits only: the held-out test split is dropped
+    from the splits they are given.
+    """
+    seen = dataclasses.replace(splits, test=None)
+    options = candidates(selection, size_figures(splits), size_measured=size == "auto")
+    _say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
+
+    def recipe_for(candidate) -> Recipe:
+        builtin = recipe_io.load_builtin(candidate.quadrant)
+        return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
+
+    trials = successive_halving(options, recipe_for, lambda r: _train_trial(r, seen), verbose=verbose)
+    keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
+    return with_trials(selection, trials)
+
+
+def _train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
+    """Train ``recipe`` from the pretrained weights in a temporary folder: (validation accuracy, epochs)."""
+    keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
+    spec = get_backbone(recipe.backbone.name)
+    base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
+    session = _assemble(recipe, spec, base, splits, None, weights_source, verbose=0)
+    with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
+        trainer = _trainer(session, splits, Path(scratch), verbose=0)
+        history = trainer.run()
+    accuracy = evaluate_model(session.classifier.model, trainer.val_data, splits.class_names).accuracy
+    return accuracy, len(history)
 
 
 def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits):
@@ -260,33 +312,27 @@ def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, devi
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
     runfolder.save_labels(splits.class_names, run_dir)
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())
-    if session.selection is not None:
+    if session.selection is not None:  # before the first phase: a resume never re-runs the trials
         write_json(run_dir / "selection.json", session.selection.to_dict())
     runfolder.save_run_info(run_dir, {**info, "status": "training"})
-    return _resume_training(session, splits, run_dir, info, device, started, verbose)
+    training = time.perf_counter()
+    result = _resume_training(session, splits, run_dir, info, device, started, verbose)
+    trials = session.selection.trials if session.selection is not None else None
+    if trials is not None:  # what the trials cost next to the fit of the recipe they chose
+        costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
+        selection = dataclasses.replace(session.selection, trials=costed)
+        write_json(run_dir / "selection.json", selection.to_dict())
+        result = dataclasses.replace(result, selection=selection)
+    return result
 
 
 def _resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
     recipe, spec = session.recipe, session.spec
-    train, val, ordered = _datasets(recipe, spec, splits)
     with device.strategy.scope():
-        batch = recipe.data.batch_size
-        trainer = Trainer(
-            session.classifier,
-            spec,
-            recipe,
-            train,
-            val,
-            ordered,
-            run_dir,
-            num_classes=len(splits.class_names),
-            steps_per_epoch=-(-len(splits.train) // batch),
-            validation_steps=-(-len(splits.val) // batch),
-            train_labels=splits.train.labels,
-            verbose=verbose,
-        )
+        trainer = _trainer(session, splits, run_dir, verbose)
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
+    val = trainer.val_data
     model = session.classifier.model
     test = _test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
     validation = (
@@ -325,6 +371,26 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
     )
     _say(verbose, result.summary())
     return result
+
+
+def _trainer(session: _Session, splits: DataSplits, run_dir: Path, verbose: int) -> Trainer:
+    """A Trainer for the session's recipe on the training split, validating on the validation split."""
+    train, val, ordered = _datasets(session.recipe, session.spec, splits)
+    batch = session.recipe.data.batch_size
+    return Trainer(
+        session.classifier,
+        session.spec,
+        session.recipe,
+        train,
+        val,
+        ordered,
+        run_dir,
+        num_classes=len(splits.class_names),
+        steps_per_epoch=-(-len(splits.train) // batch),
+        validation_steps=-(-len(splits.val) // batch),
+        train_labels=splits.train.labels,
+        verbose=verbose,
+    )
 
 
 def _test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:

@@ -23,6 +23,7 @@ from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
 from transferkit.recipes import FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
+from transferkit.selection.trials import SELECTION_MODES
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
 MIN_ACCURACY_HELP = (
@@ -147,6 +148,14 @@ def main() -> None:
     help="Fraction of each class held out for the test figures when the data has no test/ folder "
     "(default: the recipe's, 0.15; 0 holds out nothing).",
 )
+@click.option(
+    "--selection",
+    type=click.Choice(SELECTION_MODES),
+    default="trial",
+    show_default=True,
+    help="trial: when the measured call is close, train the candidates briefly on the training and "
+    "validation splits and keep the winner (selection.json records them); fast: the measured pick.",
+)
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
 @click.option("--name", help="Run folder name (default <data>-<recipe>-<timestamp>).")
 @click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
@@ -172,6 +181,7 @@ def fit(
     batch_size,
     seed,
     test_split,
+    selection,
     out,
     name,
     strict,
@@ -206,6 +216,7 @@ def fit(
             batch_size=batch_size,
             seed=seed,
             test_split=test_split,
+            selection=selection,
             out=out,
             name=name,
             strict=strict,

@@ -1,7 +1,6 @@
 """The selector's decision: size + similarity -> quadrant, recipe, cut point, confidence, reasons.
 
 Example:
-Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> labels = np.repeat([0, 1], 40)
@@ -56,12 +55,14 @@ class Selection:
     scores: tuple[CutScore, ...]
     seconds: float
     images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
+    trials: Any = None  # selection.trials.Trials when fit settled a close call by training (read: a dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only."""
         data = asdict(self)
         data["reasons"] = list(self.reasons)
         data["scores"] = [asdict(score) for score in self.scores]
+        data["trials"] = self.trials.to_dict() if hasattr(self.trials, "to_dict") else self.trials
         return data
 
 

@@ -1,0 +1,227 @@
+"""Trials on close calls: candidates, the halving, and fit's use of them (tiny backbone, synthetic data)."""
+
+import dataclasses
+import json
+
+import pytest
+
+import transferkit
+from transferkit import api
+from transferkit.recipes import load_builtin
+from transferkit.selection.decision import Selection
+from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.rules import CutScore
+from transferkit.selection.trials import Candidate, candidates, scaled_recipe, successive_halving
+from transferkit.testing import make_image_folder
+
+CARD = {"num_classes": 3, "num_train": 60, "min_images_per_class": 20, "median_images_per_class": 20,
+        "imbalance": 1.0}  # fmt: skip
+SCORES = (
+    CutScore("early", 0.1, 0.80, 8, 0.05),
+    CutScore("mid", 0.2, 0.84, 16, 0.05),
+    CutScore("deep", 0.3, 0.83, 32, 0.05),
+)
+
+
+def _selection(close: bool, confidence: float = 0.3, **changes) -> Selection:
+    fields = dict(size="small", similar=True, quadrant="small_similar", recipe="freeze", cut_point=None,
+                  confidence=confidence, close_call=close, reasons=(), scores=SCORES, seconds=0)  # fmt: skip
+    return Selection(**(fields | changes))
+
+
+def test_a_confident_call_has_only_the_pick_as_candidate():
+    assert candidates(_selection(close=False, confidence=0.99), CARD, size_measured=True) == (
+        Candidate("small_similar"),
+    )
+
+
+def test_a_close_similarity_call_adds_the_other_side_cut_at_the_best_earlier_cut():
+    found = candidates(_selection(close=True), CARD, size_measured=True)
+    assert found == (Candidate("small_similar"), Candidate("small_dissimilar", "mid"))
+    flipped = _selection(
+        close=True, similar=False, quadrant="small_dissimilar", recipe="truncate", cut_point="mid"
+    )
+    assert candidates(flipped, CARD, size_measured=True) == (
+        Candidate("small_dissimilar", "mid"),
+        Candidate("small_similar"),
+    )
+
+
+def test_a_close_size_call_adds_the_other_size():
+    near = CARD | {"median_images_per_class": 45, "min_images_per_class": 45}  # 25% more would be large
+    found = candidates(_selection(close=True, confidence=0.99), near, size_measured=True)
+    assert found == (Candidate("small_similar"), Candidate("large_similar"))
+    assert candidates(_selection(close=True, confidence=0.99), near, size_measured=False) == (
+        Candidate("small_similar"),
+    )
+
+
+def test_scaled_recipe_scales_every_phase_and_keeps_at_least_one_epoch():
+    recipe = load_builtin("large_similar")  # warm-up 10, fine-tune 10
+    assert [p.epochs for p in scaled_recipe(recipe, 0.25).phases] == [3, 3]  # 2.5 rounds up
+    assert [p.epochs for p in scaled_recipe(recipe, 0.01).phases] == [1, 1]
+
+
+def _fake_train(accuracies: dict[str, float], calls: list):
+    def train(recipe):
+        calls.append((recipe.name, recipe.backbone.cut, tuple(p.epochs for p in recipe.phases)))
+        return accuracies[recipe.name], sum(p.epochs for p in recipe.phases)
+
+    return train
+
+
+def _recipe_for(candidate):
+    recipe = load_builtin(candidate.quadrant)
+    backbone = dataclasses.replace(recipe.backbone, cut=candidate.cut_point or "none")
+    return dataclasses.replace(recipe, backbone=backbone)
+
+
+def test_successive_halving_drops_the_worse_half_and_gives_survivors_more_epochs():
+    options = (Candidate("small_similar"), Candidate("small_dissimilar", "mid"), Candidate("large_similar"))
+    accuracy = {"small_similar": 0.70, "small_dissimilar": 0.80, "large_similar": 0.75}
+    calls = []
+    trials = successive_halving(options, _recipe_for, _fake_train(accuracy, calls), budget=0.24, verbose=0)
+    # 3 candidates: 2 rounds of 0.12; round 1: 0.04 of each recipe's epochs, round 2: 0.06 for 2 survivors
+    assert [(r.quadrant, r.round) for r in trials.records] == [
+        ("small_similar", 1), ("small_dissimilar", 1), ("large_similar", 1),
+        ("small_dissimilar", 2), ("large_similar", 2),
+    ]  # fmt: skip
+    assert [r.phase_epochs for r in trials.records] == [
+        (2,),
+        (2,),
+        (1, 1),
+        (4,),
+        (1, 1),
+    ]  # 60 and 10+10 epochs
+    assert calls[1][1] == "mid"
+    assert trials.winner == Candidate("small_dissimilar", "mid") and trials.pick_changed
+    record = trials.to_dict()
+    assert record["pick_changed"] and record["share_of_final_fit"] is None and len(record["records"]) == 5
+
+
+def test_two_candidates_one_round_and_a_tie_keeps_the_selectors_pick():
+    options = (Candidate("small_dissimilar", "mid"), Candidate("small_similar"))
+    trials = successive_halving(
+        options, _recipe_for, _fake_train({"small_similar": 0.8, "small_dissimilar": 0.8}, []), verbose=0
+    )
+    assert {r.round for r in trials.records} == {1} and len(trials.records) == 2
+    assert [r.phase_epochs for r in trials.records] == [(8,), (8,)]  # 60 x 0.25 / 2 = 7.5 -> 8
+    assert trials.winner == options[0] and not trials.pick_changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Through fit
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=10)
+
+
+def _force(monkeypatch, close: bool):
+    def forced(*args, **kwargs):
+        measured = measure_quadrant(*args, **kwargs)
+        return dataclasses.replace(measured, close_call=close, confidence=0.3 if close else 0.99)
+
+    monkeypatch.setattr(api, "measure_quadrant", forced)
+
+
+def _spy_trials(monkeypatch) -> list:
+    calls = []
+    original = api.successive_halving
+    monkeypatch.setattr(api, "successive_halving", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    return calls
+
+
+def _fit(folder, out, **options):
+    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0) | options
+    return transferkit.fit(str(folder), out=out, **options)
+
+
+def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
+    folder, tmp_path, monkeypatch
+):
+    _force(monkeypatch, close=True)
+    read, inside = [], []
+    original_make, original_halving = api.make_dataset, api.successive_halving
+
+    def spy_make(images, *args, **kwargs):
+        read.append((bool(inside), images))
+        return original_make(images, *args, **kwargs)
+
+    def spy_halving(*args, **kwargs):
+        inside.append(1)
+        try:
+            return original_halving(*args, **kwargs)
+        finally:
+            inside.clear()
+
+    monkeypatch.setattr(api, "make_dataset", spy_make)
+    monkeypatch.setattr(api, "successive_halving", spy_halving)
+    run = _fit(folder, tmp_path)
+    splits = transferkit.load_data(str(folder), seed=7)
+    during = {path for was_inside, images in read if was_inside for path in images.paths}
+    assert during and not during & set(splits.test.paths)  # trials read images, never a test image
+    assert during <= set(splits.train.paths) | set(splits.val.paths)
+    assert any(set(images.paths) == set(splits.test.paths) for was_inside, images in read if not was_inside)
+    record = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    quadrants = {r["quadrant"] for r in record["records"]}
+    assert quadrants == {"small_similar", "small_dissimilar"} and len(record["records"]) == 2
+    for trial in record["records"]:
+        assert 0 <= trial["val_accuracy"] <= 1 and trial["seconds"] > 0 and trial["epochs_run"] >= 1
+        assert trial["phase_epochs"] == [1] and (trial["cut_point"] is not None) == (
+            trial["quadrant"] == "small_dissimilar"
+        )
+    assert record["budget_fraction"] == 0.25 and record["final_fit_seconds"] > 0
+    assert record["share_of_final_fit"] == pytest.approx(
+        record["seconds"] / record["final_fit_seconds"], abs=1e-3
+    )
+    winner = record["winner"]["quadrant"]
+    assert run.recipe.name == winner == run.selection.quadrant
+    assert transferkit.recipes.load(run.run_dir / "recipe.toml").name == winner
+    assert record["pick_changed"] == (winner != record["candidates"][0]["quadrant"])
+    assert not list(run.run_dir.rglob("trial*"))  # the trials' folders are gone
+
+
+def test_fast_selection_and_confident_calls_run_no_trials(folder, tmp_path, monkeypatch):
+    calls = _spy_trials(monkeypatch)
+    _force(monkeypatch, close=True)
+    fast = _fit(folder, tmp_path, selection="fast")
+    assert json.loads((fast.run_dir / "selection.json").read_text())["trials"] is None
+    _force(monkeypatch, close=False)
+    confident = _fit(folder, tmp_path)
+    assert json.loads((confident.run_dir / "selection.json").read_text())["trials"] is None
+    assert calls == []
+    with pytest.raises(transferkit.TransferkitError, match="Unknown selection 'slow'"):
+        _fit(folder, tmp_path, selection="slow")
+
+
+def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypatch):
+    _force(monkeypatch, close=True)
+    calls = _spy_trials(monkeypatch)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "_resume_training", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(folder, tmp_path)
+    assert len(calls) == 1
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    chosen = json.loads((run_dir / "selection.json").read_text())["trials"]["winner"]["quadrant"]
+    resumed = transferkit.resume(run_dir, verbose=0)
+    assert len(calls) == 1 and resumed.recipe.name == chosen
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+def test_two_fits_with_one_seed_run_the_same_trials_and_pick_the_same_winner(folder, tmp_path, monkeypatch):
+    _force(monkeypatch, close=True)
+    records = []
+    for name in ("a", "b"):
+        run = _fit(folder, tmp_path, name=name)
+        trials = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+        records.append([(r["quadrant"], r["cut_point"], r["val_accuracy"]) for r in trials["records"]])
+        records[-1].append(trials["winner"])
+    assert records[0] == records[1]
