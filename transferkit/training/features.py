@@ -9,7 +9,9 @@ cached ones. The head trained here is the very head inside the saved classifier.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -88,6 +90,12 @@ class CachedFeatures(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         return self.features[self.epoch % len(self.features)][rows], self.labels[rows]
+
+    def cycle(self) -> Iterator:
+        """The batches epoch after epoch, as ``fit`` would serve them (moves the epoch along)."""
+        for epoch in itertools.count():
+            self.set_epoch(epoch)
+            yield from (self[index] for index in range(len(self)))
 
 
 class EpochSetter(keras.callbacks.Callback):

@@ -1,4 +1,4 @@
-"""A phase's optimizer, learning-rate schedule and loss: AdamW with per-block rates, warm-up, smoothing.
+"""What a phase compiles with: AdamW with per-block rates, the learning-rate schedule, the loss.
 
 Adam's step does not grow with the gradient's scale, so discriminative (layer-wise) learning rates
 cannot be had by scaling gradients: :class:`LayerwiseAdamW` multiplies the learning rate itself
@@ -90,6 +90,19 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
             "num_classes": self.num_classes,
             "label_smoothing": self.label_smoothing,
         }
+
+
+def compile_classifier(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int, label_smoothing: float
+) -> None:
+    """Compile ``model`` (integer labels in, class probabilities out) with the loss and metrics."""
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
+    model.compile(
+        optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing), metrics=metrics
+    )
 
 
 def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss:

@@ -13,10 +13,9 @@ is written atomically. ``fit --resume RUN_DIR`` picks up from there.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from transferkit.training.class_weights import class_weights
 from transferkit.training.features import CachedFeatures, EpochSetter, extract_features, feature_step
 from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
-from transferkit.training.optimizers import classification_loss, phase_optimizer
+from transferkit.training.optimizers import compile_classifier, phase_optimizer
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
 
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
@@ -61,20 +60,6 @@ class TrainState:
 
     def save(self, run_dir: Path) -> None:
         write_json(run_dir / "state.json", self.__dict__)
-
-
-def _metrics(num_classes: int) -> list[keras.metrics.Metric]:
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if num_classes > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    return metrics
-
-
-def _cycle(data: CachedFeatures) -> Iterator:
-    """The cached-feature batches epoch after epoch, as fit would serve them."""
-    for epoch in itertools.count():
-        data.set_epoch(epoch)
-        yield from (data[index] for index in range(len(data)))
 
 
 class Trainer:
@@ -161,7 +146,7 @@ class Trainer:
         set_trainable(self.classifier, self.spec, phase)
         if phase.train == "head":
             train, _ = self._cached_features(index, phase)
-            return self._sweep(self._head_graph(), phase, _cycle(train), len(train), None, **sweep)
+            return self._sweep(self._head_graph(), phase, train.cycle(), len(train), None, **sweep)
         return self._sweep(
             self._training_graph(), phase, iter(self.train_data.repeat()), self.steps_per_epoch, None, **sweep
         )
@@ -205,12 +190,7 @@ class Trainer:
             multipliers=block_lr_multipliers(self.classifier, self.spec, phase),
             constant=constant,
         )
-        # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
-        model.compile(
-            optimizer=optimizer,
-            loss=classification_loss(self.num_classes, self.recipe.head.label_smoothing),
-            metrics=_metrics(self.num_classes),
-        )
+        compile_classifier(model, optimizer, self.num_classes, self.recipe.head.label_smoothing)
 
     def _checkpoint(self, index: int) -> Path:
         return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
@@ -334,7 +314,7 @@ class Trainer:
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
         train, validation = self._cached_features(index, phase)
         head = self._head_graph()
-        phase = self._resolve_rate(index, phase, head, _cycle(train), len(train), train.labels)
+        phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
         self._compile(head, phase, len(train))
         return self._fit(
             head,
