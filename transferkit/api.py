@@ -575,22 +575,7 @@ def lr_find(
         with device.strategy.scope():
             session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
             index = _phase_index(session.recipe, phase)
-            train, val, ordered = _datasets(session.recipe, session.spec, splits)
-            batch = session.recipe.data.batch_size
-            trainer = Trainer(
-                session.classifier,
-                session.spec,
-                session.recipe,
-                train,
-                val,
-                ordered,
-                Path(scratch),
-                num_classes=len(splits.class_names),
-                steps_per_epoch=-(-len(splits.train) // batch),
-                validation_steps=-(-len(splits.val) // batch),
-                train_labels=splits.train.labels,
-                verbose=verbose,
-            )
+            trainer = _trainer(session, splits, Path(scratch), verbose)
             result = trainer.find_learning_rate(index, start=start, end=end, steps=steps)
     name = session.recipe.phases[index].name
     write_json(out / "lr_find.json", {"recipe": session.recipe.name, "phase": name, **result.to_dict()})
