@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from transferkit import recipes as recipe_io
@@ -24,6 +23,7 @@ from transferkit.backbones.weights import build_base
 from transferkit.data.loading import DataSplits, load_data, load_images, make_dataset
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import write_json, write_text
+from transferkit.prediction import DEFAULT_TOP_K, ranked, tta_model, write_contact_sheet
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
 from transferkit.reporting.diagnostics import evaluate_held_out
@@ -416,27 +416,50 @@ def _say(verbose: int, message: str) -> None:
 
 
 def predict(
-    run_dir: str | Path, inputs: list[str] | str, *, top_k: int = 5, batch_size: int = 32
+    run_dir: str | Path,
+    inputs: list[str] | str,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = 32,
+    tta: bool = False,
+    contact_sheet: str | Path | None = None,
 ) -> list[dict]:
     """Classify image files (or every image in a folder) with a finished run's model.
+
+    Args:
+        run_dir: a finished run's folder (``model.keras`` and its labels).
+        inputs: image files and/or folders (searched recursively).
+        top_k: labels listed per image, most probable first.
+        batch_size: images per forward pass.
+        tta: average the probabilities over the image, its flip and four crops
+            (:func:`transferkit.prediction.tta_model`); ``evaluate(..., tta=True)`` tells whether
+            that helps on labelled images.
+        contact_sheet: also write a PNG grid of the images captioned with their predictions.
 
     Returns:
         One dict per usable image: ``{"path", "label", "probability", "top": [(label, p), ...]}``;
         unreadable files come back as ``{"path", "error"}``.
+
+    Example:
+        >>> rows = transferkit.predict("runs/pets", "photos/", tta=True)  # doctest: +SKIP
+        >>> rows[0]["label"], rows[0]["top"]  # doctest: +SKIP
+        ('cat', [('cat', 0.93), ('dog', 0.05), ('fox', 0.02)])
     """
     run = runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     images, skipped = load_images(paths, run.image_size)
     skipped_paths = {path for path, _ in skipped}
     usable = [p for p in paths if p not in skipped_paths]
+    model = tta_model(run.model) if tta else run.model
     probabilities = (
-        run.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
+        model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
     )
     results = []
     for path, probs in zip(usable, probabilities, strict=True):
-        order = np.argsort(probs)[::-1][: max(1, top_k)]
-        top = [(run.class_names[i], float(probs[i])) for i in order]
+        top = ranked(probs, run.class_names, top_k)
         results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
+    if contact_sheet is not None and results:
+        write_contact_sheet(images, results, contact_sheet)
     results += [{"path": path, "error": reason} for path, reason in skipped]
     return results
 
@@ -460,9 +483,17 @@ def _expand_inputs(inputs: list[str] | str) -> list[str]:
     return paths
 
 
-def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics:
+def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32, tta: bool = False) -> Metrics:
     """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
-    (for ``tfds:`` sources without a test split, the validation part)."""
+    (for ``tfds:`` sources without a test split, the validation part).
+
+    Args:
+        run_dir: a finished run's folder.
+        data: labelled images, as for :func:`fit`.
+        batch_size: images per forward pass.
+        tta: with test-time augmentation, as ``predict(..., tta=True)``; compare with a call
+            without it to see whether it helps (``transferkit evaluate --tta`` prints both).
+    """
     run = runfolder.load_run(run_dir)
     splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
     unknown = [name for name in splits.class_names if name not in run.class_names]
@@ -484,7 +515,7 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32) -> Metrics
         )
     images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
     dataset = _as_float(make_dataset(images, run.image_size, batch_size))
-    return evaluate_model(run.model, dataset, run.class_names)
+    return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 
 
 def resume(

@@ -21,11 +21,13 @@ import click
 
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
+from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 from transferkit.selection.trials import SELECTION_MODES
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
+TTA_HELP = "Test-time augmentation: average over the image, its flip and four crops (slower)."
 MIN_ACCURACY_HELP = (
     "CI gate: exit with status 3, after writing everything, when the held-out accuracy is below this."
 )
@@ -235,6 +237,16 @@ def fit(
     _require_accuracy(result.metrics.accuracy, min_accuracy, f"{result.headline} accuracy", kept)
 
 
+def _echo_tta(plain, augmented) -> None:
+    """Both accuracies, and whether test-time augmentation helped, before the full table."""
+    from transferkit.prediction import tta_verdict
+
+    for label, metrics in (("without TTA", plain), ("with TTA", augmented)):
+        low, high = metrics.accuracy_interval
+        click.echo(f"{label:<12} accuracy {metrics.accuracy:.4f} (95% CI {low:.3f}-{high:.3f})")
+    click.echo(tta_verdict(plain, augmented) + "; the table below is without TTA\n")
+
+
 def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) -> None:
     """The CI gate: a QualityGateError (exit status 3) when ``accuracy`` is below ``bar``."""
     if bar is not None and accuracy < bar:
@@ -290,20 +302,28 @@ def lr_find(
 @click.option("--data", required=True, help="Labelled folder to evaluate on (its test/ split if present).")
 @click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
-def evaluate(run_dir, data, as_json, min_accuracy):
+@click.option("--tta", is_flag=True, help="Also evaluate with test-time augmentation and print both.")
+def evaluate(run_dir, data, as_json, min_accuracy, tta):
     """Evaluate a finished run on labelled images.
+
+    With --tta, evaluates twice (without and with test-time augmentation) and says whether it
+    helped; --min-accuracy checks the model without TTA (what model.keras computes).
 
     Exit status: 0 done, 2 a usage or data error, 3 accuracy below --min-accuracy.
     """
     from transferkit import api
 
     metrics = api.evaluate(run_dir, data)
+    augmented = api.evaluate(run_dir, data, tta=True) if tta else None
     what = f"accuracy on {metrics.num_samples} images of {data}"
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if as_json:
-        click.echo(json.dumps(metrics.to_dict(), indent=2))
+        record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
+        click.echo(json.dumps(record, indent=2))
         _require_accuracy(*gate)
         return
+    if augmented is not None:
+        _echo_tta(metrics, augmented)
     low, high = metrics.accuracy_interval
     interval = f"95% CI {low:.3f}-{high:.3f}"
     click.echo(f"accuracy {metrics.accuracy:.4f} ({interval}) on {metrics.num_samples} images")
@@ -372,14 +392,23 @@ def report(run_dir, open_browser):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--top-k", default=DEFAULT_TOP_K, show_default=True, type=click.IntRange(min=1))
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
-def predict(run_dir, inputs, top_k, fmt, output):
-    """Classify images (files or folders) with a finished run's model."""
+@click.option("--tta", is_flag=True, help=TTA_HELP)
+@click.option(
+    "--contact-sheet",
+    type=click.Path(dir_okay=False),
+    help="Also write a PNG grid of the images captioned with their predicted labels.",
+)
+def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
+    """Classify images (files or folders) with a finished run's model.
+
+    Whether --tta helps: `transferkit evaluate RUN_DIR --data LABELLED --tta` prints both accuracies.
+    """
     from transferkit import api
 
-    results = api.predict(run_dir, list(inputs), top_k=top_k)
+    results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
     stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
     try:
         if fmt == "json":
@@ -395,6 +424,8 @@ def predict(run_dir, inputs, top_k, fmt, output):
     finally:
         if output:
             stream.close()
+    if contact_sheet and any("label" in row for row in results):
+        click.echo(f"Wrote {contact_sheet}", err=True)  # stderr: stdout may be the CSV or JSON
 
 
 @main.command()

@@ -1,0 +1,114 @@
+"""Prediction: test-time augmentation, contact sheets, one top-k default (API and CLI)."""
+
+import inspect
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import transferkit
+from transferkit import api, cli
+from transferkit.prediction import DEFAULT_TOP_K, TTA_VIEWS, tta_model
+from transferkit.testing import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=5, per_class=6, size=24)
+
+
+@pytest.fixture(scope="module")
+def run_dir(folder, tmp_path_factory):
+    run = transferkit.fit(
+        str(folder),
+        recipe="small_similar",
+        backbone="tiny",
+        weights="random",
+        image_size=16,
+        epochs=1,
+        out=tmp_path_factory.mktemp("runs"),
+        verbose=0,
+    )
+    return run.run_dir
+
+
+def _flip_sensitive_model(size: int = 8) -> keras.Model:
+    """Softmax over a dense layer on the raw pixels: a flip or a crop changes its output."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((size, size, 3)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")]
+    )
+
+
+def test_tta_averages_over_the_views_one_probability_row_per_image():
+    model = _flip_sensitive_model()
+    images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype("float32")
+    probabilities = tta_model(model).predict(images, verbose=0)
+    assert probabilities.shape == (5, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert not np.allclose(probabilities, model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_tta_with_whole_image_crops_is_the_mean_of_image_and_flip_weighted_by_views():
+    model = _flip_sensitive_model()
+    images = np.random.default_rng(1).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    plain = model.predict(images, verbose=0)
+    flipped = model.predict(images[:, :, ::-1], verbose=0)
+    crops = len(TTA_VIEWS) - 2  # each crop is the whole image when crop=1.0
+    expected = ((1 + crops) * plain + flipped) / len(TTA_VIEWS)
+    np.testing.assert_allclose(tta_model(model, crop=1.0).predict(images, verbose=0), expected, atol=1e-5)
+
+
+def test_predict_with_tta_returns_distributions_and_writes_a_contact_sheet(run_dir, folder, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    rows = transferkit.predict(run_dir, str(folder / "class_0"), tta=True, contact_sheet=sheet)
+    assert len(rows) == 6 and all(len(row["top"]) == DEFAULT_TOP_K for row in rows)
+    assert all(row["top"][0] == (row["label"], row["probability"]) for row in rows)
+    full = transferkit.predict(run_dir, str(folder / "class_0"), tta=True, top_k=5)
+    assert all(abs(sum(p for _, p in row["top"]) - 1) < 1e-4 for row in full)
+    plain = transferkit.predict(run_dir, str(folder / "class_0"), top_k=5)
+    assert any(  # the averaged views give other probabilities than the image alone
+        abs(a["probability"] - b["probability"]) > 1e-6 for a, b in zip(full, plain, strict=True)
+    )
+    with Image.open(sheet) as image:
+        assert image.format == "PNG" and image.width > 200
+
+
+def test_api_and_cli_share_one_top_k_default(run_dir, folder):
+    assert inspect.signature(api.predict).parameters["top_k"].default == DEFAULT_TOP_K
+    option = next(p for p in cli.predict.params if p.name == "top_k")
+    assert option.default == DEFAULT_TOP_K < 5  # fewer than the classes: the default shows
+    result = CliRunner().invoke(
+        cli.main, ["predict", str(run_dir), str(folder / "class_1"), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {len(row["top"]) for row in json.loads(result.output)} == {DEFAULT_TOP_K}
+
+
+def test_cli_predict_writes_the_contact_sheet_and_keeps_stdout_for_the_table(run_dir, folder, tmp_path):
+    sheet = tmp_path / "out.png"
+    result = CliRunner().invoke(
+        cli.main, ["predict", str(run_dir), str(folder / "class_2"), "--tta", "--contact-sheet", str(sheet)]
+    )
+    assert result.exit_code == 0, result.output
+    assert sheet.stat().st_size > 1000
+    assert result.stdout.splitlines()[0] == "path,label,probability,top,error"
+    assert f"Wrote {sheet}" in result.stderr
+
+
+def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folder):
+    result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("without TTA  accuracy ") and lines[1].startswith("with TTA     accuracy ")
+    assert lines[2].startswith("TTA ")
+    plain, augmented = api.evaluate(run_dir, str(folder)), api.evaluate(run_dir, str(folder), tta=True)
+    assert f"{plain.accuracy:.4f}" in lines[0] and f"{augmented.accuracy:.4f}" in lines[1]
+    result = CliRunner().invoke(
+        cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta", "--json"]
+    )
+    record = json.loads(result.output)
+    assert (record["accuracy"], record["tta"]["accuracy"]) == (plain.accuracy, augmented.accuracy)

@@ -1,0 +1,106 @@
+"""Prediction with a finished run's model: the top-k ranking, test-time augmentation, contact sheets.
+
+Keras is imported on use only: the CLI reads :data:`DEFAULT_TOP_K` from here without loading
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+    from transferkit.reporting.metrics import Metrics
+
+DEFAULT_TOP_K = 3  # labels listed per image, by `predict` in the API and in the CLI
+TTA_CROP = 0.9  # side of each test-time crop, as a fraction of the image's side
+TTA_VIEWS = ("image", "flip", "centre", "top_left", "top_right", "bottom_left", "bottom_right")
+CONTACT_SHEET_MAX = 48  # images on a contact sheet; more would make every thumbnail unreadable
+
+
+def tta_model(model: keras.Model, crop: float = TTA_CROP) -> keras.Model:
+    """A model that averages ``model``'s probabilities over :data:`TTA_VIEWS` of each image.
+
+    The views are the image, its horizontal flip, and five crops of side ``crop`` (centre and
+    the four corners) resized back to the input size. All views of a batch go through ``model``
+    as one batch; the result is the mean of their probabilities, so each row still sums to 1.
+
+    Args:
+        model: a classifier taking ``(batch, height, width, 3)`` pixels, softmax out.
+        crop: side of the crops as a fraction of the image's side, in ``(0, 1]``.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2, activation="softmax")])
+        >>> tta_model(base).predict(np.ones((3, 8, 8, 3), "float32"), verbose=0).shape
+        (3, 2)
+    """
+    import keras
+
+    height, width = model.input_shape[1:3]
+    crop_height, crop_width = max(1, round(crop * height)), max(1, round(crop * width))
+    down, right = height - crop_height, width - crop_width
+    corners = [(down // 2, right // 2), (0, 0), (0, right), (down, 0), (down, right)]
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    crops = [
+        keras.ops.image.resize(
+            inputs[:, top : top + crop_height, left : left + crop_width, :], (height, width)
+        )
+        for top, left in corners
+    ]
+    views = [inputs, keras.ops.flip(inputs, axis=2), *crops]
+    probabilities = model(keras.ops.concatenate(views, axis=0))
+    per_view = keras.ops.reshape(probabilities, (len(views), -1, probabilities.shape[-1]))
+    return keras.Model(inputs, keras.ops.mean(per_view, axis=0), name="test_time_augmentation")
+
+
+def ranked(probabilities: np.ndarray, class_names: Sequence[str], top_k: int = DEFAULT_TOP_K) -> list:
+    """The ``top_k`` most probable ``(label, probability)`` pairs of one image, most probable first.
+
+    Example:
+        >>> ranked(np.array([0.2, 0.7, 0.1]), ["cat", "dog", "fox"], top_k=2)
+        [('dog', 0.7), ('cat', 0.2)]
+    """
+    order = np.argsort(probabilities)[::-1][: max(1, top_k)]
+    return [(class_names[i], float(probabilities[i])) for i in order]
+
+
+def write_contact_sheet(images: np.ndarray, rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """A PNG grid of predicted images, each captioned with its label and probability.
+
+    Args:
+        images: ``(N, H, W, 3)`` pixels of the images ``rows`` describe, in the same order.
+        rows: ``predict``'s results for those images (``label`` and ``probability`` each).
+        path: where to write the PNG; the first :data:`CONTACT_SHEET_MAX` images are shown.
+    """
+    from transferkit.reporting.figures import plot_image_grid
+
+    shown = min(len(rows), CONTACT_SHEET_MAX)
+    titles = [f"{row['label']} ({row['probability']:.2f})" for row in rows[:shown]]
+    note = f"first {shown} of {len(rows)} images" if shown < len(rows) else f"{shown} images"
+    plot_image_grid(images[:shown], path, titles=titles, columns=8, suptitle=f"Predictions: {note}")
+
+
+def tta_verdict(plain: Metrics, augmented: Metrics) -> str:
+    """Whether test-time augmentation helped on these labelled images, in one line.
+
+    Example:
+        >>> from transferkit.reporting.metrics import compute_metrics
+        >>> labels = np.array([0, 1, 1, 0])
+        >>> plain = compute_metrics(np.array([[.9, .1], [.6, .4], [.3, .7], [.8, .2]]), labels, ["a", "b"])
+        >>> tta = compute_metrics(np.array([[.9, .1], [.4, .6], [.3, .7], [.8, .2]]), labels, ["a", "b"])
+        >>> tta_verdict(plain, tta)
+        'TTA helped: +25.0 points (1 more of 4 images right)'
+    """
+    gained = round((augmented.accuracy - plain.accuracy) * plain.num_samples)
+    points = 100 * (augmented.accuracy - plain.accuracy)
+    if gained == 0:
+        return f"TTA made no difference: same accuracy on {plain.num_samples} images"
+    word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
+    return f"TTA {word}: {points:+.1f} points ({abs(gained)} {change} of {plain.num_samples} images right)"
