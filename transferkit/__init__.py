@@ -7,15 +7,24 @@ Example:
 
 Names are imported on first use, so ``import transferkit`` (and ``transferkit --help``) stays
 fast and TensorFlow loads only when something needs it.
+
+TensorFlow's C++ log lines (CUDA probing, ``NodeDef mentions attribute`` warnings) are muted:
+``import transferkit`` sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless it is set already (it only works
+when TensorFlow is not imported yet), and the first use of a name that loads TensorFlow mutes
+the lines it prints while loading. Set ``TF_CPP_MIN_LOG_LEVEL`` yourself, or
+``TRANSFERKIT_DEBUG=1`` to see everything (see :mod:`transferkit.tf_logging`).
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from transferkit.errors import TransferkitError
+from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL)  # read when TensorFlow loads
 
 _EXPORTS = {
     "fit": "transferkit.api",
@@ -78,7 +87,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
+    module = import_quietly(_EXPORTS[name])
     value = getattr(module, "load" if name == "load_recipe" else name)
     globals()[name] = value
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,10 @@ from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
 from transferkit.selection.trials import SELECTION_MODES, candidates, successive_halving, with_trials
+from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.device import Device, device_scope
 from transferkit.training.model import build_classifier, truncate
+from transferkit.training.progress import FitHooks, fit_hooks
 from transferkit.training.trainable import plan_phase
 from transferkit.training.trainer import Trainer
 
@@ -106,6 +109,7 @@ def _image_size(recipe: Recipe, spec: BackboneSpec) -> int:
     return recipe.backbone.image_size or spec.default_size
 
 
+@tensorflow_warnings_muted
 def fit(
     data: str,
     *,
@@ -126,6 +130,8 @@ def fit(
     dry_run: bool = False,
     precision: str = "auto",
     verbose: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    progress: object | None = None,
 ) -> FitResult:
     """Train a transfer-learning classifier on a folder of labelled images.
 
@@ -146,7 +152,11 @@ def fit(
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
         precision: see :func:`transferkit.training.trainer.setup_device`.
-        verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
+        callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``.
+        progress: a callable (or an object with ``phase_started`` / ``epoch_ended`` /
+            ``finished`` methods) receiving :mod:`transferkit.training.progress` events: each
+            phase's ``PhaseStarted``, then one ``EpochEnded`` per epoch, and ``Finished`` last.
 
     Returns:
         A :class:`FitResult`.
@@ -170,6 +180,7 @@ def fit(
         with device.strategy.scope():
             mode = "fast" if dry_run else selection
             session = _prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
+        session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return _planned(session, started)
         run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
@@ -222,6 +233,7 @@ class _Session:
     selection: object | None
     plan: tuple
     weights_source: str
+    hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
 
 
 def _prepare(
@@ -370,6 +382,7 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
         headline,
     )
     _say(verbose, result.summary())
+    session.hooks.finished(result)
     return result
 
 
@@ -389,6 +402,7 @@ def _trainer(session: _Session, splits: DataSplits, run_dir: Path, verbose: int)
         steps_per_epoch=-(-len(splits.train) // batch),
         validation_steps=-(-len(splits.val) // batch),
         train_labels=splits.train.labels,
+        hooks=session.hooks,
         verbose=verbose,
     )
 
@@ -518,8 +532,15 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32, tta: bool 
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 
 
+@tensorflow_warnings_muted
 def resume(
-    run_dir: str | Path, *, precision: str = "auto", dry_run: bool = False, verbose: int = 1
+    run_dir: str | Path,
+    *,
+    precision: str = "auto",
+    dry_run: bool = False,
+    verbose: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    progress: object | None = None,
 ) -> FitResult:
     """Continue an interrupted ``fit`` from its last finished epoch, with the run's own recipe and data.
 
@@ -530,7 +551,8 @@ def resume(
         run_dir: the run folder ``fit`` printed.
         precision: see :func:`transferkit.training.device.setup_device`.
         dry_run: rebuild the model and return the remaining plan without training or writing.
-        verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
+        callbacks, progress: as for :func:`fit`.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -552,6 +574,7 @@ def resume(
             )
         with device.strategy.scope():
             session = _prepare(recipe, splits, False, "auto", None, {}, verbose)
+        session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return _planned(session, started)
         _say(verbose, f"Resuming {run_dir}")

@@ -6,12 +6,9 @@ stop cleanly and say how to resume.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported anywhere
-
 import csv
 import json
+import os
 import signal
 import sys
 import traceback
@@ -25,6 +22,7 @@ from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 from transferkit.selection.trials import SELECTION_MODES
+from transferkit.tf_logging import debugging, import_quietly
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
 TTA_HELP = "Test-time augmentation: average over the image, its flip and four crops (slower)."
@@ -70,20 +68,13 @@ class _Group(click.Group):
 def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notes) muted.
 
-    Those lines are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL. Only file descriptor 2
-    is muted, only during the import; a failing import still raises normally afterwards.
+    ``import transferkit`` has set TF_CPP_MIN_LOG_LEVEL (unless the user did); the lines printed
+    before TensorFlow reads it are muted by :func:`transferkit.tf_logging.import_quietly`.
     """
-    if os.environ.get("TRANSFERKIT_DEBUG") or "tensorflow" in sys.modules:
+    if debugging() or "tensorflow" in sys.modules:
         return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    import_quietly("keras")
+    tf = import_quietly("tensorflow")
     # TF's Python-side notes (e.g. "N out of the last M calls triggered tf.function retracing" when
     # `compare` runs several fits in one process) are not actionable for a CLI user.
     tf.get_logger().setLevel("ERROR")

@@ -40,6 +40,7 @@ from transferkit.training.features import CachedFeatures, EpochSetter, extract_f
 from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
+from transferkit.training.progress import FitHooks
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
 
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
@@ -84,6 +85,7 @@ class Trainer:
         validation_steps: int,
         train_labels: Sequence[int] | None = None,
         verbose: int = 1,
+        hooks: FitHooks | None = None,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
         # Shuffled batches for fitting; the same images in a fixed order for feature caching.
@@ -95,6 +97,7 @@ class Trainer:
         )
         self.history = read_history(self.run_dir / "history.csv")
         self.train_labels = train_labels  # for class weights; read from the data when not given
+        self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
 
@@ -226,8 +229,8 @@ class Trainer:
             data,
             epochs=initial_epoch + phase.epochs,
             initial_epoch=initial_epoch,
-            callbacks=[*extra_callbacks, *callbacks],
-            verbose=self.verbose,
+            callbacks=[*extra_callbacks, *callbacks, *self._hook_callbacks(index, phase, initial_epoch)],
+            verbose=self.hooks.keras_verbose(self.verbose),
             shuffle=False,  # the datasets shuffle themselves, with the run's seed
             **kwargs,
         )
@@ -240,6 +243,10 @@ class Trainer:
             )
         final_epoch = history.epoch[-1] + 1 if history.epoch else initial_epoch + phase.epochs
         return final_epoch - initial_epoch
+
+    def _hook_callbacks(self, index: int, phase: Phase, initial_epoch: int) -> list:
+        phases = len(self.recipe.phases)
+        return self.hooks.phase_callbacks(index, phase.name, phase.epochs, phases, initial_epoch)
 
     def _run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
         if phase.train == "head":

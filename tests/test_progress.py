@@ -1,0 +1,139 @@
+"""fit's hooks for apps: their Keras callbacks, plain progress events, one bar per phase, quiet TF."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+import transferkit
+from transferkit.errors import TransferkitError
+from transferkit.testing import make_image_folder
+from transferkit.training.progress import EpochEnded, Finished, PhaseStarted, as_listener, fit_hooks
+
+TWO_PHASES = "large_similar"  # a head phase, then the whole network
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=2, per_class=8, size=24)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+        self.fits = 0
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch + 1)  # Keras counts across phases: history.csv's epoch column
+
+
+def _fit(folder, out, **options):
+    options = dict(recipe=TWO_PHASES, backbone="tiny", weights="random", image_size=16, epochs=2) | options
+    return transferkit.fit(str(folder), out=out, selection="fast", **options)
+
+
+@pytest.fixture(scope="module")
+def observed(folder, tmp_path_factory):
+    recorder, events = EpochRecorder(), []
+    run = _fit(folder, tmp_path_factory.mktemp("runs"), verbose=0, callbacks=[recorder], progress=events.append)
+    return run, recorder, events
+
+
+def _history_epochs(run) -> list[tuple[str, int]]:
+    import csv
+
+    with open(run.run_dir / "history.csv", encoding="utf-8") as file:
+        return [(row["phase"], int(row["epoch"])) for row in csv.DictReader(file)]
+
+
+def test_app_callbacks_see_every_epoch_of_every_phase(observed):
+    run, recorder, _ = observed
+    history = _history_epochs(run)
+    assert len({phase for phase, _ in history}) == 2
+    assert recorder.fits == 2 and recorder.epochs == [epoch for _, epoch in history]
+
+
+def test_progress_events_come_phase_by_phase_then_finished(observed):
+    run, _, events = observed
+    history = _history_epochs(run)
+    expected = []
+    for index, phase in enumerate(run.recipe.phases):
+        expected.append(PhaseStarted(phase.name, index, 2, len(run.recipe.phases)))
+        count = sum(1 for name, _ in history if name == phase.name)
+        expected += [("epoch", phase.name, number) for number in range(1, count + 1)]
+    seen = [("epoch", e.phase, e.epoch) if isinstance(e, EpochEnded) else e for e in events[:-1]]
+    assert seen == expected
+    assert all({"loss", "val_loss"} <= set(e.metrics) for e in events if isinstance(e, EpochEnded))
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.run_dir == run.run_dir
+    assert (finished.accuracy, finished.headline, finished.summary) == (
+        run.metrics.accuracy,
+        run.headline,
+        run.summary(),
+    )
+
+
+def test_an_object_listener_gets_only_the_events_it_has_methods_for():
+    class Listener:
+        def __init__(self):
+            self.phases = []
+
+        def phase_started(self, event):
+            self.phases.append(event.phase)
+
+    listener = Listener()
+    dispatch = as_listener(listener)
+    dispatch(PhaseStarted("head", 0, 3, 1))
+    dispatch(EpochEnded("head", 1, {"loss": 0.5}))
+    assert listener.phases == ["head"]
+
+
+@pytest.mark.parametrize(
+    ("callbacks", "progress", "message"),
+    [
+        (None, 42, "progress must be a callable"),
+        ([print], None, "callbacks must be keras.callbacks.Callback"),
+    ],
+)
+def test_unusable_hooks_are_a_fixable_error(callbacks, progress, message):
+    with pytest.raises(TransferkitError, match=message):
+        fit_hooks(callbacks, progress, verbose=0)
+
+
+def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(folder, tmp_path, capsys):
+    logger = logging.getLogger("tensorflow")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    levels = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: levels.append(logger.level))
+    try:
+        run = _fit(folder, tmp_path, verbose=1, callbacks=[spy])
+        after = logger.level
+    finally:
+        logger.setLevel(before)
+    printed = capsys.readouterr().out
+    for index, phase in enumerate(run.recipe.phases):
+        assert f"phase {index + 1}/2 {phase.name}" in printed
+    assert "Epoch 1/" not in printed  # Keras' own per-epoch output is off
+    assert set(levels) == {logging.ERROR} and after == logging.INFO  # retracing notes muted, then restored
+
+
+def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level():
+    script = (
+        "import os, sys; import transferkit; transferkit.fit; "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFERKIT_DEBUG")}
+    quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert quiet.stdout.split() == ["3", "True"] and quiet.stderr == "", quiet.stderr
+    chosen = subprocess.run(
+        [sys.executable, "-c", script], env=env | {"TF_CPP_MIN_LOG_LEVEL": "1"}, capture_output=True, text=True
+    )
+    assert chosen.stdout.split() == ["1", "True"]

@@ -1,0 +1,71 @@
+"""TensorFlow's log noise kept out of a terminal or notebook unless asked for (``TRANSFERKIT_DEBUG=1``).
+
+Three sources, three remedies: C++ log lines (``failed call to cuInit``, ``NodeDef mentions
+attribute``) obey ``TF_CPP_MIN_LOG_LEVEL`` if it is set before TensorFlow loads; the lines TF's
+C++ start-up prints before it reads that variable are muted by muting file descriptor 2 during
+the import; Python-side warnings (retracing notes) are muted within a fit, the logger's level
+restored afterwards. This module imports no TensorFlow itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar
+
+# 2 would still print C++ errors: on a machine without a GPU, "failed call to cuInit" is one
+# (measured with TensorFlow 2.21). Real failures still reach the user as Python exceptions.
+QUIET_CPP_LOG_LEVEL = "3"
+DEBUG_VARIABLE = "TRANSFERKIT_DEBUG"
+
+F = TypeVar("F", bound=Callable)
+
+
+def debugging() -> bool:
+    """True when the user asked for everything (``TRANSFERKIT_DEBUG`` set)."""
+    return bool(os.environ.get(DEBUG_VARIABLE))
+
+
+def import_quietly(name: str) -> ModuleType:
+    """Import module ``name``, muting file descriptor 2 if this import loads TensorFlow.
+
+    Only the import is muted; an import that fails still raises, and its traceback prints
+    afterwards. Nothing is muted when TensorFlow is loaded already or when debugging.
+    """
+    if debugging() or "tensorflow" in sys.modules:
+        return importlib.import_module(name)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            return importlib.import_module(name)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def tensorflow_warnings_muted(function: F) -> F:
+    """Run ``function`` with TensorFlow's Python logger at ERROR, restoring its level afterwards.
+
+    Retracing notes ("5 out of the last 5 calls ... triggered tf.function retracing") are
+    warnings about TensorFlow's internals, not something a fit's caller can act on.
+    """
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        logger = logging.getLogger("tensorflow")  # the logger tf.get_logger() returns
+        level = logger.level
+        if not debugging():
+            logger.setLevel(logging.ERROR)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    return quiet  # type: ignore[return-value]
