@@ -37,6 +37,14 @@ from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
 from transferkit.selection.trials import SELECTION_MODES, candidates, successive_halving, with_trials
 from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.device import Device, device_scope
+from transferkit.training.distribute import (
+    local_copy,
+    read_cluster,
+    remove_worker_dir,
+    shard_by_example,
+    weights_sha256,
+    worker_run_dir,
+)
 from transferkit.training.model import build_classifier, truncate
 from transferkit.training.progress import FitHooks, fit_hooks
 from transferkit.training.trainable import plan_phase
@@ -68,7 +76,7 @@ class FitResult:
         ``test accuracy 0.912 (95% CI 0.870-0.940, n=120) | validation 0.930 | 42 s | runs/x``."""
         m = self.metrics
         if m is None:
-            return f"nothing trained | {self.seconds:.0f} s"
+            return f"no metrics here (a non-chief worker: see the chief's run folder) | {self.seconds:.0f} s"
         low, high = m.accuracy_interval
         top5 = f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else ""
         interval = f"95% CI {low:.3f}-{high:.3f}, n={m.num_samples}"
@@ -129,6 +137,7 @@ def fit(
     strict: bool = False,
     dry_run: bool = False,
     precision: str = "auto",
+    distribute: str = "auto",
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     progress: object | None = None,
@@ -152,6 +161,10 @@ def fit(
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
         precision: see :func:`transferkit.training.trainer.setup_device`.
+        distribute: "auto" | "none" | "mirrored" | "multi-worker" (every process of a
+            ``TF_CONFIG`` cluster runs this same call, with the same ``name``); the global batch
+            is ``batch_size`` x replicas and learning rates scale with the replicas
+            (:mod:`transferkit.training.distribute`, docs/DISTRIBUTED.md).
         verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
         callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``.
         progress: a callable (or an object with ``phase_started`` / ``epoch_ended`` /
@@ -159,7 +172,7 @@ def fit(
             phase's ``PhaseStarted``, then one ``EpochEnded`` per epoch, and ``Finished`` last.
 
     Returns:
-        A :class:`FitResult`.
+        A :class:`FitResult`; on a non-chief worker it has no metrics and no run folder.
     """
     started = time.perf_counter()
     if selection not in SELECTION_MODES:
@@ -174,16 +187,16 @@ def fit(
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
-    with device_scope(precision, chosen.seed) as device:
+    with device_scope(precision, chosen.seed, distribute) as device:
         splits = _load_splits(data, chosen, strict)
         _say(verbose, splits.card.summary())
         with device.strategy.scope():
-            mode = "fast" if dry_run else selection
+            mode = "fast" if dry_run or device.cluster else selection  # trials train on one worker
             session = _prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return _planned(session, started)
-        run_dir = runfolder.new_run_dir(out, data, session.recipe.name, name)
+        run_dir = _new_run_dir(out, data, session.recipe.name, name, device)
         _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
         # An absolute folder path, so that `fit --resume` works from any working directory.
         source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
@@ -195,8 +208,43 @@ def fit(
             "device": device.describe(),
             "class_names": list(splits.class_names),
             "test_split": splits.holdout.to_dict(),
+            "distribution": _distribution_record(device, session.recipe),
         }
         return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+
+
+def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Device) -> Path:
+    """A fresh run folder; under multi-worker, ``out/name`` on every worker (this one's part of it)."""
+    if device.cluster is None:
+        return runfolder.new_run_dir(out, data, recipe_name, name)
+    if not name:
+        raise TransferkitError(
+            "--distribute multi-worker needs --name (fit(name=...)): every worker must agree on "
+            "the run folder, and a restarted job resumes it with --resume OUT/NAME."
+        )
+    run_dir = Path(out) / runfolder.safe_name(name)
+    own = worker_run_dir(run_dir, device.cluster)
+    if (own / "run.json").exists():
+        raise TransferkitError(
+            f"The run folder {str(run_dir)!r} already holds a run. Continue it with "
+            f"`transferkit fit --resume {run_dir} --distribute multi-worker` on every worker, "
+            "or pick a new --name."
+        )
+    own.mkdir(parents=True, exist_ok=True)
+    return own
+
+
+def _distribution_record(device: Device, recipe: Recipe) -> dict:
+    """run.json's record of how training was spread: replicas, global batch, learning-rate scale."""
+    return {
+        "strategy": device.distribution,
+        "replicas": device.replicas,
+        "workers": device.cluster.workers if device.cluster else 1,
+        "per_replica_batch": recipe.data.batch_size,
+        "global_batch": recipe.data.batch_size * device.replicas,
+        "learning_rate_scale": device.replicas,  # linear scaling rule
+        "features_cached": device.distribution != "multi-worker",
+    }
 
 
 def _load_splits(data: str, recipe: Recipe, strict: bool = False) -> DataSplits:
@@ -311,12 +359,13 @@ def _train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
     return accuracy, len(history)
 
 
-def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits):
-    size, batch = _image_size(recipe, spec), recipe.data.batch_size
+def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits, replicas: int = 1):
+    """Training (shuffled), validation and ordered training batches of the global batch size."""
+    size, batch = _image_size(recipe, spec), recipe.data.batch_size * replicas
     train = _as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed))
     ordered = make_dataset(splits.train, size, batch)
     val = _as_float(make_dataset(splits.val, size, batch))
-    return train, val, ordered
+    return shard_by_example(train), shard_by_example(val), ordered
 
 
 def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
@@ -341,11 +390,17 @@ def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, devi
 def _resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
     recipe, spec = session.recipe, session.spec
     with device.strategy.scope():
-        trainer = _trainer(session, splits, run_dir, verbose)
+        trainer = _trainer(session, splits, run_dir, verbose, device)
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
     val = trainer.val_data
     model = session.classifier.model
+    if device.cluster is not None:
+        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every worker's
+        _say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
+        if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
+            remove_worker_dir(run_dir)
+            return dataclasses.replace(_planned(session, started), model=model, recipe=recipe)
     test = _test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
     validation = (
         evaluate_model(model, val, splits.class_names)
@@ -386,10 +441,21 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
     return result
 
 
-def _trainer(session: _Session, splits: DataSplits, run_dir: Path, verbose: int) -> Trainer:
-    """A Trainer for the session's recipe on the training split, validating on the validation split."""
-    train, val, ordered = _datasets(session.recipe, session.spec, splits)
-    batch = session.recipe.data.batch_size
+def _trainer(
+    session: _Session, splits: DataSplits, run_dir: Path, verbose: int, device: Device | None = None
+) -> Trainer:
+    """A Trainer for the session's recipe on the training split, validating on the validation split.
+
+    With a ``device``, batches are global (``batch_size`` x replicas); under multi-worker training
+    frozen-base features are not cached (each worker would need its shard's).
+    """
+    replicas = device.replicas if device is not None else 1
+    cache = device is None or device.cluster is None
+    if not cache and any(phase.train == "head" for phase in session.recipe.phases):
+        message = "frozen-base features are not cached; head phases train through the frozen base"
+        _say(verbose, f"Multi-worker: {message}.")
+    train, val, ordered = _datasets(session.recipe, session.spec, splits, replicas)
+    batch = session.recipe.data.batch_size * replicas
     return Trainer(
         session.classifier,
         session.spec,
@@ -404,6 +470,8 @@ def _trainer(session: _Session, splits: DataSplits, run_dir: Path, verbose: int)
         train_labels=splits.train.labels,
         hooks=session.hooks,
         verbose=verbose,
+        replicas=replicas,
+        multi_worker=not cache,
     )
 
 
@@ -537,6 +605,7 @@ def resume(
     run_dir: str | Path,
     *,
     precision: str = "auto",
+    distribute: str = "auto",
     dry_run: bool = False,
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
@@ -550,17 +619,20 @@ def resume(
     Args:
         run_dir: the run folder ``fit`` printed.
         precision: see :func:`transferkit.training.device.setup_device`.
+        distribute: as for :func:`fit`; under multi-worker, every worker resumes ``run_dir`` (a
+            non-chief from its own ``workertemp_*`` folder inside it, which it wrote before the stop).
         dry_run: rebuild the model and return the remaining plan without training or writing.
         verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
         callbacks, progress: as for :func:`fit`.
     """
     started = time.perf_counter()
-    run_dir = Path(run_dir)
+    cluster = read_cluster() if distribute == "multi-worker" else None  # reads TF_CONFIG only
+    run_dir = worker_run_dir(Path(run_dir), cluster)
     info = runfolder.read_run_info(run_dir)
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
-    with device_scope(precision, recipe.seed) as device:
+    with device_scope(precision, recipe.seed, distribute) as device:
         splits = _load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
             raise TransferkitError(

@@ -19,7 +19,7 @@ import click
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
 from transferkit.prediction import DEFAULT_TOP_K
-from transferkit.recipes import FILL_MODES, PRECISIONS
+from transferkit.recipes import DISTRIBUTIONS, FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 from transferkit.selection.trials import SELECTION_MODES
 from transferkit.tf_logging import debugging, import_quietly
@@ -160,6 +160,15 @@ def main() -> None:
     default="auto",
     show_default=True,
 )
+@click.option(
+    "--distribute",
+    type=click.Choice(DISTRIBUTIONS),
+    default="auto",
+    show_default=True,
+    help="auto: every local GPU when there are several; multi-worker: one process per worker of the "
+    "TF_CONFIG cluster, each with the same --name (docs/DISTRIBUTED.md). The global batch is "
+    "--batch-size x replicas; learning rates scale with the replicas.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
 def fit(
@@ -181,6 +190,7 @@ def fit(
     dry_run,
     resume_dir,
     precision,
+    distribute,
     quiet,
     min_accuracy,
 ):
@@ -195,7 +205,9 @@ def fit(
         raise click.UsageError("Missing option '--data' (or give --resume RUN_DIR).")
     verbose = _verbosity(quiet)
     if resume_dir:
-        result = api.resume(resume_dir, precision=precision, dry_run=dry_run, verbose=verbose)
+        result = api.resume(
+            resume_dir, precision=precision, distribute=distribute, dry_run=dry_run, verbose=verbose
+        )
     else:
         result = api.fit(
             data,
@@ -215,6 +227,7 @@ def fit(
             strict=strict,
             dry_run=dry_run,
             precision=precision,
+            distribute=distribute,
             verbose=verbose,
         )
     if dry_run:
@@ -224,6 +237,8 @@ def fit(
         return
     if not verbose:  # otherwise fit has printed it as its last line
         click.echo(result.summary())
+    if result.metrics is None:  # a non-chief worker: the chief's run folder holds the results
+        return
     kept = f"run folder {result.run_dir} kept"
     _require_accuracy(result.metrics.accuracy, min_accuracy, f"{result.headline} accuracy", kept)
 

@@ -36,6 +36,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle")  # see training
 CLASS_WEIGHTS = ("none", "balanced", "auto")  # "auto": balanced when the classes are imbalanced
 AUTO_LEARNING_RATE = "auto"  # a phase's learning_rate found by the range test (training.lr_find)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": see training.device
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi-worker")  # see training.distribute
 POOLINGS = ("avg", "avg_max", "avg_dev", "pyramid")  # how the head pools the map: training.pooling
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
 

@@ -30,7 +30,7 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
     if name is None:
         stem = Path(data.rstrip("/")).name or "data"
         name = f"{stem}-{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "run"
+    safe = safe_name(name)
     run_dir = Path(out) / safe
     suffix = 1
     while run_dir.exists():
@@ -38,6 +38,11 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
         run_dir = Path(out) / f"{safe}-{suffix}"
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+def safe_name(name: str) -> str:
+    """``name`` reduced to safe characters for a folder name (nothing can escape ``out``)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "run"
 
 
 def save_model(model: keras.Model, run_dir: Path) -> Path:

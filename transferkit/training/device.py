@@ -18,7 +18,8 @@ import tensorflow as tf
 from tensorflow.python.framework import config as _tf_config  # op determinism off again: no public API
 
 from transferkit.errors import choices_error
-from transferkit.recipes import PRECISIONS
+from transferkit.recipes import DISTRIBUTIONS, PRECISIONS
+from transferkit.training.distribute import Cluster, make_strategy, read_cluster, resolve_distribution
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,28 @@ class Device:
     strategy: tf.distribute.Strategy
     gpus: int
     precision: str
+    distribution: str = "none"  # resolved: "none" | "mirrored" | "multi-worker"
+    cluster: Cluster | None = None  # multi-worker only
+
+    @property
+    def replicas(self) -> int:
+        """Replicas training in step (all workers'): the global batch is ``batch_size`` times this."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run folder (always, unless a non-chief worker)."""
+        return self.cluster is None or self.cluster.is_chief
 
     def describe(self) -> str:
         where = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
-        return f"{where}, {self.precision} precision, {type(self.strategy).__name__}"
+        text = f"{where}, {self.precision} precision, {type(self.strategy).__name__}"
+        if self.replicas > 1:
+            text += f", {self.replicas} replicas"
+        return text + (f", {self.cluster.describe()}" if self.cluster else "")
 
 
-def setup_device(precision: str = "auto", seed: int = 1337) -> Device:
+def setup_device(precision: str = "auto", seed: int = 1337, distribute: str = "auto") -> Device:
     """Seed everything and pick precision and distribution for the hardware present.
 
     This changes process-wide state (Keras' global precision policy, the Python/NumPy/TensorFlow
@@ -46,33 +62,41 @@ def setup_device(precision: str = "auto", seed: int = 1337) -> Device:
             backbones but slowed MobileNets), "float32", "mixed_float16" or "mixed_bfloat16".
         seed: seeds Python, NumPy and TensorFlow. On CPU, TensorFlow's op determinism is also
             switched on, so two runs with one seed give identical weights.
+        distribute: "auto" | "none" | "mirrored" | "multi-worker": see
+            :mod:`transferkit.training.distribute`. The strategy is created before anything else
+            touches TensorFlow (multi-worker training requires it).
     """
     if precision not in PRECISIONS:
         raise choices_error("precision", precision, PRECISIONS)
+    if distribute not in DISTRIBUTIONS:
+        raise choices_error("distribute", distribute, DISTRIBUTIONS)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised by an earlier call in this process
             pass
+    distribution = resolve_distribution(distribute, len(gpus))
+    cluster = read_cluster() if distribution == "multi-worker" else None
+    strategy = make_strategy(distribution)
     if precision == "auto":
         precision = "mixed_float16" if gpus else "float32"
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(seed)
     if not gpus:
         tf.config.experimental.enable_op_determinism()
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return Device(strategy=strategy, gpus=len(gpus), precision=precision)
+    return Device(strategy, len(gpus), precision, distribution, cluster)
 
 
 @contextlib.contextmanager
-def device_scope(precision: str = "auto", seed: int = 1337) -> Iterator[Device]:
+def device_scope(precision: str = "auto", seed: int = 1337, distribute: str = "auto") -> Iterator[Device]:
     """:func:`setup_device` for the duration of a ``with`` block, then the caller's settings back.
 
     Restored on exit: Keras' global precision policy, Python's and NumPy's global random state,
     and TensorFlow op determinism (switched off again if it was off; TensorFlow has no public
     call for that, so the private one is used where it exists). TensorFlow's global seed cannot
-    be read back; it stays at ``seed``.
+    be read back; it stays at ``seed``. A multi-worker strategy configures the process's
+    TensorFlow runtime for good (TensorFlow cannot undo it): the process is a worker from then on.
 
     Example:
         >>> with device_scope("float32", seed=1) as device:  # doctest: +SKIP
@@ -82,7 +106,7 @@ def device_scope(precision: str = "auto", seed: int = 1337) -> Iterator[Device]:
     python_state, numpy_state = random.getstate(), np.random.get_state()
     deterministic = _op_determinism_enabled()
     try:
-        yield setup_device(precision, seed)
+        yield setup_device(precision, seed, distribute)
     finally:
         keras.mixed_precision.set_global_policy(policy)
         random.setstate(python_state)

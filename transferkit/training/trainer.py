@@ -36,6 +36,7 @@ from transferkit.training.callbacks import (
     read_history,
 )
 from transferkit.training.class_weights import class_weights
+from transferkit.training.distribute import MultiWorkerModel
 from transferkit.training.features import CachedFeatures, EpochSetter, extract_features, feature_step
 from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
@@ -68,6 +69,12 @@ class Trainer:
 
     The datasets yield batches of ``(uint8 or float32 pixels, int labels)``; ``steps_per_epoch``
     and ``validation_steps`` are their numbers of batches.
+
+    Under distribution (:mod:`transferkit.training.distribute`) the datasets' batches are global,
+    ``replicas`` times the recipe's ``batch_size``, and every learning rate is scaled by
+    ``replicas``; ``recipe.toml`` keeps the one-replica values. With ``multi_worker`` head phases
+    train through the frozen base instead of on cached features (each worker would need the
+    features of its own shard), and the training graph is a :class:`MultiWorkerModel`.
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class Trainer:
         train_labels: Sequence[int] | None = None,
         verbose: int = 1,
         hooks: FitHooks | None = None,
+        replicas: int = 1,
+        multi_worker: bool = False,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
         # Shuffled batches for fitting; the same images in a fixed order for feature caching.
@@ -98,6 +107,8 @@ class Trainer:
         self.history = read_history(self.run_dir / "history.csv")
         self.train_labels = train_labels  # for class weights; read from the data when not given
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
+        self.replicas, self.multi_worker = replicas, multi_worker
+        self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
 
@@ -110,7 +121,7 @@ class Trainer:
         state = TrainState.load(self.run_dir)
         if state.completed_phases:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
-        if state.completed_phases == 0 and self.recipe.phases[0].train != "head":
+        if state.completed_phases == 0 and not self._on_cached_features(self.recipe.phases[0]):
             self._say("Measuring feature statistics for the head")  # a head phase does this on its own
             self._standardise_head(
                 self._features(feature_step(self.classifier.extractor), self.ordered_train_data)[0]
@@ -147,7 +158,7 @@ class Trainer:
         self.run(until=index)
         phase = self.recipe.phases[index]
         set_trainable(self.classifier, self.spec, phase)
-        if phase.train == "head":
+        if self._on_cached_features(phase):
             train, _ = self._cached_features(index, phase)
             return self._sweep(self._head_graph(), phase, train.cycle(), len(train), None, **sweep)
         return self._sweep(
@@ -165,7 +176,8 @@ class Trainer:
             return phase
         result = self._sweep(model, phase, batches, steps_per_epoch, labels)
         write_json(self.run_dir / "lr_find" / f"phase{index}.json", result.to_dict())
-        resolved = dataclasses.replace(phase, learning_rate=result.suggestion)
+        # Measured at the global batch; kept as the one-replica rate that _compile scales back up.
+        resolved = dataclasses.replace(phase, learning_rate=result.suggestion / self.replicas)
         phases = list(self.recipe.phases)
         phases[index] = resolved
         self.recipe = dataclasses.replace(self.recipe, phases=tuple(phases))
@@ -188,7 +200,7 @@ class Trainer:
     ) -> None:
         optimizer = phase_optimizer(
             phase,
-            learning_rate=phase.learning_rate if learning_rate is None else learning_rate,
+            learning_rate=phase.learning_rate * self.replicas if learning_rate is None else learning_rate,
             steps_per_epoch=steps_per_epoch,
             multipliers=block_lr_multipliers(self.classifier, self.spec, phase),
             constant=constant,
@@ -244,12 +256,15 @@ class Trainer:
         final_epoch = history.epoch[-1] + 1 if history.epoch else initial_epoch + phase.epochs
         return final_epoch - initial_epoch
 
+    def _on_cached_features(self, phase: Phase) -> bool:
+        return phase.train == "head" and not self.multi_worker
+
     def _hook_callbacks(self, index: int, phase: Phase, initial_epoch: int) -> list:
         phases = len(self.recipe.phases)
         return self.hooks.phase_callbacks(index, phase.name, phase.epochs, phases, initial_epoch)
 
     def _run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
-        if phase.train == "head":
+        if self._on_cached_features(phase):
             return self._fit_head_on_features(index, phase, initial_epoch)
         model = self._training_graph()
         phase = self._resolve_rate(index, phase, model, iter(self.train_data.repeat()), self.steps_per_epoch)
@@ -284,7 +299,8 @@ class Trainer:
         if self._training_model is None:
             inputs = keras.Input(self.classifier.model.input_shape[1:], name="pixels")
             x = self.augment(inputs) if self.augment is not None else inputs
-            self._training_model = keras.Model(inputs, self.classifier.model(x), name="training_graph")
+            graph = MultiWorkerModel if self.multi_worker else keras.Model
+            self._training_model = graph(inputs, self.classifier.model(x), name="training_graph")
         return self._training_model
 
     def _head_graph(self) -> keras.Model:
@@ -331,7 +347,7 @@ class Trainer:
             initial_epoch,
             extra_callbacks=[EpochSetter(train)],
             validation_data=validation,
-            validation_batch_size=self.recipe.data.batch_size,
+            validation_batch_size=self.batch_size,
             class_weight=self._class_weight(train.labels),
         )
 
@@ -351,5 +367,5 @@ class Trainer:
         val_features, val_labels = self._features(clean, self.val_data)
         if index == 0:
             self._standardise_head(np.concatenate(features))
-        train = CachedFeatures(np.stack(features), labels, self.recipe.data.batch_size, self.recipe.seed)
+        train = CachedFeatures(np.stack(features), labels, self.batch_size, self.recipe.seed)
         return train, (val_features, val_labels)
