@@ -311,3 +311,16 @@ def test_two_workers_on_loopback_train_in_step_and_match_one_process_on_the_same
     metrics_two = json.loads((chief_dir / "metrics.json").read_text())
     metrics_one = json.loads((single_dir / "metrics.json").read_text())
     assert metrics_two["test"]["accuracy"] == pytest.approx(metrics_one["test"]["accuracy"], abs=1 / 6 + 1e-9)
+
+
+def test_a_stopped_worker_is_reported_with_the_resume_command(tmp_path):
+    from transferkit.training.distribute import peer_failures
+
+    other = read_cluster({"TF_CONFIG": _tf_config("worker", 1)})
+    own = worker_run_dir(tmp_path / "r", other)
+    with pytest.raises(TransferkitError, match=r"fit --resume .*r --distribute multi-worker"):
+        with peer_failures(own, other):
+            raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: task 0")
+    with pytest.raises(tf.errors.UnavailableError):  # not a cluster: not ours to explain
+        with peer_failures(tmp_path, None):
+            raise tf.errors.UnavailableError(None, None, "gone")

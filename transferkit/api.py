@@ -39,6 +39,7 @@ from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.device import Device, device_scope
 from transferkit.training.distribute import (
     local_copy,
+    peer_failures,
     read_cluster,
     remove_worker_dir,
     shard_by_example,
@@ -389,7 +390,7 @@ def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, devi
 
 def _resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
     recipe, spec = session.recipe, session.spec
-    with device.strategy.scope():
+    with device.strategy.scope(), peer_failures(run_dir, device.cluster):
         trainer = _trainer(session, splits, run_dir, verbose, device)
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test

@@ -12,11 +12,12 @@ the run finishes (Keras' multi-worker saving pattern). See docs/DISTRIBUTED.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,22 @@ def remove_worker_dir(worker_dir: Path) -> None:
         worker_dir.parent.rmdir()  # only when empty: on a shared file system the chief's files stay
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def peer_failures(run_dir: Path, cluster: Cluster | None) -> Iterator[None]:
+    """Turn "a worker stopped" (a collective op aborted) into the one line that says how to go on."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        if cluster is None:
+            raise
+        chief_dir = run_dir if cluster.is_chief else run_dir.parent
+        raise TransferkitError(
+            f"A worker of the cluster stopped ({type(error).__name__} in a collective operation). "
+            "Finished epochs are saved: restart every "
+            f"worker with `transferkit fit --resume {chief_dir} --distribute multi-worker`."
+        ) from None
 
 
 def weights_sha256(model: keras.Model) -> str:
