@@ -54,8 +54,9 @@ from transferkit.backbones.weights import build_base  # noqa: E402
 from transferkit.data.examples import export_dataset  # noqa: E402
 from transferkit.data.loading import stratified_split  # noqa: E402
 from transferkit.training.augment import RandomAffine, build_augmentation  # noqa: E402
+from transferkit.training.callbacks import read_history  # noqa: E402
+from transferkit.training.device import setup_device  # noqa: E402
 from transferkit.training.model import preprocessing_layer  # noqa: E402
-from transferkit.training.trainer import read_history, setup_device  # noqa: E402
 
 RECIPE = "small_similar"
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
