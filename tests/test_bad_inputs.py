@@ -148,7 +148,8 @@ def splits(corpus):
 
 def test_every_file_is_used_or_skipped_with_a_reason(corpus, splits):
     root, good, bad, hidden = corpus
-    used = set(splits.train.paths) | set(splits.val.paths)
+    held_out = splits.test.paths if splits.test is not None else ()
+    used = set(splits.train.paths) | set(splits.val.paths) | set(held_out)
     assert used == {str(p) for p in good.values()}
     reasons = dict(splits.card.skipped)
     for name, (path, words) in bad.items():
@@ -156,7 +157,7 @@ def test_every_file_is_used_or_skipped_with_a_reason(corpus, splits):
     listed = used | set(reasons)
     assert not any(str(h) in listed for h in hidden)  # hidden files are ignored silently
     assert splits.class_names == (CATS, DOGS)  # the empty class folder is left out
-    assert splits.card.counts["train"][DOGS] + splits.card.counts["val"][DOGS] == 3
+    assert sum(counts.get(DOGS, 0) for counts in splits.card.counts.values()) == 3  # in every split
     json.dumps(splits.card.to_dict())
     assert "skipped" in splits.card.summary()
 
@@ -223,7 +224,7 @@ def test_file_broken_after_the_scan_is_left_out_and_logged_once(tmp_path, caplog
     for name in ("a", "b"):
         for i in range(3):
             _save(tmp_path / name / f"{i}.png", _solid(RED if name == "a" else BLUE))
-    splits = load_data(str(tmp_path), validation_split=0)
+    splits = load_data(str(tmp_path), validation_split=0, test_split=0)
     (tmp_path / "a" / "1.png").write_bytes(b"gone bad")
     (tmp_path / "b" / "2.png").unlink()
     ds = make_dataset(splits.train, 8, 2, cache=False)
