@@ -33,6 +33,9 @@ _EXPORTS = {
     "evaluate": "transferkit.api",
     "lr_find": "transferkit.api",
     "FitResult": "transferkit.api",
+    "PhaseStarted": "transferkit.training.progress",
+    "EpochEnded": "transferkit.training.progress",
+    "Finished": "transferkit.training.progress",
     "export": "transferkit.exporting.export",
     "analyze": "transferkit.selection.analyze",
     "compare": "transferkit.selection.compare",
@@ -56,7 +59,10 @@ __all__ = [
     "BackboneSpec",
     "DataSplits",
     "DatasetCard",
+    "EpochEnded",
+    "Finished",
     "FitResult",
+    "PhaseStarted",
     "Recipe",
     "TransferkitError",
     "__version__",
@@ -109,3 +115,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from transferkit.reporting.runfolder import load_run
     from transferkit.selection.analyze import analyze
     from transferkit.selection.compare import compare
+    from transferkit.training.progress import EpochEnded, Finished, PhaseStarted
