@@ -9,7 +9,7 @@ and ``split`` says so.
 writes ``comparison.json``, ``comparison.csv`` and ``comparison.png`` atomically.
 
 Example:
-    >>> from transferkit.compare import compare
+    >>> from transferkit.selection.compare import compare
     >>> result = compare("./pets", epochs=3)  # doctest: +SKIP
     >>> print(result.table())  # doctest: +SKIP
 """

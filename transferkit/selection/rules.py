@@ -130,8 +130,8 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
     dissimilar data is large enough to retrain is decided later, with the similarity.)
 
     Example:
-        >>> size_quadrant({"num_classes": 5, "num_train": 500, "min_images_per_class": 90,
-        ...                "median_images_per_class": 100, "imbalance": 1.2})[0]
+        >>> size_quadrant({"num_classes": 5, "num_train": 150, "min_images_per_class": 25,
+        ...                "median_images_per_class": 30, "imbalance": 1.2})[0]
         'small'
     """
     v = _card_values(card_like)

@@ -10,7 +10,7 @@ it runs on the device that trains; the saved inference model does not contain it
 Example:
     >>> from transferkit.recipes import AugmentConfig
     >>> layer = build_augmentation(AugmentConfig(), seed=0)
-    >>> layer(np.zeros((2, 32, 32, 3), "float32"), training=True).shape
+    >>> tuple(layer(np.zeros((2, 32, 32, 3), "float32"), training=True).shape)
     (2, 32, 32, 3)
 """
 
