@@ -192,7 +192,8 @@ def fit(
         splits = _load_splits(data, chosen, strict)
         _say(verbose, splits.card.summary())
         with device.strategy.scope():
-            mode = "fast" if dry_run or device.cluster else selection  # trials train on one worker
+            # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
+            mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
             session = _prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
@@ -396,8 +397,9 @@ def _resume_training(session, splits, run_dir, info, device, started, verbose) -
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
     val = trainer.val_data
     model = session.classifier.model
+    if device.replicas > 1 or device.cluster is not None:
+        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every replica's
     if device.cluster is not None:
-        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every worker's
         _say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
         if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
             remove_worker_dir(run_dir)

@@ -37,11 +37,6 @@ class Device:
         """Replicas training in step (all workers'): the global batch is ``batch_size`` times this."""
         return int(self.strategy.num_replicas_in_sync)
 
-    @property
-    def is_chief(self) -> bool:
-        """Whether this process writes the run folder (always, unless a non-chief worker)."""
-        return self.cluster is None or self.cluster.is_chief
-
     def describe(self) -> str:
         where = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
         text = f"{where}, {self.precision} precision, {type(self.strategy).__name__}"
