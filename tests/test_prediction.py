@@ -112,3 +112,27 @@ def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folde
     )
     record = json.loads(result.output)
     assert (record["accuracy"], record["tta"]["accuracy"]) == (plain.accuracy, augmented.accuracy)
+
+
+def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
+    from transferkit.reporting.diagnostics import load_predictions
+
+    recorded = load_predictions(run_dir)
+    metrics = api.evaluate(run_dir)
+    assert metrics.num_samples == len(recorded.labels) > 0
+    assert metrics.accuracy == pytest.approx(float((recorded.predicted == recorded.labels).mean()))
+    result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--tta"])
+    assert result.exit_code == 0, result.output
+    assert (
+        result.output.startswith("without TTA  accuracy ")
+        and f"on {metrics.num_samples} images" in result.output
+    )
+
+
+def test_evaluate_without_data_on_a_run_without_predictions_says_to_give_data(run_dir, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(run_dir, tmp_path / "old_run")
+    (copy / "predictions.npz").unlink()
+    result = CliRunner().invoke(cli.main, ["evaluate", str(copy)])
+    assert result.exit_code == 2 and "with --data" in result.output

@@ -21,13 +21,13 @@ import tensorflow as tf
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import BackboneSpec, get_backbone
 from transferkit.backbones.weights import build_base
-from transferkit.data.loading import DataSplits, load_data, load_images, make_dataset
+from transferkit.data.loading import DataSplits, ImageSet, load_data, load_images, make_dataset
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import write_json, write_text
 from transferkit.prediction import DEFAULT_TOP_K, ranked, tta_model, write_contact_sheet
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
-from transferkit.reporting.diagnostics import evaluate_held_out
+from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, evaluate_model
@@ -517,8 +517,8 @@ def predict(
         top_k: labels listed per image, most probable first.
         batch_size: images per forward pass.
         tta: average the probabilities over the image, its flip and four crops
-            (:func:`transferkit.prediction.tta_model`); ``evaluate(..., tta=True)`` tells whether
-            that helps on labelled images.
+            (:func:`transferkit.prediction.tta_model`); ``evaluate(run_dir, tta=True)`` against
+            ``evaluate(run_dir)`` tells whether that helps on the run's held-out images.
         contact_sheet: also write a PNG grid of the images captioned with their predictions.
 
     Returns:
@@ -568,18 +568,24 @@ def _expand_inputs(inputs: list[str] | str) -> list[str]:
     return paths
 
 
-def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32, tta: bool = False) -> Metrics:
+def evaluate(
+    run_dir: str | Path, data: str | None = None, *, batch_size: int = 32, tta: bool = False
+) -> Metrics:
     """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
     (for ``tfds:`` sources without a test split, the validation part).
 
     Args:
         run_dir: a finished run's folder.
-        data: labelled images, as for :func:`fit`.
+        data: labelled images, as for :func:`fit`; None: the run's own held-out images (those
+            its ``predictions.npz`` lists: the test split, else validation).
         batch_size: images per forward pass.
         tta: with test-time augmentation, as ``predict(..., tta=True)``; compare with a call
             without it to see whether it helps (``transferkit evaluate --tta`` prints both).
     """
     run = runfolder.load_run(run_dir)
+    if data is None:
+        held_out = _as_float(make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size))
+        return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
     splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
     unknown = [name for name in splits.class_names if name not in run.class_names]
     if unknown:
@@ -601,6 +607,17 @@ def evaluate(run_dir: str | Path, data: str, *, batch_size: int = 32, tta: bool 
     images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
     dataset = _as_float(make_dataset(images, run.image_size, batch_size))
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+
+
+def _held_out_images(run_dir: Path) -> ImageSet:
+    """The held-out image files and labels that the run's ``predictions.npz`` records."""
+    predictions = load_predictions(run_dir)
+    if predictions is None or not predictions.paths or predictions.paths[0].startswith("tfds:"):
+        raise TransferkitError(
+            f"{str(run_dir)!r} lists no held-out image files (no predictions.npz, or a tfds: source); "
+            "give the labelled images to evaluate on with --data."
+        )
+    return ImageSet(predictions.paths, tuple(int(label) for label in predictions.labels))
 
 
 @tensorflow_warnings_muted

@@ -305,7 +305,11 @@ def lr_find(
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, help="Labelled folder to evaluate on (its test/ split if present).")
+@click.option(
+    "--data",
+    help="Labelled folder to evaluate on (its test/ split if present); default: the run's own "
+    "held-out images.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
 @click.option("--tta", is_flag=True, help="Also evaluate with test-time augmentation and print both.")
@@ -321,7 +325,7 @@ def evaluate(run_dir, data, as_json, min_accuracy, tta):
 
     metrics = api.evaluate(run_dir, data)
     augmented = api.evaluate(run_dir, data, tta=True) if tta else None
-    what = f"accuracy on {metrics.num_samples} images of {data}"
+    what = f"accuracy on {metrics.num_samples} images of {data or 'the held-out split'}"
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if as_json:
         record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
@@ -410,7 +414,8 @@ def report(run_dir, open_browser):
 def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     """Classify images (files or folders) with a finished run's model.
 
-    Whether --tta helps: `transferkit evaluate RUN_DIR --data LABELLED --tta` prints both accuracies.
+    Whether --tta helps: `transferkit evaluate RUN_DIR --tta` prints both accuracies on the run's
+    held-out images (or on --data LABELLED).
     """
     from transferkit import api
 
