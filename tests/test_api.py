@@ -71,7 +71,14 @@ def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, s
 @pytest.mark.parametrize("recipe", ["small_similar", "large_dissimilar"])
 def test_recipe_learns_separable_data(folder, tmp_path, recipe):
     run = transferkit.fit(
-        str(folder), recipe=recipe, backbone="tiny", weights="random", batch_size=8, out=tmp_path, verbose=0
+        str(folder),
+        recipe=recipe,
+        backbone="tiny",
+        weights="random",
+        epochs=30,
+        batch_size=8,
+        out=tmp_path,
+        verbose=0,
     )
     with open(run.run_dir / "history.csv", newline="") as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]

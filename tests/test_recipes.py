@@ -38,8 +38,8 @@ def test_unknown_key_lists_valid_keys():
     [
         ('fill_mode = "reflect"', 'fill_mode = "wrapp"', "Choose one of: constant, nearest, reflect"),
         ('train = "head"', 'train = "everything"', "Choose one of: all, head, top"),
-        ("epochs = 60", "epochs = 0", "epochs must be >= 1"),
-        ("epochs = 60", 'epochs = "60"', "expected int"),
+        ("epochs = 200", "epochs = 0", "epochs must be >= 1"),
+        ("epochs = 200", 'epochs = "200"', "expected int"),
         ("batch_size = 32", "batch_size = 3.5", "expected int"),
         ("[[phases]]", "[phases]", "expected a list of tables"),
     ],

@@ -87,12 +87,12 @@ def test_successive_halving_drops_the_worse_half_and_gives_survivors_more_epochs
         ("small_dissimilar", 2), ("large_similar", 2),
     ]  # fmt: skip
     assert [r.phase_epochs for r in trials.records] == [
-        (2,),
-        (2,),
+        (8,),
+        (8,),
         (1, 1),
-        (4,),
+        (12,),
         (1, 1),
-    ]  # 60 and 10+10 epochs
+    ]  # 200 and 10+10 epochs
     assert calls[1][1] == "mid"
     assert trials.winner == Candidate("small_dissimilar", "mid") and trials.pick_changed
     record = trials.to_dict()
