@@ -13,12 +13,36 @@ from transferkit.errors import TransferkitError
 from transferkit.testing import make_image_folder
 from transferkit.training.progress import EpochEnded, Finished, PhaseStarted, as_listener, fit_hooks
 
-TWO_PHASES = "large_similar"  # a head phase, then the whole network
+# A head phase on cached features, then the whole network: both ways a phase is fitted.
+TWO_PHASES = """
+name = "two_phases"
+strategy = "fine_tune"
+[backbone]
+name = "tiny"
+weights = "random"
+image_size = 16
+[[phases]]
+name = "head"
+train = "head"
+epochs = 2
+[[phases]]
+name = "everything"
+train = "all"
+epochs = 2
+learning_rate = 1e-4
+"""
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=2, per_class=8, size=24)
+
+
+@pytest.fixture(scope="module")
+def two_phases(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipes") / "two_phases.toml"
+    path.write_text(TWO_PHASES)
+    return path
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -34,15 +58,13 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch + 1)  # Keras counts across phases: history.csv's epoch column
 
 
-def _fit(folder, out, **options):
-    options = dict(recipe=TWO_PHASES, backbone="tiny", weights="random", image_size=16, epochs=2) | options
-    return transferkit.fit(str(folder), out=out, selection="fast", **options)
-
-
 @pytest.fixture(scope="module")
-def observed(folder, tmp_path_factory):
+def observed(folder, two_phases, tmp_path_factory):
     recorder, events = EpochRecorder(), []
-    run = _fit(folder, tmp_path_factory.mktemp("runs"), verbose=0, callbacks=[recorder], progress=events.append)
+    out = tmp_path_factory.mktemp("runs")
+    run = transferkit.fit(
+        str(folder), recipe=two_phases, out=out, verbose=0, callbacks=[recorder], progress=events.append
+    )
     return run, recorder, events
 
 
@@ -107,14 +129,16 @@ def test_unusable_hooks_are_a_fixable_error(callbacks, progress, message):
         fit_hooks(callbacks, progress, verbose=0)
 
 
-def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(folder, tmp_path, capsys):
+def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(
+    folder, two_phases, tmp_path, capsys
+):
     logger = logging.getLogger("tensorflow")
     before = logger.level
     logger.setLevel(logging.INFO)
     levels = []
     spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: levels.append(logger.level))
     try:
-        run = _fit(folder, tmp_path, verbose=1, callbacks=[spy])
+        run = transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=1, callbacks=[spy])
         after = logger.level
     finally:
         logger.setLevel(before)
@@ -134,6 +158,9 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
     quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert quiet.stdout.split() == ["3", "True"] and quiet.stderr == "", quiet.stderr
     chosen = subprocess.run(
-        [sys.executable, "-c", script], env=env | {"TF_CPP_MIN_LOG_LEVEL": "1"}, capture_output=True, text=True
+        [sys.executable, "-c", script],
+        env=env | {"TF_CPP_MIN_LOG_LEVEL": "1"},
+        capture_output=True,
+        text=True,
     )
     assert chosen.stdout.split() == ["1", "True"]
