@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.training.progress import progress_bar
+
 
 def feature_step(extractor: keras.Model, augment: keras.layers.Layer | None = None):
     """A compiled float32 ``images -> features`` function; make it once and reuse it for every pass.
@@ -48,18 +50,24 @@ def extract_features(
         step: from :func:`feature_step`.
         dataset: batched ``(images, labels)``; iterated exactly once.
         feature_dim: width of the features (for an empty dataset).
-        verbose: 0 = silent, 1 = progress bar.
+        verbose: 1 = a bar that goes away when done (the phase's bar follows it); else silent.
 
     Returns:
         ``(features [N, D] float32, labels [N] int32)``.
     """
     steps = int(dataset.cardinality())
-    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose, unit_name="batch")
     features, labels = [], []
-    for index, (images, batch_labels) in enumerate(dataset):
-        features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
-        labels.append(batch_labels.numpy().astype("int32"))
-        progress.update(index + 1)
+    with progress_bar(
+        total=steps if steps > 0 else None,
+        desc="caching features",
+        unit="batch",
+        leave=False,
+        disable=verbose != 1,
+    ) as progress:
+        for images, batch_labels in dataset:
+            features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
+            labels.append(batch_labels.numpy().astype("int32"))
+            progress.update(1)
     if not features:
         return np.zeros((0, feature_dim), "float32"), np.zeros((0,), "int32")
     return np.concatenate(features), np.concatenate(labels)
