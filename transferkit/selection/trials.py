@@ -11,9 +11,11 @@ This module holds the choice of candidates, the epoch budget and the halving; tr
 candidate is the caller's (``api.py`` passes a function that builds and trains a recipe).
 
 Example:
-    >>> from transferkit.recipes import load_builtin
-    >>> [p.epochs for p in scaled_recipe(load_builtin("small_similar"), 0.125).phases]
-    [8]
+    >>> from transferkit.recipes import Phase, Recipe
+    >>> phases = (Phase("head", epochs=60), Phase("all", epochs=3))
+    >>> recipe = Recipe(name="r", strategy="freeze", phases=phases)
+    >>> [p.epochs for p in scaled_recipe(recipe, 0.125).phases]
+    [8, 1]
 """
 
 from __future__ import annotations
