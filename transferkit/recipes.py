@@ -65,6 +65,9 @@ class AugmentConfig:
     contrast: float = 0.1
     fill_mode: str = "reflect"
     cached_passes: int = 4  # augmented feature passes cached for frozen-base phases (0 = no augmentation)
+    # true: the first frozen-base phase measures whether augmentation helps (training.augment_check)
+    # and the run keeps it only if it does; false: always augment.
+    measure: bool = False
 
 
 @dataclass(frozen=True)

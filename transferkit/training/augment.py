@@ -137,7 +137,7 @@ class RandomAffine(keras.layers.Layer):
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None) -> RandomAffine:
     """The augmentation layer a recipe's ``[augment]`` table describes."""
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k != "cached_passes"}
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("cached_passes", "measure")}
     return RandomAffine(**options, seed=seed, name="augment")
 
 

@@ -28,6 +28,7 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps
 from transferkit.training.augment import build_augmentation, is_identity
+from transferkit.training.augment_check import check_augmentation
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
     HistoryWriter,
@@ -54,6 +55,7 @@ class TrainState:
     completed_phases: int = 0
     epochs_done: int = 0
     phase_epochs: list[int] = field(default_factory=list)
+    augmentation: dict | None = None  # the augmentation check (training.augment_check), once made
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainState:
@@ -111,6 +113,7 @@ class Trainer:
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
+        self.state = TrainState()  # run() reads the saved one
 
     def run(self, until: int | None = None) -> list[dict]:
         """Train every phase not finished yet (before phase ``until`` only, if given); returns the history.
@@ -118,7 +121,9 @@ class Trainer:
         A phase whose learning rate is ``"auto"`` first runs the range test; the rate it finds
         replaces ``"auto"`` in ``self.recipe`` and in the run folder's ``recipe.toml``.
         """
-        state = TrainState.load(self.run_dir)
+        state = self.state = TrainState.load(self.run_dir)
+        if state.augmentation is not None and not state.augmentation["use_augmentation"]:
+            self.augment = None  # measured earlier in this run: augmentation did not help
         if state.completed_phases:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
         if state.completed_phases == 0 and not self._on_cached_features(self.recipe.phases[0]):
@@ -338,6 +343,8 @@ class Trainer:
         train, validation = self._cached_features(index, phase)
         head = self._head_graph()
         phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
+        if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
+            train = self._settle_augmentation(index, phase, head, train, validation)
         self._compile(head, phase, len(train))
         return self._fit(
             head,
@@ -350,6 +357,36 @@ class Trainer:
             validation_batch_size=self.batch_size,
             class_weight=self._class_weight(train.labels),
         )
+
+    def _settle_augmentation(self, index, phase, head, augmented: CachedFeatures, validation):
+        """Measure whether augmentation helps (:mod:`~transferkit.training.augment_check`); keep the winner.
+
+        The decision is saved in ``state.json`` at once, so a resumed run does not measure again and
+        every later phase (fine-tuning included) follows it.
+        """
+        self._say("Caching clean features (augmentation check)")
+        features, labels = self._features(feature_step(self.classifier.extractor), self.ordered_train_data)
+        clean = CachedFeatures(features[None], labels, self.batch_size, self.recipe.seed)
+        check = check_augmentation(
+            head,
+            lambda model: self._compile(model, phase, len(augmented)),
+            augmented,
+            clean,
+            validation,
+            epochs=phase.epochs,
+            patience=phase.patience or phase.epochs,
+            seed=self.recipe.seed,
+            class_weight=self._class_weight(labels),
+        )
+        self._say(check.describe())
+        self.state.augmentation = check.to_dict()
+        self.state.save(self.run_dir)
+        if check.use_augmentation:
+            return augmented
+        self.augment = None
+        if index == 0:  # as a resumed run standardises: on the features the head trains on
+            self._standardise_head(features)
+        return clean
 
     def _cached_features(self, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
         """The training features (one set per augmented pass) and the validation ones."""

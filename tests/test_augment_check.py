@@ -1,0 +1,85 @@
+"""The augmentation check: the same head trained on augmented and on clean cached features."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+from test_train import _recipe, _run
+
+from transferkit.training import trainer as trainer_module
+from transferkit.training.augment_check import AugmentCheck, check_augmentation
+from transferkit.training.features import CachedFeatures
+from transferkit.training.trainer import TrainState
+
+
+def _separable(n=60, dim=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n // 3).astype("int32")
+    return (rng.normal(size=(n, dim)) + 3.0 * np.eye(3, dim)[labels]).astype("float32"), labels
+
+
+def _head(dim=6):
+    inputs = keras.Input((dim,))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+
+
+def _compile(model):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _check(augmented_features, clean_features, labels, validation):
+    model = _head()
+    before = [w.copy() for w in model.get_weights()]
+    check = check_augmentation(
+        model,
+        _compile,
+        CachedFeatures(augmented_features[None], labels, 16, seed=1),
+        CachedFeatures(clean_features[None], labels, 16, seed=1),
+        validation,
+        epochs=30,
+        patience=5,
+        seed=1,
+    )
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)  # the head starts the real phase where it was
+    return check
+
+
+def test_augmentation_that_destroys_the_label_is_dropped_and_one_that_keeps_it_is_kept():
+    features, labels = _separable()
+    validation = _separable(seed=1)
+    noise = np.random.default_rng(2).normal(size=features.shape).astype("float32")
+    destroyed = _check(noise, features, labels, validation)
+    assert not destroyed.use_augmentation and destroyed.clean_val_accuracy > destroyed.augmented_val_accuracy
+    kept = _check(features, noise, labels, validation)
+    assert kept.use_augmentation
+    tie = _check(features, features, labels, validation)
+    assert tie.use_augmentation  # ties keep the default: augment
+    assert AugmentCheck.from_dict(json.loads(json.dumps(tie.to_dict()))) == tie
+
+
+def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(
+    tmp_path, monkeypatch
+):
+    recipe = _recipe("small_similar", epochs=3)
+    assert recipe.augment.measure
+    _run(recipe, tmp_path / "first")
+    record = TrainState.load(tmp_path / "first").augmentation
+    assert set(record) >= {"augmented_val_accuracy", "clean_val_accuracy", "use_augmentation"}
+
+    resumed = tmp_path / "resumed"  # killed after the check, before the phase finished
+    resumed.mkdir()
+    TrainState(augmentation={**record, "use_augmentation": False}).save(resumed)
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("the check ran again")
+
+    monkeypatch.setattr(trainer_module, "check_augmentation", measured_again)
+    _run(recipe, resumed)
+    assert TrainState.load(resumed).augmentation["use_augmentation"] is False
