@@ -217,6 +217,32 @@ def test_the_selectors_sample_is_drawn_from_the_training_split_only(folder, monk
     assert len(sample) and set(sample.paths) <= set(splits.train.paths)
 
 
+@pytest.mark.parametrize("size", ["auto", "small", "large"])
+def test_a_given_similarity_skips_the_forward_pass_it_would_discard(folder, monkeypatch, size):
+    from transferkit.selection import measure
+
+    def measured(*args, **kwargs):
+        raise AssertionError("features were extracted although similarity was given")
+
+    monkeypatch.setattr(measure, "extract_cut_features", measured)
+    run = transferkit.fit(
+        str(folder), size=size, similar=True, backbone="tiny", weights="random", dry_run=True, verbose=0
+    )
+    assert run.selection is None or (run.selection.similar and not run.selection.scores)
+
+
+def test_resume_dry_run_trains_nothing_and_writes_nothing(tmp_path):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
+    run = _tiny_fit(data, tmp_path / "runs")
+    info = json.loads((run.run_dir / "run.json").read_text())
+    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    before = {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["fit", "--resume", str(run.run_dir), "--dry-run", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "nothing was trained" in result.output
+    assert {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()} == before
+
+
 def test_resume_rebuilds_the_same_test_split_and_refuses_a_changed_one(tmp_path):
     data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
     run = _tiny_fit(data, tmp_path / "runs")

@@ -89,8 +89,8 @@ def measure_quadrant(
         verbose: print what is measured.
     """
     started = time.perf_counter()
-    if size != "auto" and similar is True:
-        return select(size_figures(splits), None, None, size=size, similar=True, seed=recipe.seed)
+    if similar is True or (similar is False and size == "large"):  # no cut to find: nothing to measure
+        return select(size_figures(splits), None, None, size=size, similar=similar, seed=recipe.seed)
     sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
     image_size = int(base.input_shape[1])
     if verbose:
