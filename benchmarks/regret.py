@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TUNING = (
     "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
