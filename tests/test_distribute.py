@@ -347,3 +347,19 @@ def test_local_copy_predicts_exactly_like_the_model(tmp_path):
     copy = local_copy(run.model)
     np.testing.assert_allclose(copy.predict_on_batch(images), run.model.predict_on_batch(images), rtol=1e-6)
     assert weights_sha256(copy) == weights_sha256(run.model)
+
+
+def test_workers_that_resolved_different_recipes_stop_with_a_clear_error():
+    from transferkit.training.distribute import check_agreement
+
+    check_agreement(tf.distribute.get_strategy(), "recipe text", "recipe")  # one worker agrees with itself
+
+    class TwoWorkersDisagree:  # what gathering the digests returns when the other worker differs
+        def run(self, fn):
+            return fn()
+
+        def gather(self, value, axis):
+            return tf.concat([value, value + 1], axis=axis)
+
+    with pytest.raises(TransferkitError, match="different recipes.*--recipe"):
+        check_agreement(TwoWorkersDisagree(), "recipe text", "recipe")

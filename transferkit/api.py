@@ -38,6 +38,7 @@ from transferkit.selection.trials import SELECTION_MODES, candidates, successive
 from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.device import Device, device_scope
 from transferkit.training.distribute import (
+    check_agreement,
     local_copy,
     peer_failures,
     read_cluster,
@@ -198,6 +199,8 @@ def fit(
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return _planned(session, started)
+        if device.cluster is not None:
+            check_agreement(device.strategy, recipe_io.dumps(session.recipe), "recipe")
         run_dir = _new_run_dir(out, data, session.recipe.name, name, device)
         _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
         # An absolute folder path, so that `fit --resume` works from any working directory.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import TransferkitError, choices_error
@@ -205,6 +206,24 @@ def peer_failures(run_dir: Path, cluster: Cluster | None) -> Iterator[None]:
             "Finished epochs are saved: restart every "
             f"worker with `transferkit fit --resume {chief_dir} --distribute multi-worker`."
         ) from None
+
+
+def check_agreement(strategy: tf.distribute.Strategy, text: str, what: str) -> None:
+    """Raise unless every worker passes the same ``text`` (e.g. the resolved recipe).
+
+    Each worker decides for itself (the selector measures on its own copy of the data); two
+    different decisions would train different graphs in step, which hangs or silently goes wrong.
+    A 24-bit digest of ``text`` is gathered from every replica; any difference stops every worker.
+    """
+    digest = float(int(hashlib.sha256(text.encode()).hexdigest(), 16) % (1 << 24))  # exact in float32
+    value = strategy.run(lambda: tf.constant([digest], tf.float32))
+    digests = {float(d) for d in np.asarray(strategy.gather(value, axis=0)).reshape(-1)}
+    if digests != {digest}:
+        raise TransferkitError(
+            f"The workers resolved different {what}s (the measured selection can differ between "
+            "machines, or the workers were started with different flags). Start every worker with "
+            "the same command and pass the recipe explicitly (--recipe, or --size and --similar)."
+        )
 
 
 def weights_sha256(model: keras.Model) -> str:
