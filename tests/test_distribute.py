@@ -123,17 +123,17 @@ def test_a_non_chief_writes_inside_the_run_folder_and_cleans_up_after_itself(tmp
 def test_multi_worker_trainer_trains_head_phases_through_the_frozen_base_and_scales_the_rate(
     tmp_path, capsys
 ):
-    from transferkit import api
+    from transferkit import session as stages
 
     data = make_image_folder(tmp_path / "d", classes=2, per_class=8, size=16)
     recipe = recipes.with_overrides(
         recipes.load_builtin("small_similar"), backbone="tiny", weights="random", image_size=16, epochs=1
     )
-    splits = api._load_splits(str(data), recipe)
-    session = api._prepare(recipe, splits, False, "small", True, {}, verbose=0)
+    splits = stages.load_splits(str(data), recipe)
+    session = stages.prepare(recipe, splits, False, "small", True, {}, verbose=0)
     base_before = [w.copy() for w in session.classifier.extractor.get_weights()]
     head_before = [w.copy() for w in session.classifier.head.get_weights()]
-    train, val, ordered = api._datasets(recipe, session.spec, splits, replicas=2)
+    train, val, ordered = stages.datasets_for(recipe, session.spec, splits, replicas=2)
     trainer = Trainer(
         session.classifier,
         session.spec,

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import transferkit
-from transferkit import api
+from transferkit import session as stages  # where fit's stages (and what they call) live
 from transferkit.recipes import load_builtin
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant
@@ -105,7 +105,7 @@ def test_two_candidates_one_round_and_a_tie_keeps_the_selectors_pick():
         options, _recipe_for, _fake_train({"small_similar": 0.8, "small_dissimilar": 0.8}, []), verbose=0
     )
     assert {r.round for r in trials.records} == {1} and len(trials.records) == 2
-    assert [r.phase_epochs for r in trials.records] == [(8,), (8,)]  # 60 x 0.25 / 2 = 7.5 -> 8
+    assert [r.phase_epochs for r in trials.records] == [(25,), (25,)]  # 200 x 0.25 / 2
     assert trials.winner == options[0] and not trials.pick_changed
 
 
@@ -124,13 +124,13 @@ def _force(monkeypatch, close: bool):
         measured = measure_quadrant(*args, **kwargs)
         return dataclasses.replace(measured, close_call=close, confidence=0.3 if close else 0.99)
 
-    monkeypatch.setattr(api, "measure_quadrant", forced)
+    monkeypatch.setattr(stages, "measure_quadrant", forced)
 
 
 def _spy_trials(monkeypatch) -> list:
     calls = []
-    original = api.successive_halving
-    monkeypatch.setattr(api, "successive_halving", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    original = stages.successive_halving
+    monkeypatch.setattr(stages, "successive_halving", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
     return calls
 
 
@@ -144,7 +144,7 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
 ):
     _force(monkeypatch, close=True)
     read, inside = [], []
-    original_make, original_halving = api.make_dataset, api.successive_halving
+    original_make, original_halving = stages.make_dataset, stages.successive_halving
 
     def spy_make(images, *args, **kwargs):
         read.append((bool(inside), images))
@@ -157,8 +157,8 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
         finally:
             inside.clear()
 
-    monkeypatch.setattr(api, "make_dataset", spy_make)
-    monkeypatch.setattr(api, "successive_halving", spy_halving)
+    monkeypatch.setattr(stages, "make_dataset", spy_make)
+    monkeypatch.setattr(stages, "successive_halving", spy_halving)
     run = _fit(folder, tmp_path)
     splits = transferkit.load_data(str(folder), seed=7)
     during = {path for was_inside, images in read if was_inside for path in images.paths}
@@ -205,7 +205,7 @@ def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypat
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(api, "_resume_training", killed)
+        patch.setattr(stages, "resume_training", killed)
         with pytest.raises(KeyboardInterrupt):
             _fit(folder, tmp_path)
     assert len(calls) == 1

@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL)  # read when 
 _EXPORTS = {
     "fit": "transferkit.api",
     "resume": "transferkit.api",
-    "predict": "transferkit.api",
-    "evaluate": "transferkit.api",
+    "predict": "transferkit.prediction",
+    "evaluate": "transferkit.evaluation",
     "lr_find": "transferkit.api",
-    "FitResult": "transferkit.api",
+    "FitResult": "transferkit.session",
     "PhaseStarted": "transferkit.training.progress",
     "EpochEnded": "transferkit.training.progress",
     "Finished": "transferkit.training.progress",
@@ -104,15 +104,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from transferkit.api import FitResult, evaluate, fit, lr_find, predict, resume
+    from transferkit.api import fit, lr_find, resume
     from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
     from transferkit.data.examples import export_dataset, list_datasets
     from transferkit.data.loading import DatasetCard, DataSplits, load_data
+    from transferkit.evaluation import evaluate
     from transferkit.exporting.export import export
+    from transferkit.prediction import predict
     from transferkit.recipes import Recipe, load_builtin
     from transferkit.recipes import load as load_recipe
     from transferkit.reporting.html import report
     from transferkit.reporting.runfolder import load_run
     from transferkit.selection.analyze import analyze
     from transferkit.selection.compare import compare
+    from transferkit.session import FitResult
     from transferkit.training.progress import EpochEnded, Finished, PhaseStarted

@@ -1,4 +1,5 @@
-"""The Python API: ``fit``, ``evaluate``, ``predict``. The CLI is a thin layer over these.
+"""The Python API: ``fit``, ``resume``, ``lr_find`` (and ``predict``, ``evaluate`` from their modules).
+The CLI is a thin layer over these; the stages of a fit are in :mod:`transferkit.session`.
 
 Example:
     >>> import transferkit
@@ -12,88 +13,39 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from transferkit import recipes as recipe_io
-from transferkit.backbones.registry import BackboneSpec, get_backbone
-from transferkit.backbones.weights import build_base
-from transferkit.data.loading import DataSplits, ImageSet, load_data, load_images, make_dataset
 from transferkit.errors import TransferkitError, choices_error
-from transferkit.fileio import write_json, write_text
-from transferkit.prediction import DEFAULT_TOP_K, ranked, tta_model, write_contact_sheet
+from transferkit.evaluation import evaluate  # noqa: F401  (public API)
+from transferkit.fileio import write_json
+from transferkit.prediction import (
+    predict,  # noqa: F401  (public API)
+)
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
-from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions
-from transferkit.reporting.html import write_html_report
-from transferkit.reporting.interpretation import write_interpretation
-from transferkit.reporting.metrics import Metrics, evaluate_model
-from transferkit.selection.decision import Selection
-from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
-from transferkit.selection.trials import SELECTION_MODES, candidates, successive_halving, with_trials
+from transferkit.selection.trials import SELECTION_MODES
+from transferkit.session import (
+    FitResult,
+    load_splits,
+    make_trainer,
+    planned,
+    prepare,
+    resume_training,
+    say,
+    train_and_report,
+)
 from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.device import Device, device_scope
 from transferkit.training.distribute import (
     check_agreement,
-    local_copy,
-    peer_failures,
     read_cluster,
-    remove_worker_dir,
-    shard_by_example,
-    weights_sha256,
     worker_run_dir,
 )
-from transferkit.training.model import build_classifier, truncate
-from transferkit.training.progress import FitHooks, fit_hooks
-from transferkit.training.trainable import plan_phase
-from transferkit.training.trainer import Trainer
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What ``fit`` returns: the run folder, the trained model, its metrics and the plan it ran.
-
-    ``metrics`` are measured on the held-out test split when there is one (``headline == "test"``),
-    otherwise on the validation split that early stopping saw (``headline == "validation"``);
-    ``validation_metrics`` are always the validation split's.
-    """
-
-    run_dir: Path | None
-    model: keras.Model
-    metrics: Metrics | None
-    recipe: Recipe
-    selection: object | None
-    plan: tuple
-    seconds: float
-    weights_source: str
-    validation_metrics: Metrics | None = None
-    headline: str = "validation"
-
-    def summary(self) -> str:
-        """One line, the headline split first with its 95% interval, e.g.
-        ``test accuracy 0.912 (95% CI 0.870-0.940, n=120) | validation 0.930 | 42 s | runs/x``."""
-        m = self.metrics
-        if m is None:
-            return f"no metrics here (a non-chief worker: see the chief's run folder) | {self.seconds:.0f} s"
-        low, high = m.accuracy_interval
-        top5 = f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else ""
-        interval = f"95% CI {low:.3f}-{high:.3f}, n={m.num_samples}"
-        parts = [f"{self.headline} accuracy {m.accuracy:.3f} ({interval}){top5}"]
-        if self.headline == "test" and self.validation_metrics is not None:
-            parts.append(f"validation {self.validation_metrics.accuracy:.3f}")
-        else:
-            parts.append("no test split: early stopping saw these images")
-        return " | ".join([*parts, f"{self.seconds:.0f} s", str(self.run_dir)])
-
-
-def _as_float(data: tf.data.Dataset) -> tf.data.Dataset:
-    return data.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+from transferkit.training.progress import fit_hooks
 
 
 def resolve_recipe(
@@ -113,10 +65,6 @@ def resolve_recipe(
     measure = size == "auto" or similar is None
     name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
     return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure
-
-
-def _image_size(recipe: Recipe, spec: BackboneSpec) -> int:
-    return recipe.backbone.image_size or spec.default_size
 
 
 @tensorflow_warnings_muted
@@ -190,19 +138,19 @@ def fit(
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision, chosen.seed, distribute) as device:
-        splits = _load_splits(data, chosen, strict)
-        _say(verbose, splits.card.summary())
+        splits = load_splits(data, chosen, strict)
+        say(verbose, splits.card.summary())
         with device.strategy.scope():
             # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
             mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
-            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
+            session = prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
-            return _planned(session, started)
+            return planned(session, started)
         if device.cluster is not None:
             check_agreement(device.strategy, recipe_io.dumps(session.recipe), "recipe")
         run_dir = _new_run_dir(out, data, session.recipe.name, name, device)
-        _say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
+        say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
         # An absolute folder path, so that `fit --resume` works from any working directory.
         source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
         info = {
@@ -215,7 +163,7 @@ def fit(
             "test_split": splits.holdout.to_dict(),
             "distribution": _distribution_record(device, session.recipe),
         }
-        return _train_and_report(session, splits, run_dir, info, device, started, verbose)
+        return train_and_report(session, splits, run_dir, info, device, started, verbose)
 
 
 def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Device) -> Path:
@@ -252,377 +200,6 @@ def _distribution_record(device: Device, recipe: Recipe) -> dict:
     }
 
 
-def _load_splits(data: str, recipe: Recipe, strict: bool = False) -> DataSplits:
-    """The recipe's splits of ``data``: test held out first (same seed, same split), then validation."""
-    data_config = recipe.data
-    return load_data(
-        data,
-        validation_split=data_config.validation_split,
-        test_split=data_config.test_split,
-        seed=recipe.seed,
-        strict=strict,
-    )
-
-
-def _planned(session: _Session, started: float) -> FitResult:
-    """What a dry run returns: the built model and the plan, nothing trained or written."""
-    return FitResult(
-        None,
-        session.classifier.model,
-        None,
-        session.recipe,
-        session.selection,
-        session.plan,
-        time.perf_counter() - started,
-        session.weights_source,
-    )
-
-
-@dataclass(frozen=True)
-class _Session:
-    recipe: Recipe
-    spec: BackboneSpec
-    classifier: object
-    selection: object | None
-    plan: tuple
-    weights_source: str
-    hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
-
-
-def _prepare(
-    recipe, splits: DataSplits, measure, size, similar, overrides, verbose, selection_mode: str = "fast"
-) -> _Session:
-    """Build the base, measure the quadrant when asked (and settle a close call by trials), cut,
-    add the head, plan the phases."""
-    spec = get_backbone(recipe.backbone.name)
-    base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
-    _say(verbose, weights_source)
-    selection = None
-    if measure:
-        selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
-        if selection_mode == "trial" and selection.close_call:
-            selection = _settle_by_trials(selection, recipe, splits, size, overrides, verbose)
-        recipe = recipe_io.with_overrides(
-            recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
-        )
-    if recipe.backbone.cut == "auto":
-        if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
-            known_size = selection.size if selection is not None else (size if size != "auto" else "small")
-            selection = measure_quadrant(
-                splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
-            )
-        recipe = dataclasses.replace(
-            recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
-        )
-    return _assemble(recipe, spec, base, splits, selection, weights_source, verbose)
-
-
-def _assemble(recipe, spec, base, splits, selection, weights_source, verbose) -> _Session:
-    """Cut the base when the recipe truncates, add the head, plan the phases."""
-    if recipe.strategy == "truncate":
-        base = truncate(base, recipe.backbone.cut)
-    train_bn = any(phase.train_batchnorm for phase in recipe.phases)
-    classifier = build_classifier(
-        spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn
-    )
-    plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
-    _say(verbose, f"Recipe {recipe.name} ({recipe.strategy}) on {spec.name}:")
-    for phase_plan in plan:
-        _say(verbose, "  " + phase_plan.describe())
-    return _Session(recipe, spec, classifier, selection, plan, weights_source)
-
-
-def _settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrides, verbose) -> Selection:
-    """Train the close call's candidates briefly (successive halving) and keep the winner.
-
-    The trials see the training and validation splits only: the held-out test split is dropped
-    from the splits they are given.
-    """
-    seen = dataclasses.replace(splits, test=None)
-    options = candidates(selection, size_figures(splits), size_measured=size == "auto")
-    _say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
-
-    def recipe_for(candidate) -> Recipe:
-        builtin = recipe_io.load_builtin(candidate.quadrant)
-        return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
-
-    trials = successive_halving(options, recipe_for, lambda r: _train_trial(r, seen), verbose=verbose)
-    keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
-    return with_trials(selection, trials)
-
-
-def _train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
-    """Train ``recipe`` from the pretrained weights in a temporary folder: (validation accuracy, epochs)."""
-    keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
-    spec = get_backbone(recipe.backbone.name)
-    base, weights_source = build_base(spec, _image_size(recipe, spec), recipe.backbone.weights)
-    session = _assemble(recipe, spec, base, splits, None, weights_source, verbose=0)
-    with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
-        trainer = _trainer(session, splits, Path(scratch), verbose=0)
-        history = trainer.run()
-    accuracy = evaluate_model(session.classifier.model, trainer.val_data, splits.class_names).accuracy
-    return accuracy, len(history)
-
-
-def _datasets(recipe: Recipe, spec: BackboneSpec, splits: DataSplits, replicas: int = 1):
-    """Training (shuffled), validation and ordered training batches of the global batch size."""
-    size, batch = _image_size(recipe, spec), recipe.data.batch_size * replicas
-    train = _as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed))
-    ordered = make_dataset(splits.train, size, batch)
-    val = _as_float(make_dataset(splits.val, size, batch))
-    return shard_by_example(train), shard_by_example(val), ordered
-
-
-def _train_and_report(session: _Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
-    recipe = session.recipe
-    write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
-    runfolder.save_labels(splits.class_names, run_dir)
-    write_json(run_dir / "dataset_card.json", splits.card.to_dict())
-    if session.selection is not None:  # before the first phase: a resume never re-runs the trials
-        write_json(run_dir / "selection.json", session.selection.to_dict())
-    runfolder.save_run_info(run_dir, {**info, "status": "training"})
-    training = time.perf_counter()
-    result = _resume_training(session, splits, run_dir, info, device, started, verbose)
-    trials = session.selection.trials if session.selection is not None else None
-    if trials is not None:  # what the trials cost next to the fit of the recipe they chose
-        costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
-        selection = dataclasses.replace(session.selection, trials=costed)
-        write_json(run_dir / "selection.json", selection.to_dict())
-        result = dataclasses.replace(result, selection=selection)
-    return result
-
-
-def _resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
-    recipe, spec = session.recipe, session.spec
-    with device.strategy.scope(), peer_failures(run_dir, device.cluster):
-        trainer = _trainer(session, splits, run_dir, verbose, device)
-        trainer.run()
-        recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
-    val = trainer.val_data
-    model = session.classifier.model
-    if device.replicas > 1 or device.cluster is not None:
-        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every replica's
-    if device.cluster is not None:
-        _say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
-        if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
-            remove_worker_dir(run_dir)
-            return dataclasses.replace(_planned(session, started), model=model, recipe=recipe)
-    test = _test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
-    validation = (
-        evaluate_model(model, val, splits.class_names)
-        if test is not None
-        else evaluate_held_out(
-            model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
-        )
-    )
-    headline, metrics = ("test", test) if test is not None else ("validation", validation)
-    record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
-    write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
-    runfolder.save_model(model, run_dir)
-    seconds = time.perf_counter() - started
-    runfolder.save_run_info(
-        run_dir,
-        {
-            **info,
-            "status": "finished",
-            "seconds": round(seconds, 1),
-            "plan": [dataclasses.asdict(p) for p in session.plan],
-        },
-    )
-    _write_plots(run_dir, metrics, recipe, model)
-    result = FitResult(
-        run_dir,
-        model,
-        metrics,
-        recipe,
-        session.selection,
-        session.plan,
-        seconds,
-        session.weights_source,
-        validation,
-        headline,
-    )
-    _say(verbose, result.summary())
-    session.hooks.finished(result)
-    return result
-
-
-def _trainer(
-    session: _Session, splits: DataSplits, run_dir: Path, verbose: int, device: Device | None = None
-) -> Trainer:
-    """A Trainer for the session's recipe on the training split, validating on the validation split.
-
-    With a ``device``, batches are global (``batch_size`` x replicas); under multi-worker training
-    frozen-base features are not cached (each worker would need its shard's).
-    """
-    replicas = device.replicas if device is not None else 1
-    cache = device is None or device.cluster is None
-    if not cache and any(phase.train == "head" for phase in session.recipe.phases):
-        message = "frozen-base features are not cached; head phases train through the frozen base"
-        _say(verbose, f"Multi-worker: {message}.")
-    train, val, ordered = _datasets(session.recipe, session.spec, splits, replicas)
-    batch = session.recipe.data.batch_size * replicas
-    return Trainer(
-        session.classifier,
-        session.spec,
-        session.recipe,
-        train,
-        val,
-        ordered,
-        run_dir,
-        num_classes=len(splits.class_names),
-        steps_per_epoch=-(-len(splits.train) // batch),
-        validation_steps=-(-len(splits.val) // batch),
-        train_labels=splits.train.labels,
-        hooks=session.hooks,
-        verbose=verbose,
-        replicas=replicas,
-        multi_worker=not cache,
-    )
-
-
-def _test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
-    """The held-out test split's metrics; None when there is no test split."""
-    if splits.test is None or not splits.test.labels:
-        return None
-    test = _as_float(make_dataset(splits.test, _image_size(recipe, spec), recipe.data.batch_size))
-    return evaluate_held_out(
-        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir
-    )
-
-
-def _write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model) -> None:
-    figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
-    figures.plot_confusion(metrics, run_dir / "confusion.png")
-    write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
-    write_html_report(run_dir)
-
-
-def _say(verbose: int, message: str) -> None:
-    if verbose:
-        print(message, flush=True)
-
-
-def predict(
-    run_dir: str | Path,
-    inputs: list[str] | str,
-    *,
-    top_k: int = DEFAULT_TOP_K,
-    batch_size: int = 32,
-    tta: bool = False,
-    contact_sheet: str | Path | None = None,
-) -> list[dict]:
-    """Classify image files (or every image in a folder) with a finished run's model.
-
-    Args:
-        run_dir: a finished run's folder (``model.keras`` and its labels).
-        inputs: image files and/or folders (searched recursively).
-        top_k: labels listed per image, most probable first.
-        batch_size: images per forward pass.
-        tta: average the probabilities over the image, its flip and four crops
-            (:func:`transferkit.prediction.tta_model`); ``evaluate(run_dir, tta=True)`` against
-            ``evaluate(run_dir)`` tells whether that helps on the run's held-out images.
-        contact_sheet: also write a PNG grid of the images captioned with their predictions.
-
-    Returns:
-        One dict per usable image: ``{"path", "label", "probability", "top": [(label, p), ...]}``;
-        unreadable files come back as ``{"path", "error"}``.
-
-    Example:
-        >>> rows = transferkit.predict("runs/pets", "photos/", tta=True)  # doctest: +SKIP
-        >>> rows[0]["label"], rows[0]["top"]  # doctest: +SKIP
-        ('cat', [('cat', 0.93), ('dog', 0.05), ('fox', 0.02)])
-    """
-    run = runfolder.load_run(run_dir)
-    paths = _expand_inputs(inputs)
-    images, skipped = load_images(paths, run.image_size)
-    skipped_paths = {path for path, _ in skipped}
-    usable = [p for p in paths if p not in skipped_paths]
-    model = tta_model(run.model) if tta else run.model
-    probabilities = (
-        model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
-    )
-    results = []
-    for path, probs in zip(usable, probabilities, strict=True):
-        top = ranked(probs, run.class_names, top_k)
-        results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
-    if contact_sheet is not None and results:
-        write_contact_sheet(images, results, contact_sheet)
-    results += [{"path": path, "error": reason} for path, reason in skipped]
-    return results
-
-
-def _expand_inputs(inputs: list[str] | str) -> list[str]:
-    from transferkit.data.decode import IMAGE_EXTENSIONS
-
-    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    paths: list[str] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            paths += sorted(
-                str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
-        elif item.exists():
-            paths.append(str(item))
-        else:
-            raise TransferkitError(f"No such file or folder: {str(item)!r}.")
-    if not paths:
-        raise TransferkitError(f"No images found in {', '.join(map(str, items))}.")
-    return paths
-
-
-def evaluate(
-    run_dir: str | Path, data: str | None = None, *, batch_size: int = 32, tta: bool = False
-) -> Metrics:
-    """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
-    (for ``tfds:`` sources without a test split, the validation part).
-
-    Args:
-        run_dir: a finished run's folder.
-        data: labelled images, as for :func:`fit`; None: the run's own held-out images (those
-            its ``predictions.npz`` lists: the test split, else validation).
-        batch_size: images per forward pass.
-        tta: with test-time augmentation, as ``predict(..., tta=True)``; compare with a call
-            without it to see whether it helps (``transferkit evaluate --tta`` prints both).
-    """
-    run = runfolder.load_run(run_dir)
-    if data is None:
-        held_out = _as_float(make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size))
-        return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
-    splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
-    unknown = [name for name in splits.class_names if name not in run.class_names]
-    if unknown:
-        raise TransferkitError(
-            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
-        )
-    remap = [run.class_names.index(name) for name in splits.class_names]
-    if splits.test is not None:
-        images = splits.test
-    elif splits.train.tfds is not None:  # two TFDS splits cannot be concatenated as one set
-        images = splits.val
-    else:
-        parts = (splits.train, splits.val)
-        images = dataclasses.replace(
-            splits.train,
-            paths=tuple(p for part in parts for p in part.paths),
-            labels=tuple(label for part in parts for label in part.labels),
-        )
-    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
-    dataset = _as_float(make_dataset(images, run.image_size, batch_size))
-    return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
-
-
-def _held_out_images(run_dir: Path) -> ImageSet:
-    """The held-out image files and labels that the run's ``predictions.npz`` records."""
-    predictions = load_predictions(run_dir)
-    if predictions is None or not predictions.paths or predictions.paths[0].startswith("tfds:"):
-        raise TransferkitError(
-            f"{str(run_dir)!r} lists no held-out image files (no predictions.npz, or a tfds: source); "
-            "give the labelled images to evaluate on with --data."
-        )
-    return ImageSet(predictions.paths, tuple(int(label) for label in predictions.labels))
-
-
 @tensorflow_warnings_muted
 def resume(
     run_dir: str | Path,
@@ -656,7 +233,7 @@ def resume(
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
     with device_scope(precision, recipe.seed, distribute) as device:
-        splits = _load_splits(info["data"], recipe)
+        splits = load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
             raise TransferkitError(
                 f"The classes in {info['data']} changed since the run started; cannot resume."
@@ -668,14 +245,14 @@ def resume(
                 "(files were added or removed); cannot resume. Start a new fit."
             )
         with device.strategy.scope():
-            session = _prepare(recipe, splits, False, "auto", None, {}, verbose)
+            session = prepare(recipe, splits, False, "auto", None, {}, verbose)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
-            return _planned(session, started)
-        _say(verbose, f"Resuming {run_dir}")
+            return planned(session, started)
+        say(verbose, f"Resuming {run_dir}")
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
             leftover.unlink(missing_ok=True)
-        return _resume_training(session, splits, run_dir, info, device, started, verbose)
+        return resume_training(session, splits, run_dir, info, device, started, verbose)
 
 
 def lr_find(
@@ -714,22 +291,21 @@ def lr_find(
     Returns:
         A :class:`transferkit.training.lr_find.LRFindResult`; ``.suggestion`` is the suggested rate.
     """
-    import tempfile
 
     overrides = dict(backbone=backbone, weights=weights, image_size=image_size, batch_size=batch_size)
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     out = Path(out)
     with device_scope(precision, chosen.seed) as device, tempfile.TemporaryDirectory() as scratch:
-        splits = _load_splits(data, chosen)  # the held-out test split stays out of the sweep too
+        splits = load_splits(data, chosen)  # the held-out test split stays out of the sweep too
         with device.strategy.scope():
-            session = _prepare(chosen, splits, measure, size, similar, overrides, verbose)
+            session = prepare(chosen, splits, measure, size, similar, overrides, verbose)
             index = _phase_index(session.recipe, phase)
-            trainer = _trainer(session, splits, Path(scratch), verbose)
+            trainer = make_trainer(session, splits, Path(scratch), verbose)
             result = trainer.find_learning_rate(index, start=start, end=end, steps=steps)
     name = session.recipe.phases[index].name
     write_json(out / "lr_find.json", {"recipe": session.recipe.name, "phase": name, **result.to_dict()})
     figures.plot_lr_find(result, out / "lr_find.png")
-    _say(verbose, f"Suggested learning rate for phase '{name}': {result.suggestion:.3g} ({out})")
+    say(verbose, f"Suggested learning rate for phase '{name}': {result.suggestion:.3g} ({out})")
     return result
 
 

@@ -1,4 +1,4 @@
-"""Prediction with a finished run's model: the top-k ranking, test-time augmentation, contact sheets.
+"""``predict`` with a finished run's model: the top-k ranking, test-time augmentation, contact sheets.
 
 Keras is imported on use only: the CLI reads :data:`DEFAULT_TOP_K` from here without loading
 TensorFlow.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from transferkit.errors import TransferkitError
 
 if TYPE_CHECKING:
     import keras
@@ -104,3 +107,74 @@ def tta_verdict(plain: Metrics, augmented: Metrics) -> str:
         return f"TTA made no difference: same accuracy on {plain.num_samples} images"
     word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
     return f"TTA {word}: {points:+.1f} points ({abs(gained)} {change} of {plain.num_samples} images right)"
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: list[str] | str,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = 32,
+    tta: bool = False,
+    contact_sheet: str | Path | None = None,
+) -> list[dict]:
+    """Classify image files (or every image in a folder) with a finished run's model.
+
+    Args:
+        run_dir: a finished run's folder (``model.keras`` and its labels).
+        inputs: image files and/or folders (searched recursively).
+        top_k: labels listed per image, most probable first.
+        batch_size: images per forward pass.
+        tta: average the probabilities over the image, its flip and four crops
+            (:func:`transferkit.prediction.tta_model`); ``evaluate(run_dir, tta=True)`` against
+            ``evaluate(run_dir)`` tells whether that helps on the run's held-out images.
+        contact_sheet: also write a PNG grid of the images captioned with their predictions.
+
+    Returns:
+        One dict per usable image: ``{"path", "label", "probability", "top": [(label, p), ...]}``;
+        unreadable files come back as ``{"path", "error"}``.
+
+    Example:
+        >>> rows = transferkit.predict("runs/pets", "photos/", tta=True)  # doctest: +SKIP
+        >>> rows[0]["label"], rows[0]["top"]  # doctest: +SKIP
+        ('cat', [('cat', 0.93), ('dog', 0.05), ('fox', 0.02)])
+    """
+    from transferkit.data.loading import load_images  # TensorFlow loads here, not at import
+    from transferkit.reporting import runfolder
+
+    run = runfolder.load_run(run_dir)
+    paths = _expand_inputs(inputs)
+    images, skipped = load_images(paths, run.image_size)
+    skipped_paths = {path for path, _ in skipped}
+    usable = [p for p in paths if p not in skipped_paths]
+    model = tta_model(run.model) if tta else run.model
+    probabilities = (
+        model.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(usable) else []
+    )
+    results = []
+    for path, probs in zip(usable, probabilities, strict=True):
+        top = ranked(probs, run.class_names, top_k)
+        results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
+    if contact_sheet is not None and results:
+        write_contact_sheet(images, results, contact_sheet)
+    results += [{"path": path, "error": reason} for path, reason in skipped]
+    return results
+
+
+def _expand_inputs(inputs: list[str] | str) -> list[str]:
+    from transferkit.data.decode import IMAGE_EXTENSIONS
+
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    paths: list[str] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += sorted(
+                str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
+        elif item.exists():
+            paths.append(str(item))
+        else:
+            raise TransferkitError(f"No such file or folder: {str(item)!r}.")
+    if not paths:
+        raise TransferkitError(f"No images found in {', '.join(map(str, items))}.")
+    return paths

@@ -1,0 +1,68 @@
+"""``evaluate``: a finished run's model on labelled images (its own held-out split by default), with TTA."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from transferkit.data.loading import ImageSet, load_data, make_dataset
+from transferkit.errors import TransferkitError
+from transferkit.prediction import tta_model
+from transferkit.reporting import runfolder
+from transferkit.reporting.diagnostics import load_predictions
+from transferkit.reporting.metrics import Metrics, evaluate_model
+from transferkit.session import (
+    as_float,
+)
+
+
+def evaluate(
+    run_dir: str | Path, data: str | None = None, *, batch_size: int = 32, tta: bool = False
+) -> Metrics:
+    """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
+    (for ``tfds:`` sources without a test split, the validation part).
+
+    Args:
+        run_dir: a finished run's folder.
+        data: labelled images, as for :func:`fit`; None: the run's own held-out images (those
+            its ``predictions.npz`` lists: the test split, else validation).
+        batch_size: images per forward pass.
+        tta: with test-time augmentation, as ``predict(..., tta=True)``; compare with a call
+            without it to see whether it helps (``transferkit evaluate --tta`` prints both).
+    """
+    run = runfolder.load_run(run_dir)
+    if data is None:
+        held_out = as_float(make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size))
+        return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
+    splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
+    unknown = [name for name in splits.class_names if name not in run.class_names]
+    if unknown:
+        raise TransferkitError(
+            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
+        )
+    remap = [run.class_names.index(name) for name in splits.class_names]
+    if splits.test is not None:
+        images = splits.test
+    elif splits.train.tfds is not None:  # two TFDS splits cannot be concatenated as one set
+        images = splits.val
+    else:
+        parts = (splits.train, splits.val)
+        images = dataclasses.replace(
+            splits.train,
+            paths=tuple(p for part in parts for p in part.paths),
+            labels=tuple(label for part in parts for label in part.labels),
+        )
+    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
+    dataset = as_float(make_dataset(images, run.image_size, batch_size))
+    return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+
+
+def _held_out_images(run_dir: Path) -> ImageSet:
+    """The held-out image files and labels that the run's ``predictions.npz`` records."""
+    predictions = load_predictions(run_dir)
+    if predictions is None or not predictions.paths or predictions.paths[0].startswith("tfds:"):
+        raise TransferkitError(
+            f"{str(run_dir)!r} lists no held-out image files (no predictions.npz, or a tfds: source); "
+            "give the labelled images to evaluate on with --data."
+        )
+    return ImageSet(predictions.paths, tuple(int(label) for label in predictions.labels))

@@ -1,0 +1,340 @@
+"""The stages of one fit or resume: prepare (base, selection, trials, classifier, plan) -> train ->
+evaluate on the held-out split -> report. :mod:`transferkit.api` runs them in order; the CLI and
+``compare`` go through the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from transferkit import recipes as recipe_io
+from transferkit.backbones.registry import BackboneSpec, get_backbone
+from transferkit.backbones.weights import build_base
+from transferkit.data.loading import DataSplits, load_data, make_dataset
+from transferkit.fileio import write_json, write_text
+from transferkit.recipes import Recipe
+from transferkit.reporting import figures, runfolder
+from transferkit.reporting.diagnostics import evaluate_held_out
+from transferkit.reporting.html import write_html_report
+from transferkit.reporting.interpretation import write_interpretation
+from transferkit.reporting.metrics import Metrics, evaluate_model
+from transferkit.selection.decision import Selection
+from transferkit.selection.measure import measure_quadrant, size_figures
+from transferkit.selection.trials import candidates, successive_halving, with_trials
+from transferkit.training.device import Device
+from transferkit.training.distribute import (
+    local_copy,
+    peer_failures,
+    remove_worker_dir,
+    shard_by_example,
+    weights_sha256,
+)
+from transferkit.training.model import build_classifier, truncate
+from transferkit.training.progress import FitHooks
+from transferkit.training.trainable import plan_phase
+from transferkit.training.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` returns: the run folder, the trained model, its metrics and the plan it ran.
+
+    ``metrics`` are measured on the held-out test split when there is one (``headline == "test"``),
+    otherwise on the validation split that early stopping saw (``headline == "validation"``);
+    ``validation_metrics`` are always the validation split's.
+    """
+
+    run_dir: Path | None
+    model: keras.Model
+    metrics: Metrics | None
+    recipe: Recipe
+    selection: object | None
+    plan: tuple
+    seconds: float
+    weights_source: str
+    validation_metrics: Metrics | None = None
+    headline: str = "validation"
+
+    def summary(self) -> str:
+        """One line, the headline split first with its 95% interval, e.g.
+        ``test accuracy 0.912 (95% CI 0.870-0.940, n=120) | validation 0.930 | 42 s | runs/x``."""
+        m = self.metrics
+        if m is None:
+            return f"no metrics here (a non-chief worker: see the chief's run folder) | {self.seconds:.0f} s"
+        low, high = m.accuracy_interval
+        top5 = f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else ""
+        interval = f"95% CI {low:.3f}-{high:.3f}, n={m.num_samples}"
+        parts = [f"{self.headline} accuracy {m.accuracy:.3f} ({interval}){top5}"]
+        if self.headline == "test" and self.validation_metrics is not None:
+            parts.append(f"validation {self.validation_metrics.accuracy:.3f}")
+        else:
+            parts.append("no test split: early stopping saw these images")
+        return " | ".join([*parts, f"{self.seconds:.0f} s", str(self.run_dir)])
+
+
+def as_float(data: tf.data.Dataset) -> tf.data.Dataset:
+    return data.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def image_size_for(recipe: Recipe, spec: BackboneSpec) -> int:
+    return recipe.backbone.image_size or spec.default_size
+
+
+def load_splits(data: str, recipe: Recipe, strict: bool = False) -> DataSplits:
+    """The recipe's splits of ``data``: test held out first (same seed, same split), then validation."""
+    data_config = recipe.data
+    return load_data(
+        data,
+        validation_split=data_config.validation_split,
+        test_split=data_config.test_split,
+        seed=recipe.seed,
+        strict=strict,
+    )
+
+
+def planned(session: Session, started: float) -> FitResult:
+    """What a dry run returns: the built model and the plan, nothing trained or written."""
+    return FitResult(
+        None,
+        session.classifier.model,
+        None,
+        session.recipe,
+        session.selection,
+        session.plan,
+        time.perf_counter() - started,
+        session.weights_source,
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    recipe: Recipe
+    spec: BackboneSpec
+    classifier: object
+    selection: object | None
+    plan: tuple
+    weights_source: str
+    hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
+
+
+def prepare(
+    recipe, splits: DataSplits, measure, size, similar, overrides, verbose, selection_mode: str = "fast"
+) -> Session:
+    """Build the base, measure the quadrant when asked (and settle a close call by trials), cut,
+    add the head, plan the phases."""
+    spec = get_backbone(recipe.backbone.name)
+    base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
+    say(verbose, weights_source)
+    selection = None
+    if measure:
+        selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
+        if selection_mode == "trial" and selection.close_call:
+            selection = settle_by_trials(selection, recipe, splits, size, overrides, verbose)
+        recipe = recipe_io.with_overrides(
+            recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
+        )
+    if recipe.backbone.cut == "auto":
+        if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
+            known_size = selection.size if selection is not None else (size if size != "auto" else "small")
+            selection = measure_quadrant(
+                splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
+            )
+        recipe = dataclasses.replace(
+            recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
+        )
+    return assemble(recipe, spec, base, splits, selection, weights_source, verbose)
+
+
+def assemble(recipe, spec, base, splits, selection, weights_source, verbose) -> Session:
+    """Cut the base when the recipe truncates, add the head, plan the phases."""
+    if recipe.strategy == "truncate":
+        base = truncate(base, recipe.backbone.cut)
+    train_bn = any(phase.train_batchnorm for phase in recipe.phases)
+    classifier = build_classifier(
+        spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn
+    )
+    plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
+    say(verbose, f"Recipe {recipe.name} ({recipe.strategy}) on {spec.name}:")
+    for phase_plan in plan:
+        say(verbose, "  " + phase_plan.describe())
+    return Session(recipe, spec, classifier, selection, plan, weights_source)
+
+
+def settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrides, verbose) -> Selection:
+    """Train the close call's candidates briefly (successive halving) and keep the winner.
+
+    The trials see the training and validation splits only: the held-out test split is dropped
+    from the splits they are given.
+    """
+    seen = dataclasses.replace(splits, test=None)
+    options = candidates(selection, size_figures(splits), size_measured=size == "auto")
+    say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
+
+    def recipe_for(candidate) -> Recipe:
+        builtin = recipe_io.load_builtin(candidate.quadrant)
+        return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
+
+    trials = successive_halving(options, recipe_for, lambda r: train_trial(r, seen), verbose=verbose)
+    keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
+    return with_trials(selection, trials)
+
+
+def train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
+    """Train ``recipe`` from the pretrained weights in a temporary folder: (validation accuracy, epochs)."""
+    keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
+    spec = get_backbone(recipe.backbone.name)
+    base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
+    session = assemble(recipe, spec, base, splits, None, weights_source, verbose=0)
+    with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
+        trainer = make_trainer(session, splits, Path(scratch), verbose=0)
+        history = trainer.run()
+    accuracy = evaluate_model(session.classifier.model, trainer.val_data, splits.class_names).accuracy
+    return accuracy, len(history)
+
+
+def datasets_for(recipe: Recipe, spec: BackboneSpec, splits: DataSplits, replicas: int = 1):
+    """Training (shuffled), validation and ordered training batches of the global batch size."""
+    size, batch = image_size_for(recipe, spec), recipe.data.batch_size * replicas
+    train = as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed))
+    ordered = make_dataset(splits.train, size, batch)
+    val = as_float(make_dataset(splits.val, size, batch))
+    return shard_by_example(train), shard_by_example(val), ordered
+
+
+def train_and_report(session: Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
+    recipe = session.recipe
+    write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
+    runfolder.save_labels(splits.class_names, run_dir)
+    write_json(run_dir / "dataset_card.json", splits.card.to_dict())
+    if session.selection is not None:  # before the first phase: a resume never re-runs the trials
+        write_json(run_dir / "selection.json", session.selection.to_dict())
+    runfolder.save_run_info(run_dir, {**info, "status": "training"})
+    training = time.perf_counter()
+    result = resume_training(session, splits, run_dir, info, device, started, verbose)
+    trials = session.selection.trials if session.selection is not None else None
+    if trials is not None:  # what the trials cost next to the fit of the recipe they chose
+        costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
+        selection = dataclasses.replace(session.selection, trials=costed)
+        write_json(run_dir / "selection.json", selection.to_dict())
+        result = dataclasses.replace(result, selection=selection)
+    return result
+
+
+def resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
+    recipe, spec = session.recipe, session.spec
+    with device.strategy.scope(), peer_failures(run_dir, device.cluster):
+        trainer = make_trainer(session, splits, run_dir, verbose, device)
+        trainer.run()
+        recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
+    val = trainer.val_data
+    model = session.classifier.model
+    if device.replicas > 1 or device.cluster is not None:
+        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every replica's
+    if device.cluster is not None:
+        say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
+        if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
+            remove_worker_dir(run_dir)
+            return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
+    test = test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
+    validation = (
+        evaluate_model(model, val, splits.class_names)
+        if test is not None
+        else evaluate_held_out(
+            model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
+        )
+    )
+    headline, metrics = ("test", test) if test is not None else ("validation", validation)
+    record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
+    write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
+    runfolder.save_model(model, run_dir)
+    seconds = time.perf_counter() - started
+    runfolder.save_run_info(
+        run_dir,
+        {
+            **info,
+            "status": "finished",
+            "seconds": round(seconds, 1),
+            "plan": [dataclasses.asdict(p) for p in session.plan],
+        },
+    )
+    write_plots(run_dir, metrics, recipe, model)
+    result = FitResult(
+        run_dir,
+        model,
+        metrics,
+        recipe,
+        session.selection,
+        session.plan,
+        seconds,
+        session.weights_source,
+        validation,
+        headline,
+    )
+    say(verbose, result.summary())
+    session.hooks.finished(result)
+    return result
+
+
+def make_trainer(
+    session: Session, splits: DataSplits, run_dir: Path, verbose: int, device: Device | None = None
+) -> Trainer:
+    """A Trainer for the session's recipe on the training split, validating on the validation split.
+
+    With a ``device``, batches are global (``batch_size`` x replicas); under multi-worker training
+    frozen-base features are not cached (each worker would need its shard's).
+    """
+    replicas = device.replicas if device is not None else 1
+    cache = device is None or device.cluster is None
+    if not cache and any(phase.train == "head" for phase in session.recipe.phases):
+        message = "frozen-base features are not cached; head phases train through the frozen base"
+        say(verbose, f"Multi-worker: {message}.")
+    train, val, ordered = datasets_for(session.recipe, session.spec, splits, replicas)
+    batch = session.recipe.data.batch_size * replicas
+    return Trainer(
+        session.classifier,
+        session.spec,
+        session.recipe,
+        train,
+        val,
+        ordered,
+        run_dir,
+        num_classes=len(splits.class_names),
+        steps_per_epoch=-(-len(splits.train) // batch),
+        validation_steps=-(-len(splits.val) // batch),
+        train_labels=splits.train.labels,
+        hooks=session.hooks,
+        verbose=verbose,
+        replicas=replicas,
+        multi_worker=not cache,
+    )
+
+
+def test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
+    """The held-out test split's metrics; None when there is no test split."""
+    if splits.test is None or not splits.test.labels:
+        return None
+    test = as_float(make_dataset(splits.test, image_size_for(recipe, spec), recipe.data.batch_size))
+    return evaluate_held_out(
+        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir
+    )
+
+
+def write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model) -> None:
+    figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
+    figures.plot_confusion(metrics, run_dir / "confusion.png")
+    write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
+    write_html_report(run_dir)
+
+
+def say(verbose: int, message: str) -> None:
+    if verbose:
+        print(message, flush=True)
