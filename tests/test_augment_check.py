@@ -64,9 +64,7 @@ def test_augmentation_that_destroys_the_label_is_dropped_and_one_that_keeps_it_i
     assert AugmentCheck.from_dict(json.loads(json.dumps(tie.to_dict()))) == tie
 
 
-def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(
-    tmp_path, monkeypatch
-):
+def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tmp_path, monkeypatch):
     recipe = _recipe("small_similar", epochs=3)
     assert recipe.augment.measure
     _run(recipe, tmp_path / "first")

@@ -113,4 +113,3 @@ def build_classifier(
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
     extractor = keras.Model(inputs, pooled, name=f"{spec.name}_features")
     return Classifier(model=model, base=base, head=head, extractor=extractor)
-
