@@ -13,6 +13,7 @@ from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.rules import CutScore
 from transferkit.selection.trials import Candidate, candidates, scaled_recipe, successive_halving
 from transferkit.testing import make_image_folder
+from transferkit.training.augment import is_identity
 
 CARD = {"num_classes": 3, "num_train": 60, "min_images_per_class": 20, "median_images_per_class": 20,
         "imbalance": 1.0}  # fmt: skip
@@ -60,6 +61,8 @@ def test_scaled_recipe_scales_every_phase_and_keeps_at_least_one_epoch():
     recipe = load_builtin("large_similar")  # warm-up 10, fine-tune 10
     assert [p.epochs for p in scaled_recipe(recipe, 0.25).phases] == [3, 3]  # 2.5 rounds up
     assert [p.epochs for p in scaled_recipe(recipe, 0.01).phases] == [1, 1]
+    trial = scaled_recipe(load_builtin("small_similar"), 0.1)
+    assert is_identity(trial.augment) and not trial.augment.measure  # one clean feature pass
 
 
 def _fake_train(accuracies: dict[str, float], calls: list):

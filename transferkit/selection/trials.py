@@ -153,12 +153,19 @@ def _candidate(quadrant: str, selection: Selection) -> Candidate | None:
 
 
 def scaled_recipe(recipe: Recipe, fraction: float) -> Recipe:
-    """``recipe`` with every phase's epochs scaled by ``fraction`` (rounded half up, at least 1)."""
+    """``recipe`` with every phase's epochs scaled by ``fraction`` (rounded half up, at least 1), and
+    without augmentation.
+
+    A trial compares candidates, it does not finish one: without augmentation a frozen candidate
+    caches one clean pass through its base instead of ``cached_passes`` augmented ones plus the
+    augmentation check's, which is most of a frozen trial's time.
+    """
     phases = tuple(
         dataclasses.replace(phase, epochs=max(1, math.floor(phase.epochs * fraction + 0.5)))
         for phase in recipe.phases
     )
-    return dataclasses.replace(recipe, phases=phases)
+    augment = dataclasses.replace(recipe.augment, cached_passes=0, measure=False)
+    return dataclasses.replace(recipe, phases=phases, augment=augment)
 
 
 def successive_halving(
