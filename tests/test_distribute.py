@@ -6,7 +6,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import os
 import re
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import transferkit
 from transferkit import recipes
 from transferkit.errors import TransferkitError
 from transferkit.recipes import DISTRIBUTIONS, Phase
-from transferkit.testing import make_image_folder
+from transferkit.testing import child_env, make_image_folder
 from transferkit.training.distribute import (
     is_chief,
     read_cluster,
@@ -184,20 +183,6 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "transferkit.cli"]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    return {
-        **env,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "-1",
-        "PYTHONUNBUFFERED": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        **extra,
-    }
-
-
 @contextlib.contextmanager
 def _children(commands: list[tuple[list[str], dict[str, str], Path]], cwd: Path):
     """Start every command at once; kill (and reap) whatever still runs when the block ends."""
@@ -256,7 +241,7 @@ def test_two_workers_on_loopback_train_in_step_and_match_one_process_on_the_same
         (
             [*common, "--recipe", "two.toml", "--batch-size", str(per_replica), "--name", "two"]
             + ["--distribute", "multi-worker"],
-            _env(TF_CONFIG=_tf_config("worker", index, workers=workers)),
+            child_env(TF_CONFIG=_tf_config("worker", index, workers=workers)),
             tmp_path / f"worker{index}.log",
         )
         for index in (0, 1)
@@ -265,7 +250,7 @@ def test_two_workers_on_loopback_train_in_step_and_match_one_process_on_the_same
         (
             [*common, "--recipe", "one.toml", "--batch-size", str(2 * per_replica), "--name", "one"]
             + ["--distribute", "none"],
-            _env(),
+            child_env(),
             tmp_path / "one.log",
         )
     )

@@ -35,7 +35,7 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_text
 from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
-from transferkit.testing import make_image_folder, synthetic_image
+from transferkit.testing import child_env, make_image_folder, synthetic_image
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
@@ -78,21 +78,6 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "transferkit.cli"]
 
 
-def _env() -> dict[str, str]:
-    # CPU only: TensorFlow's op determinism (what makes one seed give one result) is CPU-only here.
-    # One TensorFlow thread per pool: several children share two cores, and idle pool threads
-    # spinning for work cost ~15% more CPU there. Results do not depend on it (op determinism).
-    return {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "-1",
-        "PYTHONUNBUFFERED": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-
-
 def _fit_args(out: Path, name: str = "r") -> list[str]:
     flags = (
         f"--data D --recipe recipe.toml --backbone tiny --weights random --batch-size 4 --seed {SEED} --quiet"
@@ -116,7 +101,7 @@ def _started(args: list[str], cwd: Path, log: Path):
         process = subprocess.Popen(
             [*_cli(), *args],
             cwd=cwd,
-            env=_env(),
+            env=child_env(),
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -133,7 +118,7 @@ def _run_cli(args: list[str], cwd: Path, timeout: float = RUN_TIMEOUT) -> subpro
     return subprocess.run(
         [*_cli(), *args],
         cwd=cwd,
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -567,7 +552,7 @@ def test_model_keras_has_only_builtin_layers_and_loads_in_safe_mode_without_tran
     result = subprocess.run(
         [sys.executable, "-c", code, str(path)],
         cwd=tmp_path,
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,24 @@ def make_image_folder(
                     folder / f"img_{index}.{image_format}"
                 )
     return root
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``transferkit`` child process in a test: CPU only, quiet, one thread per pool.
+
+    CPU only because TensorFlow's op determinism (one seed, one result) is what the tests rely on;
+    one thread per pool because several children share two cores, and idle pool threads spinning
+    for work cost ~15% more CPU there (results do not depend on it). ``TF_CONFIG`` is dropped
+    unless given in ``extra``.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    return {
+        **env,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "PYTHONUNBUFFERED": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
