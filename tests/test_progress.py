@@ -11,7 +11,7 @@ import pytest
 import transferkit
 from transferkit.errors import TransferkitError
 from transferkit.testing import make_image_folder
-from transferkit.training.progress import EpochEnded, Finished, PhaseStarted, as_listener, fit_hooks
+from transferkit.training.progress import EpochEnded, Finished, PhaseLog, PhaseStarted, as_listener, fit_hooks
 
 # A head phase on cached features, then the whole network: both ways a phase is fitted.
 TWO_PHASES = """
@@ -164,3 +164,25 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
         text=True,
     )
     assert chosen.stdout.split() == ["1", "True"]
+
+
+def test_log_lines_write_at_most_ten_lines_per_phase_and_the_last_epoch(capsys):
+    log = PhaseLog(PhaseStarted("head", 0, 200, 2), initial_epoch=0)
+    log.on_train_begin()
+    for epoch in range(37):  # early stopping ends the phase at epoch 37 of 200
+        log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_accuracy": 0.5})
+    log.on_train_end()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "phase 1/2 head: epoch 20/200",
+        "phase 1/2 head: epoch 37/200",
+    ]
+    assert "val_accuracy 0.5" in lines[-1] and lines[-1].endswith(" s)")
+
+
+def test_log_lines_replace_keras_output_when_verbose_is_2(folder, two_phases, tmp_path, capsys):
+    run = transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=2)
+    printed = capsys.readouterr().out
+    assert "Epoch 1/" not in printed
+    for index, phase in enumerate(run.recipe.phases):
+        assert f"phase {index + 1}/2 {phase.name}: epoch {phase.epochs}/{phase.epochs}" in printed

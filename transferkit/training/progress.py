@@ -6,6 +6,8 @@ An app passes ``fit(..., progress=listener)`` and receives, in this order, for e
 own Keras callbacks to every phase's ``model.fit``. With ``verbose=1`` a fit draws one bar per
 phase (epochs as its unit, the latest metrics beside it) in a terminal and in Jupyter (a widget
 when ``ipywidgets`` is installed, else one line redrawn in place) instead of Keras' bar per epoch.
+With ``verbose=2`` (the CLI's choice when stdout is not a terminal: a log file, CI) each phase
+writes at most :data:`LOG_LINES_PER_PHASE` plain lines instead of Keras' two lines per epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from transferkit.errors import TransferkitError
 
 LISTENER_METHODS = {"PhaseStarted": "phase_started", "EpochEnded": "epoch_ended", "Finished": "finished"}
 BAR_REFRESH_SECONDS = 0.5  # at most this often a bar redraws within an epoch
+LOG_LINES_PER_PHASE = 10  # verbose=2: a 200-epoch head phase logs every 20th epoch, and its last
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class FitHooks:
     callbacks: tuple[keras.callbacks.Callback, ...] = ()
     listener: Listener | None = None
     bars: bool = False
+    log_lines: bool = False  # plain, sparse lines (logs, CI) instead of Keras' per-epoch output
 
     def phase_callbacks(self, index: int, phase: str, epochs: int, phases: int, initial_epoch: int) -> list:
         """The Keras callbacks of phase ``index`` (which starts at Keras epoch ``initial_epoch``)."""
@@ -120,11 +124,13 @@ class FitHooks:
             extra.append(EventCallback(self.listener, started, initial_epoch))
         if self.bars:
             extra.append(PhaseBar(started, initial_epoch))
+        elif self.log_lines:
+            extra.append(PhaseLog(started, initial_epoch))
         return extra
 
     def keras_verbose(self, verbose: int) -> int:
-        """Keras' own output: none when the bars show progress."""
-        return 0 if self.bars else verbose
+        """Keras' own output: none when the bars or the log lines show progress."""
+        return 0 if self.bars or self.log_lines else verbose
 
     def finished(self, result: Any) -> None:
         """Tell the listener the fit is done (``result`` is the :class:`transferkit.FitResult`)."""
@@ -146,7 +152,7 @@ def fit_hooks(
                 f"{type(callback).__name__}. Subclass keras.callbacks.Callback, or use "
                 "keras.callbacks.LambdaCallback(on_epoch_end=...)."
             )
-    return FitHooks(callbacks, as_listener(progress), bars=verbose == 1)
+    return FitHooks(callbacks, as_listener(progress), bars=verbose == 1, log_lines=verbose == 2)
 
 
 class EventCallback(keras.callbacks.Callback):
@@ -199,6 +205,43 @@ class PhaseBar(keras.callbacks.Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class PhaseLog(keras.callbacks.Callback):
+    """A phase's progress as at most :data:`LOG_LINES_PER_PHASE` lines, plus its last epoch.
+
+    For output that is read afterwards (a log file, CI): ``phase 1/2 head: epoch 20/200, loss
+    0.412, accuracy 0.875, ...`` every ``ceil(epochs / LOG_LINES_PER_PHASE)`` epochs, and the epoch
+    the phase ends on (its last, or where early stopping ended it) with the phase's time.
+    """
+
+    def __init__(self, started: PhaseStarted, initial_epoch: int):
+        super().__init__()
+        self.started, self.initial_epoch = started, initial_epoch
+        self.every = max(1, -(-started.epochs // LOG_LINES_PER_PHASE))
+        self._began = time.monotonic()
+        self._last: tuple[int, Mapping[str, float]] | None = None
+
+    def on_train_begin(self, logs=None):
+        self._began = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        number = epoch - self.initial_epoch + 1
+        self._last = (number, dict(logs or {}))
+        if number % self.every == 0 and number < self.started.epochs:
+            self._write(number, logs or {})
+
+    def on_train_end(self, logs=None):
+        if self._last is not None:
+            number, last = self._last
+            self._write(number, last, f" ({time.monotonic() - self._began:.0f} s)")
+
+    def _write(self, number: int, logs: Mapping[str, float], suffix: str = "") -> None:
+        s = self.started
+        print(
+            f"phase {s.index + 1}/{s.phases} {s.phase}: epoch {number}/{s.epochs}, {_short(logs)}{suffix}",
+            flush=True,
+        )
 
 
 def progress_bar(**options):
