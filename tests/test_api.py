@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import transferkit
+from transferkit import api
 from transferkit.cli import main
 from transferkit.testing import make_image_folder
 
@@ -254,6 +255,22 @@ def test_resume_rebuilds_the_same_test_split_and_refuses_a_changed_one(tmp_path)
         image.rename(data / "class_0" / f"extra-{image.name}")
     with pytest.raises(transferkit.TransferkitError, match="held-out test split .* is not the one"):
         transferkit.resume(run.run_dir, dry_run=True, verbose=0)
+
+
+def test_a_run_from_before_the_test_split_resumes_on_its_own_split(tmp_path, monkeypatch, capsys):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
+    run = _tiny_fit(data, tmp_path / "runs")
+    info = json.loads((run.run_dir / "run.json").read_text())
+    del info["test_split"]  # what a run.json written before the held-out split looks like
+    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    loaded = []
+    real_load = api.load_splits
+    monkeypatch.setattr(
+        api, "load_splits", lambda data, recipe: loaded.append(recipe) or real_load(data, recipe)
+    )
+    transferkit.resume(run.run_dir, dry_run=True, verbose=1)
+    assert [recipe.data.test_split for recipe in loaded] == [0.0]
+    assert "resumes without one" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

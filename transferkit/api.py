@@ -232,6 +232,9 @@ def resume(
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     recipe = recipe_io.load(run_dir / "recipe.toml")
+    if "test_split" not in info:  # started before fit held out a test split: keep the run's own split
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
+        say(verbose, "This run started before transferkit held out a test split; it resumes without one.")
     with device_scope(precision, recipe.seed, distribute) as device:
         splits = load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
