@@ -46,6 +46,7 @@ from transferkit.training.distribute import (
     worker_run_dir,
 )
 from transferkit.training.progress import fit_hooks
+from transferkit.training.timing import Stopwatch
 
 
 def resolve_recipe(
@@ -125,6 +126,7 @@ def fit(
         A :class:`FitResult`; on a non-chief worker it has no metrics and no run folder.
     """
     started = time.perf_counter()
+    stopwatch = Stopwatch()  # the run's stage timings: timings.json, and one line at the end
     if selection not in SELECTION_MODES:
         raise choices_error("selection", selection, SELECTION_MODES)
     overrides = dict(
@@ -138,12 +140,13 @@ def fit(
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision, chosen.seed, distribute) as device:
-        splits = load_splits(data, chosen, strict)
+        with stopwatch.stage("load data"):
+            splits = load_splits(data, chosen, strict)
         say(verbose, splits.card.summary())
         with device.strategy.scope():
             # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
             mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
-            session = prepare(chosen, splits, measure, size, similar, overrides, verbose, mode)
+            session = prepare(chosen, splits, measure, size, similar, overrides, verbose, mode, stopwatch)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return planned(session, started)
@@ -226,6 +229,7 @@ def resume(
         callbacks, progress: as for :func:`fit`.
     """
     started = time.perf_counter()
+    stopwatch = Stopwatch()
     cluster = read_cluster() if distribute == "multi-worker" else None  # reads TF_CONFIG only
     run_dir = worker_run_dir(Path(run_dir), cluster)
     info = runfolder.read_run_info(run_dir)
@@ -236,7 +240,8 @@ def resume(
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
         say(verbose, "This run started before transferkit held out a test split; it resumes without one.")
     with device_scope(precision, recipe.seed, distribute) as device:
-        splits = load_splits(info["data"], recipe)
+        with stopwatch.stage("load data"):
+            splits = load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
             raise TransferkitError(
                 f"The classes in {info['data']} changed since the run started; cannot resume."
@@ -248,7 +253,7 @@ def resume(
                 "(files were added or removed); cannot resume. Start a new fit."
             )
         with device.strategy.scope():
-            session = prepare(recipe, splits, False, "auto", None, {}, verbose)
+            session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
         session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
         if dry_run:
             return planned(session, started)

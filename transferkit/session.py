@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -38,6 +38,7 @@ from transferkit.training.distribute import (
 )
 from transferkit.training.model import build_classifier, truncate
 from transferkit.training.progress import FitHooks
+from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import plan_phase
 from transferkit.training.trainer import Trainer
 
@@ -124,49 +125,69 @@ class Session:
     plan: tuple
     weights_source: str
     hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
+    stopwatch: Stopwatch = field(default_factory=Stopwatch, compare=False)  # the run's stage timings
 
 
 def prepare(
-    recipe, splits: DataSplits, measure, size, similar, overrides, verbose, selection_mode: str = "fast"
+    recipe,
+    splits: DataSplits,
+    measure,
+    size,
+    similar,
+    overrides,
+    verbose,
+    selection_mode: str = "fast",
+    stopwatch: Stopwatch | None = None,
 ) -> Session:
     """Build the base, measure the quadrant when asked (and settle a close call by trials), cut,
-    add the head, plan the phases."""
+    add the head, plan the phases; each stage timed on ``stopwatch`` (the session keeps it)."""
+    stopwatch = stopwatch or Stopwatch()
     spec = get_backbone(recipe.backbone.name)
-    base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
+    with stopwatch.stage("build base"):
+        base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
     say(verbose, weights_source)
     selection = None
     if measure:
-        selection = measure_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)
+        with stopwatch.stage("selection"):
+            selection = measure_quadrant(
+                splits, spec, base, recipe, size=size, similar=similar, verbose=verbose
+            )
         if selection_mode == "trial" and selection.close_call:
-            selection = settle_by_trials(selection, recipe, splits, size, overrides, verbose)
+            with stopwatch.stage("trials"):
+                selection = settle_by_trials(selection, recipe, splits, size, overrides, verbose)
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )
     if recipe.backbone.cut == "auto":
         if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
             known_size = selection.size if selection is not None else (size if size != "auto" else "small")
-            selection = measure_quadrant(
-                splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
-            )
+            with stopwatch.stage("selection"):
+                selection = measure_quadrant(
+                    splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
+                )
         recipe = dataclasses.replace(
             recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
         )
-    return assemble(recipe, spec, base, splits, selection, weights_source, verbose)
+    return assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
 
 
-def assemble(recipe, spec, base, splits, selection, weights_source, verbose) -> Session:
+def assemble(
+    recipe, spec, base, splits, selection, weights_source, verbose, stopwatch: Stopwatch | None = None
+) -> Session:
     """Cut the base when the recipe truncates, add the head, plan the phases."""
-    if recipe.strategy == "truncate":
-        base = truncate(base, recipe.backbone.cut)
-    train_bn = any(phase.train_batchnorm for phase in recipe.phases)
-    classifier = build_classifier(
-        spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn
-    )
-    plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
+    stopwatch = stopwatch or Stopwatch()
+    with stopwatch.stage("build classifier"):
+        if recipe.strategy == "truncate":
+            base = truncate(base, recipe.backbone.cut)
+        train_bn = any(phase.train_batchnorm for phase in recipe.phases)
+        classifier = build_classifier(
+            spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn
+        )
+        plan = tuple(plan_phase(classifier, spec, phase) for phase in recipe.phases)
     say(verbose, f"Recipe {recipe.name} ({recipe.strategy}) on {spec.name}:")
     for phase_plan in plan:
         say(verbose, "  " + phase_plan.describe())
-    return Session(recipe, spec, classifier, selection, plan, weights_source)
+    return Session(recipe, spec, classifier, selection, plan, weights_source, stopwatch=stopwatch)
 
 
 def settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrides, verbose) -> Selection:
@@ -244,18 +265,22 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
             remove_worker_dir(run_dir)
             return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
-    test = test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
-    validation = (
-        evaluate_model(model, val, splits.class_names)
-        if test is not None
-        else evaluate_held_out(
-            model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
+    stopwatch = session.stopwatch
+    with stopwatch.stage("test evaluation"):
+        test = test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
+    with stopwatch.stage("validation evaluation"):
+        validation = (
+            evaluate_model(model, val, splits.class_names)
+            if test is not None
+            else evaluate_held_out(
+                model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
+            )
         )
-    )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
     write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
-    runfolder.save_model(model, run_dir)
+    with stopwatch.stage("save model"):
+        runfolder.save_model(model, run_dir)
     seconds = time.perf_counter() - started
     runfolder.save_run_info(
         run_dir,
@@ -266,7 +291,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             "plan": [dataclasses.asdict(p) for p in session.plan],
         },
     )
-    write_plots(run_dir, metrics, recipe, model)
+    write_plots(run_dir, metrics, recipe, model, stopwatch)
+    stopwatch.write(run_dir)
     result = FitResult(
         run_dir,
         model,
@@ -280,6 +306,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         headline,
     )
     say(verbose, result.summary())
+    say(verbose, stopwatch.summary())
     session.hooks.finished(result)
     return result
 
@@ -315,6 +342,7 @@ def make_trainer(
         verbose=verbose,
         replicas=replicas,
         multi_worker=not cache,
+        stopwatch=session.stopwatch,
     )
 
 
@@ -328,11 +356,18 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
     )
 
 
-def write_plots(run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model) -> None:
-    figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
-    figures.plot_confusion(metrics, run_dir / "confusion.png")
-    write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
-    write_html_report(run_dir)
+def write_plots(
+    run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model, stopwatch: Stopwatch | None = None
+) -> None:
+    """The figures, the interpretation (top losses, Grad-CAM, calibration) and ``report.html``."""
+    stopwatch = stopwatch or Stopwatch()
+    with stopwatch.stage("plots"):
+        figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
+        figures.plot_confusion(metrics, run_dir / "confusion.png")
+    with stopwatch.stage("interpretation"):
+        write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
+    with stopwatch.stage("report"):
+        write_html_report(run_dir)
 
 
 def say(verbose: int, message: str) -> None:

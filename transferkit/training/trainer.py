@@ -43,6 +43,7 @@ from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
 from transferkit.training.progress import FitHooks
+from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
 
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
@@ -97,6 +98,7 @@ class Trainer:
         hooks: FitHooks | None = None,
         replicas: int = 1,
         multi_worker: bool = False,
+        stopwatch: Stopwatch | None = None,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
         # Shuffled batches for fitting; the same images in a fixed order for feature caching.
@@ -110,6 +112,7 @@ class Trainer:
         self.train_labels = train_labels  # for class weights; read from the data when not given
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
         self.replicas, self.multi_worker = replicas, multi_worker
+        self.stopwatch = stopwatch or Stopwatch()  # each phase's feature caching and training, timed
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
@@ -138,7 +141,8 @@ class Trainer:
             self._say(f"Phase {index + 1}/{len(self.recipe.phases)} '{phase.name}': train {phase.train}")
             set_trainable(self.classifier, self.spec, phase)
             try:
-                epochs_run = self._run_phase(index, phase, state.epochs_done)
+                with self.stopwatch.stage(f"phase {index + 1}"):
+                    epochs_run = self._run_phase(index, phase, state.epochs_done)
             except tf.errors.ResourceExhaustedError:  # in feature caching or in fit
                 size = self.recipe.data.batch_size
                 raise TransferkitError(
@@ -242,15 +246,16 @@ class Trainer:
 
     def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
         callbacks, writer = self._callbacks(index, phase)
-        history = model.fit(
-            data,
-            epochs=initial_epoch + phase.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[*extra_callbacks, *callbacks, *self._hook_callbacks(index, phase, initial_epoch)],
-            verbose=self.hooks.keras_verbose(self.verbose),
-            shuffle=False,  # the datasets shuffle themselves, with the run's seed
-            **kwargs,
-        )
+        with self.stopwatch.stage("training"):
+            history = model.fit(
+                data,
+                epochs=initial_epoch + phase.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[*extra_callbacks, *callbacks, *self._hook_callbacks(index, phase, initial_epoch)],
+                verbose=self.hooks.keras_verbose(self.verbose),
+                shuffle=False,  # the datasets shuffle themselves, with the run's seed
+                **kwargs,
+            )
         if writer.bad_loss_epoch is not None:
             raise TransferkitError(
                 f"Loss became NaN/inf at epoch {writer.bad_loss_epoch} of phase '{phase.name}'. "
@@ -322,7 +327,8 @@ class Trainer:
 
     def _features(self, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
         dim = int(self.classifier.extractor.output.shape[-1])
-        return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
+        with self.stopwatch.stage("features"):
+            return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
 
     def _standardise_head(self, features: np.ndarray) -> None:
         """Set the head's feature standardisation from training features (before the first phase only).
@@ -367,17 +373,18 @@ class Trainer:
         self._say("Caching clean features (augmentation check)")
         features, labels = self._features(feature_step(self.classifier.extractor), self.ordered_train_data)
         clean = CachedFeatures(features[None], labels, self.batch_size, self.recipe.seed)
-        check = check_augmentation(
-            head,
-            lambda model: self._compile(model, phase, len(augmented)),
-            augmented,
-            clean,
-            validation,
-            epochs=phase.epochs,
-            patience=phase.patience or phase.epochs,
-            seed=self.recipe.seed,
-            class_weight=self._class_weight(labels),
-        )
+        with self.stopwatch.stage("augmentation check"):
+            check = check_augmentation(
+                head,
+                lambda model: self._compile(model, phase, len(augmented)),
+                augmented,
+                clean,
+                validation,
+                epochs=phase.epochs,
+                patience=phase.patience or phase.epochs,
+                seed=self.recipe.seed,
+                class_weight=self._class_weight(labels),
+            )
         self._say(check.describe())
         self.state.augmentation = check.to_dict()
         self.state.save(self.run_dir)

@@ -1,0 +1,75 @@
+"""The stopwatch of a run's stages, and the ``timings.json`` a fit leaves in its run folder."""
+
+import json
+
+import pytest
+
+import transferkit
+from transferkit.testing import make_image_folder
+from transferkit.training.timing import TIMINGS_FILE, StageTime, Stopwatch
+
+
+def test_stages_are_recorded_in_order_with_nested_ones_named_after_their_outer_stage():
+    stopwatch = Stopwatch()
+    with stopwatch.stage("build base"):
+        pass
+    with stopwatch.stage("phase 1"):
+        with stopwatch.stage("features"):
+            pass
+        with stopwatch.stage("training"):
+            pass
+    names = [(s.name, s.depth) for s in stopwatch.stages]
+    assert names == [("build base", 0), ("phase 1 / features", 1), ("phase 1 / training", 1), ("phase 1", 0)]
+    assert list(stopwatch.totals()) == ["build base", "phase 1", "other"]
+
+
+def test_a_stage_that_raises_is_still_recorded():
+    stopwatch = Stopwatch()
+    with pytest.raises(RuntimeError), stopwatch.stage("save model"):
+        raise RuntimeError("disk full")
+    assert [s.name for s in stopwatch.stages] == ["save model"]
+
+
+def test_totals_sum_repeated_stages_and_count_nested_time_once():
+    stopwatch = Stopwatch()
+    for _ in range(2):
+        with stopwatch.stage("phase 1"), stopwatch.stage("features"):
+            pass
+    totals = stopwatch.totals()
+    outer = [s.seconds for s in stopwatch.stages if s.depth == 0]
+    assert totals["phase 1"] == pytest.approx(sum(outer))
+    assert sum(totals.values()) == pytest.approx(stopwatch.elapsed(), abs=0.01)  # "other" fills the rest
+
+
+def test_summary_is_one_line_with_inner_stages_in_brackets():
+    stopwatch = Stopwatch()
+    stopwatch.stages += [  # a finished record, as if timed
+        StageTime("build base", 1.25),
+        StageTime("phase 1 / features", 3.0, 1),
+        StageTime("phase 1 / training", 2.0, 1),
+        StageTime("phase 1", 5.5),
+        StageTime("plots", 0.01),
+    ]
+    line = stopwatch.summary()
+    assert "\n" not in line and line.startswith(
+        "Time: build base 1.2 s, phase 1 5.5 s (features 3.0, training 2.0)"
+    )
+    assert "plots" not in line  # under the smallest shown; still in the file
+    assert "plots" in stopwatch.to_dict()["totals"]
+
+
+def test_fit_writes_timings_of_every_stage_and_prints_one_line(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "shapes", classes=2, per_class=8)
+    run = transferkit.fit(
+        str(data), recipe="small_similar", backbone="tiny", weights="random", image_size=16,
+        epochs=2, batch_size=8, out=tmp_path / "runs", verbose=2,
+    )  # fmt: skip
+    record = json.loads((run.run_dir / TIMINGS_FILE).read_text())
+    names = [s["name"] for s in record["stages"]]
+    for stage in ("load data", "build base", "build classifier", "phase 1 / features", "phase 1 / training",
+                  "test evaluation", "validation evaluation", "save model", "plots", "interpretation",
+                  "report"):  # fmt: skip
+        assert stage in names, (stage, names)
+    assert sum(record["totals"].values()) == pytest.approx(record["seconds"], abs=0.05)
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("Time: load data ") for line in printed) == 1

@@ -1,0 +1,116 @@
+"""Stage timings of a run: a stopwatch around each named stage, written as ``timings.json``.
+
+Example:
+    >>> stopwatch = Stopwatch()
+    >>> with stopwatch.stage("build base"):
+    ...     pass
+    >>> [stage.name for stage in stopwatch.stages]
+    ['build base']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from transferkit.fileio import write_json
+
+TIMINGS_FILE = "timings.json"
+NESTING = " / "  # a stage inside another is named "outer / inner"
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """One finished stage: its name, wall seconds, and how deep it ran inside other stages."""
+
+    name: str
+    seconds: float
+    depth: int = 0
+
+
+class Stopwatch:
+    """Wall time of a run's named stages, in the order they finished.
+
+    Stages may nest; a nested stage is recorded as ``"outer / inner"`` and is part of its outer
+    stage's time, so only the outermost stages add up to the run. Time spent outside every stage
+    is reported as ``"other"``.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stages: list[StageTime] = []
+        self._open: list[str] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the ``with`` block as the stage ``name`` (recorded even when the block raises).
+
+        Args:
+            name: a short, plain name, e.g. ``"build base"`` or ``"phase 1 'head': training"``.
+        """
+        full = NESTING.join([*self._open, name])
+        self._open.append(name)
+        begun = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._open.pop()
+            self.stages.append(StageTime(full, time.perf_counter() - begun, len(self._open)))
+
+    def elapsed(self) -> float:
+        """Seconds since the stopwatch started."""
+        return time.perf_counter() - self.started
+
+    def totals(self) -> dict[str, float]:
+        """Seconds per outermost stage name (repeated stages summed), in first-finished order,
+        then ``"other"``: the time outside every stage."""
+        totals: dict[str, float] = {}
+        for stage in self.stages:
+            if stage.depth == 0:
+                totals[stage.name] = totals.get(stage.name, 0.0) + stage.seconds
+        totals["other"] = max(0.0, self.elapsed() - sum(totals.values()))
+        return totals
+
+    def to_dict(self) -> dict:
+        """``timings.json``'s record: every stage in order (nested ones too), the totals, the wall time."""
+        return {
+            "seconds": round(self.elapsed(), 3),
+            "totals": {name: round(seconds, 3) for name, seconds in self.totals().items()},
+            "stages": [
+                {"name": s.name, "seconds": round(s.seconds, 3), "depth": s.depth} for s in self.stages
+            ],
+        }
+
+    def summary(self, smallest: float = 0.05) -> str:
+        """One line: the outermost stages in order, each with its inner ones in brackets.
+
+        E.g. ``Time: build base 1.2 s, phase 1 9.8 s (features 6.1, training 3.5), report 0.4 s (25.1 s)``.
+
+        Args:
+            smallest: stages shorter than this many seconds are left out of the line (not the file).
+        """
+        parts = []
+        for name, seconds in self.totals().items():
+            if seconds < smallest:
+                continue
+            inner = [f"{n} {s:.1f}" for n, s in self._inner(name).items() if s >= smallest]
+            parts.append(f"{name} {seconds:.1f} s" + (f" ({', '.join(inner)})" if inner else ""))
+        return f"Time: {', '.join(parts)} ({self.elapsed():.1f} s)"
+
+    def _inner(self, outer: str) -> dict[str, float]:
+        """Seconds per stage directly inside the outermost stage ``outer`` (repeats summed)."""
+        inner: dict[str, float] = {}
+        for stage in self.stages:
+            if stage.depth == 1 and stage.name.startswith(outer + NESTING):
+                name = stage.name[len(outer + NESTING) :]
+                inner[name] = inner.get(name, 0.0) + stage.seconds
+        return inner
+
+    def write(self, run_dir: Path) -> Path:
+        """Write ``timings.json`` into ``run_dir`` (atomically) and return its path."""
+        path = Path(run_dir) / TIMINGS_FILE
+        write_json(path, self.to_dict())
+        return path
