@@ -23,6 +23,17 @@ def test_stages_are_recorded_in_order_with_nested_ones_named_after_their_outer_s
     assert list(stopwatch.totals()) == ["build base", "phase 1", "other"]
 
 
+def test_a_stage_records_the_cpu_time_the_process_spent_in_it():
+    stopwatch = Stopwatch()
+    with stopwatch.stage("busy"):
+        sum(i * i for i in range(300_000))
+    with stopwatch.stage("asleep"):
+        pass
+    busy, asleep = stopwatch.stages
+    assert busy.cpu_seconds > 0 and asleep.cpu_seconds < busy.cpu_seconds
+    assert "cpu_seconds" in stopwatch.to_dict()["stages"][0]
+
+
 def test_a_stage_that_raises_is_still_recorded():
     stopwatch = Stopwatch()
     with pytest.raises(RuntimeError), stopwatch.stage("save model"):
