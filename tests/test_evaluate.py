@@ -179,3 +179,28 @@ def test_evaluate_model_rejects_an_empty_or_unlabelled_dataset():
     images_only = tf.data.Dataset.from_tensor_slices(np.zeros((4, 6, 6, 3), np.uint8)).batch(2)
     with pytest.raises(TransferkitError, match=r"\(images, labels\)"):
         evaluate_model(model, images_only, ["a", "b"])
+
+
+class CountsTraces(keras.layers.Layer):
+    """Counts how often its Python ``call`` runs: once per trace of a compiled function."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = 0
+
+    def call(self, inputs):
+        self.traces += 1
+        return inputs
+
+
+def test_evaluating_splits_with_smaller_last_batches_traces_the_model_once():
+    counter = CountsTraces()
+    model = keras.Sequential([keras.Input((6, 6, 3)), counter, *tiny_classifier(3).layers])
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (30, 6, 6, 3)).astype("float32"), np.arange(30) % 3
+    counter.traces = 0
+    test = evaluate_model(model, tf.data.Dataset.from_tensor_slices((images, labels)).batch(8), "abc")
+    evaluate_model(model, tf.data.Dataset.from_tensor_slices((images[:11], labels[:11])).batch(8), "abc")
+    assert counter.traces == 1  # batches of 8, 8, 8, 6, then 8, 3: the smaller ones padded to 8
+    expected = compute_metrics(model.predict(images, verbose=0), labels, list("abc"))
+    assert test.loss == pytest.approx(expected.loss, rel=1e-5) and test.num_samples == 30
