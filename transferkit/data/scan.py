@@ -18,7 +18,9 @@ Rules of the walk, chosen so a real-world folder never stops a run:
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from transferkit.errors import TransferkitError
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _EXTENSIONS = ", ".join(IMAGE_EXTENSIONS)
 SCAN_WORKERS = min(16, (os.cpu_count() or 1) * 4)  # Pillow releases the GIL; 8 measured best on 2 cores
+SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futures held at once
 
 
 @dataclass
@@ -85,14 +88,23 @@ def scan_split(folder: Path) -> ScannedSplit:
             candidates += [(entry.name, path) for path in _walk(Path(entry.path), result.skipped)]
         else:
             result.skipped.append((entry.path, "not inside a class folder; move it into one"))
-    with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
-        outcomes = list(pool.map(_check, [path for _, path in candidates]))
-    for (class_name, path), outcome in zip(candidates, outcomes, strict=True):
+    for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):
         if isinstance(outcome, str):
             result.skipped.append((path, outcome))
         else:
             result.images[class_name].append((path, outcome))
     return result
+
+
+def _probed(paths: Iterator[str]) -> Iterator[tuple[int, int] | str]:
+    """:func:`_check` of every path, in order, from a thread pool with a bounded number in flight.
+
+    ``Executor.map`` submits every path at once (a future per file held until the end); here at
+    most ``SCAN_CHUNK`` are queued, so memory stays flat however many files a folder holds.
+    """
+    with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
+        while chunk := list(itertools.islice(paths, SCAN_CHUNK)):
+            yield from pool.map(_check, chunk)
 
 
 def _key(path: str | os.PathLike, info: os.stat_result | None = None) -> tuple[int, int]:
