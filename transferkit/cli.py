@@ -134,6 +134,12 @@ def main() -> None:
     "--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's)."
 )
 @click.option("--batch-size", type=click.IntRange(min=1))
+@click.option(
+    "--cache-memory",
+    help='Memory for decoded images and cached features before they spill to the run folder: "auto" '
+    "(a quarter of the RAM, at most half of what is free) or a size, e.g. 512MB, 2GB "
+    "(default: the recipe's, auto).",
+)
 @click.option("--seed", type=int, help="Random seed (recorded in the run folder).")
 @click.option(
     "--test-split",
@@ -181,6 +187,7 @@ def fit(
     epochs,
     image_size,
     batch_size,
+    cache_memory,
     seed,
     test_split,
     selection,
@@ -219,6 +226,7 @@ def fit(
             epochs=epochs,
             image_size=image_size,
             batch_size=batch_size,
+            cache_memory=cache_memory,
             seed=seed,
             test_split=test_split,
             selection=selection,

@@ -25,6 +25,7 @@ from typing import Any
 
 import tomli_w
 
+from transferkit.data.cache_budget import is_memory_size
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.selection.quadrants import STRATEGIES as QUADRANT_STRATEGIES
 
@@ -38,6 +39,7 @@ AUTO_LEARNING_RATE = "auto"  # a phase's learning_rate found by the range test (
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": see training.device
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi-worker")  # see training.distribute
 POOLINGS = ("avg", "avg_max", "avg_dev", "pyramid")  # how the head pools the map: training.pooling
+HEAD_INITS = ("random", "logistic")  # where the head starts: training.head_init
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
 
 
@@ -53,6 +55,7 @@ class BackboneConfig:
 class HeadConfig:
     dropout: float = 0.2
     pooling: str = "avg"  # one of POOLINGS; richer modes keep more of a truncated base's narrow map
+    init: str = "random"  # one of HEAD_INITS; "logistic": a fitted logistic regression (training.head_init)
     label_smoothing: float = 0.0
 
 
@@ -78,6 +81,9 @@ class DataConfig:
     # "balanced": each class weighs in inversely to its training count; "auto": balanced when the
     # largest/smallest class ratio reaches selection.rules.IMBALANCE_WARNING; "none": equal weights.
     class_weight: str = "none"
+    # Memory the caches (decoded images, cached features) may use before they spill to files in
+    # the run folder: "auto" (from the machine's memory) or a size, e.g. "2GB" (data.cache_budget).
+    cache_memory: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ _CHOICES = {
     ("AugmentConfig", "fill_mode"): FILL_MODES,
     ("AugmentConfig", "flip"): FLIPS,
     ("HeadConfig", "pooling"): POOLINGS,
+    ("HeadConfig", "init"): HEAD_INITS,
     ("DataConfig", "class_weight"): CLASS_WEIGHTS,
 }
 
@@ -200,6 +207,10 @@ def validate(recipe: Recipe) -> Recipe:
         )
     if recipe.data.batch_size < 1:
         problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
+    if not is_memory_size(recipe.data.cache_memory):
+        problems.append(
+            f'data.cache_memory must be "auto" or a size like "2GB" (got {recipe.data.cache_memory!r})'
+        )
     if recipe.backbone.image_size < 0:
         problems.append(f"backbone.image_size must be >= 0 (got {recipe.backbone.image_size})")
     if recipe.strategy == "truncate" and recipe.backbone.cut == "none":
@@ -278,8 +289,8 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
     Args:
         recipe: the recipe to change.
         **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
-            ``batch_size``, ``validation_split``, ``test_split`` (data table), ``seed``, and ``epochs``, which
-            sets every phase's epoch count.
+            ``batch_size``, ``validation_split``, ``test_split``, ``cache_memory`` (data table),
+            ``seed``, and ``epochs``, which sets every phase's epoch count.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     table_keys = {
@@ -288,6 +299,7 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
             "batch_size": "batch_size",
             "validation_split": "validation_split",
             "test_split": "test_split",
+            "cache_memory": "cache_memory",
         },
     }
     changes: dict[str, Any] = {}

@@ -17,6 +17,7 @@ import tensorflow as tf
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import BackboneSpec, get_backbone
 from transferkit.backbones.weights import build_base
+from transferkit.data.cache_budget import CacheBudget, budget_for_run
 from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
@@ -222,12 +223,22 @@ def train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
     return accuracy, len(history)
 
 
-def datasets_for(recipe: Recipe, spec: BackboneSpec, splits: DataSplits, replicas: int = 1):
-    """Training (shuffled), validation and ordered training batches of the global batch size."""
+def datasets_for(
+    recipe: Recipe,
+    spec: BackboneSpec,
+    splits: DataSplits,
+    replicas: int = 1,
+    cache: CacheBudget | bool = True,
+):
+    """Training (shuffled), validation and ordered training batches of the global batch size.
+
+    ``cache``: how :func:`make_dataset` caches decoded images; a budget is claimed in the order
+    ordered, validation, training (the ordered images feed every frozen-base feature pass).
+    """
     size, batch = image_size_for(recipe, spec), recipe.data.batch_size * replicas
-    train = as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed))
-    ordered = make_dataset(splits.train, size, batch)
-    val = as_float(make_dataset(splits.val, size, batch))
+    ordered = make_dataset(splits.train, size, batch, cache=cache)
+    val = as_float(make_dataset(splits.val, size, batch, cache=cache))
+    train = as_float(make_dataset(splits.train, size, batch, shuffle=True, seed=recipe.seed, cache=cache))
     return shard_by_example(train), shard_by_example(val), ordered
 
 
@@ -324,7 +335,8 @@ def make_trainer(
     if not cache and any(phase.train == "head" for phase in session.recipe.phases):
         message = "frozen-base features are not cached; head phases train through the frozen base"
         say(verbose, f"Multi-worker: {message}.")
-    train, val, ordered = datasets_for(session.recipe, session.spec, splits, replicas)
+    budget = budget_for_run(session.recipe.data.cache_memory, run_dir)  # spills to run_dir/cache
+    train, val, ordered = datasets_for(session.recipe, session.spec, splits, replicas, cache=budget)
     batch = session.recipe.data.batch_size * replicas
     return Trainer(
         session.classifier,
@@ -343,6 +355,7 @@ def make_trainer(
         replicas=replicas,
         multi_worker=not cache,
         stopwatch=session.stopwatch,
+        cache=budget,
     )
 
 
@@ -350,7 +363,8 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
     """The held-out test split's metrics; None when there is no test split."""
     if splits.test is None or not splits.test.labels:
         return None
-    test = as_float(make_dataset(splits.test, image_size_for(recipe, spec), recipe.data.batch_size))
+    size = image_size_for(recipe, spec)
+    test = as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))  # read once
     return evaluate_held_out(
         model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir
     )

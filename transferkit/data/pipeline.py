@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.data import tfds_source
+from transferkit.data.cache_budget import CacheBudget
 from transferkit.data.decode import decode_image
 from transferkit.errors import TransferkitError
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 # ~1,500 img/s per core), or cached to a file when ``cache`` is a path.
 MEMORY_CACHE_MAX_BYTES = 1 << 30
 SHUFFLE_BUFFER_MAX_BYTES = 256 << 20  # shuffle buffer after a file cache
+SHUFFLE_BUDGET_SHARE = 4  # ... and at most this fraction of a cache budget (1/4)
 TFDS_SHUFFLE_BUFFER = 4096  # records (encoded bytes) shuffled before decoding a TFDS split
 
 
@@ -45,7 +47,7 @@ def make_dataset(
     *,
     shuffle: bool = False,
     seed: int = 1337,
-    cache: bool | str | os.PathLike = True,
+    cache: bool | str | os.PathLike | CacheBudget = True,
 ) -> tf.data.Dataset:
     """Stream one split as ``(uint8 [B, image_size, image_size, 3], int32 [B])`` batches.
 
@@ -60,8 +62,10 @@ def make_dataset(
         shuffle: reshuffle every epoch (seeded).
         seed: the shuffle seed.
         cache: ``True`` caches decoded pixels in memory when they fit in
-            ``MEMORY_CACHE_MAX_BYTES``; a path caches them in files with that prefix; ``False``
-            decodes every epoch.
+            ``MEMORY_CACHE_MAX_BYTES``; a path caches them in files with that prefix; a
+            :class:`~transferkit.data.cache_budget.CacheBudget` caches them in memory while the
+            budget has room, else in a file in its folder (else not at all); ``False`` decodes
+            every epoch.
 
     Example:
         >>> ds = make_dataset(load_data("flowers/").train, 224, 32, shuffle=True)  # doctest: +SKIP
@@ -90,15 +94,17 @@ def make_dataset(
     if cache_to is not None:
         ds = ds.cache(cache_to)
         if shuffle:  # after the cache, so every epoch gets a new order
-            buffer = len(images) if cache_to == "" else SHUFFLE_BUFFER_MAX_BYTES // bytes_per_image
+            buffer = len(images) if cache_to == "" else _shuffle_bytes(cache) // bytes_per_image
             ds = ds.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)  # prefetch last: overlaps input and step
 
 
-def _cache_target(cache: bool | str | os.PathLike, estimate: int) -> str | None:
+def _cache_target(cache: bool | str | os.PathLike | CacheBudget, estimate: int) -> str | None:
     """``""`` (memory), a file prefix, or ``None`` (no cache)."""
     if cache is False:
         return None
+    if isinstance(cache, CacheBudget):
+        return cache.image_cache(estimate)
     if cache is True:
         if estimate <= MEMORY_CACHE_MAX_BYTES:
             return ""
@@ -109,6 +115,13 @@ def _cache_target(cache: bool | str | os.PathLike, estimate: int) -> str | None:
         return None
     Path(cache).parent.mkdir(parents=True, exist_ok=True)
     return os.fspath(cache)
+
+
+def _shuffle_bytes(cache: bool | str | os.PathLike | CacheBudget) -> int:
+    """The shuffle buffer after a file cache: within a budget's share, if there is one."""
+    if isinstance(cache, CacheBudget):
+        return min(SHUFFLE_BUFFER_MAX_BYTES, cache.memory_bytes // SHUFFLE_BUDGET_SHARE)
+    return SHUFFLE_BUFFER_MAX_BYTES
 
 
 def _is_ok(image: tf.Tensor, label: tf.Tensor, ok: tf.Tensor) -> tf.Tensor:

@@ -17,7 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.data.cache_budget import RELEASE_BYTES, is_mapped, release_pages
 from transferkit.training.progress import progress_bar
+
+MOMENT_CHUNK_ROWS = 4096
 
 
 def feature_step(extractor: keras.Model, augment: keras.layers.Layer | None = None):
@@ -43,6 +46,7 @@ def extract_features(
     *,
     feature_dim: int,
     verbose: int = 1,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass of ``dataset`` (batches of uint8 images, int labels) through ``step``.
 
@@ -51,19 +55,41 @@ def extract_features(
         dataset: batched ``(images, labels)``; iterated exactly once.
         feature_dim: width of the features (for an empty dataset).
         verbose: 1 = a bar that goes away when done (the phase's bar follows it); else silent.
+        out: ``[capacity, D]`` to write the features into, batch by batch (an ``np.memmap`` from
+            :meth:`~transferkit.data.cache_budget.CacheBudget.array` over the memory budget);
+            ``capacity`` must hold every image. Without it the features are gathered in memory.
 
     Returns:
-        ``(features [N, D] float32, labels [N] int32)``.
+        ``(features [N, D] float32, labels [N] int32)``; with ``out``, the features are ``out[:N]``.
+
+    Example:
+        >>> store = CacheBudget(0, "cache").array((len(images), 1280))  # doctest: +SKIP
+        >>> features, labels = extract_features(step, dataset, feature_dim=1280, out=store)  # doctest: +SKIP
     """
-    steps = int(dataset.cardinality())
+    if out is None:
+        return _gathered(step, dataset, feature_dim, verbose)
+    labels, filled, since_release = [], 0, 0
+    with _caching_bar(dataset, verbose) as progress:
+        for images, batch_labels in dataset:
+            batch = step(tf.cast(images, tf.float32)).numpy()
+            if filled + len(batch) > len(out):
+                raise ValueError(f"extract_features: out holds {len(out)} rows; the dataset has more.")
+            out[filled : filled + len(batch)] = batch
+            labels.append(batch_labels.numpy().astype("int32"))
+            filled, since_release = filled + len(batch), since_release + batch.nbytes
+            if since_release >= RELEASE_BYTES:  # a memory-mapped store: give the written pages back
+                release_pages(out)
+                since_release = 0
+            progress.update(1)
+    release_pages(out)
+    return out[:filled], np.concatenate(labels) if labels else np.zeros((0,), "int32")
+
+
+def _gathered(
+    step, dataset: tf.data.Dataset, feature_dim: int, verbose: int
+) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
-    with progress_bar(
-        total=steps if steps > 0 else None,
-        desc="caching features",
-        unit="batch",
-        leave=False,
-        disable=verbose != 1,
-    ) as progress:
+    with _caching_bar(dataset, verbose) as progress:
         for images, batch_labels in dataset:
             features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
             labels.append(batch_labels.numpy().astype("int32"))
@@ -71,6 +97,40 @@ def extract_features(
     if not features:
         return np.zeros((0, feature_dim), "float32"), np.zeros((0,), "int32")
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _caching_bar(dataset: tf.data.Dataset, verbose: int):
+    steps = int(dataset.cardinality())
+    return progress_bar(
+        total=steps if steps > 0 else None,
+        desc="caching features",
+        unit="batch",
+        leave=False,
+        disable=verbose != 1,
+    )
+
+
+def feature_moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-feature mean and variance over every row of ``[..., N, D]`` features, and the row count.
+
+    Computed chunk by chunk in float64 (Chan et al.'s pairwise update), so a memory-mapped
+    ``[passes, N, D]`` store is read once and never copied whole into memory.
+    """
+    dim = features.shape[-1]
+    if features.flags.c_contiguous:
+        blocks = [features.reshape(-1, dim)]  # a view
+    else:  # e.g. store[:, :n]: one block per pass
+        blocks = [features[index] for index in np.ndindex(features.shape[:-2])]
+    count, mean, squares = 0, np.zeros(dim), np.zeros(dim)
+    for block in blocks:
+        for start in range(0, len(block), MOMENT_CHUNK_ROWS):
+            chunk = np.asarray(block[start : start + MOMENT_CHUNK_ROWS], dtype="float64")
+            chunk_mean, merged = chunk.mean(0), count + len(chunk)
+            delta = chunk_mean - mean
+            squares += ((chunk - chunk_mean) ** 2).sum(0) + delta**2 * count * len(chunk) / merged
+            mean, count = mean + delta * len(chunk) / merged, merged
+        release_pages(block)
+    return mean.astype("float32"), (squares / max(count, 1)).astype("float32"), count
 
 
 class CachedFeatures(keras.utils.PyDataset):
@@ -82,7 +142,8 @@ class CachedFeatures(keras.utils.PyDataset):
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
         super().__init__()
-        self.features = features  # [passes, N, D]
+        self.features = features  # [passes, N, D]: in memory, or an np.memmap (cache_budget)
+        self._read = 0  # bytes read from a memory-mapped store since its pages were last released
         self.labels = labels
         self.batch_size = batch_size
         self.seed = seed
@@ -97,7 +158,18 @@ class CachedFeatures(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.features[self.epoch % len(self.features)][rows], self.labels[rows]
+        features = self.features[self.epoch % len(self.features)]
+        if not is_mapped(features):
+            return features[rows], self.labels[rows]
+        # On disk: read the rows in file order, then put them back in the epoch's order.
+        ascending = np.argsort(rows)
+        batch = np.empty((len(rows), *features.shape[1:]), features.dtype)
+        batch[ascending] = features[rows[ascending]]
+        self._read += batch.nbytes
+        if self._read >= RELEASE_BYTES:  # the pages read go back to the page cache
+            release_pages(features)
+            self._read = 0
+        return batch, self.labels[rows]
 
     def cycle(self) -> Iterator:
         """The batches epoch after epoch, as ``fit`` would serve them (moves the epoch along)."""

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.backbones.registry import BackboneSpec
+from transferkit.data.cache_budget import CacheBudget
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps
@@ -38,7 +39,13 @@ from transferkit.training.callbacks import (
 )
 from transferkit.training.class_weights import class_weights
 from transferkit.training.distribute import MultiWorkerModel
-from transferkit.training.features import CachedFeatures, EpochSetter, extract_features, feature_step
+from transferkit.training.features import (
+    CachedFeatures,
+    EpochSetter,
+    extract_features,
+    feature_moments,
+    feature_step,
+)
 from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
@@ -99,6 +106,7 @@ class Trainer:
         replicas: int = 1,
         multi_worker: bool = False,
         stopwatch: Stopwatch | None = None,
+        cache: CacheBudget | None = None,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
         # Shuffled batches for fitting; the same images in a fixed order for feature caching.
@@ -113,6 +121,7 @@ class Trainer:
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
         self.replicas, self.multi_worker = replicas, multi_worker
         self.stopwatch = stopwatch or Stopwatch()  # each phase's feature caching and training, timed
+        self.cache = cache  # where cached features go (memory or np.memmap); None: gathered in memory
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
@@ -325,10 +334,15 @@ class Trainer:
             self._head_model = keras.Model(inputs, head(inputs), name="head_training_graph")
         return self._head_model
 
-    def _features(self, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    def _features(
+        self, step, data: tf.data.Dataset, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         dim = int(self.classifier.extractor.output.shape[-1])
+        if out is None and self.cache is not None:  # one row per image: the split's batches, full
+            steps = self.validation_steps if data is self.val_data else self.steps_per_epoch
+            out = self.cache.array((steps * self.batch_size, dim), name="features")
         with self.stopwatch.stage("features"):
-            return extract_features(step, data, feature_dim=dim, verbose=self.verbose)
+            return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out)
 
     def _standardise_head(self, features: np.ndarray) -> None:
         """Set the head's feature standardisation from training features (before the first phase only).
@@ -336,11 +350,12 @@ class Trainer:
         Each feature's variance is floored at a hundredth of the average one: a feature that barely
         varies on the training images (common after ReLU + pooling) would otherwise be scaled up
         by orders of magnitude and turn tiny differences on new images into huge logits.
+        ``features`` are ``[..., N, D]`` (e.g. one set per augmented pass), in memory or
+        memory-mapped (read in chunks).
         """
-        mean = features.mean(axis=0)
-        variance = features.var(axis=0)
+        mean, variance, rows = feature_moments(features)
         variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
-        count = np.asarray(len(features), dtype="int64")
+        count = np.asarray(rows, dtype="int64")
         layer = self.classifier.head.get_layer("feature_norm")
         layer.set_weights([mean, variance, count])
         layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
@@ -400,16 +415,25 @@ class Trainer:
         passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
         extractor = self.classifier.extractor
         augmented, clean = feature_step(extractor, self.augment), feature_step(extractor)
+        # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
+        shape = (passes, self.steps_per_epoch * self.batch_size, int(extractor.output.shape[-1]))
+        store = None if self.cache is None or self.augment is None else self.cache.array(shape, name="train")
         features = []
         for number in range(passes):
             self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
             if self.augment is not None:  # each pass its own seeded stream: a rerun caches the same copies
                 self.augment.reseed(self.recipe.seed + 1_000_000 * (index + 1) + number)
-            data, labels = self._features(augmented, self.ordered_train_data)
+            data, labels = self._features(
+                augmented, self.ordered_train_data, None if store is None else store[number]
+            )
             features.append(data)
         self._say("Caching validation features")
         val_features, val_labels = self._features(clean, self.val_data)
+        if store is not None:
+            stacked = store[:, : len(labels)]
+        else:
+            stacked = features[0][None] if passes == 1 else np.stack(features)
         if index == 0:
-            self._standardise_head(np.concatenate(features))
-        train = CachedFeatures(np.stack(features), labels, self.batch_size, self.recipe.seed)
+            self._standardise_head(stacked)
+        train = CachedFeatures(stacked, labels, self.batch_size, self.recipe.seed)
         return train, (val_features, val_labels)

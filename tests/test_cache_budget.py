@@ -1,0 +1,196 @@
+"""Out-of-core data: the cache budget, spilled features and images, their cleanup, the option, the scan."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import transferkit
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import build_base
+from transferkit.cli import main
+from transferkit.data import cache_budget, scan
+from transferkit.data.cache_budget import CacheBudget, is_mapped, parse_cache_memory, spill_folder
+from transferkit.data.loading import load_data, make_dataset
+from transferkit.errors import TransferkitError
+from transferkit.recipes import load_builtin, with_overrides
+from transferkit.testing import make_image_folder
+from transferkit.training.features import CachedFeatures, extract_features, feature_moments, feature_step
+from transferkit.training.model import build_classifier
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=12, size=16)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512MB", 512 * 10**6), ("2GB", 2 * 10**9), ("1.5GiB", 3 << 29), (" 64 kib ", 64 << 10), (0, 0)],
+)
+def test_sizes_parse_in_decimal_and_binary_units(text, expected):
+    assert parse_cache_memory(text) == expected
+
+
+def test_auto_is_a_share_of_the_machine_memory(monkeypatch):
+    monkeypatch.setattr(cache_budget, "_machine_memory", lambda: (16 << 30, 2 << 30))
+    assert parse_cache_memory("auto") == parse_cache_memory("AUTO") == 1 << 30  # half of the 2 GiB free
+    monkeypatch.setattr(cache_budget, "_machine_memory", lambda: (16 << 30, 12 << 30))
+    assert parse_cache_memory("auto") == 4 << 30  # a quarter of the 16 GiB
+    monkeypatch.setattr(cache_budget, "_machine_memory", lambda: (None, None))
+    assert parse_cache_memory("auto") == cache_budget.FALLBACK_MEMORY
+
+
+@pytest.mark.parametrize("bad", ["2XB", "lots", "", "-1GB", "1e9", "GB", -5, True, 1.5])
+def test_a_bad_size_says_what_to_write(bad):
+    with pytest.raises(TransferkitError, match=r"not a memory size.*'512MB', '2GB'.*--cache-memory"):
+        parse_cache_memory(bad)
+
+
+def test_the_recipe_key_and_override_are_checked():
+    recipe = with_overrides(load_builtin("small_similar"), cache_memory="256MB")
+    assert recipe.data.cache_memory == "256MB" and load_builtin("small_similar").data.cache_memory == "auto"
+    with pytest.raises(TransferkitError, match="data.cache_memory"):
+        with_overrides(recipe, cache_memory="half")
+
+
+def test_an_array_is_in_memory_under_the_budget_and_memory_mapped_over_it(tmp_path):
+    budget = CacheBudget(1000, tmp_path / "cache")
+    small = budget.array((10, 20))  # 800 bytes: fits
+    large = budget.array((2, 10, 20))  # 1,600 more: spills
+    assert not is_mapped(small) and not isinstance(small, np.memmap)
+    assert isinstance(large, np.memmap) and is_mapped(large[1]) and budget.remaining == 200
+    values = np.random.default_rng(0).normal(size=(2, 10, 20)).astype("float32")
+    small[:], large[:] = values[0], values
+    cache_budget.release_pages(large)  # written back to the file; reads come from there
+    assert np.array_equal(large, values) and np.array_equal(small, values[0])
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npy"]
+
+
+def test_without_a_folder_nothing_spills(tmp_path):
+    budget = CacheBudget(0, folder=None)
+    assert not is_mapped(budget.array((4, 4))) and budget.image_cache(10) is None
+
+
+def test_extract_features_over_the_budget_writes_a_memmap_equal_to_the_in_memory_pass(folder, tmp_path):
+    spec = get_backbone("tiny")
+    base, _ = build_base(spec, 16, "random")
+    step = feature_step(build_classifier(spec, base, 3, load_builtin("small_similar").head).extractor)
+    dataset = make_dataset(load_data(str(folder), test_split=0).train, 16, 5, cache=False)
+    expected, labels = extract_features(step, dataset, feature_dim=64, verbose=0)
+    store = CacheBudget(0, tmp_path / "cache").array((len(labels) + 7, expected.shape[1]))  # room to spare
+    features, same_labels = extract_features(step, dataset, feature_dim=64, verbose=0, out=store)
+    assert is_mapped(features) and features.shape == expected.shape
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+    assert np.array_equal(same_labels, labels)
+    with pytest.raises(ValueError, match="holds 3 rows"):
+        extract_features(step, dataset, feature_dim=64, verbose=0, out=np.zeros((3, 64), "float32"))
+
+
+def test_cached_features_serve_the_same_batches_from_a_memmap(tmp_path, monkeypatch):
+    values = np.random.default_rng(1).normal(size=(2, 37, 6)).astype("float32")
+    labels = np.arange(37, dtype="int32") % 3
+    store = CacheBudget(0, tmp_path).array(values.shape)
+    store[:] = values
+    monkeypatch.setattr("transferkit.training.features.RELEASE_BYTES", 100)  # release pages often
+    on_disk, in_memory = CachedFeatures(store, labels, 8, 3), CachedFeatures(values, labels, 8, 3)
+    for epoch in range(3):
+        on_disk.set_epoch(epoch), in_memory.set_epoch(epoch)
+        for index in range(len(in_memory)):
+            (x, y), (x_ref, y_ref) = on_disk[index], in_memory[index]
+            assert not is_mapped(x) and np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
+def test_feature_moments_read_a_strided_store_in_chunks(monkeypatch):
+    monkeypatch.setattr("transferkit.training.features.MOMENT_CHUNK_ROWS", 7)
+    values = np.random.default_rng(2).normal(5, 3, size=(3, 50, 4))
+    mean, variance, count = feature_moments(values[:, :41])  # not contiguous: one block per pass
+    rows = values[:, :41].reshape(-1, 4)
+    assert count == 123
+    np.testing.assert_allclose(mean, rows.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(variance, rows.var(0), rtol=1e-5)
+
+
+def test_images_over_the_budget_go_to_a_file_cache_with_the_same_pixels(folder, tmp_path):
+    train = load_data(str(folder), test_split=0).train
+    budget = CacheBudget(16 * 16 * 3 * len(train) - 1, tmp_path / "cache")  # one byte short
+    expected = np.concatenate([x for x, _ in make_dataset(train, 16, 4, cache=False)])
+    for _ in range(2):  # the first pass writes the file cache, the second reads it
+        spilled = np.concatenate([x for x, _ in make_dataset(train, 16, 4, cache=budget)])
+        assert np.array_equal(spilled, expected)
+    assert any(p.name.startswith("images-") for p in (tmp_path / "cache").iterdir())
+    assert budget.image_cache(16 * 16 * 3 * len(train) - 2) == ""  # what fits stays in memory
+
+
+def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "stale.npy").write_bytes(b"left by a killed run")
+    with pytest.raises(RuntimeError), spill_folder(tmp_path) as spilled:
+        assert not spilled.exists()  # the stale one went on entry
+        spilled.mkdir()
+        raise RuntimeError("boom")
+    assert not (tmp_path / "cache").exists()
+
+
+def _fit(folder, out, **options):
+    return transferkit.fit(
+        str(folder), recipe="small_similar", backbone="tiny", weights="random", epochs=2, batch_size=8,
+        cache_memory="1KB", out=out, verbose=0, **options,
+    )  # fmt: skip
+
+
+def test_fit_spills_over_a_small_budget_and_removes_the_files(folder, tmp_path):
+    seen = []
+
+    def listener(event):  # during training: the spilled caches exist
+        spilled = tmp_path / "r" / "cache"
+        if type(event).__name__ == "EpochEnded" and spilled.exists():
+            seen.extend(p.name for p in spilled.iterdir())
+
+    run = _fit(folder, tmp_path, name="r", progress=listener)
+    assert any(name.startswith("train-") for name in seen) and any(n.startswith("images-") for n in seen)
+    assert not (run.run_dir / "cache").exists() and run.recipe.data.cache_memory == "1KB"
+    assert 'cache_memory = "1KB"' in (run.run_dir / "recipe.toml").read_text()
+
+
+def test_fit_removes_the_spilled_files_after_an_error(folder, tmp_path):
+    def failing(event):
+        if type(event).__name__ == "EpochEnded":
+            assert any((tmp_path / "r" / "cache").iterdir())
+            raise RuntimeError("stopped on purpose")
+
+    with pytest.raises(RuntimeError, match="on purpose"):
+        _fit(folder, tmp_path, name="r", progress=failing)
+    assert (tmp_path / "r" / "run.json").exists() and not (tmp_path / "r" / "cache").exists()
+
+
+def test_cli_cache_memory_reaches_the_recipe_and_a_bad_value_exits_2(folder, tmp_path):
+    common = ["fit", "--data", str(folder), "--recipe", "small_similar", "--backbone", "tiny",
+              "--weights", "random", "--out", str(tmp_path), "--dry-run", "-q"]  # fmt: skip
+    result = CliRunner().invoke(main, [*common, "--cache-memory", "512MB"])
+    assert result.exit_code == 0, result.output
+    assert 'cache_memory = "512MB"' in result.output
+    result = CliRunner().invoke(main, [*common, "--cache-memory", "lots"])
+    assert result.exit_code == 2 and "data.cache_memory" in result.output
+
+
+def test_scan_of_thousands_of_files_streams_in_chunks_and_skips_bad_ones(tmp_path, monkeypatch):
+    tiny = make_image_folder(tmp_path / "seed", classes=1, per_class=1, size=4) / "class_0" / "img_0.png"
+    for label in range(3):
+        (tmp_path / "data" / f"c{label}").mkdir(parents=True)
+        for index in range(1000):
+            shutil.copyfile(tiny, tmp_path / "data" / f"c{label}" / f"{index:04d}.png")
+    (tmp_path / "data" / "c1" / "0500.png").write_bytes(b"")
+    (tmp_path / "data" / "c2" / "0007.png").write_bytes(b"not a png")
+    monkeypatch.setattr(scan, "SCAN_CHUNK", 64)  # many chunks, and a partial last one
+    scanned = scan.scan_split(tmp_path / "data")
+    assert [len(scanned.images[c]) for c in ("c0", "c1", "c2")] == [1000, 999, 999]
+    assert scanned.images["c1"][499][0].endswith("0499.png") and scanned.images["c1"][500][0].endswith(
+        "0501.png"
+    )
+    reasons = dict(scanned.skipped)
+    assert reasons[str(tmp_path / "data" / "c1" / "0500.png")] == "empty file (0 bytes)"
+    assert "0007.png" in " ".join(reasons) and all(size == (4, 4) for _, size in scanned.images["c0"])
