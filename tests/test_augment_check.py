@@ -6,11 +6,13 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from test_train import _recipe, _run
 
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment_check import AugmentCheck, check_augmentation
-from transferkit.training.features import CachedFeatures
+from transferkit.training.callbacks import Reseed
+from transferkit.training.features import CachedFeatures, EpochSetter
 from transferkit.training.trainer import TrainState
 
 
@@ -81,3 +83,33 @@ def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tm
     monkeypatch.setattr(trainer_module, "check_augmentation", measured_again)
     _run(recipe, resumed)
     assert TrainState.load(resumed).augmentation["use_augmentation"] is False
+
+
+def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would():
+    features, labels = _separable()
+    validation = _separable(seed=1)
+    noise = np.random.default_rng(2).normal(size=features.shape).astype("float32")
+    compiled = []
+    model = _head()
+    start = model.get_weights()
+    check = check_augmentation(
+        model,
+        lambda m: compiled.append(_compile(m)),
+        CachedFeatures(noise[None], labels, 16, seed=1),
+        CachedFeatures(features[None], labels, 16, seed=1),
+        validation,
+        epochs=8,
+        patience=8,
+        seed=1,
+    )
+    assert len(compiled) == 1  # one compile: Keras traces the train and test steps once
+    expected = []
+    for data in (noise, features):  # each set on its own freshly compiled copy of the same head
+        twin = _head()
+        twin.set_weights(start)
+        _compile(twin)
+        cached = CachedFeatures(data[None], labels, 16, seed=1)
+        history = twin.fit(cached, epochs=8, validation_data=validation, shuffle=False, verbose=0,
+                           callbacks=[EpochSetter(cached), Reseed(1)]).history  # fmt: skip
+        expected.append(min(history["val_loss"]))
+    assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
