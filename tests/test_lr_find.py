@@ -1,8 +1,10 @@
 """The learning-rate range test (training/lr_find.py), learning_rate = "auto", and `transferkit lr-find`."""
 
 import dataclasses
+import itertools
 import json
 import math
+import types
 
 import numpy as np
 from click.testing import CliRunner
@@ -14,7 +16,7 @@ from transferkit.cli import main
 from transferkit.recipes import Phase
 from transferkit.testing import make_image_folder, synthetic_image
 from transferkit.training.device import setup_device
-from transferkit.training.lr_find import range_test, suggest
+from transferkit.training.lr_find import BLOW_UP_RULE, VALLEY, _smooth, range_test, suggest, valley
 from transferkit.training.model import build_classifier
 from transferkit.training.optimizers import LayerwiseAdamW, classification_loss
 from transferkit.training.trainer import Trainer
@@ -48,6 +50,82 @@ def test_the_suggestion_lies_in_the_upper_part_of_the_longest_descent():
     # A noisy start (a dip at 1e-6..3e-6), the long descent from index 2 to 10, then divergence.
     smoothed = [2.0, 1.8, 2.1, 1.99, 1.95, 1.9, 1.5, 1.2, 1.1, 1.05, 1.0, 3.0, 9.0]
     assert suggest(rates, smoothed) == rates[5]  # 2 + int(8 / 3) + int(8 / 6)
+
+
+# The whole-network phase's sweep after large_similar's head warm-up: Animal-MNIST, 60 images a
+# class, 96 px, seed 1337, 1e-7 to 1 in 100 steps (stopped at 65). Fine-tuning runs measured 2e-4
+# best there; the valley rule suggested 8.1e-6 (the running average drifting through flat noise).
+WARMED_UP_LOSSES = [
+    0.907, 0.46, 0.418, 0.519, 0.618, 0.455, 0.31, 0.367, 0.75, 0.429, 0.41, 0.798, 0.677, 0.673, 0.265,
+    0.371, 0.67, 0.637, 0.494, 0.381, 0.303, 0.461, 0.34, 0.691, 0.32, 0.205, 0.709, 0.33, 0.389, 0.416,
+    0.368, 0.469, 0.527, 0.599, 0.318, 0.429, 0.214, 0.426, 0.125, 0.259, 0.515, 0.708, 0.625, 0.779,
+    0.397, 0.605, 0.292, 1.114, 1.14, 0.732, 0.485, 0.354, 1.454, 1.454, 1.053, 1.686, 2.459, 2.808,
+    2.933, 2.118, 1.829, 3.779, 6.164, 8.782, 22.397,
+]  # fmt: skip
+BEST_AFTER_WARM_UP = 2e-4
+
+
+def _within(rate, target, factor=3.0):
+    return target / factor <= rate <= target * factor
+
+
+def test_the_recorded_warmed_up_sweep_is_suggested_close_to_the_best_measured_rate():
+    rates = [1e-7 * 1e7 ** (i / 99) for i in range(len(WARMED_UP_LOSSES))]
+    smoothed = _smooth(WARMED_UP_LOSSES)
+    assert not _within(valley(rates, smoothed), BEST_AFTER_WARM_UP)  # the failure this rule fixes
+    assert _within(suggest(rates, smoothed), BEST_AFTER_WARM_UP)
+
+
+class _Curve:
+    """Stands in for a compiled model in ``range_test``: each step's loss is a function of its rate."""
+
+    def __init__(self, loss_at, seed):
+        self.optimizer = types.SimpleNamespace(learning_rate=0.0)
+        self.loss_at, self.rng = loss_at, np.random.default_rng(seed)
+
+    def get_weights(self):
+        return []
+
+    def set_weights(self, weights):
+        pass
+
+    def train_on_batch(self, inputs, labels, class_weight=None, return_dict=False):
+        return {"loss": self.loss_at(self.optimizer.learning_rate, self.rng)}
+
+
+def _sweep(loss_at, seed):
+    return range_test(_Curve(loss_at, seed), itertools.repeat((None, None)), start=1e-7, end=1.0, steps=100)
+
+
+def _warmed_up(rate, rng):
+    """Flat at a low loss with batch-to-batch noise, rising past 2.5e-4 as the real sweep does."""
+    return 0.45 * math.exp(rng.normal(0, 0.35)) * (1 + (rate / 2.5e-4) ** 1.5)
+
+
+def _fresh_head(rate, rng):
+    """From ln(10) down to a few tenths over decades of rates, then blowing up past 0.1."""
+    return (0.3 + 2.0 / (1 + rate / 1e-3)) * math.exp(rng.normal(0, 0.05)) * (1 + (rate / 0.1) ** 2)
+
+
+def test_sweeps_that_start_low_are_suggested_within_3x_of_the_good_rate_for_any_noise():
+    for seed in range(6):
+        result = _sweep(_warmed_up, seed)
+        assert result.rule == BLOW_UP_RULE
+        assert _within(result.suggestion, BEST_AFTER_WARM_UP), (seed, result.suggestion)
+
+
+def test_a_descending_sweep_keeps_the_valley_rule():
+    result = _sweep(_fresh_head, 0)
+    assert result.rule == VALLEY
+    assert result.suggestion == valley(list(result.learning_rates), list(result.smoothed))
+    assert 1e-5 < result.suggestion < 1e-1  # inside the descent, below the blow-up
+
+
+def test_a_flat_sweep_that_never_blows_up_is_suggested_a_tenth_of_its_last_rate():
+    result = range_test(
+        _Curve(lambda rate, rng: 0.3 + rng.normal(0, 0.01), 0), itertools.repeat((None, None)), steps=30
+    )
+    assert result.rule == BLOW_UP_RULE and result.suggestion == result.learning_rates[-1] / 10
 
 
 def _tiny_trainer(recipe, run_dir):
