@@ -12,7 +12,7 @@ from test_train import _recipe, _run
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment_check import AugmentCheck, check_augmentation
 from transferkit.training.callbacks import Reseed
-from transferkit.training.features import CachedFeatures, EpochSetter
+from transferkit.training.features import CachedFeatures, EpochSetter, feature_step
 from transferkit.training.trainer import TrainState
 
 
@@ -113,3 +113,16 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
                            callbacks=[EpochSetter(cached), Reseed(1)]).history  # fmt: skip
         expected.append(min(history["val_loss"]))
     assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_run_traces_one_clean_feature_step_for_validation_and_the_check(tmp_path, monkeypatch):
+    made = []
+
+    def counted(extractor, augment=None):
+        made.append("augmented" if augment is not None else "clean")
+        return feature_step(extractor, augment)
+
+    monkeypatch.setattr(trainer_module, "feature_step", counted)
+    _run(_recipe("small_similar", epochs=2), tmp_path)
+    assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
+    assert made.count("clean") == 1  # one compiled step, so the base is traced once for them
