@@ -103,6 +103,8 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
         seed=1,
     )
     assert len(compiled) == 1  # one compile: Keras traces the train and test steps once
+    assert int(model.optimizer.iterations) == 0  # left fresh: the phase trains on without compiling
+    assert all(np.array_equal(a, b) for a, b in zip(start, model.get_weights(), strict=True))
     expected = []
     for data in (noise, features):  # each set on its own freshly compiled copy of the same head
         twin = _head()
@@ -126,3 +128,18 @@ def test_a_run_traces_one_clean_feature_step_for_validation_and_the_check(tmp_pa
     _run(_recipe("small_similar", epochs=2), tmp_path)
     assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
     assert made.count("clean") == 1  # one compiled step, so the base is traced once for them
+
+
+def test_the_head_phase_trains_on_from_the_checks_compile(tmp_path, monkeypatch):
+    compiled = []
+    original = trainer_module.Trainer._compile
+
+    def counted(self, model, *args, **kwargs):
+        compiled.append(model.name)
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_compile", counted)
+    classifier, changed = _run(_recipe("small_similar", epochs=2), tmp_path)
+    assert TrainState.load(tmp_path).augmentation is not None
+    assert compiled == ["head_training_graph"]  # the check's compile only: the head is traced once
+    assert changed and all("predictions" in path or "feature_norm" in path for path in changed)

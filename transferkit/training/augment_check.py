@@ -68,8 +68,9 @@ def check_augmentation(
     """Train ``model`` (the head's training graph) on each feature set from the same weights.
 
     Args:
-        model: the graph the head phase fits; its weights are put back as they were afterwards.
-        compile_model: compiles ``model`` for the phase (called once; re-compile before training on).
+        model: the graph the head phase fits. It is left compiled for the phase, its weights as they
+            were and its optimizer fresh: the phase trains on without compiling (and tracing) again.
+        compile_model: compiles ``model`` for the phase (called once).
         augmented: cached features of the augmented passes.
         clean: cached features of one clean pass over the same images.
         validation: ``(features, labels)`` of the validation split.
@@ -77,17 +78,14 @@ def check_augmentation(
         seed: the run's seed (both fits draw the same batches and dropout masks).
         class_weight: as the phase uses it.
     """
-    start = model.get_weights()
-    # Compiled once: the second fit starts from the same weights and a fresh optimizer state, put
-    # back by value, and so reuses the traced train and test steps instead of tracing them again.
+    # Compiled once: each fit starts from the same weights and a fresh optimizer state, put back by
+    # value, and so reuses the traced train and test steps instead of tracing them again.
     compile_model(model)
     model.optimizer.build(model.trainable_variables)
-    fresh = [variable.numpy() for variable in model.optimizer.variables]
+    start = model.get_weights(), [variable.numpy() for variable in model.optimizer.variables]
     figures = {}
     for name, data in (("augmented", augmented), ("clean", clean)):
-        model.set_weights(start)
-        for variable, value in zip(model.optimizer.variables, fresh, strict=True):
-            variable.assign(value)
+        _put_back(model, *start)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(1, patience))
         history = model.fit(
             data,
@@ -100,7 +98,14 @@ def check_augmentation(
         ).history
         best = int(np.argmin(history["val_loss"]))
         figures[name] = (float(history["val_loss"][best]), float(history["val_accuracy"][best]))
-    model.set_weights(start)
+    _put_back(model, *start)
     augmented_loss, augmented_accuracy = figures["augmented"]
     clean_loss, clean_accuracy = figures["clean"]
     return AugmentCheck(augmented_loss, clean_loss, augmented_accuracy, clean_accuracy)
+
+
+def _put_back(model: keras.Model, weights: list, optimizer_state: list) -> None:
+    """Set ``model``'s weights and its optimizer's variables (step count, moments) to saved values."""
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
+        variable.assign(value)

@@ -371,9 +371,11 @@ class Trainer:
         train, validation = self._cached_features(index, phase)
         head = self._head_graph()
         phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
+        compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
         if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
-            train = self._settle_augmentation(index, phase, head, train, validation)
-        self._compile(head, phase, len(train))
+            train, compiled = self._settle_augmentation(index, phase, head, train, validation), True
+        if not compiled:  # compiling again would trace the head's train and test steps again
+            self._compile(head, phase, len(train))
         return self._fit(
             head,
             train,
