@@ -340,3 +340,12 @@ def test_public_api_names_all_resolve():
     assert set(transferkit.__all__) == {*transferkit._EXPORTS, "TransferkitError", "__version__"}
     for name in transferkit.__all__:
         assert getattr(transferkit, name) is not None
+
+
+def test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures(folder, tmp_path):
+    run = _tiny_fit(folder, tmp_path, epochs=2)
+    assert run.model.predict_function is None  # Keras' predict function was never traced
+    again = transferkit.evaluate(run.run_dir)  # the saved model.keras, predict_on_batch, same test split
+    assert again.num_samples == run.metrics.num_samples == 6
+    assert again.accuracy == run.metrics.accuracy
+    assert again.loss == pytest.approx(run.metrics.loss, rel=1e-4, abs=1e-6)

@@ -277,14 +277,22 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             remove_worker_dir(run_dir)
             return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
     stopwatch = session.stopwatch
+    # Through the steps training traced (a local copy under distribution predicts on its own).
+    predict = trainer.predictor() if model is session.classifier.model else None
     with stopwatch.stage("test evaluation"):
-        test = test_metrics(model, recipe, spec, splits, run_dir)  # the held-out pass also saves predictions
+        test = test_metrics(model, recipe, spec, splits, run_dir, predict)  # also saves predictions
     with stopwatch.stage("validation evaluation"):
         validation = (
-            evaluate_model(model, val, splits.class_names)
+            evaluate_model(model, val, splits.class_names, predict)
             if test is not None
             else evaluate_held_out(
-                model, val, splits.val.paths, splits.class_names, split="validation", run_dir=run_dir
+                model,
+                val,
+                splits.val.paths,
+                splits.class_names,
+                split="validation",
+                run_dir=run_dir,
+                predict=predict,
             )
         )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
@@ -359,14 +367,14 @@ def make_trainer(
     )
 
 
-def test_metrics(model, recipe, spec, splits, run_dir: Path) -> Metrics | None:
-    """The held-out test split's metrics; None when there is no test split."""
+def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Metrics | None:
+    """The held-out test split's metrics (``predict``: as for evaluate_held_out); None without one."""
     if splits.test is None or not splits.test.labels:
         return None
     size = image_size_for(recipe, spec)
     test = as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))  # read once
     return evaluate_held_out(
-        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir
+        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir, predict=predict
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path
-from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
+from transferkit.reporting.metrics import Metrics, Predict, compute_metrics, predict_dataset
 
 if TYPE_CHECKING:  # annotations only: reading predictions or drawing a report needs no TensorFlow
     import keras
@@ -105,6 +105,7 @@ def evaluate_held_out(
     *,
     split: str,
     run_dir: str | os.PathLike,
+    predict: Predict | None = None,
 ) -> Metrics:
     """Metrics of the held-out split and its ``predictions.npz``, from one pass over ``dataset``.
 
@@ -115,8 +116,9 @@ def evaluate_held_out(
         class_names: index = label.
         split: "test" or "validation".
         run_dir: the run folder that receives ``predictions.npz``.
+        predict: as for :func:`~transferkit.reporting.metrics.evaluate_model`.
     """
-    probabilities, labels = predict_dataset(model, dataset)
+    probabilities, labels = predict_dataset(model, dataset, predict)
     metrics = compute_metrics(probabilities, labels, class_names)
     paired = len(paths) == len(labels)  # a file that failed to decode leaves the rows unpaired
     predictions = Predictions(

@@ -8,7 +8,7 @@ the results by class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: reading metrics or drawing a report needs
     import tensorflow as tf
 
 TOP_K = 5
+Predict = Callable[[np.ndarray], np.ndarray]  # a batch of images -> class probabilities
 Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 _SUM_TOLERANCE = 1e-2  # loose enough for bf16/float16 softmax outputs, tight enough to catch logits
 
@@ -192,7 +193,9 @@ def _validate(
     return probs / sums[:, None], labels.astype(np.int64), names
 
 
-def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str]) -> Metrics:
+def evaluate_model(
+    model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str], predict: Predict | None = None
+) -> Metrics:
     """Run ``model`` over ``dataset`` once and compute :class:`Metrics`.
 
     Probabilities and labels are collected from the same batches in the same pass, so a
@@ -203,6 +206,9 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Se
         dataset: batched ``(images, labels)`` elements (extra elements such as sample weights are
             ignored); images as the model expects them, labels as integer class indices.
         class_names: one name per output unit, index = label.
+        predict: computes ``model``'s probabilities for a batch of images (default: its
+            ``predict_on_batch``), e.g. through steps the run has traced already (see
+            :meth:`transferkit.training.trainer.Trainer.predictor`).
 
     Example:
         >>> import keras, tensorflow as tf
@@ -211,14 +217,17 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, class_names: Se
         >>> evaluate_model(model, ds, ["a", "b", "c"]).num_samples
         10
     """
-    return compute_metrics(*predict_dataset(model, dataset), class_names)
+    return compute_metrics(*predict_dataset(model, dataset, predict), class_names)
 
 
-def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def predict_dataset(
+    model: keras.Model, dataset: tf.data.Dataset, predict: Predict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(probabilities, labels)`` of one pass of ``model`` over batched ``(images, labels)`` elements.
 
     Probabilities and labels come from the same batches, so a shuffled dataset is still paired
     right; :func:`evaluate_model` and the run folder's ``predictions.npz`` share this one pass.
+    ``predict`` as for :func:`evaluate_model`.
     """
     probabilities, labels, rows = [], [], None
     for element in dataset:
@@ -229,16 +238,16 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
             )
         images = np.asarray(element[0])
         rows = rows or len(images)
-        probabilities.append(predict_rows(model, images, rows))
+        probabilities.append(predict_rows(predict or model.predict_on_batch, images, rows))
         labels.append(np.asarray(element[1]).reshape(-1))
     if not labels:
         raise TransferkitError("The evaluation dataset is empty; check the split sizes of your data.")
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
-def predict_rows(model: keras.Model, images: np.ndarray, rows: int) -> np.ndarray:
-    """``model.predict_on_batch(images)``, run on at least ``rows`` rows: a smaller batch is padded
-    with copies of its last image and the padding's outputs dropped.
+def predict_rows(predict: Predict, images: np.ndarray, rows: int) -> np.ndarray:
+    """``predict(images)`` (e.g. ``model.predict_on_batch``), run on at least ``rows`` rows: a
+    smaller batch is padded with copies of its last image and the padding's outputs dropped.
 
     Keras traces its predict function again for every new batch size (for MobileNetV2 on 2 CPU
     cores, ~1.5 s each, longer than predicting a small test split); padding the last, smaller
@@ -247,4 +256,4 @@ def predict_rows(model: keras.Model, images: np.ndarray, rows: int) -> np.ndarra
     count = len(images)
     if 0 < count < rows:
         images = np.concatenate([images, np.repeat(images[-1:], rows - count, axis=0)])
-    return np.asarray(model.predict_on_batch(images))[:count]
+    return np.asarray(predict(images))[:count]

@@ -333,6 +333,13 @@ class Trainer:
             self._head_model = keras.Model(inputs, head(inputs), name="head_training_graph")
         return self._head_model
 
+    def predictor(self):
+        """``images -> probabilities`` of the classifier through the run's traced clean feature step
+        and the head: what ``model.predict_on_batch`` computes, without tracing the whole model again
+        (~1 s of CPU for MobileNetV2 at 128 px) to evaluate it once trained."""
+        step, head = self._clean_step(), self.classifier.head
+        return lambda images: np.asarray(head(step(tf.cast(images, tf.float32)), training=False))
+
     def _clean_step(self):
         """The un-augmented feature step, traced once for the run: the validation features, the
         augmentation check's clean pass and the head's statistics all go through it (each new step
