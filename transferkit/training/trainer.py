@@ -46,6 +46,7 @@ from transferkit.training.features import (
     feature_moments,
     feature_step,
 )
+from transferkit.training.head_init import initialise_head
 from transferkit.training.lr_find import LRFindResult, range_test
 from transferkit.training.model import Classifier
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
@@ -378,6 +379,8 @@ class Trainer:
         train, validation = self._cached_features(index, phase)
         head = self._head_graph()
         phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
+        if index == 0:  # before the augmentation check and epoch 0; a resumed run then restores its backup
+            self._start_head(train, validation)
         compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
         if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
             train, compiled = self._settle_augmentation(index, phase, head, train, validation), True
@@ -422,9 +425,16 @@ class Trainer:
         if check.use_augmentation:
             return augmented
         self.augment = None
-        if index == 0:  # as a resumed run standardises: on the features the head trains on
+        if index == 0:  # as a resumed run standardises (and starts): on the features the head trains on
             self._standardise_head(features)
+            self._start_head(clean, validation)
         return clean
+
+    def _start_head(self, train: CachedFeatures, validation: tuple) -> None:
+        """The untrained head's start: the recipe's ``[head] init`` (:mod:`.head_init`)."""
+        if self.recipe.head.init == "logistic":
+            fitted = initialise_head(self.classifier.head, train.features, train.labels, validation)
+            self._say(fitted.describe())
 
     def _cached_features(self, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
         """The training features (one set per augmented pass) and the validation ones."""

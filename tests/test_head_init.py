@@ -1,0 +1,169 @@
+"""The head's logistic-regression start: the fitted model itself, in the head, in a run, resumed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transferkit import recipes
+from transferkit.backbones.registry import get_backbone
+from transferkit.errors import TransferkitError
+from transferkit.recipes import AugmentConfig, HeadConfig, Phase
+from transferkit.testing import synthetic_image
+from transferkit.training.device import setup_device
+from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head
+from transferkit.training.model import build_classifier, build_head
+from transferkit.training.trainer import Trainer
+
+SPEC = get_backbone("tiny")
+
+
+def _blobs(num_classes: int, per_class: int, dim: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    centres = 3.0 * rng.normal(size=(num_classes, dim))
+    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype("float32"), labels
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_the_fitted_weights_reproduce_sklearns_probabilities_multiclass_and_binary():
+    from sklearn.linear_model import LogisticRegression
+
+    for num_classes in (2, 4):
+        x, y = _blobs(num_classes, 20)
+        fitted = fit_logistic((x, y), (x, y), num_classes, grid=(0.5,))
+        expected = LogisticRegression(C=0.5, max_iter=1000).fit(x, y).predict_proba(x)
+        np.testing.assert_allclose(_softmax(x @ fitted.kernel + fitted.bias), expected, atol=1e-5)
+
+
+def test_regularisation_is_chosen_on_validation_and_an_absent_class_gets_no_probability():
+    x, y = _blobs(3, 20)
+    # Class 2 is missing from training; validation labels are class 0 only.
+    train, validation = (x[y < 2], y[y < 2]), (x[y == 0], y[y == 0])
+    fitted = fit_logistic(train, validation, 3, grid=(1e-6, 1.0))
+    assert fitted.c == 1.0  # C=1e-6 leaves every probability near 1/2: lower accuracy or higher loss
+    assert fitted.val_accuracy == 1.0
+    assert np.all(fitted.kernel[:, 2] == 0) and fitted.bias[2] == MISSING_CLASS_BIAS
+
+
+def test_initialise_head_sets_the_dense_layer_so_the_head_predicts_like_the_regression():
+    x, y = _blobs(3, 30)
+    x = x * 50.0 + 7.0  # pooled activations are far from standardised: the head's feature_norm does it
+    head = build_head(x.shape[1], 3, HeadConfig(dropout=0.5))
+    head.get_layer("feature_norm").adapt(x)  # as the trainer sets it: from the training features
+    fitted = initialise_head(head, np.stack([x, x]), y, (x, y))  # two cached passes
+    assert fitted.val_accuracy == 1.0
+    predicted = np.asarray(head(x, training=False)).argmax(axis=1)
+    assert np.array_equal(predicted, y)
+
+
+def test_an_unknown_head_init_is_an_error_that_lists_the_choices():
+    text = recipes.dumps(recipes.load_builtin("small_similar")).replace('init = "random"', 'init = "zeros"')
+    assert 'init = "zeros"' in text
+    with pytest.raises(TransferkitError, match="logistic"):
+        recipes.loads(text)
+
+
+# ----------------------------------------------------------------------------------------------
+# In a run: once at the phase's start, deterministic, and a resumed run continues exactly
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupted
+
+
+class _WithCallbacks(Trainer):
+    """A Trainer that adds ``extra`` callbacks to every phase, after its own."""
+
+    extra: tuple = ()
+
+    def _callbacks(self, index, phase):
+        callbacks, writer = super()._callbacks(index, phase)
+        return [*callbacks, *self.extra], writer
+
+
+def _trainer(run_dir: Path, init: str = "logistic", callbacks=()) -> Trainer:
+    recipe = recipes.with_overrides(
+        recipes.load_builtin("small_similar"), backbone="tiny", weights="random", batch_size=8, seed=3
+    )
+    recipe = dataclasses.replace(
+        recipe,
+        head=dataclasses.replace(recipe.head, dropout=0.0, init=init),
+        augment=AugmentConfig(cached_passes=0),
+        phases=(Phase(name="head", train="head", epochs=6, learning_rate=1e-2, patience=0),),
+    )
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 8).astype("int32")
+    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
+    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    trainer = _WithCallbacks(
+        classifier,
+        SPEC,
+        recipe,
+        as_float,
+        as_float,
+        ordered,
+        run_dir,
+        num_classes=3,
+        steps_per_epoch=3,
+        validation_steps=3,
+        verbose=0,
+    )
+    trainer.extra = tuple(callbacks)
+    return trainer
+
+
+def _head_start(tmp_path: Path, init: str) -> list[np.ndarray]:
+    """The head's weights when the phase's first epoch begins."""
+    seen = []
+
+    class Capture(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 0:
+                seen.append(self.model.get_weights())
+                raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        _trainer(tmp_path, init, callbacks=[Capture()]).run()
+    return seen[0]
+
+
+def test_the_head_starts_from_the_regression_not_from_keras_initialiser(tmp_path):
+    logistic = _head_start(tmp_path / "logistic", "logistic")
+    again = _head_start(tmp_path / "again", "logistic")
+    random = _head_start(tmp_path / "random", "random")
+    assert all(np.array_equal(a, b) for a, b in zip(logistic, again, strict=True))  # deterministic
+    assert not np.allclose(logistic[-2], random[-2])  # the predictions kernel differs
+
+
+def test_a_resumed_run_with_a_logistic_start_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    reference = _trainer(tmp_path / "reference")
+    reference.run()
+    with pytest.raises(_Interrupted):
+        _trainer(tmp_path / "resumed", callbacks=[_InterruptAt(3)]).run()
+    resumed = _trainer(tmp_path / "resumed")  # a fresh model, as in a new process
+    resumed.run()
+    final, expected = resumed.classifier.model.get_weights(), reference.classifier.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(final, expected, strict=True))

@@ -1,0 +1,125 @@
+"""The head's starting point: a logistic regression fitted on the cached features (LP-FT's linear probe).
+
+The head is ``feature_norm -> dropout -> Dense softmax``: on cached features it is a multinomial
+logistic regression, trained by Adam from random weights. A convex solver reaches that model's
+regularised optimum directly, so the head phase can start there, as LP-FT starts fine-tuning from a
+fitted linear probe (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"):
+L-BFGS on the features as the head's own ``feature_norm`` standardises them, the inverse
+regularisation ``C`` chosen on the validation features, its coefficients copied into the
+``predictions`` layer. The head phase then continues from there as before.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths tried; sklearn's default is 1
+MISSING_CLASS_BIAS = -10.0  # logit bias of a class absent from the training features
+
+
+@dataclass(frozen=True)
+class LogisticInit:
+    """The chosen regression: its weights in the head's layout and how it scored on validation."""
+
+    kernel: np.ndarray  # [D, C]
+    bias: np.ndarray  # [C]
+    c: float
+    val_accuracy: float
+    val_loss: float
+
+    def describe(self) -> str:
+        return (
+            f"Head starts from a logistic regression (C={self.c:g}): validation accuracy "
+            f"{self.val_accuracy:.3f}, loss {self.val_loss:.3f}"
+        )
+
+
+def fit_logistic(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    *,
+    grid: tuple[float, ...] = C_GRID,
+) -> LogisticInit:
+    """Fit a multinomial logistic regression per ``C`` in ``grid``; keep the best on validation.
+
+    Args:
+        train: ``(standardised features [N, D], labels [N])``.
+        validation: the same for the validation split; with no images the middle of ``grid`` is kept.
+        num_classes: the head's width; classes missing from ``train`` get a very low bias.
+        grid: the inverse regularisation strengths tried, best validation accuracy first, then
+            lowest validation log loss.
+    """
+    candidates = [_fit_one(train, num_classes, c) for c in grid]
+    scored = [_score(candidate, validation) for candidate in candidates]
+    if not len(validation[1]):
+        best = len(grid) // 2
+    else:
+        best = min(range(len(grid)), key=lambda i: (-scored[i][0], scored[i][1]))
+    kernel, bias = candidates[best]
+    accuracy, loss = scored[best]
+    return LogisticInit(kernel, bias, float(grid[best]), accuracy, loss)
+
+
+def _fit_one(train: tuple[np.ndarray, np.ndarray], num_classes: int, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = train
+    model = LogisticRegression(C=c, max_iter=1000)  # multinomial L-BFGS: deterministic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter at weak regularisation
+        model.fit(features, labels)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # sklearn's binary form: one logit; softmax of (-z/2, z/2) is the same
+        coef, intercept = (
+            np.concatenate([-coef / 2, coef / 2]),
+            np.concatenate([-intercept / 2, intercept / 2]),
+        )
+    kernel = np.zeros((features.shape[1], num_classes), "float32")
+    bias = np.full(num_classes, MISSING_CLASS_BIAS, "float32")
+    kernel[:, model.classes_] = coef.T
+    bias[model.classes_] = intercept
+    return kernel, bias
+
+
+def _score(weights, validation: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    features, labels = validation
+    if not len(labels):
+        return 0.0, 0.0
+    kernel, bias = weights
+    logits = features @ kernel + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    accuracy = float((log_probs.argmax(axis=1) == labels).mean())
+    return accuracy, float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def initialise_head(
+    head: keras.Model,
+    features: np.ndarray,
+    labels: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray],
+) -> LogisticInit:
+    """Set the head's ``predictions`` layer to the logistic regression fitted on its own inputs.
+
+    Args:
+        head: the classifier's head (``feature_norm`` already set from the training features).
+        features: the pooled training features the head phase trains on, ``[N, D]`` or one set
+            per cached pass, ``[passes, N, D]`` (fitted on all of them).
+        labels: ``[N]`` labels of the training images.
+        validation: the validation split's pooled ``(features, labels)``.
+    """
+    norm, predictions = head.get_layer("feature_norm"), head.get_layer("predictions")
+
+    def standardise(x: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(norm(x.astype("float32"))).astype("float64")
+
+    passes = features.reshape(-1, *features.shape[-2:])  # [passes, N, D]
+    train = (standardise(passes.reshape(-1, passes.shape[-1])), np.tile(labels, len(passes)))
+    fitted = fit_logistic(train, (standardise(validation[0]), validation[1]), predictions.units)
+    predictions.set_weights([fitted.kernel, fitted.bias])
+    return fitted
