@@ -147,21 +147,21 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
 ):
     _force(monkeypatch, close=True)
     read, inside = [], []
-    original_make, original_halving = stages.make_dataset, stages.successive_halving
+    original_make, original_settle = stages.make_dataset, stages.settle_by_trials
 
     def spy_make(images, *args, **kwargs):
         read.append((bool(inside), images))
         return original_make(images, *args, **kwargs)
 
-    def spy_halving(*args, **kwargs):
+    def spy_settle(*args, **kwargs):  # the feature bank's pass and the trials
         inside.append(1)
         try:
-            return original_halving(*args, **kwargs)
+            return original_settle(*args, **kwargs)
         finally:
             inside.clear()
 
     monkeypatch.setattr(stages, "make_dataset", spy_make)
-    monkeypatch.setattr(stages, "successive_halving", spy_halving)
+    monkeypatch.setattr(stages, "settle_by_trials", spy_settle)
     run = _fit(folder, tmp_path)
     splits = transferkit.load_data(str(folder), seed=7)
     during = {path for was_inside, images in read if was_inside for path in images.paths}

@@ -37,6 +37,14 @@ from transferkit.training.distribute import (
     shard_by_example,
     weights_sha256,
 )
+from transferkit.training.feature_bank import (
+    BankInputs,
+    CleanFeatures,
+    FeatureBank,
+    FeatureView,
+    build_feature_bank,
+)
+from transferkit.training.head_fit import fits_on_features, head_trial
 from transferkit.training.model import build_classifier, truncate
 from transferkit.training.progress import FitHooks
 from transferkit.training.timing import Stopwatch
@@ -126,6 +134,7 @@ class Session:
     plan: tuple
     weights_source: str
     hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
+    clean_features: CleanFeatures | None = None  # the trials' feature bank's, when they are this fit's
     stopwatch: Stopwatch = field(default_factory=Stopwatch, compare=False)  # the run's stage timings
 
 
@@ -147,7 +156,7 @@ def prepare(
     with stopwatch.stage("build base"):
         base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
     say(verbose, weights_source)
-    selection = None
+    selection, bank = None, None
     if measure:
         with stopwatch.stage("selection"):
             selection = measure_quadrant(
@@ -155,7 +164,7 @@ def prepare(
             )
         if selection_mode == "trial" and selection.close_call:
             with stopwatch.stage("trials"):
-                selection = settle_by_trials(selection, recipe, splits, size, overrides, verbose)
+                selection, bank = settle_by_trials(selection, recipe, splits, size, overrides, verbose, base)
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )
@@ -169,7 +178,9 @@ def prepare(
         recipe = dataclasses.replace(
             recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
         )
-    return assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
+    session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
+    clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
+    return dataclasses.replace(session, clean_features=clean)
 
 
 def assemble(
@@ -191,11 +202,16 @@ def assemble(
     return Session(recipe, spec, classifier, selection, plan, weights_source, stopwatch=stopwatch)
 
 
-def settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrides, verbose) -> Selection:
+def settle_by_trials(
+    selection: Selection, recipe: Recipe, splits, size, overrides, verbose, base: keras.Model
+) -> tuple[Selection, FeatureBank]:
     """Train the close call's candidates briefly (successive halving) and keep the winner.
 
-    The trials see the training and validation splits only: the held-out test split is dropped
-    from the splits they are given.
+    One clean pass of the training and validation images through the pretrained ``base`` comes
+    first (the feature bank, at every cut and pooling the candidates' heads read): head-only
+    candidates train just a head on it, the others their head phase, and the final fit reuses it;
+    its time counts as the trials'. The trials see the training and validation splits only: the
+    held-out test split is dropped from the splits they are given.
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
@@ -205,17 +221,55 @@ def settle_by_trials(selection: Selection, recipe: Recipe, splits, size, overrid
         builtin = recipe_io.load_builtin(candidate.quadrant)
         return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
 
-    trials = successive_halving(options, recipe_for, lambda r: train_trial(r, seen), verbose=verbose)
+    bank = feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
+    trials = successive_halving(
+        options, recipe_for, lambda r: train_trial(r, seen, bank, base), verbose=verbose
+    )
+    trials = dataclasses.replace(trials, seconds=trials.seconds + bank.seconds, bank_seconds=bank.seconds)
     keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
-    return with_trials(selection, trials)
+    return with_trials(selection, trials), bank
 
 
-def train_trial(recipe: Recipe, splits: DataSplits) -> tuple[float, int]:
-    """Train ``recipe`` from the pretrained weights in a temporary folder: (validation accuracy, epochs)."""
-    keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
+def bank_inputs(recipe: Recipe, spec: BackboneSpec, splits: DataSplits) -> BankInputs:
+    """What ``recipe``'s clean features of ``splits`` are computed from (one replica's batches)."""
+    size, batch = image_size_for(recipe, spec), recipe.data.batch_size
+    return BankInputs(spec.name, recipe.backbone.weights, size, batch, splits.train, splits.val)
+
+
+def feature_bank(base, recipe: Recipe, options: list[Recipe], splits: DataSplits, verbose) -> FeatureBank:
+    """The clean features of ``splits`` through ``base`` for every option's head, from the very
+    datasets (same images, order and batches) :func:`make_trainer` gives a fit."""
     spec = get_backbone(recipe.backbone.name)
+    _, val, ordered = datasets_for(recipe, spec, splits)
+    views = [FeatureView.of(option) for option in options]
+    inputs = bank_inputs(recipe, spec, splits)
+    bank = build_feature_bank(base, spec, views, ordered, val, inputs, verbose=verbose)
+    say(verbose, f"Feature bank: {len(bank.views)} cut(s) and pooling(s), one pass, {bank.seconds:.1f} s")
+    return bank
+
+
+def train_trial(
+    recipe: Recipe, splits: DataSplits, bank: FeatureBank | None = None, pretrained: keras.Model | None = None
+) -> tuple[float, int]:
+    """Train ``recipe`` from the pretrained weights: (validation accuracy, epochs).
+
+    A recipe that trains its head alone is trained on ``bank``'s features, nothing written. Any
+    other is built anew and trained in a temporary folder; when ``bank`` holds its features its
+    base takes the ``pretrained`` base's weights (the ones the bank saw) and its head phase
+    trains on them.
+    """
+    spec = get_backbone(recipe.backbone.name)
+    clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
+    if clean is not None and fits_on_features(recipe):
+        return head_trial(recipe, clean, len(splits.class_names))
+    keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
     base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
+    if clean is not None and pretrained is not None:
+        base.set_weights(pretrained.get_weights())
+    else:
+        clean = None
     session = assemble(recipe, spec, base, splits, None, weights_source, verbose=0)
+    session = dataclasses.replace(session, clean_features=clean)
     with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
         trainer = make_trainer(session, splits, Path(scratch), verbose=0)
         history = trainer.run()
@@ -362,6 +416,7 @@ def make_trainer(
         verbose=verbose,
         replicas=replicas,
         multi_worker=not cache,
+        clean_features=session.clean_features if cache and replicas == 1 else None,
         stopwatch=session.stopwatch,
         cache=budget,
     )

@@ -46,11 +46,15 @@ TRIAL_BUDGET = 0.25
 """All trials together train at most this fraction of the chosen recipe's epochs (per phase,
 at least one epoch each): the issue's bar is selection and trials within a quarter of one fit.
 
-It bounds epochs, not time. Measured on science_tiles (96 px, mobilenet_v2_torchvision, CPU,
-close call small_similar vs small_dissimilar @ block_5_add): the two trials ran 8 of 60 epochs
-each and took 24 s against the final fit's 25 s (``share_of_final_fit`` 0.96), because a frozen
-recipe's time is mostly fixed cost (building the base, caching features through it) that no
-epoch scaling shrinks."""
+It bounds epochs, not time. Candidates whose phases train the head alone train it on the trials'
+feature bank (one clean pass of the training and validation images through the base, shared with
+the final fit): a freeze or truncate trial then takes 3-5 s instead of 14-28 s (wall). A candidate that
+trains the whole network still builds its model and runs at least one epoch through the base, and
+dominates. Measured (96 px, 80 per class, mobilenet_v2_torchvision, 2 busy CPU cores; CPU seconds
+from ``timings.json``, steadier than wall time there): science_tiles, 3 candidates in 2 rounds
+(large_similar's one trial 30 s), trials / final fit 1.88 -> 0.99; emoji_groups, large_similar in
+both rounds (47 + 48 s), 2.73 -> 2.44. The head-only trials and the bank alone came to 0.32 of
+science_tiles' fit (wall)."""
 
 _QUADRANT_PARTS = {
     quadrant_for(size, similar): (size, similar) for size in SIZES for similar in (True, False)
@@ -91,6 +95,7 @@ class Trials:
     winner: Candidate
     seconds: float
     final_fit_seconds: float | None = None  # the winner's own training, once the run has finished
+    bank_seconds: float = 0.0  # of ``seconds``: the clean feature pass shared by the trials and the fit
 
     @property
     def pick_changed(self) -> bool:

@@ -39,6 +39,7 @@ from transferkit.training.callbacks import (
 )
 from transferkit.training.class_weights import class_weights
 from transferkit.training.distribute import MultiWorkerModel
+from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import (
     CachedFeatures,
     EpochSetter,
@@ -54,7 +55,7 @@ from transferkit.training.progress import FitHooks
 from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
 
-VARIANCE_FLOOR = 0.01  # of the mean feature variance; see Trainer._standardise_head
+VARIANCE_FLOOR = 0.01  # of the mean feature variance; see standardise_head
 
 
 @dataclass
@@ -86,6 +87,11 @@ class Trainer:
     ``replicas``; ``recipe.toml`` keeps the one-replica values. With ``multi_worker`` head phases
     train through the frozen base instead of on cached features (each worker would need the
     features of its own shard), and the training graph is a :class:`MultiWorkerModel`.
+
+    ``clean_features`` (from a :class:`~transferkit.training.feature_bank.FeatureBank`) are the
+    classifier extractor's un-augmented features of ``ordered_train_data`` and ``val_data``, already
+    computed: head phases before any phase that trains the base use them instead of passing those
+    images through the base again.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class Trainer:
         replicas: int = 1,
         multi_worker: bool = False,
         stopwatch: Stopwatch | None = None,
+        clean_features: CleanFeatures | None = None,
         cache: CacheBudget | None = None,
     ):
         self.classifier, self.spec, self.recipe = classifier, spec, recipe
@@ -122,6 +129,7 @@ class Trainer:
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
         self.replicas, self.multi_worker = replicas, multi_worker
         self.stopwatch = stopwatch or Stopwatch()  # each phase's feature caching and training, timed
+        self.clean_features = clean_features
         self.cache = cache  # where cached features go (memory or np.memmap); None: gathered in memory
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         self._training_model: keras.Model | None = None
@@ -360,20 +368,15 @@ class Trainer:
             return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out)
 
     def _standardise_head(self, features: np.ndarray) -> None:
-        """Set the head's feature standardisation from training features (before the first phase only).
+        """Set the head's feature standardisation from training features (before the first phase only)."""
+        standardise_head(self.classifier.head, features)
 
-        Each feature's variance is floored at a hundredth of the average one: a feature that barely
-        varies on the training images (common after ReLU + pooling) would otherwise be scaled up
-        by orders of magnitude and turn tiny differences on new images into huge logits.
-        ``features`` are ``[..., N, D]`` (e.g. one set per augmented pass), in memory or
-        memory-mapped (read in chunks).
-        """
-        mean, variance, rows = feature_moments(features)
-        variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
-        count = np.asarray(rows, dtype="int64")
-        layer = self.classifier.head.get_layer("feature_norm")
-        layer.set_weights([mean, variance, count])
-        layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
+    def _clean(self, index: int, split: str, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Un-augmented features of ``split``: the given ones while the base is still pretrained."""
+        pretrained = all(phase.train == "head" for phase in self.recipe.phases[: index + 1])
+        if self.clean_features is not None and pretrained:
+            return getattr(self.clean_features, split)
+        return self._features(step, data)
 
     def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
         train, validation = self._cached_features(index, phase)
@@ -405,7 +408,8 @@ class Trainer:
         every later phase (fine-tuning included) follows it.
         """
         self._say("Caching clean features (augmentation check)")
-        features, labels = self._features(self._clean_step(), self.ordered_train_data)
+        step = self._clean_step()
+        features, labels = self._clean(index, "train", step, self.ordered_train_data)
         clean = CachedFeatures(features[None], labels, self.batch_size, self.recipe.seed)
         with self.stopwatch.stage("augmentation check"):
             check = check_augmentation(
@@ -449,12 +453,15 @@ class Trainer:
             self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
             if self.augment is not None:  # each pass its own seeded stream: a rerun caches the same copies
                 self.augment.reseed(self.recipe.seed + 1_000_000 * (index + 1) + number)
-            data, labels = self._features(
-                augmented, self.ordered_train_data, None if store is None else store[number]
-            )
+            if self.augment is None:
+                data, labels = self._clean(index, "train", clean, self.ordered_train_data)
+            else:
+                data, labels = self._features(
+                    augmented, self.ordered_train_data, None if store is None else store[number]
+                )
             features.append(data)
         self._say("Caching validation features")
-        val_features, val_labels = self._features(clean, self.val_data)
+        val_features, val_labels = self._clean(index, "val", clean, self.val_data)
         if store is not None:
             stacked = store[:, : len(labels)]
         else:
@@ -463,3 +470,23 @@ class Trainer:
             self._standardise_head(stacked)
         train = CachedFeatures(stacked, labels, self.batch_size, self.recipe.seed)
         return train, (val_features, val_labels)
+
+
+def standardise_head(head: keras.Model, features: np.ndarray) -> None:
+    """Set ``head``'s feature standardisation (its ``feature_norm`` layer) from training features.
+
+    Each feature's variance is floored at a hundredth of the average one: a feature that barely
+    varies on the training images (common after ReLU + pooling) would otherwise be scaled up
+    by orders of magnitude and turn tiny differences on new images into huge logits.
+
+    Args:
+        head: a head from :func:`transferkit.training.model.build_head`.
+        features: ``[..., N, D]`` training features (e.g. one set per augmented pass), as the head
+            will be trained on them; in memory or memory-mapped (read in chunks).
+    """
+    mean, variance, rows = feature_moments(features)
+    variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
+    count = np.asarray(rows, dtype="int64")
+    layer = head.get_layer("feature_norm")
+    layer.set_weights([mean, variance, count])
+    layer.finalize_state()  # Normalization computes with a copy made here, not with its variables

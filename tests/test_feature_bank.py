@@ -1,0 +1,149 @@
+"""The feature bank: the same features as each classifier's extractor, head-only trials on them that
+train the same head as the Trainer, and the final fit reusing them (tiny backbone, synthetic data)."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit import api
+from transferkit import session as stages
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import build_base
+from transferkit.recipes import load_builtin, with_overrides
+from transferkit.reporting.metrics import evaluate_model
+from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.trials import scaled_recipe
+from transferkit.testing import make_image_folder
+from transferkit.training.feature_bank import FeatureView
+from transferkit.training.features import extract_features, feature_step
+from transferkit.training.head_fit import fit_head, fits_on_features
+
+TINY = dict(backbone="tiny", weights="random", image_size=16, batch_size=8, seed=7)
+SPEC = get_backbone("tiny")
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    folder = make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=12)
+    return dataclasses.replace(transferkit.load_data(str(folder), seed=7), test=None)
+
+
+def _recipes():
+    freeze = with_overrides(load_builtin("small_similar"), **TINY)
+    cut = with_overrides(load_builtin("small_dissimilar"), cut="block2_pool", **TINY)
+    return freeze, cut
+
+
+def _base():
+    keras.utils.set_random_seed(7)
+    return build_base(SPEC, 16, "random")[0]
+
+
+def test_bank_features_are_each_classifier_extractors_features(splits):
+    base = _base()
+    recipes = _recipes()
+    bank = stages.feature_bank(base, recipes[0], list(recipes), splits, verbose=0)
+    assert set(bank.views) == {FeatureView(None, "avg"), FeatureView("block2_pool", "avg_dev")}
+    for recipe in recipes:
+        extractor = stages.assemble(recipe, SPEC, base, splits, None, "", 0).classifier.extractor
+        _, val, ordered = stages.datasets_for(recipe, SPEC, splits)
+        clean = bank.features_for(recipe, stages.bank_inputs(recipe, SPEC, splits))
+        width = int(extractor.output.shape[-1])
+        for (features, labels), data in ((clean.train, ordered), (clean.val, val)):
+            expected, expected_labels = extract_features(
+                feature_step(extractor), data, feature_dim=width, verbose=0
+            )
+            assert features.shape == expected.shape and np.allclose(features, expected, rtol=1e-5, atol=1e-6)
+            assert np.array_equal(labels, expected_labels)
+
+
+def test_bank_features_serve_only_the_same_images_size_batch_and_a_head_first_phase(splits):
+    freeze, cut = _recipes()
+    bank = stages.feature_bank(_base(), freeze, [freeze], splits, verbose=0)
+    inputs = stages.bank_inputs(freeze, SPEC, splits)
+    assert bank.features_for(freeze, inputs) is not None
+    reordered = dataclasses.replace(splits, train=splits.train.subset(range(len(splits.train))[::-1]))
+    assert bank.features_for(freeze, stages.bank_inputs(freeze, SPEC, reordered)) is None
+    assert bank.features_for(freeze, dataclasses.replace(inputs, batch_size=4)) is None
+    assert bank.features_for(freeze, dataclasses.replace(inputs, image_size=24)) is None
+    assert bank.features_for(cut, inputs) is None  # a view the bank does not hold
+    whole_first = dataclasses.replace(
+        freeze, phases=tuple(dataclasses.replace(p, train="all") for p in freeze.phases)
+    )
+    assert bank.features_for(whole_first, inputs) is None
+
+
+@pytest.mark.parametrize("init", ["random", "logistic"])
+def test_a_head_only_trial_on_bank_features_trains_the_same_head_as_the_trainer(splits, tmp_path, init):
+    _, cut = _recipes()
+    recipe = scaled_recipe(cut, 0.06)  # 12 of 200 epochs, no augmentation: what a trial trains
+    phases = (dataclasses.replace(recipe.phases[0], patience=3),)
+    recipe = dataclasses.replace(recipe, phases=phases, head=dataclasses.replace(recipe.head, init=init))
+    assert fits_on_features(recipe) and not fits_on_features(load_builtin("large_similar"))
+    base = _base()
+    session = stages.assemble(recipe, SPEC, base, splits, None, "", 0)
+    head = session.classifier.head
+    start = head.get_weights()
+    trainer = stages.make_trainer(session, splits, tmp_path, verbose=0)  # the old path: the Trainer
+    epochs = len(trainer.run())
+    accuracy = evaluate_model(session.classifier.model, trainer.val_data, splits.class_names).accuracy
+    trained = head.get_weights()
+
+    bank = stages.feature_bank(base, recipe, [recipe], splits, verbose=0)
+    head.set_weights(start)
+    clean = bank.features_for(recipe, stages.bank_inputs(recipe, SPEC, splits))
+    bank_accuracy, bank_epochs = fit_head(head, recipe, clean, len(splits.class_names))
+    assert bank_accuracy == pytest.approx(accuracy, abs=1e-6) and bank_epochs == epochs
+    for got, expected in zip(head.get_weights(), trained, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_train_trial_trains_a_head_only_candidate_on_the_bank_without_a_base(splits, monkeypatch):
+    freeze, _ = _recipes()
+    recipe = scaled_recipe(freeze, 0.02)
+    base = _base()
+    bank = stages.feature_bank(base, recipe, [recipe], splits, verbose=0)
+
+    def no_base(*args, **kwargs):
+        raise AssertionError("a head-only trial built a base")
+
+    monkeypatch.setattr(stages, "build_base", no_base)
+    monkeypatch.setattr(stages, "make_trainer", no_base)
+    accuracy, epochs = stages.train_trial(recipe, splits, bank, base)
+    assert 0 <= accuracy <= 1 and epochs == recipe.phases[0].epochs  # 4 epochs, patience 20
+
+
+def _force_close_call(monkeypatch):
+    def forced(*args, **kwargs):
+        return dataclasses.replace(measure_quadrant(*args, **kwargs), close_call=True, confidence=0.3)
+
+    monkeypatch.setattr(stages, "measure_quadrant", forced)
+
+
+def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
+    _force_close_call(monkeypatch)
+    given = []
+
+    class Spy(stages.Trainer):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs.get("clean_features"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "Trainer", Spy)
+    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
+    assert given and given[-1] is not None  # the final fit was handed the bank's features
+
+    prepare = api.prepare
+    monkeypatch.setattr(
+        api, "prepare", lambda *a, **k: dataclasses.replace(prepare(*a, **k), clean_features=None)
+    )
+    computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    assert given[-1] is None and computed.recipe == reused.recipe
+    assert computed.validation_metrics.accuracy == pytest.approx(reused.validation_metrics.accuracy)
+    for got, expected in zip(reused.model.get_weights(), computed.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

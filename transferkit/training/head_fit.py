@@ -1,0 +1,94 @@
+"""A head trained alone on clean cached features, as a head phase of the Trainer trains it, with nothing
+written: the fast path of head-only trials."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from transferkit.recipes import AUTO_LEARNING_RATE, Recipe
+from transferkit.training.augment import is_identity
+from transferkit.training.callbacks import Reseed
+from transferkit.training.class_weights import class_weights
+from transferkit.training.feature_bank import CleanFeatures
+from transferkit.training.features import CachedFeatures, EpochSetter
+from transferkit.training.head_init import initialise_head
+from transferkit.training.model import build_head
+from transferkit.training.optimizers import compile_classifier, phase_optimizer
+from transferkit.training.trainer import standardise_head
+
+
+def fits_on_features(recipe: Recipe) -> bool:
+    """Whether :func:`fit_head` trains ``recipe`` as the Trainer would: every phase trains the head
+    alone at a given rate (no range test), without augmentation."""
+    head_only = all(p.train == "head" and p.learning_rate != AUTO_LEARNING_RATE for p in recipe.phases)
+    return bool(recipe.phases) and head_only and is_identity(recipe.augment)
+
+
+def head_trial(recipe: Recipe, features: CleanFeatures, num_classes: int) -> tuple[float, int]:
+    """A new head for ``recipe`` (seeded as a run is), trained on ``features``: (validation accuracy, epochs).
+
+    Args:
+        recipe: a recipe :func:`fits_on_features` accepts (its seed, head, data and phases are read).
+        features: its extractor's clean training and validation features.
+        num_classes: output classes.
+    """
+    keras.utils.set_random_seed(recipe.seed)
+    head = build_head(int(features.train[0].shape[1]), num_classes, recipe.head)
+    return fit_head(head, recipe, features, num_classes)
+
+
+def fit_head(
+    head: keras.Model, recipe: Recipe, features: CleanFeatures, num_classes: int
+) -> tuple[float, int]:
+    """Train ``head`` through ``recipe``'s phases as the Trainer's cached-feature head phases do.
+
+    The same standardisation, start (``[head] init``), batches (:class:`CachedFeatures`, shuffled
+    with the run's seed), dropout streams (:class:`Reseed`), optimizer, loss, class weights and
+    early stopping (best weights restored), on one clean pass; no run folder, checkpoints or
+    TensorBoard.
+
+    Args:
+        head: from :func:`transferkit.training.model.build_head`, at its starting weights.
+        recipe: as for :func:`head_trial`.
+        features: the clean training and validation features.
+        num_classes: output classes.
+
+    Returns:
+        ``(validation accuracy, epochs run)``; the head keeps its trained weights.
+    """
+    (train_x, train_y), (val_x, val_y) = features.train, features.val
+    standardise_head(head, train_x)
+    inputs = keras.Input(head.input_shape[1:], name="features")
+    graph = keras.Model(inputs, head(inputs), name="head_training_graph")
+    batch = recipe.data.batch_size
+    train = CachedFeatures(train_x[None], train_y, batch, recipe.seed)
+    if recipe.head.init == "logistic":
+        initialise_head(head, train.features, train.labels, (val_x, val_y))
+    mode = recipe.data.class_weight
+    weights = None if mode == "none" else class_weights(train_y, num_classes, mode)
+    epoch = 0
+    for phase in recipe.phases:
+        optimizer = phase_optimizer(phase, learning_rate=phase.learning_rate, steps_per_epoch=len(train))
+        compile_classifier(graph, optimizer, num_classes, recipe.head.label_smoothing)
+        callbacks = [EpochSetter(train), Reseed(recipe.seed)]
+        if phase.patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=phase.patience, restore_best_weights=True
+                )
+            )
+        history = graph.fit(
+            train,
+            epochs=epoch + phase.epochs,
+            initial_epoch=epoch,
+            callbacks=callbacks,
+            validation_data=(val_x, val_y),
+            validation_batch_size=batch,
+            class_weight=weights,
+            shuffle=False,
+            verbose=0,
+        )
+        epoch = history.epoch[-1] + 1 if history.epoch else epoch + phase.epochs
+    probabilities = head.predict(val_x, batch_size=batch, verbose=0)
+    return float(np.mean(np.argmax(probabilities, axis=-1) == val_y)), epoch
