@@ -14,7 +14,7 @@ memory the kernel cannot reclaim; file-backed pages of a memory-mapped cache are
 both also net of the RSS right after importing TensorFlow and transferkit.
 
 Usage:
-    python benchmarks/out_of_core.py                       # ~10 minutes on 2 shared cores
+    python benchmarks/out_of_core.py                       # ~15 minutes on 2 shared cores
     python benchmarks/out_of_core.py --sizes 500 2000 --scan-sizes 5000 20000 --skip-auto
 """
 

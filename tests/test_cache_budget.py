@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -73,6 +74,14 @@ def test_an_array_is_in_memory_under_the_budget_and_memory_mapped_over_it(tmp_pa
 def test_without_a_folder_nothing_spills(tmp_path):
     budget = CacheBudget(0, folder=None)
     assert not is_mapped(budget.array((4, 4))) and budget.image_cache(10) is None
+
+
+def test_nothing_spills_beyond_half_the_free_disk(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=1000, used=900, free=100))
+    budget = CacheBudget(0, tmp_path / "cache")
+    assert is_mapped(budget.array((10,), "int8"))  # 10 of the 50 bytes allowed
+    assert budget.image_cache(41) is None and not is_mapped(budget.array((41,), "int8"))
+    assert "Not spilling" in caplog.text and budget.image_cache(40) is not None
 
 
 def test_extract_features_over_the_budget_writes_a_memmap_equal_to_the_in_memory_pass(folder, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import mmap
 import os
 import re
@@ -28,12 +29,14 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 
+logger = logging.getLogger(__name__)
 AUTO = "auto"
 AUTO_FRACTION = 0.25  # of the physical memory: the rest is the framework, the model, the OS
 AUTO_FREE_FRACTION = 0.5  # of the memory free when the run starts, if that is less
 FALLBACK_MEMORY = 1 << 30  # when the platform cannot say how much memory it has
 CACHE_FOLDER = "cache"  # inside the run folder
 RELEASE_BYTES = 64 << 20  # a memory-mapped cache gives its pages back after this much is touched
+DISK_SHARE = 0.5  # of the free disk the spilled caches may take (decoded pixels outweigh JPEGs)
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 UNITS |= {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
@@ -92,8 +95,9 @@ class CacheBudget:
     """The memory a run's caches may still claim, and the folder that takes what does not fit.
 
     Each cache asks once, when it is made (:meth:`claim`); what is claimed stays claimed for the
-    run. Without a ``folder`` nothing spills: a cache over the budget is then not kept at all
-    (images are decoded again each epoch) or, for arrays, kept in memory regardless.
+    run. Without a ``folder``, or when the spilled files would take more than ``DISK_SHARE`` of
+    the free disk, nothing spills: a cache over the budget is then not kept at all (images are
+    decoded again each epoch) or, for arrays, kept in memory regardless (with a warning).
 
     Args:
         memory_bytes: the budget, from :func:`parse_cache_memory`.
@@ -109,12 +113,8 @@ class CacheBudget:
         self.memory_bytes = memory_bytes
         self.folder = Path(folder) if folder is not None else None
         self.remaining = memory_bytes
+        self.spilled = 0  # bytes sent to the folder so far (written lazily: not yet on the disk)
         self._names = itertools.count()
-
-    @classmethod
-    def unlimited(cls) -> CacheBudget:
-        """Everything in memory, as before budgets existed (code that builds a ``Trainer`` by hand)."""
-        return cls(1 << 62, folder=None)
 
     def claim(self, nbytes: int) -> bool:
         """Reserve ``nbytes`` of memory if the budget still has them."""
@@ -123,18 +123,26 @@ class CacheBudget:
         self.remaining -= nbytes
         return True
 
-    def spill_path(self, name: str) -> Path | None:
-        """A new file path in the spill folder (made now), or ``None`` when there is no folder."""
+    def spill_path(self, name: str, nbytes: int) -> Path | None:
+        """A new file path in the spill folder (made now) for ``nbytes``; ``None``: no folder or no room."""
         if self.folder is None:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.folder).free
+        if self.spilled + nbytes > DISK_SHARE * free:
+            logger.warning(
+                "Not spilling %.1f GB of %s to %s: %.1f GB free on its disk. Free some space or "
+                "raise --cache-memory.", nbytes / 1e9, name, self.folder, free / 1e9,
+            )  # fmt: skip
+            return None
+        self.spilled += nbytes
         return self.folder / f"{name}-{next(self._names)}"
 
     def image_cache(self, nbytes: int) -> str | None:
         """Where a ``tf.data`` cache of ``nbytes`` goes: ``""`` (memory), a file prefix, or ``None``."""
         if self.claim(nbytes):
             return ""
-        path = self.spill_path("images")
+        path = self.spill_path("images", nbytes)
         return None if path is None else os.fspath(path)
 
     def array(self, shape: tuple[int, ...], dtype: str = "float32", name: str = "features") -> np.ndarray:
@@ -146,7 +154,7 @@ class CacheBudget:
             name: the start of the file name if it spills.
         """
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        path = None if self.claim(nbytes) else self.spill_path(name)
+        path = None if self.claim(nbytes) else self.spill_path(name, nbytes)
         if path is None:
             return np.zeros(shape, dtype)
         return np.memmap(path.with_suffix(".npy"), dtype=dtype, mode="w+", shape=shape)

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Decoded uint8 images are cached in memory when the split needs at most this much (1 GiB is
 # ~7,100 images at 224 px, ~38,000 at 96 px); bigger splits are decoded every epoch (cheap:
-# ~1,500 img/s per core), or cached to a file when ``cache`` is a path.
+# ~1,500 img/s per core), or cached to a file when ``cache`` is a path. A fit passes its run's
+# CacheBudget instead (``--cache-memory``; :mod:`transferkit.data.cache_budget`).
 MEMORY_CACHE_MAX_BYTES = 1 << 30
 SHUFFLE_BUFFER_MAX_BYTES = 256 << 20  # shuffle buffer after a file cache
 SHUFFLE_BUDGET_SHARE = 4  # ... and at most this fraction of a cache budget (1/4)
