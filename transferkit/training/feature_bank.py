@@ -1,5 +1,4 @@
-"""The feature bank: one clean pass of the training and validation images through a pretrained base,
-pooled at every cut the candidate recipes put a head on, shared by their trials and the final fit."""
+"""The feature bank: one clean pass through the base, pooled for each candidate head, for trials and fit."""
 
 from __future__ import annotations
 

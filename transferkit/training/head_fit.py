@@ -1,5 +1,4 @@
-"""A head trained alone on clean cached features, as a head phase of the Trainer trains it, with nothing
-written: the fast path of head-only trials."""
+"""A head trained alone on clean features as the Trainer's head phase trains it: the head-only trials."""
 
 from __future__ import annotations
 
