@@ -17,6 +17,7 @@ from transferkit.reporting.metrics import evaluate_model
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.trials import scaled_recipe
 from transferkit.testing import make_image_folder
+from transferkit.training import trainer as trainer_module
 from transferkit.training.feature_bank import FeatureView
 from transferkit.training.features import extract_features, feature_step
 from transferkit.training.head_fit import fit_head, fits_on_features
@@ -134,9 +135,15 @@ def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monke
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(stages, "Trainer", Spy)
+    passes = []
+    extract = trainer_module.extract_features
+    monkeypatch.setattr(
+        trainer_module, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k)
+    )
     options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
     reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
     assert given and given[-1] is not None  # the final fit was handed the bank's features
+    reused_passes = len(passes)
 
     prepare = api.prepare
     monkeypatch.setattr(
@@ -144,6 +151,37 @@ def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monke
     )
     computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
     assert given[-1] is None and computed.recipe == reused.recipe
+    assert len(passes) - reused_passes == reused_passes + 2  # the clean training and validation passes
     assert computed.validation_metrics.accuracy == pytest.approx(reused.validation_metrics.accuracy)
     for got, expected in zip(reused.model.get_weights(), computed.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_whole_network_trial_trains_its_head_phase_on_the_bank_and_ends_as_the_old_path(
+    splits, monkeypatch
+):
+    recipe = scaled_recipe(with_overrides(load_builtin("large_similar"), **TINY), 0.1)  # 1 + 1 epochs
+    base = _base()  # seeded as a trial seeds its base: the same random weights
+    bank = stages.feature_bank(base, recipe, [recipe], splits, verbose=0)
+    trainers = []
+
+    class Spy(stages.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    passes = []  # the images the Trainer passes through the base itself, per trial
+    extract = trainer_module.extract_features
+    monkeypatch.setattr(
+        trainer_module, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k)
+    )
+    monkeypatch.setattr(stages, "Trainer", Spy)
+    on_bank = stages.train_trial(recipe, splits, bank, base)
+    on_bank_passes = len(passes)
+    computed = stages.train_trial(recipe, splits)
+    assert [t.clean_features is not None for t in trainers] == [True, False]
+    assert (on_bank_passes, len(passes) - on_bank_passes) == (0, 2)  # the warm-up's training and validation
+    assert on_bank[1] == computed[1] == 2 and on_bank[0] == pytest.approx(computed[0], abs=1e-6)
+    weights = [t.classifier.model.get_weights() for t in trainers]
+    for got, expected in zip(*weights, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
