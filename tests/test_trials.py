@@ -97,6 +97,8 @@ def test_successive_halving_drops_the_worse_half_and_gives_survivors_more_epochs
         (1, 1),
     ]  # 200 and 10+10 epochs
     assert calls[1][1] == "mid"
+    assert len(calls) == 4 and trials.records[-1].reused and trials.records[-1].seconds == 0  # (1, 1) again
+    assert not any(record.reused for record in trials.records[:-1])
     assert trials.winner == Candidate("small_dissimilar", "mid") and trials.pick_changed
     record = trials.to_dict()
     assert record["pick_changed"] and record["share_of_final_fit"] is None and len(record["records"]) == 5

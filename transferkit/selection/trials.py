@@ -83,6 +83,7 @@ class TrialRecord:
     epochs_run: int  # fewer than their sum when early stopping ended a phase
     val_accuracy: float
     seconds: float
+    reused: bool = False  # the same scaled recipe as an earlier round's: its score kept, not trained again
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,10 @@ def successive_halving(
     each of the ``k`` survivors trains every phase of its recipe at ``budget / rounds / k`` of its
     epochs (two candidates: one round, an eighth of the epochs each at the default budget).
     Survivors continue into the next round at a larger fraction, trained again from the
-    pretrained weights (a recipe's phase plan cannot be extended part-way). Ties in validation
-    accuracy go to the earlier candidate: the selector's pick comes first.
+    pretrained weights (a recipe's phase plan cannot be extended part-way); a survivor whose
+    scaled epochs did not grow (every phase at its one-epoch floor) keeps its earlier score, since
+    the same recipe from the same seed trains the same model. Ties in validation accuracy go to
+    the earlier candidate: the selector's pick comes first.
 
     Args:
         options: the candidates, the selector's pick first.
@@ -200,18 +203,25 @@ def successive_halving(
     """
     started = time.perf_counter()
     survivors, records = list(options), []
+    trained: dict[tuple[Candidate, Recipe], TrialRecord] = {}
     rounds = max(1, math.ceil(math.log2(len(survivors)))) if len(survivors) > 1 else 0
     for number in range(1, rounds + 1):
         fraction = budget / rounds / len(survivors)
         scores = {}
         for candidate in survivors:
-            record = _trial(candidate, number, scaled_recipe(recipe_for(candidate), fraction), train)
+            recipe = scaled_recipe(recipe_for(candidate), fraction)
+            earlier = trained.get((candidate, recipe))
+            if earlier is None:
+                record = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
+            else:
+                record = dataclasses.replace(earlier, round=number, seconds=0.0, reused=True)
             scores[candidate] = record.val_accuracy
             records.append(record)
             if verbose:
+                how = f"round {earlier.round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
                 print(
-                    f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} in "
-                    f"{record.seconds:.0f} s (round {number}, {record.epochs_run} epochs)",
+                    f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
+                    f"round {number}, {record.epochs_run} epochs)",
                     flush=True,
                 )
         keep = 1 if number == rounds else math.ceil(len(survivors) / 2)
