@@ -187,8 +187,8 @@ def keras_preprocessing(kind: str) -> list:
 
 
 def plain_keras_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: int) -> dict:
-    """Guide recipe, end to end; returns wall seconds, final val accuracy and epochs run."""
-    started = time.perf_counter()
+    """Guide recipe, end to end; returns wall and CPU seconds, final val accuracy and epochs run."""
+    started, cpu = time.perf_counter(), time.process_time()
     keras.utils.set_random_seed(seed)
     spec = get_backbone(recipe.backbone.name)
     size, batch = recipe.backbone.image_size, recipe.data.batch_size
@@ -223,6 +223,7 @@ def plain_keras_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: i
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
         "val_accuracy": float(history.history["val_accuracy"][-1]),
         "epochs": len(history.epoch),
         "fit_seconds": seconds - (fit_started - started),
@@ -230,14 +231,16 @@ def plain_keras_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: i
 
 
 def transferkit_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, out: Path) -> dict:
-    """``transferkit.fit`` with the recipe, end to end; returns wall seconds, val accuracy and epochs run."""
-    started = time.perf_counter()
+    """``transferkit.fit`` with the recipe, end to end: wall and CPU seconds, val accuracy, epochs run."""
+    started, cpu = time.perf_counter(), time.process_time()
     result = transferkit.fit(str(folder), recipe=recipe, epochs=epochs, out=out, verbose=0)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu
     rows = read_history(result.run_dir / "history.csv")
     head_seconds = sum(float(row["seconds"]) for row in rows)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "val_accuracy": float(result.metrics.accuracy),
         "epochs": len(rows),
         "head_epoch_seconds": head_seconds,
@@ -298,11 +301,13 @@ def benchmark_training(args: argparse.Namespace, folder: Path, work: Path) -> di
             result[side] = run(side, args.epochs)
             r = result[side]
             print(
-                f"  repeat {repeat + 1}/{args.repeats} {side:<11} {r['seconds']:7.1f} s  "
+                f"  repeat {repeat + 1}/{args.repeats} {side:<11} {r['seconds']:7.1f} s "
+                f"({r['cpu_seconds']:5.1f} s CPU)  "
                 f"val acc {r['val_accuracy']:.3f}  ({r['epochs']} epochs)",
                 flush=True,
             )
         result["ratio"] = result["plain"]["seconds"] / result["transferkit"]["seconds"]
+        result["cpu_ratio"] = result["plain"]["cpu_seconds"] / result["transferkit"]["cpu_seconds"]
         pairs.append(result)
     return {
         "recipe": RECIPE,
@@ -447,20 +452,27 @@ def print_report(facts: dict, setup: dict, training: dict | None, augmentation: 
             f"{training['image_size']} px, batch {training['batch_size']}, {training['epochs']} epochs, "
             f"{len(pairs)} repeat(s)"
         )
-        print(f"   {'':<42} {'wall s':>8} {'img/s*':>8} {'val acc':>8} {'epochs':>7}")
+        print(f"   {'':<42} {'wall s':>8} {'CPU s':>8} {'img/s*':>8} {'val acc':>8} {'epochs':>7}")
         seen = setup["train"] * training["epochs"]
         for side, label in (
             ("plain", "plain Keras (guide recipe, in-model aug)"),
             ("transferkit", f"transferkit.fit ({training['cached_passes']} cached passes)"),
         ):
             seconds = _median(p[side]["seconds"] for p in pairs)
+            cpu = _median(p[side]["cpu_seconds"] for p in pairs)
             accuracy = _median(p[side]["val_accuracy"] for p in pairs)
             epochs = _median(p[side]["epochs"] for p in pairs)
-            print(f"   {label:<42} {seconds:8.1f} {seen / seconds:8.1f} {accuracy:8.3f} {epochs:7.0f}")
+            figures = f"{seconds:8.1f} {cpu:8.1f} {seen / seconds:8.1f} {accuracy:8.3f} {epochs:7.0f}"
+            print(f"   {label:<42} {figures}")
         ratios = [p["ratio"] for p in pairs]
         print(
             f"   speed-up (plain / transferkit wall time): median {_median(ratios):.2f}x "
             f"(pairs: {', '.join(f'{r:.2f}x' for r in ratios)})"
+        )
+        cpu_ratios = [p["cpu_ratio"] for p in pairs]
+        print(
+            f"   in CPU seconds (process time, all threads; steadier on a busy machine): median "
+            f"{_median(cpu_ratios):.2f}x (pairs: {', '.join(f'{r:.2f}x' for r in cpu_ratios)})"
         )
         head = _median(p["transferkit"]["head_epoch_seconds"] for p in pairs)
         plain_fit = _median(p["plain"]["fit_seconds"] for p in pairs)
