@@ -4,7 +4,7 @@
 ``keras.models.load_model`` in safe mode loads it), ``labels.txt``, the resolved
 ``recipe.toml``, ``run.json`` (source, backbone, weights, seed, timings, versions),
 ``dataset_card.json``, ``history.csv``, ``metrics.json``, ``curves.png``, ``confusion.png``,
-``report.html``; plus ``state.json``, ``checkpoints/`` and ``backup/`` while training.
+``report.html``, ``timings.json``; plus ``state.json``, ``checkpoints/`` and ``backup/`` while training.
 """
 
 from __future__ import annotations
