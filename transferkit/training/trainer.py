@@ -382,11 +382,11 @@ class Trainer:
         train, validation = self._cached_features(index, phase)
         head = self._head_graph()
         phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
-        if index == 0:  # before the augmentation check and epoch 0; a resumed run then restores its backup
-            self._start_head(train, validation)
         compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
         if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
             train, compiled = self._settle_augmentation(index, phase, head, train, validation), True
+        if index == 0:  # on the features the head trains on, before epoch 0; a resume restores its backup
+            self._start_head(train, validation)
         if not compiled:  # compiling again would trace the head's train and test steps again
             self._compile(head, phase, len(train))
         return self._fit(
@@ -429,9 +429,8 @@ class Trainer:
         if check.use_augmentation:
             return augmented
         self.augment = None
-        if index == 0:  # as a resumed run standardises (and starts): on the features the head trains on
+        if index == 0:  # as a resumed run standardises: on the features the head trains on
             self._standardise_head(features)
-            self._start_head(clean, validation)
         return clean
 
     def _start_head(self, train: CachedFeatures, validation: tuple) -> None:
