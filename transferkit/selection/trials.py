@@ -48,13 +48,13 @@ at least one epoch each): the issue's bar is selection and trials within a quart
 
 It bounds epochs, not time. Candidates whose phases train the head alone train it on the trials'
 feature bank (one clean pass of the training and validation images through the base, shared with
-the final fit): a freeze or truncate trial then takes 3-5 s instead of 14-28 s (wall). A candidate that
-trains the whole network still builds its model and runs at least one epoch through the base, and
-dominates. Measured (96 px, 80 per class, mobilenet_v2_torchvision, 2 busy CPU cores; CPU seconds
-from ``timings.json``, steadier than wall time there): science_tiles, 3 candidates in 2 rounds
-(large_similar's one trial 30 s), trials / final fit 1.88 -> 0.99; emoji_groups, large_similar in
-both rounds (47 + 48 s), 2.73 -> 2.44. The head-only trials and the bank alone came to 0.32 of
-science_tiles' fit (wall)."""
+the final fit): a freeze or truncate trial takes 3-7 s instead of 14-28 s (wall). A candidate
+that trains the whole network still builds its model and runs an epoch through the base (26-31 s)
+and dominates; a survivor at the same epochs keeps its score. Measured (96 px, 80 per class,
+mobilenet_v2_torchvision, 2 busy CPU cores), trials / final fit in selection.json (wall), before
+-> after: science_tiles, 3 candidates in 2 rounds, 147 s / 73 s (2.02) -> 50 s / 35 s (1.44: the
+fit itself got faster meanwhile); emoji_groups, 153 s / 58 s (2.63) -> 46 s / 59 s (0.77).
+Picks unchanged."""
 
 _QUADRANT_PARTS = {
     quadrant_for(size, similar): (size, similar) for size in SIZES for similar in (True, False)
