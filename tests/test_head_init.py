@@ -101,14 +101,14 @@ class _WithCallbacks(Trainer):
         return [*callbacks, *self.extra], writer
 
 
-def _trainer(run_dir: Path, init: str = "logistic", callbacks=()) -> Trainer:
+def _trainer(run_dir: Path, init: str = "logistic", callbacks=(), augment=None) -> Trainer:
     recipe = recipes.with_overrides(
         recipes.load_builtin("small_similar"), backbone="tiny", weights="random", batch_size=8, seed=3
     )
     recipe = dataclasses.replace(
         recipe,
         head=dataclasses.replace(recipe.head, dropout=0.0, init=init),
-        augment=AugmentConfig(cached_passes=0),
+        augment=augment or AugmentConfig(cached_passes=0),
         phases=(Phase(name="head", train="head", epochs=6, learning_rate=1e-2, patience=0),),
     )
     setup_device("float32", recipe.seed)
@@ -167,3 +167,37 @@ def test_a_resumed_run_with_a_logistic_start_ends_exactly_like_an_uninterrupted_
     resumed.run()
     final, expected = resumed.classifier.model.get_weights(), reference.classifier.model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(final, expected, strict=True))
+
+
+def test_the_augmentation_check_compares_heads_from_the_random_start_and_the_regression_comes_after(
+    tmp_path, monkeypatch
+):
+    from transferkit.training import trainer as trainer_module
+
+    entered = []
+    original = trainer_module.check_augmentation
+
+    def recording(model, *args, **kwargs):
+        entered.append(model.get_weights())
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "check_augmentation", recording)
+    measured = AugmentConfig(cached_passes=2, measure=True, flip="none", rotation_degrees=0.0, zoom=0.1)
+    start = []
+
+    class Capture(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            start.append(self.model.get_weights())
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        _trainer(tmp_path / "logistic", callbacks=[Capture()], augment=measured).run()
+    with pytest.raises(_Interrupted):
+        _trainer(tmp_path / "random", "random", callbacks=[Capture()], augment=measured).run()
+    logistic_check, random_check = entered
+    logistic_start, random_start = start
+    # The check's heads start where a random-start run's do: the regression is not in the check.
+    assert np.array_equal(logistic_check[-2], random_check[-2])
+    # After the check, the logistic run's head starts from the regression.
+    assert np.array_equal(random_start[-2], random_check[-2])
+    assert not np.allclose(logistic_start[-2], logistic_check[-2])
