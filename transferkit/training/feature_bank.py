@@ -14,9 +14,9 @@ from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.loading import ImageSet
 from transferkit.errors import choices_error
 from transferkit.recipes import Recipe
+from transferkit.training.features import caching_bar
 from transferkit.training.model import preprocessing_layer
 from transferkit.training.pooling import pool
-from transferkit.training.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -152,16 +152,9 @@ def _pass(
     step, dataset: tf.data.Dataset, dims: list[int], verbose: int
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """One pass of ``dataset`` through ``step``: ``([features [N, D] per view], labels [N])``."""
-    steps = int(dataset.cardinality())
     chunks: list[list[np.ndarray]] = [[] for _ in dims]
     labels = []
-    with progress_bar(
-        total=steps if steps > 0 else None,
-        desc="feature bank",
-        unit="batch",
-        leave=False,
-        disable=verbose != 1,
-    ) as progress:
+    with caching_bar(dataset, verbose, desc="feature bank") as progress:
         for images, batch_labels in dataset:
             for chunk, output in zip(chunks, step(tf.cast(images, tf.float32)), strict=True):
                 chunk.append(output.numpy().astype("float32"))

@@ -69,7 +69,7 @@ def extract_features(
     if out is None:
         return _gathered(step, dataset, feature_dim, verbose)
     labels, filled, since_release = [], 0, 0
-    with _caching_bar(dataset, verbose) as progress:
+    with caching_bar(dataset, verbose) as progress:
         for images, batch_labels in dataset:
             batch = step(tf.cast(images, tf.float32)).numpy()
             if filled + len(batch) > len(out):
@@ -89,7 +89,7 @@ def _gathered(
     step, dataset: tf.data.Dataset, feature_dim: int, verbose: int
 ) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
-    with _caching_bar(dataset, verbose) as progress:
+    with caching_bar(dataset, verbose) as progress:
         for images, batch_labels in dataset:
             features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
             labels.append(batch_labels.numpy().astype("int32"))
@@ -99,11 +99,12 @@ def _gathered(
     return np.concatenate(features), np.concatenate(labels)
 
 
-def _caching_bar(dataset: tf.data.Dataset, verbose: int):
+def caching_bar(dataset: tf.data.Dataset, verbose: int, desc: str = "caching features"):
+    """A bar over one pass of ``dataset``'s batches that goes away when done; shown when ``verbose == 1``."""
     steps = int(dataset.cardinality())
     return progress_bar(
         total=steps if steps > 0 else None,
-        desc="caching features",
+        desc=desc,
         unit="batch",
         leave=False,
         disable=verbose != 1,
