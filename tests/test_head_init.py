@@ -16,7 +16,7 @@ from transferkit.errors import TransferkitError
 from transferkit.recipes import AugmentConfig, HeadConfig, Phase
 from transferkit.testing import synthetic_image
 from transferkit.training.device import setup_device
-from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head
+from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head, training_rows
 from transferkit.training.model import build_classifier, build_head
 from transferkit.training.trainer import Trainer
 
@@ -64,6 +64,22 @@ def test_initialise_head_sets_the_dense_layer_so_the_head_predicts_like_the_regr
     assert fitted.val_accuracy == 1.0
     predicted = np.asarray(head(x, training=False)).argmax(axis=1)
     assert np.array_equal(predicted, y)
+
+
+def test_past_the_row_limit_a_seeded_sample_of_a_memmapped_store_keeps_rows_and_labels_together(tmp_path):
+    passes, count, dim = 3, 50, 4
+    store = np.lib.format.open_memmap(
+        tmp_path / "f.npy", mode="w+", dtype="float32", shape=(passes, count, dim)
+    )
+    labels = np.arange(count) % 5
+    store[:] = labels[None, :, None] + 100 * np.arange(passes)[:, None, None]  # row = label + 100 x pass
+    rows, row_labels = training_rows(store, labels, limit=40)
+    assert rows.shape == (40, dim) and np.array_equal(rows[:, 0] % 100, row_labels)
+    assert len(np.unique(rows[:, 0] // 100)) == passes  # drawn across every pass
+    again, _ = training_rows(store, labels, limit=40)
+    assert np.array_equal(rows, again)
+    everything, all_labels = training_rows(store, labels, limit=passes * count)
+    assert everything.shape == (passes * count, dim) and np.array_equal(all_labels, np.tile(labels, passes))
 
 
 def test_an_unknown_head_init_is_an_error_that_lists_the_choices():

@@ -19,6 +19,10 @@ import numpy as np
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths tried; sklearn's default is 1
 MISSING_CLASS_BIAS = -10.0  # logit bias of a class absent from the training features
+MAX_ROWS = 20_000
+"""At most this many cached feature rows (a seeded sample over passes and images) fit the
+regression: it bounds the float64 copy the solver works on (and the six L-BFGS fits) when the
+cached features are far larger, or spilled to disk above the cache budget."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,25 @@ def initialise_head(
     def standardise(x: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(norm(x.astype("float32"))).astype("float64")
 
-    passes = features.reshape(-1, *features.shape[-2:])  # [passes, N, D]
-    train = (standardise(passes.reshape(-1, passes.shape[-1])), np.tile(labels, len(passes)))
+    rows, row_labels = training_rows(features, labels, MAX_ROWS)
+    train = (standardise(rows), row_labels)
     fitted = fit_logistic(train, (standardise(validation[0]), validation[1]), predictions.units)
     predictions.set_weights([fitted.kernel, fitted.bias])
     return fitted
+
+
+def training_rows(features: np.ndarray, labels: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, D]`` or ``[passes, N, D]`` features as rows with their labels: all, or ``limit`` of them.
+
+    A sample is drawn with a fixed seed and read in file order, so a memory-mapped store is read
+    row by row, never copied whole.
+    """
+    passes = features.reshape(-1, *features.shape[-2:])  # [passes, N, D]: a view, also of a memmap
+    count = passes.shape[1]
+    labels = np.asarray(labels)
+    if len(passes) * count <= limit:
+        return passes.reshape(-1, passes.shape[-1]), np.tile(labels, len(passes))
+    chosen = np.sort(np.random.default_rng(0).choice(len(passes) * count, limit, replace=False))
+    which, row = np.divmod(chosen, count)
+    rows = np.concatenate([passes[index][row[which == index]] for index in range(len(passes))])
+    return rows, labels[row]
