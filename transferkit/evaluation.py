@@ -32,7 +32,9 @@ def evaluate(
     """
     run = runfolder.load_run(run_dir)
     if data is None:
-        held_out = as_float(make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size))
+        held_out = as_float(
+            make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size, cache=False)
+        )
         return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
     splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
     unknown = [name for name in splits.class_names if name not in run.class_names]
@@ -53,7 +55,7 @@ def evaluate(
             labels=tuple(label for part in parts for label in part.labels),
         )
     images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
-    dataset = as_float(make_dataset(images, run.image_size, batch_size))
+    dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 
 
