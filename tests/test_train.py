@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import transferkit
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import Phase
-from transferkit.testing import make_image_folder, synthetic_image
+from transferkit.testing import synthetic_image
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
@@ -154,13 +153,3 @@ def test_head_standardises_features_from_the_training_set(tmp_path):
     assert {v.path for v in norm.weights if "mean" in v.path} <= changed
     standardised = np.asarray(norm(features))  # the layer computes with the statistics, not just stores them
     assert abs(standardised.mean()) < 0.5 and 0.3 < standardised.std() < 3
-
-
-def test_from_random_weights_batchnorm_learns_in_every_phase_that_trains_the_base(tmp_path):
-    folder = make_image_folder(tmp_path / "data", classes=2, per_class=6)
-    assert [p.train_batchnorm for p in recipes.load_builtin("large_dissimilar").phases] == [False, False]
-    run = transferkit.fit(
-        str(folder), recipe="large_dissimilar", backbone="tiny", weights="random", image_size=16,
-        dry_run=True, verbose=0,
-    )  # fmt: skip
-    assert [p.train_batchnorm for p in run.recipe.phases] == [False, True]  # no statistics to keep

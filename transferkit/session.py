@@ -188,9 +188,6 @@ def assemble(
 ) -> Session:
     """Cut the base when the recipe truncates, add the head, plan the phases."""
     stopwatch = stopwatch or Stopwatch()
-    if recipe.backbone.weights == "random":  # no pretrained statistics to keep: BatchNorm learns the data's
-        phases = tuple(dataclasses.replace(p, train_batchnorm=p.train != "head") for p in recipe.phases)
-        recipe = dataclasses.replace(recipe, phases=phases)
     with stopwatch.stage("build classifier"):
         if recipe.strategy == "truncate":
             base = truncate(base, recipe.backbone.cut)
