@@ -14,7 +14,7 @@ from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.recipes import AugmentConfig, HeadConfig, Phase
-from transferkit.testing import synthetic_image
+from transferkit.testing import Interrupted, interrupt_at, synthetic_image
 from transferkit.training.device import setup_device
 from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head, training_rows
 from transferkit.training.model import build_classifier, build_head
@@ -93,20 +93,6 @@ def test_an_unknown_head_init_is_an_error_that_lists_the_choices():
 # In a run: once at the phase's start, deterministic, and a resumed run continues exactly
 
 
-class _Interrupted(Exception):
-    pass
-
-
-class _InterruptAt(keras.callbacks.Callback):
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupted
-
-
 class _WithCallbacks(Trainer):
     """A Trainer that adds ``extra`` callbacks to every phase, after its own."""
 
@@ -159,9 +145,9 @@ def _head_start(tmp_path: Path, init: str) -> list[np.ndarray]:
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 0:
                 seen.append(self.model.get_weights())
-                raise _Interrupted
+                raise Interrupted
 
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         _trainer(tmp_path, init, callbacks=[Capture()]).run()
     return seen[0]
 
@@ -177,8 +163,8 @@ def test_the_head_starts_from_the_regression_not_from_keras_initialiser(tmp_path
 def test_a_resumed_run_with_a_logistic_start_ends_exactly_like_an_uninterrupted_one(tmp_path):
     reference = _trainer(tmp_path / "reference")
     reference.run()
-    with pytest.raises(_Interrupted):
-        _trainer(tmp_path / "resumed", callbacks=[_InterruptAt(3)]).run()
+    with pytest.raises(Interrupted):
+        _trainer(tmp_path / "resumed", callbacks=[interrupt_at(3)]).run()
     resumed = _trainer(tmp_path / "resumed")  # a fresh model, as in a new process
     resumed.run()
     final, expected = resumed.classifier.model.get_weights(), reference.classifier.model.get_weights()
@@ -204,11 +190,11 @@ def test_the_augmentation_check_compares_heads_from_the_random_start_and_the_reg
     class Capture(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             start.append(self.model.get_weights())
-            raise _Interrupted
+            raise Interrupted
 
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         _trainer(tmp_path / "logistic", callbacks=[Capture()], augment=measured).run()
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         _trainer(tmp_path / "random", "random", callbacks=[Capture()], augment=measured).run()
     logistic_check, random_check = entered
     logistic_start, random_start = start

@@ -35,7 +35,8 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_text
 from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
-from transferkit.testing import child_env, make_image_folder, synthetic_image
+from transferkit.testing import Interrupted, child_env, make_image_folder, synthetic_image
+from transferkit.testing import interrupt_at as stop_at
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
@@ -334,22 +335,6 @@ def test_the_seed_is_recorded_in_run_json_and_recipe_toml(reference_runs):
 SPEC = get_backbone("tiny")
 
 
-class _Interrupted(Exception):
-    pass
-
-
-class _InterruptAt(keras.callbacks.Callback):
-    """Stop training at the start of (0-based, run-wide) epoch ``epoch``, as a kill would."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupted
-
-
 def _exact_recipe() -> recipes.Recipe:
     """No augmentation, no dropout: every epoch of a run is a pure function of the weights."""
     recipe = recipes.with_overrides(
@@ -414,11 +399,11 @@ def test_resume_restores_weights_optimizer_schedule_and_early_stopping_exactly(
 
     def interrupting(self, index, phase):
         callbacks, writer = original(self, index, phase)
-        return [*callbacks, _InterruptAt(interrupt_at)], writer
+        return [*callbacks, stop_at(interrupt_at)], writer
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_callbacks", interrupting)
-        with pytest.raises(_Interrupted):
+        with pytest.raises(Interrupted):
             _exact_trainer(tmp_path).run()
     assert len(read_history(tmp_path / "history.csv")) == interrupt_at
 

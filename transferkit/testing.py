@@ -1,4 +1,5 @@
-"""Synthetic image folders for tests, notebooks and smoke runs (the tiny backbone is in the registry).
+"""Synthetic image folders for tests, notebooks and smoke runs (the tiny backbone is in the registry),
+and a stand-in for a kill in the middle of training.
 
 Example:
     >>> import tempfile
@@ -91,3 +92,23 @@ def child_env(**extra: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         **extra,
     }
+
+
+class Interrupted(Exception):
+    """Raised by :class:`InterruptAt`: training stopped as a kill would stop it."""
+
+
+def interrupt_at(epoch: int):
+    """A Keras callback that raises :class:`Interrupted` at the start of (0-based, run-wide) ``epoch``.
+
+    Keras is imported here, not with the module, so that importing ``transferkit.testing`` (as
+    the notebooks do) does not load TensorFlow before ``transferkit`` has muted its log lines.
+    """
+    import keras
+
+    class InterruptAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, current, logs=None):
+            if current == epoch:
+                raise Interrupted
+
+    return InterruptAt()
