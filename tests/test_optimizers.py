@@ -18,6 +18,7 @@ from transferkit.training.model import build_classifier
 from transferkit.training.optimizers import (
     LayerwiseAdamW,
     classification_loss,
+    compile_classifier,
     learning_rate_schedule,
 )
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
@@ -97,6 +98,21 @@ def test_label_smoothing_raises_the_loss_of_confident_right_predictions():
     assert smoothed > plain + 0.1
     expected = -np.mean(np.sum((np.eye(3)[labels] * 0.8 + 0.2 / 3) * np.log(predictions), axis=1))
     assert smoothed == pytest.approx(expected, rel=1e-4)
+
+
+def test_one_hot_labels_give_the_same_loss_and_accuracies_as_integer_labels():
+    # What a mixing phase compiles with (training.mixing): one-hot validation labels must report
+    # the smoothed loss, accuracy and top-5 accuracy that integer labels report.
+    rng = np.random.default_rng(0)
+    inputs, labels = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 7, 64)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(7, activation="softmax")])
+    results = {}
+    for one_hot in (False, True):
+        compile_classifier(model, keras.optimizers.SGD(), 7, 0.1, one_hot=one_hot)
+        targets = np.eye(7, dtype="float32")[labels] if one_hot else labels
+        results[one_hot] = model.evaluate(inputs, targets, batch_size=16, verbose=0, return_dict=True)
+    assert results[True] == pytest.approx(results[False], rel=1e-5)
+    assert set(results[True]) == {"loss", "accuracy", "top5_accuracy"} and 0 < results[True]["accuracy"] < 1
 
 
 def test_class_weights_balance_only_when_asked_or_imbalanced():

@@ -42,6 +42,13 @@ def test_unknown_key_lists_valid_keys():
         ("epochs = 200", 'epochs = "200"', "expected int"),
         ("batch_size = 32", "batch_size = 3.5", "expected int"),
         ("[[phases]]", "[phases]", "expected a list of tables"),
+        (
+            "mixup_alpha = 0.0",
+            "mixup_alpha = 1.5",
+            r"augment.mixup_alpha must be in \[0, 1\], 0 = off \(got 1.5\)",
+        ),
+        ("cutmix_alpha = 0.0", "cutmix_alpha = -0.1", r"augment.cutmix_alpha must be in \[0, 1\]"),
+        ("mixup_alpha = 0.0", 'mixup_alpha = "on"', "expected float"),
     ],
 )
 def test_bad_values_are_one_line_errors(old, new, message):
@@ -49,6 +56,12 @@ def test_bad_values_are_one_line_errors(old, new, message):
     assert text != recipes.dumps(recipes.load_builtin("small_similar"))
     with pytest.raises(TransferkitError, match=message):
         recipes.loads(text)
+
+
+@pytest.mark.parametrize("name", recipes.builtin_names())
+def test_builtin_recipes_leave_mixup_and_cutmix_off(name):
+    augment = recipes.load_builtin(name).augment
+    assert (augment.mixup_alpha, augment.cutmix_alpha) == (0.0, 0.0)
 
 
 def test_invalid_toml_is_a_clear_error():

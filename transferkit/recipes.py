@@ -71,6 +71,12 @@ class AugmentConfig:
     # true: the first frozen-base phase measures whether augmentation helps (training.augment_check)
     # and the run keeps it only if it does; false: always augment.
     measure: bool = False
+    # Phases that train the base (not head phases on cached features) mix pairs of images and their
+    # labels with Keras' MixUp (weights from Beta(alpha, alpha)) or CutMix (a pasted box, Beta(alpha,
+    # alpha) area); 0 = off. Both on: each batch gets one, CutMix or MixUp at even odds (timm's
+    # switch). See training.mixing.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,10 @@ def validate(recipe: Recipe) -> Recipe:
         problems.append(
             f"data.test_split must be in [0, 1 - validation_split) (got {recipe.data.test_split})"
         )
+    for key in ("mixup_alpha", "cutmix_alpha"):  # Keras' MixUp and CutMix take alphas in [0, 1]
+        alpha = getattr(recipe.augment, key)
+        if not 0 <= alpha <= 1:
+            problems.append(f"augment.{key} must be in [0, 1], 0 = off (got {alpha}); e.g. 0.2")
     if recipe.data.batch_size < 1:
         problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
     if not is_memory_size(recipe.data.cache_memory):

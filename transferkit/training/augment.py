@@ -137,7 +137,8 @@ class RandomAffine(keras.layers.Layer):
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None) -> RandomAffine:
     """The augmentation layer a recipe's ``[augment]`` table describes."""
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("cached_passes", "measure")}
+    not_warps = ("cached_passes", "measure", "mixup_alpha", "cutmix_alpha")  # mixing: training.mixing
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_warps}
     return RandomAffine(**options, seed=seed, name="augment")
 
 

@@ -93,16 +93,36 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
 
 
 def compile_classifier(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int, label_smoothing: float
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    num_classes: int,
+    label_smoothing: float,
+    *,
+    one_hot: bool = False,
 ) -> None:
-    """Compile ``model`` (integer labels in, class probabilities out) with the loss and metrics."""
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    """Compile ``model`` (class probabilities out) with the loss and metrics.
+
+    Args:
+        model: the graph to train.
+        optimizer: e.g. from :func:`phase_optimizer`.
+        num_classes: width of the output.
+        label_smoothing: the true class gets ``1 - s + s / C``, every other ``s / C``.
+        one_hot: labels come one-hot or mixed (:mod:`transferkit.training.mixing`) instead of as
+            integers. The same smoothing applies on top of a mixed label, and accuracy counts the
+            prediction right when it names the label's largest share (the class, when one-hot).
+    """
+    if one_hot:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        top5 = keras.metrics.TopKCategoricalAccuracy
+    else:
+        loss = classification_loss(num_classes, label_smoothing)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        top5 = keras.metrics.SparseTopKCategoricalAccuracy
     if num_classes > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+        metrics.append(top5(k=5, name="top5_accuracy"))
     # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
-    model.compile(
-        optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing), metrics=metrics
-    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss:

@@ -49,6 +49,7 @@ from transferkit.training.features import (
 )
 from transferkit.training.head_init import initialise_head
 from transferkit.training.lr_find import LRFindResult, range_test
+from transferkit.training.mixing import mix_batches, mixes, one_hot_batches
 from transferkit.training.model import Classifier
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
 from transferkit.training.progress import FitHooks
@@ -187,9 +188,8 @@ class Trainer:
         if self._on_cached_features(phase):
             train, _ = self._cached_features(index, phase)
             return self._sweep(self._head_graph(), phase, train.cycle(), len(train), None, **sweep)
-        return self._sweep(
-            self._training_graph(), phase, iter(self.train_data.repeat()), self.steps_per_epoch, None, **sweep
-        )
+        batches = iter(self._training_stream(phase, self.state.epochs_done))
+        return self._sweep(self._training_graph(), phase, batches, self.steps_per_epoch, None, **sweep)
 
     def _sweep(self, model, phase, batches, steps_per_epoch, labels, **sweep) -> LRFindResult:
         self._say(f"Learning-rate range test for phase '{phase.name}'")
@@ -231,7 +231,8 @@ class Trainer:
             multipliers=block_lr_multipliers(self.classifier, self.spec, phase),
             constant=constant,
         )
-        compile_classifier(model, optimizer, self.num_classes, self.recipe.head.label_smoothing)
+        smoothing, one_hot = self.recipe.head.label_smoothing, self._mixes(phase)
+        compile_classifier(model, optimizer, self.num_classes, smoothing, one_hot=one_hot)
 
     def _checkpoint(self, index: int) -> Path:
         return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
@@ -294,24 +295,43 @@ class Trainer:
         if self._on_cached_features(phase):
             return self._fit_head_on_features(index, phase, initial_epoch)
         model = self._training_graph()
-        phase = self._resolve_rate(index, phase, model, iter(self.train_data.repeat()), self.steps_per_epoch)
+        batches = iter(self._training_stream(phase, initial_epoch))
+        phase = self._resolve_rate(index, phase, model, batches, self.steps_per_epoch)
         self._compile(model, phase, self.steps_per_epoch)
-        # A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if
-        # a file that passed the scan fails to decode later and is left out. After an interruption
-        # the stream skips the batches of the epochs already trained, so the resumed run sees the
-        # same batches in the same order, and (Reseed) the same augmentations, as an uninterrupted one.
         trained = max(0, self._backed_up_epoch(index, initial_epoch) - initial_epoch)
+        validation = one_hot_batches(self.val_data, self.num_classes) if self._mixes(phase) else self.val_data
         return self._fit(
             model,
-            self.train_data.repeat().skip(trained * self.steps_per_epoch),
+            self._training_stream(phase, initial_epoch, trained),
             index,
             phase,
             initial_epoch,
             steps_per_epoch=self.steps_per_epoch,
-            validation_data=self.val_data.repeat(),
+            validation_data=validation.repeat(),
             validation_steps=self.validation_steps,
+            # Mixed labels weigh as the class of their largest share (Keras' class_weight on soft labels).
             class_weight=self._class_weight(None),
         )
+
+    def _mixes(self, phase: Phase) -> bool:
+        """Whether ``phase`` trains on MixUp/CutMix batches: only phases that train the base do."""
+        return phase.train != "head" and mixes(self.recipe.augment)
+
+    def _training_stream(self, phase: Phase, epoch: int, trained: int = 0) -> tf.data.Dataset:
+        """The training batches of ``phase`` (which starts at run epoch ``epoch``), ``trained`` epochs in.
+
+        A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if a
+        file that passed the scan fails to decode later and is left out. After an interruption it
+        skips the batches of the epochs already trained, so the resumed run sees the same batches in
+        the same order, (Reseed) the same augmentations and (seeded by batch number) the same mixes
+        as an uninterrupted one.
+        """
+        stream = self.train_data.repeat().skip(trained * self.steps_per_epoch)
+        if not self._mixes(phase):
+            return stream
+        first = (epoch + trained) * self.steps_per_epoch  # the batch's number in the run
+        augment, classes, seed = self.recipe.augment, self.num_classes, self.recipe.seed
+        return mix_batches(stream, augment, num_classes=classes, seed=seed, first_batch=first)
 
     def _backed_up_epoch(self, index: int, default: int) -> int:
         """The epoch counter in the phase's backup (what BackupAndRestore will resume from)."""
