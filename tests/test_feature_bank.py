@@ -160,7 +160,8 @@ def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monke
 def test_a_whole_network_trial_trains_its_head_phase_on_the_bank_and_ends_as_the_old_path(
     splits, monkeypatch
 ):
-    recipe = scaled_recipe(with_overrides(load_builtin("large_similar"), **TINY), 0.1)  # 1 + 1 epochs
+    whole = with_overrides(load_builtin("large_similar"), epochs=2, **TINY)
+    recipe = scaled_recipe(whole, 0.1)  # 2 + 1 epochs
     base = _base()  # seeded as a trial seeds its base: the same random weights
     bank = stages.feature_bank(base, recipe, [recipe], splits, verbose=0)
     trainers = []
@@ -181,7 +182,29 @@ def test_a_whole_network_trial_trains_its_head_phase_on_the_bank_and_ends_as_the
     computed = stages.train_trial(recipe, splits)
     assert [t.clean_features is not None for t in trainers] == [True, False]
     assert (on_bank_passes, len(passes) - on_bank_passes) == (0, 2)  # the warm-up's training and validation
-    assert on_bank[1] == computed[1] == 2 and on_bank[0] == pytest.approx(computed[0], abs=1e-6)
+    assert on_bank[1] == computed[1] == 3 and on_bank[0] == pytest.approx(computed[0], abs=1e-6)
     weights = [t.classifier.model.get_weights() for t in trainers]
     for got, expected in zip(*weights, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("patience", [0, 1])
+def test_a_whole_network_trial_scores_the_weights_it_ends_with_without_another_pass(
+    splits, monkeypatch, patience
+):
+    recipe = with_overrides(load_builtin("large_similar"), epochs=3, **TINY)
+    tune = dataclasses.replace(recipe.phases[1], patience=patience, learning_rate=0.05)  # restores the best
+    recipe = dataclasses.replace(recipe, phases=(recipe.phases[0], tune))
+    trainers = []
+
+    class Spy(stages.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    monkeypatch.setattr(stages, "Trainer", Spy)
+    monkeypatch.setattr(stages, "evaluate_model", lambda *a, **k: pytest.fail("a second validation pass"))
+    accuracy, _ = stages.train_trial(recipe, splits)
+    (trainer,) = trainers
+    ended = evaluate_model(trainer.classifier.model, trainer.val_data, splits.class_names).accuracy
+    assert accuracy == pytest.approx(ended, abs=1e-6)

@@ -7,11 +7,17 @@ import pytest
 
 import transferkit
 from transferkit import session as stages  # where fit's stages (and what they call) live
-from transferkit.recipes import load_builtin
+from transferkit.recipes import Phase, load_builtin
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.rules import CutScore
-from transferkit.selection.trials import Candidate, candidates, scaled_recipe, successive_halving
+from transferkit.selection.trials import (
+    Candidate,
+    candidates,
+    scaled_recipe,
+    successive_halving,
+    with_trials,
+)
 from transferkit.testing import make_image_folder
 from transferkit.training.augment import is_identity
 
@@ -57,12 +63,25 @@ def test_a_close_size_call_adds_the_other_size():
     )
 
 
-def test_scaled_recipe_scales_every_phase_and_keeps_at_least_one_epoch():
-    recipe = load_builtin("large_similar")  # warm-up 10, fine-tune 10
-    assert [p.epochs for p in scaled_recipe(recipe, 0.25).phases] == [3, 3]  # 2.5 rounds up
-    assert [p.epochs for p in scaled_recipe(recipe, 0.01).phases] == [1, 1]
+def test_scaled_recipe_scales_the_phases_that_train_the_base_and_keeps_at_least_one_epoch():
+    recipe = load_builtin("large_similar")  # warm-up 10 (head), fine-tune 10 (all), warm-up 1 epoch
+    scaled = scaled_recipe(recipe, 0.25)
+    assert [p.epochs for p in scaled.phases] == [10, 3]  # the head warm-up as it is; 2.5 rounds up
+    assert scaled.phases[1].warmup_epochs == pytest.approx(0.3)  # the schedule compressed alike
+    assert scaled.phases[0] == recipe.phases[0]
+    assert [p.epochs for p in scaled_recipe(recipe, 0.01).phases] == [10, 1]
     trial = scaled_recipe(load_builtin("small_similar"), 0.1)
+    assert [p.epochs for p in trial.phases] == [20]  # a head-only recipe: its head phase scaled
     assert is_identity(trial.augment) and not trial.augment.measure  # one clean feature pass
+
+
+def test_a_trial_is_scored_on_the_last_phase_as_early_stopping_left_it():
+    rows = [{"val_loss": "0.1", "val_accuracy": "0.1"}]  # the head phase: not what the run ends with
+    rows += [{"val_loss": loss, "val_accuracy": accuracy} for loss, accuracy in
+             ((0.9, 0.5), (0.4, 0.7), (0.4, 0.8), (0.6, 0.9))]  # fmt: skip
+    tune = Phase("tune", train="all", epochs=6)
+    assert stages.trained_score(rows, 4, tune) == 0.9  # no early stopping: the last epoch's weights
+    assert stages.trained_score(rows, 4, dataclasses.replace(tune, patience=2)) == 0.7  # first best restored
 
 
 def _fake_train(accuracies: dict[str, float], calls: list):
@@ -89,15 +108,9 @@ def test_successive_halving_drops_the_worse_half_and_gives_survivors_more_epochs
         ("small_similar", 1), ("small_dissimilar", 1), ("large_similar", 1),
         ("small_dissimilar", 2), ("large_similar", 2),
     ]  # fmt: skip
-    assert [r.phase_epochs for r in trials.records] == [
-        (8,),
-        (8,),
-        (1, 1),
-        (12,),
-        (1, 1),
-    ]  # 200 and 10+10 epochs
+    assert [r.phase_epochs for r in trials.records] == [(8,), (8,), (10, 1), (12,), (10, 1)]  # warm-up whole
     assert calls[1][1] == "mid"
-    assert len(calls) == 4 and trials.records[-1].reused and trials.records[-1].seconds == 0  # (1, 1) again
+    assert len(calls) == 4 and trials.records[-1].reused and trials.records[-1].seconds == 0  # (10, 1) again
     assert not any(record.reused for record in trials.records[:-1])
     assert trials.winner == Candidate("small_dissimilar", "mid") and trials.pick_changed
     record = trials.to_dict()
@@ -112,6 +125,43 @@ def test_two_candidates_one_round_and_a_tie_keeps_the_selectors_pick():
     assert {r.round for r in trials.records} == {1} and len(trials.records) == 2
     assert [r.phase_epochs for r in trials.records] == [(25,), (25,)]  # 200 x 0.25 / 2
     assert trials.winner == options[0] and not trials.pick_changed
+
+
+def test_head_only_candidates_go_first_and_a_saturated_one_leaves_the_whole_network_untried():
+    options = (Candidate("large_similar"), Candidate("small_similar"))  # the pick trains the base
+    calls = []
+    trials = successive_halving(
+        options, _recipe_for, _fake_train({"small_similar": 0.99, "large_similar": 1.0}, calls), verbose=0
+    )
+    assert [name for name, _, _ in calls] == ["small_similar"]  # the fine-tune trial never ran
+    assert trials.skipped == (Candidate("large_similar"),) and trials.winner == Candidate("small_similar")
+    assert trials.to_dict()["skipped"] == [{"quadrant": "large_similar", "cut_point": None}]
+    chosen = with_trials(_selection(True, quadrant="large_similar", recipe="fine_tune"), trials)
+    assert chosen.quadrant == "small_similar" and "not trialled" in chosen.reasons[-1]
+
+    three = (Candidate("small_similar"), Candidate("small_dissimilar", "mid"), Candidate("large_similar"))
+    calls.clear()
+    accuracy = {"small_similar": 0.98, "small_dissimilar": 0.95, "large_similar": 1.0}
+    trials = successive_halving(three, _recipe_for, _fake_train(accuracy, calls), verbose=0)
+    assert len(calls) == 2 and [r.round for r in trials.records] == [1, 1]  # one survivor: no round 2
+    assert trials.winner == Candidate("small_similar") and trials.skipped == (Candidate("large_similar"),)
+
+    calls.clear()
+    perfect = (Candidate("small_dissimilar", "mid"), Candidate("small_similar"))
+    trials = successive_halving(
+        perfect, _recipe_for, _fake_train({"small_dissimilar": 1.0, "small_similar": 1.0}, calls), verbose=0
+    )
+    assert len(calls) == 1 and trials.skipped == perfect[1:]  # could only tie, and lose the tie
+    scores = {"small_dissimilar": 1.0, "small_similar": 0.9}
+    trials = successive_halving(perfect[::-1], _recipe_for, _fake_train(scores, []), verbose=0)
+    assert trials.skipped == () and trials.winner == perfect[0]  # perfect, but after: nothing to skip
+
+    calls.clear()
+    trials = successive_halving(
+        options, _recipe_for, _fake_train({"small_similar": 0.97, "large_similar": 0.97}, calls), verbose=0
+    )
+    assert [name for name, _, _ in calls] == ["small_similar", "large_similar"]  # cheap first, both run
+    assert trials.skipped == () and trials.winner == Candidate("large_similar")  # a tie: the pick
 
 
 # ---------------------------------------------------------------------------------------------

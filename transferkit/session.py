@@ -20,7 +20,7 @@ from transferkit.backbones.weights import build_base
 from transferkit.data.cache_budget import CacheBudget, budget_for_run
 from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
-from transferkit.recipes import Recipe
+from transferkit.recipes import Phase, Recipe
 from transferkit.reporting import figures, runfolder
 from transferkit.reporting.diagnostics import evaluate_held_out
 from transferkit.reporting.html import write_html_report
@@ -256,7 +256,8 @@ def train_trial(
     A recipe that trains its head alone is trained on ``bank``'s features, nothing written. Any
     other is built anew and trained in a temporary folder; when ``bank`` holds its features its
     base takes the ``pretrained`` base's weights (the ones the bank saw) and its head phase
-    trains on them.
+    trains on them. Its score is the last phase's validation accuracy as training measured it
+    (:func:`trained_score`): no second pass over the validation images.
     """
     spec = get_backbone(recipe.backbone.name)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
@@ -273,8 +274,24 @@ def train_trial(
     with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
         trainer = make_trainer(session, splits, Path(scratch), verbose=0)
         history = trainer.run()
-    accuracy = evaluate_model(session.classifier.model, trainer.val_data, splits.class_names).accuracy
-    return accuracy, len(history)
+    return trained_score(history, trainer.state.phase_epochs[-1], recipe.phases[-1]), len(history)
+
+
+def trained_score(history: list[dict], last_epochs: int, last: Phase) -> float:
+    """The validation accuracy of the weights a run ends with, read from its ``history`` rows.
+
+    The weights at the end of the last phase, or, with early stopping (it restores the best),
+    those of the phase's first epoch of lowest validation loss: Keras measured them on the whole
+    validation split already, so the trial does not pass it through the network again.
+
+    Args:
+        history: the Trainer's rows, one per epoch, every phase.
+        last_epochs: how many of them the last phase ran.
+        last: the last phase (its ``patience``).
+    """
+    rows = history[-last_epochs:]
+    best = min(rows, key=lambda row: float(row["val_loss"])) if last.patience else rows[-1]
+    return float(best["val_accuracy"])
 
 
 def datasets_for(

@@ -3,19 +3,19 @@
 The selector measures in one forward pass; when its own confidence says the top candidates are
 within noise (:attr:`Selection.close_call`), ``fit(selection="trial")`` settles the call by
 training instead: successive halving over the candidates, each trained on the training split and
-scored on the validation split (never the held-out test split), with every phase of its recipe
-at a fraction of its epochs. The winner's recipe is the one the run trains; the history of the
-trials is kept in ``selection.json``.
+scored on the validation split (never the held-out test split), with its phases at a fraction
+of their epochs (a whole-network candidate's head warm-up, on cached features, as it is). The
+winner's recipe is the one the run trains; the history of the trials is kept in ``selection.json``.
 
 This module holds the choice of candidates, the epoch budget and the halving; training one
 candidate is the caller's (``api.py`` passes a function that builds and trains a recipe).
 
 Example:
     >>> from transferkit.recipes import Phase, Recipe
-    >>> phases = (Phase("head", epochs=60), Phase("all", epochs=3))
-    >>> recipe = Recipe(name="r", strategy="freeze", phases=phases)
-    >>> [p.epochs for p in scaled_recipe(recipe, 0.125).phases]
-    [8, 1]
+    >>> phases = (Phase("warmup", epochs=60), Phase("tune", train="all", epochs=10))
+    >>> recipe = Recipe(name="r", strategy="fine_tune", phases=phases)
+    >>> [p.epochs for p in scaled_recipe(recipe, 0.125).phases]  # the warm-up on cached features: as it is
+    [60, 1]
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transferkit.recipes import Recipe
+from transferkit.recipes import Phase, Recipe
 from transferkit.selection.decision import Selection, _refine_large
 from transferkit.selection.quadrants import SIZES, STRATEGIES, quadrant_for
 from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
+    SATURATED_PROBE_ACCURACY,
     _card_values,
     _compare,
     _size_is_close,
@@ -43,18 +44,34 @@ SELECTION_MODES = ("fast", "trial")
 default) trains the candidates briefly when the selector calls its own decision close."""
 
 TRIAL_BUDGET = 0.25
-"""All trials together train at most this fraction of the chosen recipe's epochs (per phase,
-at least one epoch each): the issue's bar is selection and trials within a quarter of one fit.
+"""All trials together train at most this fraction of each candidate's epochs (per phase, at
+least one epoch each; a whole-network candidate's head warm-up at full length, on cached
+features): the issue's bar is selection and trials within a quarter of one fit.
 
-It bounds epochs, not time. Candidates whose phases train the head alone train it on the trials'
-feature bank (one clean pass of the training and validation images through the base, shared with
-the final fit): a freeze or truncate trial takes 3-7 s instead of 14-28 s (wall). A candidate
-that trains the whole network still builds its model and runs an epoch through the base (26-31 s)
-and dominates; a survivor at the same epochs keeps its score. Measured (96 px, 80 per class,
-mobilenet_v2_torchvision, 2 busy CPU cores), trials / final fit in selection.json (wall), before
--> after: science_tiles, 3 candidates in 2 rounds, 147 s / 73 s (2.02) -> 50 s / 35 s (1.44: the
-fit itself got faster meanwhile); emoji_groups, 153 s / 58 s (2.63) -> 46 s / 59 s (0.77).
-Picks unchanged."""
+It bounds epochs, not time. Head-only candidates train a head on the trials' feature bank (one
+clean pass of the training and validation images through the base, shared with the final fit),
+scored without another trace; a whole-network candidate builds its model and traces its training
+step (about 10 s of a 15-20 s trial on 2 busy cores at 96 px, its epoch the rest), so the trials
+skip what cannot change the pick: a whole-network candidate once a head-only one scores
+:data:`SATURATED_TRIAL_ACCURACY`, any candidate after one that scored 1.0, a lone survivor's
+second round. Measured (96 px, 80 per class, seed 0, mobilenet_v2_torchvision, tuning sets,
+load average 1-5 on 2 cores, so CPU seconds from ``timings.json`` as well as wall), trials /
+final fit, wall (CPU), before -> after: science_tiles 0.95 (1.17) -> 0.22 (0.25), fine-tune not
+trialled (head-only 0.985); lfw_faces 0.50 (0.50) -> 0.50 (0.29); textures 0.15 (0.19) -> 0.08
+(0.11); animal_mnist 0.41 (0.54) -> 0.42 (0.46) and digits 0.54 (0.67) -> 0.65 (0.68), where the
+fine-tune trial still runs and dominates: the bar is missed there. Picks unchanged on all five;
+the fine-tune trial's score came closer to its own fit's validation accuracy (animal_mnist 0.700
+-> 0.863 of 0.925, digits 0.806 -> 0.900 of 0.956) and still loses to truncate, as it does in
+the fits on validation (0.931 and 0.963); on test the fits are within two points (animal_mnist
+truncate 0.892, fine-tune 0.900; digits 0.925, 0.908)."""
+
+SATURATED_TRIAL_ACCURACY = SATURATED_PROBE_ACCURACY
+"""Once a head-only candidate's trial scores this on validation, candidates that train the base
+are not trialled: the selector's own rule for a saturated probe (fine-tuning has next to nothing
+left to gain, at several times the cost) applied to a trained head. Measured (96 px, 80 per
+class, seed 0): science_tiles, freeze 0.985 on validation, fine-tune's own fit 1.000 (test 1.000
+both): its 14 s trial could have won by one image."""
+_SATURATED = f"a head-only trial reached {SATURATED_TRIAL_ACCURACY:.2f}: next to nothing left to gain"
 
 _QUADRANT_PARTS = {
     quadrant_for(size, similar): (size, similar) for size in SIZES for similar in (True, False)
@@ -90,13 +107,14 @@ class TrialRecord:
 class Trials:
     """The trials ``fit`` ran on a close call, their scores and the winner; ``to_dict()`` is JSON-ready."""
 
-    budget_fraction: float  # of the chosen recipe's epochs, for all trials together
+    budget_fraction: float  # of the epochs of the phases that train the base, for all trials together
     candidates: tuple[Candidate, ...]  # the selector's pick first
     records: tuple[TrialRecord, ...]
     winner: Candidate
     seconds: float
     final_fit_seconds: float | None = None  # the winner's own training, once the run has finished
     bank_seconds: float = 0.0  # of ``seconds``: the clean feature pass shared by the trials and the fit
+    skipped: tuple[Candidate, ...] = ()  # not run: the trials before them left them nothing to gain
 
     @property
     def pick_changed(self) -> bool:
@@ -105,6 +123,7 @@ class Trials:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["candidates"] = [dataclasses.asdict(c) for c in self.candidates]
+        data["skipped"] = [dataclasses.asdict(c) for c in self.skipped]
         data["records"] = [dataclasses.asdict(r) for r in self.records]
         data["pick_changed"] = self.pick_changed
         data["share_of_final_fit"] = (
@@ -159,19 +178,30 @@ def _candidate(quadrant: str, selection: Selection) -> Candidate | None:
 
 
 def scaled_recipe(recipe: Recipe, fraction: float) -> Recipe:
-    """``recipe`` with every phase's epochs scaled by ``fraction`` (rounded half up, at least 1), and
-    without augmentation.
+    """``recipe`` with its phases' epochs scaled by ``fraction`` (rounded half up, at least 1) and
+    without augmentation; a recipe that trains the base keeps its head phases as they are.
 
-    A trial compares candidates, it does not finish one: without augmentation a frozen candidate
-    caches one clean pass through its base instead of ``cached_passes`` augmented ones plus the
-    augmentation check's, which is most of a frozen trial's time.
+    A trial compares candidates, it does not finish one. In a whole-network candidate the head
+    phase is its warm-up, on cached features (the trials' feature bank): a second or two at full
+    length, and the base then starts moving from the head its fit would start from. Its phases
+    that train the base run on the same schedule compressed (the warm-up scaled alike, so a
+    phase ends annealed as the full one does, not at the peak rate, where accuracy dips while
+    the body starts moving). Without augmentation a frozen candidate caches one clean pass
+    through its base instead of ``cached_passes`` augmented ones plus the augmentation check's.
     """
+    whole = _trains_base(recipe)
     phases = tuple(
-        dataclasses.replace(phase, epochs=max(1, math.floor(phase.epochs * fraction + 0.5)))
+        phase if whole and phase.train == "head" else _scaled_phase(phase, fraction)
         for phase in recipe.phases
     )
     augment = dataclasses.replace(recipe.augment, cached_passes=0, measure=False)
     return dataclasses.replace(recipe, phases=phases, augment=augment)
+
+
+def _scaled_phase(phase: Phase, fraction: float) -> Phase:
+    epochs = max(1, math.floor(phase.epochs * fraction + 0.5))
+    warmup = phase.warmup_epochs * epochs / phase.epochs
+    return dataclasses.replace(phase, epochs=epochs, warmup_epochs=warmup)
 
 
 def successive_halving(
@@ -193,23 +223,35 @@ def successive_halving(
     the same recipe from the same seed trains the same model. Ties in validation accuracy go to
     the earlier candidate: the selector's pick comes first.
 
+    In each round the candidates that train the head alone (on cached features: seconds) go
+    first. A candidate is not run (it is recorded in ``Trials.skipped`` and drops out) once a
+    head-only one has scored :data:`SATURATED_TRIAL_ACCURACY` and it trains the base (next to
+    nothing left for it to gain, and its trial costs most of the trials' time), or once a
+    candidate before it in ``options`` has scored 1.0 (it could only tie, and lose the tie).
+
     Args:
         options: the candidates, the selector's pick first.
         recipe_for: a candidate's full recipe (the caller's overrides and seed applied).
         train: trains a recipe from the pretrained weights; returns its validation accuracy and
             the epochs it ran. It must not read the held-out test split.
-        budget: fraction of the chosen recipe's epochs all trials together may spend.
+        budget: fraction of each recipe's epochs all trials together may spend (a whole-network
+            candidate's head warm-up aside: :func:`scaled_recipe`).
         verbose: one line per trial when non-zero.
     """
     started = time.perf_counter()
-    survivors, records = list(options), []
+    survivors, records, skipped = list(options), [], []
     trained: dict[tuple[Candidate, Recipe], TrialRecord] = {}
     rounds = max(1, math.ceil(math.log2(len(survivors)))) if len(survivors) > 1 else 0
     for number in range(1, rounds + 1):
         fraction = budget / rounds / len(survivors)
         scores = {}
-        for candidate in survivors:
+        for candidate in sorted(survivors, key=lambda c: _trains_base(recipe_for(c))):  # head-only first
             recipe = scaled_recipe(recipe_for(candidate), fraction)
+            why_not = _why_not(candidate, recipe, scores, options)
+            if why_not:
+                skipped.append(candidate)
+                _say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
+                continue
             earlier = trained.get((candidate, recipe))
             if earlier is None:
                 record = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
@@ -217,16 +259,33 @@ def successive_halving(
                 record = dataclasses.replace(earlier, round=number, seconds=0.0, reused=True)
             scores[candidate] = record.val_accuracy
             records.append(record)
-            if verbose:
-                how = f"round {earlier.round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
-                print(
-                    f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
-                    f"round {number}, {record.epochs_run} epochs)",
-                    flush=True,
-                )
-        keep = 1 if number == rounds else math.ceil(len(survivors) / 2)
-        survivors = sorted(survivors, key=lambda c: (-scores[c], options.index(c)))[:keep]
-    return Trials(budget, tuple(options), tuple(records), survivors[0], time.perf_counter() - started)
+            how = f"round {earlier.round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
+            _say(verbose, f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
+                 f"round {number}, {record.epochs_run} epochs)")  # fmt: skip
+        ranked = sorted(scores, key=lambda c: (-scores[c], options.index(c)))
+        survivors = ranked[: 1 if number == rounds else math.ceil(len(ranked) / 2)]
+        if len(survivors) == 1:  # a skip left one: nothing to compare it with
+            break
+    seconds = time.perf_counter() - started
+    return Trials(budget, tuple(options), tuple(records), survivors[0], seconds, skipped=tuple(skipped))
+
+
+def _why_not(candidate: Candidate, recipe: Recipe, scores: dict, options: Sequence[Candidate]) -> str:
+    """Why ``candidate`` need not be trained given this round's ``scores`` so far ("": it must)."""
+    if any(score >= 1.0 and options.index(c) < options.index(candidate) for c, score in scores.items()):
+        return "an earlier candidate scored 1.000: it could only tie, and a tie goes to the earlier"
+    if _trains_base(recipe) and max(scores.values(), default=0.0) >= SATURATED_TRIAL_ACCURACY:
+        return _SATURATED
+    return ""
+
+
+def _trains_base(recipe: Recipe) -> bool:
+    return any(phase.train != "head" for phase in recipe.phases)
+
+
+def _say(verbose: int, message: str) -> None:
+    if verbose:
+        print(message, flush=True)
 
 
 def _trial(candidate: Candidate, number: int, recipe: Recipe, train) -> TrialRecord:
@@ -253,6 +312,8 @@ def with_trials(selection: Selection, trials: Trials) -> Selection:
     )
     verdict = "pick changed" if trials.pick_changed else "pick kept"
     reason = f"close call measured by trials (validation accuracy: {scored}): {winner.describe()}, {verdict}"
+    if trials.skipped:
+        reason += f"; not trialled (nothing left to gain): {', '.join(c.describe() for c in trials.skipped)}"
     return dataclasses.replace(
         selection,
         size=size,

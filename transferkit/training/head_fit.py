@@ -89,5 +89,5 @@ def fit_head(
             verbose=0,
         )
         epoch = history.epoch[-1] + 1 if history.epoch else epoch + phase.epochs
-    probabilities = head.predict(val_x, batch_size=batch, verbose=0)
+    probabilities = keras.ops.convert_to_numpy(head(val_x, training=False))  # eager: predict() would trace
     return float(np.mean(np.argmax(probabilities, axis=-1) == val_y)), epoch
