@@ -73,6 +73,9 @@ def test_scaled_recipe_scales_the_phases_that_train_the_base_and_keeps_at_least_
     trial = scaled_recipe(load_builtin("small_similar"), 0.1)
     assert [p.epochs for p in trial.phases] == [20]  # a head-only recipe: its head phase scaled
     assert is_identity(trial.augment) and not trial.augment.measure  # one clean feature pass
+    mixing = dataclasses.replace(recipe.augment, mixup_alpha=0.4, cutmix_alpha=1.0)
+    trial = scaled_recipe(dataclasses.replace(recipe, augment=mixing), 0.25)
+    assert (trial.augment.mixup_alpha, trial.augment.cutmix_alpha) == (0.0, 0.0)  # no mixing either
 
 
 def test_a_trial_is_scored_on_the_last_phase_as_early_stopping_left_it():

@@ -186,7 +186,8 @@ def scaled_recipe(recipe: Recipe, fraction: float) -> Recipe:
     length, and the base then starts moving from the head its fit would start from. Its phases
     that train the base run on the same schedule compressed (the warm-up scaled alike, so a
     phase ends annealed as the full one does, not at the peak rate, where accuracy dips while
-    the body starts moving). Without augmentation a frozen candidate caches one clean pass
+    the body starts moving). Without augmentation (nor MixUp and CutMix: regularisers that pay
+    off over a whole phase, not a fraction of one) a frozen candidate caches one clean pass
     through its base instead of ``cached_passes`` augmented ones plus the augmentation check's.
     """
     whole = _trains_base(recipe)
@@ -194,7 +195,8 @@ def scaled_recipe(recipe: Recipe, fraction: float) -> Recipe:
         phase if whole and phase.train == "head" else _scaled_phase(phase, fraction)
         for phase in recipe.phases
     )
-    augment = dataclasses.replace(recipe.augment, cached_passes=0, measure=False)
+    plain = dict(cached_passes=0, measure=False, mixup_alpha=0.0, cutmix_alpha=0.0)
+    augment = dataclasses.replace(recipe.augment, **plain)
     return dataclasses.replace(recipe, phases=phases, augment=augment)
 
 
