@@ -103,7 +103,9 @@ class _WithCallbacks(Trainer):
         return [*callbacks, *self.extra], writer
 
 
-def _trainer(run_dir: Path, init: str = "logistic", callbacks=(), augment=None) -> Trainer:
+def _trainer(
+    run_dir: Path, init: str = "logistic", callbacks=(), augment=None, learning_rate=1e-2, patience=0
+) -> Trainer:
     recipe = recipes.with_overrides(
         recipes.load_builtin("small_similar"), backbone="tiny", weights="random", batch_size=8, seed=3
     )
@@ -111,7 +113,7 @@ def _trainer(run_dir: Path, init: str = "logistic", callbacks=(), augment=None) 
         recipe,
         head=dataclasses.replace(recipe.head, dropout=0.0, init=init),
         augment=augment or AugmentConfig(cached_passes=0),
-        phases=(Phase(name="head", train="head", epochs=6, learning_rate=1e-2, patience=0),),
+        phases=(Phase(name="head", train="head", epochs=6, learning_rate=learning_rate, patience=patience),),
     )
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
@@ -203,3 +205,45 @@ def test_the_augmentation_check_compares_heads_from_the_random_start_and_the_reg
     # After the check, the logistic run's head starts from the regression.
     assert np.array_equal(random_start[-2], random_check[-2])
     assert not np.allclose(logistic_start[-2], logistic_check[-2])
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_starts_validation_loss_is_measured_as_fit_measures_an_epochs(tmp_path, monkeypatch):
+    measured = []
+    original = Trainer._start_loss
+    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: measured.append(original(*a)) or measured[-1])
+    trainer = _trainer(tmp_path, learning_rate=1e-12, patience=3)  # the weights barely move
+    trainer.run()
+    assert measured == [pytest.approx(trainer.history[0]["val_loss"], rel=1e-4)]
+
+
+def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_ends_with(
+    tmp_path, monkeypatch
+):
+    start = _head_start(tmp_path / "start", "logistic")
+    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: -1.0)  # no epoch can beat it
+    trainer = _trainer(tmp_path / "run", patience=3)
+    trainer.run()
+    assert len(trainer.history) == 3  # patience ran out, counted from the start
+    assert _same(trainer._head_graph().get_weights(), start)
+
+
+def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
+    start = _head_start(tmp_path / "start", "logistic")
+    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: -1.0)
+    with pytest.raises(Interrupted):
+        _trainer(tmp_path / "run", patience=3, callbacks=[interrupt_at(2)]).run()
+    resumed = _trainer(tmp_path / "run", patience=3)  # a fresh model, as in a new process
+    resumed.run()
+    assert _same(resumed._head_graph().get_weights(), start)
+
+
+def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(tmp_path, monkeypatch):
+    start = _head_start(tmp_path / "start", "logistic")
+    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: 1e9)
+    trainer = _trainer(tmp_path / "run", patience=3)
+    trainer.run()
+    assert not _same(trainer._head_graph().get_weights(), start)

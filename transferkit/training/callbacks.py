@@ -77,14 +77,21 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     every epoch end, before the backup, and read back when the phase starts again.
     """
 
-    def __init__(self, state_dir: Path, **kwargs):
+    def __init__(self, state_dir: Path, *, start_loss: float | None = None, **kwargs):
+        """``start_loss``: the monitored value of the weights the phase starts from (a fitted start,
+        such as the head's logistic regression). The start then competes like an epoch: if no epoch
+        beats it, its weights are restored at the end. Keras' own ``baseline`` stops early but
+        cannot restore weights no epoch produced."""
         super().__init__(**kwargs)
         self.state_path = Path(state_dir) / "early_stopping.json"
         self.weights_path = Path(state_dir) / "early_stopping_best.npz"
+        self.start_loss = start_loss
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if not self.state_path.exists():
+            if self.start_loss is not None:
+                self._keep_start(self.start_loss)
             return
         state = json.loads(self.state_path.read_text(encoding="utf-8"))
         self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
@@ -92,8 +99,18 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             with np.load(self.weights_path) as saved:
                 self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
 
+    def _keep_start(self, loss: float) -> None:
+        """The starting weights as the best so far (epoch ``-1``), saved so a resume keeps them too."""
+        self.best, self.best_epoch = float(loss), -1
+        if self.restore_best_weights:
+            self.best_weights = self.model.get_weights()
+        self._save(-1)
+
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
+        self._save(epoch)
+
+    def _save(self, epoch: int) -> None:
         if self.best_weights is not None and self.best_epoch == epoch:
             with atomic_path(self.weights_path) as tmp:
                 with open(tmp, "wb") as handle:

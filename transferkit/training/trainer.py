@@ -262,8 +262,15 @@ class Trainer:
         ]
         return callbacks, writer
 
-    def _fit(self, model, data, index, phase, initial_epoch, extra_callbacks=(), **kwargs) -> int:
+    def _fit(
+        self, model, data, index, phase, initial_epoch, extra_callbacks=(), start_loss=None, **kwargs
+    ) -> int:
+        """``model.fit`` for ``phase``; ``start_loss``: the validation loss of a fitted start, which
+        early stopping keeps if no epoch beats it."""
         callbacks, writer = self._callbacks(index, phase)
+        for callback in callbacks:
+            if isinstance(callback, ResumableEarlyStopping):
+                callback.start_loss = start_loss
         with self.stopwatch.stage("training"):
             history = model.fit(
                 data,
@@ -405,8 +412,7 @@ class Trainer:
         compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
         if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
             train, compiled = self._settle_augmentation(index, phase, head, train, validation), True
-        if index == 0:  # on the features the head trains on, before epoch 0; a resume restores its backup
-            self._start_head(train, validation)
+        started = index == 0 and self._start_head(train, validation)  # a resume restores its backup
         if not compiled:  # compiling again would trace the head's train and test steps again
             self._compile(head, phase, len(train))
         return self._fit(
@@ -416,6 +422,7 @@ class Trainer:
             phase,
             initial_epoch,
             extra_callbacks=[EpochSetter(train)],
+            start_loss=self._start_loss(head, validation) if started and phase.patience else None,
             validation_data=validation,
             validation_batch_size=self.batch_size,
             class_weight=self._class_weight(train.labels),
@@ -453,11 +460,25 @@ class Trainer:
             self._standardise_head(features)
         return clean
 
-    def _start_head(self, train: CachedFeatures, validation: tuple) -> None:
-        """The untrained head's start: the recipe's ``[head] init`` (:mod:`.head_init`)."""
-        if self.recipe.head.init == "logistic":
-            fitted = initialise_head(self.classifier.head, train.features, train.labels, validation)
-            self._say(fitted.describe())
+    def _start_head(self, train: CachedFeatures, validation: tuple) -> bool:
+        """The untrained head's start: the recipe's ``[head] init`` (:mod:`.head_init`); True when fitted."""
+        if self.recipe.head.init != "logistic":
+            return False
+        fitted = initialise_head(self.classifier.head, train.features, train.labels, validation)
+        self._say(fitted.describe())
+        return True
+
+    def _start_loss(self, head: keras.Model, validation: tuple) -> float | None:
+        """The compiled head's validation loss at its fitted start, as ``fit`` will measure epochs.
+
+        Training on from a regression fitted to the same features can drift away from it (Adam's
+        first steps at the phase's rate): early stopping keeps the start unless an epoch beats it.
+        """
+        features, labels = validation
+        if not len(labels):
+            return None
+        scores = head.evaluate(features, labels, batch_size=self.batch_size, verbose=0, return_dict=True)
+        return float(scores["loss"])
 
     def _cached_features(self, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
         """The training features (one set per augmented pass) and the validation ones."""
