@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_train import _recipe, _run
 
+from transferkit.training import head_phase
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment_check import AugmentCheck, check_augmentation
 from transferkit.training.callbacks import Reseed
@@ -80,7 +81,7 @@ def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tm
     def measured_again(*args, **kwargs):
         raise AssertionError("the check ran again")
 
-    monkeypatch.setattr(trainer_module, "check_augmentation", measured_again)
+    monkeypatch.setattr(head_phase, "check_augmentation", measured_again)
     _run(recipe, resumed)
     assert TrainState.load(resumed).augmentation["use_augmentation"] is False
 
@@ -124,7 +125,7 @@ def test_a_run_traces_one_clean_feature_step_for_validation_and_the_check(tmp_pa
         made.append("augmented" if augment is not None else "clean")
         return feature_step(extractor, augment)
 
-    monkeypatch.setattr(trainer_module, "feature_step", counted)
+    monkeypatch.setattr(head_phase, "feature_step", counted)
     _run(_recipe("small_similar", epochs=2), tmp_path)
     assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
     assert made.count("clean") == 1  # one compiled step, so the base is traced once for them

@@ -17,7 +17,7 @@ from transferkit.reporting.metrics import evaluate_model
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.trials import scaled_recipe
 from transferkit.testing import make_image_folder
-from transferkit.training import trainer as trainer_module
+from transferkit.training import head_phase
 from transferkit.training.feature_bank import FeatureView
 from transferkit.training.features import extract_features, feature_step
 from transferkit.training.head_fit import fit_head, fits_on_features
@@ -136,10 +136,8 @@ def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monke
 
     monkeypatch.setattr(stages, "Trainer", Spy)
     passes = []
-    extract = trainer_module.extract_features
-    monkeypatch.setattr(
-        trainer_module, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k)
-    )
+    extract = head_phase.extract_features
+    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
     options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
     reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
     assert given and given[-1] is not None  # the final fit was handed the bank's features
@@ -172,10 +170,8 @@ def test_a_whole_network_trial_trains_its_head_phase_on_the_bank_and_ends_as_the
             trainers.append(self)
 
     passes = []  # the images the Trainer passes through the base itself, per trial
-    extract = trainer_module.extract_features
-    monkeypatch.setattr(
-        trainer_module, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k)
-    )
+    extract = head_phase.extract_features
+    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
     monkeypatch.setattr(stages, "Trainer", Spy)
     on_bank = stages.train_trial(recipe, splits, bank, base)
     on_bank_passes = len(passes)

@@ -15,6 +15,7 @@ from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.recipes import AugmentConfig, HeadConfig, Phase
 from transferkit.testing import Interrupted, interrupt_at, synthetic_image
+from transferkit.training import head_phase
 from transferkit.training.device import setup_device
 from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head, training_rows
 from transferkit.training.model import build_classifier, build_head
@@ -176,16 +177,14 @@ def test_a_resumed_run_with_a_logistic_start_ends_exactly_like_an_uninterrupted_
 def test_the_augmentation_check_compares_heads_from_the_random_start_and_the_regression_comes_after(
     tmp_path, monkeypatch
 ):
-    from transferkit.training import trainer as trainer_module
-
     entered = []
-    original = trainer_module.check_augmentation
+    original = head_phase.check_augmentation
 
     def recording(model, *args, **kwargs):
         entered.append(model.get_weights())
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "check_augmentation", recording)
+    monkeypatch.setattr(head_phase, "check_augmentation", recording)
     measured = AugmentConfig(cached_passes=2, measure=True, flip="none", rotation_degrees=0.0, zoom=0.1)
     start = []
 
@@ -213,8 +212,8 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 def test_the_starts_validation_loss_is_measured_as_fit_measures_an_epochs(tmp_path, monkeypatch):
     measured = []
-    original = Trainer._start_loss
-    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: measured.append(original(*a)) or measured[-1])
+    original = head_phase.start_loss
+    monkeypatch.setattr(head_phase, "start_loss", lambda *a: measured.append(original(*a)) or measured[-1])
     trainer = _trainer(tmp_path, learning_rate=1e-12, patience=3)  # the weights barely move
     trainer.run()
     assert measured == [pytest.approx(trainer.history[0]["val_loss"], rel=1e-4)]
@@ -224,7 +223,7 @@ def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_
     tmp_path, monkeypatch
 ):
     start = _head_start(tmp_path / "start", "logistic")
-    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: -1.0)  # no epoch can beat it
+    monkeypatch.setattr(head_phase, "start_loss", lambda *a: -1.0)  # no epoch can beat it
     trainer = _trainer(tmp_path / "run", patience=3)
     trainer.run()
     assert len(trainer.history) == 3  # patience ran out, counted from the start
@@ -233,7 +232,7 @@ def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_
 
 def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
     start = _head_start(tmp_path / "start", "logistic")
-    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: -1.0)
+    monkeypatch.setattr(head_phase, "start_loss", lambda *a: -1.0)
     with pytest.raises(Interrupted):
         _trainer(tmp_path / "run", patience=3, callbacks=[interrupt_at(2)]).run()
     resumed = _trainer(tmp_path / "run", patience=3)  # a fresh model, as in a new process
@@ -243,7 +242,7 @@ def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
 
 def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(tmp_path, monkeypatch):
     start = _head_start(tmp_path / "start", "logistic")
-    monkeypatch.setattr(Trainer, "_start_loss", lambda *a: 1e9)
+    monkeypatch.setattr(head_phase, "start_loss", lambda *a: 1e9)
     trainer = _trainer(tmp_path / "run", patience=3)
     trainer.run()
     assert not _same(trainer._head_graph().get_weights(), start)

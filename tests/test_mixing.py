@@ -141,7 +141,7 @@ ALL = Phase(name="retrain", train="all", epochs=3, learning_rate=3e-3, schedule=
 def test_a_whole_network_phase_trains_on_mixed_labels_and_reports_accuracy(tmp_path):
     recipe = _recipe([HEAD, ALL])
     trainer = _trainer(recipe, tmp_path)
-    _, labels = next(iter(trainer._training_stream(ALL, epoch=2)))
+    _, labels = next(iter(trainer.stream.batches(ALL, epoch=2)))
     assert labels.shape == (8, 3) and (np.asarray(labels).max(axis=1) < 0.99).any()
     before = [w.copy() for w in trainer.classifier.base.get_weights()]
     history = trainer.run()

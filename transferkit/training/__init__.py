@@ -9,5 +9,7 @@ device/precision/determinism set-up.
 - :mod:`~transferkit.training.features`: cached backbone features for frozen-base phases.
 - :mod:`~transferkit.training.callbacks`: history, atomic backup, resumable early stopping, reseeding.
 - :mod:`~transferkit.training.trainer`: runs a recipe's phases with resumable checkpoints.
+- :mod:`~transferkit.training.head_phase`: a head phase on cached features (augmentation check, head start).
+- :mod:`~transferkit.training.network_phase`: a phase that fits the whole graph on image batches.
 - :mod:`~transferkit.training.device`: precision, determinism and distribution, set up explicitly.
 """

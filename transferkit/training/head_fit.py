@@ -12,9 +12,9 @@ from transferkit.training.class_weights import class_weights
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import CachedFeatures, EpochSetter
 from transferkit.training.head_init import initialise_head
+from transferkit.training.head_phase import standardise_head
 from transferkit.training.model import build_head
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
-from transferkit.training.trainer import standardise_head
 
 
 def fits_on_features(recipe: Recipe) -> bool:

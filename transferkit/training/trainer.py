@@ -2,8 +2,9 @@
 
 Each phase reads top to bottom as: choose what trains, re-compile (Keras ignores a change of
 ``trainable`` until then), fit. Frozen-base phases train the head on cached features
-(:mod:`transferkit.training.features`); the others fit the whole graph with augmentation inside it.
-Epoch numbers continue across phases, so ``history.csv`` and TensorBoard show one timeline.
+(:mod:`transferkit.training.head_phase`); the others fit the whole graph with augmentation inside
+it (:mod:`transferkit.training.network_phase`). Epoch numbers continue across phases, so
+``history.csv`` and TensorBoard show one timeline.
 
 Interruptions lose at most the current epoch (see :mod:`transferkit.training.callbacks`), and
 every finished phase leaves ``checkpoints/phase<i>.weights.h5`` plus ``state.json``. All of it
@@ -29,7 +30,6 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps
 from transferkit.training.augment import build_augmentation, is_identity
-from transferkit.training.augment_check import check_augmentation
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
     HistoryWriter,
@@ -38,25 +38,21 @@ from transferkit.training.callbacks import (
     read_history,
 )
 from transferkit.training.class_weights import class_weights
-from transferkit.training.distribute import MultiWorkerModel
 from transferkit.training.feature_bank import CleanFeatures
-from transferkit.training.features import (
-    CachedFeatures,
-    EpochSetter,
-    extract_features,
-    feature_moments,
-    feature_step,
+from transferkit.training.head_phase import (
+    FeatureCache,
+    cached_features,
+    fit_head_phase,
+    head_graph,
+    standardise_head,
 )
-from transferkit.training.head_init import initialise_head
 from transferkit.training.lr_find import LRFindResult, range_test
-from transferkit.training.mixing import mix_batches, mixes, one_hot_batches
 from transferkit.training.model import Classifier
+from transferkit.training.network_phase import TrainingStream, fit_network_phase, training_graph
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
 from transferkit.training.progress import FitHooks
 from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import block_lr_multipliers, set_trainable
-
-VARIANCE_FLOOR = 0.01  # of the mean feature variance; see standardise_head
 
 
 @dataclass
@@ -131,11 +127,26 @@ class Trainer:
         self.replicas, self.multi_worker = replicas, multi_worker
         self.stopwatch = stopwatch or Stopwatch()  # each phase's feature caching and training, timed
         self.clean_features = clean_features
-        self.cache = cache  # where cached features go (memory or np.memmap); None: gathered in memory
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
+        # What head phases train on (cache: memory or np.memmap; None: gathered in memory) ...
+        self.features = FeatureCache(
+            classifier.extractor,
+            ordered_train_data,
+            val_data,
+            batch_size=self.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            validation_steps=self.validation_steps,
+            clean_features=clean_features,
+            cache=cache,
+            stopwatch=self.stopwatch,
+            verbose=verbose,
+        )
+        # ... and what the phases that fit the whole graph do.
+        self.stream = TrainingStream(
+            train_data, self.steps_per_epoch, recipe.augment, num_classes, recipe.seed
+        )
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
-        self._clean_feature_step = None  # see _clean_step
         self.state = TrainState()  # run() reads the saved one
 
     def run(self, until: int | None = None) -> list[dict]:
@@ -151,7 +162,7 @@ class Trainer:
             self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
         if state.completed_phases == 0 and not self._on_cached_features(self.recipe.phases[0]):
             self._say("Measuring feature statistics for the head")  # a head phase does this on its own
-            self._standardise_head(self._features(self._clean_step(), self.ordered_train_data)[0])
+            standardise_head(self.classifier.head, self.features.clean("train", pretrained=False)[0])
         for index, phase in enumerate(self.recipe.phases[:until]):
             if index < state.completed_phases:
                 shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # killed right after state.json
@@ -186,9 +197,9 @@ class Trainer:
         phase = self.recipe.phases[index]
         set_trainable(self.classifier, self.spec, phase)
         if self._on_cached_features(phase):
-            train, _ = self._cached_features(index, phase)
+            train, _ = cached_features(self, index, phase)
             return self._sweep(self._head_graph(), phase, train.cycle(), len(train), None, **sweep)
-        batches = iter(self._training_stream(phase, self.state.epochs_done))
+        batches = iter(self.stream.batches(phase, self.state.epochs_done))
         return self._sweep(self._training_graph(), phase, batches, self.steps_per_epoch, None, **sweep)
 
     def _sweep(self, model, phase, batches, steps_per_epoch, labels, **sweep) -> LRFindResult:
@@ -231,7 +242,7 @@ class Trainer:
             multipliers=block_lr_multipliers(self.classifier, self.spec, phase),
             constant=constant,
         )
-        smoothing, one_hot = self.recipe.head.label_smoothing, self._mixes(phase)
+        smoothing, one_hot = self.recipe.head.label_smoothing, self.stream.mixes(phase)
         compile_classifier(model, optimizer, self.num_classes, smoothing, one_hot=one_hot)
 
     def _checkpoint(self, index: int) -> Path:
@@ -300,45 +311,8 @@ class Trainer:
 
     def _run_phase(self, index: int, phase: Phase, initial_epoch: int) -> int:
         if self._on_cached_features(phase):
-            return self._fit_head_on_features(index, phase, initial_epoch)
-        model = self._training_graph()
-        batches = iter(self._training_stream(phase, initial_epoch))
-        phase = self._resolve_rate(index, phase, model, batches, self.steps_per_epoch)
-        self._compile(model, phase, self.steps_per_epoch)
-        trained = max(0, self._backed_up_epoch(index, initial_epoch) - initial_epoch)
-        validation = one_hot_batches(self.val_data, self.num_classes) if self._mixes(phase) else self.val_data
-        return self._fit(
-            model,
-            self._training_stream(phase, initial_epoch, trained),
-            index,
-            phase,
-            initial_epoch,
-            steps_per_epoch=self.steps_per_epoch,
-            validation_data=validation.repeat(),
-            validation_steps=self.validation_steps,
-            # Mixed labels weigh as the class of their largest share (Keras' class_weight on soft labels).
-            class_weight=self._class_weight(None),
-        )
-
-    def _mixes(self, phase: Phase) -> bool:
-        """Whether ``phase`` trains on MixUp/CutMix batches: only phases that train the base do."""
-        return phase.train != "head" and mixes(self.recipe.augment)
-
-    def _training_stream(self, phase: Phase, epoch: int, trained: int = 0) -> tf.data.Dataset:
-        """The training batches of ``phase`` (which starts at run epoch ``epoch``), ``trained`` epochs in.
-
-        A repeated stream with a fixed epoch length: exact epochs (and schedule length) even if a
-        file that passed the scan fails to decode later and is left out. After an interruption it
-        skips the batches of the epochs already trained, so the resumed run sees the same batches in
-        the same order, (Reseed) the same augmentations and (seeded by batch number) the same mixes
-        as an uninterrupted one.
-        """
-        stream = self.train_data.repeat().skip(trained * self.steps_per_epoch)
-        if not self._mixes(phase):
-            return stream
-        first = (epoch + trained) * self.steps_per_epoch  # the batch's number in the run
-        augment, classes, seed = self.recipe.augment, self.num_classes, self.recipe.seed
-        return mix_batches(stream, augment, num_classes=classes, seed=seed, first_batch=first)
+            return fit_head_phase(self, index, phase, initial_epoch)
+        return fit_network_phase(self, index, phase, initial_epoch)
 
     def _backed_up_epoch(self, index: int, default: int) -> int:
         """The epoch counter in the phase's backup (what BackupAndRestore will resume from)."""
@@ -349,184 +323,20 @@ class Trainer:
             return default
 
     def _training_graph(self) -> keras.Model:
-        """Augmentation (training only) -> the classifier; built once, re-compiled every phase."""
+        """What phases on images compile and fit: built once, re-compiled every phase."""
         if self._training_model is None:
-            inputs = keras.Input(self.classifier.model.input_shape[1:], name="pixels")
-            x = self.augment(inputs) if self.augment is not None else inputs
-            graph = MultiWorkerModel if self.multi_worker else keras.Model
-            self._training_model = graph(inputs, self.classifier.model(x), name="training_graph")
+            self._training_model = training_graph(self.classifier.model, self.augment, self.multi_worker)
         return self._training_model
 
     def _head_graph(self) -> keras.Model:
-        """The head wrapped in a model of its own, which is what gets compiled and fitted.
-
-        Compiling the head itself would store its optimizer and loss (transferkit classes) in the
-        saved ``model.keras``, which then would not load without transferkit installed.
-        """
+        """What head phases on cached features compile and fit: built once, re-compiled every phase."""
         if self._head_model is None:
-            head = self.classifier.head
-            inputs = keras.Input(head.input_shape[1:], name="features")
-            self._head_model = keras.Model(inputs, head(inputs), name="head_training_graph")
+            self._head_model = head_graph(self.classifier.head)
         return self._head_model
 
     def predictor(self):
         """``images -> probabilities`` of the classifier through the run's traced clean feature step
         and the head: what ``model.predict_on_batch`` computes, without tracing the whole model again
         (~1 s of CPU for MobileNetV2 at 128 px) to evaluate it once trained."""
-        step, head = self._clean_step(), self.classifier.head
+        step, head = self.features.clean_step(), self.classifier.head
         return lambda images: np.asarray(head(step(tf.cast(images, tf.float32)), training=False))
-
-    def _clean_step(self):
-        """The un-augmented feature step, traced once for the run: the validation features, the
-        augmentation check's clean pass and the head's statistics all go through it (each new step
-        traces the base again: ~0.9 s of CPU, 2 s on 2 busy cores, for MobileNetV2 at 128 px)."""
-        if self._clean_feature_step is None:
-            self._clean_feature_step = feature_step(self.classifier.extractor)
-        return self._clean_feature_step
-
-    def _features(
-        self, step, data: tf.data.Dataset, out: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        dim = int(self.classifier.extractor.output.shape[-1])
-        if out is None and self.cache is not None:  # one row per image: the split's batches, full
-            steps = self.validation_steps if data is self.val_data else self.steps_per_epoch
-            out = self.cache.array((steps * self.batch_size, dim), name="features")
-        with self.stopwatch.stage("features"):
-            return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out)
-
-    def _standardise_head(self, features: np.ndarray) -> None:
-        """Set the head's feature standardisation from training features (before the first phase only)."""
-        standardise_head(self.classifier.head, features)
-
-    def _clean(self, index: int, split: str, step, data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        """Un-augmented features of ``split``: the given ones while the base is still pretrained."""
-        pretrained = all(phase.train == "head" for phase in self.recipe.phases[: index + 1])
-        if self.clean_features is not None and pretrained:
-            return getattr(self.clean_features, split)
-        return self._features(step, data)
-
-    def _fit_head_on_features(self, index: int, phase: Phase, initial_epoch: int) -> int:
-        train, validation = self._cached_features(index, phase)
-        head = self._head_graph()
-        phase = self._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
-        compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
-        if self.recipe.augment.measure and self.augment is not None and self.state.augmentation is None:
-            train, compiled = self._settle_augmentation(index, phase, head, train, validation), True
-        started = index == 0 and self._start_head(train, validation)  # a resume restores its backup
-        if not compiled:  # compiling again would trace the head's train and test steps again
-            self._compile(head, phase, len(train))
-        return self._fit(
-            head,
-            train,
-            index,
-            phase,
-            initial_epoch,
-            extra_callbacks=[EpochSetter(train)],
-            start_loss=self._start_loss(head, validation) if started and phase.patience else None,
-            validation_data=validation,
-            validation_batch_size=self.batch_size,
-            class_weight=self._class_weight(train.labels),
-        )
-
-    def _settle_augmentation(self, index, phase, head, augmented: CachedFeatures, validation):
-        """Measure whether augmentation helps (:mod:`~transferkit.training.augment_check`); keep the winner.
-
-        The decision is saved in ``state.json`` at once, so a resumed run does not measure again and
-        every later phase (fine-tuning included) follows it.
-        """
-        self._say("Caching clean features (augmentation check)")
-        step = self._clean_step()
-        features, labels = self._clean(index, "train", step, self.ordered_train_data)
-        clean = CachedFeatures(features[None], labels, self.batch_size, self.recipe.seed)
-        with self.stopwatch.stage("augmentation check"):
-            check = check_augmentation(
-                head,
-                lambda model: self._compile(model, phase, len(augmented)),
-                augmented,
-                clean,
-                validation,
-                epochs=phase.epochs,
-                patience=phase.patience or phase.epochs,
-                seed=self.recipe.seed,
-                class_weight=self._class_weight(labels),
-            )
-        self._say(check.describe())
-        self.state.augmentation = check.to_dict()
-        self.state.save(self.run_dir)
-        if check.use_augmentation:
-            return augmented
-        self.augment = None
-        if index == 0:  # as a resumed run standardises: on the features the head trains on
-            self._standardise_head(features)
-        return clean
-
-    def _start_head(self, train: CachedFeatures, validation: tuple) -> bool:
-        """The untrained head's start: the recipe's ``[head] init`` (:mod:`.head_init`); True when fitted."""
-        if self.recipe.head.init != "logistic":
-            return False
-        fitted = initialise_head(self.classifier.head, train.features, train.labels, validation)
-        self._say(fitted.describe())
-        return True
-
-    def _start_loss(self, head: keras.Model, validation: tuple) -> float | None:
-        """The compiled head's validation loss at its fitted start, as ``fit`` will measure epochs.
-
-        Training on from a regression fitted to the same features can drift away from it (Adam's
-        first steps at the phase's rate): early stopping keeps the start unless an epoch beats it.
-        """
-        features, labels = validation
-        if not len(labels):
-            return None
-        scores = head.evaluate(features, labels, batch_size=self.batch_size, verbose=0, return_dict=True)
-        return float(scores["loss"])
-
-    def _cached_features(self, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
-        """The training features (one set per augmented pass) and the validation ones."""
-        passes = 1 if self.augment is None else max(1, min(self.recipe.augment.cached_passes, phase.epochs))
-        extractor = self.classifier.extractor
-        augmented, clean = feature_step(extractor, self.augment), self._clean_step()
-        # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
-        shape = (passes, self.steps_per_epoch * self.batch_size, int(extractor.output.shape[-1]))
-        store = None if self.cache is None or self.augment is None else self.cache.array(shape, name="train")
-        features = []
-        for number in range(passes):
-            self._say(f"Caching features (pass {number + 1}/{passes}{', augmented' if self.augment else ''})")
-            if self.augment is not None:  # each pass its own seeded stream: a rerun caches the same copies
-                self.augment.reseed(self.recipe.seed + 1_000_000 * (index + 1) + number)
-            if self.augment is None:
-                data, labels = self._clean(index, "train", clean, self.ordered_train_data)
-            else:
-                data, labels = self._features(
-                    augmented, self.ordered_train_data, None if store is None else store[number]
-                )
-            features.append(data)
-        self._say("Caching validation features")
-        val_features, val_labels = self._clean(index, "val", clean, self.val_data)
-        if store is not None:
-            stacked = store[:, : len(labels)]
-        else:
-            stacked = features[0][None] if passes == 1 else np.stack(features)
-        if index == 0:
-            self._standardise_head(stacked)
-        train = CachedFeatures(stacked, labels, self.batch_size, self.recipe.seed)
-        return train, (val_features, val_labels)
-
-
-def standardise_head(head: keras.Model, features: np.ndarray) -> None:
-    """Set ``head``'s feature standardisation (its ``feature_norm`` layer) from training features.
-
-    Each feature's variance is floored at a hundredth of the average one: a feature that barely
-    varies on the training images (common after ReLU + pooling) would otherwise be scaled up
-    by orders of magnitude and turn tiny differences on new images into huge logits.
-
-    Args:
-        head: a head from :func:`transferkit.training.model.build_head`.
-        features: ``[..., N, D]`` training features (e.g. one set per augmented pass), as the head
-            will be trained on them; in memory or memory-mapped (read in chunks).
-    """
-    mean, variance, rows = feature_moments(features)
-    variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
-    count = np.asarray(rows, dtype="int64")
-    layer = head.get_layer("feature_norm")
-    layer.set_weights([mean, variance, count])
-    layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
