@@ -116,7 +116,7 @@ def fit(
         name: run folder name (default ``<data>-<recipe>-<timestamp>``).
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
-        precision: see :func:`transferkit.training.trainer.setup_device`.
+        precision: see :func:`transferkit.training.device.setup_device`.
         distribute: "auto" | "none" | "mirrored" | "multi-worker" (every process of a
             ``TF_CONFIG`` cluster runs this same call, with the same ``name``); the global batch
             is ``batch_size`` x replicas and learning rates scale with the replicas
