@@ -8,13 +8,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.recipes import AugmentConfig, HeadConfig, Phase
-from transferkit.testing import Interrupted, interrupt_at, synthetic_image
+from transferkit.testing import Interrupted, interrupt_at, synthetic_batches, tiny_trainer
 from transferkit.training import head_phase
 from transferkit.training.device import setup_device
 from transferkit.training.head_init import MISSING_CLASS_BIAS, fit_logistic, initialise_head, training_rows
@@ -118,23 +117,9 @@ def _trainer(
     )
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 8).astype("int32")
-    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
-    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    trainer = _WithCallbacks(
-        classifier,
-        SPEC,
-        recipe,
-        as_float,
-        as_float,
-        ordered,
-        run_dir,
-        num_classes=3,
-        steps_per_epoch=3,
-        validation_steps=3,
-        verbose=0,
+    _, as_float, ordered = synthetic_batches()
+    trainer = tiny_trainer(
+        classifier, recipe, run_dir, as_float, as_float, ordered, trainer_class=_WithCallbacks
     )
     trainer.extra = tuple(callbacks)
     return trainer

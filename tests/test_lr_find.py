@@ -14,12 +14,11 @@ from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.cli import main
 from transferkit.recipes import Phase
-from transferkit.testing import make_image_folder, synthetic_image
+from transferkit.testing import make_image_folder, synthetic_batches, synthetic_image, tiny_trainer
 from transferkit.training.device import setup_device
 from transferkit.training.lr_find import BLOW_UP_RULE, VALLEY, _smooth, range_test, suggest, valley
 from transferkit.training.model import build_classifier
 from transferkit.training.optimizers import LayerwiseAdamW, classification_loss
-from transferkit.training.trainer import Trainer
 
 SPEC = get_backbone("tiny")
 
@@ -131,15 +130,8 @@ def test_a_flat_sweep_that_never_blows_up_is_suggested_a_tenth_of_its_last_rate(
 def _tiny_trainer(recipe, run_dir):
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 8).astype("int32")
-    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
-    ordered = __import__("tensorflow").data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    as_float = ordered.map(lambda x, y: (__import__("tensorflow").cast(x, "float32"), y))
-    return Trainer(
-        classifier, SPEC, recipe, as_float, as_float, ordered, run_dir,
-        num_classes=3, steps_per_epoch=3, validation_steps=3, verbose=0,
-    )  # fmt: skip
+    _, as_float, ordered = synthetic_batches()
+    return tiny_trainer(classifier, recipe, run_dir, as_float, as_float, ordered)
 
 
 def test_an_auto_learning_rate_is_found_and_recorded_as_a_number_in_the_run_folder(tmp_path):

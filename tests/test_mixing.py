@@ -9,7 +9,7 @@ import tensorflow as tf
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import AugmentConfig, Phase
-from transferkit.testing import Interrupted, interrupt_at, synthetic_image
+from transferkit.testing import Interrupted, interrupt_at, synthetic_batches, tiny_trainer
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
 from transferkit.training.mixing import mix_batches
@@ -95,16 +95,6 @@ def test_a_batch_mix_depends_on_the_seed_and_its_number_only():
 # In the trainer: whole-network phases mix, head phases on cached features do not
 
 
-def _datasets():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 8).astype("int32")
-    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
-    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    shuffled = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(64, seed=1).batch(8)
-    return shuffled.map(lambda x, y: (tf.cast(x, tf.float32), y)), as_float, ordered
-
-
 def _recipe(phases, mixup_alpha=0.4, **augment):
     recipe = recipes.with_overrides(
         recipes.load_builtin("large_similar"), backbone="tiny", weights="random", batch_size=8, seed=3
@@ -118,20 +108,7 @@ def _recipe(phases, mixup_alpha=0.4, **augment):
 def _trainer(recipe, run_dir):
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
-    train, val, ordered = _datasets()
-    return Trainer(
-        classifier,
-        SPEC,
-        recipe,
-        train,
-        val,
-        ordered,
-        run_dir,
-        num_classes=3,
-        steps_per_epoch=3,
-        validation_steps=3,
-        verbose=0,
-    )
+    return tiny_trainer(classifier, recipe, run_dir, *synthetic_batches())
 
 
 HEAD = Phase(name="warmup", train="head", epochs=2, learning_rate=1e-2)

@@ -27,7 +27,6 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from transferkit import api, recipes
 from transferkit.backbones.registry import get_backbone
@@ -35,7 +34,13 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_text
 from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
-from transferkit.testing import Interrupted, child_env, make_image_folder, synthetic_image
+from transferkit.testing import (
+    Interrupted,
+    child_env,
+    make_image_folder,
+    synthetic_batches,
+    tiny_trainer,
+)
 from transferkit.testing import interrupt_at as stop_at
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
@@ -352,28 +357,11 @@ def _exact_trainer(run_dir: Path) -> Trainer:
     recipe = _exact_recipe()
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 8).astype("int32")
-    images = np.stack([synthetic_image(int(label), 32, rng) for label in labels])
-    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    train = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    _, train, ordered = synthetic_batches()
     # Validation labels are wrong on purpose: val_loss rises as the model learns, so early
     # stopping fires and restores the weights of an epoch before the interruption.
-    val = tf.data.Dataset.from_tensor_slices((images, (labels + 1) % 3)).batch(8)
-    val = val.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    return Trainer(
-        classifier,
-        SPEC,
-        recipe,
-        train,
-        val,
-        ordered,
-        run_dir,
-        num_classes=3,
-        steps_per_epoch=3,
-        validation_steps=3,
-        verbose=0,
-    )
+    val = train.map(lambda x, y: (x, (y + 1) % 3))
+    return tiny_trainer(classifier, recipe, run_dir, train, val, ordered)
 
 
 @pytest.fixture(scope="module")

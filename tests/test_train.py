@@ -10,28 +10,13 @@ import tensorflow as tf
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import Phase
-from transferkit.testing import synthetic_image
+from transferkit.testing import synthetic_arrays, synthetic_batches, tiny_trainer
 from transferkit.training.callbacks import read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
-from transferkit.training.trainer import Trainer, TrainState
+from transferkit.training.trainer import TrainState
 
 SPEC = get_backbone("tiny")
-
-
-def _data(n_per_class=8, classes=3, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(classes), n_per_class).astype("int32")
-    images = np.stack([synthetic_image(int(label), size, rng) for label in labels])
-    return images, labels
-
-
-def _datasets(batch=8):
-    images, labels = _data()
-    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
-    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    shuffled = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(64, seed=1).batch(batch)
-    return shuffled.map(lambda x, y: (tf.cast(x, tf.float32), y)), as_float, ordered
 
 
 def _recipe(name, phases=None, **overrides):
@@ -44,20 +29,7 @@ def _recipe(name, phases=None, **overrides):
 
 
 def _trainer(classifier, recipe, run_dir):
-    train, val, ordered = _datasets()
-    return Trainer(
-        classifier,
-        SPEC,
-        recipe,
-        train,
-        val,
-        ordered,
-        run_dir,
-        num_classes=3,
-        steps_per_epoch=3,
-        validation_steps=3,
-        verbose=0,
-    )
+    return tiny_trainer(classifier, recipe, run_dir, *synthetic_batches())
 
 
 def _run(recipe, run_dir):
@@ -146,7 +118,7 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
 def test_head_standardises_features_from_the_training_set(tmp_path):
     classifier, changed = _run(_recipe("small_similar", epochs=1), tmp_path)
     norm = classifier.head.get_layer("feature_norm")
-    images, _ = _data()
+    images, _ = synthetic_arrays()
     features = classifier.extractor.predict(images.astype("float32"), verbose=0)
     # adapted on augmented copies of the same images: close to, not equal to, the clean statistics
     np.testing.assert_allclose(np.ravel(norm.mean), features.mean(axis=0), rtol=0.5, atol=0.05)

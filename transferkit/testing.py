@@ -94,6 +94,37 @@ def child_env(**extra: str) -> dict[str, str]:
     }
 
 
+def synthetic_arrays(per_class: int = 8, classes: int = 3, size: int = 32, seed: int = 0):
+    """``(images [N, size, size, 3] uint8, labels [N] int32)``: ``per_class`` synthetic images a class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class).astype("int32")
+    images = np.stack([synthetic_image(int(label), size, rng) for label in labels])
+    return images, labels
+
+
+def synthetic_batches(batch: int = 8, **arrays):
+    """A trainer's three datasets of :func:`synthetic_arrays`: (shuffled float32, ordered float32,
+    ordered uint8), the training, validation and feature-caching batches of a tiny run."""
+    import tensorflow as tf
+
+    images, labels = synthetic_arrays(**arrays)
+    ordered = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
+    shuffled = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(64, seed=1).batch(batch)
+    as_float = ordered.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return shuffled.map(lambda x, y: (tf.cast(x, tf.float32), y)), as_float, ordered
+
+
+def tiny_trainer(classifier, recipe, run_dir, train, val, ordered, *, trainer_class=None, **options):
+    """A :class:`~transferkit.training.trainer.Trainer` of the tiny backbone over :func:`synthetic_batches`
+    (3 classes, 3 steps a split, silent); ``options`` override its keyword arguments."""
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.training.trainer import Trainer
+
+    settings = {"num_classes": 3, "steps_per_epoch": 3, "validation_steps": 3, "verbose": 0, **options}
+    make = trainer_class or Trainer
+    return make(classifier, get_backbone("tiny"), recipe, train, val, ordered, run_dir, **settings)
+
+
 class Interrupted(Exception):
     """Raised by :class:`InterruptAt`: training stopped as a kill would stop it."""
 
