@@ -153,8 +153,8 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
         ]
     else:
         reasons = [
-            f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to fine-tune the top blocks at a low "
-            "learning rate"
+            f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to train the whole network at "
+            "layer-wise learning rates after a head warm-up"
         ]
     if _size_is_close(v):
         reasons.append(
