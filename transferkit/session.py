@@ -46,7 +46,7 @@ from transferkit.training.feature_bank import (
 )
 from transferkit.training.head_fit import fits_on_features, head_trial
 from transferkit.training.model import build_classifier, truncate
-from transferkit.training.progress import FitHooks
+from transferkit.training.progress import FitHooks, say
 from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import plan_phase
 from transferkit.training.trainer import Trainer
@@ -462,8 +462,3 @@ def write_plots(
         write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
     with stopwatch.stage("report"):
         write_html_report(run_dir)
-
-
-def say(verbose: int, message: str) -> None:
-    if verbose:
-        print(message, flush=True)

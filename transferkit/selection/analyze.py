@@ -31,6 +31,7 @@ from transferkit.reporting.figures import plot_selection
 from transferkit.selection.decision import Selection
 from transferkit.selection.quadrants import PROVISIONAL
 from transferkit.selection.rules import CutScore
+from transferkit.training.progress import say
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def analyze(
     started = time.perf_counter()
     recipe = _provisional_recipe(backbone, weights, image_size, seed)
     result = _measure(data, recipe, out, name or _default_name("analyze", data), started, verbose)
-    _say(verbose, "\n" + result.summary())
+    say(verbose, "\n" + result.summary())
     return result
 
 
@@ -133,7 +134,7 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     )
     spec = get_backbone(recipe.backbone.name)
     base, source = build_base(spec, recipe.backbone.image_size or spec.default_size, recipe.backbone.weights)
-    _say(verbose, f"Measuring transferability on {spec.name} ({len(spec.cut_points)} cut points)")
+    say(verbose, f"Measuring transferability on {spec.name} ({len(spec.cut_points)} cut points)")
     measure_started = time.perf_counter()
     selection = measure_quadrant(splits, spec, base, recipe, size="auto", similar=None, verbose=0)
     measure_seconds = time.perf_counter() - measure_started
@@ -182,8 +183,3 @@ def load_selection(path: str | Path) -> Selection:
 
 def _default_name(kind: str, data: str) -> str:
     return f"{kind}-{Path(data.rstrip('/')).name or 'data'}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def _say(verbose: int, message: str) -> None:
-    if verbose:
-        print(message, flush=True)

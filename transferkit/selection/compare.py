@@ -19,8 +19,9 @@ from pathlib import Path
 from transferkit import recipes as recipe_io
 from transferkit.errors import TransferkitError
 from transferkit.reporting.comparison import ComparisonResult, RecipeRun, write_comparison
-from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe, _say
+from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
+from transferkit.training.progress import say
 
 
 def compare(
@@ -77,7 +78,7 @@ def compare(
     runs = tuple(_train_one(data, entry, analysis, seed, overrides, verbose) for entry in recipes)
     result = ComparisonResult(analysis.run_dir, analysis, runs, time.perf_counter() - started)
     write_comparison(result)
-    _say(verbose, "\n" + result.table())
+    say(verbose, "\n" + result.table())
     return result
 
 
@@ -103,7 +104,7 @@ def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) 
     from transferkit import api
 
     label = Path(str(entry)).stem
-    _say(verbose, f"\n=== {label} ===")
+    say(verbose, f"\n=== {label} ===")
     with _PeakMemory() as memory:
         started = time.perf_counter()
         fit = api.fit(

@@ -38,6 +38,7 @@ from transferkit.selection.rules import (
     _size_is_close,
     size_quadrant,
 )
+from transferkit.training.progress import say
 
 SELECTION_MODES = ("fast", "trial")
 """How ``fit`` settles the quadrant: "fast" keeps the selector's pick as measured; "trial" (the
@@ -253,7 +254,7 @@ def successive_halving(
             why_not = _why_not(candidate, recipe, scores, options)
             if why_not:
                 skipped.append(candidate)
-                _say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
+                say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
                 continue
             earlier = trained.get((candidate, recipe))
             if earlier is None:
@@ -263,7 +264,7 @@ def successive_halving(
             scores[candidate] = record.val_accuracy
             records.append(record)
             how = f"round {earlier.round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
-            _say(verbose, f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
+            say(verbose, f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
                  f"round {number}, {record.epochs_run} epochs)")  # fmt: skip
         ranked = sorted(scores, key=lambda c: (-scores[c], options.index(c)))
         survivors = ranked[: 1 if number == rounds else math.ceil(len(ranked) / 2)]
@@ -284,11 +285,6 @@ def _why_not(candidate: Candidate, recipe: Recipe, scores: dict, options: Sequen
 
 def _trains_base(recipe: Recipe) -> bool:
     return any(phase.train != "head" for phase in recipe.phases)
-
-
-def _say(verbose: int, message: str) -> None:
-    if verbose:
-        print(message, flush=True)
 
 
 def _trial(candidate: Candidate, number: int, recipe: Recipe, train) -> TrialRecord:

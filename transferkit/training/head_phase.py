@@ -28,6 +28,7 @@ from transferkit.training.features import (
     feature_step,
 )
 from transferkit.training.head_init import initialise_head
+from transferkit.training.progress import say
 from transferkit.training.timing import Stopwatch
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class FeatureCache:
         store = None if self.cache is None or augment is None else self.cache.array(shape, name="train")
         features, kind = [], "" if augment is None else ", augmented"
         for number in range(passes):
-            _say(self.verbose, f"Caching features (pass {number + 1}/{passes}{kind})")
+            say(self.verbose, f"Caching features (pass {number + 1}/{passes}{kind})")
             if augment is None:
                 data, labels = self.clean("train", pretrained)
             else:  # each pass its own seeded stream: a rerun caches the same copies
@@ -120,7 +121,7 @@ class FeatureCache:
                 out = None if store is None else store[number]
                 data, labels = self.extract(augmented, self.ordered_train_data, out)
             features.append(data)
-        _say(self.verbose, "Caching validation features")
+        say(self.verbose, "Caching validation features")
         validation = self.clean("val", pretrained)
         if store is not None:
             stacked = store[:, : len(labels)]
@@ -273,8 +274,3 @@ def standardise_head(head: keras.Model, features: np.ndarray) -> None:
 def _pretrained(recipe: Recipe, index: int) -> bool:
     """Whether the base is still as loaded when phase ``index`` starts: no phase up to it trains it."""
     return all(phase.train == "head" for phase in recipe.phases[: index + 1])
-
-
-def _say(verbose: int, message: str) -> None:
-    if verbose:
-        print(message, flush=True)
