@@ -166,6 +166,20 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
     assert chosen.stdout.split() == ["1", "True"]
 
 
+@pytest.mark.parametrize("command", [[], ["fit"], ["compare"], ["predict"], ["export"]])
+def test_cli_help_loads_no_tensorflow_and_prints_no_log_noise(command):
+    script = (
+        "import sys; from transferkit.cli import main\n"
+        "try:\n    main([*sys.argv[1:], '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFERKIT_DEBUG")}
+    done = subprocess.run([sys.executable, "-c", script, *command], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False False" and done.stderr == "", done.stderr
+    assert "Usage:" in done.stdout
+
+
 def test_log_lines_write_at_most_ten_lines_per_phase_and_the_last_epoch(capsys):
     log = PhaseLog(PhaseStarted("head", 0, 200, 2), initial_epoch=0)
     log.on_train_begin()

@@ -31,13 +31,18 @@ MIN_ACCURACY_HELP = (
 )
 
 
+_HELP_OPTIONS = ("-h", "--help")
+_CONTEXT_SETTINGS = {"help_option_names": list(_HELP_OPTIONS), "max_content_width": 100}
+
+
 class _Group(click.Group):
     """Turns known errors into one clear line and an exit code instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            _import_tensorflow_quietly()
+            if not set(_HELP_OPTIONS).intersection(ctx.protected_args + ctx.args):  # help needs no TensorFlow
+                _import_tensorflow_quietly()
             return super().invoke(ctx)
         except TransferkitError as error:
             click.echo(f"Error: {error}", err=True)
@@ -90,7 +95,7 @@ def _verbosity(quiet: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings=_CONTEXT_SETTINGS)
 @click.version_option(package_name="transferkit")
 def main() -> None:
     """Transfer learning for image classification with Keras: measured, fast, honest.

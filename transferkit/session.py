@@ -17,6 +17,7 @@ import tensorflow as tf
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import BackboneSpec, get_backbone
 from transferkit.backbones.weights import build_base
+from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget, budget_for_run
 from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
@@ -46,7 +47,7 @@ from transferkit.training.feature_bank import (
 )
 from transferkit.training.head_fit import fits_on_features, head_trial
 from transferkit.training.model import build_classifier, truncate
-from transferkit.training.progress import FitHooks, say
+from transferkit.training.progress import FitHooks
 from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import plan_phase
 from transferkit.training.trainer import Trainer

@@ -22,6 +22,7 @@ from typing import Any
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import build_base
+from transferkit.console import say
 from transferkit.data.card import DatasetCard
 from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
@@ -31,7 +32,6 @@ from transferkit.reporting.figures import plot_selection
 from transferkit.selection.decision import Selection
 from transferkit.selection.quadrants import PROVISIONAL
 from transferkit.selection.rules import CutScore
-from transferkit.training.progress import say
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from transferkit import recipes as recipe_io
+from transferkit.console import say
 from transferkit.errors import TransferkitError
 from transferkit.reporting.comparison import ComparisonResult, RecipeRun, write_comparison
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
-from transferkit.training.progress import say
 
 
 def compare(

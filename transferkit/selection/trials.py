@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from transferkit.console import say
 from transferkit.recipes import Phase, Recipe
 from transferkit.selection.decision import Selection, _refine_large
 from transferkit.selection.quadrants import SIZES, STRATEGIES, quadrant_for
@@ -38,7 +39,6 @@ from transferkit.selection.rules import (
     _size_is_close,
     size_quadrant,
 )
-from transferkit.training.progress import say
 
 SELECTION_MODES = ("fast", "trial")
 """How ``fit`` settles the quadrant: "fast" keeps the selector's pick as measured; "trial" (the

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.recipes import Phase, Recipe
 from transferkit.training.augment import RandomAffine
@@ -28,7 +29,6 @@ from transferkit.training.features import (
     feature_step,
 )
 from transferkit.training.head_init import initialise_head
-from transferkit.training.progress import say
 from transferkit.training.timing import Stopwatch
 
 if TYPE_CHECKING:

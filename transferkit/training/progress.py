@@ -84,12 +84,6 @@ ProgressEvent = PhaseStarted | EpochEnded | Finished
 Listener = Callable[[ProgressEvent], Any]
 
 
-def say(verbose: int, message: str) -> None:
-    """Print ``message`` (flushed, so it interleaves with the bars) unless ``verbose`` is 0."""
-    if verbose:
-        print(message, flush=True)
-
-
 def as_listener(progress: object | None) -> Listener | None:
     """``progress`` as one function of an event.
 

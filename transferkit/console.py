@@ -1,0 +1,18 @@
+"""Plain messages for people, printed in order with the progress bars (no TensorFlow imported here).
+
+Modules that the CLI imports before it knows whether it will train (``transferkit --help`` must
+not load TensorFlow) print through :func:`say`; the bars live in :mod:`transferkit.training.progress`.
+"""
+
+from __future__ import annotations
+
+
+def say(verbose: int, message: str) -> None:
+    """Print ``message`` (flushed, so it interleaves with the bars) unless ``verbose`` is 0.
+
+    Args:
+        verbose: 0 prints nothing; any other level prints.
+        message: one line (or several) for the person watching.
+    """
+    if verbose:
+        print(message, flush=True)
