@@ -63,8 +63,23 @@ def test_a_close_size_call_adds_the_other_size():
     )
 
 
+def test_a_close_similarity_call_between_the_whole_network_recipes_is_not_trialled():
+    large = CARD | {"median_images_per_class": 150, "min_images_per_class": 150, "num_train": 450}
+    fine_tune = _selection(close=True, size="large", quadrant="large_similar", recipe="fine_tune")
+    assert candidates(fine_tune, large, size_measured=True) == (Candidate("large_similar"),)
+    retrain = dataclasses.replace(fine_tune, similar=False, quadrant="large_dissimilar", recipe="retrain")
+    assert candidates(retrain, large, size_measured=True) == (Candidate("large_dissimilar"),)
+    near = large | {"median_images_per_class": 55, "min_images_per_class": 55, "num_train": 165}
+    # below RETRAIN_IMAGES_PER_CLASS the dissimilar side truncates, and size is close: both are trialled
+    found = candidates(fine_tune, near, size_measured=True)
+    truncate = Candidate("small_dissimilar", "mid")
+    assert found == (Candidate("large_similar"), truncate, Candidate("small_similar"))
+
+
 def test_scaled_recipe_scales_the_phases_that_train_the_base_and_keeps_at_least_one_epoch():
-    recipe = load_builtin("large_similar")  # warm-up 10 (head), fine-tune 10 (all), warm-up 1 epoch
+    built_in = load_builtin("large_similar")  # warm-up 10 (head), then the whole network
+    tune = dataclasses.replace(built_in.phases[1], epochs=10, warmup_epochs=1.0)
+    recipe = dataclasses.replace(built_in, phases=(built_in.phases[0], tune))
     scaled = scaled_recipe(recipe, 0.25)
     assert [p.epochs for p in scaled.phases] == [10, 3]  # the head warm-up as it is; 2.5 rounds up
     assert scaled.phases[1].warmup_epochs == pytest.approx(0.3)  # the schedule compressed alike

