@@ -29,7 +29,7 @@ SMALL_IMAGES_PER_CLASS = 50
 """Below this median number of training images per class a dataset is "small": the base stays frozen.
 
 The folk rule puts this near 1,000 (CS231n notes); measured here it is far lower. With the
-``large_similar`` recipe (head warm-up, then the top blocks at a 10x lower learning rate, early
+``large_similar`` recipe of the time (head warm-up, then the top blocks at a 10x lower learning rate, early
 stopping with the best weights restored), fine-tuning matched or beat a frozen base at 48-80
 images per class on every offline data set (Animal-MNIST 0.890 vs 0.845, digits 0.892 vs 0.892,
 LFW and textures 1.000 both), in line with Kornblith et al. (CVPR 2019: fine-tuning beat fixed
