@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -106,6 +107,14 @@ class Phase:
     "auto"`` runs the learning-rate range test at the start of the phase and records the rate it
     chose in the run folder's ``recipe.toml``. ``schedule``: ``constant``, ``cosine``,
     ``warmup_cosine`` (linear warm-up over ``warmup_epochs``, then cosine) or ``one_cycle``.
+    Progressive resizing (phases that train the base): the first ``low_res_fraction`` of the
+    epochs train on images scaled to ``low_res_scale`` of the size (a quarter of the pixels at
+    0.5) but at least ``low_res_min_side`` pixels, the rest at full size; validation is always
+    at full size. Off in every built-in recipe: with half the epochs at half the side,
+    ``large_similar`` (tuning sets, 150 per class, seed 0, test split) kept icon themes at 224 px
+    (0.625 -> 0.636, the phase 208 s -> 137 s) but lost typefaces at 224 px (0.852 -> 0.648) and
+    everything at 96 px (48 px: icon themes 0.659 -> 0.523, typefaces 0.625 -> 0.455,
+    Animal-MNIST 0.933 -> 0.907).
     """
 
     name: str
@@ -120,6 +129,9 @@ class Phase:
     weight_decay: float = 0.0
     lr_decay_per_block: float = 1.0
     patience: int = 0  # early stopping on val_loss after this many epochs without improvement; 0 = off
+    low_res_fraction: float = 0.0  # progressive resizing: this share of the epochs trains on smaller images
+    low_res_scale: float = 0.5  # ... at this fraction of the image size (each side)
+    low_res_min_side: int = 112  # ... but never below this many pixels (none at all if that is the size)
 
 
 @dataclass(frozen=True)
@@ -244,7 +256,31 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f"{where}.lr_decay_per_block must be in (0, 1] (got {phase.lr_decay_per_block})")
     if phase.warmup_epochs < 0:  # longer than the phase: the warm-up takes all but its last step
         problems.append(f"{where}.warmup_epochs must be >= 0 (got {phase.warmup_epochs})")
+    if not 0 <= phase.low_res_fraction < 1:
+        problems.append(f"{where}.low_res_fraction must be in [0, 1), 0 = off (got {phase.low_res_fraction})")
+    elif phase.low_res_fraction and phase.train == "head":
+        problems.append(
+            f"{where}.low_res_fraction applies to phases that train the base; a head phase trains on "
+            'cached features (remove the key or set train = "all")'
+        )
+    if not 0 < phase.low_res_scale <= 1:
+        problems.append(f"{where}.low_res_scale must be in (0, 1] (got {phase.low_res_scale}); e.g. 0.5")
+    if phase.low_res_min_side < 8:
+        problems.append(f"{where}.low_res_min_side must be >= 8 pixels (got {phase.low_res_min_side})")
     return problems
+
+
+def low_res_epochs(phase: Phase, image_size: int) -> int:
+    """How many of ``phase``'s first epochs train on smaller images at ``image_size`` (rounded half
+    up; 0 where the floor ``low_res_min_side`` leaves nothing to shrink)."""
+    if low_res_size(phase, image_size) >= image_size:
+        return 0
+    return math.floor(phase.epochs * phase.low_res_fraction + 0.5)
+
+
+def low_res_size(phase: Phase, image_size: int) -> int:
+    """The side of the smaller images ``phase`` starts on at ``image_size``."""
+    return min(image_size, max(phase.low_res_min_side, round(image_size * phase.low_res_scale)))
 
 
 def loads(text: str, source: str = "<string>") -> Recipe:

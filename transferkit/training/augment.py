@@ -101,7 +101,7 @@ class RandomAffine(keras.layers.Layer):
             return images
         images = ops.cast(images, "float32")
         shape = ops.shape(images)
-        batch, height, width = shape[0], images.shape[1], images.shape[2]
+        batch, height, width = shape[0], _side(images, shape, 1), _side(images, shape, 2)
         if self.rotation_degrees or self.zoom or self.translation or self.flip != "none":
             images = ops.image.affine_transform(
                 images,
@@ -133,6 +133,13 @@ class RandomAffine(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+def _side(images, shape, axis: int):
+    """The image side along ``axis``: static when the graph knows it, else read at run time (batches
+    of several sizes, as progressive resizing trains on, share one traced step)."""
+    static = images.shape[axis]
+    return static if static is not None else ops.cast(shape[axis], "float32")
 
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None) -> RandomAffine:

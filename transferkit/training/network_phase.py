@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import keras
 import tensorflow as tf
 
-from transferkit.recipes import AugmentConfig, Phase
+from transferkit.recipes import AugmentConfig, Phase, low_res_epochs, low_res_size
 from transferkit.training.distribute import MultiWorkerModel
 from transferkit.training.mixing import mix_batches, mixes, one_hot_batches
 
@@ -31,6 +31,7 @@ class TrainingStream:
         augment: the recipe's augmentation (its MixUp and CutMix are read here).
         num_classes: output classes (mixed labels are one-hot).
         seed: the run's seed; each mix is seeded by its batch's number in the run.
+        image_size: the side of the images ``data`` yields (progressive resizing scales from it).
     """
 
     data: tf.data.Dataset
@@ -38,6 +39,7 @@ class TrainingStream:
     augment: AugmentConfig
     num_classes: int
     seed: int
+    image_size: int
 
     def mixes(self, phase: Phase) -> bool:
         """Whether ``phase`` trains on MixUp/CutMix batches: only phases that train the base do."""
@@ -53,16 +55,39 @@ class TrainingStream:
         as an uninterrupted one.
         """
         stream = self.data.repeat().skip(trained * self.steps_per_epoch)
-        if not self.mixes(phase):
+        if self.mixes(phase):
+            first = (epoch + trained) * self.steps_per_epoch  # the batch's number in the run
+            stream = mix_batches(
+                stream, self.augment, num_classes=self.num_classes, seed=self.seed, first_batch=first
+            )
+        return self._resized(stream, phase, trained)
+
+    def _resized(self, stream: tf.data.Dataset, phase: Phase, trained: int) -> tf.data.Dataset:
+        """Progressive resizing: the batches of the phase's first low-res epochs, smaller.
+
+        Which epoch a batch belongs to comes from its number in the phase, so a resumed phase
+        switches size at the same batch. Both sizes come out as float32 pixels of unknown side,
+        so one traced training step (:func:`training_graph` with ``any_size``) serves both.
+        """
+        small_epochs = low_res_epochs(phase, self.image_size) if phase.train != "head" else 0
+        if small_epochs <= trained:
             return stream
-        first = (epoch + trained) * self.steps_per_epoch  # the batch's number in the run
-        return mix_batches(
-            stream, self.augment, num_classes=self.num_classes, seed=self.seed, first_batch=first
-        )
+        side, steps = low_res_size(phase, self.image_size), self.steps_per_epoch
+
+        def resize(number, batch):
+            images, labels = batch
+            images = tf.cast(images, tf.float32)
+            small = (number + trained * steps) // steps < small_epochs
+            images = tf.cond(
+                small, lambda: tf.image.resize(images, (side, side), antialias=True), lambda: images
+            )
+            return images, labels
+
+        return stream.enumerate().map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def training_graph(
-    classifier: keras.Model, augment: keras.layers.Layer | None, multi_worker: bool
+    classifier: keras.Model, augment: keras.layers.Layer | None, multi_worker: bool, any_size: bool = False
 ) -> keras.Model:
     """Augmentation (training only) -> ``classifier``: the graph these phases compile and fit.
 
@@ -70,8 +95,11 @@ def training_graph(
         classifier: the classifier's model (raw pixels in).
         augment: the augmentation layer, or ``None`` for none.
         multi_worker: build a :class:`~transferkit.training.distribute.MultiWorkerModel`.
+        any_size: accept images of any side (progressive resizing); the classifier's
+            convolutions and global pooling do not depend on it.
     """
-    inputs = keras.Input(classifier.input_shape[1:], name="pixels")
+    shape = (None, None, classifier.input_shape[-1]) if any_size else classifier.input_shape[1:]
+    inputs = keras.Input(shape, name="pixels")
     x = augment(inputs) if augment is not None else inputs
     graph = MultiWorkerModel if multi_worker else keras.Model
     return graph(inputs, classifier(x), name="training_graph")

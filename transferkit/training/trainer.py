@@ -28,7 +28,7 @@ from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
-from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps
+from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_res_epochs
 from transferkit.training.augment import build_augmentation, is_identity
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
@@ -142,8 +142,9 @@ class Trainer:
             verbose=verbose,
         )
         # ... and what the phases that fit the whole graph do.
+        side = classifier.model.input_shape[1]
         self.stream = TrainingStream(
-            train_data, self.steps_per_epoch, recipe.augment, num_classes, recipe.seed
+            train_data, self.steps_per_epoch, recipe.augment, num_classes, recipe.seed, side
         )
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
@@ -325,7 +326,11 @@ class Trainer:
     def _training_graph(self) -> keras.Model:
         """What phases on images compile and fit: built once, re-compiled every phase."""
         if self._training_model is None:
-            self._training_model = training_graph(self.classifier.model, self.augment, self.multi_worker)
+            side, phases = self.stream.image_size, self.recipe.phases
+            any_size = any(low_res_epochs(phase, side) for phase in phases if phase.train != "head")
+            self._training_model = training_graph(
+                self.classifier.model, self.augment, self.multi_worker, any_size=any_size
+            )
         return self._training_model
 
     def _head_graph(self) -> keras.Model:
