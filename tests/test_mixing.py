@@ -1,6 +1,7 @@
 """MixUp / CutMix of whole-network training batches: mixed labels, determinism, and the phases they touch."""
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,12 +10,10 @@ import tensorflow as tf
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import AugmentConfig, Phase
-from transferkit.testing import Interrupted, interrupt_at, synthetic_batches, tiny_trainer
-from transferkit.training.callbacks import read_history
+from transferkit.testing import assert_same_training, resume_after_interrupt, synthetic_batches, tiny_trainer
 from transferkit.training.device import setup_device
 from transferkit.training.mixing import mix_batches
 from transferkit.training.model import build_classifier
-from transferkit.training.trainer import Trainer
 
 SPEC = get_backbone("tiny")
 CLASSES, SIZE = 4, 16
@@ -146,27 +145,9 @@ def test_resume_with_mixup_continues_exactly_as_an_uninterrupted_run(tmp_path, m
     recipe = _recipe([HEAD, ALL], cutmix_alpha=1.0)
     reference = _trainer(recipe, tmp_path / "reference")
     reference.run()
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, interrupt_at(3)], writer  # inside the whole-network phase
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
-        with pytest.raises(Interrupted):
-            _trainer(recipe, tmp_path / "resumed").run()
-    resumed = _trainer(recipe, tmp_path / "resumed")  # a fresh model, as in a new process
-    resumed.run()
-
-    def without_seconds(path):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(path)]
-
-    assert without_seconds(tmp_path / "resumed" / "history.csv") == without_seconds(
-        tmp_path / "reference" / "history.csv"
-    )
-    final, expected = resumed.classifier.model.get_weights(), reference.classifier.model.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(final, expected, strict=True))
+    # interrupted inside the whole-network phase
+    resumed = resume_after_interrupt(partial(_trainer, recipe), tmp_path / "resumed", 3, monkeypatch)
+    assert_same_training(resumed, reference)
 
 
 def test_the_range_test_of_a_mixing_phase_sweeps_on_mixed_batches(tmp_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,12 +11,10 @@ from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.recipes import AugmentConfig, Phase, low_res_epochs, low_res_size
-from transferkit.testing import Interrupted, interrupt_at, synthetic_batches, tiny_trainer
-from transferkit.training.callbacks import read_history
+from transferkit.testing import assert_same_training, resume_after_interrupt, synthetic_batches, tiny_trainer
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
 from transferkit.training.network_phase import TrainingStream
-from transferkit.training.trainer import Trainer
 
 SPEC = get_backbone("tiny")
 SIZE = 32
@@ -77,27 +76,9 @@ def test_progressive_resizing_trains_the_base_and_resumes_exactly(tmp_path, monk
     after = reference.classifier.base.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert reference.classifier.model.input_shape[1:3] == (SIZE, SIZE)  # what is saved: full size
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, interrupt_at(3)], writer  # the second low-res epoch of the phase
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
-        with pytest.raises(Interrupted):
-            _trainer(recipe, tmp_path / "resumed").run()
-    resumed = _trainer(recipe, tmp_path / "resumed")  # a fresh model, as in a new process
-    resumed.run()
-
-    def without_seconds(path):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(path)]
-
-    assert without_seconds(tmp_path / "resumed" / "history.csv") == without_seconds(
-        tmp_path / "reference" / "history.csv"
-    )
-    final, expected = resumed.classifier.model.get_weights(), reference.classifier.model.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(final, expected, strict=True))
+    # interrupted at the second low-res epoch of the phase
+    resumed = resume_after_interrupt(partial(_trainer, recipe), tmp_path / "resumed", 3, monkeypatch)
+    assert_same_training(resumed, reference)
 
 
 @pytest.mark.parametrize(

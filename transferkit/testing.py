@@ -143,3 +143,49 @@ def interrupt_at(epoch: int):
                 raise Interrupted
 
     return InterruptAt()
+
+
+def resume_after_interrupt(make_trainer, run_dir: Path, epoch: int, monkeypatch):
+    """Train ``make_trainer(run_dir)`` until it is interrupted at the start of run-wide ``epoch``
+    (as a kill would stop it), then resume it with a fresh trainer (as a new process would);
+    returns the resumed trainer, finished.
+
+    Args:
+        make_trainer: ``run_dir -> Trainer``, building the model anew each call.
+        run_dir: the run folder both share.
+        epoch: the (0-based, run-wide) epoch to stop at.
+        monkeypatch: pytest's fixture (the interruption is patched into the trainer's callbacks).
+    """
+    from transferkit.training.trainer import Trainer
+
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, interrupt_at(epoch)], writer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        try:
+            make_trainer(run_dir).run()
+        except Interrupted:
+            pass
+        else:
+            raise AssertionError(f"the run was not interrupted at epoch {epoch}")
+    resumed = make_trainer(run_dir)
+    resumed.run()
+    return resumed
+
+
+def assert_same_training(trainer, reference) -> None:
+    """Two finished trainers wrote the same history (but its seconds) and hold the same weights."""
+    from transferkit.training.callbacks import read_history
+
+    def rows(run_dir):
+        return [
+            {k: v for k, v in row.items() if k != "seconds"} for row in read_history(run_dir / "history.csv")
+        ]
+
+    assert rows(trainer.run_dir) == rows(reference.run_dir)
+    final, expected = trainer.classifier.model.get_weights(), reference.classifier.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(final, expected, strict=True))
