@@ -216,7 +216,10 @@ def settle_by_trials(
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
-    say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
+    if len(options) > 1:
+        say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
+    else:  # e.g. fine-tune against retrain: not trialled (selection.trials.WHOLE_NETWORK_STRATEGIES)
+        say(verbose, f"Close call, but {options[0].describe()} is the only candidate worth a trial: none run")
 
     def recipe_for(candidate) -> Recipe:
         builtin = recipe_io.load_builtin(candidate.quadrant)
