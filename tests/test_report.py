@@ -12,10 +12,11 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+from matplotlib import colormaps
 from matplotlib import image as mpimg
 
 from transferkit.errors import TransferkitError
-from transferkit.reporting.figures import plot_confusion, plot_history, plot_image_grid
+from transferkit.reporting.figures import image_grid_figure, plot_confusion, plot_history, plot_image_grid
 from transferkit.reporting.html import SECTIONS, write_html_report
 from transferkit.reporting.metrics import compute_metrics
 
@@ -99,6 +100,24 @@ def test_plot_image_grid_uint8_float_and_grey(tmp_path):
     assert_png(tmp_path / "float.png", min_width=700, min_height=100)
     plot_image_grid(images[:3, :, :, :1], tmp_path / "grey.png")
     assert_png(tmp_path / "grey.png", min_width=250, min_height=100)
+
+
+def test_image_grid_figure_is_one_mosaic_with_each_caption_over_its_image_and_heat_blended():
+    images = np.stack([np.full((20, 20, 3), 10 * i, np.uint8) for i in range(5)])
+    titles = [f"image {i}" for i in range(5)]
+    fig = image_grid_figure(images, titles, "grid", heat=np.ones((5, 20, 20)), columns=2)
+    (ax,) = fig.axes  # one axes, not one per image
+    mosaic = np.asarray(ax.images[0].get_array())
+    assert [text.get_text() for text in ax.texts] == titles
+    for i, text in enumerate(ax.texts):  # the caption sits right above its own tile
+        x, y = text.get_position()
+        row, col = int(y + 1), int(x)
+        assert mosaic[row, col].tolist() != [255, 255, 255], f"no tile under caption {i}"
+        expected = np.rint(0.55 * 10 * i + 0.45 * np.array(colormaps["jet"](1.0)[:3]) * 255)
+        assert np.abs(mosaic[row + 2, col].astype(int) - expected).max() <= 1
+    plain = np.asarray(image_grid_figure(images, columns=5).axes[0].images[0].get_array())
+    assert plain.shape[0] < mosaic.shape[0] / 2  # one row, and no caption band
+    assert sorted({int(v) for v in np.unique(plain)}) == [0, 10, 20, 30, 40, 255]
 
 
 @pytest.mark.parametrize(

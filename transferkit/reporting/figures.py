@@ -193,22 +193,67 @@ def plot_image_grid(
         )
     if titles is not None and len(titles) != len(images):
         raise TransferkitError(f"Received {len(titles)} titles for {len(images)} images; pass one per image.")
-    if images.dtype != np.uint8:
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    cols = min(columns, len(images))
-    rows = math.ceil(len(images) / cols)
-    fig = Figure(figsize=(1.8 * cols, 1.9 * rows + (0.4 if suptitle else 0)), layout="constrained")
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
-        ax.set_axis_off()
-        if i < len(images):
-            ax.imshow(
-                images[i, ..., 0] if images.shape[-1] == 1 else images[i], cmap="gray", vmin=0, vmax=255
-            )
-            if titles is not None:
-                ax.set_title(_label(titles[i], 22), fontsize=8)
-    if suptitle:
-        fig.suptitle(_label(suptitle, 100))
-    save_figure(fig, path)
+    titles = None if titles is None else [_label(title, 22) for title in titles]
+    figure = image_grid_figure(images, titles, _label(suptitle, 100) if suptitle else None, columns=columns)
+    save_figure(figure, path)
+
+
+def image_grid_figure(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    *,
+    heat: np.ndarray | None = None,
+    columns: int = 6,
+    tile_inches: float = 1.9,
+    caption_lines: int = 2,
+) -> Figure:
+    """Images in a grid, each with its caption above; ``heat`` maps in [0, 1] blended over them.
+
+    The grid is drawn as one mosaic in one axes: an axes per image costs about 50 ms to build and
+    lay out (its ticks, constrained layout), over a second for a 20-image grid on CPU.
+
+    Args:
+        images: ``(N, H, W, 3)`` or ``(N, H, W, 1)`` pixels in 0-255 (float is rounded and clipped).
+        titles: one caption per image (plain text, up to ``caption_lines`` lines), or None.
+        title: a title over the whole grid, or None.
+        heat: ``(N, H, W)`` maps in [0, 1], drawn in the ``jet`` colours at 45% opacity (Grad-CAM).
+        columns: images per row.
+        tile_inches: the width of one cell in the figure.
+        caption_lines: the lines of caption each cell makes room for.
+    """
+    tiles = np.clip(np.rint(np.asarray(images, dtype=np.float32)), 0, 255)
+    if tiles.shape[-1] == 1:
+        tiles = np.repeat(tiles, 3, axis=-1)
+    if heat is not None:
+        from matplotlib import colormaps
+
+        colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255.0
+        tiles = 0.55 * tiles + 0.45 * colours
+    count, height, width = tiles.shape[:3]
+    cols = min(columns, count)
+    rows = math.ceil(count / cols)
+    pad = max(2, width // 16)
+    inches_per_pixel = tile_inches / (width + pad)
+    caption = math.ceil(0.14 * caption_lines / inches_per_pixel) if titles is not None else 0
+    cell_height, cell_width = caption + height + pad, width + pad
+    mosaic = np.full((rows * cell_height, cols * cell_width, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles.astype(np.uint8)):
+        top, left = (i // cols) * cell_height + caption, (i % cols) * cell_width + pad // 2
+        mosaic[top : top + height, left : left + width] = tile
+    title_inches = 0.4 if title else 0.0
+    grid_inches = mosaic.shape[0] * inches_per_pixel
+    fig = Figure(figsize=(cols * cell_width * inches_per_pixel, grid_inches + title_inches))
+    ax = fig.add_axes((0, 0, 1, grid_inches / (grid_inches + title_inches)))
+    ax.imshow(mosaic)
+    ax.set_axis_off()
+    for i, text in enumerate(titles or ()):
+        x = (i % cols) * cell_width + cell_width / 2
+        y = (i // cols) * cell_height + caption - pad / 2
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / (grid_inches + title_inches), va="top")
+    return fig
 
 
 # ---------------------------------------------------------------- the selector's evidence

@@ -8,7 +8,6 @@ from :mod:`transferkit.reporting.diagnostics`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 
 from transferkit.fileio import write_json
 from transferkit.reporting import diagnostics
-from transferkit.reporting.figures import _label, save_figure
+from transferkit.reporting.figures import _label, image_grid_figure, save_figure
 from transferkit.reporting.metrics import compute_metrics
 
 if TYPE_CHECKING:
@@ -79,7 +78,8 @@ def _write_image_figures(run_dir: Path, model, predictions, gallery, todo, notes
         return
     if todo["top_losses"]:
         titles = [_caption(predictions, i) for i in gallery]
-        figure = _grid_figure(np.stack([images[i] for i in gallery]), titles, "Highest-loss held-out images")
+        gallery_images = np.stack([images[i] for i in gallery])
+        figure = image_grid_figure(gallery_images, titles, "Highest-loss held-out images")
         save_figure(figure, run_dir / FIGURES["top_losses"])
     if todo["grad_cam"]:
         captions = [
@@ -121,7 +121,7 @@ def _write_grad_cam(run_dir: Path, model, images: np.ndarray, captions: list[str
         notes.append("The model has no 4-D feature map to explain (or is not a plain chain); no Grad-CAM.")
         return
     title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
-    save_figure(_grid_figure(images, captions, title, maps), run_dir / FIGURES["grad_cam"])
+    save_figure(image_grid_figure(images, captions, title, heat=maps), run_dir / FIGURES["grad_cam"])
 
 
 def _caption(predictions: diagnostics.Predictions, row: int) -> str:
@@ -143,24 +143,6 @@ def _loss_record(predictions: diagnostics.Predictions, row: int) -> dict:
         "true_probability": float(probabilities[int(predictions.labels[row])]),
         "loss": float(predictions.losses[row]),
     }
-
-
-def _grid_figure(
-    images: np.ndarray, titles: Sequence[str], title: str, heat: np.ndarray | None = None, columns: int = 6
-) -> Figure:
-    """Images in a grid with two-line captions; ``heat`` maps in [0, 1] drawn over them when given."""
-    cols = min(columns, len(images))
-    rows = -(-len(images) // cols)
-    fig = Figure(figsize=(2.0 * cols, 2.3 * rows + 0.4), layout="constrained")
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
-        ax.set_axis_off()
-        if i < len(images):
-            ax.imshow(np.clip(np.rint(images[i]), 0, 255).astype(np.uint8))
-            if heat is not None:
-                ax.imshow(heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_title(titles[i], fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    return fig
 
 
 def _reliability_figure(calibration: diagnostics.Calibration) -> Figure:
