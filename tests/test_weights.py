@@ -106,6 +106,35 @@ def test_truncated_base_gets_exactly_the_reference_weights(v2_cache, monkeypatch
 
 
 @needs_v2_source
+def test_later_bases_fill_from_the_by_layer_copy_without_building_the_full_network(
+    v2_cache, monkeypatch, tmp_path
+):
+    folder, reference = v2_cache
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    spec = get_backbone(V2)
+    tkw.build_base(spec, 96)  # a headless base: its weights come from the full network, once
+    (copy,) = (tmp_path / "weights").glob("*.layers.npz")
+    assert cache.is_intact(copy)
+    copy.write_bytes(b"damaged")  # fails its checksum: rebuilt from the full network, then used
+    tkw.build_base(spec, 96)
+    assert cache.is_intact(copy)
+    monkeypatch.setattr(type(spec), "build", _counting(type(spec).build, calls := []))
+    base, description = tkw.build_base(spec, 112)
+    assert len(calls) == 1  # the base itself; no full reference network
+    assert "converted and cached" in description
+    assert _assert_same_weights(base, reference) == 260
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return counted
+
+
+@needs_v2_source
 def test_imported_zip_pth_loads_into_a_headless_base(v2_cache, tmp_path):
     from test_torch_pickle import write_pth  # writes torch's zip format without torch
 

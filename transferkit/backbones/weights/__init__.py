@@ -17,11 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from transferkit.backbones.registry import BackboneSpec
-from transferkit.backbones.weights.cache import cache_dir
+from transferkit.backbones.weights.cache import LayerWeights, cache_dir, layer_weights
 from transferkit.backbones.weights.converters import import_weights, load_tf_frozen_graph_constants
-from transferkit.backbones.weights.imagenet import cached_keras_model, imagenet_reference, weights_status
+from transferkit.backbones.weights.imagenet import (
+    cached_keras_model,
+    imagenet_layer_weights,
+    imagenet_reference,
+    weights_status,
+)
 from transferkit.backbones.weights.keras_files import build_keras_imagenet
 from transferkit.backbones.weights.labels import imagenet_class_names
 from transferkit.errors import TransferkitError
@@ -84,23 +90,33 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model, origin: str) 
         target: the model to fill.
         origin: where the weights came from, for the error message.
     """
+    assign_by_name(layer_weights(source), target, origin)
+
+
+def assign_by_name(weights: LayerWeights, target: keras.Model, origin: str) -> None:
+    """Set each of ``target``'s layers that has weights to ``weights[layer.name]``; all or nothing.
+
+    Args:
+        weights: layer name -> that layer's weights in ``get_weights`` order (a superset is fine).
+        target: the model to fill.
+        origin: where the weights came from, for the error message.
+    """
     pairs = []
     for layer in target.layers:
         if not layer.weights:
             continue
-        try:
-            match = source.get_layer(layer.name)
-        except ValueError:
+        if layer.name not in weights:
             problem = f"it has no layer named {layer.name!r}"
             break
-        got, want = [tuple(w.shape) for w in match.weights], [tuple(w.shape) for w in layer.weights]
+        values = weights[layer.name]
+        got, want = [tuple(np.shape(w)) for w in values], [tuple(w.shape) for w in layer.weights]
         if got != want:
             problem = f"layer {layer.name!r} has weight shapes {got} there but {want} in the model"
             break
-        pairs.append((layer, match))
+        pairs.append((layer, values))
     else:
-        for layer, match in pairs:
-            layer.set_weights(match.get_weights())
+        for layer, values in pairs:
+            layer.set_weights(values)
         return
     raise TransferkitError(
         f"Cannot load weights from {origin} into {target.name}: {problem}. The weights must come from the "
@@ -164,8 +180,8 @@ def load_weights_into(model: keras.Model, spec: BackboneSpec, weights: str | os.
         return _random_init(model)
     if kind == "path":
         return _load_path(model, spec, Path(weights))
-    reference, description = imagenet_reference(spec)
-    copy_weights_by_name(reference, model, origin=description)
+    weights, description = imagenet_layer_weights(spec)
+    assign_by_name(weights, model, origin=description)
     return description
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from transferkit.backbones.registry import BACKBONES, BackboneSpec
 from transferkit.backbones.weights.cache import (
@@ -17,7 +18,11 @@ from transferkit.backbones.weights.cache import (
     discard,
     file_sha256,
     is_intact,
+    layer_weights,
+    layer_weights_path,
+    load_layer_weights,
     save_checksummed,
+    save_layer_weights,
 )
 from transferkit.backbones.weights.converters import assign, converter_for
 from transferkit.backbones.weights.keras_files import (
@@ -58,6 +63,34 @@ def packaged_reference(spec: BackboneSpec) -> tuple[keras.Model, str]:
     assign(reference, spec, converter_for(spec).read(source_path), str(source_path))
     save_checksummed(reference, cached)
     return reference, f"ImageNet weights: {label}, converted now and cached at {cached}"
+
+
+def packaged_layer_weights(spec: BackboneSpec) -> tuple[dict[str, list[np.ndarray]], str]:
+    """The converted ImageNet weights by layer name, from their ``.layers.npz`` copy when it is intact.
+
+    Otherwise the full network is built and loaded (or converted) by :func:`packaged_reference`, and
+    the copy written for the next base.
+    """
+    cached = converted_path(spec.name, _packaged_checkpoint(spec))
+    copy = layer_weights_path(cached)
+    if is_intact(copy) and is_intact(cached):
+        try:
+            weights = load_layer_weights(copy)
+            return weights, f"ImageNet weights: {spec.imagenet.label}, converted and cached at {cached}"
+        except Exception:  # checksum fine but unreadable: write it again from the reference
+            pass
+    reference, description = packaged_reference(spec)
+    weights = layer_weights(reference)
+    save_layer_weights(weights, copy)
+    return weights, description
+
+
+def imagenet_layer_weights(spec: BackboneSpec) -> tuple[dict[str, list[np.ndarray]], str]:
+    """The ImageNet weights by layer name (see :func:`imagenet_reference`), and where they came from."""
+    if spec.imagenet is not None and spec.imagenet.kind == "packaged":
+        return packaged_layer_weights(spec)
+    reference, description = imagenet_reference(spec)
+    return layer_weights(reference), description
 
 
 def imagenet_reference(spec: BackboneSpec) -> tuple[keras.Model, str]:
