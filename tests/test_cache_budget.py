@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 import transferkit
@@ -19,7 +20,14 @@ from transferkit.data.loading import load_data, make_dataset
 from transferkit.errors import TransferkitError
 from transferkit.recipes import load_builtin, with_overrides
 from transferkit.testing import make_image_folder
-from transferkit.training.features import CachedFeatures, extract_features, feature_moments, feature_step
+from transferkit.training.features import (
+    CachedFeatures,
+    EpochSetter,
+    extract_features,
+    feature_moments,
+    feature_step,
+    fit_inputs,
+)
 from transferkit.training.model import build_classifier
 
 
@@ -111,6 +119,32 @@ def test_cached_features_serve_the_same_batches_from_a_memmap(tmp_path, monkeypa
         for index in range(len(in_memory)):
             (x, y), (x_ref, y_ref) = on_disk[index], in_memory[index]
             assert not is_mapped(x) and np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
+def test_cached_features_as_a_dataset_serve_the_same_batches_from_any_epoch_on():
+    values = np.random.default_rng(2).normal(size=(3, 37, 6)).astype("float32")
+    labels = np.arange(37, dtype="int32") % 4
+    reference = CachedFeatures(values, labels, 8, seed=5)
+    batches = iter(CachedFeatures(values, labels, 8, seed=5).as_dataset(first_epoch=2))
+    for epoch in range(2, 7):  # past the passes, so copies repeat in a new order
+        reference.set_epoch(epoch)
+        for index in range(len(reference)):
+            x, y = next(batches)
+            x_ref, y_ref = reference[index]
+            assert np.array_equal(x.numpy(), x_ref) and np.array_equal(y.numpy(), y_ref)
+
+
+def test_fit_inputs_stream_features_in_memory_and_keep_a_memmap_a_pydataset(tmp_path):
+    values = np.ones((1, 20, 4), "float32")
+    labels = np.arange(20, dtype="int32") % 2
+    validation = (values[0, :5], labels[:5])
+    arguments, callbacks = fit_inputs(CachedFeatures(values, labels, 8, 0), validation, first_epoch=3)
+    assert arguments["steps_per_epoch"] == 3 and arguments["validation_steps"] == 1 and callbacks == []
+    assert isinstance(arguments["x"], tf.data.Dataset)
+    store = CacheBudget(0, tmp_path).array(values.shape)
+    on_disk = CachedFeatures(store, labels, 8, 0)
+    arguments, callbacks = fit_inputs(on_disk, validation)
+    assert arguments["x"] is on_disk and [type(c) for c in callbacks] == [EpochSetter]
 
 
 def test_feature_moments_read_a_strided_store_in_chunks(monkeypatch):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from transferkit.training.callbacks import Reseed
-from transferkit.training.features import CachedFeatures, EpochSetter
+from transferkit.training.features import CachedFeatures, fit_inputs
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,14 @@ def check_augmentation(
     for name, data in (("augmented", augmented), ("clean", clean)):
         _put_back(model, *start)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(1, patience))
+        inputs, callbacks = fit_inputs(data, validation)
         history = model.fit(
-            data,
             epochs=epochs,
-            validation_data=validation,
-            callbacks=[EpochSetter(data), Reseed(seed), stop],
+            callbacks=[*callbacks, Reseed(seed), stop],
             class_weight=class_weight,
             shuffle=False,
             verbose=0,
+            **inputs,
         ).history
         best = int(np.argmin(history["val_loss"]))
         figures[name] = (float(history["val_loss"][best]), float(history["val_accuracy"][best]))

@@ -10,7 +10,7 @@ from transferkit.training.augment import is_identity
 from transferkit.training.callbacks import Reseed
 from transferkit.training.class_weights import class_weights
 from transferkit.training.feature_bank import CleanFeatures
-from transferkit.training.features import CachedFeatures, EpochSetter
+from transferkit.training.features import CachedFeatures, fit_inputs
 from transferkit.training.head_init import initialise_head
 from transferkit.training.head_phase import standardise_head
 from transferkit.training.model import build_head
@@ -70,7 +70,8 @@ def fit_head(
     for phase in recipe.phases:
         optimizer = phase_optimizer(phase, learning_rate=phase.learning_rate, steps_per_epoch=len(train))
         compile_classifier(graph, optimizer, num_classes, recipe.head.label_smoothing)
-        callbacks = [EpochSetter(train), Reseed(recipe.seed)]
+        inputs, callbacks = fit_inputs(train, (val_x, val_y), epoch)
+        callbacks.append(Reseed(recipe.seed))
         if phase.patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -78,15 +79,13 @@ def fit_head(
                 )
             )
         history = graph.fit(
-            train,
             epochs=epoch + phase.epochs,
             initial_epoch=epoch,
             callbacks=callbacks,
-            validation_data=(val_x, val_y),
-            validation_batch_size=batch,
             class_weight=weights,
             shuffle=False,
             verbose=0,
+            **inputs,
         )
         epoch = history.epoch[-1] + 1 if history.epoch else epoch + phase.epochs
     probabilities = keras.ops.convert_to_numpy(head(val_x, training=False))  # eager: predict() would trace

@@ -23,10 +23,10 @@ from transferkit.training.augment_check import check_augmentation
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import (
     CachedFeatures,
-    EpochSetter,
     extract_features,
     feature_moments,
     feature_step,
+    fit_inputs,
 )
 from transferkit.training.head_init import initialise_head
 from transferkit.training.timing import Stopwatch
@@ -170,17 +170,17 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
     if not compiled:  # compiling again would trace the head's train and test steps again
         trainer._compile(head, phase, len(train))
     fitted_start = start_loss(head, validation, trainer.batch_size) if started and phase.patience else None
+    inputs, callbacks = fit_inputs(train, validation, trainer._backed_up_epoch(index, initial_epoch))
     return trainer._fit(
         head,
-        train,
+        inputs.pop("x"),
         index,
         phase,
         initial_epoch,
-        extra_callbacks=[EpochSetter(train)],
+        extra_callbacks=callbacks,
         start_loss=fitted_start,
-        validation_data=validation,
-        validation_batch_size=trainer.batch_size,
         class_weight=trainer._class_weight(train.labels),
+        **inputs,
     )
 
 
