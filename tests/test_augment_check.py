@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from test_train import _recipe, _run
 
+from transferkit.recipes import load_builtin
 from transferkit.training import head_phase
 from transferkit.training import trainer as trainer_module
+from transferkit.training.augment import build_augmentation
 from transferkit.training.augment_check import AugmentCheck, check_augmentation
 from transferkit.training.callbacks import Reseed
-from transferkit.training.features import CachedFeatures, EpochSetter, feature_step
+from transferkit.training.features import CachedFeatures, EpochSetter, feature_step, feature_steps
 from transferkit.training.trainer import TrainState
 
 
@@ -118,17 +120,32 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
     assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_run_traces_one_clean_feature_step_for_validation_and_the_check(tmp_path, monkeypatch):
+def test_a_run_traces_the_base_once_for_its_augmented_and_clean_feature_passes(tmp_path, monkeypatch):
     made = []
 
     def counted(extractor, augment=None):
-        made.append("augmented" if augment is not None else "clean")
-        return feature_step(extractor, augment)
+        made.append(steps := feature_steps(extractor, augment))
+        return steps
 
-    monkeypatch.setattr(head_phase, "feature_step", counted)
+    monkeypatch.setattr(head_phase, "feature_steps", counted)
+    monkeypatch.setattr(head_phase, "feature_step", lambda *args: pytest.fail("a feature step of its own"))
     _run(_recipe("small_similar", epochs=2), tmp_path)
     assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
-    assert made.count("clean") == 1  # one compiled step, so the base is traced once for them
+    ((clean, augmented),) = made
+    assert clean.func is augmented.func and clean.func.experimental_get_tracing_count() == 1
+
+
+def test_the_shared_feature_steps_compute_what_separate_steps_do():
+    extractor = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
+    augment = build_augmentation(load_builtin("small_similar").augment, seed=3)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    clean, augmented = feature_steps(extractor, augment)
+    np.testing.assert_array_equal(clean(images).numpy(), feature_step(extractor)(images).numpy())
+    augment.reseed(7)
+    shared = augmented(images).numpy()
+    augment.reseed(7)
+    np.testing.assert_array_equal(shared, feature_step(extractor, augment)(images).numpy())
+    assert not np.allclose(shared, clean(images).numpy())
 
 
 def test_the_head_phase_trains_on_from_the_checks_compile(tmp_path, monkeypatch):

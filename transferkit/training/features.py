@@ -9,6 +9,7 @@ cached ones. The head trained here is the very head inside the saved classifier.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -38,6 +39,25 @@ def feature_step(extractor: keras.Model, augment: keras.layers.Layer | None = No
         return extractor(images, training=False)
 
     return step
+
+
+def feature_steps(extractor: keras.Model, augment: keras.layers.Layer | None):
+    """``(clean, augmented)`` feature steps from one traced graph; ``augmented`` is None without ``augment``.
+
+    A frozen-base run needs both: the augmented passes, then clean ones (validation, the
+    augmentation check, the final evaluation). Each traced step traces the base again (~0.9 s of
+    CPU for MobileNetV2 at 128 px), so the two share one graph and a flag picks the branch.
+    """
+    if augment is None:
+        return feature_step(extractor), None
+    signature = [tf.TensorSpec([None, *extractor.input_shape[1:]], tf.float32), tf.TensorSpec([], tf.bool)]
+
+    @tf.function(input_signature=signature)
+    def step(images, augmented):
+        images = tf.cond(augmented, lambda: augment(images, training=True), lambda: tf.identity(images))
+        return extractor(images, training=False)
+
+    return functools.partial(step, augmented=False), functools.partial(step, augmented=True)
 
 
 def extract_features(

@@ -26,6 +26,7 @@ from transferkit.training.features import (
     extract_features,
     feature_moments,
     feature_step,
+    feature_steps,
     fit_inputs,
 )
 from transferkit.training.head_init import initialise_head
@@ -53,6 +54,7 @@ class FeatureCache:
         cache: where the features go (memory or ``np.memmap``); ``None``: gathered in memory.
         stopwatch: times each pass as ``"features"``.
         verbose: print what is being cached.
+        augment: the run's augmentation, whose passes share one traced step with the clean ones.
     """
 
     def __init__(
@@ -68,20 +70,30 @@ class FeatureCache:
         cache: CacheBudget | None,
         stopwatch: Stopwatch,
         verbose: int,
+        augment: RandomAffine | None = None,
     ):
         self.extractor, self.ordered_train_data, self.val_data = extractor, ordered_train_data, val_data
         self.batch_size, self.clean_features, self.cache = batch_size, clean_features, cache
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
-        self.stopwatch, self.verbose = stopwatch, verbose
-        self._clean_step = None  # see clean_step
+        self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
+        self._steps = None  # see _feature_steps
+
+    def _feature_steps(self):
+        """The clean and augmented feature steps, traced once for the run (:func:`feature_steps`)."""
+        if self._steps is None:
+            self._steps = feature_steps(self.extractor, self.augment)
+        return self._steps
 
     def clean_step(self):
-        """The un-augmented feature step, traced once for the run: the validation features, the
-        augmentation check's clean pass and the head's statistics all go through it (each new step
-        traces the base again: ~0.9 s of CPU, 2 s on 2 busy cores, for MobileNetV2 at 128 px)."""
-        if self._clean_step is None:
-            self._clean_step = feature_step(self.extractor)
-        return self._clean_step
+        """The un-augmented feature step: the validation features, the augmentation check's clean
+        pass, the head's statistics and the final evaluation all go through it."""
+        return self._feature_steps()[0]
+
+    def augmented_step(self, augment: RandomAffine):
+        """The feature step through ``augment``: the run's shared one, or a step of its own."""
+        if augment is self.augment:
+            return self._feature_steps()[1]
+        return feature_step(self.extractor, augment)
 
     def extract(
         self, step, data: tf.data.Dataset, out: np.ndarray | None = None
@@ -107,7 +119,7 @@ class FeatureCache:
     ) -> tuple[CachedFeatures, tuple[np.ndarray, np.ndarray]]:
         """Phase ``index``'s training features (``passes`` augmented passes, or one clean one) and
         the validation ones; ``seed`` seeds each pass's augmentation and the epochs' shuffles."""
-        augmented = None if augment is None else feature_step(self.extractor, augment)
+        augmented = None if augment is None else self.augmented_step(augment)
         # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
         shape = (passes, self.steps_per_epoch * self.batch_size, int(self.extractor.output.shape[-1]))
         store = None if self.cache is None or augment is None else self.cache.array(shape, name="train")

@@ -140,6 +140,7 @@ class Trainer:
             cache=cache,
             stopwatch=self.stopwatch,
             verbose=verbose,
+            augment=self.augment,
         )
         # ... and what the phases that fit the whole graph do.
         side = classifier.model.input_shape[1]
