@@ -15,6 +15,7 @@ from scipy import optimize
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_selection
 from transferkit.selection import rules as selector
+from transferkit.selection import transferability
 from transferkit.selection.decision import Selection, select
 from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
@@ -163,6 +164,29 @@ def test_linear_probe_separable_and_shuffled():
     assert linear_probe(features, labels) == pytest.approx(1.0, abs=0.01)
     shuffled = np.random.default_rng(0).permutation(labels)
     assert abs(linear_probe(features, shuffled) - 0.25) < 0.12
+
+
+def test_linear_probe_on_wide_features_solves_the_same_problem_in_the_span_of_the_rows(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 15)
+    features = rng.normal(size=(60, 500)) + 0.8 * rng.normal(size=(4, 500))[labels]  # D >> N
+    train, test = np.arange(60) % 5 != 0, np.arange(60) % 5 == 0
+    plain = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, tol=1e-10))
+    expected = plain.fit(features[train], labels[train]).predict_proba(features[test])
+    widths, fit = [], LogisticRegression.fit
+
+    def recording(self, x, y):
+        widths.append(x.shape[1])
+        return fit(self, x, y)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording)
+    predicted = transferability._fit_predict(features[train], labels[train], features[test])
+    assert widths == [48]  # the 48 training rows span the solution, not the 500 columns
+    np.testing.assert_array_equal(predicted, expected.argmax(axis=1))
 
 
 def test_linear_probe_handles_tiny_classes():
