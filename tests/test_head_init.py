@@ -35,14 +35,25 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def test_the_fitted_weights_reproduce_sklearns_probabilities_multiclass_and_binary():
+@pytest.mark.parametrize("dim", [6, 300], ids=["long", "wider-than-long"])
+def test_the_fitted_weights_reproduce_sklearns_probabilities_multiclass_and_binary(dim, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
+    widths, fit = [], LogisticRegression.fit
+
+    def recording(self, x, y):
+        widths.append(x.shape[1])
+        return fit(self, x, y)
+
     for num_classes in (2, 4):
-        x, y = _blobs(num_classes, 20)
-        fitted = fit_logistic((x, y), (x, y), num_classes, grid=(0.5,))
-        expected = LogisticRegression(C=0.5, max_iter=1000).fit(x, y).predict_proba(x)
-        np.testing.assert_allclose(_softmax(x @ fitted.kernel + fitted.bias), expected, atol=1e-5)
+        x, y = _blobs(num_classes, 20, dim=dim)
+        with monkeypatch.context() as patch:
+            patch.setattr(LogisticRegression, "fit", recording)
+            fitted = fit_logistic((x, y), (x, y), num_classes, grid=(0.5,))
+        optimum = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10)
+        expected = optimum.fit(x, y).predict_proba(x)
+        np.testing.assert_allclose(_softmax(x @ fitted.kernel + fitted.bias), expected, atol=1e-3)
+    assert widths == ([6, 6] if dim == 6 else [40, 80])  # wide: solved in the span of the rows
 
 
 def test_regularisation_is_chosen_on_validation_and_an_absent_class_gets_no_probability():

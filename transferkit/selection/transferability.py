@@ -167,17 +167,16 @@ def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    from transferkit.training.head_init import row_span
+
     classes = np.unique(y_train)
     if len(classes) == 1:  # only possible when every other class is a singleton in the test fold
         return np.full(len(x_test), classes[0])
     scaler = StandardScaler().fit(x_train)
     x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    if x_train.shape[1] > x_train.shape[0]:
-        # The L2-penalised weights lie in the span of the training rows (representer theorem), so
-        # the same problem is solved in coordinates of that span: N instead of D columns, the
-        # same optimum. Pooled maps are often wider (1,280-2,560) than the folds are long.
-        _, _, rows = np.linalg.svd(x_train, full_matrices=False)
-        x_train, x_test = x_train @ rows.T, x_test @ rows.T
+    basis = row_span(x_train)  # the same optimum, solved on N columns instead of D
+    if basis is not None:
+        x_train, x_test = x_train @ basis, x_test @ basis
     model = LogisticRegression(C=1.0, max_iter=1000)
     return model.fit(x_train, y_train).predict(x_test)
 
