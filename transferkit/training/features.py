@@ -231,8 +231,8 @@ def fit_inputs(
 
     In memory, the training batches and ``validation`` go in as endless ``tf.data`` pipelines with
     fixed steps per epoch: 18 ms an epoch where the PyDataset and arrays took 75-90 ms (204 rows
-    of 1,280 features, batch 32, CPU), which adds up over the 60 epochs of a head phase and the
-    augmentation check's two extra fits. A memory-mapped (or very large) store stays a PyDataset,
+    of 1,280 features, batch 32, CPU), which adds up over the up to 200 epochs of a head phase and
+    the augmentation check's two extra fits. A memory-mapped (or very large) store stays a PyDataset,
     told its epoch by :class:`EpochSetter`.
 
     Args:
