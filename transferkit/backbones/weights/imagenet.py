@@ -73,7 +73,7 @@ def packaged_layer_weights(spec: BackboneSpec) -> tuple[dict[str, list[np.ndarra
     """
     cached = converted_path(spec.name, _packaged_checkpoint(spec))
     copy = layer_weights_path(cached)
-    if is_intact(copy) and is_intact(cached):
+    if is_intact(copy):  # its own checksum; the .weights.h5 need not be read (or hashed) again
         try:
             weights = load_layer_weights(copy)
             return weights, f"ImageNet weights: {spec.imagenet.label}, converted and cached at {cached}"
