@@ -75,6 +75,24 @@ def test_block_multipliers_fall_by_the_factor_per_block_and_leave_the_head_at_on
     assert block_lr_multipliers(classifier, SPEC, dataclasses.replace(phase, lr_decay_per_block=1.0)) == {}
 
 
+def test_blocks_whose_factor_falls_below_the_floor_stay_frozen():
+    setup_device("float32", 0)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipes.HeadConfig())
+    phase = Phase(name="all", train="all", lr_decay_per_block=0.5, min_block_lr_factor=0.2)
+    set_trainable(classifier, SPEC, phase)
+    frozen = {layer.name for layer in classifier.base.layers if layer.weights and not layer.trainable}
+    assert "block1_conv" in frozen and not {"block2_conv", "block3_conv"} & frozen
+    by_layer = {
+        path.split("/")[-2]: value for path, value in block_lr_multipliers(classifier, SPEC, phase).items()
+    }
+    assert by_layer == {"block3_conv": 0.5, "block2_conv": 0.25}
+    # No decay, no floor: one rate everywhere, so nothing is too slow to train.
+    set_trainable(classifier, SPEC, dataclasses.replace(phase, lr_decay_per_block=1.0))
+    assert all(
+        layer.trainable for layer in classifier.base.layers if layer.weights and "bn" not in layer.name
+    )
+
+
 @pytest.mark.parametrize(
     ("schedule", "first", "peak_step"),
     [("warmup_cosine", 0.0, 10), ("one_cycle", 0.1 / 25, 25), ("cosine", 0.1, 0), ("constant", 0.1, 0)],

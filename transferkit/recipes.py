@@ -103,7 +103,9 @@ class Phase:
     The optimizer is AdamW (:mod:`transferkit.training.optimizers`): ``weight_decay`` is its
     decoupled decay (0 = Adam); ``lr_decay_per_block`` gives discriminative rates: the head
     learns at ``learning_rate``, the base's top block at this factor times it, the block below at
-    the factor squared, and so on down (1 = one rate everywhere). ``learning_rate =
+    the factor squared, and so on down (1 = one rate everywhere); blocks whose factor would fall
+    below ``min_block_lr_factor`` stay frozen (they would barely move, and their backward pass is
+    the costliest of a step). ``learning_rate =
     "auto"`` runs the learning-rate range test at the start of the phase and records the rate it
     chose in the run folder's ``recipe.toml``. ``schedule``: ``constant``, ``cosine``,
     ``warmup_cosine`` (linear warm-up over ``warmup_epochs``, then cosine) or ``one_cycle``.
@@ -128,6 +130,7 @@ class Phase:
     warmup_epochs: float = 1.0  # warmup_cosine only
     weight_decay: float = 0.0
     lr_decay_per_block: float = 1.0
+    min_block_lr_factor: float = 0.0  # blocks whose layer-wise factor falls below this stay frozen
     patience: int = 0  # early stopping on val_loss after this many epochs without improvement; 0 = off
     low_res_fraction: float = 0.0  # progressive resizing: this share of the epochs trains on smaller images
     low_res_scale: float = 0.5  # ... at this fraction of the image size (each side)
@@ -250,6 +253,8 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f'{where}.learning_rate must be a number or "{AUTO_LEARNING_RATE}" (got {rate!r})')
     elif not isinstance(rate, str) and not 0 < rate < 1:
         problems.append(f"{where}.learning_rate must be in (0, 1) (got {rate})")
+    if not 0 <= phase.min_block_lr_factor < 1:
+        problems.append(f"{where}.min_block_lr_factor must be in [0, 1) (got {phase.min_block_lr_factor})")
     if not 0 <= phase.weight_decay < 1:
         problems.append(f"{where}.weight_decay must be in [0, 1) (got {phase.weight_decay})")
     if not 0 < phase.lr_decay_per_block <= 1:

@@ -40,6 +40,24 @@ def unfreeze_start(base: keras.Model, spec: BackboneSpec, phase: Phase) -> int:
     return ends[-phase.top_blocks - 1] + 1
 
 
+def slow_blocks_end(base: keras.Model, spec: BackboneSpec, phase: Phase) -> int:
+    """Index of the first layer above the blocks too slow to train under ``min_block_lr_factor``.
+
+    With discriminative rates a block ``d`` blocks below the head learns at
+    ``lr_decay_per_block ** d`` of the head's rate. The bottom blocks of a steep decay barely move,
+    yet their backward pass is the costliest of a step (the largest maps): below
+    ``min_block_lr_factor`` they stay frozen instead (0 when none do).
+    """
+    if phase.min_block_lr_factor <= 0 or phase.lr_decay_per_block >= 1:
+        return 0
+    names = [layer.name for layer in base.layers]
+    ends = [names.index(name) for name in block_ends(base, spec)]
+    slow = [
+        i for i in range(len(ends)) if phase.lr_decay_per_block ** (len(ends) - i) < phase.min_block_lr_factor
+    ]
+    return ends[slow[-1]] + 1 if slow else 0
+
+
 def set_trainable(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> None:
     """Set ``trainable`` on the base and head for ``phase``; re-compile afterwards."""
     base = classifier.base
@@ -49,6 +67,7 @@ def set_trainable(classifier: Classifier, spec: BackboneSpec, phase: Phase) -> N
         return
     base.trainable = True
     start = 0 if phase.train == "all" else unfreeze_start(base, spec, phase)
+    start = max(start, slow_blocks_end(base, spec, phase))
     for index, layer in enumerate(base.layers):
         trains = index >= start
         if isinstance(layer, keras.layers.BatchNormalization):
