@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 
 from transferkit.errors import TransferkitError
-from transferkit.reporting.figures import plot_selection
+from transferkit.reporting.selection_figure import plot_selection
 from transferkit.selection import rules as selector
 from transferkit.selection import transferability
 from transferkit.selection.decision import Selection, select

@@ -28,7 +28,7 @@ from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
 from transferkit.fileio import write_json
 from transferkit.reporting import runfolder
-from transferkit.reporting.figures import plot_selection
+from transferkit.reporting.selection_figure import plot_selection
 from transferkit.selection.decision import Selection
 from transferkit.selection.quadrants import PROVISIONAL
 from transferkit.selection.rules import CutScore
