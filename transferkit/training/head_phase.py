@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
 from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.recipes import Phase, Recipe
@@ -77,23 +78,39 @@ class FeatureCache:
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
         self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
         self._steps = None  # see _feature_steps
+        self._folded: FoldedCopy | None | bool = False  # see _inference_extractor
+
+    def _inference_extractor(self) -> keras.Model:
+        """What the feature steps run: the extractor with its BatchNorm folded into the convolutions
+        (:mod:`transferkit.backbones.folding`, 1.5x faster), or the extractor itself where nothing folds."""
+        if self._folded is False:
+            self._folded = fold_batchnorm(self.extractor)
+        return self.extractor if self._folded is None else self._folded.model
 
     def _feature_steps(self):
         """The clean and augmented feature steps, traced once for the run (:func:`feature_steps`)."""
         if self._steps is None:
-            self._steps = feature_steps(self.extractor, self.augment)
+            self._steps = feature_steps(self._inference_extractor(), self.augment)
         return self._steps
+
+    def _synced(self, step):
+        """``step``, with the folded copy's weights brought up to the network's current ones."""
+        if self._folded:
+            self._folded.sync()
+        return step
 
     def clean_step(self):
         """The un-augmented feature step: the validation features, the augmentation check's clean
-        pass, the head's statistics and the final evaluation all go through it."""
-        return self._feature_steps()[0]
+        pass, the head's statistics and the final evaluation all go through it. Take it afresh for
+        each use: it reflects the base's weights as they are when it is taken."""
+        return self._synced(self._feature_steps()[0])
 
     def augmented_step(self, augment: RandomAffine):
-        """The feature step through ``augment``: the run's shared one, or a step of its own."""
+        """The feature step through ``augment``: the run's shared one, or a step of its own (taken
+        afresh for each use, as :meth:`clean_step`)."""
         if augment is self.augment:
-            return self._feature_steps()[1]
-        return feature_step(self.extractor, augment)
+            return self._synced(self._feature_steps()[1])
+        return self._synced(feature_step(self._inference_extractor(), augment))
 
     def extract(
         self, step, data: tf.data.Dataset, out: np.ndarray | None = None

@@ -1,0 +1,87 @@
+"""BatchNorm folded into convolutions (backbones/folding.py): the same function, kept in step with
+the network it copies, and what every frozen-base feature pass runs."""
+
+import keras
+import numpy as np
+import pytest
+
+from transferkit import recipes
+from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
+from transferkit.backbones.registry import get_backbone
+from transferkit.training.device import setup_device
+from transferkit.training.model import build_classifier
+
+RNG = np.random.default_rng(0)
+
+
+def _scramble_batchnorm(model: keras.Model) -> None:
+    """Statistics and affine terms far from the identity, so that a wrong fold shows."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(RNG.normal(0, 0.5, shape).astype("float32"))
+            layer.moving_variance.assign(RNG.uniform(0.2, 2.0, shape).astype("float32"))
+            if layer.scale:
+                layer.gamma.assign(RNG.uniform(0.5, 1.5, shape).astype("float32"))
+            if layer.center:
+                layer.beta.assign(RNG.normal(0, 0.3, shape).astype("float32"))
+
+
+def _outputs(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    return np.asarray(model(images, training=False))
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "batchnorms"), [("tiny", 16, 3), ("mobilenet_v2_torchvision", 32, 52)]
+)
+def test_the_folded_copy_computes_what_the_network_does(name, size, batchnorms):
+    setup_device("float32", 0)
+    base = get_backbone(name).build(size)
+    _scramble_batchnorm(base)
+    folded = FoldedCopy(base)
+    assert folded.folded == batchnorms
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in folded.model._flatten_layers()
+    )
+    images = RNG.uniform(-1, 1, (4, size, size, 3)).astype("float32")
+    expected = _outputs(base, images)
+    np.testing.assert_allclose(_outputs(folded.model, images), expected, atol=1e-4 * np.abs(expected).max())
+
+
+def test_sync_brings_the_copy_up_to_the_networks_current_weights():
+    setup_device("float32", 0)
+    classifier = build_classifier(
+        get_backbone("tiny"), get_backbone("tiny").build(16), 3, recipes.HeadConfig()
+    )
+    folded = fold_batchnorm(classifier.extractor)  # preprocessing, the nested base, pooling
+    assert folded is not None and folded.folded == 3
+    images = RNG.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    before = _outputs(classifier.extractor, images)
+    _scramble_batchnorm(classifier.base)  # as fine-tuning or a resumed checkpoint would
+    conv = classifier.base.get_layer("block2_conv")
+    conv.kernel.assign(conv.kernel * 2.0)
+    after = _outputs(classifier.extractor, images)
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(_outputs(folded.model, images), before, rtol=1e-4, atol=1e-5)  # stale
+    folded.sync()
+    np.testing.assert_allclose(_outputs(folded.model, images), after, rtol=1e-4, atol=1e-5)
+
+
+def test_a_network_without_a_foldable_batchnorm_is_left_alone():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)  # the activation comes before the BatchNorm
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+    assert fold_batchnorm(model) is None
+
+
+def test_after_fine_tuning_the_feature_steps_serve_the_trained_weights(tmp_path):
+    from test_train import SPEC, _recipe, _trainer  # the tiny run the training tests use
+
+    recipe = _recipe("large_similar", epochs=2)  # a head warm-up, then the whole network
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    trainer = _trainer(classifier, recipe, tmp_path)
+    trainer.run()
+    assert trainer.features._folded  # the warm-up's passes ran through the folded copy
+    images = RNG.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(trainer.predictor()(images), _outputs(classifier.model, images), atol=1e-5)
