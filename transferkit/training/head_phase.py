@@ -9,6 +9,7 @@ fitted to them (:mod:`transferkit.training.head_init`).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import keras
@@ -78,13 +79,15 @@ class FeatureCache:
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
         self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
         self._steps = None  # see _feature_steps
-        self._folded: FoldedCopy | None | bool = False  # see _inference_extractor
+
+    @functools.cached_property
+    def _folded(self) -> FoldedCopy | None:
+        """The extractor with its BatchNorm folded into the convolutions (1.5x faster; see
+        :mod:`transferkit.backbones.folding`); None where nothing folds. Built at the first pass."""
+        return fold_batchnorm(self.extractor)
 
     def _inference_extractor(self) -> keras.Model:
-        """What the feature steps run: the extractor with its BatchNorm folded into the convolutions
-        (:mod:`transferkit.backbones.folding`, 1.5x faster), or the extractor itself where nothing folds."""
-        if self._folded is False:
-            self._folded = fold_batchnorm(self.extractor)
+        """What the feature steps run: the folded copy, or the extractor itself."""
         return self.extractor if self._folded is None else self._folded.model
 
     def _feature_steps(self):
@@ -95,7 +98,7 @@ class FeatureCache:
 
     def _synced(self, step):
         """``step``, with the folded copy's weights brought up to the network's current ones."""
-        if self._folded:
+        if self._folded is not None:
             self._folded.sync()
         return step
 
