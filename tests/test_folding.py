@@ -85,3 +85,10 @@ def test_after_fine_tuning_the_feature_steps_serve_the_trained_weights(tmp_path)
     assert trainer.features._folded  # the warm-up's passes ran through the folded copy
     images = RNG.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(trainer.predictor()(images), _outputs(classifier.model, images), atol=1e-5)
+
+
+def test_a_convolution_that_is_also_an_output_keeps_its_batchnorm():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    model = keras.Model(inputs, [conv, keras.layers.BatchNormalization()(conv)])
+    assert fold_batchnorm(model) is None  # folding would change the first output

@@ -15,6 +15,7 @@ weights older than the network's (after a fine-tuning phase or a resumed checkpo
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterator
 
 import keras
@@ -66,13 +67,11 @@ class FoldedCopy:
             if bn.center:
                 shift = ops.add(shift, bn.beta)
             kernel = layer.kernel
-            if isinstance(
-                layer, keras.layers.DepthwiseConv2D
-            ):  # [h, w, in, multiplier]: out = in * multiplier
-                per_channel = ops.reshape(scale, (kernel.shape[2], kernel.shape[3]))
+            if isinstance(layer, keras.layers.DepthwiseConv2D):  # output channel = input x multiplier
+                scale_kernel = ops.reshape(scale, (kernel.shape[2], kernel.shape[3]))
             else:
-                per_channel = scale
-            target.kernel.assign(ops.multiply(kernel, per_channel))
+                scale_kernel = scale
+            target.kernel.assign(ops.multiply(kernel, scale_kernel))
             bias = ops.add(ops.multiply(layer.bias, scale), shift) if layer.use_bias else shift
             target.bias.assign(bias)
 
@@ -109,17 +108,11 @@ def _fold_config(config: dict, pairs: dict[str, str]) -> None:
     linear Activation of the same name, its convolution gains a bias; ``pairs`` records them."""
     layers = config["layers"]
     by_name = {layer["config"]["name"]: layer for layer in layers}
-    consumers: dict[str, int] = {}
-    for layer in layers:
-        for node in layer.get("inbound_nodes", []):
-            for tensor in _tensors(node):
-                source = tensor["config"]["keras_history"][0]
-                consumers[source] = consumers.get(source, 0) + 1
-    consumers_of_outputs = [
-        tensor["config"]["keras_history"][0] for tensor in _tensors(config["output_layers"])
-    ]
-    for name in consumers_of_outputs:
-        consumers[name] = consumers.get(name, 0) + 1
+    # How many times each layer's output is used (by a layer or as a model output).
+    used = _tensors([layer.get("inbound_nodes", []) for layer in layers])
+    consumers = Counter(tensor["config"]["keras_history"][0] for tensor in used)
+    outputs = config["output_layers"]  # [name, node, index], or a list of them
+    consumers.update([outputs[0]] if isinstance(outputs[0], str) else [output[0] for output in outputs])
     for layer in layers:
         if layer["class_name"] in _NESTED_MODELS and "layers" in layer["config"]:
             _fold_config(layer["config"], pairs)

@@ -129,10 +129,9 @@ class FeatureCache:
     def clean(self, split: str, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
         """Un-augmented features of ``split`` (``"train"`` or ``"val"``): the given ones while the
         base is still ``pretrained``."""
-        step = self.clean_step()
         if self.clean_features is not None and pretrained:
             return getattr(self.clean_features, split)
-        return self.extract(step, self.ordered_train_data if split == "train" else self.val_data)
+        return self.extract(self.clean_step(), self.ordered_train_data if split == "train" else self.val_data)
 
     def for_phase(
         self, index: int, augment: RandomAffine | None, passes: int, seed: int, pretrained: bool
