@@ -92,3 +92,30 @@ def test_a_convolution_that_is_also_an_output_keeps_its_batchnorm():
     conv = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
     model = keras.Model(inputs, [conv, keras.layers.BatchNormalization()(conv)])
     assert fold_batchnorm(model) is None  # folding would change the first output
+
+
+def test_the_selectors_probe_pass_runs_folded_and_still_gives_each_cuts_features(monkeypatch):
+    """extract_cut_features folds its multi-output extractor; a cut at a convolution keeps that
+    convolution's own output (its BatchNorm is not folded into it)."""
+    from transferkit.backbones import folding
+    from transferkit.selection.transferability import _pooled_model, extract_cut_features
+
+    made = []
+
+    def spy(model):
+        made.append(fold_batchnorm(model))
+        return made[-1]
+
+    monkeypatch.setattr(folding, "fold_batchnorm", spy)
+
+    setup_device("float32", 0)
+    base = get_backbone("tiny").build(16)
+    _scramble_batchnorm(base)
+    cuts = ["block1_conv", "block2_relu", "block3_pool"]
+    images = RNG.uniform(-1, 1, (6, 16, 16, 3)).astype("float32")
+    features = extract_cut_features(base, cuts, [images])
+    expected = _pooled_model(base, dict.fromkeys(cuts, "avg"))(images, training=False)
+    assert [copy.folded for copy in made] == [2]  # blocks 2 and 3; block 1's output is a cut
+    for cut, want in zip(cuts, expected, strict=True):
+        want = np.asarray(want)
+        np.testing.assert_allclose(features[cut], want, atol=1e-4 * np.abs(want).max())

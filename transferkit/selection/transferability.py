@@ -195,7 +195,8 @@ def extract_cut_features(
 ) -> dict[str, np.ndarray]:
     """Pooled features at every cut point, in ONE forward pass over the images.
 
-    A multi-output model ``base.input -> [pool(cut output) for each cut]`` is built once and
+    A multi-output model ``base.input -> [pool(cut output) for each cut]`` is built once, its
+    BatchNorm folded into the convolutions before it (:mod:`transferkit.backbones.folding`), and
     called batch by batch with ``training=False`` (BatchNorm in inference mode). The pooling is
     :func:`transferkit.training.pooling.pool`, the very function the classifier's head is built
     with, so a probe scores the features a head on that cut will get.
@@ -224,9 +225,13 @@ def extract_cut_features(
     import keras
     import tensorflow as tf
 
+    from transferkit.backbones.folding import fold_batchnorm
+
     cuts = list(dict.fromkeys(cut_points))
     poolings = {cut: pooling if isinstance(pooling, str) else pooling.get(cut, "avg") for cut in cuts}
     extractor = _pooled_model(base, poolings)
+    folded = fold_batchnorm(extractor)  # the same function with BatchNorm folded away: a faster pass
+    extractor = folded.model if folded is not None else extractor
 
     @tf.function(reduce_retracing=True)  # one traced graph instead of eager op-by-op calls per batch
     def forward(batch):
