@@ -424,6 +424,7 @@ def _separable(n_per_class, noise_deep, noise_early, seed=0):
         (200, 3.0, 6.0, "large_similar"),  # room to improve on frozen features: fine-tune
         (200, 0.3, 3.0, "small_similar"),  # frozen features already saturate: stay frozen
         (55, 6.0, 1.0, "small_dissimilar"),  # dissimilar, below the retrain floor: truncate
+        (100, 6.0, 1.0, "small_dissimilar"),  # still below it (truncation won by 12 points at 102)
         (200, 6.0, 1.0, "large_dissimilar"),  # dissimilar, above it: the whole network trains
         (20, 3.0, 6.0, "small_similar"),  # too few images to fine-tune
     ],
