@@ -61,9 +61,9 @@ Any value in (102, 156] gives the least total regret over these eight (10.0 poin
 whole network 0.886 in 637 s (seed 1, n=88), where 96 px had truncation 12.5 points ahead. A
 rule by image size needs more points at 224 px than that one. Below it the
 cheaper truncation is kept (whole-network training costs 4-6x its time): where the whole network
-wins there, it wins by 2-5 points; where truncation wins, by up to 46. The 1,000 that came before came from a recipe that
-switched BatchNorm to batch statistics after the warm-up, which collapsed training (Animal-MNIST
-at 78 per class: 0.778; fonts at 136: 0.358)."""
+wins there, it wins by 2-5 points; where truncation wins, by up to 46. The 1,000 that came
+before came from a recipe that switched BatchNorm to batch statistics after the warm-up, which
+collapsed training (Animal-MNIST at 78 per class: 0.778; fonts at 136: 0.358)."""
 
 SATURATED_PROBE_ACCURACY = 0.98
 """When a linear probe on the frozen deepest features already reaches this accuracy, similar data
