@@ -196,7 +196,11 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
     phase = trainer._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
     compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
     if trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None:
-        train, compiled = settle_augmentation(trainer, index, phase, head, train, validation), True
+        train = settle_augmentation(trainer, index, phase, head, train, validation)
+        # Kept augmentation: the check's traced steps hold. Dropped at the first phase: the head was
+        # standardised again (on the clean features), and steps traced before that would go on
+        # standardising with the augmented features' statistics: compile (trace) again.
+        compiled = trainer.augment is not None or index > 0
     started = index == 0 and start_head(trainer, train, validation)  # a resume restores its backup
     if not compiled:  # compiling again would trace the head's train and test steps again
         trainer._compile(head, phase, len(train))
