@@ -12,10 +12,12 @@ from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.rules import CutScore
 from transferkit.selection.trials import (
+    TRAIN_STEP_PASSES,
     Candidate,
     candidates,
     scaled_recipe,
     successive_halving,
+    training_passes,
     with_trials,
 )
 from transferkit.testing import make_image_folder
@@ -180,6 +182,32 @@ def test_head_only_candidates_go_first_and_a_saturated_one_leaves_the_whole_netw
     )
     assert [name for name, _, _ in calls] == ["small_similar", "large_similar"]  # cheap first, both run
     assert trials.skipped == () and trials.winner == Candidate("large_similar")  # a tie: the pick
+
+
+def test_a_whole_network_trial_is_not_run_against_a_head_only_pick_whose_fit_it_would_outweigh():
+    sizes = (400, 80)
+    truncate = _recipe_for(Candidate("small_dissimilar", "mid"))
+    fine_tune = _recipe_for(Candidate("large_similar"))
+    fit_passes = training_passes(truncate, *sizes)  # its augmented passes, validation, the check
+    assert fit_passes == (truncate.augment.cached_passes + 1) * 400 + 80
+    assert training_passes(truncate, *sizes, banked=True) == 0  # a head on the bank's features
+    tune = fine_tune.phases[-1]
+    assert training_passes(fine_tune, *sizes, banked=True) == tune.epochs * (TRAIN_STEP_PASSES * 400 + 80)
+
+    options, calls = (Candidate("small_dissimilar", "mid"), Candidate("large_similar")), []
+    scores = {"small_dissimilar": 0.7, "large_similar": 0.9}
+    trials = successive_halving(options, _recipe_for, _fake_train(scores, calls), sizes=sizes, verbose=0)
+    assert [name for name, _, _ in calls] == ["small_dissimilar"]  # 2 whole epochs > a quarter of the fit
+    assert trials.skipped == (Candidate("large_similar"),) and trials.winner == options[0]
+    without = successive_halving(options, _recipe_for, _fake_train(scores, []), verbose=0)
+    assert without.winner == options[1]  # no sizes, no budget in passes: it runs, and wins
+
+    # The other way round the whole-network pick's own fit is large: both are trialled.
+    calls.clear()
+    reverse = options[::-1]
+    trials = successive_halving(reverse, _recipe_for, _fake_train(scores, calls), sizes=sizes, verbose=0)
+    assert sorted(name for name, _, _ in calls) == ["large_similar", "small_dissimilar"]
+    assert trials.winner == options[1] and trials.skipped == ()
 
 
 # ---------------------------------------------------------------------------------------------

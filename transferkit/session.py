@@ -226,8 +226,9 @@ def settle_by_trials(
         return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
 
     bank = feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
+    sizes = (len(seen.train), len(seen.val))
     trials = successive_halving(
-        options, recipe_for, lambda r: train_trial(r, seen, bank, base), verbose=verbose
+        options, recipe_for, lambda r: train_trial(r, seen, bank, base), sizes=sizes, verbose=verbose
     )
     trials = dataclasses.replace(trials, seconds=trials.seconds + bank.seconds, bank_seconds=bank.seconds)
     keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not

@@ -49,7 +49,10 @@ TRIAL_BUDGET = 0.25
 least one epoch each; a whole-network candidate's head warm-up at full length, on cached
 features): the issue's bar is selection and trials within a quarter of one fit.
 
-It bounds epochs, not time. Head-only candidates train a head on the trials' feature bank (one
+It bounds epochs and, since a whole-network trial can cost more than a head-only fit, image
+passes (:func:`training_passes`: a trial that would take the trials past this share of the
+pick's fit in passes is not run; cards at 224 px, 106 per class, truncate picked: its 116 s trial
+of fine-tune against a 75 s fit, pick kept). Head-only candidates train a head on the trials' feature bank (one
 clean pass of the training and validation images through the base, shared with the final fit),
 scored without another trace; a whole-network candidate builds its model and traces its training
 step (about 10 s of a 15-20 s trial on 2 busy cores at 96 px, its epoch the rest), so the trials
@@ -66,6 +69,11 @@ the fine-tune trial's score came closer to its own fit's validation accuracy (an
 -> 0.863 of 0.925, digits 0.806 -> 0.900 of 0.956) and still loses to truncate, as it does in
 the fits on validation (0.931 and 0.963); on test the fits are within two points (animal_mnist
 truncate 0.892, fine-tune 0.900; digits 0.925, 0.908)."""
+
+TRAIN_STEP_PASSES = 3
+"""A training step through the base costs about this many forward passes of its images (the
+forward pass, the gradients with respect to the activations and to the weights): what
+:func:`training_passes` counts a phase that trains the base in."""
 
 SATURATED_TRIAL_ACCURACY = SATURATED_PROBE_ACCURACY
 """Once a head-only candidate's trial scores this on validation, candidates that train the base
@@ -224,12 +232,46 @@ def _scaled_phase(phase: Phase, fraction: float) -> Phase:
     return dataclasses.replace(phase, epochs=epochs, warmup_epochs=warmup)
 
 
+def training_passes(recipe: Recipe, train_images: int, val_images: int, *, banked: bool = False) -> float:
+    """What training ``recipe`` costs, in passes of one image through the (whole) base.
+
+    Head phases on cached features cost their feature passes once (the augmented training
+    passes, the clean validation one, the augmentation check's clean training one), nothing per
+    epoch; ``banked``: those features are already computed (the trials' feature bank), so they
+    cost nothing here. A phase that trains the base costs, per epoch, a training step per
+    training image (:data:`TRAIN_STEP_PASSES`) and a forward pass per validation image. A
+    truncated base is counted whole (an overestimate: its passes are cheaper). The count depends
+    on the recipe and the split sizes only, not on the machine or its load, so a budget set in
+    it gives the same trials on every run.
+
+    Example:
+        >>> from transferkit.recipes import Phase, Recipe
+        >>> phases = (Phase("warmup", epochs=10), Phase("tune", train="all", epochs=15))
+        >>> recipe = Recipe(name="r", strategy="fine_tune", phases=phases)
+        >>> training_passes(recipe, 100, 20)  # 4 augmented passes, 1 of validation; 15 x (300 + 20)
+        5220.0
+        >>> training_passes(recipe, 100, 20, banked=True)
+        4800.0
+    """
+    passes, cached = 0.0, False
+    for phase in recipe.phases:
+        if phase.train != "head":
+            passes += phase.epochs * (TRAIN_STEP_PASSES * train_images + val_images)
+        elif not (cached or banked):
+            augmented = min(recipe.augment.cached_passes, phase.epochs)
+            checked = augmented > 0 and recipe.augment.measure
+            passes += max(1, augmented) * train_images + val_images + (train_images if checked else 0)
+            cached = True
+    return passes
+
+
 def successive_halving(
     options: Sequence[Candidate],
     recipe_for: Callable[[Candidate], Recipe],
     train: Callable[[Recipe], tuple[float, int]],
     *,
     budget: float = TRIAL_BUDGET,
+    sizes: tuple[int, int] | None = None,
     verbose: int = 1,
 ) -> Trials:
     """Train the candidates in rounds, dropping the worse half after each, and return the winner.
@@ -246,8 +288,12 @@ def successive_halving(
     In each round the candidates that train the head alone (on cached features: seconds) go
     first. A candidate is not run (it is recorded in ``Trials.skipped`` and drops out) once a
     head-only one has scored :data:`SATURATED_TRIAL_ACCURACY` and it trains the base (next to
-    nothing left for it to gain, and its trial costs most of the trials' time), or once a
-    candidate before it in ``options`` has scored 1.0 (it could only tie, and lose the tie).
+    nothing left for it to gain, and its trial costs most of the trials' time), once a
+    candidate before it in ``options`` has scored 1.0 (it could only tie, and lose the tie), or,
+    given ``sizes``, when its trial would take the trials past ``budget`` of the pick's own fit,
+    both counted in image passes (:func:`training_passes`). The last is what keeps a
+    whole-network candidate from being trialled against a pick that trains its head alone: two
+    epochs of the whole network cost more than the pick's whole fit (on cached features).
 
     Args:
         options: the candidates, the selector's pick first.
@@ -255,11 +301,15 @@ def successive_halving(
         train: trains a recipe from the pretrained weights; returns its validation accuracy and
             the epochs it ran. It must not read the held-out test split.
         budget: fraction of each recipe's epochs all trials together may spend (a whole-network
-            candidate's head warm-up aside: :func:`scaled_recipe`).
+            candidate's head warm-up aside: :func:`scaled_recipe`), and, given ``sizes``, of the
+            pick's fit in image passes.
+        sizes: the numbers of training and validation images; None: no budget in passes.
         verbose: one line per trial when non-zero.
     """
     started = time.perf_counter()
     survivors, records, skipped = list(options), [], []
+    allowance = None if sizes is None else budget * training_passes(recipe_for(options[0]), *sizes)
+    spent = 0.0
     trained: dict[tuple[Candidate, Recipe], TrialRecord] = {}
     rounds = max(1, math.ceil(math.log2(len(survivors)))) if len(survivors) > 1 else 0
     for number in range(1, rounds + 1):
@@ -267,7 +317,8 @@ def successive_halving(
         scores = {}
         for candidate in sorted(survivors, key=lambda c: _trains_base(recipe_for(c))):  # head-only first
             recipe = scaled_recipe(recipe_for(candidate), fraction)
-            why_not = _why_not(candidate, recipe, scores, options)
+            cost = 0.0 if sizes is None else training_passes(recipe, *sizes, banked=True)
+            why_not = _why_not(candidate, recipe, scores, options) or _over_budget(cost, spent, allowance)
             if why_not:
                 skipped.append(candidate)
                 say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
@@ -275,6 +326,7 @@ def successive_halving(
             earlier = trained.get((candidate, recipe))
             if earlier is None:
                 record = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
+                spent += cost
             else:
                 record = dataclasses.replace(earlier, round=number, seconds=0.0, reused=True)
             scores[candidate] = record.val_accuracy
@@ -297,6 +349,16 @@ def _why_not(candidate: Candidate, recipe: Recipe, scores: dict, options: Sequen
     if _trains_base(recipe) and max(scores.values(), default=0.0) >= SATURATED_TRIAL_ACCURACY:
         return _SATURATED
     return ""
+
+
+def _over_budget(cost: float, spent: float, allowance: float | None) -> str:
+    """Why a trial of ``cost`` image passes may not run after ``spent`` ("": it may)."""
+    if allowance is None or spent + cost <= allowance:
+        return ""
+    return (
+        f"its trial (~{cost:,.0f} image passes) would take the trials past {TRIAL_BUDGET:.0%} of the "
+        f"pick's fit ({allowance:,.0f} of its passes)"
+    )
 
 
 def _trains_base(recipe: Recipe) -> bool:
