@@ -52,8 +52,9 @@ features): the issue's bar is selection and trials within a quarter of one fit.
 It bounds epochs and, since a whole-network trial can cost more than a head-only fit, image
 passes (:func:`training_passes`: a trial that would take the trials past this share of the
 pick's fit in passes is not run; cards at 224 px, 106 per class, truncate picked: its 116 s trial
-of fine-tune against a 75 s fit, pick kept). Head-only candidates train a head on the trials' feature bank (one
-clean pass of the training and validation images through the base, shared with the final fit),
+of fine-tune against a 75 s fit, pick kept). Head-only candidates train a head on the trials'
+feature bank (one clean pass of the training and validation images through the base, shared with
+the final fit),
 scored without another trace; a whole-network candidate builds its model and traces its training
 step (about 10 s of a 15-20 s trial on 2 busy cores at 96 px, its epoch the rest), so the trials
 skip what cannot change the pick: a whole-network candidate once a head-only one scores
