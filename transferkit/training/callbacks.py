@@ -68,8 +68,33 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         write_json(folder / self.METADATA_FILE, {"epoch": epoch + 1, "batch": 0})
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """``EarlyStopping`` whose progress survives a resume.
+class StartAwareEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` in which the weights training starts from compete like an epoch.
+
+    ``start_loss``: the monitored value of those weights (a fitted start, such as the head's
+    logistic regression), or None (plain ``EarlyStopping``). If no epoch beats it, the start's
+    weights are restored at the end. Keras' own ``baseline`` stops early but cannot restore
+    weights no epoch produced.
+    """
+
+    def __init__(self, *, start_loss: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.start_loss = start_loss
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.start_loss is not None:
+            self._keep_start(self.start_loss)
+
+    def _keep_start(self, loss: float) -> None:
+        """The starting weights as the best so far (epoch ``-1``)."""
+        self.best, self.best_epoch = float(loss), -1
+        if self.restore_best_weights:
+            self.best_weights = self.model.get_weights()
+
+
+class ResumableEarlyStopping(StartAwareEarlyStopping):
+    """:class:`StartAwareEarlyStopping` whose progress survives a resume.
 
     Keras keeps the best value, the epochs waited and the best weights in memory only: a resumed
     phase would count patience from zero and, with ``restore_best_weights``, could only restore an
@@ -78,21 +103,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, state_dir: Path, *, start_loss: float | None = None, **kwargs):
-        """``start_loss``: the monitored value of the weights the phase starts from (a fitted start,
-        such as the head's logistic regression). The start then competes like an epoch: if no epoch
-        beats it, its weights are restored at the end. Keras' own ``baseline`` stops early but
-        cannot restore weights no epoch produced."""
-        super().__init__(**kwargs)
+        super().__init__(start_loss=start_loss, **kwargs)
         self.state_path = Path(state_dir) / "early_stopping.json"
         self.weights_path = Path(state_dir) / "early_stopping_best.npz"
-        self.start_loss = start_loss
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         if not self.state_path.exists():
-            if self.start_loss is not None:
-                self._keep_start(self.start_loss)
+            super().on_train_begin(logs)  # the start, if given, kept
             return
+        keras.callbacks.EarlyStopping.on_train_begin(self, logs)
         state = json.loads(self.state_path.read_text(encoding="utf-8"))
         self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
         if self.restore_best_weights and self.weights_path.exists():
@@ -100,10 +119,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
                 self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
 
     def _keep_start(self, loss: float) -> None:
-        """The starting weights as the best so far (epoch ``-1``), saved so a resume keeps them too."""
-        self.best, self.best_epoch = float(loss), -1
-        if self.restore_best_weights:
-            self.best_weights = self.model.get_weights()
+        """The start kept as the best so far, and saved so a resume keeps it too."""
+        super()._keep_start(loss)
         self._save(-1)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -7,12 +7,12 @@ import numpy as np
 
 from transferkit.recipes import AUTO_LEARNING_RATE, Recipe
 from transferkit.training.augment import is_identity
-from transferkit.training.callbacks import Reseed
+from transferkit.training.callbacks import Reseed, StartAwareEarlyStopping
 from transferkit.training.class_weights import class_weights
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import CachedFeatures, fit_inputs
 from transferkit.training.head_init import initialise_head
-from transferkit.training.head_phase import standardise_head
+from transferkit.training.head_phase import standardise_head, start_loss
 from transferkit.training.model import build_head
 from transferkit.training.optimizers import compile_classifier, phase_optimizer
 
@@ -62,7 +62,8 @@ def fit_head(
     graph = keras.Model(inputs, head(inputs), name="head_training_graph")
     batch = recipe.data.batch_size
     train = CachedFeatures(train_x[None], train_y, batch, recipe.seed)
-    if recipe.head.init == "logistic":
+    started = recipe.head.init == "logistic"
+    if started:
         initialise_head(head, train.features, train.labels, (val_x, val_y))
     mode = recipe.data.class_weight
     weights = None if mode == "none" else class_weights(train_y, num_classes, mode)
@@ -72,10 +73,11 @@ def fit_head(
         compile_classifier(graph, optimizer, num_classes, recipe.head.label_smoothing)
         inputs, callbacks = fit_inputs(train, (val_x, val_y), epoch)
         callbacks.append(Reseed(recipe.seed))
-        if phase.patience:
+        if phase.patience:  # a fitted start competes with the epochs, as in the Trainer's phase
+            start = start_loss(graph, (val_x, val_y), batch) if started and epoch == 0 else None
             callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=phase.patience, restore_best_weights=True
+                StartAwareEarlyStopping(
+                    start_loss=start, monitor="val_loss", patience=phase.patience, restore_best_weights=True
                 )
             )
         history = graph.fit(
