@@ -15,6 +15,7 @@ from transferkit.selection.trials import (
     TRAIN_STEP_PASSES,
     Candidate,
     candidates,
+    over_budget,
     scaled_recipe,
     successive_halving,
     training_passes,
@@ -326,3 +327,32 @@ def test_two_fits_with_one_seed_run_the_same_trials_and_pick_the_same_winner(fol
         records.append([(r["quadrant"], r["cut_point"], r["val_accuracy"]) for r in trials["records"]])
         records[-1].append(trials["winner"])
     assert records[0] == records[1]
+
+
+def test_a_close_call_whose_only_rival_is_over_budget_runs_no_trial_and_no_feature_bank(
+    folder, tmp_path, monkeypatch
+):
+    _force(monkeypatch, close=True)
+    pick, rival = Candidate("small_similar"), Candidate("large_similar")
+    monkeypatch.setattr(stages, "candidates", lambda *a, **k: (pick, rival))
+    calls = _spy_trials(monkeypatch)
+    monkeypatch.setattr(stages, "feature_bank", lambda *a, **k: calls.append("bank"))
+    run = _fit(folder, tmp_path)  # a fine-tune trial's epoch of the whole network > a quarter of the fit
+    assert calls == []
+    record = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    assert record["records"] == [] and record["skipped"] == [{"quadrant": "large_similar", "cut_point": None}]
+    assert record["winner"]["quadrant"] == "small_similar" == run.recipe.name
+    assert "over the budget" in run.selection.reasons[-1]
+
+
+def test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with():
+    sizes = (400, 80)
+    options = (Candidate("small_dissimilar", "mid"), Candidate("large_similar"), Candidate("small_similar"))
+    assert over_budget(options, _recipe_for, sizes) == (Candidate("large_similar"),)
+    assert over_budget(options[1:], _recipe_for, sizes) == ()  # a fine-tune pick's own fit is large
+    short = load_builtin("large_similar")
+    warmup, tune = short.phases
+    short = dataclasses.replace(short, phases=(warmup, dataclasses.replace(tune, epochs=2)))
+    costly_pick = (Candidate("large_similar"), Candidate("small_similar"))
+    recipe_for = lambda c: short if c.quadrant == "large_similar" else _recipe_for(c)  # noqa: E731
+    assert over_budget(costly_pick, recipe_for, sizes) == (Candidate("small_similar"),)  # pick alone: none

@@ -29,7 +29,14 @@ from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, evaluate_model
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant, size_figures
-from transferkit.selection.trials import candidates, successive_halving, with_trials
+from transferkit.selection.trials import (
+    TRIAL_BUDGET,
+    Trials,
+    candidates,
+    over_budget,
+    successive_halving,
+    with_trials,
+)
 from transferkit.training.device import Device
 from transferkit.training.distribute import (
     local_copy,
@@ -205,7 +212,7 @@ def assemble(
 
 def settle_by_trials(
     selection: Selection, recipe: Recipe, splits, size, overrides, verbose, base: keras.Model
-) -> tuple[Selection, FeatureBank]:
+) -> tuple[Selection, FeatureBank | None]:
     """Train the close call's candidates briefly (successive halving) and keep the winner.
 
     One clean pass of the training and validation images through the pretrained ``base`` comes
@@ -216,20 +223,28 @@ def settle_by_trials(
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
-    if len(options) > 1:
-        say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
-    else:  # e.g. fine-tune against retrain: not trialled (selection.trials.WHOLE_NETWORK_STRATEGIES)
-        say(verbose, f"Close call, but {options[0].describe()} is the only candidate worth a trial: none run")
 
     def recipe_for(candidate) -> Recipe:
         builtin = recipe_io.load_builtin(candidate.quadrant)
         return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
 
-    bank = feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
     sizes = (len(seen.train), len(seen.val))
+    costly = over_budget(options, recipe_for, sizes)
+    for candidate in costly:
+        say(verbose, f"trial {candidate.describe()}: not run, it would cost more than {TRIAL_BUDGET:.0%} "
+            f"of {options[0].describe()}'s own fit (counted in image passes)")  # fmt: skip
+    if len(options) - len(costly) <= 1:  # the pick alone: nothing to compare it with, no bank needed
+        if len(options) == 1:  # e.g. fine-tune against retrain (selection.trials.WHOLE_NETWORK_STRATEGIES)
+            say(verbose, f"Close call, but {options[0].describe()} is the only candidate worth a trial")
+        trials = Trials(TRIAL_BUDGET, options, (), options[0], 0.0, skipped=costly)
+        return with_trials(selection, trials), None
+    options = tuple(c for c in options if c not in costly)
+    say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
+    bank = feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
     trials = successive_halving(
         options, recipe_for, lambda r: train_trial(r, seen, bank, base), sizes=sizes, verbose=verbose
     )
+    trials = dataclasses.replace(trials, skipped=(*costly, *trials.skipped))
     trials = dataclasses.replace(trials, seconds=trials.seconds + bank.seconds, bank_seconds=bank.seconds)
     keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
     return with_trials(selection, trials), bank

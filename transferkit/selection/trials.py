@@ -266,6 +266,32 @@ def training_passes(recipe: Recipe, train_images: int, val_images: int, *, banke
     return passes
 
 
+def over_budget(
+    options: Sequence[Candidate],
+    recipe_for: Callable[[Candidate], Recipe],
+    sizes: tuple[int, int],
+    budget: float = TRIAL_BUDGET,
+) -> tuple[Candidate, ...]:
+    """The options whose trial alone, at the first round's share of their epochs, would take the
+    trials past ``budget`` of the pick's fit in image passes (:func:`training_passes`).
+
+    :func:`successive_halving` would skip each of them; known before anything runs (the count
+    needs only the recipes and the split sizes), they need no feature bank either, and when only
+    the pick is left there is nothing to trial.
+    """
+    allowance = budget * training_passes(recipe_for(options[0]), *sizes)
+    rounds = max(1, math.ceil(math.log2(len(options)))) if len(options) > 1 else 1
+    fraction = budget / rounds / len(options)
+
+    def costly(candidate: Candidate) -> bool:
+        trial = scaled_recipe(recipe_for(candidate), fraction)
+        return training_passes(trial, *sizes, banked=True) > allowance
+
+    if costly(options[0]):  # the pick's own trial: without it there is nothing to compare with
+        return tuple(options[1:])
+    return tuple(candidate for candidate in options[1:] if costly(candidate))
+
+
 def successive_halving(
     options: Sequence[Candidate],
     recipe_for: Callable[[Candidate], Recipe],
@@ -389,9 +415,16 @@ def with_trials(selection: Selection, trials: Trials) -> Selection:
         f"{Candidate(r.quadrant, r.cut_point).describe()} {r.val_accuracy:.3f}" for r in trials.records
     )
     verdict = "pick changed" if trials.pick_changed else "pick kept"
-    reason = f"close call measured by trials (validation accuracy: {scored}): {winner.describe()}, {verdict}"
-    if trials.skipped:
-        reason += f"; not trialled (nothing left to gain): {', '.join(c.describe() for c in trials.skipped)}"
+    skipped = ", ".join(c.describe() for c in trials.skipped)
+    if trials.records:
+        reason = f"close call measured by trials (validation accuracy: {scored})"
+        reason += f": {winner.describe()}, {verdict}"
+        if skipped:
+            reason += f"; not trialled (nothing left to gain, or over the budget): {skipped}"
+    elif skipped:
+        reason = f"close call; a trial would cost over the budget, not run: {skipped}; pick kept"
+    else:
+        reason = "close call, but the pick is the only candidate worth a trial; pick kept"
     return dataclasses.replace(
         selection,
         size=size,
