@@ -219,7 +219,9 @@ def settle_by_trials(
     first (the feature bank, at every cut and pooling the candidates' heads read): head-only
     candidates train just a head on it, the others their head phase, and the final fit reuses it;
     its time counts as the trials'. The trials see the training and validation splits only: the
-    held-out test split is dropped from the splits they are given.
+    held-out test split is dropped from the splits they are given. Candidates whose trial would
+    cost more than the budget (:func:`~transferkit.selection.trials.over_budget`) are dropped
+    first; when that leaves the pick alone, nothing runs and there is no bank (None).
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
