@@ -209,6 +209,9 @@ def test_a_whole_network_trial_is_not_run_against_a_head_only_pick_whose_fit_it_
     trials = successive_halving(reverse, _recipe_for, _fake_train(scores, calls), sizes=sizes, verbose=0)
     assert sorted(name for name, _, _ in calls) == ["large_similar", "small_dissimilar"]
     assert trials.winner == options[1] and trials.skipped == ()
+    # The head-only trial costs no passes: the whole-network one takes the round's whole quarter.
+    epochs = {record.quadrant: record.phase_epochs for record in trials.records}
+    assert epochs["large_similar"] == (fine_tune.phases[0].epochs, round(tune.epochs * 0.25))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -281,7 +281,7 @@ def over_budget(
     """
     allowance = budget * training_passes(recipe_for(options[0]), *sizes)
     rounds = max(1, math.ceil(math.log2(len(options)))) if len(options) > 1 else 1
-    fraction = budget / rounds / len(options)
+    fraction = budget / rounds / _sharing(options, recipe_for, sizes)
 
     def costly(candidate: Candidate) -> bool:
         trial = scaled_recipe(recipe_for(candidate), fraction)
@@ -305,7 +305,11 @@ def successive_halving(
 
     With ``n`` candidates there are ``ceil(log2 n)`` rounds sharing ``budget`` equally; in a round
     each of the ``k`` survivors trains every phase of its recipe at ``budget / rounds / k`` of its
-    epochs (two candidates: one round, an eighth of the epochs each at the default budget).
+    epochs (two candidates: one round, an eighth of the epochs each at the default budget). Given
+    ``sizes``, ``k`` counts only the survivors that train the base: a head-only trial on the
+    feature bank costs no passes, so a whole-network candidate against one gets the round's
+    whole share (a quarter of its epochs, not an eighth: two of fifteen whole-network epochs
+    scored it far below its fit, and the head, trained to convergence, won on validation).
     Survivors continue into the next round at a larger fraction, trained again from the
     pretrained weights (a recipe's phase plan cannot be extended part-way); a survivor whose
     scaled epochs did not grow (every phase at its one-epoch floor) keeps its earlier score, since
@@ -340,7 +344,7 @@ def successive_halving(
     trained: dict[tuple[Candidate, Recipe], TrialRecord] = {}
     rounds = max(1, math.ceil(math.log2(len(survivors)))) if len(survivors) > 1 else 0
     for number in range(1, rounds + 1):
-        fraction = budget / rounds / len(survivors)
+        fraction = budget / rounds / _sharing(survivors, recipe_for, sizes)
         scores = {}
         for candidate in sorted(survivors, key=lambda c: _trains_base(recipe_for(c))):  # head-only first
             recipe = scaled_recipe(recipe_for(candidate), fraction)
@@ -376,6 +380,15 @@ def _why_not(candidate: Candidate, recipe: Recipe, scores: dict, options: Sequen
     if _trains_base(recipe) and max(scores.values(), default=0.0) >= SATURATED_TRIAL_ACCURACY:
         return _SATURATED
     return ""
+
+
+def _sharing(survivors: Sequence[Candidate], recipe_for, sizes: tuple[int, int] | None) -> int:
+    """How many of ``survivors`` share a round's budget: with ``sizes`` (the budget in image passes),
+    those whose trials cost passes, i.e. train the base (a head-only trial trains on the feature
+    bank, for free); without, all of them."""
+    if sizes is None:
+        return len(survivors)
+    return max(1, sum(_trains_base(recipe_for(candidate)) for candidate in survivors))
 
 
 def _over_budget(cost: float, spent: float, allowance: float | None) -> str:
