@@ -13,7 +13,7 @@ from transferkit import session as stages
 from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import build_base
 from transferkit.recipes import load_builtin, with_overrides
-from transferkit.reporting.metrics import evaluate_model
+from transferkit.reporting.metrics import evaluate_model, predict_dataset
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.trials import scaled_recipe
 from transferkit.testing import make_image_folder
@@ -96,8 +96,9 @@ def test_a_head_only_trial_on_bank_features_trains_the_same_head_as_the_trainer(
     bank = stages.feature_bank(base, recipe, [recipe], splits, verbose=0)
     head.set_weights(start)
     clean = bank.features_for(recipe, stages.bank_inputs(recipe, SPEC, splits))
-    bank_accuracy, bank_epochs = fit_head(head, recipe, clean, len(splits.class_names))
-    assert bank_accuracy == pytest.approx(accuracy, abs=1e-6) and bank_epochs == epochs
+    hits, bank_epochs = fit_head(head, recipe, clean, len(splits.class_names))
+    assert hits.shape == (len(splits.val),) and hits.dtype == bool
+    assert hits.mean() == pytest.approx(accuracy, abs=1e-6) and bank_epochs == epochs
     for got, expected in zip(head.get_weights(), trained, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -113,8 +114,9 @@ def test_train_trial_trains_a_head_only_candidate_on_the_bank_without_a_base(spl
 
     monkeypatch.setattr(stages, "build_base", no_base)
     monkeypatch.setattr(stages, "make_trainer", no_base)
-    accuracy, epochs = stages.train_trial(recipe, splits, bank, base)
+    accuracy, epochs, hits = stages.train_trial(recipe, splits, bank, base)
     assert 0 <= accuracy <= 1 and epochs == recipe.phases[0].epochs  # 4 epochs, patience 20
+    assert accuracy == hits.mean() and len(hits) == len(splits.val)
 
 
 def _force_close_call(monkeypatch):
@@ -179,15 +181,14 @@ def test_a_whole_network_trial_trains_its_head_phase_on_the_bank_and_ends_as_the
     assert [t.clean_features is not None for t in trainers] == [True, False]
     assert (on_bank_passes, len(passes) - on_bank_passes) == (0, 2)  # the warm-up's training and validation
     assert on_bank[1] == computed[1] == 3 and on_bank[0] == pytest.approx(computed[0], abs=1e-6)
+    np.testing.assert_array_equal(on_bank[2], computed[2])  # the same images right
     weights = [t.classifier.model.get_weights() for t in trainers]
     for got, expected in zip(*weights, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("patience", [0, 1])
-def test_a_whole_network_trial_scores_the_weights_it_ends_with_without_another_pass(
-    splits, monkeypatch, patience
-):
+def test_a_whole_network_trial_scores_the_weights_it_ends_with_image_by_image(splits, monkeypatch, patience):
     recipe = with_overrides(load_builtin("large_similar"), epochs=3, **TINY)
     tune = dataclasses.replace(recipe.phases[1], patience=patience, learning_rate=0.05)  # restores the best
     recipe = dataclasses.replace(recipe, phases=(recipe.phases[0], tune))
@@ -199,8 +200,11 @@ def test_a_whole_network_trial_scores_the_weights_it_ends_with_without_another_p
             trainers.append(self)
 
     monkeypatch.setattr(stages, "Trainer", Spy)
-    monkeypatch.setattr(stages, "evaluate_model", lambda *a, **k: pytest.fail("a second validation pass"))
-    accuracy, _ = stages.train_trial(recipe, splits)
+    accuracy, _, hits = stages.train_trial(recipe, splits)
     (trainer,) = trainers
-    ended = evaluate_model(trainer.classifier.model, trainer.val_data, splits.class_names).accuracy
-    assert accuracy == pytest.approx(ended, abs=1e-6)
+    probabilities, labels = predict_dataset(trainer.classifier.model, trainer.val_data)  # the model itself
+    np.testing.assert_array_equal(hits, np.argmax(probabilities, axis=-1) == labels)
+    assert accuracy == hits.mean() and len(hits) == len(splits.val)
+    rows = trainer.history[-trainer.state.phase_epochs[-1] :]  # the last phase's epochs
+    kept = min(rows, key=lambda row: float(row["val_loss"])) if patience else rows[-1]
+    assert accuracy == pytest.approx(float(kept["val_accuracy"]), abs=1e-6)  # as training measured them

@@ -3,19 +3,22 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 import transferkit
 from transferkit import session as stages  # where fit's stages (and what they call) live
-from transferkit.recipes import Phase, load_builtin
+from transferkit.recipes import load_builtin
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.rules import CutScore
 from transferkit.selection.trials import (
+    SWITCH_MARGIN_SE,
     TRAIN_STEP_PASSES,
     Candidate,
     candidates,
     over_budget,
+    paired_standard_error,
     scaled_recipe,
     successive_halving,
     training_passes,
@@ -96,19 +99,10 @@ def test_scaled_recipe_scales_the_phases_that_train_the_base_and_keeps_at_least_
     assert (trial.augment.mixup_alpha, trial.augment.cutmix_alpha) == (0.0, 0.0)  # no mixing either
 
 
-def test_a_trial_is_scored_on_the_last_phase_as_early_stopping_left_it():
-    rows = [{"val_loss": "0.1", "val_accuracy": "0.1"}]  # the head phase: not what the run ends with
-    rows += [{"val_loss": loss, "val_accuracy": accuracy} for loss, accuracy in
-             ((0.9, 0.5), (0.4, 0.7), (0.4, 0.8), (0.6, 0.9))]  # fmt: skip
-    tune = Phase("tune", train="all", epochs=6)
-    assert stages.trained_score(rows, 4, tune) == 0.9  # no early stopping: the last epoch's weights
-    assert stages.trained_score(rows, 4, dataclasses.replace(tune, patience=2)) == 0.7  # first best restored
-
-
 def _fake_train(accuracies: dict[str, float], calls: list):
     def train(recipe):
         calls.append((recipe.name, recipe.backbone.cut, tuple(p.epochs for p in recipe.phases)))
-        return accuracies[recipe.name], sum(p.epochs for p in recipe.phases)
+        return accuracies[recipe.name], sum(p.epochs for p in recipe.phases), None  # no hits: not paired
 
     return train
 
@@ -146,6 +140,57 @@ def test_two_candidates_one_round_and_a_tie_keeps_the_selectors_pick():
     assert {r.round for r in trials.records} == {1} and len(trials.records) == 2
     assert [r.phase_epochs for r in trials.records] == [(25,), (25,)]  # 200 x 0.25 / 2
     assert trials.winner == options[0] and not trials.pick_changed
+
+
+def _hits(right: int, total: int = 200, first: int = 0) -> np.ndarray:
+    """``total`` validation images, ``right`` of them classified right starting at image ``first``."""
+    return np.roll(np.arange(total) < right, first)
+
+
+def _paired_train(hits: dict[str, np.ndarray]):
+    def train(recipe):
+        return float(np.mean(hits[recipe.name])), 1, hits[recipe.name]
+
+    return train
+
+
+@pytest.mark.parametrize("disagree", [10, 40])
+def test_the_pick_gives_way_only_to_a_lead_beyond_one_paired_standard_error(disagree):
+    options = (Candidate("large_similar"), Candidate("small_dissimilar", "mid"))
+    pick = _hits(140)  # 0.70 on 200 images
+    changed = []
+    for lead in range(1, disagree + 1):  # the rival: right on images the pick gets wrong, wrong on some it
+        lost = (disagree - lead) // 2
+        rival = pick.copy()
+        rival[:lost] = False
+        rival[140 : 140 + lost + lead] = True
+        assert (rival != pick).sum() == 2 * lost + lead and rival.sum() - pick.sum() == lead
+        error = paired_standard_error(rival, pick)
+        difference = rival.astype(float) - pick
+        assert error == pytest.approx(np.std(difference, ddof=1) / np.sqrt(200))
+        hits = {"large_similar": pick, "small_dissimilar": rival}
+        trials = successive_halving(options, _recipe_for, _paired_train(hits), verbose=0)
+        (rival_record,) = [r for r in trials.records if r.quadrant == "small_dissimilar"]
+        assert rival_record.se_against_pick == pytest.approx(error)
+        assert [r.se_against_pick for r in trials.records if r.quadrant == "large_similar"] == [None]
+        assert trials.pick_changed == (lead / 200 > SWITCH_MARGIN_SE * error + 1e-9), lead  # 3 of 10: equal
+        reason = with_trials(_selection(True, quadrant="large_similar", recipe="fine_tune"), trials).reasons[
+            -1
+        ]
+        assert ("within 1 standard error" in reason) == (not trials.pick_changed), reason
+        changed.append(trials.pick_changed)
+    # gets right; small leads keep the pick, large ones change it, and the line moves with the noise
+    assert changed == sorted(changed) and changed[0] is False and changed[-1] is True
+    assert changed.index(True) == {10: 3, 40: 6}[disagree]  # leads of 4 and of 7 images count
+    one = pick.copy()
+    one[140] = True  # a single image more, and no other difference: one standard error exactly
+    assert paired_standard_error(one, pick) == pytest.approx(1 / 200)
+    trials = successive_halving(
+        options, _recipe_for, _paired_train({"large_similar": pick, "small_dissimilar": one}), verbose=0
+    )
+    assert not trials.pick_changed
+    with pytest.raises(ValueError, match="different images"):
+        paired_standard_error(pick, pick[:-1])
 
 
 def test_head_only_candidates_go_first_and_a_saturated_one_leaves_the_whole_network_untried():

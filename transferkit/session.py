@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferkit import recipes as recipe_io
@@ -21,12 +22,12 @@ from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget, budget_for_run
 from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
-from transferkit.recipes import Phase, Recipe
+from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
 from transferkit.reporting.diagnostics import evaluate_held_out
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
-from transferkit.reporting.metrics import Metrics, evaluate_model
+from transferkit.reporting.metrics import Metrics, evaluate_model, predict_dataset
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.trials import (
@@ -272,19 +273,22 @@ def feature_bank(base, recipe: Recipe, options: list[Recipe], splits: DataSplits
 
 def train_trial(
     recipe: Recipe, splits: DataSplits, bank: FeatureBank | None = None, pretrained: keras.Model | None = None
-) -> tuple[float, int]:
-    """Train ``recipe`` from the pretrained weights: (validation accuracy, epochs).
+) -> tuple[float, int, np.ndarray]:
+    """Train ``recipe`` from the pretrained weights: (validation accuracy, epochs, hits).
 
-    A recipe that trains its head alone is trained on ``bank``'s features, nothing written. Any
-    other is built anew and trained in a temporary folder; when ``bank`` holds its features its
-    base takes the ``pretrained`` base's weights (the ones the bank saw) and its head phase
-    trains on them. Its score is the last phase's validation accuracy as training measured it
-    (:func:`trained_score`): no second pass over the validation images.
+    ``hits`` says for each validation image, in the split's order, whether the trained model
+    classifies it right (the trials compare candidates image by image). A recipe that trains its
+    head alone is trained on ``bank``'s features, nothing written. Any other is built anew and
+    trained in a temporary folder; when ``bank`` holds its features its base takes the
+    ``pretrained`` base's weights (the ones the bank saw) and its head phase trains on them; the
+    weights it ends with (early stopping restores the best) are scored by one more pass over the
+    validation images, through the steps the run traced.
     """
     spec = get_backbone(recipe.backbone.name)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
     if clean is not None and fits_on_features(recipe):
-        return head_trial(recipe, clean, len(splits.class_names))
+        hits, epochs = head_trial(recipe, clean, len(splits.class_names))
+        return float(np.mean(hits)), epochs, hits
     keras.utils.set_random_seed(recipe.seed)  # each trial as if it were the run: same seed, any order
     base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
     if clean is not None and pretrained is not None:
@@ -296,24 +300,9 @@ def train_trial(
     with tempfile.TemporaryDirectory(prefix="transferkit-trial-") as scratch:
         trainer = make_trainer(session, splits, Path(scratch), verbose=0)
         history = trainer.run()
-    return trained_score(history, trainer.state.phase_epochs[-1], recipe.phases[-1]), len(history)
-
-
-def trained_score(history: list[dict], last_epochs: int, last: Phase) -> float:
-    """The validation accuracy of the weights a run ends with, read from its ``history`` rows.
-
-    The weights at the end of the last phase, or, with early stopping (it restores the best),
-    those of the phase's first epoch of lowest validation loss: Keras measured them on the whole
-    validation split already, so the trial does not pass it through the network again.
-
-    Args:
-        history: the Trainer's rows, one per epoch, every phase.
-        last_epochs: how many of them the last phase ran.
-        last: the last phase (its ``patience``).
-    """
-    rows = history[-last_epochs:]
-    best = min(rows, key=lambda row: float(row["val_loss"])) if last.patience else rows[-1]
-    return float(best["val_accuracy"])
+    probabilities, labels = predict_dataset(trainer.classifier.model, trainer.val_data, trainer.predictor())
+    hits = np.argmax(probabilities, axis=-1) == labels
+    return float(np.mean(hits)), len(history), hits
 
 
 def datasets_for(

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from transferkit.console import say
 from transferkit.recipes import Phase, Recipe
 from transferkit.selection.decision import Selection, _refine_large
@@ -82,6 +84,17 @@ are not trialled: the selector's own rule for a saturated probe (fine-tuning has
 left to gain, at several times the cost) applied to a trained head. Measured (96 px, 80 per
 class, seed 0): science_tiles, freeze 0.985 on validation, fine-tune's own fit 1.000 (test 1.000
 both): its 14 s trial could have won by one image."""
+SWITCH_MARGIN_SE = 1.0
+"""The selector's pick gives way to a rival only when the rival's validation accuracy is higher by
+more than this many standard errors of the difference, paired image by image
+(:func:`paired_standard_error`): the one-standard-error rule of model selection (Hastie,
+Tibshirani and Friedman, *The Elements of Statistical Learning*, 2nd ed., section 7.10), with the
+selector's measured pick in the role of the simpler model. The trials are short and scored on the
+split their heads chose their regularisation and kept epoch on, and a whole-network trial runs a
+quarter of its schedule: a lead of an image or two is noise, or bias towards the head-only
+candidate, not evidence. Set from that reasoning, not tuned: with 187 validation images and ~40
+disagreeing ones a lead must be about 6 images (3 points) to count."""
+
 _SATURATED = f"a head-only trial reached {SATURATED_TRIAL_ACCURACY:.2f}: next to nothing left to gain"
 
 _QUADRANT_PARTS = {
@@ -112,6 +125,9 @@ class TrialRecord:
     val_accuracy: float
     seconds: float
     reused: bool = False  # the same scaled recipe as an earlier round's: its score kept, not trained again
+    # One standard error of (this val_accuracy - the pick's in the same round), paired image by
+    # image; None for the pick itself, or when the pick did not run in that round.
+    se_against_pick: float | None = None
 
 
 @dataclass(frozen=True)
@@ -317,7 +333,9 @@ def successive_halving(
     pretrained weights (a recipe's phase plan cannot be extended part-way); a survivor whose
     scaled epochs did not grow (every phase at its one-epoch floor) keeps its earlier score, since
     the same recipe from the same seed trains the same model. Ties in validation accuracy go to
-    the earlier candidate: the selector's pick comes first.
+    the earlier candidate, and the selector's pick (first in ``options``) keeps its place unless
+    the best rival leads it by more than :data:`SWITCH_MARGIN_SE` standard errors of the paired
+    difference (each trial's hits on the validation images; each rival's error is in its record).
 
     In each round the candidates that train the head alone (on cached features: seconds) go
     first. A candidate is not run (it is recorded in ``Trials.skipped`` and drops out) once a
@@ -332,8 +350,10 @@ def successive_halving(
     Args:
         options: the candidates, the selector's pick first.
         recipe_for: a candidate's full recipe (the caller's overrides and seed applied).
-        train: trains a recipe from the pretrained weights; returns its validation accuracy and
-            the epochs it ran. It must not read the held-out test split.
+        train: trains a recipe from the pretrained weights; returns its validation accuracy, the
+            epochs it ran, and which validation images it got right (one bool each, in the
+            split's order; None: no paired comparison, the higher accuracy wins). It must not
+            read the held-out test split.
         budget: fraction of each recipe's epochs all trials together may spend (a whole-network
             candidate's head warm-up aside: :func:`scaled_recipe`), and, given ``sizes``, of the
             pick's fit in image passes.
@@ -344,14 +364,15 @@ def successive_halving(
     survivors, records, skipped = list(options), [], []
     allowance = None if sizes is None else budget * training_passes(recipe_for(options[0]), *sizes)
     spent = 0.0
-    trained: dict[tuple[Candidate, Recipe], TrialRecord] = {}
+    trained: dict[tuple[Candidate, Recipe], tuple[TrialRecord, np.ndarray | None]] = {}
     rounds = max(1, math.ceil(math.log2(len(survivors)))) if len(survivors) > 1 else 0
     for number in range(1, rounds + 1):
         fraction = budget / rounds / _sharing(survivors, recipe_for, sizes)
-        scores = {}
+        scored: dict[Candidate, tuple[TrialRecord, np.ndarray | None]] = {}
         for candidate in sorted(survivors, key=lambda c: _trains_base(recipe_for(c))):  # head-only first
             recipe = scaled_recipe(recipe_for(candidate), fraction)
             cost = 0.0 if sizes is None else training_passes(recipe, *sizes, banked=True)
+            scores = {c: record.val_accuracy for c, (record, _) in scored.items()}
             why_not = _why_not(candidate, recipe, scores, options)
             why_not = why_not or _over_budget(cost, spent, allowance, budget)
             if why_not:
@@ -360,21 +381,72 @@ def successive_halving(
                 continue
             earlier = trained.get((candidate, recipe))
             if earlier is None:
-                record = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
+                record, correct = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
                 spent += cost
             else:
-                record = dataclasses.replace(earlier, round=number, seconds=0.0, reused=True)
-            scores[candidate] = record.val_accuracy
-            records.append(record)
-            how = f"round {earlier.round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
+                record = dataclasses.replace(earlier[0], round=number, seconds=0.0, reused=True)
+                correct = earlier[1]
+            scored[candidate] = record, correct
+            how = f"round {earlier[0].round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
             say(verbose, f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
                  f"round {number}, {record.epochs_run} epochs)")  # fmt: skip
-        ranked = sorted(scores, key=lambda c: (-scores[c], options.index(c)))
+        scored = _against_pick(scored, options[0])
+        records.extend(record for record, _ in scored.values())
+        ranked = _ranked({c: record for c, (record, _) in scored.items()}, options)
         survivors = ranked[: 1 if number == rounds else math.ceil(len(ranked) / 2)]
         if len(survivors) == 1:  # a skip left one: nothing to compare it with
             break
     seconds = time.perf_counter() - started
     return Trials(budget, tuple(options), tuple(records), survivors[0], seconds, skipped=tuple(skipped))
+
+
+def paired_standard_error(correct: np.ndarray, reference: np.ndarray) -> float:
+    """The standard error of ``mean(correct) - mean(reference)``, two classifiers' hits (one bool per
+    image) on the same images in the same order: only the images they disagree on contribute.
+
+    Example:
+        >>> round(paired_standard_error(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])), 3)
+        0.408
+    """
+    if len(correct) != len(reference):
+        raise ValueError(f"paired on different images: {len(correct)} and {len(reference)}")
+    difference = np.asarray(correct, float) - np.asarray(reference, float)
+    return float(np.std(difference, ddof=1) / math.sqrt(len(difference))) if len(difference) > 1 else 0.0
+
+
+def _against_pick(scored: dict, pick: Candidate) -> dict:
+    """This round's ``scored`` (candidate -> (record, hits)) with each rival's record holding the
+    standard error of its difference from ``pick`` (when both have their hits)."""
+    if pick not in scored or scored[pick][1] is None:
+        return scored
+    reference = scored[pick][1]
+    return {
+        candidate: (
+            record
+            if candidate == pick or correct is None
+            else dataclasses.replace(record, se_against_pick=paired_standard_error(correct, reference)),
+            correct,
+        )
+        for candidate, (record, correct) in scored.items()
+    }
+
+
+def _ranked(records: Mapping[Candidate, TrialRecord], options: Sequence[Candidate]) -> list[Candidate]:
+    """This round's candidates, best first: by validation accuracy (ties to the earlier in
+    ``options``), except that the selector's pick (``options[0]``) stays first unless the best
+    rival leads it by more than :data:`SWITCH_MARGIN_SE` standard errors."""
+    ranked = sorted(records, key=lambda c: (-records[c].val_accuracy, options.index(c)))
+    pick = options[0]
+    if pick in records and ranked[0] != pick and not _clear_lead(records[ranked[0]], records[pick]):
+        ranked.remove(pick)
+        ranked.insert(0, pick)
+    return ranked
+
+
+def _clear_lead(rival: TrialRecord, pick: TrialRecord) -> bool:
+    """Whether ``rival`` beats ``pick`` beyond noise (always, when there is no paired error to judge by)."""
+    lead = rival.val_accuracy - pick.val_accuracy
+    return rival.se_against_pick is None or lead > SWITCH_MARGIN_SE * rival.se_against_pick + 1e-9
 
 
 def _why_not(candidate: Candidate, recipe: Recipe, scores: dict, options: Sequence[Candidate]) -> str:
@@ -409,11 +481,11 @@ def _trains_base(recipe: Recipe) -> bool:
     return any(phase.train != "head" for phase in recipe.phases)
 
 
-def _trial(candidate: Candidate, number: int, recipe: Recipe, train) -> TrialRecord:
+def _trial(candidate: Candidate, number: int, recipe: Recipe, train) -> tuple[TrialRecord, np.ndarray | None]:
     started = time.perf_counter()
-    accuracy, epochs_run = train(recipe)
+    accuracy, epochs_run, correct = train(recipe)
     phase_epochs = tuple(phase.epochs for phase in recipe.phases)
-    return TrialRecord(
+    record = TrialRecord(
         candidate.quadrant,
         candidate.cut_point,
         number,
@@ -421,6 +493,25 @@ def _trial(candidate: Candidate, number: int, recipe: Recipe, train) -> TrialRec
         int(epochs_run),
         float(accuracy),
         time.perf_counter() - started,
+    )
+    return record, None if correct is None else np.asarray(correct, bool)
+
+
+def _within_noise(trials: Trials) -> str:
+    """Why the pick was kept against a rival that scored higher in the last round ("": none did)."""
+    last = [r for r in trials.records if r.round == trials.records[-1].round]
+    kept = [Candidate(r.quadrant, r.cut_point) == trials.winner for r in last]
+    if trials.pick_changed or not any(kept):
+        return ""
+    pick = last[kept.index(True)]
+    higher = [r for r in last if r.val_accuracy > pick.val_accuracy and r.se_against_pick is not None]
+    if not higher:
+        return ""
+    best = max(higher, key=lambda r: r.val_accuracy)
+    lead, error = 100 * (best.val_accuracy - pick.val_accuracy), 100 * best.se_against_pick
+    return (
+        f" ({Candidate(best.quadrant, best.cut_point).describe()}'s lead of {lead:.1f} points is "
+        f"within {SWITCH_MARGIN_SE:g} standard error of the paired difference, {error:.1f})"
     )
 
 
@@ -435,7 +526,7 @@ def with_trials(selection: Selection, trials: Trials) -> Selection:
     skipped = ", ".join(c.describe() for c in trials.skipped)
     if trials.records:
         reason = f"close call measured by trials (validation accuracy: {scored})"
-        reason += f": {winner.describe()}, {verdict}"
+        reason += f": {winner.describe()}, {verdict}{_within_noise(trials)}"
         if skipped:
             reason += f"; not trialled (nothing left to gain, or over the budget): {skipped}"
     elif skipped:

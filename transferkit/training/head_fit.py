@@ -24,8 +24,9 @@ def fits_on_features(recipe: Recipe) -> bool:
     return bool(recipe.phases) and head_only and is_identity(recipe.augment)
 
 
-def head_trial(recipe: Recipe, features: CleanFeatures, num_classes: int) -> tuple[float, int]:
-    """A new head for ``recipe`` (seeded as a run is), trained on ``features``: (validation accuracy, epochs).
+def head_trial(recipe: Recipe, features: CleanFeatures, num_classes: int) -> tuple[np.ndarray, int]:
+    """A new head for ``recipe`` (seeded as a run is), trained on ``features``: which validation
+    images it gets right (one bool each, in order), and the epochs it ran.
 
     Args:
         recipe: a recipe :func:`fits_on_features` accepts (its seed, head, data and phases are read).
@@ -39,7 +40,7 @@ def head_trial(recipe: Recipe, features: CleanFeatures, num_classes: int) -> tup
 
 def fit_head(
     head: keras.Model, recipe: Recipe, features: CleanFeatures, num_classes: int
-) -> tuple[float, int]:
+) -> tuple[np.ndarray, int]:
     """Train ``head`` through ``recipe``'s phases as the Trainer's cached-feature head phases do.
 
     The same standardisation, start (``[head] init``), batches (:class:`CachedFeatures`, shuffled
@@ -54,7 +55,8 @@ def fit_head(
         num_classes: output classes.
 
     Returns:
-        ``(validation accuracy, epochs run)``; the head keeps its trained weights.
+        ``(hits, epochs run)``: whether it classifies each validation image right (its mean is
+        the validation accuracy); the head keeps its trained weights.
     """
     (train_x, train_y), (val_x, val_y) = features.train, features.val
     standardise_head(head, train_x)
@@ -91,4 +93,4 @@ def fit_head(
         )
         epoch = history.epoch[-1] + 1 if history.epoch else epoch + phase.epochs
     probabilities = keras.ops.convert_to_numpy(head(val_x, training=False))  # eager: predict() would trace
-    return float(np.mean(np.argmax(probabilities, axis=-1) == val_y)), epoch
+    return np.argmax(probabilities, axis=-1) == np.asarray(val_y), epoch
