@@ -345,6 +345,11 @@ def test_fast_selection_and_confident_calls_run_no_trials(folder, tmp_path, monk
     assert calls == []
     with pytest.raises(transferkit.TransferkitError, match="Unknown selection 'slow'"):
         _fit(folder, tmp_path, selection="slow")
+    _force(monkeypatch, close=True)
+    trialled = _fit(folder, tmp_path)  # trials that keep the pick: the run trains what the fast one did
+    assert len(calls) == 1 and not trialled.selection.trials.pick_changed and trialled.recipe == fast.recipe
+    for got, expected in zip(trialled.model.get_weights(), fast.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypatch):

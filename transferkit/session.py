@@ -187,6 +187,9 @@ def prepare(
         recipe = dataclasses.replace(
             recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
         )
+    # The classifier is built and trained from the seed, whatever the selector, its probes and any
+    # trials drew before: a recipe trains the same model whether it was measured, trialled or given.
+    keras.utils.set_random_seed(recipe.seed)
     session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
     return dataclasses.replace(session, clean_features=clean)
@@ -249,7 +252,6 @@ def settle_by_trials(
     )
     trials = dataclasses.replace(trials, skipped=(*costly, *trials.skipped))
     trials = dataclasses.replace(trials, seconds=trials.seconds + bank.seconds, bank_seconds=bank.seconds)
-    keras.utils.set_random_seed(recipe.seed)  # the run itself starts from the seed, trials or not
     return with_trials(selection, trials), bank
 
 
