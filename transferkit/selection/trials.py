@@ -84,6 +84,7 @@ are not trialled: the selector's own rule for a saturated probe (fine-tuning has
 left to gain, at several times the cost) applied to a trained head. Measured (96 px, 80 per
 class, seed 0): science_tiles, freeze 0.985 on validation, fine-tune's own fit 1.000 (test 1.000
 both): its 14 s trial could have won by one image."""
+
 SWITCH_MARGIN_SE = 1.0
 """The selector's pick gives way to a rival only when the rival's validation accuracy is higher by
 more than this many standard errors of the difference, paired image by image
