@@ -45,27 +45,65 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' ``BackupAndRestore`` (which restores) with each epoch's backup written atomically here.
+    """Keras' ``BackupAndRestore`` with each epoch's backup one file, written atomically.
 
-    Keras writes ``latest.weights.h5`` and ``training_metadata.json`` in place, so a kill during
-    the write leaves a torn file (a torn JSON even stops the resume). Here ``on_epoch_end`` writes
-    the same two files, in Keras' layout, through the public ``save_weights`` to a temporary file
-    and renames each; weights first, so a kill between the two renames only means the epoch is
-    trained once more. Restoring stays Keras' own (``on_train_begin``). The backup is kept when
-    ``fit`` ends: the trainer deletes it once the phase's checkpoint and ``state.json`` are written.
+    The backup is ``latest.npz``: the epoch count, the model's weights and its optimizer's variables
+    (step count, moments, and so the schedule's position), written to a temporary file and renamed,
+    so a kill leaves either the last epoch's backup or the one before, whole and consistent. Keras
+    writes ``latest.weights.h5`` and ``training_metadata.json`` in place, one after the other (a
+    kill can tear either, or pair one epoch's weights with another's count), and walks the whole
+    model to do it: 1.7 s an epoch for MobileNetV2 with AdamW's moments and 54 ms for a 1,280-feature
+    head, against 0.35 s and 7 ms here (2-core CPU); a head phase runs up to 200 epochs. The backup
+    is kept when ``fit`` ends: the trainer deletes it once the phase's checkpoint and ``state.json``
+    are written.
     """
 
-    WEIGHTS_FILE = "latest.weights.h5"  # the names Keras' on_train_begin reads back
-    METADATA_FILE = "training_metadata.json"
+    STATE_FILE = "latest.npz"
 
     def __init__(self, backup_dir: str):
         super().__init__(backup_dir, delete_checkpoint=False)  # save_freq="epoch"
 
+    @classmethod
+    def saved_epoch(cls, backup_dir: str | Path) -> int | None:
+        """The epochs the backup in ``backup_dir`` has finished (where a resume starts), or None."""
+        try:
+            with np.load(Path(backup_dir) / cls.STATE_FILE) as saved:
+                return int(saved["epoch"])
+        except (OSError, KeyError, ValueError):
+            return None
+
     def on_epoch_end(self, epoch, logs=None):
-        folder = Path(self.backup_dir)
-        with atomic_path(folder / self.WEIGHTS_FILE) as tmp:
-            self.model.save_weights(tmp)
-        write_json(folder / self.METADATA_FILE, {"epoch": epoch + 1, "batch": 0})
+        arrays = {"epoch": np.asarray(epoch + 1)}
+        arrays.update({f"w{i}": value for i, value in enumerate(self.model.get_weights())})
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(_optimizer_variables(self.model))})
+        with atomic_path(Path(self.backup_dir) / self.STATE_FILE) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+    def _load_model(self):
+        """Restore the weights, the optimizer's variables and the epoch to resume from, if backed up."""
+        path = Path(self.backup_dir) / self.STATE_FILE
+        if not path.exists():
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        with np.load(path) as saved:
+            epoch = int(saved["epoch"])
+            weights = [saved[f"w{i}"] for i in range(len(self.model.weights))]
+            variables = _optimizer_variables(self.model)
+            state = [saved[f"o{i}"] for i in range(len(variables))]
+        self.model.set_weights(weights)
+        for variable, value in zip(variables, state, strict=True):
+            variable.assign(value)
+        for layer in all_layers(self.model):  # as Keras' load_weights does: Normalization computes
+            if isinstance(layer, keras.layers.Normalization):  # with a copy of its variables
+                layer.finalize_state()
+        self.model._initial_epoch = epoch  # what Keras' own restore sets: fit starts there
+
+
+def _optimizer_variables(model: keras.Model) -> list:
+    return list(model.optimizer.variables) if model.optimizer is not None else []
 
 
 class StartAwareEarlyStopping(keras.callbacks.EarlyStopping):

@@ -317,12 +317,9 @@ class Trainer:
         return fit_network_phase(self, index, phase, initial_epoch)
 
     def _backed_up_epoch(self, index: int, default: int) -> int:
-        """The epoch counter in the phase's backup (what BackupAndRestore will resume from)."""
-        path = self._backup_dir(index) / "training_metadata.json"
-        try:
-            return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
-        except (OSError, ValueError, KeyError):
-            return default
+        """The epoch counter in the phase's backup (what the backup callback will resume from)."""
+        saved = AtomicBackupAndRestore.saved_epoch(self._backup_dir(index))
+        return default if saved is None else saved
 
     def _training_graph(self) -> keras.Model:
         """What phases on images compile and fit: built once, re-compiled every phase."""
