@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,12 +24,14 @@ from transferkit.testing import make_image_folder
 from transferkit.training.features import (
     CachedFeatures,
     EpochSetter,
+    ValidationPass,
     extract_features,
     feature_moments,
     feature_step,
     fit_inputs,
 )
 from transferkit.training.model import build_classifier
+from transferkit.training.optimizers import compile_classifier
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +142,40 @@ def test_fit_inputs_stream_features_in_memory_and_keep_a_memmap_a_pydataset(tmp_
     labels = np.arange(20, dtype="int32") % 2
     validation = (values[0, :5], labels[:5])
     arguments, callbacks = fit_inputs(CachedFeatures(values, labels, 8, 0), validation, first_epoch=3)
-    assert arguments["steps_per_epoch"] == 3 and arguments["validation_steps"] == 1 and callbacks == []
-    assert isinstance(arguments["x"], tf.data.Dataset)
+    assert arguments["steps_per_epoch"] == 3 and "validation_data" not in arguments
+    assert isinstance(arguments["x"], tf.data.Dataset) and [type(c) for c in callbacks] == [ValidationPass]
     store = CacheBudget(0, tmp_path).array(values.shape)
     on_disk = CachedFeatures(store, labels, 8, 0)
     arguments, callbacks = fit_inputs(on_disk, validation)
     assert arguments["x"] is on_disk and [type(c) for c in callbacks] == [EpochSetter]
+
+
+def test_the_validation_pass_logs_what_fit_with_validation_data_logs():
+    """Same batches through the same compiled test step: the same val_ figures, epoch by epoch."""
+    rng = np.random.default_rng(4)
+    values, labels = rng.normal(size=(2, 45, 6)).astype("float32"), np.arange(45, dtype="int32") % 3
+    validation = (rng.normal(size=(21, 6)).astype("float32"), np.arange(21, dtype="int32") % 3)
+
+    def history(use_callback: bool) -> dict:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+        compile_classifier(model, keras.optimizers.Adam(0.05), 3, label_smoothing=0.1)
+        train = CachedFeatures(values, labels, 8, seed=1)
+        if use_callback:
+            arguments, callbacks = fit_inputs(train, validation)
+        else:
+            val = tf.data.Dataset.from_tensor_slices(validation).batch(8)
+            arguments, callbacks = (
+                dict(x=train.as_dataset(), steps_per_epoch=len(train), validation_data=val),
+                [],
+            )
+        return model.fit(epochs=4, callbacks=callbacks, verbose=0, **arguments).history
+
+    passed, fitted = history(True), history(False)
+    assert sorted(passed) == sorted(fitted) and "val_loss" in passed and "val_accuracy" in passed
+    for key in passed:
+        np.testing.assert_allclose(passed[key], fitted[key], rtol=1e-6, err_msg=key)
 
 
 def test_feature_moments_read_a_strided_store_in_chunks(monkeypatch):
