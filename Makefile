@@ -28,8 +28,8 @@ browser:
 	  { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
-# 2-core CI machine. Measured at 31ef336 on a 2-core VM: 20 min; in one process 34 min, but that run
-# shared the machine with a fit half the time. TEST_WORKERS=0 runs the suite in one process.
+# 2-core CI machine. Measured on a 2-core VM: 20 min at 31ef336 (in one process 34 min, but that run
+# shared the machine with a fit half the time); 13 min at 5a4b8af (cheaper per-epoch backup and validation). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: setup browser
