@@ -29,7 +29,8 @@ browser:
 
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
 # 2-core CI machine. Measured on a 2-core VM: 20 min at 31ef336 (in one process 34 min, but that run
-# shared the machine with a fit half the time); 13 min at 5a4b8af (cheaper per-epoch backup and validation). TEST_WORKERS=0 runs the suite in one process.
+# shared the machine with a fit half the time); 13 min at 5a4b8af (cheaper per-epoch backup and
+# validation). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: setup browser
