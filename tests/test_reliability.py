@@ -42,7 +42,7 @@ from transferkit.testing import (
     tiny_trainer,
 )
 from transferkit.testing import interrupt_at as stop_at
-from transferkit.training.callbacks import read_history
+from transferkit.training.callbacks import AtomicBackupAndRestore, ResumableEarlyStopping, read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
 from transferkit.training.trainer import Trainer, TrainState
@@ -481,6 +481,45 @@ def test_the_per_epoch_backup_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         backup.on_epoch_end(1)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved
+
+
+def test_the_backup_carries_early_stopping_progress_in_the_same_file(tmp_path):
+    """One file, one epoch: the weights, the optimizer and early stopping's wait, best and best weights."""
+
+    def process():  # the callbacks and a freshly built model, as a new process has them
+        model = _small_model()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        stopping = ResumableEarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+        backup = AtomicBackupAndRestore(str(tmp_path), stopping)
+        for callback in (stopping, backup):
+            callback.set_model(model)
+            callback.on_train_begin()
+        return model, stopping, backup
+
+    model, stopping, backup = process()
+    stopping.on_epoch_end(0, {"val_loss": 1.0})
+    best = model.get_weights()
+    model.set_weights([w + 1 for w in best])
+    model.optimizer.iterations.assign(7)
+    stopping.on_epoch_end(1, {"val_loss": 2.0})
+    backup.on_epoch_end(1)
+    last = model.get_weights()
+
+    model, stopping, _ = process()
+    assert (stopping.wait, stopping.best, stopping.best_epoch, model._initial_epoch) == (1, 1.0, 0, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(stopping.best_weights, best, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), last, strict=True))
+    assert int(model.optimizer.iterations) == 7
+
+    stopping.on_epoch_end(2, {"val_loss": 0.5})  # an improvement: its best weights are the backup's own
+    backup = AtomicBackupAndRestore(str(tmp_path), stopping)
+    backup.set_model(model)
+    backup.on_epoch_end(2)
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.npz"]
+    model, stopping, _ = process()
+    assert (stopping.wait, stopping.best, stopping.best_epoch, model._initial_epoch) == (0, 0.5, 2, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(stopping.best_weights, last, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

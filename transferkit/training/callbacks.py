@@ -3,7 +3,7 @@ early stopping that survives a restart, and random streams restarted per epoch.
 
 Interruptions lose at most the current epoch: Keras' ``BackupAndRestore`` keeps the weights,
 optimizer state (and so the learning-rate schedule position) and epoch of the phase in
-progress, early stopping keeps its best value, patience count and best weights next to it,
+progress, early stopping keeps its best value, patience count and best weights in the same file,
 and :class:`Reseed` makes a resumed epoch draw the same augmentations and dropout masks.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from transferkit.fileio import atomic_path, write_json, write_text
+from transferkit.fileio import atomic_path, write_text
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -60,8 +59,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     STATE_FILE = "latest.npz"
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, early_stopping: ResumableEarlyStopping | None = None):
+        """``early_stopping``: the phase's, whose progress goes into the same file (put it earlier
+        in the callbacks, so that it has judged the epoch when the backup is written)."""
         super().__init__(backup_dir, delete_checkpoint=False)  # save_freq="epoch"
+        self.early_stopping = early_stopping
 
     @classmethod
     def saved_epoch(cls, backup_dir: str | Path) -> int | None:
@@ -76,6 +78,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         arrays = {"epoch": np.asarray(epoch + 1)}
         arrays.update({f"w{i}": value for i, value in enumerate(self.model.get_weights())})
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(_optimizer_variables(self.model))})
+        if self.early_stopping is not None:
+            arrays.update(self.early_stopping.state_arrays(epoch))
         with atomic_path(Path(self.backup_dir) / self.STATE_FILE) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
@@ -93,6 +97,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             weights = [saved[f"w{i}"] for i in range(len(self.model.weights))]
             variables = _optimizer_variables(self.model)
             state = [saved[f"o{i}"] for i in range(len(variables))]
+            if self.early_stopping is not None:
+                self.early_stopping.restore(saved, weights)
         self.model.set_weights(weights)
         for variable, value in zip(variables, state, strict=True):
             variable.assign(value)
@@ -118,6 +124,7 @@ class StartAwareEarlyStopping(keras.callbacks.EarlyStopping):
     def __init__(self, *, start_loss: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.start_loss = start_loss
+        self.best, self.best_epoch = None, 0  # as Keras' on_train_begin sets them
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -136,42 +143,44 @@ class ResumableEarlyStopping(StartAwareEarlyStopping):
 
     Keras keeps the best value, the epochs waited and the best weights in memory only: a resumed
     phase would count patience from zero and, with ``restore_best_weights``, could only restore an
-    epoch after the interruption. They are saved in ``state_dir`` (the phase's backup folder) at
-    every epoch end, before the backup, and read back when the phase starts again.
+    epoch after the interruption. They go into the phase's backup (:class:`AtomicBackupAndRestore`),
+    in the same file as the weights they belong to, so a resume never pairs one epoch's weights with
+    another epoch's patience count; the backup restores them when the phase starts again.
     """
 
-    def __init__(self, state_dir: Path, *, start_loss: float | None = None, **kwargs):
-        super().__init__(start_loss=start_loss, **kwargs)
-        self.state_path = Path(state_dir) / "early_stopping.json"
-        self.weights_path = Path(state_dir) / "early_stopping_best.npz"
+    def state_arrays(self, epoch: int) -> dict[str, np.ndarray]:
+        """Its progress at the end of ``epoch``, as arrays for the backup written then."""
+        if self.best_weights is None:
+            source = BEST_WEIGHTS_NONE
+        elif self.best_epoch == epoch:  # the weights the backup holds anyway
+            source = BEST_WEIGHTS_CURRENT
+        else:
+            source = BEST_WEIGHTS_STORED
+        arrays = {
+            "es_wait": np.asarray(self.wait),
+            "es_best": np.asarray(np.nan if self.best is None else float(self.best)),
+            "es_best_epoch": np.asarray(self.best_epoch),
+            "es_best_weights": np.asarray(source),
+        }
+        if source == BEST_WEIGHTS_STORED:
+            arrays.update({f"es_w{i}": value for i, value in enumerate(self.best_weights)})
+        return arrays
 
-    def on_train_begin(self, logs=None):
-        if not self.state_path.exists():
-            super().on_train_begin(logs)  # the start, if given, kept
+    def restore(self, saved, weights: list[np.ndarray]) -> None:
+        """Take back the progress :meth:`state_arrays` put in a backup; ``weights``: the backup's."""
+        if "es_wait" not in saved.files:
             return
-        keras.callbacks.EarlyStopping.on_train_begin(self, logs)
-        state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
-        if self.restore_best_weights and self.weights_path.exists():
-            with np.load(self.weights_path) as saved:
-                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+        self.wait, self.best_epoch = int(saved["es_wait"]), int(saved["es_best_epoch"])
+        best = float(saved["es_best"])
+        self.best = None if np.isnan(best) else best
+        source = int(saved["es_best_weights"])
+        if source == BEST_WEIGHTS_STORED:
+            self.best_weights = [saved[f"es_w{i}"] for i in range(len(weights))]
+        else:
+            self.best_weights = [np.array(w) for w in weights] if source == BEST_WEIGHTS_CURRENT else None
 
-    def _keep_start(self, loss: float) -> None:
-        """The start kept as the best so far, and saved so a resume keeps it too."""
-        super()._keep_start(loss)
-        self._save(-1)
 
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        self._save(epoch)
-
-    def _save(self, epoch: int) -> None:
-        if self.best_weights is not None and self.best_epoch == epoch:
-            with atomic_path(self.weights_path) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
-        best = None if self.best is None else float(self.best)
-        write_json(self.state_path, {"wait": self.wait, "best": best, "best_epoch": self.best_epoch})
+BEST_WEIGHTS_NONE, BEST_WEIGHTS_CURRENT, BEST_WEIGHTS_STORED = 0, 1, 2  # where a backup keeps them
 
 
 class Reseed(keras.callbacks.Callback):

@@ -260,17 +260,18 @@ class Trainer:
     def _callbacks(self, index: int, phase: Phase) -> tuple[list[keras.callbacks.Callback], HistoryWriter]:
         writer = HistoryWriter(self.run_dir / "history.csv", phase.name, self.history)
         backup = self._backup_dir(index)
-        # At each epoch end, in this order: the history row and early-stopping state first, the
-        # backup last, so an epoch the backup counts as done is never missing from either.
+        # At each epoch end, in this order: the history row, early stopping's verdict, then the
+        # backup (weights, optimizer and early stopping's progress in one file), so an epoch the
+        # backup counts as done is never missing from the history.
         callbacks: list[keras.callbacks.Callback] = [Reseed(self.recipe.seed), writer]
+        stopping = None
         if phase.patience:
-            callbacks.append(
-                ResumableEarlyStopping(
-                    backup, monitor="val_loss", patience=phase.patience, restore_best_weights=True
-                )
+            stopping = ResumableEarlyStopping(
+                monitor="val_loss", patience=phase.patience, restore_best_weights=True
             )
+            callbacks.append(stopping)
         callbacks += [
-            AtomicBackupAndRestore(str(backup)),
+            AtomicBackupAndRestore(str(backup), stopping),
             keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
         ]
         return callbacks, writer
