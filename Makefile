@@ -30,7 +30,8 @@ browser:
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
 # 2-core CI machine. Measured on a 2-core VM: 20 min at 31ef336 (in one process 34 min, but that run
 # shared the machine with a fit half the time); 13 min at 5a4b8af (cheaper per-epoch backup and
-# validation). TEST_WORKERS=0 runs the suite in one process.
+# validation), 18-21 min from fresh clones at bc1085a while the VM's steal time was 7-33%.
+# TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: setup browser
