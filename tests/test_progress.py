@@ -21,6 +21,8 @@ strategy = "fine_tune"
 name = "tiny"
 weights = "random"
 image_size = 16
+[data]
+batch_size = 4
 [[phases]]
 name = "head"
 train = "head"
@@ -50,9 +52,16 @@ class EpochRecorder(keras.callbacks.Callback):
         super().__init__()
         self.epochs: list[int] = []
         self.fits = 0
+        self.batch_calls: list[int] = []  # per fit: the calls of on_train_batch_end
+        self.steps: list[int] = []  # per fit: the batches in an epoch
 
     def on_train_begin(self, logs=None):
         self.fits += 1
+        self.batch_calls.append(0)
+        self.steps.append(self.params["steps"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_calls[-1] += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append(epoch + 1)  # Keras counts across phases: history.csv's epoch column
@@ -80,6 +89,14 @@ def test_app_callbacks_see_every_epoch_of_every_phase(observed):
     history = _history_epochs(run)
     assert len({phase for phase, _ in history}) == 2
     assert recorder.fits == 2 and recorder.epochs == [epoch for _, epoch in history]
+
+
+def test_a_head_phase_trains_a_whole_epoch_per_call_and_an_image_phase_a_batch(observed):
+    # Batch hooks see one call per execution of the train function (Keras' steps_per_execution).
+    run, recorder, _ = observed
+    epochs = [sum(1 for name, _ in _history_epochs(run) if name == phase.name) for phase in run.recipe.phases]
+    assert recorder.steps[0] > 1 and recorder.steps[1] > 1
+    assert recorder.batch_calls == [epochs[0], epochs[1] * recorder.steps[1]]
 
 
 def test_progress_events_come_phase_by_phase_then_finished(observed):

@@ -233,7 +233,11 @@ def fit_inputs(
     epoch (18 ms an epoch where the PyDataset and arrays took 75-90 ms: 204 rows of 1,280 features,
     batch 32, CPU) and ``validation`` through :class:`ValidationPass`, which adds up over the up to
     200 epochs of a head phase and the augmentation check's two extra fits. A memory-mapped (or
-    very large) store stays a PyDataset, told its epoch by :class:`EpochSetter`.
+    very large) store stays a PyDataset, told its epoch by :class:`EpochSetter`. Compile the head
+    with ``steps_per_execution=len(train)``: a whole epoch per call of the train function, the same
+    steps and the same weights; a whole LFW fit on random features (a 200-epoch head phase and the
+    augmentation check's 2 x 200 epochs) took 47 s of user CPU where it took 53-57 s with one batch
+    per call (2-core CPU).
 
     Args:
         train: the cached training features.

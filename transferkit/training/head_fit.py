@@ -72,7 +72,9 @@ def fit_head(
     epoch = 0
     for phase in recipe.phases:
         optimizer = phase_optimizer(phase, learning_rate=phase.learning_rate, steps_per_epoch=len(train))
-        compile_classifier(graph, optimizer, num_classes, recipe.head.label_smoothing)
+        compile_classifier(
+            graph, optimizer, num_classes, recipe.head.label_smoothing, steps_per_execution=len(train)
+        )
         inputs, callbacks = fit_inputs(train, (val_x, val_y), epoch)
         callbacks.append(Reseed(recipe.seed))
         if phase.patience:  # a fitted start competes with the epochs, as in the Trainer's phase

@@ -203,7 +203,7 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
         compiled = trainer.augment is not None or index > 0
     started = index == 0 and start_head(trainer, train, validation)  # a resume restores its backup
     if not compiled:  # compiling again would trace the head's train and test steps again
-        trainer._compile(head, phase, len(train))
+        trainer._compile(head, phase, len(train), steps_per_execution=len(train))
     fitted_start = start_loss(head, validation, trainer.batch_size) if started and phase.patience else None
     inputs, callbacks = fit_inputs(train, validation, trainer._backed_up_epoch(index, initial_epoch))
     return trainer._fit(
@@ -239,7 +239,7 @@ def settle_augmentation(
     with trainer.stopwatch.stage("augmentation check"):
         check = check_augmentation(
             head,
-            lambda model: trainer._compile(model, phase, len(augmented)),
+            lambda model: trainer._compile(model, phase, len(augmented), steps_per_execution=len(augmented)),
             augmented,
             clean,
             validation,

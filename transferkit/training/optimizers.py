@@ -99,6 +99,7 @@ def compile_classifier(
     label_smoothing: float,
     *,
     one_hot: bool = False,
+    steps_per_execution: int = 1,
 ) -> None:
     """Compile ``model`` (class probabilities out) with the loss and metrics.
 
@@ -110,6 +111,8 @@ def compile_classifier(
         one_hot: labels come one-hot or mixed (:mod:`transferkit.training.mixing`) instead of as
             integers. The same smoothing applies on top of a mixed label, and accuracy counts the
             prediction right when it names the label's largest share (the class, when one-hot).
+        steps_per_execution: training steps per call of the compiled train function; a head on
+            cached features takes a whole epoch per call (:func:`~transferkit.training.features.fit_inputs`).
     """
     if one_hot:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
@@ -122,7 +125,7 @@ def compile_classifier(
     if num_classes > 5:
         metrics.append(top5(k=5, name="top5_accuracy"))
     # Keywords, always: positional metrics would be taken as loss weights in Keras 3.
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution)
 
 
 def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss:

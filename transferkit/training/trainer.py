@@ -235,7 +235,14 @@ class Trainer:
         return class_weights(labels, self.num_classes, mode)
 
     def _compile(
-        self, model, phase: Phase, steps_per_epoch: int, *, learning_rate=None, constant=False
+        self,
+        model,
+        phase: Phase,
+        steps_per_epoch: int,
+        *,
+        learning_rate=None,
+        constant=False,
+        steps_per_execution: int = 1,
     ) -> None:
         optimizer = phase_optimizer(
             phase,
@@ -245,7 +252,14 @@ class Trainer:
             constant=constant,
         )
         smoothing, one_hot = self.recipe.head.label_smoothing, self.stream.mixes(phase)
-        compile_classifier(model, optimizer, self.num_classes, smoothing, one_hot=one_hot)
+        compile_classifier(
+            model,
+            optimizer,
+            self.num_classes,
+            smoothing,
+            one_hot=one_hot,
+            steps_per_execution=steps_per_execution,
+        )
 
     def _checkpoint(self, index: int) -> Path:
         return self.run_dir / "checkpoints" / f"phase{index}.weights.h5"
