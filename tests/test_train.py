@@ -11,7 +11,7 @@ from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import Phase
 from transferkit.testing import synthetic_arrays, synthetic_batches, tiny_trainer
-from transferkit.training.callbacks import read_history
+from transferkit.training.callbacks import EpochTensorBoard, read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
 from transferkit.training.trainer import TrainState
@@ -125,3 +125,37 @@ def test_head_standardises_features_from_the_training_set(tmp_path):
     assert {v.path for v in norm.weights if "mean" in v.path} <= changed
     standardised = np.asarray(norm(features))  # the layer computes with the statistics, not just stores them
     assert abs(standardised.mean()) < 0.5 and 0.3 < standardised.std() < 3
+
+
+def _scalars(log_dir) -> dict:
+    """``{(folder, tag, step): value}`` of every scalar summary under ``log_dir``."""
+    found = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[(path.parent.name, value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
+def test_epoch_tensorboard_writes_what_keras_tensorboard_writes_at_epoch_granularity(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 5)).astype("float32"), np.arange(40) % 2
+
+    def logged(callback, folder) -> dict:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((5,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], steps_per_execution=2)  # fmt: skip
+        validation = (x[:10], y[:10])
+        model.fit(x, y, batch_size=8, epochs=3, validation_data=validation, callbacks=[callback], verbose=0)
+        return _scalars(folder)
+
+    ours = logged(EpochTensorBoard(str(tmp_path / "ours")), tmp_path / "ours")
+    keras_board = keras.callbacks.TensorBoard(str(tmp_path / "keras"), write_graph=False)
+    theirs = logged(keras_board, tmp_path / "keras")
+    names = {(folder, tag) for folder, tag, _ in ours}
+    expected = {("train", "epoch_learning_rate"), ("train", "epoch_loss"), ("validation", "epoch_accuracy")}
+    assert expected <= names
+    assert ours.keys() == theirs.keys()
+    np.testing.assert_allclose([ours[key] for key in theirs], list(theirs.values()), rtol=1e-6)

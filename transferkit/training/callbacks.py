@@ -10,6 +10,7 @@ and :class:`Reseed` makes a resumed epoch draw the same augmentations and dropou
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.fileio import atomic_path, write_text
 
@@ -200,6 +202,49 @@ class Reseed(keras.callbacks.Callback):
             if isinstance(generator, keras.random.SeedGenerator):
                 value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
                 generator.state.assign(value)
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' ``TensorBoard`` at epoch granularity, each epoch's scalars written in one traced call.
+
+    The same event files, tags and steps as ``TensorBoard(update_freq="epoch")``: ``epoch_<name>``
+    (the learning rate too) under ``train/``, ``epoch_<name>`` under ``validation/``. Keras writes
+    each scalar with eager ops, and turns every batch's logs into summaries that no writer records
+    (at epoch granularity none is set): 2.7 s of a 200-epoch head phase's 14.5 s under cProfile,
+    1.2 s this way (Animal-MNIST, 10 classes, 2-core CPU).
+    """
+
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir, write_graph=False, profile_batch=0)  # update_freq="epoch"
+        self._epoch_writers: dict[tuple, tf.types.experimental.GenericFunction] = {}
+
+    def set_model(self, model):
+        super().set_model(model)  # Keras opens new file writers for each model
+        self._epoch_writers = {}  # traced with the writers they write to
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass  # no batch summaries at epoch granularity
+
+    def _log_epoch_metrics(self, epoch, logs):
+        if not logs:
+            return
+        train = self._collect_learning_rate({k: v for k, v in logs.items() if not k.startswith("val_")})
+        val = {k.removeprefix("val_"): v for k, v in logs.items() if k.startswith("val_")}
+        names = (tuple(train), tuple(val))
+        if names not in self._epoch_writers:
+            self._epoch_writers[names] = tf.function(functools.partial(self._write, *names), autograph=False)
+        values = [tf.constant([float(v) for v in part.values()], tf.float32) for part in (train, val)]
+        self._epoch_writers[names](tf.constant(epoch, tf.int64), *values)
+
+    def _write(self, train_names, val_names, step, train_values, val_values):
+        for writer, names, values in (
+            (self._train_writer, train_names, train_values),
+            (self._val_writer, val_names, val_values),
+        ):
+            if names:  # as Keras: no validation folder without validation figures
+                with writer.as_default(step):
+                    for index, name in enumerate(names):
+                        tf.summary.scalar(f"epoch_{name}", values[index])
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -32,6 +32,7 @@ from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_re
 from transferkit.training.augment import build_augmentation, is_identity
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
+    EpochTensorBoard,
     HistoryWriter,
     Reseed,
     ResumableEarlyStopping,
@@ -286,7 +287,7 @@ class Trainer:
             callbacks.append(stopping)
         callbacks += [
             AtomicBackupAndRestore(str(backup), stopping),
-            keras.callbacks.TensorBoard(str(self.run_dir / "logs"), write_graph=False, profile_batch=0),
+            EpochTensorBoard(str(self.run_dir / "logs")),
         ]
         return callbacks, writer
 
