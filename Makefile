@@ -28,9 +28,8 @@ browser:
 	  { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
-# 2-core CI machine. Measured on a 2-core VM: 20 min at 31ef336 (in one process 34 min, but that run
-# shared the machine with a fit half the time); 13 min at 5a4b8af (cheaper per-epoch backup and
-# validation), 18-21 min from fresh clones at bc1085a while the VM's steal time was 7-33%.
+# 2-core CI machine. Measured from a fresh clone on a 2-core VM at 6d42b08: pytest 14 min (16.6 min
+# with the set-up) with the VM quiet, 18-21 min at bc1085a while its host took 7-33% of the CPU.
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
