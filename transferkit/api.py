@@ -123,8 +123,8 @@ def fit(
             (:mod:`transferkit.training.distribute`, docs/DISTRIBUTED.md).
         verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
         callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``. A phase
-            that trains the head on cached features runs a whole epoch per call of the train step, so batch
-            hooks see one call per epoch there (Keras' ``steps_per_execution``).
+            that trains the head on cached features runs a whole epoch per call of the train
+            function, so batch hooks see one call per epoch there (Keras' ``steps_per_execution``).
         progress: a callable (or an object with ``phase_started`` / ``epoch_ended`` /
             ``finished`` methods) receiving :mod:`transferkit.training.progress` events: each
             phase's ``PhaseStarted``, then one ``EpochEnded`` per epoch, and ``Finished`` last.
