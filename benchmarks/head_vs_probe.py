@@ -162,6 +162,7 @@ def train_head(train, validation, test, recipe, init: str, rate: float, seed: in
     from transferkit.training.callbacks import Reseed
     from transferkit.training.features import CachedFeatures, EpochSetter
     from transferkit.training.head_init import initialise_head
+    from transferkit.training.head_phase import standardise_head
     from transferkit.training.model import build_head
     from transferkit.training.optimizers import compile_classifier, phase_optimizer
 
@@ -169,7 +170,7 @@ def train_head(train, validation, test, recipe, init: str, rate: float, seed: in
     num_classes = int(max(y.max(), yv.max(), yt.max())) + 1
     keras.utils.set_random_seed(seed)
     head = build_head(x.shape[1], num_classes, recipe.head)
-    head.get_layer("feature_norm").adapt(x)  # the trainer floors tiny variances; close enough here
+    standardise_head(head, x)  # as the trainer does
     if init == "logistic":
         initialise_head(head, x, y, validation)
     phase = dataclasses.replace(recipe.phases[0], learning_rate=rate)

@@ -148,7 +148,10 @@ def test_the_shared_feature_steps_compute_what_separate_steps_do():
     assert not np.allclose(shared, clean(images).numpy())
 
 
-def test_the_head_phase_trains_on_from_the_checks_compile(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "augmentation-dropped"])
+def test_the_head_phase_trains_on_from_the_checks_compile_unless_the_head_was_standardised_again(
+    tmp_path, monkeypatch, kept
+):
     compiled = []
     original = trainer_module.Trainer._compile
 
@@ -157,7 +160,11 @@ def test_the_head_phase_trains_on_from_the_checks_compile(tmp_path, monkeypatch)
         return original(self, model, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module.Trainer, "_compile", counted)
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: kept))
     classifier, changed = _run(_recipe("small_similar", epochs=2), tmp_path)
-    assert TrainState.load(tmp_path).augmentation is not None
-    assert compiled == ["head_training_graph"]  # the check's compile only: the head is traced once
-    assert changed and all("predictions" in path or "feature_norm" in path for path in changed)
+    assert TrainState.load(tmp_path).augmentation["use_augmentation"] is kept
+    # Kept: the check's compile only, the head traced once. Dropped: the head was standardised again
+    # on the clean features, and steps traced before hold the augmented features' statistics.
+    assert compiled == ["head_training_graph"] * (1 if kept else 2)
+    head_layers = ("predictions", "feature_norm", "feature_scale")
+    assert changed and all(any(name in path for name in head_layers) for path in changed)

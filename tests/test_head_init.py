@@ -68,9 +68,9 @@ def test_regularisation_is_chosen_on_validation_and_an_absent_class_gets_no_prob
 
 def test_initialise_head_sets_the_dense_layer_so_the_head_predicts_like_the_regression():
     x, y = _blobs(3, 30)
-    x = x * 50.0 + 7.0  # pooled activations are far from standardised: the head's feature_norm does it
+    x = x * 50.0 + 7.0  # pooled activations are far from standardised: the head's own layers do it
     head = build_head(x.shape[1], 3, HeadConfig(dropout=0.5))
-    head.get_layer("feature_norm").adapt(x)  # as the trainer sets it: from the training features
+    head_phase.standardise_head(head, x)  # as the trainer sets it: from the training features
     fitted = initialise_head(head, np.stack([x, x]), y, (x, y))  # two cached passes
     assert fitted.val_accuracy == 1.0
     predicted = np.asarray(head(x, training=False)).argmax(axis=1)

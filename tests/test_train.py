@@ -9,11 +9,12 @@ import tensorflow as tf
 
 from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
-from transferkit.recipes import Phase
+from transferkit.recipes import HeadConfig, Phase
 from transferkit.testing import synthetic_arrays, synthetic_batches, tiny_trainer
 from transferkit.training.callbacks import EpochTensorBoard, read_history
 from transferkit.training.device import setup_device
-from transferkit.training.model import build_classifier
+from transferkit.training.head_phase import standardise_head
+from transferkit.training.model import build_classifier, build_head, standardised
 from transferkit.training.trainer import TrainState
 
 SPEC = get_backbone("tiny")
@@ -117,14 +118,34 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
 
 def test_head_standardises_features_from_the_training_set(tmp_path):
     classifier, changed = _run(_recipe("small_similar", epochs=1), tmp_path)
-    norm = classifier.head.get_layer("feature_norm")
+    scale, norm = classifier.head.get_layer("feature_scale"), classifier.head.get_layer("feature_norm")
     images, _ = synthetic_arrays()
     features = classifier.extractor.predict(images.astype("float32"), verbose=0)
+    gain = float(np.sqrt(np.ravel(scale.variance)[0]))
+    assert gain == 2.0 ** round(np.log2(gain))  # a power of two: scales exactly
     # adapted on augmented copies of the same images: close to, not equal to, the clean statistics
-    np.testing.assert_allclose(np.ravel(norm.mean), features.mean(axis=0), rtol=0.5, atol=0.05)
+    np.testing.assert_allclose(np.ravel(norm.mean) / gain, features.mean(axis=0), rtol=0.5, atol=0.05)
     assert {v.path for v in norm.weights if "mean" in v.path} <= changed
-    standardised = np.asarray(norm(features))  # the layer computes with the statistics, not just stores them
-    assert abs(standardised.mean()) < 0.5 and 0.3 < standardised.std() < 3
+    z = standardised(classifier.head, features)  # the layers compute with the statistics, not just store them
+    assert abs(z.mean()) < 0.5 and 0.3 < z.std() < 3
+
+
+@pytest.mark.parametrize("factor", [2.0**-40, 2.0**10, 1e-12])
+def test_the_head_standardises_features_of_any_scale_alike(factor):
+    """A random MobileNetV2's pooled features are ~1e-12 (Keras' init and torchvision's alike): below
+    Normalization's 1e-7 floor on the standard deviation they came out near zero, and the head
+    trained on them barely moved from chance (training loss 2.23 after 200 epochs, chance 2.30)."""
+    features = np.random.default_rng(0).gamma(2.0, size=(2, 40, 8)).astype("float32")  # [passes, N, D]
+    expected, tiny = build_head(8, 3, HeadConfig()), build_head(8, 3, HeadConfig())
+    standardise_head(expected, features)
+    standardise_head(tiny, features * np.float32(factor))
+    z = standardised(expected, features[0])
+    assert abs(z.mean()) < 0.1 and 0.9 < z.std() < 1.1
+    scaled = standardised(tiny, features[0] * np.float32(factor))
+    if factor == 2.0 ** round(np.log2(factor)):
+        np.testing.assert_array_equal(scaled, z)  # exact: the gain is a power of two, so is the factor
+    else:
+        np.testing.assert_allclose(scaled, z, rtol=1e-4, atol=1e-5)
 
 
 def _scalars(log_dir) -> dict:

@@ -1,10 +1,10 @@
 """The head's starting point: a logistic regression fitted on the cached features (LP-FT's linear probe).
 
-The head is ``feature_norm -> dropout -> Dense softmax``: on cached features it is a multinomial
-logistic regression, trained by Adam from random weights. A convex solver reaches that model's
+The head is ``feature_scale -> feature_norm -> dropout -> Dense softmax``: on cached features it is
+a multinomial logistic regression, trained by Adam from random weights. A convex solver reaches that model's
 regularised optimum directly, so the head phase can start there, as LP-FT starts fine-tuning from a
 fitted linear probe (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"):
-L-BFGS on the features as the head's own ``feature_norm`` standardises them, the inverse
+L-BFGS on the features as the head's own layers scale and standardise them, the inverse
 regularisation ``C`` chosen on the validation features, its coefficients copied into the
 ``predictions`` layer. The head phase then continues from there as before.
 """
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+
+from transferkit.training.model import standardised
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths tried; sklearn's default is 1
 MISSING_CLASS_BIAS = -10.0  # logit bias of a class absent from the training features
@@ -131,16 +133,16 @@ def initialise_head(
     """Set the head's ``predictions`` layer to the logistic regression fitted on its own inputs.
 
     Args:
-        head: the classifier's head (``feature_norm`` already set from the training features).
+        head: the classifier's head (its standardisation already set from the training features).
         features: the pooled training features the head phase trains on, ``[N, D]`` or one set
             per cached pass, ``[passes, N, D]`` (fitted on all of them).
         labels: ``[N]`` labels of the training images.
         validation: the validation split's pooled ``(features, labels)``.
     """
-    norm, predictions = head.get_layer("feature_norm"), head.get_layer("predictions")
+    predictions = head.get_layer("predictions")
 
     def standardise(x: np.ndarray) -> np.ndarray:
-        return keras.ops.convert_to_numpy(norm(x.astype("float32"))).astype("float64")
+        return standardised(head, x).astype("float64")
 
     rows, row_labels = training_rows(features, labels, MAX_ROWS)
     train = (standardise(rows), row_labels)

@@ -287,11 +287,15 @@ def start_loss(head: keras.Model, validation: tuple, batch_size: int) -> float |
 
 
 def standardise_head(head: keras.Model, features: np.ndarray) -> None:
-    """Set ``head``'s feature standardisation (its ``feature_norm`` layer) from training features.
+    """Set ``head``'s feature scale and standardisation (``feature_scale``, ``feature_norm``) from
+    training features.
 
-    Each feature's variance is floored at a hundredth of the average one: a feature that barely
-    varies on the training images (common after ReLU + pooling) would otherwise be scaled up
-    by orders of magnitude and turn tiny differences on new images into huge logits.
+    The scale is the power of two nearest to one over the features' root mean variance, or 1 if
+    that is smaller (``feature_norm`` handles large features; ``feature_scale``'s own factor is
+    floored at 1e-7) or the features are constant. Each feature's variance is floored at a
+    hundredth of the average one: a feature that barely varies on the training images (common
+    after ReLU + pooling) would otherwise be scaled up by orders of magnitude and turn tiny
+    differences on new images into huge logits.
 
     Args:
         head: a head from :func:`transferkit.training.model.build_head`.
@@ -299,11 +303,21 @@ def standardise_head(head: keras.Model, features: np.ndarray) -> None:
             will be trained on them; in memory or memory-mapped (read in chunks).
     """
     mean, variance, rows = feature_moments(features)
-    variance = np.maximum(variance, VARIANCE_FLOOR * max(float(variance.mean()), 1e-12))
+    average = float(variance.mean())
+    if average > 0:
+        variance = np.maximum(variance, VARIANCE_FLOOR * average)
+        scale = 2.0 ** max(round(-0.5 * np.log2(average)), 0)  # feature_scale can't shrink
+    else:  # constant features
+        variance, scale = np.ones_like(variance), 1.0
+    mean, variance = mean * np.float32(scale), variance * np.float32(scale**2)  # exact: powers of two
     count = np.asarray(rows, dtype="int64")
-    layer = head.get_layer("feature_norm")
-    layer.set_weights([mean, variance, count])
-    layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
+    for name, weights in (
+        ("feature_scale", [np.float32(0), np.float32(scale**2), count]),  # x -> 0 + x * sqrt(scale**2)
+        ("feature_norm", [mean, variance, count]),
+    ):
+        layer = head.get_layer(name)
+        layer.set_weights(weights)
+        layer.finalize_state()  # Normalization computes with a copy made here, not with its variables
 
 
 def _pretrained(recipe: Recipe, index: int) -> bool:
