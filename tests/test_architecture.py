@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 import transferkit
@@ -112,6 +113,22 @@ def test_decode_failures_are_logged_once_per_dataset_not_once_per_process(tmp_pa
                 list(dataset)
     warned = [r for r in caplog.records if "failed to decode after the scan" in r.getMessage()]
     assert len(warned) == 2 and str(broken) in warned[0].getMessage()
+
+
+def test_auto_precision_is_float32_for_a_random_base_whose_features_float16_cannot_hold():
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.backbones.weights import build_base
+    from transferkit.training.device import precision_for
+
+    assert precision_for("auto", "random") == "float32"
+    assert precision_for("auto", "imagenet") == "auto"  # mixed_float16 where a GPU is
+    assert precision_for("mixed_float16", "random") == "mixed_float16"  # asked for: kept
+    keras.utils.set_random_seed(0)
+    base, _ = build_base(get_backbone("mobilenet_v2_torchvision"), 64, "random")
+    images = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(base(images, training=False))
+    assert 0 < np.abs(features).max() < 6e-8  # below float16's smallest number: all of them 0 there
+    assert not np.float16(features).any()
 
 
 def test_fit_leaves_the_global_precision_policy_as_it_found_it(tmp_path):

@@ -40,7 +40,7 @@ from transferkit.session import (
     train_and_report,
 )
 from transferkit.tf_logging import tensorflow_warnings_muted
-from transferkit.training.device import Device, device_scope
+from transferkit.training.device import Device, device_scope, precision_for
 from transferkit.training.distribute import (
     check_agreement,
     read_cluster,
@@ -147,7 +147,7 @@ def fit(
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
-    with device_scope(precision, chosen.seed, distribute) as device:
+    with device_scope(precision_for(precision, chosen.backbone.weights), chosen.seed, distribute) as device:
         with stopwatch.stage("load data"):
             splits = load_splits(data, chosen, strict)
         say(verbose, splits.card.summary())
@@ -248,7 +248,7 @@ def resume(
     if "test_split" not in info:  # started before fit held out a test split: keep the run's own split
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
         say(verbose, "This run started before transferkit held out a test split; it resumes without one.")
-    with device_scope(precision, recipe.seed, distribute) as device:
+    with device_scope(precision_for(precision, recipe.backbone.weights), recipe.seed, distribute) as device:
         with stopwatch.stage("load data"):
             splits = load_splits(info["data"], recipe)
         if list(splits.class_names) != info["class_names"]:
@@ -313,6 +313,7 @@ def lr_find(
     overrides = dict(backbone=backbone, weights=weights, image_size=image_size, batch_size=batch_size)
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     out = Path(out)
+    precision = precision_for(precision, chosen.backbone.weights)
     with device_scope(precision, chosen.seed) as device, tempfile.TemporaryDirectory() as scratch:
         splits = load_splits(data, chosen)  # the held-out test split stays out of the sweep too
         with device.strategy.scope():

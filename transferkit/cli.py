@@ -170,7 +170,7 @@ def main() -> None:
     type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
-    help="auto: mixed_float16 on a GPU (loss scaling included), float32 on CPU.",
+    help="auto: mixed_float16 on a GPU (loss scaling included), float32 on CPU and for random weights.",
 )
 @click.option(
     "--distribute",

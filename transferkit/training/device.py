@@ -45,6 +45,21 @@ class Device:
         return text + (f", {self.cluster.describe()}" if self.cluster else "")
 
 
+def precision_for(precision: str, weights: str) -> str:
+    """``precision``, except that ``"auto"`` means float32 for a randomly initialised base.
+
+    A random MobileNetV2's activations shrink to ~1e-12 through BatchNorm layers still at their
+    initial statistics (torchvision's random init does the same), far below float16's smallest
+    number (6e-8): under mixed_float16 every feature is 0 and the head learns only the class
+    frequencies. Asking for mixed precision explicitly still gets it.
+
+    Args:
+        precision: as :func:`setup_device` takes it.
+        weights: the recipe's ``[backbone] weights``.
+    """
+    return "float32" if precision == "auto" and weights == "random" else precision
+
+
 def setup_device(precision: str = "auto", seed: int = 1337, distribute: str = "auto") -> Device:
     """Seed everything and pick precision and distribution for the hardware present.
 
@@ -54,7 +69,8 @@ def setup_device(precision: str = "auto", seed: int = 1337, distribute: str = "a
 
     Args:
         precision: "auto" (mixed_float16 on GPU, float32 on CPU, where bf16 helped dense
-            backbones but slowed MobileNets), "float32", "mixed_float16" or "mixed_bfloat16".
+            backbones but slowed MobileNets; see also :func:`precision_for`), "float32",
+            "mixed_float16" or "mixed_bfloat16".
         seed: seeds Python, NumPy and TensorFlow. On CPU, TensorFlow's op determinism is also
             switched on, so two runs with one seed give identical weights.
         distribute: "auto" | "none" | "mirrored" | "multi-worker": see
