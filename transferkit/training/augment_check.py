@@ -21,6 +21,13 @@ import numpy as np
 from transferkit.training.callbacks import Reseed
 from transferkit.training.features import CachedFeatures, fit_inputs
 
+MIN_DELTA = 1e-4
+"""Validation-loss gain (nats) that counts as progress for the check's early stopping. Without it a
+head on separable features (LFW faces, pretrained, 128 px) drove the clean fit's validation loss
+toward 0 by ever smaller steps and ran all 200 epochs (3e-4 at the end): 6.9 s of check, 3.1 s with it.
+Same decisions and figures with and without it on five data sets (Animal-MNIST, font_families_mpl,
+textures, science_tiles, LFW random), the check's CPU on textures 8.2 -> 2.7 s."""
+
 
 @dataclass(frozen=True)
 class AugmentCheck:
@@ -86,7 +93,7 @@ def check_augmentation(
     figures = {}
     for name, data in (("augmented", augmented), ("clean", clean)):
         _put_back(model, *start)
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(1, patience))
+        stop = keras.callbacks.EarlyStopping("val_loss", patience=max(1, patience), min_delta=MIN_DELTA)
         inputs, callbacks = fit_inputs(data, validation)
         history = model.fit(
             epochs=epochs,
