@@ -28,7 +28,7 @@ browser:
 	  { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
-# 2-core CI machine. Measured from a fresh clone on a 2-core VM at 6d42b08: pytest 14 min (16.6 min
+# 2-core CI machine. Measured from a fresh clone on a 2-core VM at bb3439b: pytest 13.5 min (15.5 min
 # with the set-up) with the VM quiet, 18-21 min at bc1085a while its host took 7-33% of the CPU.
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
