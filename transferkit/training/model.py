@@ -60,7 +60,7 @@ def preprocessing_layer(preprocessing: str) -> keras.layers.Layer | None:
 
 
 def build_head(feature_dim: int, num_classes: int, config: HeadConfig) -> keras.Model:
-    """Scale -> standardise -> dropout -> softmax on pooled features, in float32 even under mixed precision.
+    """Scale -> standardise -> dropout -> softmax on pooled features; all but dropout in float32 always.
 
     The features are standardised the way a linear probe standardises them: pooled activations
     differ in scale by orders of magnitude between cut points, and an unscaled softmax head then
