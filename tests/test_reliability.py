@@ -410,6 +410,34 @@ def test_resume_restores_weights_optimizer_schedule_and_early_stopping_exactly(
     assert all(np.array_equal(a, b) for a, b in zip(final, reference_weights, strict=True))
 
 
+@pytest.mark.parametrize("saved", ["checkpoint", "backup"])
+def test_a_checkpoint_or_backup_that_does_not_fit_the_model_is_a_clear_error(tmp_path, monkeypatch, saved):
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, stop_at(3)], writer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        with pytest.raises(Interrupted):
+            _exact_trainer(tmp_path).run()  # phase 1 checkpointed, phase 2 backed up
+    # Saved from another model, as a run started by another version's head would be: 4 classes.
+    other = build_classifier(SPEC, SPEC.build(32), 4, _exact_recipe().head).model
+    if saved == "checkpoint":
+        path = tmp_path / "checkpoints" / "phase0.weights.h5"
+        other.save_weights(path)
+    else:
+        path = tmp_path / "backup" / "phase1" / AtomicBackupAndRestore.STATE_FILE
+        with np.load(path) as kept:
+            arrays = dict(kept)
+        np.savez(path, **{**arrays, **{f"w{i}": w for i, w in enumerate(other.get_weights())}})
+    before = path.read_bytes()
+    with pytest.raises(TransferkitError, match="does not fit the model built to resume") as error:
+        _exact_trainer(tmp_path).run()
+    assert str(path) in str(error.value) and path.read_bytes() == before
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Atomic artifacts
 

@@ -28,3 +28,16 @@ class QualityGateError(TransferkitError):
 def choices_error(kind: str, received: object, valid: list[str] | tuple[str, ...]) -> TransferkitError:
     """Build the standard "Unknown X 'y'. Choose one of: a, b, c." error."""
     return TransferkitError(f"Unknown {kind} {received!r}. Choose one of: {', '.join(sorted(valid))}.")
+
+
+def saved_state_error(path: object, error: Exception) -> TransferkitError:
+    """A run's checkpoint or backup that the model built for its resume cannot take.
+
+    Its layers or shapes differ, e.g. because another version of transferkit started the run.
+    """
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return TransferkitError(
+        f"{path} does not fit the model built to resume this run (was the run started by another "
+        f"version of transferkit?): {detail}. Resume it with the version that started it, or start "
+        "the run again; nothing in the run folder was changed."
+    )

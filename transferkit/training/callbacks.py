@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.errors import saved_state_error
 from transferkit.fileio import atomic_path, write_text
 
 
@@ -94,16 +95,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        with np.load(path) as saved:
-            epoch = int(saved["epoch"])
-            weights = [saved[f"w{i}"] for i in range(len(self.model.weights))]
-            variables = _optimizer_variables(self.model)
-            state = [saved[f"o{i}"] for i in range(len(variables))]
-            if self.early_stopping is not None:
-                self.early_stopping.restore(saved, weights)
-        self.model.set_weights(weights)
-        for variable, value in zip(variables, state, strict=True):
-            variable.assign(value)
+        try:
+            with np.load(path) as saved:
+                epoch = int(saved["epoch"])
+                weights = [saved[f"w{i}"] for i in range(len(self.model.weights))]
+                variables = _optimizer_variables(self.model)
+                state = [saved[f"o{i}"] for i in range(len(variables))]
+                if self.early_stopping is not None:
+                    self.early_stopping.restore(saved, weights)
+            self.model.set_weights(weights)
+            for variable, value in zip(variables, state, strict=True):
+                variable.assign(value)
+        except (KeyError, ValueError) as error:  # fewer arrays, or other shapes, than the model has
+            raise saved_state_error(path, error) from error
         for layer in all_layers(self.model):  # as Keras' load_weights does: Normalization computes
             if isinstance(layer, keras.layers.Normalization):  # with a copy of its variables
                 layer.finalize_state()

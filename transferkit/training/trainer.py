@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.cache_budget import CacheBudget
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, saved_state_error
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_res_epochs
 from transferkit.training.augment import build_augmentation, is_identity
@@ -162,7 +162,11 @@ class Trainer:
         if state.augmentation is not None and not state.augmentation["use_augmentation"]:
             self.augment = None  # measured earlier in this run: augmentation did not help
         if state.completed_phases:
-            self.classifier.model.load_weights(self._checkpoint(state.completed_phases - 1))
+            checkpoint = self._checkpoint(state.completed_phases - 1)
+            try:
+                self.classifier.model.load_weights(checkpoint)
+            except ValueError as error:  # Keras: "A total of N objects could not be loaded ..."
+                raise saved_state_error(checkpoint, error) from error
         if state.completed_phases == 0 and not self._on_cached_features(self.recipe.phases[0]):
             self._say("Measuring feature statistics for the head")  # a head phase does this on its own
             standardise_head(self.classifier.head, self.features.clean("train", pretrained=False)[0])
