@@ -11,7 +11,7 @@ from transferkit import recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.recipes import HeadConfig, Phase
 from transferkit.testing import synthetic_arrays, synthetic_batches, tiny_trainer
-from transferkit.training.callbacks import EpochTensorBoard, read_history
+from transferkit.training.callbacks import EpochTensorBoard, Reseed, read_history
 from transferkit.training.device import setup_device
 from transferkit.training.head_phase import standardise_head
 from transferkit.training.model import build_classifier, build_head, standardised
@@ -180,3 +180,29 @@ def test_epoch_tensorboard_writes_what_keras_tensorboard_writes_at_epoch_granula
     assert expected <= names
     assert ours.keys() == theirs.keys()
     np.testing.assert_allclose([ours[key] for key in theirs], list(theirs.values()), rtol=1e-6)
+
+
+def test_reseed_draws_the_same_masks_whatever_non_random_layers_the_model_gains():
+    def masks(layers, epoch):
+        inputs = keras.Input((64,))
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inputs, x)
+        reseed = Reseed(seed=5)
+        reseed.set_model(model)
+        reseed.on_epoch_begin(epoch)
+        out, ones = [], np.ones((4, 64), "float32")
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                out.append(keras.ops.convert_to_numpy(layer(ones, training=True)))
+        return out
+
+    def dropout():
+        return keras.layers.Dropout(0.5)
+
+    plain = masks([dropout(), dropout()], epoch=2)
+    gained = masks([keras.layers.Identity(), dropout(), keras.layers.Identity(), dropout()], epoch=2)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, gained, strict=True))
+    assert not np.array_equal(plain[0], plain[1])  # each layer draws its own stream
+    assert not np.array_equal(plain[0], masks([dropout()], epoch=3)[0])  # and each epoch

@@ -194,6 +194,8 @@ class Reseed(keras.callbacks.Callback):
 
     Keras keeps those streams' positions out of the weights, so without this a resumed run would
     draw different augmentations and dropout masks than an uninterrupted one from the same epoch.
+    Streams are told apart by their order among the layers that draw: a layer that draws nothing
+    (a normalisation added to the head, say) moves no stream.
     """
 
     def __init__(self, seed: int):
@@ -201,11 +203,15 @@ class Reseed(keras.callbacks.Callback):
         self.seed = seed
 
     def on_epoch_begin(self, epoch, logs=None):
-        for index, layer in enumerate(all_layers(self.model)):
-            generator = getattr(layer, "seed_generator", None)
-            if isinstance(generator, keras.random.SeedGenerator):
-                value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
-                generator.state.assign(value)
+        for index, generator in enumerate(seed_generators(self.model)):
+            value = np.array([self.seed + 10_000 * epoch + index, 0], dtype=generator.state.dtype)
+            generator.state.assign(value)
+
+
+def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
+    """The random streams of ``model``'s layers (:func:`all_layers`' order), one per drawing layer."""
+    generators = (getattr(layer, "seed_generator", None) for layer in all_layers(model))
+    return [g for g in generators if isinstance(g, keras.random.SeedGenerator)]
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
