@@ -64,7 +64,7 @@ def fit_logistic(
     basis = row_span(features)  # the same optimum, solved on N columns instead of D
     if basis is not None:
         features = features @ basis
-    candidates = [_fit_one((features, labels), num_classes, c) for c in grid]
+    candidates = _fit_path((features, labels), num_classes, grid)
     if basis is not None:
         candidates = [(basis @ kernel, bias) for kernel, bias in candidates]
     scored = [_score(candidate, validation) for candidate in candidates]
@@ -91,21 +91,38 @@ def row_span(features: np.ndarray) -> np.ndarray | None:
     return rows.T
 
 
-def _fit_one(train: tuple[np.ndarray, np.ndarray], num_classes: int, c: float):
-    from sklearn.linear_model import LogisticRegression
+def _fit_path(train: tuple[np.ndarray, np.ndarray], num_classes: int, grid: tuple[float, ...]):
+    """One regression per ``C`` in ``grid`` (in the head's layout), each started from the one
+    before, as scikit-learn fits its own regularisation path in ``LogisticRegressionCV``: the same
+    optima to the solver's tolerance, in fewer iterations. Typefaces 100/class (1,820 rows x 1,280
+    features), the six default ``C``: 994 -> 623 L-BFGS iterations, 50 -> 27 s (2-core CPU, shared).
 
-    features, labels = train
-    model = LogisticRegression(C=c, max_iter=1000)  # multinomial L-BFGS: deterministic
-    with warnings.catch_warnings():
+    BLAS runs on one thread: its products here are thin (``[N, D] @ [D, classes]``), and on two
+    cores a second thread made each C=0.01 fit slower, 3.2 s against 1.8 s (same iterations).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    model = LogisticRegression(max_iter=1000, warm_start=True)  # multinomial L-BFGS: deterministic
+    candidates = []
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter at weak regularisation
-        model.fit(features, labels)
+        for c in grid:
+            model.set_params(C=c)
+            model.fit(*train)
+            candidates.append(_head_weights(model, train[0].shape[1], num_classes))
+    return candidates
+
+
+def _head_weights(model, width: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted regression's ``(kernel [width, num_classes], bias)``; absent classes get a very low bias."""
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) == 2:  # sklearn's binary form: one logit; softmax of (-z/2, z/2) is the same
         coef, intercept = (
             np.concatenate([-coef / 2, coef / 2]),
             np.concatenate([-intercept / 2, intercept / 2]),
         )
-    kernel = np.zeros((features.shape[1], num_classes), "float32")
+    kernel = np.zeros((width, num_classes), "float32")
     bias = np.full(num_classes, MISSING_CLASS_BIAS, "float32")
     kernel[:, model.classes_] = coef.T
     bias[model.classes_] = intercept
