@@ -102,6 +102,13 @@ def test_accuracy_interval_is_the_wilson_score_interval(correct, total, expected
     assert accuracy_interval(correct, total) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("total", [1, 7, 30, 90, 133, 1000])
+def test_accuracy_interval_contains_the_accuracy_even_at_0_and_100_percent(total):
+    for correct in (0, total // 3, total):
+        low, high = accuracy_interval(correct, total)
+        assert 0.0 <= low <= correct / total <= high <= 1.0
+
+
 def test_metrics_carry_an_interval_that_contains_the_accuracy_and_narrows_with_more_images():
     few = compute_metrics(rows_predicting(PREDICTED, LABELS, 3), np.array(LABELS), ["cat", "dog", "fox"])
     many = compute_metrics(

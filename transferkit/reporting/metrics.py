@@ -119,7 +119,8 @@ def accuracy_interval(correct: int, total: int, z: float = Z_95) -> tuple[float,
     p, z2 = correct / total, z * z
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z / (1 + z2 / total) * np.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # It contains p; at 0% and 100% the bound lands on p only up to rounding (1 - 1e-16 at 30/30).
+    return (float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Metrics:
