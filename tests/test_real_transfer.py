@@ -3,14 +3,16 @@
 Frozen pretrained MobileNetV2 (torchvision weights, converted offline) + a new head, at 96 px
 (each fit 20-35 s on 2 cores):
 
-- LFW faces vs. non-faces (200 real photos, scikit-image): pretrained 1.000 on the test split.
-  Random features solve this task too (0.933-1.000 with a properly standardised head), so it
-  carries no pretrained-against-random claim: it checks that genuine weights load and work.
+- LFW faces vs. non-faces (200 real photos, scikit-image): pretrained 0.967 / 1.000 on the test
+  split (seeds 1337 / 0). Random features solve this task too (0.933-1.000 with a properly
+  standardised head), so it carries no pretrained-against-random claim: it checks that genuine
+  weights load and work.
 - Animal-MNIST silhouettes, 50 per class (10 classes, 80 test images), against the same recipe on
-  a randomly initialised base: pretrained 0.787 / 0.838, random 0.537 / 0.562 (seeds 1337 / 0;
-  chance 0.10). Random features are a strong baseline, not chance; the gap is what pretraining
-  adds. (Before the head's feature gain, random features reached the head at ~1e-12, below
-  Keras' Normalization floor, and the control measured 0.24-0.35: it flattered the gap.)
+  a randomly initialised base: pretrained 0.825 / 0.825, random 0.625 / 0.550 (seeds 1337 / 0;
+  chance 0.10; both heads start from a logistic regression on their features). Random features
+  are a strong baseline, not chance; the gap is what pretraining adds. (Before the head's
+  feature gain, random features reached the head at ~1e-12, below Keras' Normalization floor,
+  and the control measured 0.24-0.35: it flattered the gap.)
 """
 
 import pytest
@@ -36,5 +38,5 @@ def test_pretrained_features_beat_random_features_on_silhouettes(tmp_path):
     assert "ImageNet" in pretrained.weights_source and "Random" in random.weights_source
     assert pretrained.metrics.num_samples == random.metrics.num_samples == 80
     assert pretrained.metrics.accuracy >= 0.7
-    # Measured 0.25-0.28; 0.12 is 10 of the 80 test images, about two standard errors below.
+    # Measured 0.20-0.28; 0.12 is 10 of the 80 test images, about 1-2 standard errors below.
     assert pretrained.metrics.accuracy - random.metrics.accuracy >= 0.12
