@@ -29,7 +29,9 @@ browser:
 
 # Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
 # 2-core CI machine. Measured from a fresh clone on a 2-core VM at bb3439b: pytest 13.5 min (15.5 min
-# with the set-up) with the VM quiet, 18-21 min at bc1085a while its host took 7-33% of the CPU.
+# with the set-up) with the VM quiet, 18-21 min at bc1085a while its host took 7-33% of the CPU;
+# 18.6 min (21.5) at 1bd6517, where tests/test_api.py + test_trials.py took the same time as at
+# 7598edc (143-144 s) in one sitting, so the VM, not the suite, was slower.
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
