@@ -37,13 +37,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-# Two pytest workers (pytest-xdist), each taking the next test as it frees up (worksteal), for the
-# 2-core CI machine. Measured from a fresh clone on a 2-core VM at bb3439b: pytest 13.5 min (15.5 min
-# with the set-up) with the VM quiet, 18-21 min at bc1085a while its host took 7-33% of the CPU;
-# 18.6 min (21.5) at 1bd6517, where tests/test_api.py + test_trials.py took the same time as at
-# 7598edc (143-144 s) in one sitting, so the VM, not the suite, was slower.
+# Three pytest workers (pytest-xdist) on the 2-core CI machine, each taking the next test as it
+# frees up (worksteal): the end-to-end tests spend part of their time waiting on child processes
+# (CLI runs, notebook kernels, loopback workers), and a third worker fills it. The whole suite at
+# 959386b, one sitting on the 2-core VM: 841 s with two workers, 755 s with three (user CPU 22.1
+# and 22.3 min). Fresh-clone times are in the README.
 # TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: setup browser
 	$(BIN)/ruff check transferkit tests benchmarks
