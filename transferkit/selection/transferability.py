@@ -249,6 +249,7 @@ def extract_cut_features(
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = [images[i : i + 32] for i in range(0, len(images), 32)]
     chunks: list[list[np.ndarray]] = [[] for _ in cuts]
+    width = None  # the first batch's size: a shorter (last) batch is padded to it
     for batch in images:
         if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
             raise TransferkitError(
@@ -256,9 +257,16 @@ def extract_cut_features(
                 f"{type(batch).__name__}. Pass images only (e.g. dataset.map(lambda x, y: x)) and "
                 "keep the labels separately."
             )
+        count = int(batch.shape[0])
+        width = width or count
+        if count < width:
+            # A second batch shape would trace the pass again (MobileNetV2, 96 px, five cuts:
+            # 0.8-0.9 s, against 0.06 s for the padded batch). BatchNorm is in inference mode,
+            # so the padding rows change nothing in the others.
+            batch = tf.concat([batch, tf.zeros((width - count, *batch.shape[1:]), batch.dtype)], axis=0)
         outputs = forward(batch)
         for chunk, output in zip(chunks, _as_list(outputs), strict=True):
-            chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32))
+            chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)[:count])
     if not chunks[0]:
         raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
     return {cut: np.concatenate(chunk) for cut, chunk in zip(cuts, chunks, strict=True)}
