@@ -11,7 +11,6 @@ These are the measurements; :mod:`transferkit.selection.rules` turns them into a
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +142,8 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, se
         1.0
     """
     from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
+
+    from transferkit.training.head_init import quiet_solver
 
     x = _as_matrix(features)
     codes, num_classes = _label_codes(labels, len(x))
@@ -157,14 +157,10 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, se
     n_splits = max(2, min(int(folds), int(counts.min())))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     correct = 0
-    # BLAS on one thread, as for the head's regression (head_init._fit_path): the solver's products
-    # are thin. On the deepest cut of a hard set (typefaces, 686 images x 1,280 features, 7 classes,
-    # 161-201 L-BFGS iterations a fold), the five folds took 19.2 s wall and 28.8 s CPU with the
-    # default threads, 3.0 s and 3.0 s on one, the other core busy with a training run. `analyze`
-    # on the ten example sets, seeds 0-1, 96 px: selection 246 -> 197 s in all (typefaces 21-22 ->
-    # 13-14 s), the same 20 picks, cuts, confidences and close calls.
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "least populated class" and convergence chatter
+    # One BLAS thread (quiet_solver): `analyze` on the ten example sets, seeds 0-1, 96 px, took
+    # 197 s of selection in all against 246 s with the default threads (typefaces 21-22 -> 13-14
+    # s), the same 20 picks, cuts, confidences and close calls.
+    with quiet_solver():
         for train, test in splitter.split(x, codes):
             correct += int((_fit_predict(x[train], codes[train], x[test]) == codes[test]).sum())
     return correct / len(x)
