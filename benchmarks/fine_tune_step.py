@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclasses.dataclass
 class Side:
-    """One side's model: the training graph, the classifier inside it, its trainable-from index."""
+    """One side's model: the training graph, the classifier inside it, and the phase it trains."""
 
     graph: keras.Model
     classifier: object
