@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import transferkit
+import transferkit.api  # noqa: F401  (bound session's names at import: before any test patches them)
 from transferkit import session as stages  # where fit's stages (and what they call) live
 from transferkit.recipes import load_builtin
 from transferkit.selection import trials as trial_rules
