@@ -23,6 +23,7 @@ from transferkit.selection.rules import (
     SATURATED_PROBE_ACCURACY,
     SMALL_IMAGES_PER_CLASS,
     CutScore,
+    retrain_images_per_class,
     score_cut_points,
     similarity_decision,
     size_quadrant,
@@ -407,6 +408,25 @@ def test_selection_round_trips_through_json():
 
 def _scores(deep_accuracy, early_accuracy):
     return {"early": (early_accuracy,), "deep": (deep_accuracy,)}
+
+
+@pytest.mark.parametrize(
+    "image_size,quadrant",
+    [(None, "small_dissimilar"), (96, "small_dissimilar"), (159, "small_dissimilar"),
+     (160, "large_dissimilar"), (224, "large_dissimilar")],
+)  # fmt: skip
+def test_dissimilar_data_retrains_from_fewer_images_per_class_at_full_resolution(image_size, quadrant):
+    features, labels = _separable(60, 6.0, 1.0)  # an earlier cut separates the classes: dissimilar
+    selection = select(card(100, 300), features, labels, image_size=image_size)
+    assert selection.quadrant == quadrant, selection.reasons
+    assert selection.image_size == image_size
+    assert Selection(**json.loads(json.dumps(selection.to_dict())) | {"scores": ()}).image_size == image_size
+    floor = retrain_images_per_class(image_size)
+    assert floor == (RETRAIN_IMAGES_PER_CLASS if quadrant == "small_dissimilar" else SMALL_IMAGES_PER_CLASS)
+    if quadrant == "small_dissimilar":
+        assert any(f"< {floor}" in reason for reason in selection.reasons), selection.reasons
+    # below the size rule's own floor the data is small at any resolution
+    assert select(card(45, 135), features, labels, image_size=224).quadrant == "small_dissimilar"
 
 
 def _separable(n_per_class, noise_deep, noise_early, seed=0):

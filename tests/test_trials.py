@@ -84,6 +84,20 @@ def test_a_close_similarity_call_between_the_whole_network_recipes_is_not_triall
     assert found == (Candidate("large_similar"), truncate, Candidate("small_similar"))
 
 
+def test_the_dissimilar_side_of_a_close_call_follows_the_image_size_it_was_measured_at():
+    large = CARD | {"median_images_per_class": 100, "min_images_per_class": 100, "num_train": 300}
+    fine_tune = _selection(close=True, size="large", quadrant="large_similar", recipe="fine_tune")
+    # at 96 px dissimilar data truncates below 120 per class: a head-only rival, trialled
+    low = dataclasses.replace(fine_tune, image_size=96)
+    assert candidates(low, large, size_measured=True) == (
+        Candidate("large_similar"),
+        Candidate("small_dissimilar", "mid"),
+    )
+    # at 224 px it retrains from 50: the other whole-network recipe, not trialled
+    high = dataclasses.replace(fine_tune, image_size=224)
+    assert candidates(high, large, size_measured=True) == (Candidate("large_similar"),)
+
+
 def test_scaled_recipe_scales_the_phases_that_train_the_base_and_keeps_at_least_one_epoch():
     built_in = load_builtin("large_similar")  # warm-up 10 (head), then the whole network
     tune = dataclasses.replace(built_in.phases[1], epochs=10, warmup_epochs=1.0)

@@ -26,7 +26,6 @@ from transferkit.errors import TransferkitError, choices_error
 from transferkit.selection.quadrants import SIZE_CHOICES, STRATEGIES, quadrant_for
 from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
-    RETRAIN_IMAGES_PER_CLASS,
     SATURATED_PROBE_ACCURACY,
     CardLike,
     CutScore,
@@ -34,6 +33,7 @@ from transferkit.selection.rules import (
     _compare,
     _describe,
     _size_is_close,
+    retrain_images_per_class,
     score_cut_points,
     similarity_decision,
     size_quadrant,
@@ -55,6 +55,7 @@ class Selection:
     scores: tuple[CutScore, ...]
     seconds: float
     images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
+    image_size: int | None = None  # the side measured at; the dissimilar size rule depends on it
     trials: Any = None  # selection.trials.Trials when fit settled a close call by training (read: a dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def select(
     seed: int = 0,
     size: str = "auto",
     similar: bool | None = None,
+    image_size: int | None = None,
 ) -> Selection:
     """Pick the quadrant, recipe and cut point from the dataset card and per-cut features.
 
@@ -87,6 +89,9 @@ def select(
         size: "auto" (measure), "small" or "large".
         similar: None (measure), True or False. When both are given nothing is scored; when
             ``similar=False`` and features are given, they are still scored to pick the cut point.
+        image_size: the side the images are resized to: at full resolution dissimilar data
+            retrains from fewer images per class (:func:`.rules.retrain_images_per_class`); None
+            applies the low-resolution rule.
 
     Returns:
         A :class:`Selection`.
@@ -112,10 +117,10 @@ def select(
     if similar is None:
         scores, similar, cut_point, confidence, more = _measure_similarity(features_by_cut, labels, seed)
         if size_measured:
-            size, more = _refine_large(size, similar, values, scores, more)
+            size, more = _refine_large(size, similar, values, scores, more, image_size)
     else:
         if size_measured:
-            size, reasons = _refine_large(size, similar, values, (), reasons)
+            size, reasons = _refine_large(size, similar, values, (), reasons, image_size)
         scores, cut_point, more = _given_similarity(similar, size, features_by_cut, labels, seed)
         confidence = 1.0
     reasons += more
@@ -135,19 +140,27 @@ def select(
         scores=tuple(scores),
         seconds=time.perf_counter() - start,
         images_per_class=values["median_images_per_class"] if values else None,
+        image_size=image_size,
     )
 
 
 def _refine_large(
-    size: str, similar: bool, values: Mapping[str, float], scores: Sequence[CutScore], reasons: list[str]
+    size: str,
+    similar: bool,
+    values: Mapping[str, float],
+    scores: Sequence[CutScore],
+    reasons: list[str],
+    image_size: int | None,
 ) -> tuple[str, list[str]]:
     """Keep the base frozen on "large" data where moving its weights was measured not to pay."""
     median = values["median_images_per_class"]
     if size != "large":
         return size, reasons
-    if not similar and median < RETRAIN_IMAGES_PER_CLASS:
+    floor = retrain_images_per_class(image_size)
+    if not similar and median < floor:
+        at = "" if image_size is None else f" at {image_size} px"
         return "small", reasons + [
-            f"dissimilar with a median {median:,.0f} images per class (< {RETRAIN_IMAGES_PER_CLASS:,}): too "
+            f"dissimilar with a median {median:,.0f} images per class (< {floor:,}{at}): too "
             "few to retrain every weight, so the frozen base is cut at the best earlier block instead"
         ]
     deepest = scores[-1] if scores else None

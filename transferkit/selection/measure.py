@@ -89,10 +89,18 @@ def measure_quadrant(
         verbose: print what is measured.
     """
     started = time.perf_counter()
-    if similar is True or (similar is False and size == "large"):  # no cut to find: nothing to measure
-        return select(size_figures(splits), None, None, size=size, similar=similar, seed=recipe.seed)
-    sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
     image_size = int(base.input_shape[1])
+    if similar is True or (similar is False and size == "large"):  # no cut to find: nothing to measure
+        return select(
+            size_figures(splits),
+            None,
+            None,
+            size=size,
+            similar=similar,
+            seed=recipe.seed,
+            image_size=image_size,
+        )
+    sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
     if verbose:
         print(
             f"Measuring transferability: {len(sample)} images through {spec.name}, "
@@ -119,7 +127,13 @@ def measure_quadrant(
         pooling=probe_poolings(spec.cut_points, recipe),
     )
     selection = select(
-        size_figures(splits), features, np.concatenate(labels), size=size, similar=similar, seed=recipe.seed
+        size_figures(splits),
+        features,
+        np.concatenate(labels),
+        size=size,
+        similar=similar,
+        seed=recipe.seed,
+        image_size=image_size,
     )
     if verbose:
         print(

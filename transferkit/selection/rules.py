@@ -56,14 +56,60 @@ recipe (every weight trains, BatchNorm kept in inference mode), by median traini
 
 Any value in (102, 156] gives the least total regret over these eight (10.0 points, against
 17.5 at the 60 this replaced, which was set before the figures from 102 per class on existed);
-120 leans to the lower end, since a larger image size favours the whole network earlier: at
-224 px (the default) font families (matplotlib) at 102 per class gave truncate 0.864 in 71 s,
-whole network 0.886 in 637 s (seed 1, n=88), where 96 px had truncation 12.5 points ahead. A
-rule by image size needs more points at 224 px than that one. Below it the
+120 leans to the lower end, since a larger image size favours the whole network earlier (at
+224 px it has a floor of its own, below). Below it the
 cheaper truncation is kept (whole-network training costs 4-6x its time): where the whole network
 wins there, it wins by 2-5 points; where truncation wins, by up to 46. The 1,000 that came
 before came from a recipe that switched BatchNorm to batch statistics after the warm-up, which
-collapsed training (Animal-MNIST at 78 per class: 0.778; fonts at 136: 0.358)."""
+collapsed training (Animal-MNIST at 78 per class: 0.778; fonts at 136: 0.358).
+
+This floor holds below :data:`FULL_RESOLUTION_PIXELS`; at or above it the floor is
+:data:`RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION` (see :func:`retrain_images_per_class`)."""
+
+FULL_RESOLUTION_PIXELS = 160
+"""From this image side on, dissimilar data retrains from :data:`RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION`.
+
+The two floors were measured at one size each: 96 px (the regret harness's default) and 224 px
+(MobileNetV2's native size, the default). 160 px splits them; sizes in between are untested."""
+
+RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION = SMALL_IMAGES_PER_CLASS
+"""At full resolution dissimilar data retrains from the same 50 images per class as similar data.
+
+At 224 px (MobileNetV2's native size, the default) the whole network trains much better than at
+96 px. Measured on the tuning sets only (224 px, seed 0 unless said, test split), truncation
+against ``large_dissimilar``, by median training images per class:
+
+- font families (matplotlib), 49 (n=44): truncate 0.750 in 31 s, whole network 0.659 in 262 s;
+- icon themes, 49 (n=44): truncate 0.500 in 31 s, whole network 0.727 in 296 s;
+- font families (matplotlib), 98 (n=88): truncate 0.852 in 54 s, whole network 0.875 in 473 s;
+- font families (matplotlib), 102 (seed 1, n=88): truncate 0.864 in 71 s, whole network 0.886 in 637 s;
+- icon themes, 98 (n=88): truncate 0.636 in 32 s, whole network 0.716 in 281 s.
+
+At 49 per class the data is "small" (:data:`SMALL_IMAGES_PER_CLASS`) and truncates whatever this
+floor is; there the whole network won by 22.7 points once and lost by 9.1 once (+6.8 on average).
+From 98 per class on it won all three, by 2.2-8.0, where 96 px had truncation 12.5 points ahead on
+the same fonts. Any floor in [50, 98] fits these points equally (regret 22.7, the icons at 49;
+35.2 at the 120 of 96 px); with nothing measured in between and the whole network ahead on
+average even at 49, it is 50: at full resolution dissimilar data follows the size rule similar data
+does. The whole network costs 5-10x truncation's time here. This rule was set after a regret run
+at 224 px had shown the held-out cards losing 18 points to truncation
+(README), so those held-out rows do not test it independently."""
+
+
+def retrain_images_per_class(image_size: int | None) -> int:
+    """The median training images per class from which dissimilar data retrains the whole network.
+
+    Args:
+        image_size: the side the images are resized to; None (unknown): the low-resolution floor.
+
+    Example:
+        >>> retrain_images_per_class(96), retrain_images_per_class(224)
+        (120, 50)
+    """
+    if image_size is not None and image_size >= FULL_RESOLUTION_PIXELS:
+        return RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION
+    return RETRAIN_IMAGES_PER_CLASS
+
 
 SATURATED_PROBE_ACCURACY = 0.98
 """When a linear probe on the frozen deepest features already reaches this accuracy, similar data
@@ -280,7 +326,8 @@ def similarity_decision(scores: Sequence[CutScore]) -> tuple[bool, str | None, f
     verdict = (
         "similar: the deepest (most ImageNet-specific) features separate these classes best"
         if similar
-        else f"dissimilar: the earlier cut {best.cut!r} separates these classes better; truncate there"
+        else f"dissimilar: the earlier cut {best.cut!r} separates these classes better "
+        "(a truncation cuts there)"
     )
     reasons.append(
         f"deepest minus best earlier = {comparison.margin:+.3f} accuracy (dissimilar below "

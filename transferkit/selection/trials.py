@@ -192,7 +192,7 @@ def candidates(
     found = [pick]
     for size, similar in flips:
         if size_measured:
-            size, _ = _refine_large(size, similar, values, selection.scores, [])
+            size, _ = _refine_large(size, similar, values, selection.scores, [], selection.image_size)
         candidate = _candidate(quadrant_for(size, similar), selection)
         if candidate is None or candidate in found or _whole_network_pair(pick, candidate):
             continue
