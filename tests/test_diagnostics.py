@@ -55,6 +55,10 @@ def test_grad_cam_maps_match_the_image_and_are_finite(cut):
     maps = grad_cam(model, images)
     assert maps.shape == (5, 16, 16) and np.isfinite(maps).all()
     assert maps.min() >= 0 and maps.max() <= 1 and maps.max() == pytest.approx(1.0)
+    own = np.asarray(model(images, training=False))
+    np.testing.assert_array_equal(grad_cam(model, images, probabilities=own), maps)
+    # probabilities that are not the model's own do not reject the chain: the model is asked
+    assert np.array_equal(grad_cam(model, images, probabilities=np.zeros_like(own)), maps)
 
 
 def test_grad_cam_is_none_without_a_4d_feature_map():

@@ -86,7 +86,9 @@ def _write_image_figures(run_dir: Path, model, predictions, gallery, todo, notes
             ("WRONG " if n < len(wrong) else "right ") + _caption(predictions, i)
             for n, i in enumerate(explained)
         ]
-        _write_grad_cam(run_dir, model, np.stack([images[i] for i in explained]), captions, notes)
+        pixels = np.stack([images[i] for i in explained])
+        own = predictions.probabilities[list(explained)]  # the held-out pass's output for them
+        _write_grad_cam(run_dir, model, pixels, own, captions, notes)
 
 
 def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[str]) -> dict | None:
@@ -106,7 +108,9 @@ def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[s
     return dict(zip(rows, images, strict=True))
 
 
-def _write_grad_cam(run_dir: Path, model, images: np.ndarray, captions: list[str], notes: list[str]) -> None:
+def _write_grad_cam(
+    run_dir: Path, model, images: np.ndarray, probabilities: np.ndarray, captions: list[str], notes: list[str]
+) -> None:
     from transferkit.reporting.grad_cam import grad_cam
 
     if model is None:
@@ -116,7 +120,7 @@ def _write_grad_cam(run_dir: Path, model, images: np.ndarray, captions: list[str
         from transferkit.reporting.runfolder import load_run
 
         model = load_run(run_dir).model
-    maps = grad_cam(model, images.astype(np.float32))
+    maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
     if maps is None:
         notes.append("The model has no 4-D feature map to explain (or is not a plain chain); no Grad-CAM.")
         return
