@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import tifffile
 from PIL import Image
 
 from transferkit.data.decode import decode_image, probe_image
@@ -67,6 +68,9 @@ def _good_files(root: Path, huge: Path) -> dict[str, Path]:
     rgb16 = tf.io.encode_png(tf.fill([16, 16, 3], tf.constant(65535, tf.uint16))).numpy()
     (cats / "rgb16.png").write_bytes(rgb16)
     os.symlink(huge, cats / "huge.jpg")
+    pages = [_solid(RED), _solid(BLUE)]
+    pages[0].save(cats / "pages.tif", save_all=True, append_images=pages[1:])
+    tifffile.imwrite(cats / "rgb48.tiff", np.full((16, 16, 3), (65535, 0, 0), np.uint16), photometric="rgb")
     files = {
         "rgb": _save(cats / "photo one.JPG", _solid(RED), quality=95),
         "grey": _save(cats / "grey.png", _solid(128, mode="L")),
@@ -81,6 +85,11 @@ def _good_files(root: Path, huge: Path) -> dict[str, Path]:
         "huge": cats / "huge.jpg",
         "rotated": _rotated_jpeg(cats / "rotated.jpeg"),
         "webp": _save(cats / "pic.webp", _solid(RED), lossless=True),
+        "tiff": _save(cats / "scan.TIF", _solid(RED), compression="tiff_lzw"),
+        "tiff16": _save(cats / "grey16.tif", sixteen),
+        "tiff48": cats / "rgb48.tiff",
+        "tiff_float": _save(cats / "float.tif", Image.fromarray(np.full((16, 16), 0.5, np.float32))),
+        "tiff_pages": cats / "pages.tif",
         "nested": _save(cats / "2019" / "summer" / "deep.png", _solid(RED)),
         "unicode": _save(dogs / "été ñ 写真.png", _solid(BLUE)),
         "dog2": _save(dogs / "b.jpg", _solid(BLUE), quality=95),
@@ -166,6 +175,8 @@ def test_every_file_is_used_or_skipped_with_a_reason(corpus, splits):
     ("name", "expected"),
     [("rgb", RED), ("grey", (128, 128, 128)), ("palette", RED), ("cmyk", (255, 0, 0)), ("gif", RED),
      ("one_pixel", RED), ("huge", RED), ("webp", RED), ("nested", RED), ("unicode", BLUE),
+     ("tiff", RED), ("tiff16", (128, 128, 128)), ("tiff48", (255, 0, 0)), ("tiff_float", (128, 128, 128)),
+     ("tiff_pages", RED),
      ("sixteen", (128, 128, 128)), ("rgb16", (255, 255, 255)), ("la", (50, 50, 50))],
 )  # fmt: skip
 def test_usable_files_decode_to_plausible_rgb(corpus, name, expected):

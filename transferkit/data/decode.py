@@ -6,8 +6,10 @@ in prediction.
 
 Decisions, in the order they are applied:
 
-- Formats: JPEG (incl. multi-picture MPO from cameras), PNG, BMP, GIF, WebP; Pillow's other
-  decoders are not even tried, so random bytes never reach an exotic plugin.
+- Formats: JPEG (incl. multi-picture MPO from cameras), PNG, BMP, GIF, WebP, TIFF (remote
+  sensing and microscopy sets ship as TIFF, e.g. UC Merced Land Use, NCT-CRC-HE); Pillow's other
+  decoders are not even tried, so random bytes never reach an exotic plugin. A TIFF with more
+  than four bands (multispectral) is not an image Pillow reads, and is skipped with that reason.
 - Size guard: Pillow refuses images above ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179
   megapixels, e.g. 13400 x 13400) as possible decompression bombs; such a file is skipped with
   that reason. Raise ``PIL.Image.MAX_IMAGE_PIXELS`` to accept bigger ones.
@@ -15,8 +17,10 @@ Decisions, in the order they are applied:
   scaling) while staying at least ``image_size`` on each side, so a 12000 x 12000 photo costs
   about 1500 x 1500 pixels of memory and time.
 - EXIF orientation is applied (a portrait phone photo stays upright).
-- Animated GIF/WebP: the first frame.
-- Colour: 16-bit grey is scaled (not clipped) to 8 bits; CMYK, palette and grey become RGB;
+- Animated GIF/WebP, multi-page TIFF: the first frame.
+- Colour: 16-bit grey is scaled (not clipped) to 8 bits, as is 16-bit RGB; floating-point grey
+  in [0, 1] is scaled to [0, 255] (any other range: as 16-bit integers are); CMYK, palette and
+  grey become RGB;
   transparency (RGBA, LA, palette or colour-key transparency) is composited on **white**, the
   way viewers and browsers show such files, instead of dropping alpha, which exposes whatever
   colour the encoder left under transparent pixels (often black or noise).
@@ -36,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
-PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # JPEG includes camera MPO files
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes camera MPO files
 RESAMPLE = Image.Resampling.BILINEAR
 BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white
 FULL_CHECK_MAX_PIXELS = 4_000_000  # bigger PNGs are CRC-checked at scan time, not fully decoded
@@ -93,8 +97,10 @@ def _upright(img: Image.Image) -> Image.Image:
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB (16-bit scaled, transparency composited on white)."""
     if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
-        values = np.asarray(img, dtype=np.float64)
-        if img.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        if img.mode == "F" and values.size and values.min() >= 0 and values.max() <= 1:
+            values = values * 255.0  # a float image in [0, 1]
+        elif img.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
             values = values / 257.0  # 0..65535 -> 0..255
         img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
