@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TUNING = (
     "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
 )  # fmt: skip
-HELD_OUT = ("font_families", "playing_cards", "emoji_groups")
+HELD_OUT = ("font_families", "playing_cards", "emoji_groups", "card_ranks")  # card_ranks: added 2026-12-02
 SUITES = {"tuning": TUNING, "held-out": HELD_OUT, "all": TUNING + HELD_OUT}
 
 

@@ -32,7 +32,7 @@ def test_registry_lists_real_datasets():
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
     with pytest.raises(
-        TransferkitError, match="Unknown example dataset 'lfw'. Choose one of: animal_mnist, digits"
+        TransferkitError, match="Unknown example dataset 'lfw'. Choose one of: animal_mnist, card_ranks, digits"
     ):
         export_dataset("lfw", tmp_path / "x")
 
@@ -136,6 +136,7 @@ def test_matplotlib_font_glyphs_are_four_balanced_typefaces_rendered_the_same_tw
     [
         ("font_families", "URW_DIR"),
         ("playing_cards", "CARDS_DIR"),
+        ("card_ranks", "CARDS_DIR"),
         ("emoji_groups", "EMOJI_FONT"),
     ],
 )

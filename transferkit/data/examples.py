@@ -112,6 +112,14 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.playing_cards,
         ),
         _entry(
+            "card_ranks",
+            "Rank of a playing card, ace to king, whatever its suit, from the same 26 GNOME Aisleriot "
+            "decks as playing_cards (the corner index and the pips or court figure tell it)",
+            debian.RANKS, 1_352, (debian.CARD_W, debian.CARD_H),
+            "gnome-cards-data + librsvg2-bin (Debian; make datasets)", "GPL-3+", "illustration",
+            debian.card_ranks,
+        ),
+        _entry(
             "emoji_groups",
             "Unicode emoji group (emoji-test.txt) of Noto Color Emoji glyphs, fully-qualified, no "
             "skin-tone variants, at most 220 per group, on white",

@@ -66,6 +66,7 @@ def font_families() -> tuple[np.ndarray, np.ndarray]:
 
 CARDS_DIR = Path("/usr/share/aisleriot/cards")
 SUITS = ("clubs", "diamonds", "hearts", "spades")
+RANKS = ("ace", "2", "3", "4", "5", "6", "7", "8", "9", "10", "jack", "queen", "king")
 # Every Aisleriot theme lays its cards on a 13 x 5 grid: rows clubs, diamonds, hearts, spades
 # (ids club_1 .. spade_king), ace..king left to right; row 5 holds jokers and the back.
 # Left out: swiss-xvii (Swiss suits: acorns/bells/roses/shields, not French ones), the
@@ -89,7 +90,8 @@ def _render_deck(path: Path) -> np.ndarray:
     return flatten_rgba(Image.open(io.BytesIO(png)), (128, 128, 128))
 
 
-def playing_cards() -> tuple[np.ndarray, np.ndarray]:
+def _cards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every card of every deck: ``(images, suits, ranks)``, deck by deck, suit by suit, ace to king."""
     pkg_hint = "apt-get install --no-install-recommends gnome-cards-data librsvg2-bin"
     for deck in CARD_DECKS:
         require_file(
@@ -97,14 +99,25 @@ def playing_cards() -> tuple[np.ndarray, np.ndarray]:
         )
     if shutil.which("rsvg-convert") is None:
         raise missing_error("playing_cards", "rsvg-convert (Debian librsvg2-bin)", pkg_hint)
-    images, labels = [], []
+    images, suits, ranks = [], [], []
     for deck in CARD_DECKS:
         sheet = _render_deck(CARDS_DIR / f"{deck}.svgz")
         for suit in range(4):
             for rank in range(13):
                 images.append(sheet[suit * CARD_H : (suit + 1) * CARD_H, rank * CARD_W : (rank + 1) * CARD_W])
-                labels.append(suit)
-    return np.stack(images), np.asarray(labels)
+                suits.append(suit)
+                ranks.append(rank)
+    return np.stack(images), np.asarray(suits), np.asarray(ranks)
+
+
+def playing_cards() -> tuple[np.ndarray, np.ndarray]:
+    images, suits, _ = _cards()
+    return images, suits
+
+
+def card_ranks() -> tuple[np.ndarray, np.ndarray]:
+    images, _, ranks = _cards()
+    return images, ranks
 
 
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
