@@ -31,9 +31,8 @@ def test_registry_lists_real_datasets():
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
-    with pytest.raises(
-        TransferkitError, match="Unknown example dataset 'lfw'. Choose one of: animal_mnist, card_ranks, digits"
-    ):
+    choices = "Choose one of: animal_mnist, card_ranks, digits"
+    with pytest.raises(TransferkitError, match=f"Unknown example dataset 'lfw'. {choices}"):
         export_dataset("lfw", tmp_path / "x")
 
 
