@@ -146,7 +146,7 @@ def list_datasets() -> list[ExampleDataset]:
 
     Example:
         >>> [d.name for d in list_datasets()][:4]
-        ['animal_mnist', 'digits', 'emoji_groups', 'font_families']
+        ['animal_mnist', 'card_ranks', 'digits', 'emoji_groups']
     """
     return [EXAMPLE_DATASETS[name] for name in sorted(EXAMPLE_DATASETS)]
 
