@@ -90,15 +90,14 @@ def _render_deck(path: Path) -> np.ndarray:
     return flatten_rgba(Image.open(io.BytesIO(png)), (128, 128, 128))
 
 
-def _cards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every card of every deck: ``(images, suits, ranks)``, deck by deck, suit by suit, ace to king."""
+def _cards(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every card of every deck: ``(images, suits, ranks)``, deck by deck, suit by suit, ace to king;
+    ``dataset`` is the example data set's name, for the error when a package is missing."""
     pkg_hint = "apt-get install --no-install-recommends gnome-cards-data librsvg2-bin"
     for deck in CARD_DECKS:
-        require_file(
-            CARDS_DIR / f"{deck}.svgz", "playing_cards", "the Debian package gnome-cards-data", pkg_hint
-        )
+        require_file(CARDS_DIR / f"{deck}.svgz", dataset, "the Debian package gnome-cards-data", pkg_hint)
     if shutil.which("rsvg-convert") is None:
-        raise missing_error("playing_cards", "rsvg-convert (Debian librsvg2-bin)", pkg_hint)
+        raise missing_error(dataset, "rsvg-convert (Debian librsvg2-bin)", pkg_hint)
     images, suits, ranks = [], [], []
     for deck in CARD_DECKS:
         sheet = _render_deck(CARDS_DIR / f"{deck}.svgz")
@@ -111,12 +110,12 @@ def _cards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def playing_cards() -> tuple[np.ndarray, np.ndarray]:
-    images, suits, _ = _cards()
+    images, suits, _ = _cards("playing_cards")
     return images, suits
 
 
 def card_ranks() -> tuple[np.ndarray, np.ndarray]:
-    images, _, ranks = _cards()
+    images, _, ranks = _cards("card_ranks")
     return images, ranks
 
 
