@@ -128,7 +128,9 @@ def test_cached_features_as_a_dataset_serve_the_same_batches_from_any_epoch_on()
     values = np.random.default_rng(2).normal(size=(3, 37, 6)).astype("float32")
     labels = np.arange(37, dtype="int32") % 4
     reference = CachedFeatures(values, labels, 8, seed=5)
-    batches = iter(CachedFeatures(values, labels, 8, seed=5).as_dataset(first_epoch=2))
+    dataset = CachedFeatures(values, labels, 8, seed=5).as_dataset(first_epoch=2)
+    assert dataset.options().autotune.enabled is False  # see pipeline.without_autotune
+    batches = iter(dataset)
     for epoch in range(2, 7):  # past the passes, so copies repeat in a new order
         reference.set_epoch(epoch)
         for index in range(len(reference)):

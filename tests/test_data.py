@@ -162,7 +162,17 @@ def test_make_dataset_yields_uint8_rgb_batches(tmp_path):
     assert images.shape == (11, 16, 16, 3)
     assert labels.tolist() == list(splits.train.labels)  # no shuffle: split order
     assert abs(int(images[0, 8, 8, 0]) - COLOURS["ants"][0]) <= 2  # RGB order, 0-255
-    assert "Prefetch" in type(ds).__name__
+    assert "Prefetch" in type(ds._input_dataset).__name__  # prefetch last, under the options
+
+
+def test_pipelines_run_without_the_autotuning_thread_that_stalls_deleting_an_iterator(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 4, "bees": 4})), validation_split=0, test_split=0)
+    ds = make_dataset(splits.train, 8, 4)
+    # what the trainer builds on it inherits the option (Keras deletes its validation iterator
+    # every epoch; with autotuning on, that waited up to the iterator's age, idle)
+    assert ds.options().autotune.enabled is False
+    assert ds.repeat().skip(1).map(lambda x, y: (x, y)).options().autotune.enabled is False
+    assert len(_batches(ds)[1]) == 8
 
 
 def test_shuffle_is_seeded_and_reshuffles_every_epoch(tmp_path):

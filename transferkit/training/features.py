@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.data.cache_budget import RELEASE_BYTES, is_mapped, release_pages
+from transferkit.data.pipeline import without_autotune
 from transferkit.training.progress import progress_bar
 
 MOMENT_CHUNK_ROWS = 4096
@@ -218,7 +219,7 @@ class CachedFeatures(keras.utils.PyDataset):
             rows = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [count])).batch(self.batch_size)
             return rows.map(lambda batch: (tf.gather(copy, batch), tf.gather(labels, batch)))
 
-        return tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches).prefetch(2)
+        return without_autotune(tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches).prefetch(2))
 
 
 DATASET_MAX_BYTES = 256 * 2**20  # cached features served through tf.data up to this size (it copies them)
@@ -253,7 +254,7 @@ def fit_inputs(
         return arguments, [EpochSetter(train)]
     arguments = dict(x=train.as_dataset(first_epoch), steps_per_epoch=len(train))
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # Keras splits the batches over replicas
-        val = tf.data.Dataset.from_tensor_slices(validation).batch(size).cache().repeat()
+        val = without_autotune(tf.data.Dataset.from_tensor_slices(validation).batch(size).cache().repeat())
         steps = math.ceil(len(validation[1]) / size)
         return dict(arguments, validation_data=val, validation_steps=steps), []
     return arguments, [ValidationPass(*validation, batch_size=size)]
