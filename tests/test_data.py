@@ -281,3 +281,39 @@ def test_tfds_offline_fails_fast_with_how_to_fix(tmp_path, monkeypatch):
     with pytest.raises(TransferkitError, match=r"offline.*tfds build beans.*TFDS_DATA_DIR"):
         load_data("tfds:beans")
     assert time.perf_counter() - start < 15
+
+
+# --- High-bit-depth grey: a 12-bit detector's values in 16-bit files ------------------------------
+
+
+def _twelve_bit_folder(root: Path) -> Path:
+    """Two classes of 16-bit grey PNGs holding 12-bit values: dim (~600) and bright (~3000) ramps."""
+    for name, level in (("dim", 600), ("bright", 3000)):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            ramp = np.linspace(0, level + 40 * i, 16 * 16).reshape(16, 16).astype(np.uint16)
+            ramp[0, 0] = 4095 if (name, i) == ("bright", 5) else ramp[0, 0]  # the set's peak
+            Image.fromarray(ramp).save(root / name / f"{i}.png")
+    return root
+
+
+def test_twelve_bit_values_in_sixteen_bit_files_keep_their_grey_levels(tmp_path):
+    splits = load_data(str(_twelve_bit_folder(tmp_path / "xray")), validation_split=0, test_split=0)
+    assert splits.card.white_level == 4095 and splits.train.white_level == 4095
+    assert "12-bit values, 0-4095 scaled to 0-255" in splits.card.summary()
+    assert splits.card.to_dict()["white_level"] == 4095
+    images, labels = _batches(make_dataset(splits.train, 16, 4))
+    bright = images[labels == splits.class_names.index("bright")]
+    # 0-4095 over 0-255: the bright ramps reach ~190-200 (divided by 257 they would reach 12)
+    assert 180 <= bright[..., 0].max() <= 255 and len(np.unique(bright[..., 0])) > 100
+    np.testing.assert_array_equal(  # prediction decodes a file as training did
+        load_images(splits.train.paths, 16, splits.train.white_level)[0], images
+    )
+    # without a white level (an 8-bit set, or a run from before it was recorded): 0-65535 as before
+    assert load_images(splits.train.paths[-1:], 16)[0].max() <= 16
+
+
+def test_eight_bit_data_sets_have_no_white_level(tmp_path):
+    splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0, test_split=0)
+    assert splits.card.white_level is None and splits.train.white_level is None
+    assert splits.card.to_dict()["white_level"] is None and "high-bit" not in splits.card.summary()

@@ -136,3 +136,29 @@ def test_evaluate_without_data_on_a_run_without_predictions_says_to_give_data(ru
     (copy / "predictions.npz").unlink()
     result = CliRunner().invoke(cli.main, ["evaluate", str(copy)])
     assert result.exit_code == 2 and "with --data" in result.output
+
+
+def test_a_run_on_twelve_bit_images_predicts_and_evaluates_them_as_it_trained(tmp_path):
+    from transferkit.reporting.diagnostics import load_predictions
+
+    root = tmp_path / "scans"
+    rng = np.random.default_rng(0)
+    for k, level in enumerate((500, 1500, 3500)):  # three brightness classes of 12-bit values
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(8):
+            values = np.clip(rng.normal(level, 150, (20, 20)), 0, 4095).astype(np.uint16)
+            Image.fromarray(values).save(root / f"c{k}" / f"{i}.png")
+    run = transferkit.fit(
+        str(root), recipe="small_similar", backbone="tiny", weights="random", image_size=16,
+        epochs=2, out=tmp_path / "runs", verbose=0,
+    )  # fmt: skip
+    info = json.loads((run.run_dir / "run.json").read_text())
+    recorded = load_predictions(run.run_dir)
+    assert info["white_level"] == 4095 and recorded.white_level == 4095
+    rows = transferkit.predict(run.run_dir, list(recorded.paths), top_k=3)
+    by_class = [dict(row["top"]) for row in rows]
+    predicted = np.array([[p[name] for name in recorded.class_names] for p in by_class])
+    np.testing.assert_allclose(predicted, recorded.probabilities, atol=1e-5)
+    assert api.evaluate(run.run_dir).accuracy == pytest.approx(
+        float((recorded.predicted == recorded.labels).mean())
+    )

@@ -172,6 +172,7 @@ def fit(
             "device": device.describe(),
             "class_names": list(splits.class_names),
             "test_split": splits.holdout.to_dict(),
+            "white_level": splits.card.white_level,  # predict and evaluate decode as training did
             "distribution": _distribution_record(device, session.recipe),
         }
         with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends

@@ -54,7 +54,9 @@ def evaluate(
             paths=tuple(p for part in parts for p in part.paths),
             labels=tuple(label for part in parts for label in part.labels),
         )
-    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
+    # Decoded as the run's training images were, whatever this folder's own depth says.
+    labels = tuple(remap[label] for label in images.labels)
+    images = dataclasses.replace(images, labels=labels, white_level=run.white_level)
     dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 
@@ -67,4 +69,5 @@ def _held_out_images(run_dir: Path) -> ImageSet:
             f"{str(run_dir)!r} lists no held-out image files (no predictions.npz, or a tfds: source); "
             "give the labelled images to evaluate on with --data."
         )
-    return ImageSet(predictions.paths, tuple(int(label) for label in predictions.labels))
+    labels = tuple(int(label) for label in predictions.labels)
+    return ImageSet(predictions.paths, labels, white_level=predictions.white_level)

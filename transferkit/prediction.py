@@ -144,7 +144,7 @@ def predict(
 
     run = runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
-    images, skipped = load_images(paths, run.image_size)
+    images, skipped = load_images(paths, run.image_size, run.white_level)
     skipped_paths = {path for path, _ in skipped}
     usable = [p for p in paths if p not in skipped_paths]
     model = tta_model(run.model) if tta else run.model

@@ -377,6 +377,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
                 split="validation",
                 run_dir=run_dir,
                 predict=predict,
+                white_level=splits.val.white_level,
             )
         )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
@@ -459,7 +460,14 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Me
     size = image_size_for(recipe, spec)
     test = as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))  # read once
     return evaluate_held_out(
-        model, test, splits.test.paths, splits.class_names, split="test", run_dir=run_dir, predict=predict
+        model,
+        test,
+        splits.test.paths,
+        splits.class_names,
+        split="test",
+        run_dir=run_dir,
+        predict=predict,
+        white_level=splits.test.white_level,
     )
 
 

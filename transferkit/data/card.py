@@ -38,6 +38,9 @@ class DatasetCard:
         image_sizes: ``{"width": {"min", "median", "max"}, "height": {...}}`` of the original
             images (before resizing); empty when unknown (TFDS images of varying size).
         holdout: where the test split came from (or why there is none); None when not recorded.
+        white_level: the sample value that becomes white in its high-bit-depth grey images (16-bit
+            X-ray, CT, microscopy: 4095 for a 12-bit detector's), from the largest the scan saw;
+            None when it has none (see :mod:`transferkit.data.decode`).
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -51,6 +54,7 @@ class DatasetCard:
     skipped: tuple[tuple[str, str], ...] = ()
     image_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     holdout: Holdout | None = None
+    white_level: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -97,6 +101,7 @@ class DatasetCard:
             "image_sizes": self.image_sizes,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "test_split": None if self.holdout is None else self.holdout.to_dict(),
+            "white_level": self.white_level,
         }
 
     def summary(self) -> str:
@@ -120,6 +125,9 @@ class DatasetCard:
                 f"image sizes: median {w['median']}x{h['median']} "
                 f"(min {w['min']}x{h['min']}, max {w['max']}x{h['max']})"
             )
+        if self.white_level is not None:
+            white = self.white_level
+            lines.append(f"high-bit-depth grey: {white.bit_length()}-bit values, 0-{white} scaled to 0-255")
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))

@@ -18,9 +18,13 @@ Decisions, in the order they are applied:
   about 1500 x 1500 pixels of memory and time.
 - EXIF orientation is applied (a portrait phone photo stays upright).
 - Animated GIF/WebP, multi-page TIFF: the first frame.
-- Colour: 16-bit grey is scaled (not clipped) to 8 bits, as is 16-bit RGB; floating-point grey
-  in [0, 1] is scaled to [0, 255] (any other range: as 16-bit integers are); CMYK, palette and
-  grey become RGB;
+- Colour: high-bit-depth integer grey (16-bit, as X-ray, CT and microscopy sets ship, or 32-bit)
+  is scaled (not clipped) to 8 bits from the data set's **white level**: the largest value a file
+  of that depth holds, ``2**bits - 1`` for the fewest bits (at least 8) that hold every sample the
+  scan saw (:func:`white_level_for`). A 12-bit detector's 0-4095 in 16-bit files becomes 0-255
+  instead of the 16 grey levels that 0-65535 would leave; without a white level, 65535. 16-bit RGB
+  is reduced to 8 bits by Pillow (its high byte). Floating-point grey in [0, 1] is scaled to
+  [0, 255] (any other range: as 16-bit integers are); CMYK, palette and grey become RGB;
   transparency (RGBA, LA, palette or colour-key transparency) is composited on **white**, the
   way viewers and browsers show such files, instead of dropping alpha, which exposes whatever
   colour the encoder left under transparent pixels (often black or noise).
@@ -36,6 +40,7 @@ import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,6 +51,7 @@ RESAMPLE = Image.Resampling.BILINEAR
 BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white
 FULL_CHECK_MAX_PIXELS = 4_000_000  # bigger PNGs are CRC-checked at scan time, not fully decoded
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+HIGH_BIT_MODES = (*_SIXTEEN_BIT_MODES, "I")  # integer grey above 8 bits: scaled by a white level
 
 # Our own limit is Pillow's hard limit (DecompressionBombError, reported as a skip reason); its softer
 # DecompressionBombWarning (89-179 megapixels) is silenced by the CLI's process set-up, not here.
@@ -94,12 +100,24 @@ def _upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB (16-bit scaled, transparency composited on white)."""
-    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+def white_level_for(peak: int) -> int:
+    """The white of integer samples whose largest is ``peak``: ``2**bits - 1``, fewest bits, at least 8.
+
+    Example:
+        >>> white_level_for(3000), white_level_for(4095), white_level_for(4096), white_level_for(200)
+        (4095, 4095, 8191, 255)
+    """
+    return (1 << max(8, int(peak).bit_length())) - 1
+
+
+def _to_rgb(img: Image.Image, white_level: int | None = None) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB (high-bit grey scaled, transparency composited on white)."""
+    if img.mode in HIGH_BIT_MODES or img.mode == "F":
         values = np.nan_to_num(np.asarray(img, dtype=np.float64))
         if img.mode == "F" and values.size and values.min() >= 0 and values.max() <= 1:
             values = values * 255.0  # a float image in [0, 1]
+        elif img.mode in HIGH_BIT_MODES and white_level:
+            values = values * (255.0 / white_level)  # the data set's 0..white -> 0..255
         elif img.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
             values = values / 257.0  # 0..65535 -> 0..255
         img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
@@ -109,12 +127,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(source: str | os.PathLike | bytes, image_size: int) -> np.ndarray:
+def decode_image(
+    source: str | os.PathLike | bytes, image_size: int, white_level: int | None = None
+) -> np.ndarray:
     """Decode a file path or encoded bytes into a ``uint8 [image_size, image_size, 3]`` RGB array.
 
     Args:
         source: path of an image file, or the encoded bytes of one.
         image_size: side of the square output, in pixels.
+        white_level: the value that becomes 255 in high-bit-depth grey images (the data set's, from
+            its scan: ``DatasetCard.white_level``); None: 65535 for 16-bit files. 8-bit files
+            ignore it.
 
     Returns:
         The picture, upright, RGB, squashed to ``image_size`` x ``image_size``.
@@ -132,7 +155,7 @@ def decode_image(source: str | os.PathLike | bytes, image_size: int) -> np.ndarr
     try:
         with img:
             img.draft(None, (image_size, image_size))  # JPEG only: DCT-scaled decode, >= target
-            rgb = _to_rgb(_upright(img))
+            rgb = _to_rgb(_upright(img), white_level)
             return np.asarray(rgb.resize((image_size, image_size), RESAMPLE), dtype=np.uint8)
     except UnusableImage:
         raise
@@ -140,12 +163,20 @@ def decode_image(source: str | os.PathLike | bytes, image_size: int) -> np.ndarr
         raise UnusableImage(_reason(err)) from None
 
 
-def probe_image(path: str | os.PathLike) -> tuple[int, int]:
-    """Check that ``path`` decodes completely; return its upright ``(width, height)``.
+class Probe(NamedTuple):
+    """What the scan learns from one file: its upright ``(width, height)``, and for high-bit-depth
+    integer grey (``HIGH_BIT_MODES``) its largest sample (``None`` for every other image)."""
+
+    size: tuple[int, int]
+    peak: int | None = None
+
+
+def probe(path: str | os.PathLike) -> Probe:
+    """Check that ``path`` decodes completely; return its upright size (and peak, if high-bit).
 
     Cheaper than :func:`decode_image`: a JPEG is decoded at 1/8 scale (which still reads every
-    byte, so truncation is caught), a PNG above ``FULL_CHECK_MAX_PIXELS`` is CRC-checked instead
-    of inflated, and nothing is converted or resized.
+    byte, so truncation is caught), an 8-bit PNG above ``FULL_CHECK_MAX_PIXELS`` is CRC-checked
+    instead of inflated, and nothing is converted or resized.
 
     Args:
         path: the image file.
@@ -154,24 +185,36 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
         UnusableImage: with the reason when the file cannot be used.
 
     Example:
-        >>> probe_image("cat.jpg")  # doctest: +SKIP
-        (640, 480)
+        >>> probe("cat.jpg")  # doctest: +SKIP
+        Probe(size=(640, 480), peak=None)
     """
     img = _open(path)
     try:
         with img:
             width, height = img.size
             swap = _orientation(img) in (5, 6, 7, 8)
-            if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS:
+            high_bit = img.mode in HIGH_BIT_MODES
+            if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not high_bit:
                 img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
             else:
                 img.draft(None, (1, 1))
                 img.load()
-            return (height, width) if swap else (width, height)
+            peak = int(img.getextrema()[1]) if high_bit else None
+            return Probe((height, width) if swap else (width, height), peak)
     except UnusableImage:
         raise
     except Exception as err:
         raise UnusableImage(_reason(err)) from None
+
+
+def probe_image(path: str | os.PathLike) -> tuple[int, int]:
+    """:func:`probe`'s upright ``(width, height)`` of ``path``.
+
+    Example:
+        >>> probe_image("cat.jpg")  # doctest: +SKIP
+        (640, 480)
+    """
+    return probe(path).size
 
 
 def _reason(err: Exception) -> str:
@@ -182,13 +225,14 @@ def _reason(err: Exception) -> str:
 
 
 def load_images(
-    paths: Sequence[str | os.PathLike], image_size: int
+    paths: Sequence[str | os.PathLike], image_size: int, white_level: int | None = None
 ) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode many files for prediction, in parallel, keeping the usable ones.
 
     Args:
         paths: image files to decode.
         image_size: side of the square output, in pixels.
+        white_level: as :func:`decode_image`'s (a run's: the one it trained with).
 
     Returns:
         ``(images, skipped)``: a ``uint8 [n_usable, image_size, image_size, 3]`` array in the
@@ -202,7 +246,7 @@ def load_images(
 
     def attempt(path: str | os.PathLike) -> np.ndarray | str:
         try:
-            return decode_image(path, image_size)
+            return decode_image(path, image_size, white_level)
         except UnusableImage as err:
             return str(err)
 

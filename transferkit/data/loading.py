@@ -26,7 +26,7 @@ import numpy as np
 
 from transferkit.data import tfds_source
 from transferkit.data.card import DatasetCard, size_stats
-from transferkit.data.decode import load_images
+from transferkit.data.decode import load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.scan import ScannedSplit, detect_layout, scan_split
 from transferkit.data.splits import (
@@ -55,6 +55,8 @@ class ImageSet:
     """One split: image files and their label indices, or records of a TFDS split.
 
     For TFDS, ``tfds`` says which records, and ``paths`` holds ids like ``tfds:beans/train#17``.
+    ``white_level``: what its high-bit-depth grey images are scaled from (the data set's, see
+    :class:`DatasetCard`); decoding follows it.
 
     Example:
         >>> ImageSet(("a/cat/1.jpg", "a/dog/2.jpg"), (0, 1)).__len__()
@@ -64,6 +66,7 @@ class ImageSet:
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     tfds: tfds_source.TfdsRef | None = None
+    white_level: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -78,7 +81,8 @@ class ImageSet:
         if ref is not None:
             base = ref.indices if ref.indices is not None else range(len(self))
             ref = dataclasses.replace(ref, indices=tuple(int(base[i]) for i in indices))
-        return ImageSet(tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices), ref)
+        paths, labels = tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices)
+        return ImageSet(paths, labels, ref, self.white_level)
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,10 @@ def _load_folder(
     )
     holdout = _carve(sets, validation_split, test_split, seed, str(root))
     everything = [pool, *scans.values()]
+    # From every split, as a file format's bit depth is a property of the source, not of its labels.
+    peaks = [scan.peak for scan in everything if scan.peak is not None]
+    white_level = white_level_for(max(peaks)) if peaks else None
+    sets = {split: dataclasses.replace(images, white_level=white_level) for split, images in sets.items()}
     card = DatasetCard(
         source=str(source),
         class_names=class_names,
@@ -213,6 +221,7 @@ def _load_folder(
             size for scan in everything for found in scan.images.values() for _, size in found
         ),
         holdout=holdout,
+        white_level=white_level,
     )
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 

@@ -89,7 +89,11 @@ def make_dataset(
         buffer = len(images) if images.tfds is None else TFDS_SHUFFLE_BUFFER
         items = items.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=True)
     decode = functools.partial(
-        _decode, image_size=image_size, encoded=images.tfds is not None, failures=DecodeFailures()
+        _decode,
+        image_size=image_size,
+        encoded=images.tfds is not None,
+        white_level=images.white_level,
+        failures=DecodeFailures(),
     )
     ds = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(_is_ok).map(_without_ok)
@@ -174,15 +178,15 @@ def _decode(
     *,
     image_size: int,
     encoded: bool,
+    white_level: int | None,
     failures: DecodeFailures,
 ):
     """Graph op: ``(image, label, ok)``; a failure gives a blank image and ``ok=False``, never an error."""
 
     def run(name_bytes: bytes, payload_bytes: bytes) -> tuple[np.ndarray, np.bool_]:
         try:
-            return decode_image(
-                payload_bytes if encoded else os.fsdecode(payload_bytes), image_size
-            ), np.bool_(True)
+            source = payload_bytes if encoded else os.fsdecode(payload_bytes)
+            return decode_image(source, image_size, white_level), np.bool_(True)
         except Exception as err:  # UnusableImage, or anything unforeseen: never end a training run
             failures.report(os.fsdecode(name_bytes), err)
             return np.zeros((image_size, image_size, 3), np.uint8), np.bool_(False)

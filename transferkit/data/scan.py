@@ -10,7 +10,7 @@ Rules of the walk, chosen so a real-world folder never stops a run:
   folder reached twice (a symlink loop) is listed as skipped instead of walked again.
 - Hidden files and folders (names starting with ``.``: ``.DS_Store``, macOS ``._x.jpg``
   resource forks, ``.ipynb_checkpoints``) are ignored silently.
-- Every other file is used only if it decodes (:func:`transferkit.data.decode.probe_image`, run in
+- Every other file is used only if it decodes (:func:`transferkit.data.decode.probe`, run in
   a thread pool); otherwise it is listed with a reason: wrong extension, empty, not a regular
   file (a FIFO would block ``open``), truncated, not an image, too large, unreadable.
 - Paths are sorted, so results never depend on the order the file system lists them in.
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferkit.data.decode import IMAGE_EXTENSIONS, UnusableImage, has_image_extension, probe_image
+from transferkit.data.decode import IMAGE_EXTENSIONS, Probe, UnusableImage, has_image_extension, probe
 from transferkit.errors import TransferkitError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -36,10 +36,15 @@ SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futur
 
 @dataclass
 class ScannedSplit:
-    """The usable images of one split folder, per class, and what was left out."""
+    """The usable images of one split folder, per class, and what was left out.
+
+    ``peak``: the largest sample of its high-bit-depth grey images (16-bit and the like), None when
+    it has none; the data set's white level comes from it (:func:`transferkit.data.decode.white_level_for`).
+    """
 
     images: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)  # path, (w, h)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    peak: int | None = None
 
 
 def _is_hidden(name: str) -> bool:
@@ -92,11 +97,13 @@ def scan_split(folder: Path) -> ScannedSplit:
         if isinstance(outcome, str):
             result.skipped.append((path, outcome))
         else:
-            result.images[class_name].append((path, outcome))
+            result.images[class_name].append((path, outcome.size))
+            if outcome.peak is not None:
+                result.peak = max(outcome.peak, result.peak or 0)
     return result
 
 
-def _probed(paths: Iterator[str]) -> Iterator[tuple[int, int] | str]:
+def _probed(paths: Iterator[str]) -> Iterator[Probe | str]:
     """:func:`_check` of every path, in order, from a thread pool with a bounded number in flight.
 
     ``Executor.map`` submits every path at once (a future per file held until the end); here at
@@ -158,12 +165,12 @@ def _walk(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
     return found
 
 
-def _check(path: str) -> tuple[int, int] | str:
-    """``(width, height)`` of a usable image, or the reason it cannot be used."""
+def _check(path: str) -> Probe | str:
+    """The :class:`~transferkit.data.decode.Probe` of a usable image, or the reason it cannot be used."""
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-        return probe_image(path)
+        return probe(path)
     except UnusableImage as err:
         return str(err)
     except OSError as err:

@@ -49,7 +49,11 @@ class HeldOut:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What ``export`` wrote and how it compares with ``model.keras`` (also in ``<name>.export.json``)."""
+    """What ``export`` wrote and how it compares with ``model.keras`` (also in ``<name>.export.json``).
+
+    ``white_level``: the run's, for high-bit-depth grey inputs (None: it had none); an app scales
+    such pixels by ``255 / white_level`` before the model, as ``transferkit predict`` does.
+    """
 
     path: Path
     format: str
@@ -61,6 +65,7 @@ class ExportResult:
     parity: Parity
     max_drop: float | None
     passed: bool
+    white_level: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types, as written to the record."""
@@ -97,7 +102,8 @@ def export(
     """Export a finished run's model and check it against ``model.keras`` on held-out images.
 
     The exported model takes raw 0-255 RGB float32 pixels ``[N, size, size, 3]`` like
-    ``model.keras`` and returns probabilities. The class names travel with it: a SavedModel has
+    ``model.keras`` and returns probabilities (high-bit-depth grey scaled by the run's white level,
+    in the record). The class names travel with it: a SavedModel has
     a ``labels`` signature and ``assets/labels.txt``; TFLite and ONNX files get
     ``<name>.labels.txt`` next to them, and ONNX also ``metadata_props["labels"]`` (JSON).
 
@@ -142,6 +148,7 @@ def export(
         parity=parity,
         max_drop=max_drop,
         passed=passed,
+        white_level=run.white_level,
     )
     write_json(record_path(path), result.to_dict())
     if verbose:
@@ -224,7 +231,8 @@ def _data_held_out(data: str, run: SavedRun) -> HeldOut:
         paths = tuple(p for part in parts for p in part.paths)
         images, note = ImageSet(paths, tuple(x for part in parts for x in part.labels)), "all of it"
     remap = [run.class_names.index(name) for name in splits.class_names]
-    images = dataclasses.replace(images, labels=tuple(remap[label] for label in images.labels))
+    labels = tuple(remap[label] for label in images.labels)  # decoded as the run's training images
+    images = dataclasses.replace(images, labels=labels, white_level=run.white_level)
     return _held_out(images, run.image_size, "data", str(data), note)
 
 

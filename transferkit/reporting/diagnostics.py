@@ -41,6 +41,8 @@ class Predictions:
         paths: the image files (or TFDS ids) in row order; empty when they could not be paired
             with the rows (a file that failed to decode was left out of the pass).
         image_size: the side of the square images the model takes.
+        white_level: what the run's high-bit-depth grey images were scaled from (None: none;
+            :class:`~transferkit.data.card.DatasetCard`), so that they decode again as they trained.
     """
 
     split: str
@@ -49,6 +51,7 @@ class Predictions:
     probabilities: np.ndarray
     paths: tuple[str, ...] = ()
     image_size: int = 0
+    white_level: int | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -74,6 +77,7 @@ def save_predictions(run_dir: str | os.PathLike, predictions: Predictions) -> Pa
             predicted=predictions.predicted.astype(np.int64),
             probabilities=predictions.probabilities.astype(np.float32),
             image_size=np.array(predictions.image_size),
+            white_level=np.array(predictions.white_level or 0),  # 0: none
         )
     return path
 
@@ -92,6 +96,7 @@ def load_predictions(run_dir: str | os.PathLike) -> Predictions | None:
                 probabilities=data["probabilities"].astype(np.float32),
                 paths=tuple(str(p) for p in data["paths"]),
                 image_size=int(data["image_size"]),
+                white_level=int(data["white_level"]) or None if "white_level" in data else None,
             )
     except (OSError, ValueError, KeyError) as error:
         raise TransferkitError(f"{path} is damaged ({error}); rerun `transferkit evaluate` or fit.") from None
@@ -106,6 +111,7 @@ def evaluate_held_out(
     split: str,
     run_dir: str | os.PathLike,
     predict: Predict | None = None,
+    white_level: int | None = None,
 ) -> Metrics:
     """Metrics of the held-out split and its ``predictions.npz``, from one pass over ``dataset``.
 
@@ -117,6 +123,7 @@ def evaluate_held_out(
         split: "test" or "validation".
         run_dir: the run folder that receives ``predictions.npz``.
         predict: as for :func:`~transferkit.reporting.metrics.evaluate_model`.
+        white_level: the split's (:class:`~transferkit.data.loading.ImageSet`), kept with the rows.
     """
     probabilities, labels = predict_dataset(model, dataset, predict)
     metrics = compute_metrics(probabilities, labels, class_names)
@@ -128,6 +135,7 @@ def evaluate_held_out(
         probabilities=probabilities.astype(np.float32),
         paths=tuple(paths) if paired else (),
         image_size=int(model.input_shape[1]),
+        white_level=white_level,
     )
     save_predictions(run_dir, predictions)
     return metrics

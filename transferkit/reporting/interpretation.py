@@ -101,7 +101,9 @@ def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[s
     if any(path.startswith("tfds:") for path in predictions.paths):
         notes.append("The held-out images come from TensorFlow Datasets, not files; no gallery or heat maps.")
         return None
-    images, skipped = load_images([predictions.paths[i] for i in rows], predictions.image_size)
+    images, skipped = load_images(
+        [predictions.paths[i] for i in rows], predictions.image_size, predictions.white_level
+    )
     if skipped:
         notes.append(f"{len(skipped)} held-out image(s) can no longer be read (e.g. {skipped[0][0]}).")
         return None

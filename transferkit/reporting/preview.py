@@ -36,7 +36,9 @@ def augment_preview(
     splits = load_data(data, seed=seed)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(splits.train.paths), size=min(count, len(splits.train.paths)), replace=False)
-    images, _ = load_images([splits.train.paths[i] for i in sorted(chosen)], image_size)
+    images, _ = load_images(
+        [splits.train.paths[i] for i in sorted(chosen)], image_size, splits.train.white_level
+    )
     grid = preview(images, config, copies=copies, seed=seed)
     titles = (["original"] + [f"augmented {i + 1}" for i in range(copies)]) * len(images)
     plot_image_grid(

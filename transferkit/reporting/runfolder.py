@@ -87,6 +87,11 @@ class SavedRun:
     def image_size(self) -> int:
         return int(self.model.input_shape[1])
 
+    @property
+    def white_level(self) -> int | None:
+        """What its high-bit-depth grey training images were scaled from (None: none, or an older run)."""
+        return self.info.get("white_level")
+
 
 def load_run(run_dir: str | Path) -> SavedRun:
     """Load a run folder's model (Keras safe mode) and labels."""
