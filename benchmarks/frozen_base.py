@@ -53,6 +53,7 @@ from transferkit.backbones.registry import get_backbone  # noqa: E402
 from transferkit.backbones.weights import build_base  # noqa: E402
 from transferkit.data.examples import export_dataset  # noqa: E402
 from transferkit.data.loading import stratified_split  # noqa: E402
+from transferkit.data.pipeline import without_autotune  # noqa: E402
 from transferkit.training.augment import RandomAffine, build_augmentation  # noqa: E402
 from transferkit.training.callbacks import read_history  # noqa: E402
 from transferkit.training.device import setup_device  # noqa: E402
@@ -98,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--aug-repeats", type=int, default=5, help="interleaved augmentation pairs (default 5)"
+    )
+    parser.add_argument(
+        "--keras-no-autotune",
+        action="store_true",
+        help="plain Keras' datasets without tf.data autotuning: no idle stall when Keras deletes an\n"
+        "iterator (every epoch, training and validation); transferkit's pipelines never autotune",
     )
     parser.add_argument("--skip-training", action="store_true", help="only the augmentation benchmark")
     parser.add_argument("--skip-augment", action="store_true", help="only the training benchmark")
@@ -186,8 +193,15 @@ def keras_preprocessing(kind: str) -> list:
     return [layer] if layer is not None else []
 
 
-def plain_keras_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: int) -> dict:
-    """Guide recipe, end to end; returns wall and CPU seconds, final val accuracy and epochs run."""
+def plain_keras_fit(
+    folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: int, autotune: bool = True
+) -> dict:
+    """Guide recipe, end to end; returns wall and CPU seconds, final val accuracy and epochs run.
+
+    ``autotune=False``: the datasets without tf.data's autotuning, whose thread makes deleting an
+    iterator wait (``transferkit.data.pipeline.without_autotune``); Keras deletes the training
+    and the validation iterator every epoch here, and the guide's pipeline pays it.
+    """
     started, cpu = time.perf_counter(), time.process_time()
     keras.utils.set_random_seed(seed)
     spec = get_backbone(recipe.backbone.name)
@@ -201,6 +215,8 @@ def plain_keras_fit(folder: Path, recipe: recipe_io.Recipe, epochs: int, seed: i
     # would freeze the first epoch's batches; decoding small PNGs overlaps with the steps anyway.)
     train = train.prefetch(tf.data.AUTOTUNE)
     val = val.prefetch(tf.data.AUTOTUNE)
+    if not autotune:
+        train, val = without_autotune(train), without_autotune(val)
 
     base, _ = build_base(spec, size, recipe.backbone.weights)
     base.trainable = False
@@ -286,7 +302,7 @@ def benchmark_training(args: argparse.Namespace, folder: Path, work: Path) -> di
     def run(side: str, epochs: int) -> dict:
         _fresh()
         if side == "plain":
-            return plain_keras_fit(folder, recipe, epochs, args.seed)
+            return plain_keras_fit(folder, recipe, epochs, args.seed, autotune=not args.keras_no_autotune)
         return transferkit_fit(folder, recipe, epochs, work / f"runs{next(counter)}")
 
     if not args.no_warmup:
@@ -317,6 +333,7 @@ def benchmark_training(args: argparse.Namespace, folder: Path, work: Path) -> di
         "epochs": args.epochs,
         "cached_passes": min(recipe.augment.cached_passes, args.epochs),
         "early_stopping": args.early_stopping,
+        "keras_autotune": not args.keras_no_autotune,
         "pairs": pairs,
     }
 
@@ -455,7 +472,12 @@ def print_report(facts: dict, setup: dict, training: dict | None, augmentation: 
         print(f"   {'':<42} {'wall s':>8} {'CPU s':>8} {'img/s*':>8} {'val acc':>8} {'epochs':>7}")
         seen = setup["train"] * training["epochs"]
         for side, label in (
-            ("plain", "plain Keras (guide recipe, in-model aug)"),
+            (
+                "plain",
+                "plain Keras (guide recipe"
+                + ("" if training.get("keras_autotune", True) else ", no autotune")
+                + ")",
+            ),
             ("transferkit", f"transferkit.fit ({training['cached_passes']} cached passes)"),
         ):
             seconds = _median(p[side]["seconds"] for p in pairs)
