@@ -313,6 +313,20 @@ def test_twelve_bit_values_in_sixteen_bit_files_keep_their_grey_levels(tmp_path)
     assert load_images(splits.train.paths[-1:], 16)[0].max() <= 16
 
 
+def test_big_endian_and_32_bit_grey_tiffs_count_towards_the_white_level(tmp_path):
+    import tifffile
+
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 13).astype(np.uint16)  # 0-3315: 12 bits
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "be.tif", ramp, byteorder=">")  # Pillow: I;16B
+        Image.fromarray(ramp.astype(np.int32)).save(tmp_path / name / "i32.tif")  # Pillow: I
+    splits = load_data(str(tmp_path), validation_split=0, test_split=0)
+    assert splits.card.white_level == 4095 and not splits.card.skipped
+    images, _ = _batches(make_dataset(splits.train, 16, 4))
+    np.testing.assert_array_equal(images[0, ..., 0], np.rint(ramp * (255 / 4095)).astype(np.uint8))
+
+
 def test_eight_bit_data_sets_have_no_white_level(tmp_path):
     splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0, test_split=0)
     assert splits.card.white_level is None and splits.train.white_level is None

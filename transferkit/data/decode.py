@@ -199,7 +199,7 @@ def probe(path: str | os.PathLike) -> Probe:
             else:
                 img.draft(None, (1, 1))
                 img.load()
-            peak = int(img.getextrema()[1]) if high_bit else None
+            peak = int(np.asarray(img).max(initial=0)) if high_bit else None  # getextrema fails on I;16B
             return Probe((height, width) if swap else (width, height), peak)
     except UnusableImage:
         raise
