@@ -162,3 +162,22 @@ def test_a_run_on_twelve_bit_images_predicts_and_evaluates_them_as_it_trained(tm
     assert api.evaluate(run.run_dir).accuracy == pytest.approx(
         float((recorded.predicted == recorded.labels).mean())
     )
+
+
+def test_predict_decodes_a_folder_in_chunks_with_the_same_results(run_dir, folder, tmp_path, monkeypatch):
+    from transferkit import prediction
+
+    (tmp_path / "in").mkdir()
+    for index, path in enumerate(sorted((folder / "class_1").iterdir())):
+        (tmp_path / "in" / f"{index}.png").write_bytes(path.read_bytes())
+    (tmp_path / "in" / "3b.png").write_bytes(b"not an image")  # an unreadable file mid-way
+    whole = transferkit.predict(run_dir, str(tmp_path / "in"), top_k=5)
+    monkeypatch.setattr(prediction, "PREDICT_CHUNK", 2)  # 7 files: 4 chunks, one of them short
+    sheet = tmp_path / "sheet.png"
+    chunked = transferkit.predict(run_dir, str(tmp_path / "in"), top_k=5, contact_sheet=sheet)
+    assert [row["path"] for row in chunked] == [row["path"] for row in whole]
+    assert "error" in chunked[-1] and chunked[-1]["path"].endswith("3b.png")  # errors come last
+    for a, b in zip(whole[:-1], chunked[:-1], strict=True):
+        assert a["label"] == b["label"]
+        np.testing.assert_allclose([p for _, p in a["top"]], [p for _, p in b["top"]], atol=1e-6)
+    assert sheet.stat().st_size > 0
