@@ -327,7 +327,20 @@ def test_big_endian_and_32_bit_grey_tiffs_count_towards_the_white_level(tmp_path
     np.testing.assert_array_equal(images[0, ..., 0], np.rint(ramp * (255 / 4095)).astype(np.uint8))
 
 
+def test_sixteen_bit_colour_holding_twelve_bit_values_is_reported_in_the_card(tmp_path):
+    for name, value in (("dim", 4095), ("full", 65535)):  # 12-bit values read 0-15 through the high byte
+        (tmp_path / name).mkdir()
+        pixels = tf.fill([8, 8, 3], tf.constant(value, tf.uint16))
+        (tmp_path / name / "rgb48.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    splits = load_data(str(tmp_path), validation_split=0, test_split=0)
+    count, example = splits.card.dim_colour
+    assert count == 1 and example.endswith("dim/rgb48.png") and splits.card.white_level is None
+    assert "1 16-bit colour image(s) hold only 12-bit values" in splits.card.summary()
+    assert splits.card.to_dict()["dim_colour"] == [1, example]
+
+
 def test_eight_bit_data_sets_have_no_white_level(tmp_path):
     splits = load_data(str(_folder(tmp_path, {"ants": 3, "bees": 3})), validation_split=0, test_split=0)
     assert splits.card.white_level is None and splits.train.white_level is None
     assert splits.card.to_dict()["white_level"] is None and "high-bit" not in splits.card.summary()
+    assert splits.card.dim_colour is None

@@ -41,6 +41,8 @@ class DatasetCard:
         white_level: the sample value that becomes white in its high-bit-depth grey images (16-bit
             X-ray, CT, microscopy: 4095 for a 12-bit detector's), from the largest the scan saw;
             None when it has none (see :mod:`transferkit.data.decode`).
+        dim_colour: 16-bit colour images whose values fit in 12 bits, which Pillow reads through
+            their high byte (0-15, nearly black): ``(count, one of them)``, or None.
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -55,6 +57,7 @@ class DatasetCard:
     image_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     holdout: Holdout | None = None
     white_level: int | None = None
+    dim_colour: tuple[int, str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -102,6 +105,7 @@ class DatasetCard:
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "test_split": None if self.holdout is None else self.holdout.to_dict(),
             "white_level": self.white_level,
+            "dim_colour": None if self.dim_colour is None else list(self.dim_colour),
         }
 
     def summary(self) -> str:
@@ -128,6 +132,12 @@ class DatasetCard:
         if self.white_level is not None:
             white = self.white_level
             lines.append(f"high-bit-depth grey: {white.bit_length()}-bit values, 0-{white} scaled to 0-255")
+        if self.dim_colour is not None:
+            count, example = self.dim_colour
+            lines.append(
+                f"{count} 16-bit colour image(s) hold only 12-bit values or fewer (e.g. {example}): read "
+                "through their high byte they are nearly black; convert them to 8 bits per channel"
+            )
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))

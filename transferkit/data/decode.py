@@ -164,11 +164,14 @@ def decode_image(
 
 
 class Probe(NamedTuple):
-    """What the scan learns from one file: its upright ``(width, height)``, and for high-bit-depth
-    integer grey (``HIGH_BIT_MODES``) its largest sample (``None`` for every other image)."""
+    """What the scan learns from one file: its upright ``(width, height)``; for high-bit-depth
+    integer grey (``HIGH_BIT_MODES``) its largest sample (``None`` for every other image); and
+    ``dim_colour``: 16-bit colour whose values fit in 12 bits, which Pillow reduces to its high
+    byte (0-15: nearly black), a loss this toolkit can only report."""
 
     size: tuple[int, int]
     peak: int | None = None
+    dim_colour: bool = False
 
 
 def probe(path: str | os.PathLike) -> Probe:
@@ -192,15 +195,18 @@ def probe(path: str | os.PathLike) -> Probe:
     try:
         with img:
             width, height = img.size
-            swap = _orientation(img) in (5, 6, 7, 8)
             high_bit = img.mode in HIGH_BIT_MODES
-            if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not high_bit:
+            # before anything loads the pixels (a PNG's EXIF lookup does), which empties ``tile``
+            colour_16 = img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+            swap = _orientation(img) in (5, 6, 7, 8)
+            if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not (high_bit or colour_16):
                 img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
             else:
                 img.draft(None, (1, 1))
                 img.load()
             peak = int(np.asarray(img).max(initial=0)) if high_bit else None  # getextrema fails on I;16B
-            return Probe((height, width) if swap else (width, height), peak)
+            dim = colour_16 and max(high for _, high in img.getextrema()[:3]) < 16  # colour, not alpha
+            return Probe((height, width) if swap else (width, height), peak, dim)
     except UnusableImage:
         raise
     except Exception as err:

@@ -212,6 +212,7 @@ def _load_folder(
     peaks = [scan.peak for scan in everything if scan.peak is not None]
     white_level = white_level_for(max(peaks)) if peaks else None
     sets = {split: dataclasses.replace(images, white_level=white_level) for split, images in sets.items()}
+    dim = [path for scan in everything for path in scan.dim_colour]
     card = DatasetCard(
         source=str(source),
         class_names=class_names,
@@ -222,6 +223,7 @@ def _load_folder(
         ),
         holdout=holdout,
         white_level=white_level,
+        dim_colour=(len(dim), dim[0]) if dim else None,
     )
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 

@@ -40,11 +40,13 @@ class ScannedSplit:
 
     ``peak``: the largest sample of its high-bit-depth grey images (16-bit and the like), None when
     it has none; the data set's white level comes from it (:func:`transferkit.data.decode.white_level_for`).
+    ``dim_colour``: its 16-bit colour images whose values fit in 12 bits (they read nearly black).
     """
 
     images: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)  # path, (w, h)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     peak: int | None = None
+    dim_colour: list[str] = field(default_factory=list)
 
 
 def _is_hidden(name: str) -> bool:
@@ -100,6 +102,8 @@ def scan_split(folder: Path) -> ScannedSplit:
             result.images[class_name].append((path, outcome.size))
             if outcome.peak is not None:
                 result.peak = max(outcome.peak, result.peak or 0)
+            if outcome.dim_colour:
+                result.dim_colour.append(path)
     return result
 
 
