@@ -145,7 +145,6 @@ def predict(
     """
     from transferkit.data.loading import load_images  # TensorFlow loads here, not at import
     from transferkit.reporting import runfolder
-    from transferkit.reporting.metrics import predict_rows
 
     run = runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
@@ -157,12 +156,9 @@ def predict(
             images, skipped = load_images(chunk, run.image_size, run.white_level)
             left_out = {path for path, _ in skipped}
             usable = [path for path in chunk if path not in left_out]
-            for first in range(0, len(images), batch_size):  # one traced step: the last batch padded
-                batch = images[first : first + batch_size].astype("float32")
-                probabilities = predict_rows(model.predict_on_batch, batch, batch_size)
-                for path, probs in zip(usable[first : first + batch_size], probabilities, strict=True):
-                    top = ranked(probs, run.class_names, top_k)
-                    results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
+            for path, probs in zip(usable, _probabilities(model, images, batch_size), strict=True):
+                top = ranked(probs, run.class_names, top_k)
+                results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
             if contact_sheet is not None and sum(map(len, shown)) < CONTACT_SHEET_MAX:
                 shown.append(images[: CONTACT_SHEET_MAX - sum(map(len, shown))])
             errors += [{"path": path, "error": reason} for path, reason in skipped]
@@ -170,6 +166,18 @@ def predict(
     if contact_sheet is not None and results:
         write_contact_sheet(np.concatenate(shown), results, contact_sheet)
     return results + errors
+
+
+def _probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``model``'s probabilities for uint8 ``images``, a batch at a time through one traced step."""
+    from transferkit.reporting.metrics import predict_rows  # pads the last batch: no second trace
+
+    batches = (images[first : first + batch_size] for first in range(0, len(images), batch_size))
+    return [
+        row
+        for batch in batches
+        for row in predict_rows(model.predict_on_batch, batch.astype("float32"), batch_size)
+    ]
 
 
 def _progress(total: int):
