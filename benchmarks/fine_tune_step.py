@@ -9,8 +9,10 @@ weights, pooling, head), with the layers the recipe's first base-training phase 
 ``large_similar``: every block above the ones ``min_block_lr_factor`` keeps frozen, BatchNorm
 frozen). transferkit compiles it as its Trainer does (``LayerwiseAdamW``: discriminative rates,
 decoupled weight decay, warm-up then cosine; its loss and metrics) and runs it under its device
-set-up (op determinism on a CPU). Plain Keras compiles it as the fine-tuning guide does:
-``keras.optimizers.AdamW`` at one rate, sparse cross-entropy, accuracy; no determinism. Both
+set-up (op determinism on a CPU), through the view its Trainer fits: the frozen BatchNorm folded
+into the convolutions each step (``Classifier.training_model``: the same variables and function).
+Plain Keras compiles the model as built, as the fine-tuning guide does: ``keras.optimizers.AdamW``
+at one rate, sparse cross-entropy, accuracy; no determinism. Both
 ``fit`` the same in-memory batches of random pixels, so decoding is left out: this measures the
 step. Epochs of ``--steps`` steps; the first epoch (tracing) is dropped and the median of the rest
 is the step time. The two sides alternate, fresh models every repeat.
@@ -94,8 +96,13 @@ class Side:
     phase: recipe_io.Phase
 
 
-def build_side(recipe: recipe_io.Recipe, classes: int, size: int) -> Side:
-    """The recipe's training graph for its first base-training phase, trainable as that phase sets it."""
+def build_side(recipe: recipe_io.Recipe, classes: int, size: int, *, transferkit: bool) -> Side:
+    """The recipe's training graph for its first base-training phase, trainable as that phase sets it.
+
+    transferkit's side trains the classifier as its Trainer does, through
+    ``Classifier.training_model()`` (frozen BatchNorm folded into the convolutions each step, the
+    same variables); the plain side trains the classifier's model as built.
+    """
     spec = get_backbone(recipe.backbone.name)
     keras.utils.set_random_seed(recipe.seed)  # the same head on both sides
     base, _ = build_base(spec, size, recipe.backbone.weights)
@@ -104,9 +111,8 @@ def build_side(recipe: recipe_io.Recipe, classes: int, size: int) -> Side:
         spec, base, classes, recipe.head, batchnorm_inference=not phase.train_batchnorm
     )
     set_trainable(classifier, spec, phase)
-    graph = training_graph(
-        classifier.model, build_augmentation(recipe.augment, recipe.seed), multi_worker=False
-    )
+    model = classifier.training_model() if transferkit else classifier.model
+    graph = training_graph(model, build_augmentation(recipe.augment, recipe.seed), multi_worker=False)
     return Side(graph, classifier, phase)
 
 
@@ -240,11 +246,11 @@ def run(args: argparse.Namespace) -> dict:
             keras.backend.clear_session()
             if name == "transferkit":
                 with device_scope("float32", recipe.seed, "none"):
-                    side = build_side(recipe, args.classes, args.image_size)
+                    side = build_side(recipe, args.classes, args.image_size, transferkit=True)
                     compile_transferkit(side, recipe, args.classes, args.steps)
                     pair[name] = timed_fit(side.graph, data, args.steps, args.epochs)
             else:
-                side = build_side(recipe, args.classes, args.image_size)
+                side = build_side(recipe, args.classes, args.image_size, transferkit=False)
                 compile_plain(side)
                 pair[name] = timed_fit(side.graph, data, args.steps, args.epochs)
             flops = flops or train_step_flops(side.classifier, args.batch_size)

@@ -4,11 +4,12 @@ the network it copies, and what every frozen-base feature pass runs."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from transferkit import recipes
-from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
+from transferkit.backbones.folding import FoldedConvolution, FoldedCopy, fold_batchnorm, folded_view
 from transferkit.backbones.registry import get_backbone
-from transferkit.training.device import setup_device
+from transferkit.training.device import device_scope, setup_device
 from transferkit.training.model import build_classifier
 
 RNG = np.random.default_rng(0)
@@ -119,3 +120,64 @@ def test_the_selectors_probe_pass_runs_folded_and_still_gives_each_cuts_features
     for cut, want in zip(cuts, expected, strict=True):
         want = np.asarray(want)
         np.testing.assert_allclose(features[cut], want, atol=1e-4 * np.abs(want).max())
+
+
+# --------------------------------------------------------------------------------------------
+# The training view: the network's own variables, folded each step.
+
+
+def _gradients(model: keras.Model, variables: list, images: np.ndarray, labels: np.ndarray) -> list:
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(labels, model(images, training=False))
+    return [np.asarray(g) for g in tape.gradient(loss, variables)]
+
+
+@pytest.mark.parametrize(("name", "size"), [("tiny", 16), ("mobilenet_v2_torchvision", 32)])
+def test_the_training_view_trains_the_networks_own_variables_with_the_same_gradients(name, size):
+    setup_device("float32", 0)
+    spec = get_backbone(name)
+    classifier = build_classifier(spec, spec.build(size), 3, recipes.HeadConfig())
+    _scramble_batchnorm(classifier.base)
+    classifier.base.trainable = True  # kernels, and BatchNorm's scale and offset (inference mode)
+    view = classifier.training_model()
+    assert view is not classifier.model
+    assert any(isinstance(layer, FoldedConvolution) for layer in view._flatten_layers())
+    assert {id(v) for v in view.trainable_weights} == {id(v) for v in classifier.model.trainable_weights}
+    images = RNG.uniform(0, 255, (4, size, size, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 0])
+    expected = _outputs(classifier.model, images)
+    np.testing.assert_allclose(_outputs(view, images), expected, rtol=1e-5, atol=1e-6)
+    variables = classifier.model.trainable_weights
+    for got, want in zip(
+        _gradients(view, variables, images, labels),
+        _gradients(classifier.model, variables, images, labels),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, atol=2e-3 * (np.abs(want).max() + 1e-12))
+    conv = classifier.base.get_layer("block2_conv" if name == "tiny" else "Conv_1")
+    conv.kernel.assign(conv.kernel * 0.5)  # a training step: the view sees it at once, no sync
+    np.testing.assert_allclose(
+        _outputs(view, images), _outputs(classifier.model, images), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_the_training_view_folds_at_full_precision_under_mixed_precision():
+    with device_scope("mixed_float16", 0, "none"):
+        spec = get_backbone("tiny")
+        classifier = build_classifier(spec, spec.build(16), 3, recipes.HeadConfig())
+        _scramble_batchnorm(classifier.base)
+        view = classifier.training_model()
+        images = RNG.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+        expected = _outputs(classifier.model, images)
+        assert expected.dtype == np.float32  # the head's softmax
+        np.testing.assert_allclose(_outputs(view, images), expected, atol=2e-3)
+
+
+def test_batchnorm_that_trains_its_statistics_is_never_folded():
+    setup_device("float32", 0)
+    spec = get_backbone("tiny")
+    classifier = build_classifier(spec, spec.build(16), 3, recipes.HeadConfig(), batchnorm_inference=False)
+    assert classifier.training_model() is classifier.model  # batch statistics cannot be folded
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    assert folded_view(keras.Model(inputs, keras.layers.BatchNormalization()(x))) is None  # nothing folds

@@ -1,15 +1,22 @@
-"""BatchNorm folded into the convolution before it: a faster, inference-only copy of a network.
+"""BatchNorm folded into the convolution before it: faster copies and views of a network.
 
 In inference mode a BatchNormalization after a convolution is a per-channel affine map, so it can
 be folded into the convolution's kernel and bias (``scale = gamma / sqrt(var + eps)``, kernel
-times ``scale``, bias ``beta - mean * scale``). The copy computes the same function with one pass
-over each activation map fewer: MobileNetV2 at 128 px extracts features 1.5x faster on 2 CPU cores
-(342-357 -> 515-543 images/s), the largest cost of a frozen-base run. Every frozen-base feature
-pass goes through such a copy (:class:`~transferkit.training.head_phase.FeatureCache`).
+times ``scale``, bias ``beta - mean * scale``). The result computes the same function with one
+pass over each activation map fewer. Two forms:
 
-The copy has variables of its own: :meth:`FoldedCopy.sync` recomputes them from the source
-network's current weights, and its users call it before every pass, so a copy never serves
-weights older than the network's (after a fine-tuning phase or a resumed checkpoint).
+- :class:`FoldedCopy`, for inference: a copy with variables of its own, holding the folded
+  kernels. MobileNetV2 at 128 px extracts features 1.5x faster on 2 CPU cores (342-357 -> 515-543
+  images/s), the largest cost of a frozen-base run. Every frozen-base feature pass goes through
+  such a copy (:class:`~transferkit.training.head_phase.FeatureCache`); :meth:`FoldedCopy.sync`
+  recomputes its variables from the source network's, and its users call it before every pass,
+  so a copy never serves weights older than the network's.
+- :func:`folded_view`, for training: a model that shares the network's variables and folds each
+  step (:class:`FoldedConvolution`: the small kernel is scaled, not the large activation map). The
+  gradients reach the same convolution kernels (and BatchNorm's scale and offset, where those
+  train) through the fold, so it trains the network exactly as the network would train itself,
+  with BatchNorm's statistics frozen. MobileNetV2 whole-network steps at 224 px, batch 32, 2 CPU
+  cores: 739-764 -> 597-605 ms (1.25x), the backward pass skipping the same maps.
 """
 
 from __future__ import annotations
@@ -83,6 +90,84 @@ def fold_batchnorm(model: keras.Model) -> FoldedCopy | None:
     except Exception:  # noqa: BLE001 - a layer the config round trip cannot take: the network itself is always right
         return None
     return folded if folded.folded else None
+
+
+class FoldedConvolution(keras.layers.Layer):
+    """A convolution and the inference-mode BatchNormalization after it, as one convolution.
+
+    Holds the two original layers (their variables are its variables: nothing is copied) and
+    computes ``conv(x, kernel * scale) + bias * scale + shift`` with the fold done in float32 each
+    call, then cast to the compute dtype (mixed precision folds at full precision).
+    """
+
+    def __init__(self, convolution: keras.layers.Layer, batchnorm: keras.layers.BatchNormalization):
+        super().__init__(name=f"{convolution.name}_folded", dtype=convolution.dtype_policy, autocast=False)
+        self.convolution, self.batchnorm = convolution, batchnorm
+
+    def call(self, inputs, **kwargs):  # the BatchNormalization's call kwargs (training, mask) end here too
+        conv, bn = self.convolution, self.batchnorm
+        scale = ops.rsqrt(ops.add(ops.cast(bn.moving_variance, "float32"), bn.epsilon))
+        if bn.scale:
+            scale = ops.multiply(scale, ops.cast(bn.gamma, "float32"))
+        shift = ops.negative(ops.multiply(ops.cast(bn.moving_mean, "float32"), scale))
+        if bn.center:
+            shift = ops.add(shift, ops.cast(bn.beta, "float32"))
+        kernel = ops.cast(conv.kernel, "float32")
+        bias = ops.add(ops.multiply(ops.cast(conv.bias, "float32"), scale), shift) if conv.use_bias else shift
+        if isinstance(conv, keras.layers.DepthwiseConv2D):  # output channel = input x multiplier
+            kernel = ops.cast(ops.multiply(kernel, ops.reshape(scale, kernel.shape[2:])), self.compute_dtype)
+            outputs = ops.depthwise_conv(
+                inputs, kernel, strides=conv.strides, padding=conv.padding,
+                data_format=conv.data_format, dilation_rate=conv.dilation_rate,
+            )  # fmt: skip
+        else:
+            outputs = conv.convolution_op(inputs, ops.cast(ops.multiply(kernel, scale), self.compute_dtype))
+        return ops.add(outputs, ops.cast(bias, self.compute_dtype))
+
+
+class _Folded(keras.layers.Layer):
+    """Where a folded BatchNormalization stood: its input (already folded) passes through."""
+
+    def call(self, inputs, **kwargs):
+        return inputs
+
+
+def folded_view(model: keras.Model) -> keras.Model | None:
+    """``model`` with each foldable BatchNormalization folded into its convolution on the fly.
+
+    For training a network whose BatchNormalization layers all run in inference mode (a base
+    called with ``training=False``): the view shares every variable and computes the same
+    function (to float rounding), so fitting it trains ``model``. Nested functional models are
+    viewed too. None when nothing folds or the graph cannot be rebuilt; then train ``model``.
+    """
+    pairs: dict[str, str] = {}
+    try:
+        _fold_config(copy.deepcopy(model.get_config()), pairs)
+    except Exception:  # noqa: BLE001 - a config that cannot be read: train the network itself
+        return None
+    layers = {layer.name: layer for layer in _all_layers(model)}
+    if not pairs or len(layers) != sum(1 for _ in _all_layers(model)):  # names must say which layer
+        return None
+    folded = {batchnorm: layers[conv] for conv, batchnorm in pairs.items()}
+    if not all(_channels_last(conv, layers[batchnorm]) for batchnorm, conv in folded.items()):
+        return None
+
+    def substitute(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in pairs:
+            return FoldedConvolution(layer, layers[pairs[layer.name]])
+        if layer.name in folded:
+            return _Folded(name=f"{layer.name}_folded", dtype=layer.dtype_policy)
+        return layer  # shared: the view trains the model's own layers
+
+    try:
+        return keras.models.clone_model(model, clone_function=substitute, recursive=True)
+    except Exception:  # noqa: BLE001 - a layer the rebuild cannot take: the network itself is always right
+        return None
+
+
+def _channels_last(conv: keras.layers.Layer, batchnorm: keras.layers.BatchNormalization) -> bool:
+    """Whether ``batchnorm`` normalises the channel axis of a channels-last 2-D convolution."""
+    return conv.data_format == "channels_last" and batchnorm.axis in (-1, 3)
 
 
 def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

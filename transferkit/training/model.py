@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from transferkit.backbones.folding import folded_view
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.errors import TransferkitError
 from transferkit.recipes import HeadConfig
@@ -32,6 +33,17 @@ class Classifier:
     base: keras.Model  # the (maybe truncated) pretrained backbone, headless
     head: keras.Model  # pooled features -> class probabilities
     extractor: keras.Model  # raw pixels -> pooled features (for cached-feature training)
+    batchnorm_inference: bool = True  # the base runs with training=False (BatchNorm statistics frozen)
+
+    def training_model(self) -> keras.Model:
+        """``model`` as phases on images fit it: the same variables and function, faster steps.
+
+        Where the base's BatchNorm runs in inference mode it is folded into the convolutions on
+        the fly (:func:`~transferkit.backbones.folding.folded_view`); otherwise, or where nothing
+        folds, ``model`` itself.
+        """
+        view = folded_view(self.model) if self.batchnorm_inference else None
+        return view if view is not None else self.model
 
 
 def pixel_affine(preprocessing: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -126,4 +138,6 @@ def build_classifier(
     head = build_head(int(pooled.shape[-1]), num_classes, head_config)
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
     extractor = keras.Model(inputs, pooled, name=f"{spec.name}_features")
-    return Classifier(model=model, base=base, head=head, extractor=extractor)
+    return Classifier(
+        model=model, base=base, head=head, extractor=extractor, batchnorm_inference=batchnorm_inference
+    )

@@ -92,7 +92,8 @@ def training_graph(
     """Augmentation (training only) -> ``classifier``: the graph these phases compile and fit.
 
     Args:
-        classifier: the classifier's model (raw pixels in).
+        classifier: the classifier's model (raw pixels in), or its
+            :meth:`~transferkit.training.model.Classifier.training_model` (the same variables).
         augment: the augmentation layer, or ``None`` for none.
         multi_worker: build a :class:`~transferkit.training.distribute.MultiWorkerModel`.
         any_size: accept images of any side (progressive resizing); the classifier's

@@ -347,7 +347,7 @@ class Trainer:
             side, phases = self.stream.image_size, self.recipe.phases
             any_size = any(low_res_epochs(phase, side) for phase in phases if phase.train != "head")
             self._training_model = training_graph(
-                self.classifier.model, self.augment, self.multi_worker, any_size=any_size
+                self.classifier.training_model(), self.augment, self.multi_worker, any_size=any_size
             )
         return self._training_model
 
