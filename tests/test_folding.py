@@ -142,7 +142,8 @@ def test_the_training_view_trains_the_networks_own_variables_with_the_same_gradi
     view = classifier.training_model()
     assert view is not classifier.model
     assert any(isinstance(layer, FoldedConvolution) for layer in view._flatten_layers())
-    assert {id(v) for v in view.trainable_weights} == {id(v) for v in classifier.model.trainable_weights}
+    for listed in ("weights", "trainable_weights"):  # the same variables, in the same order
+        assert [id(v) for v in getattr(view, listed)] == [id(v) for v in getattr(classifier.model, listed)]
     images = RNG.uniform(0, 255, (4, size, size, 3)).astype("float32")
     labels = np.array([0, 1, 2, 0])
     expected = _outputs(classifier.model, images)
@@ -181,3 +182,23 @@ def test_batchnorm_that_trains_its_statistics_is_never_folded():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
     assert folded_view(keras.Model(inputs, keras.layers.BatchNormalization()(x))) is None  # nothing folds
+
+
+def test_the_training_view_lists_the_weights_in_the_networks_order_across_branches():
+    """Side-by-side branches: Keras lists both convolutions before both BatchNorms. The view keeps
+    that order, so a backup (weights and optimizer slots by position) fits either graph."""
+    setup_device("float32", 0)
+    inputs = keras.Input((8, 8, 3))
+    branches = []
+    for name in ("a", "b"):
+        x = keras.layers.Conv2D(4, 3, use_bias=False, name=f"conv_{name}")(inputs)
+        x = keras.layers.BatchNormalization(name=f"bn_{name}")(x)
+        branches.append(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, keras.layers.Concatenate()(branches))
+    _scramble_batchnorm(model)
+    view = folded_view(model)
+    assert sum(isinstance(layer, FoldedConvolution) for layer in view.layers) == 2
+    for listed in ("weights", "trainable_weights", "non_trainable_weights"):
+        assert [id(v) for v in getattr(view, listed)] == [id(v) for v in getattr(model, listed)]
+    images = RNG.uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(view, images), _outputs(model, images), rtol=1e-5, atol=1e-6)

@@ -95,17 +95,20 @@ def fold_batchnorm(model: keras.Model) -> FoldedCopy | None:
 class FoldedConvolution(keras.layers.Layer):
     """A convolution and the inference-mode BatchNormalization after it, as one convolution.
 
-    Holds the two original layers (their variables are its variables: nothing is copied) and
-    computes ``conv(x, kernel * scale) + bias * scale + shift`` with the fold done in float32 each
-    call, then cast to the compute dtype (mixed precision folds at full precision).
+    Computes ``conv(x, kernel * scale) + bias * scale + shift`` from the two original layers'
+    variables (nothing is copied), the fold done in float32 each call and cast to the compute dtype
+    (mixed precision folds at full precision). It owns the convolution; the BatchNormalization
+    stays with the :class:`_Folded` placeholder where it stood, so the view lists every weight in
+    the network's own order (backups and optimizer slots line up with the network's).
     """
 
     def __init__(self, convolution: keras.layers.Layer, batchnorm: keras.layers.BatchNormalization):
         super().__init__(name=f"{convolution.name}_folded", dtype=convolution.dtype_policy, autocast=False)
-        self.convolution, self.batchnorm = convolution, batchnorm
+        self.convolution = convolution
+        self._batchnorm = _Reference(batchnorm)
 
     def call(self, inputs, **kwargs):  # the BatchNormalization's call kwargs (training, mask) end here too
-        conv, bn = self.convolution, self.batchnorm
+        conv, bn = self.convolution, self._batchnorm.layer
         scale = ops.rsqrt(ops.add(ops.cast(bn.moving_variance, "float32"), bn.epsilon))
         if bn.scale:
             scale = ops.multiply(scale, ops.cast(bn.gamma, "float32"))
@@ -126,10 +129,23 @@ class FoldedConvolution(keras.layers.Layer):
 
 
 class _Folded(keras.layers.Layer):
-    """Where a folded BatchNormalization stood: its input (already folded) passes through."""
+    """Where a folded BatchNormalization stood: holds it (its weights) and passes its input through."""
+
+    def __init__(self, batchnorm: keras.layers.BatchNormalization):
+        super().__init__(name=f"{batchnorm.name}_folded", dtype=batchnorm.dtype_policy)
+        self.batchnorm = batchnorm
 
     def call(self, inputs, **kwargs):
         return inputs
+
+
+class _Reference:
+    """A layer held without Keras tracking it (its weights are listed by the layer that owns it)."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: keras.layers.Layer):
+        self.layer = layer
 
 
 def folded_view(model: keras.Model) -> keras.Model | None:
@@ -156,7 +172,7 @@ def folded_view(model: keras.Model) -> keras.Model | None:
         if layer.name in pairs:
             return FoldedConvolution(layer, layers[pairs[layer.name]])
         if layer.name in folded:
-            return _Folded(name=f"{layer.name}_folded", dtype=layer.dtype_policy)
+            return _Folded(layer)
         return layer  # shared: the view trains the model's own layers
 
     try:
