@@ -49,6 +49,7 @@ import tensorflow as tf  # noqa: E402
 from transferkit import recipes as recipe_io  # noqa: E402
 from transferkit.backbones.registry import get_backbone  # noqa: E402
 from transferkit.backbones.weights import build_base  # noqa: E402
+from transferkit.data.pipeline import without_autotune  # noqa: E402
 from transferkit.training.augment import build_augmentation  # noqa: E402
 from transferkit.training.device import device_scope  # noqa: E402
 from transferkit.training.model import build_classifier  # noqa: E402
@@ -168,11 +169,16 @@ def timed_fit(graph: keras.Model, batches: tf.data.Dataset, steps: int, epochs: 
 
 
 def batches(size: int, batch: int, classes: int, seed: int) -> tf.data.Dataset:
-    """Random uint8 pixels and labels held in memory, repeated: the same batches for both sides."""
+    """Random uint8 pixels and labels held in memory, repeated: the same batches for both sides.
+
+    Without tf.data's autotuning (``without_autotune``: deleting an iterator waits out its
+    thread's sleep), so neither side's epochs carry that stall.
+    """
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (4 * batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, 4 * batch).astype("int32")
-    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
+    return without_autotune(data)
 
 
 # --------------------------------------------------------------------------------------------
