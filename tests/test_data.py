@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transferkit.data import pipeline
+from transferkit.data import decode, pipeline
 from transferkit.data.loading import DatasetCard, ImageSet, load_data, load_images, make_dataset
 from transferkit.data.splits import digest
 from transferkit.errors import TransferkitError
@@ -327,7 +327,10 @@ def test_big_endian_and_32_bit_grey_tiffs_count_towards_the_white_level(tmp_path
     np.testing.assert_array_equal(images[0, ..., 0], np.rint(ramp * (255 / 4095)).astype(np.uint8))
 
 
-def test_sixteen_bit_colour_holding_twelve_bit_values_is_reported_in_the_card(tmp_path):
+def test_sixteen_bit_colour_holding_twelve_bit_values_is_reported_in_the_card_without_opencv(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(decode, "_full_depth_colour", lambda source: None)  # as without the extra
     for name, value in (("dim", 4095), ("full", 65535)):  # 12-bit values read 0-15 through the high byte
         (tmp_path / name).mkdir()
         pixels = tf.fill([8, 8, 3], tf.constant(value, tf.uint16))
@@ -336,7 +339,55 @@ def test_sixteen_bit_colour_holding_twelve_bit_values_is_reported_in_the_card(tm
     count, example = splits.card.dim_colour
     assert count == 1 and example.endswith("dim/rgb48.png") and splits.card.white_level is None
     assert "1 16-bit colour image(s) hold only 12-bit values" in splits.card.summary()
+    assert "transferkit[deep-colour]" in splits.card.summary()
     assert splits.card.to_dict()["dim_colour"] == [1, example]
+
+
+def _twelve_bit_colour(tmp_path: Path) -> Path:
+    """RGB PNG, RGBA PNG and RGB TIFF in 16 bits holding 12-bit values (the RGBA half transparent)."""
+    import tifffile
+
+    ramp = np.linspace(0, 4095, 8 * 8).reshape(8, 8).astype(np.uint16)
+    rgb = np.stack([ramp, 4095 - ramp, np.full_like(ramp, 2048)], axis=-1)
+    alpha = np.zeros((8, 8, 1), np.uint16)
+    alpha[:, :4] = 65535  # left half opaque, right half transparent
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rgb.png").write_bytes(tf.io.encode_png(rgb).numpy())
+        (tmp_path / name / "rgba.png").write_bytes(tf.io.encode_png(np.concatenate([rgb, alpha], -1)).numpy())
+        tifffile.imwrite(tmp_path / name / "rgb.tif", rgb, photometric="rgb")
+    return tmp_path
+
+
+def test_sixteen_bit_colour_is_read_at_full_depth_and_scaled_by_the_white_level(tmp_path):
+    pytest.importorskip("cv2", reason="the deep-colour extra (make test installs it)")
+    splits = load_data(str(_twelve_bit_colour(tmp_path)), validation_split=0, test_split=0)
+    assert splits.card.white_level == 4095 and splits.card.dim_colour is None
+    assert not splits.card.skipped and "12-bit values, 0-4095 scaled" in splits.card.summary()
+    ramp = np.linspace(0, 4095, 8 * 8).reshape(8, 8)
+    expected = np.rint(np.stack([ramp, 4095 - ramp, np.full_like(ramp, 2048)], -1) * (255 / 4095))
+    for path in splits.train.paths:
+        image = decode.decode_image(path, 8, splits.train.white_level).astype(int)
+        if path.endswith("rgba.png"):  # composited on white: the transparent half is white
+            np.testing.assert_allclose(image[:, :4], expected[:, :4], atol=1)
+            assert (image[:, 4:] == 255).all()
+        else:
+            np.testing.assert_allclose(image, expected, atol=1)
+    # without the data set's white level: 0-65535, as Pillow's high byte would give (0-16)
+    assert decode.decode_image(splits.train.paths[0], 8).max() <= 16
+
+
+def test_sixteen_bit_colour_at_full_depth_is_turned_upright_once(tmp_path):
+    pytest.importorskip("cv2", reason="the deep-colour extra (make test installs it)")
+    import tifffile
+
+    pixels = np.zeros((4, 8, 3), np.uint16)  # 8 wide, 4 tall: left half red, right half blue
+    pixels[:, :4, 0], pixels[:, 4:, 2] = 65535, 65535
+    path = tmp_path / "turned.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", extratags=[(274, "H", 1, 6, True)])  # rotate 90 cw
+    image = decode.decode_image(path, 8).astype(int)
+    assert (image[:3, :, 0] > 200).all() and (image[:3, :, 2] < 50).all()  # the left half on top
+    assert (image[-3:, :, 2] > 200).all() and (image[-3:, :, 0] < 50).all()
 
 
 def test_eight_bit_data_sets_have_no_white_level(tmp_path):

@@ -38,11 +38,12 @@ class DatasetCard:
         image_sizes: ``{"width": {"min", "median", "max"}, "height": {...}}`` of the original
             images (before resizing); empty when unknown (TFDS images of varying size).
         holdout: where the test split came from (or why there is none); None when not recorded.
-        white_level: the sample value that becomes white in its high-bit-depth grey images (16-bit
+        white_level: the sample value that becomes white in its high-bit-depth images (16-bit
             X-ray, CT, microscopy: 4095 for a 12-bit detector's), from the largest the scan saw;
             None when it has none (see :mod:`transferkit.data.decode`).
         dim_colour: 16-bit colour images whose values fit in 12 bits, which Pillow reads through
-            their high byte (0-15, nearly black): ``(count, one of them)``, or None.
+            their high byte (0-15, nearly black) where OpenCV (the ``deep-colour`` extra) is not
+            installed to read them at full depth: ``(count, one of them)``, or None.
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -131,12 +132,13 @@ class DatasetCard:
             )
         if self.white_level is not None:
             white = self.white_level
-            lines.append(f"high-bit-depth grey: {white.bit_length()}-bit values, 0-{white} scaled to 0-255")
+            lines.append(f"high-bit-depth images: {white.bit_length()}-bit values, 0-{white} scaled to 0-255")
         if self.dim_colour is not None:
             count, example = self.dim_colour
             lines.append(
                 f"{count} 16-bit colour image(s) hold only 12-bit values or fewer (e.g. {example}): read "
-                "through their high byte they are nearly black; convert them to 8 bits per channel"
+                "through their high byte they are nearly black; pip install 'transferkit[deep-colour]' "
+                "to read them at full depth, or convert them to 8 bits per channel"
             )
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)

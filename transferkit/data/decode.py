@@ -22,8 +22,11 @@ Decisions, in the order they are applied:
   is scaled (not clipped) to 8 bits from the data set's **white level**: the largest value a file
   of that depth holds, ``2**bits - 1`` for the fewest bits (at least 8) that hold every sample the
   scan saw (:func:`white_level_for`). A 12-bit detector's 0-4095 in 16-bit files becomes 0-255
-  instead of the 16 grey levels that 0-65535 would leave; without a white level, 65535. 16-bit RGB
-  is reduced to 8 bits by Pillow (its high byte). Floating-point grey in [0, 1] is scaled to
+  instead of the 16 grey levels that 0-65535 would leave; without a white level, 65535. 16-bit
+  colour (RGB or RGBA PNG and TIFF, as fluorescence microscopy ships) is read at full depth by
+  OpenCV where it is installed (``pip install "transferkit[deep-colour]"``) and scaled by the
+  same white level; Pillow alone reads it through its high byte, which leaves 12-bit values at
+  0-15 (nearly black; the scan counts such files). Floating-point grey in [0, 1] is scaled to
   [0, 255] (any other range: as 16-bit integers are); CMYK, palette and grey become RGB;
   transparency (RGBA, LA, palette or colour-key transparency) is composited on **white**, the
   way viewers and browsers show such files, instead of dropping alpha, which exposes whatever
@@ -110,6 +113,44 @@ def white_level_for(peak: int) -> int:
     return (1 << max(8, int(peak).bit_length())) - 1
 
 
+def _sixteen_bit_colour(img: Image.Image) -> bool:
+    """Whether ``img`` is 16-bit colour, which Pillow reads through its high byte. Ask before its
+    pixels or EXIF load (a PNG's EXIF lookup loads the pixels, which empties ``tile``)."""
+    return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+
+
+def _full_depth_colour(source: str | os.PathLike | bytes) -> np.ndarray | None:
+    """A 16-bit colour file's samples at full depth, ``uint16 [H, W, 3 or 4]`` in RGB(A) order and
+    upright (OpenCV applies the orientation tag itself, even with ``IMREAD_UNCHANGED``), by
+    OpenCV's decoder; None without OpenCV (the optional ``deep-colour`` extra) or if it reads the
+    file otherwise."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    data = source if isinstance(source, bytes) else np.fromfile(source, np.uint8)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        return None
+    order = [2, 1, 0, 3][: pixels.shape[2]]  # OpenCV's BGR(A) -> RGB(A)
+    return np.ascontiguousarray(pixels[..., order])
+
+
+def _colour_peak(pixels: np.ndarray) -> int:
+    """The largest colour sample of ``uint16 [H, W, 3 or 4]`` pixels (alpha left out)."""
+    return int(pixels[..., :3].max(initial=0))
+
+
+def _scaled_colour(pixels: np.ndarray, white_level: int | None) -> Image.Image:
+    """Full-depth 16-bit colour -> an 8-bit RGB(A) image: colour ``0..white_level`` (65535 without
+    one) and alpha ``0..65535`` onto 0..255."""
+    scale = 255.0 / (white_level or 65535)
+    img = Image.fromarray(np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8))
+    if pixels.shape[2] == 4:  # alpha is not sample data: its 16-bit range maps onto 8 bits as is
+        img.putalpha(Image.fromarray(np.rint(pixels[..., 3] / 257.0).astype(np.uint8)))
+    return img
+
+
 def _to_rgb(img: Image.Image, white_level: int | None = None) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB (high-bit grey scaled, transparency composited on white)."""
     if img.mode in HIGH_BIT_MODES or img.mode == "F":
@@ -135,7 +176,7 @@ def decode_image(
     Args:
         source: path of an image file, or the encoded bytes of one.
         image_size: side of the square output, in pixels.
-        white_level: the value that becomes 255 in high-bit-depth grey images (the data set's, from
+        white_level: the value that becomes 255 in high-bit-depth images (the data set's, from
             its scan: ``DatasetCard.white_level``); None: 65535 for 16-bit files. 8-bit files
             ignore it.
 
@@ -154,8 +195,13 @@ def decode_image(
     img = _open(source)
     try:
         with img:
-            img.draft(None, (image_size, image_size))  # JPEG only: DCT-scaled decode, >= target
-            rgb = _to_rgb(_upright(img), white_level)
+            deep = _full_depth_colour(source) if _sixteen_bit_colour(img) else None
+            if deep is not None:  # already upright
+                picture = _scaled_colour(deep, white_level)
+            else:
+                img.draft(None, (image_size, image_size))  # JPEG only: DCT-scaled decode, >= target
+                picture = _upright(img)
+            rgb = _to_rgb(picture, white_level)
             return np.asarray(rgb.resize((image_size, image_size), RESAMPLE), dtype=np.uint8)
     except UnusableImage:
         raise
@@ -165,9 +211,10 @@ def decode_image(
 
 class Probe(NamedTuple):
     """What the scan learns from one file: its upright ``(width, height)``; for high-bit-depth
-    integer grey (``HIGH_BIT_MODES``) its largest sample (``None`` for every other image); and
-    ``dim_colour``: 16-bit colour whose values fit in 12 bits, which Pillow reduces to its high
-    byte (0-15: nearly black), a loss this toolkit can only report."""
+    integer grey (``HIGH_BIT_MODES``), and 16-bit colour read at full depth (OpenCV installed),
+    its largest sample (``None`` for every other image); and ``dim_colour``: 16-bit colour whose
+    values fit in 12 bits that only Pillow could read, which reduces it to its high byte (0-15:
+    nearly black), a loss this toolkit can then only report."""
 
     size: tuple[int, int]
     peak: int | None = None
@@ -176,6 +223,9 @@ class Probe(NamedTuple):
 
 def probe(path: str | os.PathLike) -> Probe:
     """Check that ``path`` decodes completely; return its upright size (and peak, if high-bit).
+
+    16-bit colour is decoded twice where OpenCV is installed: by Pillow, whose decoder checks the
+    file, and by OpenCV for its samples at full depth.
 
     Cheaper than :func:`decode_image`: a JPEG is decoded at 1/8 scale (which still reads every
     byte, so truncation is caught), an 8-bit PNG above ``FULL_CHECK_MAX_PIXELS`` is CRC-checked
@@ -196,17 +246,20 @@ def probe(path: str | os.PathLike) -> Probe:
         with img:
             width, height = img.size
             high_bit = img.mode in HIGH_BIT_MODES
-            # before anything loads the pixels (a PNG's EXIF lookup does), which empties ``tile``
-            colour_16 = img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+            colour_16 = _sixteen_bit_colour(img)  # before anything loads the pixels
             swap = _orientation(img) in (5, 6, 7, 8)
+            size = (height, width) if swap else (width, height)
             if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not (high_bit or colour_16):
                 img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
             else:
                 img.draft(None, (1, 1))
                 img.load()
             peak = int(np.asarray(img).max(initial=0)) if high_bit else None  # getextrema fails on I;16B
+            deep = _full_depth_colour(path) if colour_16 else None
+            if deep is not None:  # decoded whole by Pillow above, its samples at full depth here
+                return Probe(size, _colour_peak(deep))
             dim = colour_16 and max(high for _, high in img.getextrema()[:3]) < 16  # colour, not alpha
-            return Probe((height, width) if swap else (width, height), peak, dim)
+            return Probe(size, peak, dim)
     except UnusableImage:
         raise
     except Exception as err:

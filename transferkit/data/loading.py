@@ -55,7 +55,7 @@ class ImageSet:
     """One split: image files and their label indices, or records of a TFDS split.
 
     For TFDS, ``tfds`` says which records, and ``paths`` holds ids like ``tfds:beans/train#17``.
-    ``white_level``: what its high-bit-depth grey images are scaled from (the data set's, see
+    ``white_level``: what its high-bit-depth images are scaled from (the data set's, see
     :class:`DatasetCard`); decoding follows it.
 
     Example:

@@ -38,9 +38,10 @@ SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futur
 class ScannedSplit:
     """The usable images of one split folder, per class, and what was left out.
 
-    ``peak``: the largest sample of its high-bit-depth grey images (16-bit and the like), None when
+    ``peak``: the largest sample of its high-bit-depth images (16-bit and the like), None when
     it has none; the data set's white level comes from it (:func:`transferkit.data.decode.white_level_for`).
-    ``dim_colour``: its 16-bit colour images whose values fit in 12 bits (they read nearly black).
+    ``dim_colour``: its 16-bit colour images whose values fit in 12 bits, read without OpenCV (they
+    read nearly black).
     """
 
     images: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)  # path, (w, h)

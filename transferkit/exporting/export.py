@@ -51,7 +51,7 @@ class HeldOut:
 class ExportResult:
     """What ``export`` wrote and how it compares with ``model.keras`` (also in ``<name>.export.json``).
 
-    ``white_level``: the run's, for high-bit-depth grey inputs (None: it had none); an app scales
+    ``white_level``: the run's, for high-bit-depth inputs (None: it had none); an app scales
     such pixels by ``255 / white_level`` before the model, as ``transferkit predict`` does.
     """
 
@@ -102,7 +102,7 @@ def export(
     """Export a finished run's model and check it against ``model.keras`` on held-out images.
 
     The exported model takes raw 0-255 RGB float32 pixels ``[N, size, size, 3]`` like
-    ``model.keras`` and returns probabilities (high-bit-depth grey scaled by the run's white level,
+    ``model.keras`` and returns probabilities (high-bit-depth images scaled by the run's white level,
     in the record). The class names travel with it: a SavedModel has
     a ``labels`` signature and ``assets/labels.txt``; TFLite and ONNX files get
     ``<name>.labels.txt`` next to them, and ONNX also ``metadata_props["labels"]`` (JSON).

@@ -41,7 +41,7 @@ class Predictions:
         paths: the image files (or TFDS ids) in row order; empty when they could not be paired
             with the rows (a file that failed to decode was left out of the pass).
         image_size: the side of the square images the model takes.
-        white_level: what the run's high-bit-depth grey images were scaled from (None: none;
+        white_level: what the run's high-bit-depth images were scaled from (None: none;
             :class:`~transferkit.data.card.DatasetCard`), so that they decode again as they trained.
     """
 

@@ -89,7 +89,7 @@ class SavedRun:
 
     @property
     def white_level(self) -> int | None:
-        """What its high-bit-depth grey training images were scaled from (None: none, or an older run)."""
+        """What its high-bit-depth training images were scaled from (None: none, or an older run)."""
         return self.info.get("white_level")
 
 
