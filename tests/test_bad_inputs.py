@@ -199,6 +199,26 @@ def test_exif_orientation_is_applied(corpus):
     assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
 
 
+@pytest.mark.parametrize(
+    "dtype, compression",
+    [(np.uint8, None), (np.uint8, "zlib"), (np.uint16, None)],
+    ids=["8-bit", "8-bit-zlib", "16-bit"],
+)
+def test_tiff_orientation_is_applied_once(tmp_path, dtype, compression):
+    """Pillow's TIFF reader turns an oriented TIFF itself: the scan's size and the decode turn it once."""
+    white = np.iinfo(dtype).max
+    pixels = np.zeros((20, 40, 3), dtype)  # stored landscape: left red, right blue
+    pixels[:, :20, 0], pixels[:, 20:, 2] = white, white
+    path = tmp_path / "turned.tif"
+    tifffile.imwrite(
+        path, pixels, photometric="rgb", compression=compression, extratags=[(274, "H", 1, 6, True)]
+    )
+    assert probe_image(path) == (20, 40)  # upright: portrait
+    image = decode_image(path, 16).astype(int)
+    assert image[2, 8, 0] > 180 and image[2, 8, 2] < 80  # top is red
+    assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
+
+
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
     code = (
         "import resource, sys; from transferkit.data.decode import decode_image; "

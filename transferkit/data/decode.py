@@ -93,6 +93,20 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """``img``'s ``(width, height)`` once turned upright by its orientation tag (read before loading).
+
+    Pillow's TIFF reader already reports (and loads) an oriented TIFF upright: its size differs from
+    the stored width and height tags then, and must not be turned again.
+    """
+    width, height = img.size
+    if _orientation(img) not in (5, 6, 7, 8):
+        return width, height
+    if img.format == "TIFF" and (width, height) != (img.tag_v2.get(256), img.tag_v2.get(257)):
+        return width, height
+    return height, width
+
+
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag; a corrupt tag is ignored."""
     if _orientation(img) == 1:
@@ -247,8 +261,7 @@ def probe(path: str | os.PathLike) -> Probe:
             width, height = img.size
             high_bit = img.mode in HIGH_BIT_MODES
             colour_16 = _sixteen_bit_colour(img)  # before anything loads the pixels
-            swap = _orientation(img) in (5, 6, 7, 8)
-            size = (height, width) if swap else (width, height)
+            size = _upright_size(img)
             if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not (high_bit or colour_16):
                 img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
             else:
