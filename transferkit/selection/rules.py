@@ -95,7 +95,19 @@ does. The whole network costs 5-10x truncation's time here. This rule was set af
 at 224 px had shown the held-out cards losing 18 points to truncation
 (README), so those held-out rows do not test it independently. Over two seeds of the held-out
 typefaces and cards (98 per class) the whole network minus truncation was -6.5, -7.1, +18.2 and
--1.1 points: close to a wash there, at 5-10x the time (README, the 224-px table)."""
+-1.1 points: close to a wash there, at 5-10x the time (README, the 224-px table).
+
+Not settled by trials either (tried at c6c165f on the tuning sets, 98 per class, 224 px, and not
+kept): with the call between the two floors (50-120 per class) marked close, the whole network's
+trial (its head warm-up, then 4 of its 15 epochs) scored 0.467, 0.538 and 0.617 on validation
+(fonts seed 0, icon themes seed 0, fonts seed 1) against 0.875, 0.630 and 0.833 for its full fit,
+so truncation's trial (0.808, 0.723, 0.800) won all three: a quarter of the schedule measures how
+far the network has been disturbed, not where it ends. On test truncation scored 0.852, 0.636 and
+0.920 against the whole network's 0.886, 0.659 and 0.830 (816b0e9's 15-epoch runs): regret 3.4,
+2.3 and 0.0 with the trials, 0.0, 0.0 and 9.0 without; the trials took 51 s, against ~20 s for
+the truncation fit itself. Choosing on the two full fits' validation accuracy (one standard error
+to switch) would have kept the whole network on both fonts and truncated the icons: regret 0.0,
+2.3 and 9.0."""
 
 
 def retrain_images_per_class(image_size: int | None) -> int:
