@@ -16,6 +16,7 @@ from transferkit.selection.measure import measure_quadrant
 from transferkit.selection.rules import CutScore
 from transferkit.selection.trials import (
     SWITCH_MARGIN_SE,
+    TRAIN_SETUP_PASSES,
     TRAIN_STEP_PASSES,
     Candidate,
     candidates,
@@ -254,7 +255,8 @@ def test_a_whole_network_trial_is_not_run_against_a_head_only_pick_whose_fit_it_
     assert fit_passes == (truncate.augment.cached_passes + 1) * 400 + 80
     assert training_passes(truncate, *sizes, banked=True) == 0  # a head on the bank's features
     tune = fine_tune.phases[-1]
-    assert training_passes(fine_tune, *sizes, banked=True) == tune.epochs * (TRAIN_STEP_PASSES * 400 + 80)
+    whole_network = tune.epochs * (TRAIN_STEP_PASSES * 400 + 80) + TRAIN_SETUP_PASSES  # set-up once
+    assert training_passes(fine_tune, *sizes, banked=True) == whole_network
 
     options, calls = (Candidate("small_dissimilar", "mid"), Candidate("large_similar")), []
     scores = {"small_dissimilar": 0.7, "large_similar": 0.9}
@@ -264,10 +266,14 @@ def test_a_whole_network_trial_is_not_run_against_a_head_only_pick_whose_fit_it_
     without = successive_halving(options, _recipe_for, _fake_train(scores, []), verbose=0)
     assert without.winner == options[1]  # no sizes, no budget in passes: it runs, and wins
 
-    # The other way round the whole-network pick's own fit is large: both are trialled.
+    # The other way round, on 8,000 images, the whole-network pick's own fit is large enough for its
+    # trial (4 of 15 epochs and its set-up) to fit in a quarter of it: both are trialled. (On 400 its
+    # trial is over the budget: test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with.)
     calls.clear()
     reverse = options[::-1]
-    trials = successive_halving(reverse, _recipe_for, _fake_train(scores, calls), sizes=sizes, verbose=0)
+    trials = successive_halving(
+        reverse, _recipe_for, _fake_train(scores, calls), sizes=(8000, 2000), verbose=0
+    )
     assert sorted(name for name, _, _ in calls) == ["large_similar", "small_dissimilar"]
     assert trials.winner == options[1] and trials.skipped == ()
     # The head-only trial costs no passes: the whole-network one takes the round's whole quarter.
@@ -417,14 +423,34 @@ def test_a_close_call_whose_only_rival_is_over_budget_runs_no_trial_and_no_featu
     assert "over the budget" in run.selection.reasons[-1]
 
 
+def test_a_close_call_whose_pick_alone_would_overrun_the_budget_runs_no_trial(folder, tmp_path, monkeypatch):
+    _force(monkeypatch, close=True)
+    pick, rival = Candidate("large_similar"), Candidate("small_similar")
+    monkeypatch.setattr(stages, "candidates", lambda *a, **k: (pick, rival))
+    calls = _spy_trials(monkeypatch)
+    monkeypatch.setattr(stages, "feature_bank", lambda *a, **k: calls.append("bank"))
+    run = _fit(folder, tmp_path, size="large")  # 18 training images: the set-up alone outweighs the fit
+    assert calls == []
+    record = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    assert record["records"] == [] and [c["quadrant"] for c in record["skipped"]] == [
+        "large_similar",
+        "small_similar",
+    ]
+    assert record["winner"]["quadrant"] == "large_similar" == run.recipe.name
+    assert "the pick's own trial would cost over 25%" in run.selection.reasons[-1]
+
+
 def test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with():
     sizes = (400, 80)
     options = (Candidate("small_dissimilar", "mid"), Candidate("large_similar"), Candidate("small_similar"))
     assert over_budget(options, _recipe_for, sizes) == (Candidate("large_similar"),)
-    assert over_budget(options[1:], _recipe_for, sizes) == ()  # a fine-tune pick's own fit is large
+    # a fine-tune pick's own trial: over a quarter of its fit on 400 images (set-up included), and
+    # without it there is nothing to compare with; within it on 8,000
+    assert over_budget(options[1:], _recipe_for, sizes) == options[1:]  # the pick first
+    assert over_budget(options[1:], _recipe_for, (8000, 2000)) == ()
     short = load_builtin("large_similar")
     warmup, tune = short.phases
     short = dataclasses.replace(short, phases=(warmup, dataclasses.replace(tune, epochs=2)))
     costly_pick = (Candidate("large_similar"), Candidate("small_similar"))
     recipe_for = lambda c: short if c.quadrant == "large_similar" else _recipe_for(c)  # noqa: E731
-    assert over_budget(costly_pick, recipe_for, sizes) == (Candidate("small_similar"),)  # pick alone: none
+    assert over_budget(costly_pick, recipe_for, sizes) == costly_pick  # pick over budget: nothing to compare

@@ -235,13 +235,17 @@ def settle_by_trials(
         return recipe_io.with_overrides(builtin, seed=recipe.seed, cut=candidate.cut_point, **overrides)
 
     sizes = (len(seen.train), len(seen.val))
-    costly = over_budget(options, recipe_for, sizes)
-    for candidate in costly:
-        say(verbose, f"trial {candidate.describe()}: not run, it would cost more than {TRIAL_BUDGET:.0%} "
-            f"of {options[0].describe()}'s own fit (counted in image passes)")  # fmt: skip
+    costly = over_budget(options, recipe_for, sizes) if len(options) > 1 else ()
+    if len(options) == 1:  # e.g. fine-tune against retrain (selection.trials.WHOLE_NETWORK_STRATEGIES)
+        say(verbose, f"Close call, but {options[0].describe()} is the only candidate worth a trial")
+    elif costly[:1] == options[:1]:  # the pick's own trial: nothing to compare the others with
+        say(verbose, f"Close call, but a trial of the pick, {options[0].describe()}, would cost "
+            f"over {TRIAL_BUDGET:.0%} of its own fit (image passes, set-up included): no trials")  # fmt: skip
+    else:
+        for candidate in costly:
+            say(verbose, f"trial {candidate.describe()}: not run, it would cost more than {TRIAL_BUDGET:.0%} "
+                f"of {options[0].describe()}'s own fit (counted in image passes)")  # fmt: skip
     if len(options) - len(costly) <= 1:  # the pick alone: nothing to compare it with, no bank needed
-        if len(options) == 1:  # e.g. fine-tune against retrain (selection.trials.WHOLE_NETWORK_STRATEGIES)
-            say(verbose, f"Close call, but {options[0].describe()} is the only candidate worth a trial")
         trials = Trials(TRIAL_BUDGET, options, (), options[0], 0.0, skipped=costly)
         return with_trials(selection, trials), None
     options = tuple(c for c in options if c not in costly)

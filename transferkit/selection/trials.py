@@ -78,6 +78,21 @@ TRAIN_STEP_PASSES = 3
 forward pass, the gradients with respect to the activations and to the weights): what
 :func:`training_passes` counts a phase that trains the base in."""
 
+TRAIN_SETUP_PASSES = 2_000
+"""Building a model that trains the base and tracing its steps costs about this many image passes,
+once (:func:`training_passes` adds it to every recipe that trains the base, a trial's and a fit's
+alike): without it a whole-network trial's wall time overran the budget its passes kept to
+(emoji_groups, 96 px: 37% of the fit's time against 25%). Measured on a tuning set (icon themes,
+150 per class: 392 training and 120 validation images, 2-core CPU), a whole-network trial's
+phase with 1 and with 3 epochs: building, tracing and the first epoch's extra took 7.4-9.5 s,
+with the base's build and the scoring pass about 10 s, at 224 px (the default size) 1,800
+(``large_dissimilar``) to 2,600 (``large_similar``, whose frozen bottom blocks make its passes
+cheaper) image passes' worth; at 96 px 6,500-6,900, since tracing does not shrink with the image.
+The 224-px figure is used: small images are under-counted, never over. With it a whole-network
+trial (4 of 15 epochs, plus this) fits in a quarter of its pick's fit only from about 6,000
+training images on (where the set-up is under 3% of the trial's passes); on fewer it is not run,
+and the selector's pick stands."""
+
 SATURATED_TRIAL_ACCURACY = SATURATED_PROBE_ACCURACY
 """Once a head-only candidate's trial scores this on validation, candidates that train the base
 are not trialled: the selector's own rule for a saturated probe (fine-tuning has next to nothing
@@ -263,18 +278,19 @@ def training_passes(recipe: Recipe, train_images: int, val_images: int, *, banke
     training image (:data:`TRAIN_STEP_PASSES`) and a forward pass per validation image. A
     truncated base is counted whole (an overestimate: its passes are cheaper). The count depends
     on the recipe and the split sizes only, not on the machine or its load, so a budget set in
-    it gives the same trials on every run.
+    it gives the same trials on every run. A recipe that trains the base also pays
+    :data:`TRAIN_SETUP_PASSES` once (building and tracing its model).
 
     Example:
         >>> from transferkit.recipes import Phase, Recipe
         >>> phases = (Phase("warmup", epochs=10), Phase("tune", train="all", epochs=15))
         >>> recipe = Recipe(name="r", strategy="fine_tune", phases=phases)
-        >>> training_passes(recipe, 100, 20)  # 4 augmented passes, 1 of validation; 15 x (300 + 20)
-        5220.0
+        >>> training_passes(recipe, 100, 20)  # 4 augmented, 1 of validation; 15 x (300 + 20); set-up
+        7220.0
         >>> training_passes(recipe, 100, 20, banked=True)
-        4800.0
+        6800.0
     """
-    passes, cached = 0.0, False
+    passes, cached = (float(TRAIN_SETUP_PASSES) if _trains_base(recipe) else 0.0), False
     for phase in recipe.phases:
         if phase.train != "head":
             passes += phase.epochs * (TRAIN_STEP_PASSES * train_images + val_images)
@@ -297,7 +313,8 @@ def over_budget(
 
     :func:`successive_halving` would skip each of them; known before anything runs (the count
     needs only the recipes and the split sizes), they need no feature bank either, and when only
-    the pick is left there is nothing to trial.
+    the pick is left there is nothing to trial. When the pick's own trial is over the budget, all
+    of ``options`` are returned, the pick first: without it there is nothing to compare with.
     """
     allowance = budget * training_passes(recipe_for(options[0]), *sizes)
     rounds = max(1, math.ceil(math.log2(len(options)))) if len(options) > 1 else 1
@@ -307,8 +324,8 @@ def over_budget(
         trial = scaled_recipe(recipe_for(candidate), fraction)
         return training_passes(trial, *sizes, banked=True) > allowance
 
-    if costly(options[0]):  # the pick's own trial: without it there is nothing to compare with
-        return tuple(options[1:])
+    if costly(options[0]):
+        return tuple(options)
     return tuple(candidate for candidate in options[1:] if costly(candidate))
 
 
@@ -534,6 +551,12 @@ def with_trials(selection: Selection, trials: Trials) -> Selection:
         reason += f": {winner.describe()}, {verdict}{_within_noise(trials)}"
         if skipped:
             reason += f"; not trialled (nothing left to gain, or over the budget): {skipped}"
+    elif trials.skipped and trials.skipped[0] == winner:  # over_budget: the pick's own trial
+        rivals = ", ".join(c.describe() for c in trials.skipped[1:])
+        reason = (
+            f"close call; the pick's own trial would cost over {trials.budget_fraction:.0%} of its fit "
+            f"(in image passes, set-up included), so {rivals} had nothing to be compared with; pick kept"
+        )
     elif skipped:
         reason = f"close call; a trial would cost over the budget, not run: {skipped}; pick kept"
     else:
