@@ -266,9 +266,17 @@ def test_a_whole_network_trial_is_not_run_against_a_head_only_pick_whose_fit_it_
     without = successive_halving(options, _recipe_for, _fake_train(scores, []), verbose=0)
     assert without.winner == options[1]  # no sizes, no budget in passes: it runs, and wins
 
-    # The other way round, on 8,000 images, the whole-network pick's own fit is large enough for its
-    # trial (4 of 15 epochs and its set-up) to fit in a quarter of it: both are trialled. (On 400 its
-    # trial is over the budget: test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with.)
+    # The other way round, on 400 images, the whole-network pick's own trial is over the budget: the
+    # head-only rival (first, free) runs, but unopposed it cannot win: the halving stops, the pick stands.
+    calls.clear()
+    trials = successive_halving(
+        options[::-1], _recipe_for, _fake_train(scores, calls), sizes=sizes, verbose=0
+    )
+    assert [name for name, _, _ in calls] == ["small_dissimilar"]
+    assert trials.skipped == (Candidate("large_similar"),) and trials.winner == Candidate("large_similar")
+
+    # On 8,000 images the whole-network pick's own fit is large enough for its trial (4 of 15 epochs
+    # and its set-up) to fit in a quarter of it: both are trialled.
     calls.clear()
     reverse = options[::-1]
     trials = successive_halving(

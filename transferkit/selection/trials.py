@@ -367,7 +367,9 @@ def successive_halving(
     given ``sizes``, when its trial would take the trials past ``budget`` of the pick's own fit,
     both counted in image passes (:func:`training_passes`). The last is what keeps a
     whole-network candidate from being trialled against a pick that trains its head alone: two
-    epochs of the whole network cost more than the pick's whole fit (on cached features).
+    epochs of the whole network cost more than the pick's whole fit (on cached features). When
+    the pick itself is the one over the budget, the halving stops and the pick stands: a rival
+    that ran would otherwise win without having been measured against it.
 
     Args:
         options: the candidates, the selector's pick first.
@@ -391,17 +393,19 @@ def successive_halving(
     for number in range(1, rounds + 1):
         fraction = budget / rounds / _sharing(survivors, recipe_for, sizes)
         scored: dict[Candidate, tuple[TrialRecord, np.ndarray | None]] = {}
+        pick_unaffordable = False
         for candidate in sorted(survivors, key=lambda c: _trains_base(recipe_for(c))):  # head-only first
             recipe = scaled_recipe(recipe_for(candidate), fraction)
-            cost = 0.0 if sizes is None else training_passes(recipe, *sizes, banked=True)
+            earlier = trained.get((candidate, recipe))
+            cost = 0.0 if sizes is None or earlier else training_passes(recipe, *sizes, banked=True)
             scores = {c: record.val_accuracy for c, (record, _) in scored.items()}
-            why_not = _why_not(candidate, recipe, scores, options)
-            why_not = why_not or _over_budget(cost, spent, allowance, budget)
+            over = _over_budget(cost, spent, allowance, budget)
+            why_not = _why_not(candidate, recipe, scores, options) or over
             if why_not:
                 skipped.append(candidate)
                 say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
+                pick_unaffordable = pick_unaffordable or (candidate == options[0] and why_not == over)
                 continue
-            earlier = trained.get((candidate, recipe))
             if earlier is None:
                 record, correct = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
                 spent += cost
@@ -414,6 +418,9 @@ def successive_halving(
                  f"round {number}, {record.epochs_run} epochs)")  # fmt: skip
         scored = _against_pick(scored, options[0])
         records.extend(record for record, _ in scored.values())
+        if pick_unaffordable:  # a rival could only win unopposed: nothing measured it against the pick
+            survivors = [options[0]]
+            break
         ranked = _ranked({c: record for c, (record, _) in scored.items()}, options)
         survivors = ranked[: 1 if number == rounds else math.ceil(len(ranked) / 2)]
         if len(survivors) == 1:  # a skip left one: nothing to compare it with
