@@ -285,9 +285,22 @@ def test_fatal_conditions_raise_one_clear_error(tmp_path, corpus):
     assert "does not exist" in _message(load_data, str(tmp_path / "nope"))
     (tmp_path / "file.txt").write_text("x")
     assert "is not a folder" in _message(load_data, str(tmp_path / "file.txt"))
+    (tmp_path / "pets.zip").write_bytes(b"PK")
+    assert f"python -m zipfile -e {tmp_path / 'pets.zip'} {tmp_path / 'pets'}" in _message(
+        load_data, str(tmp_path / "pets.zip")
+    )
+    (tmp_path / "pets.tar.gz").write_bytes(b"")
+    assert "tar -xf" in _message(load_data, str(tmp_path / "pets.tar.gz"))
     (tmp_path / "bad" / "a").mkdir(parents=True)
     (tmp_path / "bad" / "a" / "x.jpg").write_text("not an image")
     assert "No usable images" in _message(load_data, str(tmp_path / "bad"))
     _save(tmp_path / "one" / "only" / "x.png", _solid())
     assert "Only one class" in _message(load_data, str(tmp_path / "one"))
+    for name in ("cats", "dogs"):  # an archive unpacked into one folder of class folders
+        _save(tmp_path / "unpacked" / "pets" / name / "x.png", _solid())
+    hint = _message(load_data, str(tmp_path / "unpacked"))
+    assert (
+        "Only one class ('pets')" in hint
+        and f"(cats, dogs): if those are the classes, pass {str(tmp_path / 'unpacked' / 'pets')!r}" in hint
+    )
     assert "empty class (strict=True)" in _message(load_data, str(corpus[0]), strict=True)

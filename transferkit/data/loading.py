@@ -187,6 +187,21 @@ def _carve(
     return holdout
 
 
+def _archive_hint(path: Path) -> str:
+    """How to unpack ``path`` when it is an archive ("" otherwise): data sets often come as one."""
+    name = path.name.lower()
+    if not path.is_file():
+        return ""
+    if name.endswith(".zip"):
+        folder = path.with_suffix("")
+        return f"It is a zip archive: unpack it (python -m zipfile -e {path} {folder}) and pass that folder."
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        return (
+            f"It is a tar archive: unpack it (tar -xf {path} -C {path.parent}) and pass the folder it holds."
+        )
+    return ""
+
+
 def _load_folder(
     source: str, validation_split: float, test_split: float, seed: int, strict: bool
 ) -> DataSplits:
@@ -195,7 +210,7 @@ def _load_folder(
         problem = "is not a folder" if root.exists() else "does not exist"
         raise TransferkitError(
             f"Data source {source!r} {problem}; expected a folder of class subfolders "
-            "(<folder>/<class>/*.jpg) or 'tfds:NAME'. Check the path."
+            f"(<folder>/<class>/*.jpg) or 'tfds:NAME'. {_archive_hint(root) or 'Check the path.'}"
         )
     scans = {split: scan_split(folder) for split, folder in detect_layout(root).items()}
     pool = scans.pop("all", None) or scans["train"]
@@ -247,9 +262,23 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ..
     if len(usable) < 2:
         raise TransferkitError(
             f"Only one class ({usable[0]!r}) with usable images in {source!r}; a classifier needs at "
-            "least two. Add a second class folder next to it."
+            f"least two. {_one_level_down(pool, usable[0]) or 'Add a second class folder next to it.'}"
         )
     return usable
+
+
+def _one_level_down(pool: ScannedSplit, name: str) -> str:
+    """A hint when class ``name`` holds folders of images: the data is one level further down (as
+    when an archive unpacks into one folder of class folders); "" otherwise."""
+    paths = [Path(path) for path, _ in pool.images[name]]
+    folder = next((parent for parent in paths[0].parents if parent.name == name), None)
+    if folder is None:
+        return ""
+    inner = sorted({path.relative_to(folder).parts[0] for path in paths if path.parent != folder})
+    if len(inner) < 2:
+        return ""
+    shown = ", ".join(inner[:4]) + (", ..." if len(inner) > 4 else "")
+    return f"It holds folders of images itself ({shown}): if those are the classes, pass {str(folder)!r}."
 
 
 def _image_set(scan: ScannedSplit, class_names: tuple[str, ...], skipped: list[tuple[str, str]]) -> ImageSet:
