@@ -252,7 +252,7 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ..
         )
         raise TransferkitError(
             f"No usable images in {source!r} ({reasons}). Expected <folder>/<class>/*.jpg "
-            "(jpg, jpeg, png, bmp, gif, webp), at least two class folders."
+            "(jpg, jpeg, png, bmp, gif, webp, tif, avif), at least two class folders."
         )
     if strict and empty:
         raise TransferkitError(
