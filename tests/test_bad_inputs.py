@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -219,22 +220,32 @@ def test_tiff_orientation_is_applied_once(tmp_path, dtype, compression):
     assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
 
 
-def test_avif_photos_are_read_and_an_old_pillow_names_the_upgrade(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "extension, reader, missing",
+    [(".avif", "AVIF", "AVIF needs a newer Pillow"), (".heic", "HEIF", "pip install 'transferkit[heic]'")],
+)
+def test_phone_photo_formats_are_read_and_without_a_reader_the_skip_names_it(
+    tmp_path, monkeypatch, extension, reader, missing
+):
     from transferkit.data import decode
 
     for name, colour in (("red", RED), ("blue", BLUE)):
         (tmp_path / "pets" / name).mkdir(parents=True)
         for i in range(3):
-            _solid(colour).save(tmp_path / "pets" / name / f"{i}.avif", quality=90)
+            _solid(colour).save(tmp_path / "pets" / name / f"{i}{extension}", quality=90)
     splits = load_data(str(tmp_path / "pets"), validation_split=0, test_split=0)
     assert splits.class_names == ("blue", "red") and len(splits.train) == 6
-    assert probe_image(tmp_path / "pets" / "red" / "0.avif") == (24, 16)
-    image = decode_image(tmp_path / "pets" / "red" / "0.avif", 8).astype(int)
+    red = tmp_path / "pets" / "red" / f"0{extension}"
+    assert probe_image(red) == (24, 16)
+    image = decode_image(red, 8).astype(int)
     assert (image[..., 0] > 200).all() and (image[..., 2] < 60).all()
-    monkeypatch.setattr(decode, "_AVIF", ())  # a Pillow without the AVIF plugin
-    monkeypatch.setattr(decode, "PIL_FORMATS", tuple(f for f in decode.PIL_FORMATS if f != "AVIF"))
-    with pytest.raises(decode.UnusableImage, match="AVIF needs a newer Pillow"):
-        decode_image(tmp_path / "pets" / "red" / "0.avif", 8)
+    (tmp_path / f"broken{extension}").write_bytes(b"not an image at all")
+    with pytest.raises(decode.UnusableImage, match="not a supported image"):
+        decode_image(tmp_path / f"broken{extension}", 8)  # the reader is there: the file is the problem
+    # without the reader (an older Pillow, no pillow-heif) the skip reason says what to install
+    monkeypatch.setattr(decode, "PIL_FORMATS", tuple(f for f in decode.PIL_FORMATS if f != reader))
+    with pytest.raises(decode.UnusableImage, match=re.escape(missing)):
+        decode_image(red, 8)
 
 
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):

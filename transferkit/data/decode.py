@@ -7,9 +7,11 @@ in prediction.
 Decisions, in the order they are applied:
 
 - Formats: JPEG (incl. multi-picture MPO from cameras), PNG, BMP, GIF, WebP, TIFF (remote
-  sensing and microscopy sets ship as TIFF, e.g. UC Merced Land Use, NCT-CRC-HE), and AVIF where
-  the installed Pillow reads it (11.3 and later; an older one names the upgrade); Pillow's other
-  decoders are not even tried, so random bytes never reach an exotic plugin. A TIFF with more
+  sensing and microscopy sets ship as TIFF, e.g. UC Merced Land Use, NCT-CRC-HE), AVIF where
+  the installed Pillow reads it (11.3 and later), HEIC / HEIF (iPhone photos) where pillow-heif
+  is installed (the ``heic`` extra); without them such a file's skip reason names what to
+  install. Pillow's other decoders are not even tried, so random bytes never reach an exotic
+  plugin. A TIFF with more
   than four bands (multispectral) is not an image Pillow reads, and is skipped with that reason.
 - Size guard: Pillow refuses images above ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179
   megapixels, e.g. 13400 x 13400) as possible decompression bombs; such a file is skipped with
@@ -49,10 +51,40 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = (".avif", ".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+def _heif_opener() -> tuple[str, ...]:
+    """HEIC / HEIF (iPhone photos) through pillow-heif where it is installed (the ``heic`` extra).
+    It turns the picture upright itself and resets the EXIF orientation, so it is not turned twice."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return ()
+    register_heif_opener()
+    return ("HEIF",)
+
+
+IMAGE_EXTENSIONS = (
+    ".avif",
+    ".bmp",
+    ".gif",
+    ".heic",
+    ".heif",
+    ".jpeg",
+    ".jpg",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
 # AVIF (phone cameras, the web) where this Pillow reads it: its own wheels do from 11.3 on.
 _AVIF = ("AVIF",) if Image.registered_extensions().get(".avif") == "AVIF" else ()
-PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", *_AVIF)  # JPEG includes camera MPO files
+_HEIF = _heif_opener()
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", *_AVIF, *_HEIF)  # JPEG includes camera MPO files
+_READER_NEEDED = {  # extension: (the Pillow format that reads it, what to install without it)
+    ".avif": ("AVIF", "AVIF needs a newer Pillow (11.3 or later: pip install -U pillow)"),
+    ".heic": ("HEIF", "HEIC needs pillow-heif: pip install 'transferkit[heic]'"),
+    ".heif": ("HEIF", "HEIF needs pillow-heif: pip install 'transferkit[heic]'"),
+}
 RESAMPLE = Image.Resampling.BILINEAR
 BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white
 FULL_CHECK_MAX_PIXELS = 4_000_000  # bigger PNGs are CRC-checked at scan time, not fully decoded
@@ -82,8 +114,10 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise UnusableImage(f"too large to decode safely ({err}); downscale it") from None
     except Image.UnidentifiedImageError:
-        if not _AVIF and not isinstance(source, bytes) and os.fspath(source).lower().endswith(".avif"):
-            raise UnusableImage("AVIF needs a newer Pillow (11.3 or later: pip install -U pillow)") from None
+        extension = "" if isinstance(source, bytes) else os.path.splitext(source)[1].lower()
+        reader, install = _READER_NEEDED.get(extension, ("", ""))
+        if reader and reader not in PIL_FORMATS:
+            raise UnusableImage(install) from None
         raise UnusableImage(f"not a supported image (expected {', '.join(PIL_FORMATS)} data)") from None
     except OSError as err:  # with errno: the file system; without: Pillow reading the data
         raise UnusableImage(f"cannot read file: {err.strerror}" if err.errno else _reason(err)) from None
