@@ -192,12 +192,16 @@ def test_transparency_is_composited_on_white(corpus):
     assert tuple(image[8, 13]) == (255, 255, 255)  # transparent part is white, not black
 
 
-def test_exif_orientation_is_applied(corpus):
-    path = corpus[1]["rotated"]
+def _assert_upright(path: Path) -> None:
+    """A 40 x 20 landscape (left red, right blue) tagged to turn 90 degrees: portrait, red on top."""
     assert probe_image(path) == (20, 40)  # upright: portrait
     image = decode_image(path, 16).astype(int)
     assert image[2, 8, 0] > 180 and image[2, 8, 2] < 80  # top is red
     assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
+
+
+def test_exif_orientation_is_applied(corpus):
+    _assert_upright(corpus[1]["rotated"])
 
 
 @pytest.mark.parametrize(
@@ -214,10 +218,7 @@ def test_tiff_orientation_is_applied_once(tmp_path, dtype, compression):
     tifffile.imwrite(
         path, pixels, photometric="rgb", compression=compression, extratags=[(274, "H", 1, 6, True)]
     )
-    assert probe_image(path) == (20, 40)  # upright: portrait
-    image = decode_image(path, 16).astype(int)
-    assert image[2, 8, 0] > 180 and image[2, 8, 2] < 80  # top is red
-    assert image[13, 8, 2] > 180 and image[13, 8, 0] < 80  # bottom is blue
+    _assert_upright(path)
 
 
 @pytest.mark.parametrize(
