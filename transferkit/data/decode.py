@@ -11,8 +11,8 @@ Decisions, in the order they are applied:
   the installed Pillow reads it (11.3 and later), HEIC / HEIF (iPhone photos) where pillow-heif
   is installed (the ``heic`` extra); without them such a file's skip reason names what to
   install. Pillow's other decoders are not even tried, so random bytes never reach an exotic
-  plugin. A TIFF with more
-  than four bands (multispectral) is not an image Pillow reads, and is skipped with that reason.
+  plugin. A TIFF with more than four bands (multispectral) is not an image Pillow reads, and is
+  skipped with that reason.
 - Size guard: Pillow refuses images above ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179
   megapixels, e.g. 13400 x 13400) as possible decompression bombs; such a file is skipped with
   that reason. Raise ``PIL.Image.MAX_IMAGE_PIXELS`` to accept bigger ones.

@@ -26,7 +26,7 @@ import numpy as np
 
 from transferkit.data import tfds_source
 from transferkit.data.card import DatasetCard, size_stats
-from transferkit.data.decode import load_images, white_level_for
+from transferkit.data.decode import IMAGE_EXTENSIONS, load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.scan import ScannedSplit, detect_layout, scan_split
 from transferkit.data.splits import (
@@ -252,7 +252,7 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ..
         )
         raise TransferkitError(
             f"No usable images in {source!r} ({reasons}). Expected <folder>/<class>/*.jpg "
-            "(jpg, jpeg, png, bmp, gif, webp, tif, avif), at least two class folders."
+            f"({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}), at least two class folders."
         )
     if strict and empty:
         raise TransferkitError(
