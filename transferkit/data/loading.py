@@ -189,9 +189,9 @@ def _carve(
 
 def _archive_hint(path: Path) -> str:
     """How to unpack ``path`` when it is an archive ("" otherwise): data sets often come as one."""
-    name = path.name.lower()
     if not path.is_file():
         return ""
+    name = path.name.lower()
     if name.endswith(".zip"):
         folder = path.with_suffix("")
         return f"It is a zip archive: unpack it (python -m zipfile -e {path} {folder}) and pass that folder."

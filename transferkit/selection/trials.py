@@ -399,12 +399,12 @@ def successive_halving(
             earlier = trained.get((candidate, recipe))
             cost = 0.0 if sizes is None or earlier else training_passes(recipe, *sizes, banked=True)
             scores = {c: record.val_accuracy for c, (record, _) in scored.items()}
+            pointless = _why_not(candidate, recipe, scores, options)
             over = _over_budget(cost, spent, allowance, budget)
-            why_not = _why_not(candidate, recipe, scores, options) or over
-            if why_not:
+            if pointless or over:
                 skipped.append(candidate)
-                say(verbose, f"trial {candidate.describe()}: not run, {why_not}")
-                pick_unaffordable = pick_unaffordable or (candidate == options[0] and why_not == over)
+                say(verbose, f"trial {candidate.describe()}: not run, {pointless or over}")
+                pick_unaffordable |= candidate == options[0] and not pointless
                 continue
             if earlier is None:
                 record, correct = trained[candidate, recipe] = _trial(candidate, number, recipe, train)
