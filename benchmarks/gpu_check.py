@@ -175,7 +175,8 @@ def check_frozen_fit(split: Path, args, out: Path, train_images: int) -> dict:
     from frozen_base import plain_keras_fit, transferkit_fit
 
     size = get_backbone(args.backbone).default_size
-    recipe = short_recipe(FROZEN, args, image_size=size)
+    # test_split 0: fit trains on all of train/, as plain Keras does (the folder has no test/).
+    recipe = short_recipe(FROZEN, args, image_size=size, test_split=0.0)
     plain = plain_keras_fit(split, recipe, args.epochs, args.seed)
     ours = transferkit_fit(split, recipe, args.epochs, out)
     work = train_images * args.epochs
