@@ -93,7 +93,7 @@ the same fonts. Any floor in [50, 98] fits these points equally (regret 22.7, th
 average even at 49, it is 50: at full resolution dissimilar data follows the size rule similar data
 does. The whole network costs 5-10x truncation's time here. This rule was set after a regret run
 at 224 px had shown the held-out cards losing 18 points to truncation
-(README), so those held-out rows do not test it independently. Over two seeds of the held-out
+(docs/MEASUREMENTS.md), so those held-out rows do not test it independently. Over two seeds of the held-out
 typefaces and cards (98 per class) the whole network minus truncation was -6.5, -7.1, +18.2 and
 -1.1 points: close to a wash there, at 5-10x the time (README, the 224-px table).
 
