@@ -282,12 +282,16 @@ def test_a_run_from_before_the_test_split_resumes_on_its_own_split(tmp_path, mon
         (["fit", "--data", ".", "--backbone", "resnet5", "--dry-run"], "Unknown backbone 'resnet5'"),
         (["predict", ".", "x.jpg"], "No model.keras"),
         (["inspect", "vgg"], "Choose one of"),
+        (["fit", "--resume", "./never-started"], "a fit stopped before then left nothing to resume"),
+        (["fit", "--resume", "."], "is not a transferkit run folder (no run.json)"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folder):
     args = [
-        str(folder) if a == "." and args[0] == "fit" else (str(tmp_path) if a == "." else a) for a in args
+        str(folder) if a == "." and args[:2] == ["fit", "--data"] else (str(tmp_path) if a == "." else a)
+        for a in args
     ]
+    args = [str(tmp_path / a[2:]) if a.startswith("./") else a for a in args]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

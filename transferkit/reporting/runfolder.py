@@ -66,6 +66,12 @@ def save_run_info(run_dir: Path, info: dict) -> None:
 def read_run_info(run_dir: Path) -> dict:
     """``run.json`` of a run folder; a clear error when the folder is not one."""
     path = Path(run_dir) / "run.json"
+    if not Path(run_dir).is_dir():
+        raise TransferkitError(
+            f"There is no folder {str(run_dir)!r}. fit writes its run folder when training starts, "
+            "after loading the data, the selector and any trials: a fit stopped before then left "
+            "nothing to resume or use; run the same fit command again."
+        )
     if not path.exists():
         raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json).")
     try:
