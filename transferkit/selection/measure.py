@@ -20,6 +20,7 @@ from transferkit.selection.decision import Selection, select
 from transferkit.selection.quadrants import PROVISIONAL, quadrant_for
 from transferkit.selection.transferability import extract_cut_features
 from transferkit.training.model import preprocessing_layer
+from transferkit.training.progress import progress_bar
 
 SAMPLE_PER_CLASS = 100  # enough for a 5-fold probe to resolve a few points of accuracy
 SAMPLE_MAX = 2000  # bounds the forward pass: selection must stay a small fraction of training
@@ -109,15 +110,17 @@ def measure_quadrant(
         )
     labels: list[np.ndarray] = []
     batch_size = recipe.data.batch_size
-    progress = keras.utils.Progbar(-(-len(sample) // batch_size), verbose=verbose, unit_name="batch")
+    # The same bar as every feature pass (tqdm: a widget in Jupyter, one redrawn line in a terminal).
+    progress = progress_bar(
+        total=-(-len(sample) // batch_size), desc="measuring", unit="batch", leave=False, disable=verbose != 1
+    )
 
     def images():
-        for index, (batch, batch_labels) in enumerate(
-            make_dataset(sample, image_size, batch_size, cache=False)
-        ):
-            labels.append(batch_labels.numpy())
-            yield batch
-            progress.update(index + 1)
+        with progress:
+            for batch, batch_labels in make_dataset(sample, image_size, batch_size, cache=False):
+                labels.append(batch_labels.numpy())
+                yield batch
+                progress.update(1)
 
     features = extract_cut_features(
         base,
@@ -126,6 +129,8 @@ def measure_quadrant(
         preprocessing_layer(spec.preprocessing),
         pooling=probe_poolings(spec.cut_points, recipe),
     )
+    if verbose:
+        print(f"Scoring {len(features)} cut points (cross-validated linear probe, LogME)", flush=True)
     selection = select(
         size_figures(splits),
         features,
