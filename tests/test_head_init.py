@@ -254,6 +254,7 @@ def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_
     trainer.run()
     assert len(trainer.history) == 3  # patience ran out, counted from the start
     assert _same(trainer._head_graph().get_weights(), start)
+    assert trainer.state.kept_epochs == [0]  # recorded for the curves: the start, no epoch
 
 
 def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
@@ -264,6 +265,7 @@ def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
     resumed = _trainer(tmp_path / "run", patience=3)  # a fresh model, as in a new process
     resumed.run()
     assert _same(resumed._head_graph().get_weights(), start)
+    assert resumed.state.kept_epochs == [0]
 
 
 def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(tmp_path, monkeypatch):
@@ -272,6 +274,9 @@ def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(tmp_path, m
     trainer = _trainer(tmp_path / "run", patience=3)
     trainer.run()
     assert not _same(trainer._head_graph().get_weights(), start)
+    losses = [row["val_loss"] for row in trainer.history]
+    best = int(np.argmin(losses)) + 1
+    assert trainer.state.kept_epochs == [None if best == len(losses) else best]  # None: the last epoch
 
 
 def test_after_the_check_drops_augmentation_the_head_trains_with_the_standardisation_it_was_fitted_with(

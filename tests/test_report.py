@@ -16,7 +16,13 @@ from matplotlib import colormaps
 from matplotlib import image as mpimg
 
 from transferkit.errors import TransferkitError
-from transferkit.reporting.figures import image_grid_figure, plot_confusion, plot_history, plot_image_grid
+from transferkit.reporting.figures import (
+    image_grid_figure,
+    kept_marks,
+    plot_confusion,
+    plot_history,
+    plot_image_grid,
+)
 from transferkit.reporting.html import SECTIONS, write_html_report
 from transferkit.reporting.metrics import compute_metrics
 
@@ -54,6 +60,19 @@ def test_plot_history_from_a_mapping_with_phase_lines(tmp_path):
     }
     plot_history(history, tmp_path / "curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
     assert_png(tmp_path / "curves.png", min_width=800)
+
+
+def test_the_weights_each_phase_kept_are_marked_where_they_sit_on_the_epoch_axis(tmp_path):
+    state = {"phase_epochs": [5, 3, 4], "kept_epochs": [0, 2, None]}  # the start, epoch 2, the last
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    marks = kept_marks(tmp_path)
+    assert marks == [(0.5, "kept: start"), (7.0, "kept")]  # phase 2 runs epochs 6-8 on the axis
+    history = {"loss": list(np.linspace(1, 0.1, 12)), "val_loss": list(np.linspace(1, 0.5, 12))}
+    plot_history(history, tmp_path / "curves.png", phase_starts=[(1, "head"), (6, "all")], kept=marks)
+    assert_png(tmp_path / "curves.png", min_width=800)
+    assert kept_marks(tmp_path / "no-such-run") == []  # a run from before kept_epochs: no marks
+    (tmp_path / "state.json").write_text(json.dumps({"phase_epochs": [5]}))
+    assert kept_marks(tmp_path) == []
 
 
 def test_plot_history_from_a_keras_csv_logger_file(tmp_path):

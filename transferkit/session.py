@@ -481,7 +481,8 @@ def write_plots(
     """The figures, the interpretation (top losses, Grad-CAM, calibration) and ``report.html``."""
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("plots"):
-        figures.plot_history(run_dir / "history.csv", run_dir / "curves.png")  # phases from its column
+        kept = figures.kept_marks(run_dir)  # the epochs whose weights a phase ended with (state.json)
+        figures.plot_history(run_dir / "history.csv", run_dir / "curves.png", kept=kept)
         figures.plot_confusion(metrics, run_dir / "confusion.png")
     with stopwatch.stage("interpretation"):
         write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM

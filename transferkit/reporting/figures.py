@@ -67,8 +67,32 @@ def _phases_from_column(columns: Mapping[str, Sequence[object]]) -> list[tuple[i
     return [(i + 1, p) for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
 
 
+def kept_marks(run_dir: str | os.PathLike) -> list[tuple[float, str]]:
+    """Where the weights each phase ended with sit on the curves' epoch axis, from ``state.json``.
+
+    Only phases whose early stopping put back earlier weights are marked: ``(epoch, "kept")`` for an
+    epoch, ``(phase start - 0.5, "kept: start")`` for a fitted start no epoch beat (the head's
+    logistic regression). Without them a curve that ends lower reads as the model's own figure.
+    """
+    import json
+
+    path = Path(run_dir) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except ValueError:
+        return []
+    marks, start = [], 1
+    for epochs, kept in zip(state.get("phase_epochs", []), state.get("kept_epochs", []), strict=False):
+        if kept is not None:
+            marks.append((start - 0.5, "kept: start") if kept == 0 else (float(start + kept - 1), "kept"))
+        start += int(epochs)
+    return marks
+
+
 def _history_figure(
-    columns: Mapping[str, Sequence[object]], phase_starts: Sequence[tuple[int, str]]
+    columns: Mapping[str, Sequence[object]],
+    phase_starts: Sequence[tuple[int, str]],
+    kept: Sequence[tuple[float, str]] = (),
 ) -> Figure:
     if not any(len(v) for v in columns.values()):
         raise TransferkitError(
@@ -89,13 +113,21 @@ def _history_figure(
         for start, name in phase_starts:
             ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
             ax.text(start - 0.4, 0.98, _label(name), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        for epoch, name in kept:
+            ax.axvline(epoch, color="tab:green", linestyle=":", linewidth=1.5)
+            axis = ax.get_xaxis_transform()
+            ax.text(epoch + 0.1, 0.02, name, transform=axis, fontsize=8, color="tab:green")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
 def plot_history(
-    history: History, path: str | os.PathLike, *, phase_starts: Sequence[tuple[int, str]] = ()
+    history: History,
+    path: str | os.PathLike,
+    *,
+    phase_starts: Sequence[tuple[int, str]] = (),
+    kept: Sequence[tuple[float, str]] = (),
 ) -> None:
     """Plot train/validation loss and accuracy against epoch into ``path`` (PNG).
 
@@ -107,13 +139,15 @@ def plot_history(
         phase_starts: ``(first epoch of the phase, phase name)`` pairs, epochs numbered from 1 as on
             the x axis and in transferkit's ``history.csv``; a dashed line and the name mark each
             start, e.g. ``[(1, "warmup"), (4, "fine_tune")]``.
+        kept: ``(epoch, label)`` pairs marked with a dotted line: the weights a phase kept
+            (:func:`kept_marks`).
 
     Example:
         >>> h = {"loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7], "accuracy": [0.5, 0.7, 0.8]}
         >>> plot_history(h, "/tmp/curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
     """
     columns = _read_history(history)
-    save_figure(_history_figure(columns, phase_starts or _phases_from_column(columns)), path)
+    save_figure(_history_figure(columns, phase_starts or _phases_from_column(columns), kept), path)
 
 
 def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:

@@ -21,6 +21,7 @@ from transferkit.reporting.figures import (
     _phases_from_column,
     _png_bytes,
     _read_history,
+    kept_marks,
 )
 from transferkit.reporting.html_parts import (
     bullets,
@@ -181,7 +182,8 @@ def _pictures(run_dir: Path, metrics: Mapping[str, Metrics], notes: list[str]) -
     if "curves.png" not in pictures and history.exists():
         try:
             columns = _read_history(history)
-            pictures["curves.png"] = _png_bytes(_history_figure(columns, _phases_from_column(columns)))
+            figure = _history_figure(columns, _phases_from_column(columns), kept_marks(run_dir))
+            pictures["curves.png"] = _png_bytes(figure)
         except (OSError, ValueError, TypeError, TransferkitError) as error:
             notes.append(f"Could not draw the training curves from history.csv: {error}")
     if "confusion.png" not in pictures and metrics:

@@ -64,6 +64,9 @@ class TrainState:
     epochs_done: int = 0
     phase_epochs: list[int] = field(default_factory=list)
     augmentation: dict | None = None  # the augmentation check (training.augment_check), once made
+    # Per phase, the epoch (1-based within the phase) whose weights it ended with when early
+    # stopping restored earlier ones: 0 = the fitted start no epoch beat; None = its last epoch.
+    kept_epochs: list[int | None] = field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainState:
@@ -151,6 +154,7 @@ class Trainer:
         self._training_model: keras.Model | None = None
         self._head_model: keras.Model | None = None
         self.state = TrainState()  # run() reads the saved one
+        self._kept_epoch: int | None = None  # set by _fit: see TrainState.kept_epochs
 
     def run(self, until: int | None = None) -> list[dict]:
         """Train every phase not finished yet (before phase ``until`` only, if given); returns the history.
@@ -189,6 +193,7 @@ class Trainer:
                 self.classifier.model.save_weights(tmp)
             state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
             state.phase_epochs.append(epochs_run)
+            state.kept_epochs += [None] * (index - len(state.kept_epochs)) + [self._kept_epoch]
             state.save(self.run_dir)
             shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
         return self.history
@@ -301,9 +306,9 @@ class Trainer:
         """``model.fit`` for ``phase``; ``start_loss``: the validation loss of a fitted start, which
         early stopping keeps if no epoch beats it."""
         callbacks, writer = self._callbacks(index, phase)
-        for callback in callbacks:
-            if isinstance(callback, ResumableEarlyStopping):
-                callback.start_loss = start_loss
+        stopping = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
+        if stopping is not None:
+            stopping.start_loss = start_loss
         with self.stopwatch.stage("training"):
             history = model.fit(
                 data,
@@ -322,6 +327,10 @@ class Trainer:
                 f"{phase.learning_rate / 10:g}) and check the images are valid."
             )
         final_epoch = history.epoch[-1] + 1 if history.epoch else initial_epoch + phase.epochs
+        self._kept_epoch = None
+        if stopping is not None and stopping.best_weights is not None:  # early stopping put them back
+            kept = max(stopping.best_epoch + 1 - initial_epoch, 0)  # the fitted start (epoch -1): 0
+            self._kept_epoch = kept if kept != final_epoch - initial_epoch else None
         return final_epoch - initial_epoch
 
     def _on_cached_features(self, phase: Phase) -> bool:
