@@ -246,15 +246,17 @@ def test_the_starts_validation_loss_is_measured_as_fit_measures_an_epochs(tmp_pa
 
 
 def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_ends_with(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     start = _head_start(tmp_path / "start", "logistic")
     monkeypatch.setattr(head_phase, "start_loss", lambda *a: -1.0)  # no epoch can beat it
     trainer = _trainer(tmp_path / "run", patience=3)
+    trainer.verbose = 2  # one line per epoch, and the trainer's own messages
     trainer.run()
     assert len(trainer.history) == 3  # patience ran out, counted from the start
     assert _same(trainer._head_graph().get_weights(), start)
     assert trainer.state.kept_epochs == [0]  # recorded for the curves: the start, no epoch
+    assert "kept its fitted start: the lowest validation loss" in capsys.readouterr().out
 
 
 def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):

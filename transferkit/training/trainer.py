@@ -194,6 +194,9 @@ class Trainer:
             state.completed_phases, state.epochs_done = index + 1, state.epochs_done + epochs_run
             state.phase_epochs.append(epochs_run)
             state.kept_epochs += [None] * (index - len(state.kept_epochs)) + [self._kept_epoch]
+            if self._kept_epoch is not None:  # Keras' "Restoring model weights" line, which fit hides
+                kept = f"epoch {self._kept_epoch} of {epochs_run}" if self._kept_epoch else "its fitted start"
+                self._say(f"Phase '{phase.name}' kept {kept}: the lowest validation loss")
             state.save(self.run_dir)
             shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
         return self.history
