@@ -123,6 +123,7 @@ def fit_pick(folder: Path, seed: int, overrides: dict) -> tuple[str, float]:
     on a close call the trials (successive halving on the training and validation splits).
     """
     from transferkit.api import resolve_recipe
+    from transferkit.selection.compare import AVERAGED
     from transferkit.session import load_splits, prepare
     from transferkit.training.device import device_scope
 
@@ -131,7 +132,8 @@ def fit_pick(folder: Path, seed: int, overrides: dict) -> tuple[str, float]:
         splits = load_splits(str(folder), recipe)
         session = prepare(recipe, splits, measure, "auto", None, overrides, 0, "trial")
     trials = session.selection.trials
-    return session.selection.quadrant, trials.seconds if trials is not None else 0.0
+    picked = AVERAGED if session.partner is not None else session.selection.quadrant
+    return picked, trials.seconds if trials is not None else 0.0
 
 
 def _test_images(result) -> int:
@@ -140,7 +142,9 @@ def _test_images(result) -> int:
 
 
 def print_table(rows: list[Row]) -> None:
-    recipes = ("small_similar", "small_dissimilar", "large_similar", "large_dissimilar")
+    from transferkit.selection.compare import AVERAGED  # the averaged pick's row
+
+    recipes = ("small_similar", "small_dissimilar", "large_similar", "large_dissimilar", AVERAGED)
     head = f"{'data set':<18}{'suite':<9}{'seed':>4}{'n':>5}  " + "".join(f"{r[:13]:>14}" for r in recipes)
     print(
         "\nTest-split accuracy per recipe (* = fit's pick, after trials on a close call)\n"

@@ -24,10 +24,10 @@ from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
-from transferkit.reporting.diagnostics import evaluate_held_out
+from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
-from transferkit.reporting.metrics import Metrics, evaluate_model, predict_dataset
+from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.trials import (
@@ -38,6 +38,7 @@ from transferkit.selection.trials import (
     successive_halving,
     with_trials,
 )
+from transferkit.training import averaging
 from transferkit.training.device import Device
 from transferkit.training.distribute import (
     local_copy,
@@ -145,6 +146,7 @@ class Session:
     hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
     clean_features: CleanFeatures | None = None  # the trials' feature bank's, when they are this fit's
     stopwatch: Stopwatch = field(default_factory=Stopwatch, compare=False)  # the run's stage timings
+    partner: Recipe | None = None  # a truncation trained beside the recipe, the model averaging both
 
 
 def prepare(
@@ -171,7 +173,8 @@ def prepare(
             selection = measure_quadrant(
                 splits, spec, base, recipe, size=size, similar=similar, verbose=verbose
             )
-        if selection_mode == "trial" and selection.close_call:
+        # Averaging a truncation with the whole network settles that call without trials.
+        if selection_mode == "trial" and selection.close_call and selection.partner_cut is None:
             with stopwatch.stage("trials"):
                 selection, bank = settle_by_trials(selection, recipe, splits, size, overrides, verbose, base)
         recipe = recipe_io.with_overrides(
@@ -192,7 +195,12 @@ def prepare(
     keras.utils.set_random_seed(recipe.seed)
     session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
-    return dataclasses.replace(session, clean_features=clean)
+    partner = None
+    if selection is not None and selection.partner_cut is not None:
+        partner = averaging.partner_recipe(recipe, selection.partner_cut, overrides)
+        say(verbose, f"  then {partner.name} ({partner.strategy} at {partner.backbone.cut!r}) in "
+            f"{averaging.PARTNER_DIR}/; the model averages the two networks' probabilities")  # fmt: skip
+    return dataclasses.replace(session, clean_features=clean, partner=partner)
 
 
 def assemble(
@@ -337,6 +345,8 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())
     if session.selection is not None:  # before the first phase: a resume never re-runs the trials
         write_json(run_dir / "selection.json", session.selection.to_dict())
+    if session.partner is not None:  # where a resume finds it
+        averaging.write_partner(run_dir, session.partner)
     runfolder.save_run_info(run_dir, {**info, "status": "training"})
     training = time.perf_counter()
     result = resume_training(session, splits, run_dir, info, device, started, verbose)
@@ -350,43 +360,65 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
 
 
 def resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
-    recipe, spec = session.recipe, session.spec
+    recipe, spec, stopwatch = session.recipe, session.spec, session.stopwatch
+    partner_recipe = averaging.read_partner(run_dir)  # written by train_and_report: fit and resume alike
     with device.strategy.scope(), peer_failures(run_dir, device.cluster):
         trainer = make_trainer(session, splits, run_dir, verbose, device)
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
+        partner, partner_plan = None, ()
+        if partner_recipe is not None:
+            with stopwatch.stage("partner"):
+                partner, partner_plan = train_partner(
+                    partner_recipe, splits, run_dir, session.hooks, verbose, device
+                )
     val = trainer.val_data
-    model = session.classifier.model
-    if device.replicas > 1 or device.cluster is not None:
-        model = local_copy(model)  # evaluated here alone: the strategy's model gathers every replica's
+    trained = {averaging.MAIN_MEMBER: (session.classifier.model, trainer)}
+    if partner is not None:
+        trained[averaging.PARTNER_MEMBER] = (partner.classifier.model, partner)
+    distributed = device.replicas > 1 or device.cluster is not None
+    # Evaluated here alone (the strategy's model gathers every replica's), through the steps
+    # training traced; a local copy under distribution predicts on its own.
+    members = {name: local_copy(m) if distributed else m for name, (m, _) in trained.items()}
+    predictors = {
+        name: members[name].predict_on_batch if distributed else member_trainer.predictor()
+        for name, (_, member_trainer) in trained.items()
+    }
+    model = averaging.average_models(members) if partner is not None else members[averaging.MAIN_MEMBER]
     if device.cluster is not None:
         say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
         if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
             remove_worker_dir(run_dir)
             return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
-    stopwatch = session.stopwatch
-    # Through the steps training traced (a local copy under distribution predicts on its own).
-    predict = trainer.predictor() if model is session.classifier.model else None
+    test_predict, val_predict = (averaging.MemberPredictor(predictors) for _ in range(2))
     with stopwatch.stage("test evaluation"):
-        test = test_metrics(model, recipe, spec, splits, run_dir, predict)  # also saves predictions
+        test = test_metrics(model, recipe, spec, splits, run_dir, test_predict)  # also saves predictions
     with stopwatch.stage("validation evaluation"):
-        validation = (
-            evaluate_model(model, val, splits.class_names, predict)
-            if test is not None
-            else evaluate_held_out(
+        if test is not None:
+            probabilities, val_labels = predict_dataset(model, val, val_predict)
+            validation = compute_metrics(probabilities, val_labels, splits.class_names)
+        else:
+            validation = evaluate_held_out(
                 model,
                 val,
                 splits.val.paths,
                 splits.class_names,
                 split="validation",
                 run_dir=run_dir,
-                predict=predict,
+                predict=val_predict,
                 white_level=splits.val.white_level,
             )
-        )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
-    write_json(run_dir / "metrics.json", {**record, "validation": validation.to_dict()})
+    record["validation"] = validation.to_dict()
+    if partner is not None:  # each network's own figures beside the average's, from the same passes
+        held_out_labels = load_predictions(run_dir).labels
+        by_split = {headline: (test_predict if test else val_predict, held_out_labels)}
+        if test is not None:
+            by_split["validation"] = (val_predict, val_labels)
+        record["members"] = member_metrics(by_split, splits.class_names)
+        say(verbose, describe_members(record["members"], headline, metrics.accuracy))
+    write_json(run_dir / "metrics.json", record)
     with stopwatch.stage("save model"):
         runfolder.save_model(model, run_dir)
     seconds = time.perf_counter() - started
@@ -397,6 +429,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             "status": "finished",
             "seconds": round(seconds, 1),
             "plan": [dataclasses.asdict(p) for p in session.plan],
+            **({"partner_plan": [dataclasses.asdict(p) for p in partner_plan]} if partner else {}),
         },
     )
     write_plots(run_dir, metrics, recipe, model, stopwatch)
@@ -417,6 +450,45 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     say(verbose, stopwatch.summary())
     session.hooks.finished(result)
     return result
+
+
+def train_partner(
+    recipe: Recipe, splits, run_dir: Path, hooks, verbose, device: Device
+) -> tuple[Trainer, tuple]:
+    """Train (or resume) the truncation averaged with the run's network, in ``<run>/partner``;
+    return its trainer and its plan.
+
+    Its base is built anew from the pretrained weights and the seed set as a fit of ``recipe``
+    alone sets it, so the partner is the model ``fit --recipe <its recipe.toml>`` would train.
+    """
+    spec = get_backbone(recipe.backbone.name)
+    say(verbose, f"Partner network: {recipe.name} ({recipe.strategy} at {recipe.backbone.cut!r})")
+    keras.utils.set_random_seed(recipe.seed)  # as fit's device scope does: random weights too
+    base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
+    keras.utils.set_random_seed(recipe.seed)  # as prepare does before the classifier
+    session = assemble(recipe, spec, base, splits, None, weights_source, verbose)
+    session = dataclasses.replace(session, hooks=hooks)
+    trainer = make_trainer(session, splits, averaging.partner_dir(run_dir), verbose, device)
+    trainer.run()
+    return trainer, session.plan
+
+
+def member_metrics(by_split: dict, class_names) -> dict[str, dict[str, dict]]:
+    """``{member: {split: {"accuracy", "accuracy_interval"}}}`` from each split's
+    :class:`~transferkit.training.averaging.MemberPredictor` and its labels."""
+    members: dict[str, dict[str, dict]] = {}
+    for split, (predictor, labels) in by_split.items():
+        for name, probabilities in predictor.probabilities(len(labels)).items():
+            m = compute_metrics(probabilities, labels, class_names)
+            record = {"accuracy": m.accuracy, "accuracy_interval": list(m.accuracy_interval)}
+            members.setdefault(name, {})[split] = record
+    return members
+
+
+def describe_members(members: dict, split: str, averaged: float) -> str:
+    """One line: each network's accuracy on ``split`` beside the average's."""
+    each = ", ".join(f"{name.replace('_', ' ')} {m[split]['accuracy']:.3f}" for name, m in members.items())
+    return f"Averaged model {split} accuracy {averaged:.3f}; each network alone: {each}"
 
 
 def make_trainer(
@@ -481,8 +553,10 @@ def write_plots(
     """The figures, the interpretation (top losses, Grad-CAM, calibration) and ``report.html``."""
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("plots"):
-        kept = figures.kept_marks(run_dir)  # the epochs whose weights a phase ended with (state.json)
-        figures.plot_history(run_dir / "history.csv", run_dir / "curves.png", kept=kept)
+        for folder in (run_dir, averaging.partner_dir(run_dir)):  # the partner's: only if there is one
+            if folder == run_dir or (folder / "history.csv").exists():
+                kept = figures.kept_marks(folder)  # the epochs whose weights a phase ended with (state.json)
+                figures.plot_history(folder / "history.csv", folder / "curves.png", kept=kept)
         figures.plot_confusion(metrics, run_dir / "confusion.png")
     with stopwatch.stage("interpretation"):
         write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM

@@ -45,7 +45,7 @@ class RecipeRun:
     accuracy: float  # top-1 on that split
     accuracy_low: float  # its 95% Wilson interval
     accuracy_high: float
-    validation_accuracy: float  # top-1 on the validation split early stopping watched
+    validation_accuracy: float | None  # top-1 on the validation split early stopping watched
     top5_accuracy: float | None  # on `split`; None with 5 classes or fewer
     seconds: float  # wall time of its fit(), everything included (build, train, evaluate, save)
     peak_rss_mb: float  # highest whole-process resident memory sampled during the fit
@@ -66,8 +66,9 @@ class ComparisonResult:
 
     @property
     def picked(self) -> str:
-        """The quadrant recipe the selector chose (e.g. ``small_similar``)."""
-        return self.analysis.selection.quadrant
+        """The row of the selector's pick: its quadrant recipe (e.g. ``small_similar``), or
+        ``averaged`` where it averages two (:func:`transferkit.selection.compare.with_averaged_pick`)."""
+        return next((run.recipe for run in self.runs if run.picked), self.analysis.selection.quadrant)
 
     @property
     def split(self) -> str:
@@ -102,6 +103,7 @@ class ComparisonResult:
                 "quadrant": s.quadrant,
                 "recipe": s.recipe,
                 "cut_point": s.cut_point,
+                "partner_cut": s.partner_cut,
                 "confidence": s.confidence,
                 "close_call": s.close_call,
             },
@@ -125,15 +127,17 @@ class ComparisonResult:
         ]
         for r in self.runs:
             top5 = f"{r.top5_accuracy:.3f}" if r.top5_accuracy is not None else "-"
+            validation = f"{r.validation_accuracy:.3f}" if r.validation_accuracy is not None else "-"
             interval = f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
             rows.append(
                 f"{r.recipe + (' *' if r.picked else ''):<20}{r.strategy:<11}{r.accuracy:>9.3f}{interval:>13}"
-                f"{r.validation_accuracy:>9.3f}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
+                f"{validation:>9}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
                 f"{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
             )
         s = self.analysis.selection
+        averaged = f" averaged with small_dissimilar at {s.partner_cut!r}" if s.partner_cut else ""
         rows.append(
-            f"* selector's pick: {s.quadrant} (confidence {s.confidence:.2f}"
+            f"* selector's pick: {s.quadrant}{averaged} (confidence {s.confidence:.2f}"
             f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."
         )
         regret = self.regret_points

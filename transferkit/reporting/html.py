@@ -109,7 +109,7 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
     name = run_dir.resolve().name
     body = f"<h1>transferkit run {esc(name)}</h1>{_byline(data['run'], recipe)}"
     body += "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
-    body += _result(metrics, data["interpretation"])
+    body += _result(metrics, data["interpretation"], data["metrics"].get("members") or {})
     body += section(
         "What to do next", bullets(next_steps(metrics, data["interpretation"], data["selection"], name))
     )
@@ -162,7 +162,11 @@ def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Met
     Metrics dict; the headline split (the held-out test split when there is one) comes first."""
     if not data:
         notes.append("No readable metrics.json: this run has not been evaluated.")
-    splits = {"": data} if "accuracy" in data else {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    splits = (
+        {"": data}
+        if "accuracy" in data
+        else {k: v for k, v in data.items() if isinstance(v, Mapping) and k != "members"}
+    )
     first = data.get("headline", "test")
     splits = {k: splits[k] for k in sorted(splits, key=lambda k: k != first)}
     loaded = {}
@@ -207,7 +211,9 @@ def _byline(run: Mapping[str, object], recipe: Mapping[str, object]) -> str:
     return f'<p class="muted">{esc(text)}</p>' if text else ""
 
 
-def _result(metrics: Mapping[str, Metrics], interpretation: Mapping[str, object]) -> str:
+def _result(
+    metrics: Mapping[str, Metrics], interpretation: Mapping[str, object], members: Mapping[str, dict]
+) -> str:
     if not metrics:
         return section("Held-out result", missing("Not evaluated yet."))
     lines = []
@@ -224,6 +230,18 @@ def _result(metrics: Mapping[str, Metrics], interpretation: Mapping[str, object]
         for s, m in metrics.items()
     ]
     summary = table(rows, ("split", "accuracy", "top-5 accuracy", "macro F1", "loss", "images"))
+    if members:  # an averaged model (transferkit.training.averaging): each network alone
+        headline = next(iter(metrics))
+        each = ", ".join(
+            f"{name.replace('_', ' ')} {m[headline]['accuracy']:.1%}"
+            for name, m in members.items()
+            if headline in m
+        )
+        text = (
+            f"The model averages the probabilities of {len(members)} networks (the whole network's run "
+            f"folder here, the truncation's in partner/); each alone on the same images: {each}."
+        )
+        summary += f"<p>{esc(text)}</p>"
     split = interpretation.get("split")
     used = (
         f"The interpretation below (confused pairs, highest losses, heat maps, calibration) uses the "
@@ -314,12 +332,14 @@ def _selection(selection: Mapping[str, object]) -> str:
         return missing("Not measured: the recipe was given (or size and similarity were).")
     picked = f"{selection.get('quadrant', '?')} → {selection.get('recipe', '?')}"
     cut = f" at {selection['cut_point']}" if selection.get("cut_point") else ""
+    if selection.get("partner_cut"):
+        cut += f", averaged with a truncation at {selection['partner_cut']}"
     close = " It was a close call." if selection.get("close_call") else ""
     confidence = float(selection.get("confidence", 0.0))
     head = f"<p>Picked <b>{esc(picked + cut)}</b> with confidence {confidence:.2f}.{esc(close)}</p>"
     reasons = [str(r) for r in selection.get("reasons") or []]
     why = "<h3>Why</h3>" + bullets(reasons) if reasons else ""
-    skip = ("quadrant", "recipe", "cut_point", "confidence", "close_call", "reasons")
+    skip = ("quadrant", "recipe", "cut_point", "partner_cut", "confidence", "close_call", "reasons")
     return head + why + scalars_and_records(selection, skip=skip)
 
 

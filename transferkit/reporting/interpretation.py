@@ -114,6 +114,7 @@ def _write_grad_cam(
     run_dir: Path, model, images: np.ndarray, probabilities: np.ndarray, captions: list[str], notes: list[str]
 ) -> None:
     from transferkit.reporting.grad_cam import grad_cam
+    from transferkit.training.averaging import MAIN_MEMBER, members_of
 
     if model is None:
         if not (run_dir / "model.keras").exists():
@@ -122,11 +123,17 @@ def _write_grad_cam(
         from transferkit.reporting.runfolder import load_run
 
         model = load_run(run_dir).model
-    maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
+    title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
+    members = members_of(model)
+    if members:  # an averaged model: explain its prediction in the whole network's last feature map
+        model, classes = members[MAIN_MEMBER], probabilities.argmax(axis=1)
+        maps = grad_cam(model, images.astype(np.float32), classes=classes)
+        title = "Grad-CAM of the whole network (one of the two averaged) for the averaged prediction"
+    else:
+        maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
     if maps is None:
         notes.append("The model has no 4-D feature map to explain (or is not a plain chain); no Grad-CAM.")
         return
-    title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
     save_figure(image_grid_figure(images, captions, title, heat=maps), run_dir / FIGURES["grad_cam"])
 
 

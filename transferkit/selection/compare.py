@@ -12,14 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from transferkit import recipes as recipe_io
 from transferkit.console import say
 from transferkit.errors import TransferkitError
 from transferkit.reporting.comparison import ComparisonResult, RecipeRun, write_comparison
+from transferkit.reporting.diagnostics import load_predictions
+from transferkit.reporting.metrics import compute_metrics
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
 
@@ -76,6 +81,7 @@ def compare(
         backbone=backbone, weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size
     )
     runs = tuple(_train_one(data, entry, analysis, seed, overrides, verbose) for entry in recipes)
+    runs = with_averaged_pick(runs, analysis.selection)
     result = ComparisonResult(analysis.run_dir, analysis, runs, time.perf_counter() - started)
     write_comparison(result)
     say(verbose, "\n" + result.table())
@@ -130,6 +136,53 @@ def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) 
         sum(p.epochs for p in fit.plan),
         str(fit.run_dir),
     )
+
+
+def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRun, ...]:
+    """Where the pick averages the whole network and a truncation (``selection.partner_cut``), the
+    averaged model as one more row, the pick, computed from the two rows' held-out predictions.
+
+    ``fit`` trains the same two networks (the same recipes, seed and split), so the mean of their
+    ``predictions.npz`` probabilities is what its averaged model scores. Without both rows (or
+    with the truncation cut elsewhere) the runs come back unchanged: the pick was not trained.
+    """
+    if selection.partner_cut is None:
+        return runs
+    whole = next((r for r in runs if r.recipe == selection.quadrant), None)
+    cut = next((r for r in runs if r.strategy == "truncate" and _cut_of(r) == selection.partner_cut), None)
+    if whole is None or cut is None:
+        return runs
+    members = [load_predictions(r.run_dir) for r in (whole, cut)]
+    if any(m is None for m in members) or members[0].paths != members[1].paths:
+        return runs
+    probabilities = (members[0].probabilities + members[1].probabilities) / np.float32(2)
+    metrics = compute_metrics(probabilities, members[0].labels, members[0].class_names)
+    low, high = metrics.accuracy_interval
+    averaged = RecipeRun(
+        AVERAGED,
+        "average",
+        True,
+        whole.split,
+        float(metrics.accuracy),
+        low,
+        high,
+        None,  # not measured: fit's averaged model would be, compare's members only saved held-out rows
+        None if metrics.top5_accuracy is None else float(metrics.top5_accuracy),
+        whole.seconds + cut.seconds,
+        max(whole.peak_rss_mb, cut.peak_rss_mb),
+        max(whole.rss_increase_mb, cut.rss_increase_mb),
+        whole.trainable_params + cut.trainable_params,
+        whole.epochs + cut.epochs,
+        f"{whole.run_dir} + {cut.run_dir}",
+    )
+    return (*(dataclasses.replace(r, picked=False) for r in runs), averaged)
+
+
+AVERAGED = "averaged"  # compare's row for the averaged pick (its run folders: both members')
+
+
+def _cut_of(run: RecipeRun) -> str:
+    return recipe_io.load(Path(run.run_dir) / "recipe.toml").backbone.cut
 
 
 class _PeakMemory:

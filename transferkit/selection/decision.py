@@ -26,6 +26,8 @@ from transferkit.errors import TransferkitError, choices_error
 from transferkit.selection.quadrants import SIZE_CHOICES, STRATEGIES, quadrant_for
 from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
+    RETRAIN_IMAGES_PER_CLASS,
+    RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION,
     SATURATED_PROBE_ACCURACY,
     CardLike,
     CutScore,
@@ -33,6 +35,7 @@ from transferkit.selection.rules import (
     _compare,
     _describe,
     _size_is_close,
+    averages_truncation,
     retrain_images_per_class,
     score_cut_points,
     similarity_decision,
@@ -57,6 +60,9 @@ class Selection:
     images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
     image_size: int | None = None  # the side measured at; the dissimilar size rule depends on it
     trials: Any = None  # selection.trials.Trials when fit settled a close call by training (read: a dict)
+    # The cut of a truncation trained beside the whole network, the model averaging the two
+    # (:func:`.rules.averages_truncation`); None: one network.
+    partner_cut: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only."""
@@ -121,9 +127,14 @@ def select(
     else:
         if size_measured:
             size, reasons = _refine_large(size, similar, values, (), reasons, image_size)
-        scores, cut_point, more = _given_similarity(similar, size, features_by_cut, labels, seed)
+        cut_wanted = size == "small" or _averages(size, similar, values, size_measured, image_size)
+        scores, cut_point, more = _given_similarity(similar, cut_wanted, features_by_cut, labels, seed)
         confidence = 1.0
     reasons += more
+    partner_cut = None
+    if _averages(size, similar, values, size_measured, image_size) and cut_point is not None:
+        partner_cut = cut_point
+        reasons.append(_averaging_reason(values["median_images_per_class"], image_size, cut_point))
     close = confidence < CLOSE_CALL_CONFIDENCE or size_close
     if close:
         reasons.append("close call: run `transferkit compare` to train the candidates side by side")
@@ -141,6 +152,21 @@ def select(
         seconds=time.perf_counter() - start,
         images_per_class=values["median_images_per_class"] if values else None,
         image_size=image_size,
+        partner_cut=partner_cut,
+    )
+
+
+def _averages(size: str, similar: bool, values, size_measured: bool, image_size: int | None) -> bool:
+    """Whether the measured size puts dissimilar data between the floors (see averages_truncation)."""
+    return size_measured and averages_truncation(size, similar, values["median_images_per_class"], image_size)
+
+
+def _averaging_reason(median: float, image_size: int | None, cut: str) -> str:
+    return (
+        f"a median {median:,.0f} images per class at {image_size} px lies between the floors from which "
+        f"dissimilar data retrains ({RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION:,} at full resolution, "
+        f"{RETRAIN_IMAGES_PER_CLASS:,} at low): there neither the whole network nor a truncation wins "
+        f"reliably, so both train (the truncation at {cut!r}) and the model averages their probabilities"
     )
 
 
@@ -189,10 +215,10 @@ def _measure_similarity(
 
 
 def _given_similarity(
-    similar: bool, size: str, features_by_cut: Mapping[str, np.ndarray] | None, labels: Any, seed: int
+    similar: bool, cut_wanted: bool, features_by_cut: Mapping[str, np.ndarray] | None, labels: Any, seed: int
 ) -> tuple[list[CutScore], str | None, list[str]]:
     reasons = [f"similarity given: {'similar' if similar else 'dissimilar'}"]
-    if similar or size == "large":
+    if similar or not cut_wanted:  # a whole-base recipe alone: no cut to find
         return [], None, reasons
     if not features_by_cut or labels is None:
         return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]

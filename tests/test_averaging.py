@@ -1,0 +1,255 @@
+"""Averaging the whole network and a truncation between the dissimilar floors: the selector's rule,
+the averaged model, a fit that trains both (and resumes either), and compare's row for the pick."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit.reporting.comparison import RecipeRun
+from transferkit.reporting.diagnostics import Predictions, load_predictions, save_predictions
+from transferkit.reporting.metrics import compute_metrics
+from transferkit.reporting.runfolder import load_run
+from transferkit.selection.compare import AVERAGED, with_averaged_pick
+from transferkit.selection.decision import select
+from transferkit.testing import Interrupted, interrupt_at, make_image_folder
+from transferkit.training import averaging
+from transferkit.training.trainer import Trainer
+
+# ----------------------------------------------------------------------------------------------
+# The selector's rule
+# ----------------------------------------------------------------------------------------------
+
+
+def _card(per_class: int) -> dict:
+    return {
+        "num_classes": 4,
+        "num_train": 4 * per_class,
+        "min_images_per_class": per_class,
+        "median_images_per_class": per_class,
+        "imbalance": 1.0,
+    }
+
+
+def _features():
+    """Features whose earlier cut separates the four classes and whose deepest does not: dissimilar."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 60)
+    early = rng.normal(size=(240, 8)) + 3.0 * labels[:, None]
+    return {"block_3": early, "out": rng.normal(size=(240, 8))}, labels
+
+
+@pytest.mark.parametrize("similar", [None, False])
+def test_dissimilar_data_between_the_floors_at_full_resolution_averages_the_two(similar):
+    features, labels = _features()
+    selection = select(_card(98), features, labels, similar=similar, image_size=224)
+    assert (selection.quadrant, selection.cut_point, selection.partner_cut) == (
+        "large_dissimilar",
+        None,
+        "block_3",
+    )
+    assert any("averages their probabilities" in reason for reason in selection.reasons)
+    assert selection.to_dict()["partner_cut"] == "block_3"
+
+
+@pytest.mark.parametrize(
+    ("per_class", "image_size", "size", "quadrant"),
+    [
+        (98, 96, "auto", "small_dissimilar"),  # low resolution: truncation alone below 120
+        (40, 224, "auto", "small_dissimilar"),  # small: truncation alone
+        (130, 224, "auto", "large_dissimilar"),  # at or over the low-resolution floor: one network
+        (98, 224, "large", "large_dissimilar"),  # the size was given: the recipe asked for, alone
+    ],
+)
+def test_one_network_outside_the_band_or_when_the_size_is_given(per_class, image_size, size, quadrant):
+    features, labels = _features()
+    selection = select(_card(per_class), features, labels, size=size, similar=False, image_size=image_size)
+    assert (selection.quadrant, selection.partner_cut) == (quadrant, None)
+
+
+def test_similar_data_never_averages():
+    selection = select(_card(98), None, None, similar=True, image_size=224)
+    assert selection.partner_cut is None
+
+
+# ----------------------------------------------------------------------------------------------
+# The averaged model
+# ----------------------------------------------------------------------------------------------
+
+
+def _classifier(seed: int) -> keras.Model:
+    """A small conv classifier whose layer names repeat between calls (as two MobileNetV2s' do)."""
+    keras.utils.set_random_seed(seed)
+    pixels = keras.Input((16, 16, 3))
+    maps = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(pixels)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(maps)
+    return keras.Model(pixels, keras.layers.Dense(3, activation="softmax", name="predictions")(pooled))
+
+
+def test_the_averaged_model_is_the_mean_of_its_members_and_saves_and_loads_as_one(tmp_path):
+    whole, cut = _classifier(0), _classifier(1)
+    model = averaging.average_models({averaging.MAIN_MEMBER: whole, averaging.PARTNER_MEMBER: cut})
+    images = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+    expected = (whole.predict_on_batch(images) + cut.predict_on_batch(images)) / 2
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, atol=1e-6)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict_on_batch(images), expected, atol=1e-6)
+    assert sorted(averaging.members_of(loaded)) == sorted([averaging.MAIN_MEMBER, averaging.PARTNER_MEMBER])
+    assert averaging.members_of(whole) == {}
+
+
+def test_the_member_predictor_averages_as_the_model_does_and_keeps_each_members_output():
+    outputs = {"a": np.array([[0.9, 0.1], [0.2, 0.8]]), "b": np.array([[0.5, 0.5], [0.6, 0.4]])}
+    predictor = averaging.MemberPredictor({name: (lambda _, o=o: o) for name, o in outputs.items()})
+    np.testing.assert_allclose(predictor(None), [[0.7, 0.3], [0.4, 0.6]], atol=1e-7)
+    predictor(None)  # a last batch padded to the first's size: its padding rows are dropped
+    assert {name: p.shape for name, p in predictor.probabilities(3).items()} == {"a": (3, 2), "b": (3, 2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# A fit that trains both networks
+# ----------------------------------------------------------------------------------------------
+
+# 2 classes x 80 images: 15% test, then validation, leaves a median of 56 training images per
+# class ("large"); 160 px is full resolution; similar=False is given, so the cut is measured.
+# Batches of 16 pad the 24 test images' last batch (predict_rows), as real splits do.
+FIT = dict(
+    similar=False, backbone="tiny", weights="random", image_size=160, epochs=2, batch_size=16, verbose=0
+)
+
+
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("averaged")
+    data = make_image_folder(root / "data", classes=2, per_class=80, size=32)
+    return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT)
+
+
+def test_fit_trains_the_partner_in_its_own_folder_and_saves_the_average(averaged_run):
+    _, run = averaged_run
+    assert run.recipe.name == "large_dissimilar" and run.selection.partner_cut is not None
+    partner = averaging.read_partner(run.run_dir)
+    assert partner.strategy == "truncate" and partner.backbone.cut == run.selection.partner_cut
+    assert json.loads((run.run_dir / "partner" / "state.json").read_text())["completed_phases"] == 1
+    assert json.loads((run.run_dir / "selection.json").read_text())["partner_cut"] == partner.backbone.cut
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and len(info["partner_plan"]) == len(partner.phases)
+    assert (run.run_dir / "partner" / "curves.png").exists() and (run.run_dir / "grad_cam.png").exists()
+    notes = json.loads((run.run_dir / "interpretation.json").read_text())["notes"]
+    assert not any("Grad-CAM" in note for note in notes)
+    report = (run.run_dir / "report.html").read_text()
+    assert "averages the probabilities of 2 networks" in report and "not in the expected format" not in report
+
+
+def test_the_averaged_runs_figures_are_the_mean_of_its_two_networks_on_the_same_images(averaged_run):
+    data, run = averaged_run
+    saved = load_run(run.run_dir).model
+    members = averaging.members_of(saved)
+    predictions = load_predictions(run.run_dir)
+    from transferkit.data.decode import load_images
+
+    images, skipped = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
+    assert not skipped
+    each = {name: m.predict(np.asarray(images, "float32"), verbose=0) for name, m in members.items()}
+    np.testing.assert_allclose(predictions.probabilities, sum(each.values()) / 2, atol=1e-5)
+    recorded = json.loads((run.run_dir / "metrics.json").read_text())
+    for name, probabilities in each.items():
+        alone = compute_metrics(probabilities, predictions.labels, predictions.class_names).accuracy
+        assert recorded["members"][name]["test"]["accuracy"] == pytest.approx(alone)
+    assert recorded["test"]["accuracy"] == pytest.approx(run.metrics.accuracy)
+
+
+def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_one(
+    averaged_run, tmp_path, monkeypatch
+):
+    data, reference = averaged_run
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):  # the partner's second epoch: the whole network is done
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, interrupt_at(1)] if self.run_dir.name == "partner" else callbacks, writer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        with pytest.raises(Interrupted):
+            transferkit.fit(str(data), out=tmp_path, name="stopped", **FIT)
+    run_dir = tmp_path / "stopped"
+    assert json.loads((run_dir / "state.json").read_text())["completed_phases"] == 2
+    assert not (run_dir / "partner" / "state.json").exists() or (
+        json.loads((run_dir / "partner" / "state.json").read_text())["completed_phases"] == 0
+    )
+    resumed = transferkit.resume(run_dir, verbose=0)
+    assert np.array_equal(
+        load_predictions(resumed.run_dir).probabilities, load_predictions(reference.run_dir).probabilities
+    )
+    assert resumed.metrics.accuracy == reference.metrics.accuracy
+
+
+# ----------------------------------------------------------------------------------------------
+# compare: the averaged pick's row
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_with(tmp_path, name: str, strategy: str, cut: str, probabilities) -> RecipeRun:
+    from transferkit import recipes as recipe_io
+
+    folder = tmp_path / name
+    recipe = recipe_io.with_overrides(
+        recipe_io.load_builtin(name), cut=cut if strategy == "truncate" else None
+    )
+    folder.mkdir()
+    (folder / "recipe.toml").write_text(recipe_io.dumps(recipe))
+    labels = np.array([0, 1, 1, 0])
+    save_predictions(
+        folder,
+        Predictions(
+            "test", ("a", "b"), labels, np.asarray(probabilities, "float32"), ("p0", "p1", "p2", "p3"), 32
+        ),
+    )
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == labels))
+    return RecipeRun(
+        name,
+        strategy,
+        name == "large_dissimilar",
+        "test",
+        accuracy,
+        0.0,
+        1.0,
+        0.5,
+        None,
+        10.0,
+        100.0,
+        5.0,
+        7,
+        3,
+        str(folder),
+    )
+
+
+def test_compare_adds_the_averaged_pick_from_its_members_held_out_predictions(tmp_path):
+    whole = _run_with(
+        tmp_path, "large_dissimilar", "retrain", "", [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]]
+    )
+    cut = _run_with(
+        tmp_path, "small_dissimilar", "truncate", "block_3", [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
+    )
+    features, labels = _features()
+    selection = select(_card(98), features, labels, similar=False, image_size=224)
+    runs = with_averaged_pick((whole, cut), selection)
+    assert [(r.recipe, r.picked) for r in runs] == [
+        ("large_dissimilar", False),
+        ("small_dissimilar", False),
+        (AVERAGED, True),
+    ]
+    averaged = runs[-1]
+    # labels 0 1 1 0: each network 2 of 4 right, their mean [.65 .35] [.25 .75] [.4 .6] [.375 .625] 3
+    assert (whole.accuracy, cut.accuracy, averaged.accuracy) == (0.5, 0.5, 0.75)
+    assert averaged.validation_accuracy is None and averaged.seconds == 20.0
+    elsewhere = dataclasses.replace(selection, partner_cut="block_9")
+    assert with_averaged_pick((whole, cut), elsewhere) == (whole, cut)  # its truncation was not trained
