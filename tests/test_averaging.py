@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import transferkit
+from transferkit.data.decode import load_images
 from transferkit.reporting.comparison import RecipeRun
 from transferkit.reporting.diagnostics import Predictions, load_predictions, save_predictions
 from transferkit.reporting.metrics import compute_metrics
@@ -152,8 +153,6 @@ def test_the_averaged_runs_figures_are_the_mean_of_its_two_networks_on_the_same_
     saved = load_run(run.run_dir).model
     members = averaging.members_of(saved)
     predictions = load_predictions(run.run_dir)
-    from transferkit.data.decode import load_images
-
     images, skipped = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
     assert not skipped
     each = {name: m.predict(np.asarray(images, "float32"), verbose=0) for name, m in members.items()}

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from transferkit import recipes as recipe_io
+from transferkit.fileio import write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting.metrics import Predict
 from transferkit.selection.quadrants import quadrant_for
@@ -47,8 +48,6 @@ def partner_dir(run_dir: Path) -> Path:
 
 def write_partner(run_dir: Path, recipe: Recipe) -> None:
     """Record the partner's recipe before training starts: a resumed run finds it there."""
-    from transferkit.fileio import write_text
-
     write_text(partner_dir(run_dir) / "recipe.toml", recipe_io.dumps(recipe))
 
 
