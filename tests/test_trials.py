@@ -404,6 +404,46 @@ def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypat
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
+def test_a_fit_stopped_during_its_trials_resumes_them_without_measuring_or_training_them_again(
+    folder, tmp_path, monkeypatch
+):
+    _force(monkeypatch, close=True)
+    monkeypatch.setattr(trial_rules, "_why_not", lambda *args, **kwargs: "")  # both candidates train
+    measured, trained, stop_at = [], [], []
+    forced, original_trial = stages.measure_quadrant, stages.train_trial
+    monkeypatch.setattr(stages, "measure_quadrant", lambda *a, **k: measured.append(1) or forced(*a, **k))
+
+    def trial(recipe, *args, **kwargs):
+        trained.append(recipe.name)
+        if len(trained) in stop_at:
+            raise KeyboardInterrupt  # as Ctrl-C or a kill would stop it: the second trial unfinished
+        return original_trial(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "train_trial", trial)
+    whole = _fit(folder, tmp_path / "whole")
+    first_trial = trained[0]
+    measured.clear(), trained.clear(), stop_at.append(2)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(folder, tmp_path / "stopped")
+    (run_dir,) = (tmp_path / "stopped").iterdir()
+    assert "-auto-" in run_dir.name  # the recipe is not chosen yet when the folder is made
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "selecting"
+    assert json.loads((run_dir / "selection.json").read_text())["trials"] is None  # measured, not settled
+    assert len(json.loads((run_dir / "trials-progress.json").read_text())) == 1
+    assert measured == [1] and len(trained) == 2
+
+    resumed = transferkit.resume(run_dir, verbose=0)
+    assert measured == [1] and len(trained) == 3 and trained[2] != first_trial  # only the unfinished trial
+    assert not (run_dir / "trials-progress.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    records = [json.loads((run.run_dir / "selection.json").read_text())["trials"] for run in (whole, resumed)]
+    scores = [[(r["quadrant"], r["val_accuracy"]) for r in record["records"]] for record in records]
+    assert scores[0] == scores[1] and records[0]["winner"] == records[1]["winner"]
+    assert resumed.recipe == whole.recipe and resumed.metrics.accuracy == whole.metrics.accuracy
+    for got, expected in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_two_fits_with_one_seed_run_the_same_trials_and_pick_the_same_winner(folder, tmp_path, monkeypatch):
     _force(monkeypatch, close=True)
     records = []

@@ -21,12 +21,13 @@ from transferkit import recipes as recipe_io
 from transferkit.data.cache_budget import spill_folder
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
-from transferkit.fileio import write_json
+from transferkit.fileio import write_json, write_text
 from transferkit.prediction import (
     predict,  # noqa: F401  (public API)
 )
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
+from transferkit.selection.journal import SelectionJournal
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
 from transferkit.selection.trials import SELECTION_MODES
 from transferkit.session import (
@@ -151,32 +152,74 @@ def fit(
         with stopwatch.stage("load data"):
             splits = load_splits(data, chosen, strict)
         say(verbose, splits.card.summary())
-        with device.strategy.scope():
-            # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
-            mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
-            session = prepare(chosen, splits, measure, size, similar, overrides, verbose, mode, stopwatch)
-        session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
+        # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
+        mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
+        hooks = fit_hooks(callbacks, progress, verbose)
         if dry_run:
-            return planned(session, started)
-        if device.cluster is not None:
-            check_agreement(device.strategy, recipe_io.dumps(session.recipe), "recipe")
-        run_dir = _new_run_dir(out, data, session.recipe.name, name, device)
+            with device.strategy.scope():
+                session = prepare(chosen, splits, measure, size, similar, overrides, verbose, mode, stopwatch)
+            return planned(dataclasses.replace(session, hooks=hooks), started)
+        # The run folder comes first, so that a stop while the selector measures or the trials
+        # train loses nothing: `fit --resume` picks the selection up where it was.
+        run_dir = _new_run_dir(out, data, "auto" if measure else chosen.name, name, device)
         say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
         # An absolute folder path, so that `fit --resume` works from any working directory.
         source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
-        info = {
-            "data": source,
-            "backbone": session.spec.name,
-            "weights": session.weights_source,
-            "seed": session.recipe.seed,
-            "device": device.describe(),
-            "class_names": list(splits.class_names),
-            "test_split": splits.holdout.to_dict(),
-            "white_level": splits.card.white_level,  # predict and evaluate decode as training did
-            "distribution": _distribution_record(device, session.recipe),
-        }
-        with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
-            return train_and_report(session, splits, run_dir, info, device, started, verbose)
+        request = dict(measure=measure, size=size, similar=similar, overrides=overrides, selection=mode)
+        _start_selecting(run_dir, chosen, splits, source, request)
+        return _select_and_train(
+            chosen, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks
+        )
+
+
+def _start_selecting(run_dir: Path, recipe: Recipe, splits, source: str, request: dict) -> None:
+    """What a resume of a fit stopped before its training needs: the recipe asked for (before
+    selection), the data and its split, and how the selection was asked for (``request``)."""
+    write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
+    record = {"data": source, "seed": recipe.seed, **_split_record(splits)}
+    runfolder.save_run_info(run_dir, {**record, "status": "selecting", "selection_request": request})
+
+
+def _split_record(splits) -> dict:
+    """run.json's record of the data a resume must find again."""
+    return {
+        "class_names": list(splits.class_names),
+        "test_split": splits.holdout.to_dict(),
+        "white_level": splits.card.white_level,  # predict and evaluate decode as training did
+    }
+
+
+def _select_and_train(recipe, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks):
+    """Measure and trial as ``request`` asks (what ``run_dir`` records of it is not done again),
+    then train and report: a fit from its run folder on."""
+    journal = SelectionJournal(run_dir)
+    with device.strategy.scope():
+        session = prepare(
+            recipe,
+            splits,
+            request["measure"],
+            request["size"],
+            request["similar"],
+            request["overrides"],
+            verbose,
+            request["selection"],
+            stopwatch,
+            journal,
+        )
+    session = dataclasses.replace(session, hooks=hooks)
+    if device.cluster is not None:
+        check_agreement(device.strategy, recipe_io.dumps(session.recipe), "recipe")
+    info = {
+        "data": source,
+        "backbone": session.spec.name,
+        "weights": session.weights_source,
+        "seed": session.recipe.seed,
+        "device": device.describe(),
+        **_split_record(splits),
+        "distribution": _distribution_record(device, session.recipe),
+    }
+    with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
+        return train_and_report(session, splits, run_dir, info, device, started, verbose)
 
 
 def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Device) -> Path:
@@ -262,14 +305,28 @@ def resume(
                 f"The held-out test split of {info['data']} is not the one the run started with "
                 "(files were added or removed); cannot resume. Start a new fit."
             )
-        with device.strategy.scope():
-            session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
-        session = dataclasses.replace(session, hooks=fit_hooks(callbacks, progress, verbose))
+        request = info.get("selection_request") if info.get("status") == "selecting" else None
+        hooks = fit_hooks(callbacks, progress, verbose)
         if dry_run:
-            return planned(session, started)
+            with device.strategy.scope():
+                if request is not None:  # the plan the selection would give, nothing measured written
+                    args = (request["measure"], request["size"], request["similar"], request["overrides"])
+                    session = prepare(recipe, splits, *args, verbose, "fast", stopwatch)
+                else:
+                    session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
+            return planned(dataclasses.replace(session, hooks=hooks), started)
         say(verbose, f"Resuming {run_dir}")
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
             leftover.unlink(missing_ok=True)
+        if request is not None:  # stopped while selecting: the selection goes on from its journal
+            if device.replicas > 1 or device.cluster is not None:
+                request = {**request, "selection": "fast"}
+            return _select_and_train(
+                recipe, splits, info["data"], request, run_dir, device, stopwatch, started, verbose, hooks
+            )
+        with device.strategy.scope():
+            session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
+        session = dataclasses.replace(session, hooks=hooks)
         with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
             return resume_training(session, splits, run_dir, info, device, started, verbose)
 

@@ -29,6 +29,7 @@ from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
 from transferkit.selection.decision import Selection
+from transferkit.selection.journal import SelectionJournal
 from transferkit.selection.measure import measure_quadrant, size_figures
 from transferkit.selection.trials import (
     TRIAL_BUDGET,
@@ -159,9 +160,14 @@ def prepare(
     verbose,
     selection_mode: str = "fast",
     stopwatch: Stopwatch | None = None,
+    journal: SelectionJournal | None = None,
 ) -> Session:
     """Build the base, measure the quadrant when asked (and settle a close call by trials), cut,
-    add the head, plan the phases; each stage timed on ``stopwatch`` (the session keeps it)."""
+    add the head, plan the phases; each stage timed on ``stopwatch`` (the session keeps it).
+
+    ``journal``: the run folder's record of the selection so far; what it holds (the measured
+    decision, finished trials) is read back instead of done again, and what is done is added.
+    """
     stopwatch = stopwatch or Stopwatch()
     spec = get_backbone(recipe.backbone.name)
     with stopwatch.stage("build base"):
@@ -169,14 +175,22 @@ def prepare(
     say(verbose, weights_source)
     selection, bank = None, None
     if measure:
-        with stopwatch.stage("selection"):
-            selection = measure_quadrant(
-                splits, spec, base, recipe, size=size, similar=similar, verbose=verbose
-            )
+        selection = journal.selection() if journal is not None else None
+        if selection is not None:
+            say(verbose, f"Selection measured before the interruption: {selection.quadrant}")
+        else:
+            with stopwatch.stage("selection"):
+                selection = measure_quadrant(
+                    splits, spec, base, recipe, size=size, similar=similar, verbose=verbose
+                )
+            if journal is not None:
+                journal.record_selection(selection)
         # Averaging a truncation with the whole network settles that call without trials.
         if selection_mode == "trial" and selection.close_call and selection.partner_cut is None:
             with stopwatch.stage("trials"):
-                selection, bank = settle_by_trials(selection, recipe, splits, size, overrides, verbose, base)
+                selection, bank = settle_by_trials(
+                    selection, recipe, splits, size, overrides, verbose, base, journal
+                )
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )
@@ -223,7 +237,14 @@ def assemble(
 
 
 def settle_by_trials(
-    selection: Selection, recipe: Recipe, splits, size, overrides, verbose, base: keras.Model
+    selection: Selection,
+    recipe: Recipe,
+    splits,
+    size,
+    overrides,
+    verbose,
+    base: keras.Model,
+    journal: SelectionJournal | None = None,
 ) -> tuple[Selection, FeatureBank | None]:
     """Train the close call's candidates briefly (successive halving) and keep the winner.
 
@@ -233,7 +254,9 @@ def settle_by_trials(
     its time counts as the trials'. The trials see the training and validation splits only: the
     held-out test split is dropped from the splits they are given. Candidates whose trial would
     cost more than the budget (:func:`~transferkit.selection.trials.over_budget`) are dropped
-    first; when that leaves the pick alone, nothing runs and there is no bank (None).
+    first; when that leaves the pick alone, nothing runs and there is no bank (None). A trial
+    ``journal`` holds is not trained again (its recorded result stands), and the bank is only
+    computed for a trial that does train.
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
@@ -258,12 +281,33 @@ def settle_by_trials(
         return with_trials(selection, trials), None
     options = tuple(c for c in options if c not in costly)
     say(verbose, f"Close call: trials of {', '.join(c.describe() for c in options)}")
-    bank = feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
-    trials = successive_halving(
-        options, recipe_for, lambda r: train_trial(r, seen, bank, base), sizes=sizes, verbose=verbose
-    )
+    resuming = journal is not None and journal.has_trials()
+
+    def make_bank() -> FeatureBank:
+        return feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
+
+    # A resumed run computes the bank only if a trial still has to train (its time then counts
+    # in that trial's seconds, and in the trials' as always); a first run computes it up front.
+    bank = None if resuming else make_bank()
+
+    def trial(candidate_recipe: Recipe):
+        nonlocal bank
+        known = journal.trial(candidate_recipe) if journal is not None else None
+        if known is not None:
+            say(verbose, f"{candidate_recipe.name}: trained before the interruption, its result kept")
+            return known
+        if bank is None:
+            bank = make_bank()
+        result = train_trial(candidate_recipe, seen, bank, base)
+        if journal is not None:
+            journal.record_trial(candidate_recipe, result)
+        return result
+
+    trials = successive_halving(options, recipe_for, trial, sizes=sizes, verbose=verbose)
+    bank_seconds = bank.seconds if bank is not None else 0.0
+    outside = 0.0 if resuming else bank_seconds  # the up-front bank ran outside the halving's clock
     trials = dataclasses.replace(trials, skipped=(*costly, *trials.skipped))
-    trials = dataclasses.replace(trials, seconds=trials.seconds + bank.seconds, bank_seconds=bank.seconds)
+    trials = dataclasses.replace(trials, seconds=trials.seconds + outside, bank_seconds=bank_seconds)
     return with_trials(selection, trials), bank
 
 
@@ -345,6 +389,7 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())
     if session.selection is not None:  # before the first phase: a resume never re-runs the trials
         write_json(run_dir / "selection.json", session.selection.to_dict())
+    SelectionJournal(run_dir).settled()
     if session.partner is not None:  # where a resume finds it
         averaging.write_partner(run_dir, session.partner)
     runfolder.save_run_info(run_dir, {**info, "status": "training"})

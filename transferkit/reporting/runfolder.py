@@ -68,8 +68,8 @@ def read_run_info(run_dir: Path) -> dict:
     path = Path(run_dir) / "run.json"
     if not Path(run_dir).is_dir():
         raise TransferkitError(
-            f"There is no folder {str(run_dir)!r}. fit writes its run folder when training starts, "
-            "after loading the data, the selector and any trials: a fit stopped before then left "
+            f"There is no folder {str(run_dir)!r}. fit writes its run folder once the data is "
+            "loaded, before the selector measures anything: a fit stopped before then left "
             "nothing to resume or use; run the same fit command again."
         )
     if not path.exists():
@@ -104,11 +104,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
-        hint = (
-            " (training did not finish: use `transferkit fit --resume`)"
-            if (run_dir / "state.json").exists()
-            else ""
-        )
+        started = (run_dir / "state.json").exists() or (run_dir / "run.json").exists()
+        hint = " (the fit did not finish: use `transferkit fit --resume`)" if started else ""
         raise TransferkitError(
             f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run."
         )

@@ -72,6 +72,14 @@ class Selection:
         data["trials"] = self.trials.to_dict() if hasattr(self.trials, "to_dict") else self.trials
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        """The selection ``to_dict`` wrote (its trials, if any, stay a dict)."""
+        fields = dict(data)
+        fields["reasons"] = tuple(fields["reasons"])
+        fields["scores"] = tuple(CutScore(**score) for score in fields["scores"])
+        return cls(**fields)
+
 
 def select(
     card_like: CardLike | Mapping[str, Any] | None,
