@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 import transferkit
 from transferkit import api
 from transferkit.cli import main
+from transferkit.reporting.diagnostics import load_predictions
 from transferkit.testing import make_image_folder
 
 RUN_FILES = {
@@ -179,8 +181,11 @@ def _tiny_fit(data, out, **options):
     return transferkit.fit(str(data), out=out, verbose=0, **options)
 
 
-def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, tmp_path):
-    run = _tiny_fit(folder, tmp_path)
+def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(folder.parent)  # a relative --data: the run records where its images are
+    run = _tiny_fit(folder.name, tmp_path)
+    paths = load_predictions(run.run_dir).paths
+    assert len(paths) == 6 and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
     record = json.loads((run.run_dir / "metrics.json").read_text())
     assert record["headline"] == "test" and record["test"]["num_samples"] == 6  # 15% of 3 x 10, 2 a class
     low, high = record["test"]["accuracy_interval"]

@@ -149,8 +149,11 @@ def fit(
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision_for(precision, chosen.backbone.weights), chosen.seed, distribute) as device:
+        # An absolute folder path: `fit --resume` works from any working directory, and the image
+        # paths the run records (predictions.npz) read back from anywhere, resumed or not.
+        source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
         with stopwatch.stage("load data"):
-            splits = load_splits(data, chosen, strict)
+            splits = load_splits(source, chosen, strict)
         say(verbose, splits.card.summary())
         # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
         mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
@@ -163,8 +166,6 @@ def fit(
         # train loses nothing: `fit --resume` picks the selection up where it was.
         run_dir = _new_run_dir(out, data, "auto" if measure else chosen.name, name, device)
         say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
-        # An absolute folder path, so that `fit --resume` works from any working directory.
-        source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
         request = dict(measure=measure, size=size, similar=similar, overrides=overrides, selection=mode)
         _start_selecting(run_dir, chosen, splits, source, request)
         return _select_and_train(
