@@ -201,6 +201,21 @@ def test_images_over_the_budget_go_to_a_file_cache_with_the_same_pixels(folder, 
     assert budget.image_cache(16 * 16 * 3 * len(train) - 2) == ""  # what fits stays in memory
 
 
+def test_a_shuffled_split_in_a_file_cache_mixes_the_classes_in_every_batch(folder, tmp_path):
+    train = load_data(str(folder), test_split=0).train  # scanned class by class
+    budget = CacheBudget(16 * 16 * 3 * len(train) - 1, tmp_path / "cache")  # a file; buffer a quarter
+    epochs = []
+    for _ in range(2):
+        dataset = make_dataset(train, 16, 6, shuffle=True, seed=3, cache=budget)
+        epochs.append([np.concatenate([y for _, y in dataset]) for _ in range(2)])
+    for labels in epochs[0]:
+        assert sorted(labels) == sorted(train.labels)  # every image once an epoch
+        assert min(len(set(labels[i : i + 6])) for i in range(0, len(labels), 6)) >= 2  # no one-class batch
+    assert not np.array_equal(*epochs[0])  # a new order every epoch
+    for first, second in zip(*epochs, strict=True):
+        np.testing.assert_array_equal(first, second)  # seeded: the same orders again
+
+
 def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "stale.npy").write_bytes(b"left by a killed run")

@@ -3,7 +3,8 @@
 Order of the stages, and why:
 
 - shuffle paths (cheap) *before* decoding when nothing is cached; shuffle decoded images *after*
-  the cache when something is, so every epoch still gets a new order;
+  the cache when something is, so every epoch still gets a new order (a file cache, whose
+  shuffle buffer holds only part of the split, is also filled in a seeded order of the paths);
 - decode with :func:`transferkit.data.decode.decode_image` in parallel, ``deterministic=True``;
 - leave out (and log once per dataset) any file that fails here although it passed the scan;
 - cache decoded ``uint8`` pixels (4x smaller than float32), then batch, then prefetch, last;
@@ -85,9 +86,13 @@ def make_dataset(
         )
     else:
         items = tfds_source.encoded_records(images.tfds)
-    if shuffle and cache_to is None:  # shuffle cheap paths/records, before decoding
+    if shuffle and cache_to != "":  # shuffle cheap paths/records, before decoding
         buffer = len(images) if images.tfds is None else TFDS_SHUFFLE_BUFFER
-        items = items.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=True)
+        # Into a file cache the images go once, in this order: a seeded mix of the classes, since
+        # the shuffle after it holds only part of the split (the scan lists them class by class,
+        # and a 1 MB budget gave batches of one or two classes out of four).
+        again = cache_to is None
+        items = items.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=again)
     decode = functools.partial(
         _decode,
         image_size=image_size,
