@@ -302,6 +302,29 @@ def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folde
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_a_fit_that_fails_before_it_measured_anything_leaves_no_run_folder(folder, tmp_path):
+    with pytest.raises(transferkit.TransferkitError):  # the tiny test backbone has no ImageNet weights
+        transferkit.fit(str(folder), backbone="tiny", weights="imagenet", out=tmp_path, verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_fit_names_its_run_folder_quoted_and_after_the_data_folder(
+    folder, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(folder)  # --data . : the run is named after the folder, not "data"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train_and_report", interrupted)
+    out = tmp_path / "my runs"
+    result = CliRunner().invoke(main, ["fit", "--data", ".", "--backbone", "tiny", "--weights", "random",
+                                       "--recipe", "small_similar", "--out", str(out)])  # fmt: skip
+    (run_dir,) = out.iterdir()
+    assert result.exit_code == 130 and run_dir.name.startswith(f"{folder.name}-small_similar-")
+    assert f"`transferkit fit --resume '{run_dir}'` continues" in result.output
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -9,7 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from pathlib import Path
 import keras
 
 from transferkit import recipes as recipe_io
+from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
@@ -164,13 +167,29 @@ def fit(
             return planned(dataclasses.replace(session, hooks=hooks), started)
         # The run folder comes first, so that a stop while the selector measures or the trials
         # train loses nothing: `fit --resume` picks the selection up where it was.
-        run_dir = _new_run_dir(out, data, "auto" if measure else chosen.name, name, device)
-        say(verbose, f"Run folder: {run_dir} (if interrupted: transferkit fit --resume {run_dir})")
+        run_dir = _new_run_dir(out, source, "auto" if measure else chosen.name, name, device)
+        say(verbose, f"Run folder: {run_dir} (if interrupted: {resume_command(run_dir)})")
         request = dict(measure=measure, size=size, similar=similar, overrides=overrides, selection=mode)
         _start_selecting(run_dir, chosen, splits, source, request)
-        return _select_and_train(
-            chosen, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks
-        )
+        try:
+            with _named_on_interrupt(run_dir):
+                return _select_and_train(
+                    chosen, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks
+                )
+        except Exception:
+            _remove_if_nothing_done(run_dir)
+            raise
+
+
+@contextlib.contextmanager
+def _named_on_interrupt(run_dir: Path):
+    """An interrupt (Ctrl-C, SIGTERM) leaving the block carries ``run_dir``: the command line's
+    message names the folder to resume."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_dir = run_dir
+        raise
 
 
 def _start_selecting(run_dir: Path, recipe: Recipe, splits, source: str, request: dict) -> None:
@@ -179,6 +198,15 @@ def _start_selecting(run_dir: Path, recipe: Recipe, splits, source: str, request
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
     record = {"data": source, "seed": recipe.seed, **_split_record(splits)}
     runfolder.save_run_info(run_dir, {**record, "status": "selecting", "selection_request": request})
+
+
+def _remove_if_nothing_done(run_dir: Path) -> None:
+    """A fit that failed before it measured, trialled or trained anything (a missing weights
+    file, a bad cut point) leaves no folder behind: there is nothing in it to resume."""
+    if runfolder.read_run_info(run_dir).get("status") != "selecting":
+        return
+    if {p.name for p in run_dir.iterdir()} <= {"recipe.toml", "run.json"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _split_record(splits) -> dict:
@@ -322,13 +350,14 @@ def resume(
         if request is not None:  # stopped while selecting: the selection goes on from its journal
             if device.replicas > 1 or device.cluster is not None:
                 request = {**request, "selection": "fast"}
-            return _select_and_train(
-                recipe, splits, info["data"], request, run_dir, device, stopwatch, started, verbose, hooks
-            )
+            with _named_on_interrupt(run_dir):
+                return _select_and_train(
+                    recipe, splits, info["data"], request, run_dir, device, stopwatch, started, verbose, hooks
+                )
         with device.strategy.scope():
             session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
         session = dataclasses.replace(session, hooks=hooks)
-        with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
+        with spill_folder(run_dir), _named_on_interrupt(run_dir):  # spill: gone when the run ends
             return resume_training(session, splits, run_dir, info, device, started, verbose)
 
 

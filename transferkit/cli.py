@@ -16,6 +16,7 @@ import warnings
 
 import click
 
+from transferkit.console import resume_command
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
 from transferkit.prediction import DEFAULT_TOP_K
@@ -47,11 +48,9 @@ class _Group(click.Group):
         except TransferkitError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo(
-                "\nInterrupted. Finished epochs are saved: `transferkit fit --resume RUN_DIR` continues.",
-                err=True,
-            )
+        except KeyboardInterrupt as interrupt:
+            command = resume_command(getattr(interrupt, "run_dir", None))  # fit sets it: its folder
+            click.echo(f"\nInterrupted. Finished epochs are saved: `{command}` continues.", err=True)
             sys.exit(130)
         except BrokenPipeError:  # e.g. `transferkit predict ... | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

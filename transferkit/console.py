@@ -6,6 +6,9 @@ not load TensorFlow) print through :func:`say`; the bars live in :mod:`transferk
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 
 def say(verbose: int, message: str) -> None:
     """Print ``message`` (flushed, so it interleaves with the bars) unless ``verbose`` is 0.
@@ -16,3 +19,13 @@ def say(verbose: int, message: str) -> None:
     """
     if verbose:
         print(message, flush=True)
+
+
+def resume_command(run_dir: str | Path | None) -> str:
+    """The shell command that continues ``run_dir`` (quoted: a folder may hold spaces).
+
+    Example:
+        >>> resume_command("runs/my pets-auto-20261203-101500")
+        "transferkit fit --resume 'runs/my pets-auto-20261203-101500'"
+    """
+    return f"transferkit fit --resume {shlex.quote(str(run_dir)) if run_dir else 'RUN_DIR'}"
