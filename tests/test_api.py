@@ -302,6 +302,26 @@ def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folde
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tmp_path, monkeypatch):
+    from transferkit import session
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(session, "write_interpretation", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            _tiny_fit(folder, tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "model.keras").exists() and not (run_dir / "report.html").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "reporting"
+    before = json.loads((run_dir / "metrics.json").read_text())
+    transferkit.resume(run_dir, verbose=0)
+    assert (run_dir / "report.html").exists() and (run_dir / "timings.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "metrics.json").read_text()) == before
+
+
 def test_a_fit_that_fails_before_it_measured_anything_leaves_no_run_folder(folder, tmp_path):
     with pytest.raises(transferkit.TransferkitError):  # the tiny test backbone has no ImageNet weights
         transferkit.fit(str(folder), backbone="tiny", weights="imagenet", out=tmp_path, verbose=0)

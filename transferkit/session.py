@@ -467,18 +467,18 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     with stopwatch.stage("save model"):
         runfolder.save_model(model, run_dir)
     seconds = time.perf_counter() - started
-    runfolder.save_run_info(
-        run_dir,
-        {
-            **info,
-            "status": "finished",
-            "seconds": round(seconds, 1),
-            "plan": [dataclasses.asdict(p) for p in session.plan],
-            **({"partner_plan": [dataclasses.asdict(p) for p in partner_plan]} if partner else {}),
-        },
-    )
+    finished = {
+        **info,
+        "seconds": round(seconds, 1),
+        "plan": [dataclasses.asdict(p) for p in session.plan],
+        **({"partner_plan": [dataclasses.asdict(p) for p in partner_plan]} if partner else {}),
+    }
+    # "finished" once the figures, report and timings are written: a run stopped while writing
+    # them resumes (it evaluates the saved weights again and writes them all).
+    runfolder.save_run_info(run_dir, {**finished, "status": "reporting"})  # what the report reads
     write_plots(run_dir, metrics, recipe, model, stopwatch)
     stopwatch.write(run_dir)
+    runfolder.save_run_info(run_dir, {**finished, "status": "finished"})
     result = FitResult(
         run_dir,
         model,
