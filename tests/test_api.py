@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -320,6 +321,32 @@ def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tm
     assert (run_dir / "report.html").exists() and (run_dir / "timings.json").exists()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert json.loads((run_dir / "metrics.json").read_text()) == before
+
+
+def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_resume_are_refused(
+    folder, tmp_path, monkeypatch
+):
+    from transferkit import session
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(session, "resume_training", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            _tiny_fit(data, tmp_path / "runs")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    moved = data.rename(tmp_path / "moved")
+    with pytest.raises(transferkit.TransferkitError, match="If it moved, give its new place"):
+        transferkit.resume(run_dir, verbose=0)
+    result = CliRunner().invoke(main, ["fit", "--resume", str(run_dir), "--epochs", "3"])
+    assert result.exit_code == 2 and "--epochs cannot be used with --resume" in result.output
+    resumed = transferkit.resume(run_dir, data=str(moved), verbose=0)
+    assert resumed.metrics.num_samples == 6
+    assert json.loads((run_dir / "run.json").read_text())["data"] == str(moved)
 
 
 def test_a_fit_that_fails_before_it_measured_anything_leaves_no_run_folder(folder, tmp_path):

@@ -289,6 +289,7 @@ def _distribution_record(device: Device, recipe: Recipe) -> dict:
 def resume(
     run_dir: str | Path,
     *,
+    data: str | None = None,
     precision: str = "auto",
     distribute: str = "auto",
     dry_run: bool = False,
@@ -303,6 +304,8 @@ def resume(
 
     Args:
         run_dir: the run folder ``fit`` printed.
+        data: where the run's images are now, when they moved since it started (the same
+            classes and held-out test split are checked); None: where they were.
         precision: see :func:`transferkit.training.device.setup_device`.
         distribute: as for :func:`fit`; under multi-worker, every worker resumes ``run_dir`` (a
             non-chief from its own ``workertemp_*`` folder inside it, which it wrote before the stop).
@@ -317,6 +320,13 @@ def resume(
     info = runfolder.read_run_info(run_dir)
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
+    if data is not None:  # the images moved: the split checks below still hold them to the run's
+        info = {**info, "data": data if str(data).startswith("tfds:") else str(Path(data).resolve())}
+    elif not str(info["data"]).startswith("tfds:") and not Path(info["data"]).exists():
+        raise TransferkitError(
+            f"The run's data folder {info['data']!r} is gone. If it moved, give its new place: "
+            f"{resume_command(run_dir)} --data NEW_FOLDER"
+        )
     recipe = recipe_io.load(run_dir / "recipe.toml")
     if "test_split" not in info:  # started before fit held out a test split: keep the run's own split
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
@@ -345,6 +355,8 @@ def resume(
                     session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
             return planned(dataclasses.replace(session, hooks=hooks), started)
         say(verbose, f"Resuming {run_dir}")
+        if data is not None:  # the same images, checked: a later resume finds them there too
+            runfolder.save_run_info(run_dir, info)
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write
             leftover.unlink(missing_ok=True)
         if request is not None:  # stopped while selecting: the selection goes on from its journal

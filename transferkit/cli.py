@@ -217,8 +217,14 @@ def fit(
         raise click.UsageError("Missing option '--data' (or give --resume RUN_DIR).")
     verbose = _verbosity(quiet)
     if resume_dir:
+        _refuse_settings_with_resume(click.get_current_context())
         result = api.resume(
-            resume_dir, precision=precision, distribute=distribute, dry_run=dry_run, verbose=verbose
+            resume_dir,
+            data=data,
+            precision=precision,
+            distribute=distribute,
+            dry_run=dry_run,
+            verbose=verbose,
         )
     else:
         result = api.fit(
@@ -254,6 +260,27 @@ def fit(
         return
     kept = f"run folder {result.run_dir} kept"
     _require_accuracy(result.metrics.accuracy, min_accuracy, f"{result.headline} accuracy", kept)
+
+
+# What a resumed run may be told: where its data is now, and how to run (not what to train).
+RESUME_OPTIONS = {"resume_dir", "data", "precision", "distribute", "dry_run", "quiet", "min_accuracy"}
+
+
+def _refuse_settings_with_resume(context: click.Context) -> None:
+    """A resumed run trains as it started (its recipe.toml and run.json): a setting given beside
+    ``--resume`` would be ignored, so it is an error instead."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in context.params
+        if name not in RESUME_OPTIONS
+        and context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} cannot be used with --resume: a resumed run keeps the settings it "
+            "started with (its recipe.toml). Only --data (the same images, moved), --precision, "
+            "--distribute, --dry-run, --quiet and --min-accuracy apply; start a new fit to change them."
+        )
 
 
 def _echo_tta(plain, augmented) -> None:
