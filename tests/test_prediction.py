@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -112,6 +113,20 @@ def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folde
     )
     record = json.loads(result.output)
     assert (record["accuracy"], record["tta"]["accuracy"]) == (plain.accuracy, augmented.accuracy)
+
+
+def test_evaluate_takes_images_of_one_class_and_warns_about_the_folder_the_run_trained_on(
+    run_dir, folder, tmp_path, caplog
+):
+    one = tmp_path / "new photos"
+    shutil.copytree(folder / "class_3", one / "class_3")
+    with caplog.at_level("WARNING"):
+        metrics = api.evaluate(run_dir, str(one))  # recall on new images of one class
+    assert metrics.num_samples == 6 and not caplog.records
+    with caplog.at_level("WARNING"):
+        api.evaluate(run_dir, str(folder))  # the folder it trained on
+    (record,) = caplog.records
+    assert "holds images this run trained or early-stopped on" in record.getMessage()
 
 
 def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):

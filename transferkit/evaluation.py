@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from transferkit.data.loading import ImageSet, load_data, make_dataset
@@ -14,6 +15,8 @@ from transferkit.reporting.metrics import Metrics, evaluate_model
 from transferkit.session import (
     as_float,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -36,7 +39,8 @@ def evaluate(
             make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size, cache=False)
         )
         return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
-    splits = load_data(data, validation_split=0.5, test_split=0, seed=0)
+    _warn_if_trained_on(run, data)
+    splits = load_data(data, validation_split=0.0, test_split=0, seed=0, min_classes=1)  # no split
     unknown = [name for name in splits.class_names if name not in run.class_names]
     if unknown:
         raise TransferkitError(
@@ -59,6 +63,23 @@ def evaluate(
     images = dataclasses.replace(images, labels=labels, white_level=run.white_level)
     dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+
+
+def _warn_if_trained_on(run: runfolder.SavedRun, data: str) -> None:
+    """Warn when ``data`` is (inside, or holds) the folder the run trained on: its training and
+    validation images are among those evaluated, and their accuracy flatters the model."""
+    trained_on = run.info.get("data")
+    if not trained_on or str(data).startswith("tfds:") or str(trained_on).startswith("tfds:"):
+        return
+    given, source = Path(data).resolve(), Path(trained_on)
+    if given == source or given.is_relative_to(source) or source.is_relative_to(given):
+        logger.warning(
+            "%s holds images this run trained or early-stopped on (it trained on %s): their accuracy "
+            "flatters the model. `transferkit evaluate %s` without --data measures its held-out images.",
+            data,
+            trained_on,
+            run.run_dir,
+        )
 
 
 def _held_out_images(run_dir: Path) -> ImageSet:

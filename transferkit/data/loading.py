@@ -111,6 +111,7 @@ def load_data(
     test_split: float = 0.15,
     seed: int = 1337,
     strict: bool = False,
+    min_classes: int = 2,
 ) -> DataSplits:
     """Find, check and split the images of ``source``.
 
@@ -126,6 +127,8 @@ def load_data(
             images (``card.holdout.note`` says so); 0 holds out nothing.
         seed: seed of those splits; same seed, same splits, whatever the file system order.
         strict: raise when a class folder has no usable image, instead of leaving it out.
+        min_classes: fewer classes with usable images is an error (training needs two; images
+            to evaluate a model on may all be of one class).
 
     Returns:
         :class:`DataSplits`; files that could not be used are listed in ``card.skipped``.
@@ -152,7 +155,7 @@ def load_data(
     fractions = (validation_split, test_split, seed)
     if source.startswith("tfds:"):
         return _load_tfds(source, *fractions)
-    return _load_folder(source, *fractions, strict)
+    return _load_folder(source, *fractions, strict, min_classes)
 
 
 def _carve(
@@ -203,7 +206,7 @@ def _archive_hint(path: Path) -> str:
 
 
 def _load_folder(
-    source: str, validation_split: float, test_split: float, seed: int, strict: bool
+    source: str, validation_split: float, test_split: float, seed: int, strict: bool, min_classes: int = 2
 ) -> DataSplits:
     root = Path(source).expanduser()
     if not root.is_dir():
@@ -214,7 +217,7 @@ def _load_folder(
         )
     scans = {split: scan_split(folder) for split, folder in detect_layout(root).items()}
     pool = scans.pop("all", None) or scans["train"]
-    class_names = _class_names(pool, source, strict)
+    class_names = _class_names(pool, source, strict, min_classes)
     skipped = [(str(root / name), "class folder has no usable images; class left out")
                for name, found in pool.images.items() if not found]  # fmt: skip
     sets = {"train": _image_set(pool, class_names, skipped)}
@@ -243,7 +246,7 @@ def _load_folder(
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 
 
-def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ...]:
+def _class_names(pool: ScannedSplit, source: str, strict: bool, min_classes: int = 2) -> tuple[str, ...]:
     usable = tuple(sorted(name for name, found in pool.images.items() if found))
     empty = sorted(name for name, found in pool.images.items() if not found)
     if not usable:
@@ -259,7 +262,7 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool) -> tuple[str, ..
             f"Class folder(s) with no usable images in {source!r}: {', '.join(empty)} (strict=True). "
             "Add images to them or remove them, or load with strict=False to leave them out."
         )
-    if len(usable) < 2:
+    if len(usable) < min_classes:
         raise TransferkitError(
             f"Only one class ({usable[0]!r}) with usable images in {source!r}; a classifier needs at "
             f"least two. {_one_level_down(pool, usable[0]) or 'Add a second class folder next to it.'}"
