@@ -216,7 +216,7 @@ def _run_held_out(run: SavedRun, splits: DataSplits) -> HeldOut:
 
 def _data_held_out(data: str, run: SavedRun) -> HeldOut:
     """``data``'s own test split if it has one, else all of it; labels mapped to the run's classes."""
-    splits = load_data(data, validation_split=0.0, test_split=0.0, seed=_seed(run))
+    splits = load_data(data, validation_split=0.0, test_split=0.0, seed=_seed(run), min_classes=1)
     unknown = [name for name in splits.class_names if name not in run.class_names]
     if unknown:
         raise TransferkitError(
