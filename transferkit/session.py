@@ -191,6 +191,7 @@ def prepare(
                 selection, bank = settle_by_trials(
                     selection, recipe, splits, size, overrides, verbose, base, journal
                 )
+            say(verbose, f"  - {selection.reasons[-1]}")  # what the trials decided, and why
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )

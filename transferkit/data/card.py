@@ -143,6 +143,7 @@ class DatasetCard:
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
+            text += f", {len(kinds) - 4} more kind(s): dataset_card.json lists each" if len(kinds) > 4 else ""
             lines.append(f"skipped {len(self.skipped)}: {text}")
         if self.holdout is not None:
             lines.append(self.holdout.note)

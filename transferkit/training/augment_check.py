@@ -46,10 +46,10 @@ class AugmentCheck:
 
     def describe(self) -> str:
         verdict = "keeping augmentation" if self.use_augmentation else "training without augmentation"
-        return (
-            f"Augmentation check: validation loss {self.augmented_val_loss:.3f} augmented vs "
-            f"{self.clean_val_loss:.3f} clean (accuracy {self.augmented_val_accuracy:.3f} vs "
-            f"{self.clean_val_accuracy:.3f}): {verdict}"
+        return (  # accuracy first: it decides
+            f"Augmentation check: validation accuracy {self.augmented_val_accuracy:.3f} augmented vs "
+            f"{self.clean_val_accuracy:.3f} clean (loss {self.augmented_val_loss:.3f} vs "
+            f"{self.clean_val_loss:.3f}): {verdict}"
         )
 
     def to_dict(self) -> dict:
