@@ -418,6 +418,7 @@ def lr_find(
         splits = load_splits(data, chosen)  # the held-out test split stays out of the sweep too
         with device.strategy.scope():
             session = prepare(chosen, splits, measure, size, similar, overrides, verbose)
+            session = dataclasses.replace(session, hooks=fit_hooks(None, None, verbose))  # fit's bars
             index = _phase_index(session.recipe, phase)
             trainer = make_trainer(session, splits, Path(scratch), verbose)
             result = trainer.find_learning_rate(index, start=start, end=end, steps=steps)

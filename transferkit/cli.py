@@ -340,7 +340,8 @@ def lr_find(
         precision=precision,
         verbose=_verbosity(quiet),
     )
-    click.echo(f"suggested learning rate: {result.suggestion:.3g}")
+    if quiet:  # otherwise lr_find has said it (with the phase and the folder)
+        click.echo(f"suggested learning rate: {result.suggestion:.3g}")
 
 
 @main.command()
