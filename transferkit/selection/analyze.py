@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,14 @@ class AnalysisResult:
     selection_seconds: float  # forward pass + probes (what auto-selection adds to a fit)
     seconds: float  # the whole call: load, build the base, measure, write
 
+    def compare_command(self) -> str:
+        """The ``compare`` that trains the candidates on what was measured here (data, backbone,
+        image size, seed)."""
+        return (
+            f"transferkit compare --data {shlex.quote(str(self.card.source))} --backbone {self.backbone} "
+            f"--image-size {self.selection.image_size} --seed {self.split['seed']}"
+        )
+
     def summary(self) -> str:
         """The dataset card, the per-cut scores, the decision with its reasons, the files written."""
         s = self.selection
@@ -60,9 +69,7 @@ class AnalysisResult:
         lines.append(f"\nChosen: {s.quadrant} -> {s.recipe}{cut} (confidence {s.confidence:.2f})")
         lines += [f"  - {reason}" for reason in s.reasons]
         if s.close_call:
-            lines.append(
-                f"Warning: close call. `transferkit compare --data {self.card.source}` trains the candidates."
-            )
+            lines.append(f"Warning: close call. `{self.compare_command()}` trains the candidates.")
         lines.append(f"Selection took {self.selection_seconds:.1f} s ({self.seconds:.1f} s in all).")
         files = ("dataset_card.json", "selection.json", "selection.png")
         return "\n".join(lines + [f"Wrote {self.run_dir / f}" for f in files])
