@@ -225,7 +225,7 @@ def assemble(
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("build classifier"):
         if recipe.strategy == "truncate":
-            base = truncate(base, recipe.backbone.cut)
+            base = truncate(base, recipe.backbone.cut, spec.cut_points)
         train_bn = any(phase.train_batchnorm for phase in recipe.phases)
         classifier = build_classifier(
             spec, base, len(splits.class_names), recipe.head, batchnorm_inference=not train_bn

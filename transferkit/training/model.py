@@ -100,10 +100,18 @@ def standardised(head: keras.Model, features: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(head.get_layer("feature_norm")(scaled))
 
 
-def truncate(base: keras.Model, cut: str) -> keras.Model:
-    """The part of ``base`` up to and including layer ``cut`` (a block end), sharing its weights."""
+def truncate(base: keras.Model, cut: str, cut_points: tuple[str, ...] = ()) -> keras.Model:
+    """The part of ``base`` up to and including layer ``cut`` (a block end), sharing its weights.
+
+    ``cut_points``: the backbone's block ends, named in the error when ``cut`` is not a layer
+    (with "auto", which measures the cut)."""
     names = [layer.name for layer in base.layers]
     if cut not in names:
+        if cut_points:
+            raise TransferkitError(
+                f"Cut point {cut!r} is not a layer of this backbone. Choose one of its block ends: "
+                f'{", ".join(cut_points)}; or "auto" to measure it.'
+            )
         raise TransferkitError(f"Cut point {cut!r} is not a layer of {base.name}.")
     return keras.Model(base.input, base.get_layer(cut).output, name=f"{base.name}_to_{cut}")
 
