@@ -245,7 +245,7 @@ def test_html_report_reads_as_a_document(run_dir):
     assert headings == list(SECTIONS)  # every section, in order, even when its files are missing
     assert page.index("Accuracy (held-out test): <b>62.5%</b>") < page.index("Accuracy (validation)")
     assert f"<li>{html.escape(LONG_REASON)}</li>" in page  # the full reason, as a list item
-    assert "transferkit compare DATA" in page  # the selector's close call
+    assert "transferkit compare --data DATA" in page  # the selector's close call
     assert "Class &#x27;" in page and "is weak" in page  # the weakest classes need images
     assert "<td>yes</td>" in page and '<td class="n">yes' not in page  # booleans read as words, left
     assert '<td class="n">0.900</td>' in page  # numbers right-aligned

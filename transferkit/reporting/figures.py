@@ -8,9 +8,11 @@ atomically with :func:`transferkit.fileio.atomic_path`). The selector's evidence
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,14 +34,24 @@ History = Mapping[str, Sequence[float]] | str | os.PathLike
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` as a PNG at the one DPI every transferkit figure uses, atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _missing_glyphs_quiet():
         fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def _png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    with _missing_glyphs_quiet():
+        fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _missing_glyphs_quiet():
+    """Class names the font cannot draw (emoji, some scripts) come out as boxes in a figure; the
+    names are in the report's text and the run's files, so matplotlib's warning per glyph is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font")
+        yield
 
 
 def _label(text: object, width: int = 24) -> str:

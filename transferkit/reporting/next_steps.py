@@ -42,8 +42,8 @@ def next_steps(
     if selection.get("close_call"):
         steps.append(
             f"The selector's call was close (confidence {float(selection.get('confidence', 0)):.2f}, picked "
-            f"'{selection.get('recipe', '?')}'): run `transferkit compare DATA` to train the candidate "
-            "recipes and keep the one that wins on held-out images."
+            f"'{selection.get('recipe', '?')}'): run `transferkit compare --data DATA` to train the "
+            "candidate recipes and keep the one that wins on held-out images."
         )
     return steps or [
         f"Nothing stands out: every class reaches F1 {WEAK_F1} or more and the probabilities are "
@@ -56,8 +56,8 @@ def _split_steps(split: str, headline: Metrics, validation: Metrics | None) -> l
     if split != "test":
         steps.append(
             "There is no held-out test split: the accuracy above is measured on the validation images "
-            "that early stopping watched, so it flatters the model. Add a test/ folder, or keep "
-            "`--test-split` above 0."
+            "that early stopping watched, so it flatters the model. Add a test/ folder, or images: fit "
+            "holds a test split out when every class has 3 or more (and `--test-split` is not 0)."
         )
     low, high = headline.accuracy_interval
     if high - low > WIDE_INTERVAL:
