@@ -115,6 +115,20 @@ def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folde
     assert (record["accuracy"], record["tta"]["accuracy"]) == (plain.accuracy, augmented.accuracy)
 
 
+def test_predict_warns_when_a_16_bit_image_of_12_bit_values_decodes_nearly_black(run_dir, tmp_path, caplog):
+    deep = tmp_path / "deep.png"
+    Image.fromarray((np.arange(24 * 24).reshape(24, 24) * 7 % 4096).astype(np.uint16)).save(deep)
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(plain)
+    with caplog.at_level("WARNING"):
+        rows = transferkit.predict(run_dir, [str(plain)])
+    assert len(rows) == 1 and not caplog.records
+    with caplog.at_level("WARNING"):
+        rows = transferkit.predict(run_dir, [str(deep), str(plain)])
+    (record,) = caplog.records
+    assert len(rows) == 2 and "1 image(s) decode nearly black" in record.getMessage()
+
+
 def test_evaluate_takes_images_of_one_class_and_warns_about_the_folder_the_run_trained_on(
     run_dir, folder, tmp_path, caplog
 ):

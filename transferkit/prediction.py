@@ -6,6 +6,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
     from transferkit.reporting.metrics import Metrics
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_TOP_K = 3  # labels listed per image, by `predict` in the API and in the CLI
 TTA_CROP = 0.9  # side of each test-time crop, as a fraction of the image's side
 TTA_VIEWS = ("image", "flip", "centre", "top_left", "top_right", "bottom_left", "bottom_right")
@@ -28,6 +31,10 @@ CONTACT_SHEET_MAX = 48  # images on a contact sheet; more would make every thumb
 # Images decoded at a time: memory stays flat on a folder of any size (512 at 224 px: 77 MB of
 # pixels, 308 MB as float32), where decoding a whole folder of 20,000 first needed 12 GB.
 PREDICT_CHUNK = 512
+# An image whose brightest pixel decodes below this (of 255) is almost black: most often a 16-bit
+# file holding 12-bit values given to a run that trained on 8-bit images (read through its high
+# byte), which the model then classifies with confidence. predict says so.
+NEARLY_BLACK_MAX = 20  # 12-bit values read through the high byte reach 16
 
 
 def tta_model(model: keras.Model, crop: float = TTA_CROP) -> keras.Model:
@@ -149,7 +156,7 @@ def predict(
     run = runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     model = tta_model(run.model) if tta else run.model
-    results, errors, shown = [], [], []
+    results, errors, shown, dark = [], [], [], []
     with _progress(len(paths)) as bar:
         for start in range(0, len(paths), PREDICT_CHUNK):
             chunk = paths[start : start + PREDICT_CHUNK]
@@ -162,7 +169,18 @@ def predict(
             if contact_sheet is not None and sum(map(len, shown)) < CONTACT_SHEET_MAX:
                 shown.append(images[: CONTACT_SHEET_MAX - sum(map(len, shown))])
             errors += [{"path": path, "error": reason} for path, reason in skipped]
+            dark += [
+                path for path, image in zip(usable, images, strict=True) if image.max() < NEARLY_BLACK_MAX
+            ]
             bar.update(len(chunk))
+    if dark and run.white_level is None:  # a run that scaled its deep images reads these alike
+        logger.warning(
+            "%d image(s) decode nearly black (e.g. %s): 16-bit files holding 12-bit values, read through "
+            "their high byte as this run (trained on 8-bit images) reads them? Their predictions mean "
+            "little: convert them to 8 bits per channel, or train on images like them.",
+            len(dark),
+            dark[0],
+        )
     if contact_sheet is not None and results:
         write_contact_sheet(np.concatenate(shown), results, contact_sheet)
     return results + errors
