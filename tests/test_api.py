@@ -14,7 +14,7 @@ import transferkit
 from transferkit import api
 from transferkit.cli import main
 from transferkit.reporting.diagnostics import load_predictions
-from transferkit.testing import make_image_folder
+from transferkit.testing import make_image_folder, stopped
 
 RUN_FILES = {
     "model.keras",
@@ -306,9 +306,6 @@ def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folde
 def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tmp_path, monkeypatch):
     from transferkit import session
 
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
         patch.setattr(session, "write_interpretation", stopped)
         with pytest.raises(KeyboardInterrupt):
@@ -330,9 +327,6 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_r
 
     data = tmp_path / "data"
     shutil.copytree(folder, data)
-
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
         patch.setattr(session, "resume_training", stopped)
@@ -360,10 +354,7 @@ def test_an_interrupted_fit_names_its_run_folder_quoted_and_after_the_data_folde
 ):
     monkeypatch.chdir(folder)  # --data . : the run is named after the folder, not "data"
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(api, "train_and_report", interrupted)
+    monkeypatch.setattr(api, "train_and_report", stopped)
     out = tmp_path / "my runs"
     result = CliRunner().invoke(main, ["fit", "--data", ".", "--backbone", "tiny", "--weights", "random",
                                        "--recipe", "small_similar", "--out", str(out)])  # fmt: skip

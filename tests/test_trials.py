@@ -27,7 +27,7 @@ from transferkit.selection.trials import (
     training_passes,
     with_trials,
 )
-from transferkit.testing import make_image_folder
+from transferkit.testing import make_image_folder, stopped
 from transferkit.training.augment import is_identity
 
 CARD = {"num_classes": 3, "num_train": 60, "min_images_per_class": 20, "median_images_per_class": 20,
@@ -389,11 +389,8 @@ def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypat
     _force(monkeypatch, close=True)
     calls = _spy_trials(monkeypatch)
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(stages, "resume_training", killed)
+        patch.setattr(stages, "resume_training", stopped)
         with pytest.raises(KeyboardInterrupt):
             _fit(folder, tmp_path)
     assert len(calls) == 1

@@ -129,6 +129,11 @@ class Interrupted(Exception):
     """Raised by :class:`InterruptAt`: training stopped as a kill would stop it."""
 
 
+def stopped(*args, **kwargs):
+    """A stand-in for any stage of a fit (patched over it): stops it as Ctrl-C or SIGTERM would."""
+    raise KeyboardInterrupt
+
+
 def interrupt_at(epoch: int):
     """A Keras callback that raises :class:`Interrupted` at the start of (0-based, run-wide) ``epoch``.
 
