@@ -13,7 +13,14 @@ import tensorflow as tf
 from PIL import Image
 
 from transferkit.data import decode, pipeline
-from transferkit.data.loading import DatasetCard, ImageSet, load_data, load_images, make_dataset
+from transferkit.data.loading import (
+    DatasetCard,
+    ImageSet,
+    labelled_images,
+    load_data,
+    load_images,
+    make_dataset,
+)
 from transferkit.data.splits import digest
 from transferkit.errors import TransferkitError
 
@@ -267,6 +274,26 @@ def test_tfds_predefined_splits_and_split_argument(tmp_path):
         assert only.train.tfds.split == "test" and len(only.train.tfds.indices) == len(only.train)
         subset, _ = _batches(make_dataset(only.val, 8, 5))
         assert subset.shape[0] == len(only.val)
+
+
+def test_labelled_images_take_a_test_split_else_all_of_it_in_the_models_class_order(tmp_path):
+    _write_beans_metadata(tmp_path, {"train": 9, "validation": 9, "test": 9})
+    model_classes = ("healthy", "bean_rust", "angular_leaf_spot", "other")
+    with tfds.testing.mock_data(
+        num_examples=9, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(tmp_path)
+    ):
+        images, part = labelled_images("tfds:beans", model_classes)
+        assert (len(images), part) == (9, "its test split") and images.paths[0].startswith("tfds:beans/test#")
+        images, part = labelled_images("tfds:beans:train", model_classes)
+        assert (len(images), part) == (9, "all of it")
+    root = _folder(tmp_path / "folder", {"bees": 3, "ants": 2})
+    images, part = labelled_images(str(root), ("cats", "ants", "bees"), white_level=4095)
+    assert (len(images), part, images.white_level) == (5, "all of it", 4095)
+    assert sorted(images.labels) == [1, 1, 2, 2, 2]  # indices into the model's classes
+    (root / "bees").rename(root.parent / "bees_elsewhere")
+    assert labelled_images(str(root), ("ants", "bees"))[0].labels == (0, 0)  # one class is enough
+    with pytest.raises(TransferkitError, match="Class 'ants' in .* is not one the model knows"):
+        labelled_images(str(root), ("bees", "wasps"))
 
 
 def test_tfds_unknown_name_is_a_user_error():

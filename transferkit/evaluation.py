@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
-from transferkit.data.loading import ImageSet, load_data, make_dataset
+from transferkit.data.loading import ImageSet, labelled_images, make_dataset
 from transferkit.errors import TransferkitError
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
@@ -22,8 +21,8 @@ logger = logging.getLogger(__name__)
 def evaluate(
     run_dir: str | Path, data: str | None = None, *, batch_size: int = 32, tta: bool = False
 ) -> Metrics:
-    """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of a folder
-    (for ``tfds:`` sources without a test split, the validation part).
+    """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of it
+    (:func:`~transferkit.data.loading.labelled_images`).
 
     Args:
         run_dir: a finished run's folder.
@@ -40,27 +39,7 @@ def evaluate(
         )
         return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
     _warn_if_trained_on(run, data)
-    splits = load_data(data, validation_split=0.0, test_split=0, seed=0, min_classes=1)  # no split
-    unknown = [name for name in splits.class_names if name not in run.class_names]
-    if unknown:
-        raise TransferkitError(
-            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
-        )
-    remap = [run.class_names.index(name) for name in splits.class_names]
-    if splits.test is not None:
-        images = splits.test
-    elif splits.train.tfds is not None:  # two TFDS splits cannot be concatenated as one set
-        images = splits.val
-    else:
-        parts = (splits.train, splits.val)
-        images = dataclasses.replace(
-            splits.train,
-            paths=tuple(p for part in parts for p in part.paths),
-            labels=tuple(label for part in parts for label in part.labels),
-        )
-    # Decoded as the run's training images were, whatever this folder's own depth says.
-    labels = tuple(remap[label] for label in images.labels)
-    images = dataclasses.replace(images, labels=labels, white_level=run.white_level)
+    images, _ = labelled_images(data, run.class_names, run.white_level)
     dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 

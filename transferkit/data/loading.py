@@ -158,6 +158,46 @@ def load_data(
     return _load_folder(source, *fractions, strict, min_classes)
 
 
+def labelled_images(
+    source: str, class_names: Sequence[str], white_level: int | None = None
+) -> tuple[ImageSet, str]:
+    """The labelled images of ``source`` to measure a model of ``class_names`` on, and which they are.
+
+    Its test split when it has one; else all of it (a TFDS source with a validation split but no
+    test split: that validation split, as two TFDS splits cannot be read as one). It may hold any
+    of the model's classes, one alone too; labels are indices into ``class_names``, and the
+    images decode as the model's training images did (``white_level``: the run's).
+
+    Returns:
+        ``(images, part)``: ``part`` is "its test split", "its validation split" or "all of it".
+
+    Raises:
+        TransferkitError: a class the model does not know, or what :func:`load_data` raises.
+    """
+    splits = load_data(source, validation_split=0.0, test_split=0.0, seed=0, min_classes=1)  # no carving
+    unknown = [name for name in splits.class_names if name not in class_names]
+    if unknown:
+        raise TransferkitError(
+            f"Class {unknown[0]!r} in {source} is not one the model knows ({', '.join(class_names)})."
+        )
+    if splits.test is not None and len(splits.test):
+        images, part = splits.test, "its test split"
+    elif splits.train.tfds is not None:
+        images, part = (
+            (splits.val, "its validation split") if len(splits.val) else (splits.train, "all of it")
+        )
+    else:
+        parts = (splits.train, splits.val)
+        paths = tuple(p for part in parts for p in part.paths)
+        images = dataclasses.replace(
+            splits.train, paths=paths, labels=tuple(x for part in parts for x in part.labels)
+        )
+        part = "all of it"
+    remap = [list(class_names).index(name) for name in splits.class_names]
+    labels = tuple(remap[label] for label in images.labels)
+    return dataclasses.replace(images, labels=labels, white_level=white_level), part
+
+
 def _carve(
     sets: dict[str, ImageSet], validation_split: float, test_split: float, seed: int, root: str | None
 ) -> Holdout:

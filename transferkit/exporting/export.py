@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import recipes as recipe_io
-from transferkit.data.loading import DataSplits, ImageSet, load_data, make_dataset
+from transferkit.data.loading import DataSplits, ImageSet, labelled_images, load_data, make_dataset
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting import converters
 from transferkit.exporting.formats import (
@@ -216,24 +216,8 @@ def _run_held_out(run: SavedRun, splits: DataSplits) -> HeldOut:
 
 def _data_held_out(data: str, run: SavedRun) -> HeldOut:
     """``data``'s own test split if it has one, else all of it; labels mapped to the run's classes."""
-    splits = load_data(data, validation_split=0.0, test_split=0.0, seed=_seed(run), min_classes=1)
-    unknown = [name for name in splits.class_names if name not in run.class_names]
-    if unknown:
-        raise TransferkitError(
-            f"Class {unknown[0]!r} in {data} is not one the model knows ({', '.join(run.class_names)})."
-        )
-    if splits.test is not None and len(splits.test):
-        images, note = splits.test, "its test split"
-    elif splits.train.tfds is not None or not len(splits.val):
-        images, note = splits.train, "all of it"
-    else:
-        parts = (splits.train, splits.val)
-        paths = tuple(p for part in parts for p in part.paths)
-        images, note = ImageSet(paths, tuple(x for part in parts for x in part.labels)), "all of it"
-    remap = [run.class_names.index(name) for name in splits.class_names]
-    labels = tuple(remap[label] for label in images.labels)  # decoded as the run's training images
-    images = dataclasses.replace(images, labels=labels, white_level=run.white_level)
-    return _held_out(images, run.image_size, "data", str(data), note)
+    images, part = labelled_images(data, run.class_names, run.white_level)
+    return _held_out(images, run.image_size, "data", str(data), part)
 
 
 def _held_out(images: ImageSet, size: int, split: str, source: str, note: str) -> HeldOut:
