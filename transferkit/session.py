@@ -388,9 +388,10 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
     runfolder.save_labels(splits.class_names, run_dir)
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())
+    journal = SelectionJournal(run_dir)  # selection.json's one writer
     if session.selection is not None:  # before the first phase: a resume never re-runs the trials
-        write_json(run_dir / "selection.json", session.selection.to_dict())
-    SelectionJournal(run_dir).settled()
+        journal.record_selection(session.selection)
+    journal.settled()
     if session.partner is not None:  # where a resume finds it
         averaging.write_partner(run_dir, session.partner)
     runfolder.save_run_info(run_dir, {**info, "status": "training"})
@@ -400,7 +401,7 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
     if trials is not None:  # what the trials cost next to the fit of the recipe they chose
         costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
         selection = dataclasses.replace(session.selection, trials=costed)
-        write_json(run_dir / "selection.json", selection.to_dict())
+        journal.record_selection(selection)
         result = dataclasses.replace(result, selection=selection)
     return result
 
