@@ -265,7 +265,8 @@ def test_cli_cache_memory_reaches_the_recipe_and_a_bad_value_exits_2(folder, tmp
     assert result.exit_code == 0, result.output
     assert 'cache_memory = "512MB"' in result.output
     result = CliRunner().invoke(main, [*common, "--cache-memory", "lots"])
-    assert result.exit_code == 2 and "data.cache_memory" in result.output
+    assert result.exit_code == 2 and "Invalid value for '--cache-memory'" in result.output
+    assert "'lots' is not a memory size" in result.output and "recipe" not in result.output
 
 
 def test_scan_of_thousands_of_files_streams_in_chunks_and_skips_bad_ones(tmp_path, monkeypatch):

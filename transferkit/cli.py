@@ -88,6 +88,19 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _memory_size(context: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--cache-memory``, refused as a usage error when it is not a size (before anything loads)."""
+    from transferkit.data.cache_budget import is_memory_size
+
+    if value is not None and not is_memory_size(value):
+        raise click.BadParameter(
+            f'{value!r} is not a memory size: "auto", or a number with a unit (B, KB, MB, GB, TB, '
+            "KiB, MiB, GiB, TiB), e.g. 512MB, 2GB, 1.5GiB.",
+            param=param,
+        )
+    return value
+
+
 def _verbosity(quiet: bool) -> int:
     if quiet:
         return 0
@@ -140,6 +153,7 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option(
     "--cache-memory",
+    callback=_memory_size,
     help='Memory for decoded images and cached features before they spill to the run folder: "auto" '
     "(a quarter of the RAM, at most half of what is free) or a size, e.g. 512MB, 2GB "
     "(default: the recipe's, auto).",
