@@ -82,11 +82,16 @@ def test_test_split_is_held_out_first_disjoint_stratified_and_seeded(tmp_path):
     assert holdout.sha256 == digest(splits.test.paths, splits.test.labels, root=str(root))
     assert load_data(os.path.relpath(root), seed=7).holdout.sha256 == holdout.sha256  # however it is named
     assert splits.card.to_dict()["test_split"] == holdout.to_dict()
-    assert "test split: 8 images held out" in splits.card.summary()
+    assert "test split: 8 images held out (15% of each class, seed 7)" in splits.card.summary()
     assert load_data(root, seed=7).test == splits.test  # same seed, same test split
     assert load_data(root, seed=7, validation_split=0.3).test == splits.test  # carved before validation
     assert load_data(root, seed=8).test != splits.test
     assert load_data(root, seed=7, test_split=0.3).holdout.num_test == 15
+    tiny_share = load_data(root, seed=7, test_split=0.01).holdout  # one image a class, not 1%
+    assert (
+        tiny_share.num_test == 3
+        and "1% of each class asked; whole images, at least one a class, made it 6%" in tiny_share.note
+    )
 
 
 def test_a_test_folder_is_used_instead_of_holding_out(tmp_path):

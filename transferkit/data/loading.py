@@ -221,6 +221,7 @@ def _carve(
             seed=seed,
             why_none=why_none,
             root=root,
+            pool_size=len(pool.paths),
         )
     if "val" not in sets:
         held_out = test_split if holdout.origin == "held_out" else 0.0

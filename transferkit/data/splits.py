@@ -22,6 +22,7 @@ import numpy as np
 
 MIN_IMAGES_FOR_TEST = 3  # one each for test, validation and training
 HOLDOUT_ORIGINS = ("held_out", "folder", "tfds", "none")  # where DataSplits.test came from
+SHARE_SLACK = 0.02  # the test split's note says its actual share when rounding moved it further
 VALIDATION_NOTE = "accuracy below is validation accuracy, which early stopping saw"
 
 
@@ -149,15 +150,20 @@ def holdout_record(
     seed=None,
     why_none=None,
     root=None,
+    pool_size=None,
 ) -> Holdout:
     """The :class:`Holdout` for a test split of ``paths`` (empty when there is none); ``root`` as
-    for :func:`digest`."""
+    for :func:`digest`; ``pool_size``: the images the split was carved from, so the note can say
+    when whole images per class made the share differ from ``fraction``."""
     n = len(paths)
     if origin == "none" or not n:
         reason = why_none or "the data has no test images"
         return Holdout("none", fraction, seed, 0, None, f"test split: none, {reason}; {VALIDATION_NOTE}")
     if origin == "held_out":
-        where = f"{n} images held out ({fraction:.0%} of each class, seed {seed}), seen by no training step"
+        share = f"{fraction:.0%} of each class"
+        if pool_size and abs(n / pool_size - fraction) > SHARE_SLACK:
+            share += f" asked; whole images, at least one a class, made it {n / pool_size:.0%}"
+        where = f"{n} images held out ({share}, seed {seed}), seen by no training step"
     else:
         where = {"folder": "the data's test/ folder", "tfds": "the dataset's own test split"}[origin]
         where += f", {n} images"
