@@ -428,3 +428,16 @@ def test_eight_bit_data_sets_have_no_white_level(tmp_path):
     assert splits.card.white_level is None and splits.train.white_level is None
     assert splits.card.to_dict()["white_level"] is None and "high-bit" not in splits.card.summary()
     assert splits.card.dim_colour is None
+
+
+def test_a_val_folder_without_some_classes_is_said(tmp_path):
+    _folder(tmp_path / "train", {"ants": 10, "bees": 10, "cats": 10})
+    _folder(tmp_path / "val", {"ants": 2})
+    summary = load_data(tmp_path).card.summary()
+    assert (
+        "val has no images of 2 of 3 classes (bees, cats): validation accuracy and early stopping" in summary
+    )
+    assert "test has no images" not in summary  # held out from train/, every class
+    assert (
+        "has no images" not in load_data(_folder(tmp_path / "whole", {"ants": 10, "bees": 10})).card.summary()
+    )

@@ -145,9 +145,26 @@ class DatasetCard:
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
             text += f", {len(kinds) - 4} more kind(s): dataset_card.json lists each" if len(kinds) > 4 else ""
             lines.append(f"skipped {len(self.skipped)}: {text}")
+        lines.extend(self._classes_missing_from_splits())
         if self.holdout is not None:
             lines.append(self.holdout.note)
         return "\n".join(lines)
+
+    def _classes_missing_from_splits(self) -> list[str]:
+        """A line for each evaluation split that has images but none of some class."""
+        effects = {
+            "val": "validation accuracy and early stopping do not see them",
+            "test": "the test figures do not cover them",
+        }
+        lines = []
+        for split, effect in effects.items():
+            counts = self.counts.get(split, {})
+            missing = [name for name in self.class_names if not counts.get(name)]
+            if sum(counts.values()) and missing:
+                named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                share = f"{len(missing)} of {self.num_classes} classes"
+                lines.append(f"{split} has no images of {share} ({named}): {effect}")
+        return lines
 
 
 def _kind(reason: str) -> str:
