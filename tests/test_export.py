@@ -103,6 +103,13 @@ def test_int8_file_is_smaller_than_float_and_float16_in_between(tflite_exports):
     assert sizes["dynamic"] < sizes["none"]
 
 
+def test_int8_conversion_and_the_interpreter_print_no_cpp_log_lines(run_dir, tmp_path, capfd):
+    transferkit.export(run_dir, "tflite", quantize="int8", out=str(tmp_path / "q.tflite"), verbose=0)
+    tflite_interpreter(tmp_path / "q.tflite")
+    err = capfd.readouterr().err
+    assert "fully_quantize" not in err and "XNNPACK" not in err, err
+
+
 def test_parity_record_has_every_field_and_names_the_held_out_split(tflite_exports):
     result = tflite_exports["int8"]
     record = json.loads(record_path(result.path).read_text())

@@ -9,12 +9,13 @@ restored afterwards. This module imports no TensorFlow itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeVar
 
@@ -37,14 +38,26 @@ def import_quietly(name: str) -> ModuleType:
     Only the import is muted; an import that fails still raises, and its traceback prints
     afterwards. Nothing is muted when TensorFlow is loaded already or when debugging.
     """
-    if debugging() or "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules:
         return importlib.import_module(name)
+    with stderr_muted():
+        return importlib.import_module(name)
+
+
+@contextlib.contextmanager
+def stderr_muted() -> Iterator[None]:
+    """Mute file descriptor 2 for a block: the C++ lines TensorFlow and LiteRT print there directly
+    (converter settings, "Created TensorFlow Lite XNNPACK delegate"). Errors still raise as
+    Python exceptions, whose tracebacks print after the block. Nothing is muted when debugging."""
+    if debugging():
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            return importlib.import_module(name)
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -28,6 +28,7 @@ from transferkit.exporting.formats import (
     require,
 )
 from transferkit.fileio import atomic_path, write_text
+from transferkit.tf_logging import stderr_muted
 
 ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx
 SERVE = "serve"  # the SavedModel signature that classifies; "labels" returns the class names
@@ -95,7 +96,8 @@ def write_tflite(
         saved = write_saved_model(model, Path(scratch) / "saved_model", class_names)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVE])
         _quantize(converter, quantize, calibration)
-        flatbuffer = converter.convert()
+        with stderr_muted():  # the converter prints its quantization settings there
+            flatbuffer = converter.convert()
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
     write_text(labels_path(path, "tflite"), _lines(class_names))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.exporting.formats import ONNX_LABELS_KEY, require
+from transferkit.tf_logging import stderr_muted
 
 Runner = Callable[[np.ndarray], np.ndarray]
 BATCH = 32
@@ -62,8 +63,9 @@ def tflite_interpreter(path: Path):
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter  # noqa: N806 - the class, chosen at run time
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    with stderr_muted():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
     return interpreter
 
 
