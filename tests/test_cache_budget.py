@@ -216,6 +216,21 @@ def test_a_shuffled_split_in_a_file_cache_mixes_the_classes_in_every_batch(folde
         np.testing.assert_array_equal(first, second)  # seeded: the same orders again
 
 
+def test_a_shuffled_split_gives_the_same_batches_in_memory_and_spilled(folder, tmp_path, monkeypatch):
+    from transferkit.data import pipeline
+
+    train = load_data(str(folder), test_split=0).train
+    split_bytes = 16 * 16 * 3 * len(train)
+    monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER_MAX_BYTES", 16 * 16 * 3 * 6)  # 6 images, under a quarter
+    orders = []
+    for budget in (CacheBudget(2 * split_bytes, None), CacheBudget(split_bytes - 1, tmp_path / "cache")):
+        dataset = make_dataset(train, 16, 6, shuffle=True, seed=3, cache=budget)
+        orders.append([np.concatenate([x for x, _ in dataset]) for _ in range(2)])
+    assert any(p.name.startswith("images-") for p in (tmp_path / "cache").iterdir())  # the second spilled
+    for in_memory, spilled in zip(*orders, strict=True):
+        np.testing.assert_array_equal(in_memory, spilled)
+
+
 def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "stale.npy").write_bytes(b"left by a killed run")
