@@ -31,7 +31,7 @@ import pytest
 from transferkit import api, recipes
 from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
-from transferkit.fileio import atomic_path, write_text
+from transferkit.fileio import atomic_path, staging_dir, write_text
 from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
 from transferkit.testing import (
@@ -485,6 +485,23 @@ def test_disk_full_inside_atomic_path_keeps_the_old_file_and_leaves_no_temp_file
         "checkpoints",
         "history.csv",
     ]
+
+
+def test_atomic_writes_and_staged_folders_get_the_modes_the_umask_gives(tmp_path):
+    """A model served by another user must be readable: not the 0600 / 0700 of temporary files."""
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "labels.txt", "cat\n")
+        assert (tmp_path / "labels.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "labels.txt").chmod(0o640)
+        write_text(tmp_path / "labels.txt", "dog\n")  # a replaced file keeps its mode
+        assert (tmp_path / "labels.txt").stat().st_mode & 0o777 == 0o640
+        assert staging_dir(tmp_path / "export").stat().st_mode & 0o777 == 0o755
+        os.umask(0o077)
+        write_text(tmp_path / "private.txt", "x")
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_the_per_epoch_backup_is_written_atomically(tmp_path, monkeypatch):

@@ -1,4 +1,9 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one."""
+"""Atomic file writes: a kill at any moment leaves either the old file or the new one.
+
+Temporary files and folders are created private (``mkstemp``: 0600, ``mkdtemp``: 0700); what
+takes a final name gets the mode an ordinary write would give it, from the process's umask (a
+model served by another user must be readable), or the mode of the file it replaces.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -32,9 +40,29 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_of(path, 0o666))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def staging_dir(final: Path) -> Path:
+    """A new hidden folder next to ``final``, to fill and then rename into place: created private
+    like every ``mkdtemp`` folder, then given the mode ``os.mkdir`` would give ``final``."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(staging, _mode_of(final, 0o777))
+    return staging
+
+
+def _mode_of(path: Path, default: int) -> int:
+    """The permission bits ``path`` has, or ``default`` less the process's umask if it is new."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        with _UMASK_LOCK:  # reading the umask sets it: restore it at once
+            umask = os.umask(0o022)
+            os.umask(umask)
+        return default & ~umask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

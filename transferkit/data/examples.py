@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from PIL import Image
 from transferkit.data import examples_debian as debian
 from transferkit.data import examples_pypi as pypi
 from transferkit.errors import TransferkitError, choices_error
+from transferkit.fileio import staging_dir
 
 MARKER = ".transferkit-export.json"  # hidden: the data scan never sees it
 
@@ -198,7 +198,7 @@ def export_dataset(
             "expected a new or empty folder. Choose another path or empty it."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    staging = staging_dir(out_dir)
     try:
         counts = _write_pngs(entry, staging, per_class, seed)
         (staging / MARKER).write_text(json.dumps({**wanted, "counts": counts}, indent=2) + "\n")

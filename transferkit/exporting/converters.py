@@ -27,7 +27,7 @@ from transferkit.exporting.formats import (
     labels_path,
     require,
 )
-from transferkit.fileio import atomic_path, write_text
+from transferkit.fileio import atomic_path, staging_dir, write_text
 from transferkit.tf_logging import stderr_muted
 
 ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx
@@ -47,7 +47,7 @@ def write_saved_model(model: keras.Model, path: Path, class_names: Sequence[str]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_dir(path)
     try:
         _archive(model, class_names).write_out(str(staging / "model"), verbose=False)
         write_text(labels_path(staging / "model", "saved_model"), _lines(class_names))
