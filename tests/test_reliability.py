@@ -661,3 +661,49 @@ def test_the_default_run_folder_name_from_the_data_path_stays_inside_out(tmp_pat
     out = tmp_path / "out"
     run_dir = runfolder.new_run_dir(out, data, "../recipe")
     assert run_dir.resolve().parent == out.resolve()
+
+
+def test_a_run_name_that_is_taken_is_an_error_not_a_silent_suffix(tmp_path):
+    first = runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
+    with pytest.raises(TransferkitError, match=r"already exists\. Pick another --name.*--resume"):
+        runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from transferkit.cli import main
+    from transferkit.fileio import os as fileio_os
+
+    (tmp_path / "afile").write_text("")
+    missing_data = ["fit", "--data", str(tmp_path / "no_such_folder"), "--backbone", "tiny"]
+    result = CliRunner().invoke(main, [*missing_data, "--out", str(tmp_path / "afile" / "runs")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+    monkeypatch.setattr(fileio_os, "access", lambda path, mode: False)  # root may write anywhere
+    result = CliRunner().invoke(main, [*missing_data, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "is not writable by this user" in result.output, result.output
+
+
+def test_a_full_disk_is_one_line_and_exit_status_2_not_a_traceback(tmp_path):
+    data = make_image_folder(tmp_path / "D", classes=2, per_class=6, size=16)
+    script = textwrap.dedent(
+        f"""
+        import errno, os, sys
+        from transferkit import fileio
+        def full(*args):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fileio.os.fsync = full
+        from transferkit.cli import main
+        sys.argv = ["transferkit", "fit", "--data", {str(data)!r}, "--backbone", "tiny", "--weights",
+                    "random", "--size", "small", "--similar", "--out", {str(tmp_path / "runs")!r}, "-q"]
+        main()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=child_env(), timeout=RUN_TIMEOUT
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "Error: cannot write: No space left on device. Free some space or choose another --out."
+    ]

@@ -24,7 +24,7 @@ from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
-from transferkit.fileio import write_json, write_text
+from transferkit.fileio import require_writable_folder, write_json, write_text
 from transferkit.prediction import (
     predict,  # noqa: F401  (public API)
 )
@@ -150,6 +150,8 @@ def fit(
         cache_memory=cache_memory,
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
+    if not dry_run:
+        require_writable_folder(out)  # before the scan, not after it
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision_for(precision, chosen.backbone.weights), chosen.seed, distribute) as device:
         # An absolute folder path: `fit --resume` works from any working directory, and the image
@@ -183,12 +185,12 @@ def fit(
 
 @contextlib.contextmanager
 def _named_on_interrupt(run_dir: Path):
-    """An interrupt (Ctrl-C, SIGTERM) leaving the block carries ``run_dir``: the command line's
-    message names the folder to resume."""
+    """An interrupt (Ctrl-C, SIGTERM) or an OS error (a full disk) leaving the block carries
+    ``run_dir``: the command line's message names the folder to resume."""
     try:
         yield
-    except KeyboardInterrupt as interrupt:
-        interrupt.run_dir = run_dir
+    except (KeyboardInterrupt, OSError) as stop:
+        stop.run_dir = run_dir
         raise
 
 

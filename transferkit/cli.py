@@ -7,6 +7,7 @@ stop cleanly and say how to resume.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import signal
@@ -58,6 +59,8 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as error:  # a bug, not a user error: one line unless asked for more
+            if isinstance(error, OSError) and error.errno in _STORAGE_ERRORS:
+                _storage_error(error)
             if os.environ.get("TRANSFERKIT_DEBUG"):
                 traceback.print_exc()
             else:
@@ -67,6 +70,36 @@ class _Group(click.Group):
                     err=True,
                 )
             sys.exit(1)
+
+
+# Errors of the disk or folder a command writes to: the user can fix them, so they get one line.
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "Free some space or choose another --out",
+    errno.EDQUOT: "Free some space or choose another --out",
+    errno.EROFS: "Choose a folder you can write to",
+    errno.EACCES: "Choose a folder you can write to",
+    errno.EPERM: "Choose a folder you can write to",
+    errno.ENOTDIR: "A part of that path is a file, not a folder",
+}
+
+
+def _storage_error(error: OSError) -> None:
+    """One line for a write the disk or folder refused, then exit 2.
+
+    A full disk exits with ``os._exit``: after a failed HDF5 write (a checkpoint), h5py's
+    finalizers at interpreter exit crashed the process (a segmentation fault; TensorFlow 2.21,
+    h5py 3). Every temporary file is removed by then (:func:`transferkit.fileio.atomic_path`).
+    """
+    where = f" {error.filename}" if error.filename else ""
+    run_dir = getattr(error, "run_dir", None)  # fit sets it: the folder it was writing
+    resume = f"; `{resume_command(run_dir)}` continues from the last finished epoch" if run_dir else ""
+    hint = _STORAGE_ERRORS[error.errno]
+    click.echo(f"Error: cannot write{where}: {os.strerror(error.errno)}. {hint}{resume}.", err=True)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    sys.exit(2)
 
 
 def _import_tensorflow_quietly() -> None:

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from transferkit.errors import TransferkitError
+
 _UMASK_LOCK = threading.Lock()
 
 
@@ -74,3 +76,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: object) -> None:
     """Atomically write ``data`` as indented JSON."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def require_writable_folder(folder: str | os.PathLike, what: str = "--out") -> None:
+    """Refuse, before any work, a folder that cannot be created or written.
+
+    Raises:
+        TransferkitError: a part of the path is a file, or its nearest existing folder is on a
+            read-only file system or not writable by this user.
+    """
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise TransferkitError(f"{what} {folder}: {probe} is a file, not a folder. Choose another folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable by this user"
+        raise TransferkitError(f"{what} {folder}: {probe} {why}. Choose a folder you can write to.")

@@ -25,19 +25,30 @@ from transferkit.fileio import atomic_path, write_json, write_text
 def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None = None) -> Path:
     """A fresh folder under ``out``; the default name is ``<data>-<recipe>-<timestamp>``.
 
-    The name is reduced to safe characters so no class or folder name can escape ``out``.
+    The name is reduced to safe characters so no class or folder name can escape ``out``. A
+    default name that is taken gets ``-2``, ``-3``, ...; a ``name`` the caller chose that is taken
+    is an error, so a script that goes on to ``export out/name`` never reads an older run.
     """
-    if name is None:
-        stem = Path(data.rstrip("/")).name or "data"
-        name = f"{stem}-{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    safe = safe_name(name)
-    run_dir = Path(out) / safe
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = Path(out) / f"{safe}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    if name is not None:
+        run_dir = Path(out) / safe_name(name)
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise TransferkitError(
+                f"The run folder {run_dir} already exists. Pick another --name, or continue an "
+                f"interrupted fit with `transferkit fit --resume {run_dir}`."
+            ) from None
+        return run_dir
+    stem = Path(data.rstrip("/")).name or "data"
+    safe = safe_name(f"{stem}-{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir, suffix = Path(out) / safe, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:  # a run of the same second (two fits at once)
+            suffix += 1
+            run_dir = Path(out) / f"{safe}-{suffix}"
 
 
 def safe_name(name: str) -> str:

@@ -27,7 +27,7 @@ from transferkit.console import say
 from transferkit.data.card import DatasetCard
 from transferkit.data.loading import load_data
 from transferkit.errors import TransferkitError
-from transferkit.fileio import write_json
+from transferkit.fileio import require_writable_folder, write_json
 from transferkit.reporting import runfolder
 from transferkit.reporting.selection_figure import plot_selection
 from transferkit.selection.decision import Selection
@@ -132,6 +132,7 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
 
     from transferkit.selection.measure import measure_quadrant
 
+    require_writable_folder(out)  # before the scan and the measuring, not after them
     keras.utils.set_random_seed(recipe.seed)  # the same random init as fit's when weights="random"
     splits = load_data(  # the held-out test split is carved as fit carves it: the selector never sees it
         data,
