@@ -62,10 +62,39 @@ def on_event(event):
 run = transferkit.fit(str(data), out=work / "runs", verbose=0, progress=on_event, **options)
 
 # %% [markdown]
+# ## Prepare images as transferkit did
+#
+# The model takes raw 0-255 RGB pixels at its input size; normalisation is inside it. Getting
+# those pixels is the app's job, and it must do it as training did: transparency composited on
+# white (Pillow's `convert("RGB")` makes it black), the image squashed to a square with the
+# bilinear filter (Pillow's `resize()` defaults to bicubic), EXIF orientation applied. With
+# Pillow and NumPy alone (the README's `load_pixels`; a test checks it against transferkit's
+# decoder):
+
+# %%
+import inspect
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+
+def load_pixels(path, size):
+    """An image as transferkit feeds it to its model: upright, transparency on white, RGB, squashed
+    to size x size with Pillow's bilinear filter; float32 0-255, shaped [size, size, 3]."""
+    with PILImage.open(path) as img:
+        img.draft(None, (size, size))  # JPEG: decoded at a reduced scale first, as transferkit does
+        rgba = ImageOps.exif_transpose(img).convert("RGBA")
+    white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = PILImage.alpha_composite(white, rgba).convert("RGB")
+    return np.asarray(rgb.resize((size, size), PILImage.Resampling.BILINEAR), dtype=np.float32)
+
+
+# %% [markdown]
 # ## Load `model.keras` in a fresh process, with Keras alone
 #
-# The app below imports neither transferkit nor its recipes: preprocessing is inside the model,
-# which takes raw 0-255 RGB pixels at its input size; the class names are in `labels.txt`.
+# The app below imports neither transferkit nor its recipes: `load_pixels` above prepares the
+# images and the class names are in `labels.txt`.
 
 # %%
 import subprocess
@@ -77,14 +106,18 @@ app.write_text(
 import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
-from PIL import Image
+from PIL import Image as PILImage
+from PIL import ImageOps
 
+'''
+    + inspect.getsource(load_pixels)
+    + '''
 run_dir, folder = sys.argv[1], sys.argv[2]
 model = keras.models.load_model(os.path.join(run_dir, "model.keras"))  # safe mode by default
 labels = open(os.path.join(run_dir, "labels.txt"), encoding="utf-8").read().splitlines()
 size = model.input_shape[1]
 paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))[:8]
-images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size)), "float32") for p in paths])
+images = np.stack([load_pixels(p, size) for p in paths])
 probabilities = model.predict(images, verbose=0)
 for path, row in zip(paths, probabilities):
     best = int(row.argmax())
@@ -130,20 +163,17 @@ onnx = transferkit.export(run.run_dir, "onnx", max_drop=max_drop)
 # ## Run the exported files as an app would
 #
 # LiteRT (`ai-edge-litert`) for the `.tflite` file, onnxruntime for the `.onnx` file; the labels
-# file written next to each. Same images, same raw 0-255 pixels as `model.keras` takes.
+# file written next to each. Same images, prepared by the same `load_pixels`, as `model.keras` takes.
 
 # %%
 import keras
-import numpy as np
 import onnxruntime
 from ai_edge_litert.interpreter import Interpreter
-
-from transferkit.data.decode import load_images
 
 model = keras.models.load_model(run.run_dir / "model.keras")
 size = model.input_shape[1]
 paths = sorted(str(p) for p in first_class.iterdir())[:8]
-images = load_images(paths, size)[0].astype("float32")
+images = np.stack([load_pixels(p, size) for p in paths])
 
 
 def run_tflite(path, images):

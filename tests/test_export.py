@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,40 @@ def test_evaluate_min_accuracy_exits_3_below_the_bar_and_0_at_it(run_dir, data, 
     above = runner.invoke(main, [*base, f"{accuracy + 0.001}"])
     assert above.exit_code == 3
     assert "is below --min-accuracy" in above.stderr and "Traceback" not in above.output
+
+
+def _readme_python_block(containing: str) -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    (block,) = [block for block in blocks if containing in block]
+    return block
+
+
+def test_the_readmes_load_pixels_for_apps_gives_the_pixels_transferkit_decodes(tmp_path):
+    """The README's Pillow-only image preparation for exported models is the one predict uses."""
+    from PIL import Image, ImageDraw
+
+    from transferkit.data.decode import decode_image
+
+    namespace: dict = {}
+    exec(_readme_python_block("def load_pixels"), namespace)  # noqa: S102 - the README's own code
+    rng = np.random.default_rng(0)
+    shape = Image.new("RGBA", (90, 70), (0, 0, 0, 0))  # transparent, black underneath
+    ImageDraw.Draw(shape).ellipse((10, 10, 60, 50), fill=(200, 40, 40, 255))
+    photo = Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # shot in portrait: turned upright on decoding
+    images = {
+        "shape.png": shape,
+        "grey_alpha.png": shape.convert("LA"),
+        "palette.png": shape.convert("P"),
+        "grey.png": photo.convert("L"),
+        "photo.png": photo,
+        "cmyk.jpg": photo.convert("CMYK"),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    photo.save(tmp_path / "portrait.jpg", exif=exif)
+    for path in sorted(tmp_path.iterdir()):
+        expected = decode_image(path, 24).astype(np.float32)
+        np.testing.assert_array_equal(namespace["load_pixels"](path, 24), expected, err_msg=path.name)

@@ -458,7 +458,9 @@ def evaluate(run_dir, data, as_json, min_accuracy, tta):
 def export(run_dir, fmt, quantize, out, max_drop, data):
     """Export a run's model (SavedModel, TFLite, ONNX) and check it against model.keras.
 
-    The exported model takes raw 0-255 RGB like model.keras. Labels travel with it: a
+    The exported model takes raw 0-255 RGB like model.keras, prepared as training prepared it:
+    transparency on white, squashed to its input size with bilinear resampling (the README's
+    load_pixels does it with Pillow alone). Labels travel with it: a
     SavedModel has a `labels` signature and assets/labels.txt; TFLite and ONNX files get
     <name>.labels.txt beside them (ONNX also metadata_props "labels"). The parity check's
     figures go to <name>.export.json. Needs: pip install 'transferkit[export]'.
