@@ -147,3 +147,12 @@ def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
     monkeypatch.setattr(examples_debian, constant, tmp_path / "absent")
     with pytest.raises(TransferkitError, match="apt-get install"):
         get_dataset(name).load()
+
+
+@pytest.mark.parametrize("name", ["lfw_faces", "textures"])
+def test_a_missing_scikit_image_names_the_extra_that_installs_it(name, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage raises ImportError
+    with pytest.raises(TransferkitError, match=r"needs scikit-image.*pip install 'transferkit\[examples\]'"):
+        get_dataset(name).load()

@@ -27,6 +27,18 @@ def missing_error(dataset: str, what: str, hint: str) -> TransferkitError:
     )
 
 
+SKIMAGE_HINT = "pip install 'transferkit[examples]'"  # scikit-image, whose wheel bundles the images
+
+
+def skimage_data(dataset: str):
+    """``skimage.data``, or an error that names the extra that installs it."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise missing_error(dataset, "scikit-image", SKIMAGE_HINT) from None
+    return data
+
+
 def require_file(path: Path, dataset: str, what: str, hint: str) -> Path:
     if not path.exists():
         raise missing_error(dataset, what, hint)
@@ -67,9 +79,7 @@ def render_glyphs(font_files: list[list[Path]], size: int = 64, points: int = 40
 
 
 def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
-
-    faces = data.lfw_subset()  # float 0..1; the first 100 are faces, the last 100 are not
+    faces = skimage_data("lfw_faces").lfw_subset()  # float 0..1: 100 faces, then 100 non-faces
     return np.rint(faces * 255), np.repeat([0, 1], 100)
 
 
@@ -81,8 +91,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def textures() -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
-
+    data = skimage_data("textures")
     images, labels = [], []
     for label, photo in enumerate((data.brick(), data.grass(), data.gravel())):  # 512 x 512 each
         tiles = photo.reshape(8, 64, 8, 64).swapaxes(1, 2).reshape(64, 64, 64)  # non-overlapping
@@ -164,7 +173,7 @@ SCIENCE_CAP = 64
 
 def science_tiles() -> tuple[np.ndarray, np.ndarray]:
     spec = importlib.util.find_spec("skimage")  # located, not imported
-    hint = "pip install scikit-image"
+    hint = SKIMAGE_HINT
     if spec is None or not spec.submodule_search_locations:
         raise missing_error("science_tiles", "scikit-image", hint)
     folder = Path(spec.submodule_search_locations[0]) / "data"
