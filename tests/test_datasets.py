@@ -62,8 +62,14 @@ def test_export_is_idempotent_and_replaces_only_its_own_exports(tmp_path):
     assert json.loads((folder / datasets.MARKER).read_text())["counts"] == {"face": 4, "non_face": 4}
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(TransferkitError, match="not an export"):
+    with pytest.raises(TransferkitError, match="not an untouched export"):
         export_dataset("lfw_faces", tmp_path / "mine")
+    with pytest.raises(TransferkitError, match="another data set"):  # an export of another one stays
+        export_dataset("digits", folder, per_class=2)
+    (folder / "face" / "my_extra.png").write_bytes((folder / "face" / "0000.png").read_bytes())
+    with pytest.raises(TransferkitError, match="files added to it"):  # so do files a user added
+        export_dataset("lfw_faces", folder, per_class=3, seed=1)
+    assert len(list((folder / "face").iterdir())) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lfw", "mine"]  # no temporary folders left
 
 

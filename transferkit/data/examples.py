@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ def export_dataset(
 
     Args:
         name: one of :func:`list_datasets` (``lfw_faces``, ``animal_mnist``, ``digits``, ...).
-        out_dir: the folder to create (it must not exist, be empty, or be an earlier export).
+        out_dir: the folder to create (it must not exist, be empty, or be an untouched earlier
+            export of the same data set, which is replaced).
         per_class: keep this many images per class (a seeded random choice); ``None`` keeps all.
         seed: seed of that choice.
 
@@ -192,10 +194,11 @@ def export_dataset(
     wanted = {"dataset": name, "per_class": per_class, "seed": seed if per_class else None}
     if _export_matches(out_dir, wanted):
         return out_dir
-    if out_dir.exists() and (not out_dir.is_dir() or _has_foreign_content(out_dir)):
+    if out_dir.exists() and (not out_dir.is_dir() or _has_foreign_content(out_dir, name)):
         raise TransferkitError(
-            f"Export folder {out_dir} exists and is not an export of {name!r} made by transferkit; "
-            "expected a new or empty folder. Choose another path or empty it."
+            f"Export folder {out_dir} exists and is not an untouched export of {name!r} made by "
+            "transferkit (another data set, or files added to it); expected a new or empty folder. "
+            "Choose another path or empty it."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out_dir)
@@ -233,9 +236,25 @@ def _export_matches(out_dir: Path, wanted: dict) -> bool:
     return all(found.get(key) == value for key, value in wanted.items())
 
 
-def _has_foreign_content(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds anything other than an earlier transferkit export."""
-    return any(out_dir.iterdir()) and not (out_dir / MARKER).is_file()
+def _has_foreign_content(out_dir: Path, name: str) -> bool:
+    """True when ``out_dir`` holds anything but an earlier export of ``name`` as it was written
+    (the marker and ``<class>/<i>.png`` files): replacing it must not delete a user's files."""
+    if not any(out_dir.iterdir()):
+        return False
+    try:
+        found = json.loads((out_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return True
+    if found.get("dataset") != name:
+        return True
+    classes = set(found.get("counts", {}))
+    for path in out_dir.rglob("*"):
+        relative = path.relative_to(out_dir).parts
+        if relative == (MARKER,) or (len(relative) == 1 and relative[0] in classes and path.is_dir()):
+            continue
+        if not (len(relative) == 2 and relative[0] in classes and re.fullmatch(r"\d+\.png", relative[1])):
+            return True
+    return False
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
