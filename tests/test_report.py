@@ -12,9 +12,11 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from matplotlib import colormaps
 from matplotlib import image as mpimg
 
+from transferkit.cli import main
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import (
     image_grid_figure,
@@ -25,6 +27,7 @@ from transferkit.reporting.figures import (
 )
 from transferkit.reporting.html import SECTIONS, write_html_report
 from transferkit.reporting.metrics import compute_metrics
+from transferkit.testing import make_image_folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"
@@ -237,6 +240,13 @@ def test_html_report_tolerates_missing_and_broken_optional_files(run_dir):
 def test_html_report_needs_an_existing_folder(tmp_path):
     with pytest.raises(TransferkitError, match="does not exist"):
         write_html_report(tmp_path / "nope")
+
+
+def test_report_refuses_a_folder_that_holds_no_run_and_writes_nothing_there(tmp_path):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=2, size=8)
+    result = CliRunner().invoke(main, ["report", str(data)])
+    assert result.exit_code == 2 and "holds no transferkit run" in result.output, result.output
+    assert not (data / "report.html").exists()
 
 
 def test_html_report_reads_as_a_document(run_dir):

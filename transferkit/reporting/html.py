@@ -122,10 +122,18 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
     return path
 
 
+RUN_MARKS = ("run.json", "selection.json", "metrics.json")  # fit (from its start) or analyze wrote it
+
+
 def _check_folder(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise TransferkitError(
             f"Run folder {str(run_dir)!r} does not exist. Pass a folder `transferkit fit` wrote."
+        )
+    if not any((run_dir / name).is_file() for name in RUN_MARKS):
+        raise TransferkitError(
+            f"{str(run_dir)!r} holds no transferkit run (none of {', '.join(RUN_MARKS)}). Pass a "
+            "folder `transferkit fit` or `transferkit analyze` wrote, e.g. runs/<run>."
         )
     return run_dir
 
