@@ -218,31 +218,76 @@ def validate(recipe: Recipe) -> Recipe:
         problems += _phase_problems(f"phases[{i}]", phase)
         if phase.top_blocks < 1:
             problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
+    if not 0 <= recipe.seed < 2**32:  # what NumPy's and Keras' global seeds take
+        problems.append(f"seed must be in [0, 2**32) (got {recipe.seed}); e.g. 1337")
     if not 0 <= recipe.head.dropout < 1:
         problems.append(f"head.dropout must be in [0, 1) (got {recipe.head.dropout})")
-    if not 0 < recipe.data.validation_split < 1:
-        problems.append(f"data.validation_split must be in (0, 1) (got {recipe.data.validation_split})")
-    if not 0 <= recipe.data.test_split < 1 - recipe.data.validation_split:
+    if not 0 <= recipe.head.label_smoothing < 1:
         problems.append(
-            f"data.test_split must be in [0, 1 - validation_split) (got {recipe.data.test_split})"
+            f"head.label_smoothing must be in [0, 1) (got {recipe.head.label_smoothing}); e.g. 0.1"
         )
-    for key in ("mixup_alpha", "cutmix_alpha"):  # Keras' MixUp and CutMix take alphas in [0, 1]
-        alpha = getattr(recipe.augment, key)
-        if not 0 <= alpha <= 1:
-            problems.append(f"augment.{key} must be in [0, 1], 0 = off (got {alpha}); e.g. 0.2")
-    if recipe.data.batch_size < 1:
-        problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
-    if not is_memory_size(recipe.data.cache_memory):
+    problems += _augment_problems(recipe.augment)
+    problems += _data_problems(recipe.data)
+    if recipe.backbone.image_size < 0 or 0 < recipe.backbone.image_size < 8:
         problems.append(
-            f'data.cache_memory must be "auto" or a size like "2GB" (got {recipe.data.cache_memory!r})'
+            f"backbone.image_size must be 0 (the backbone's default) or >= 8 pixels "
+            f"(got {recipe.backbone.image_size}); e.g. 224"
         )
-    if recipe.backbone.image_size < 0:
-        problems.append(f"backbone.image_size must be >= 0 (got {recipe.backbone.image_size})")
     if recipe.strategy == "truncate" and recipe.backbone.cut == "none":
         problems.append('strategy "truncate" needs backbone.cut = "auto" or a cut-point layer name')
+    elif recipe.strategy != "truncate" and recipe.backbone.cut != "none":
+        problems.append(
+            f'backbone.cut applies only to strategy "truncate" (got cut = {recipe.backbone.cut!r} with '
+            f'strategy {recipe.strategy!r}); remove it or set cut = "none"'
+        )
     if problems:
         raise TransferkitError(f"Invalid recipe {recipe.name!r}: " + "; ".join(problems) + ".")
     return recipe
+
+
+def _augment_problems(augment: AugmentConfig) -> list[str]:
+    """The ``[augment]`` values out of range (see :class:`transferkit.training.augment.RandomAffine`)."""
+    problems = []
+    if not 0 <= augment.rotation_degrees <= 180:  # drawn from [-x, x] degrees: 180 is every angle
+        problems.append(
+            f"augment.rotation_degrees must be in [0, 180], 0 = off (got {augment.rotation_degrees}); e.g. 15"
+        )
+    if not 0 <= augment.zoom < 1:  # the scale is drawn from [1 - zoom, 1 + zoom]: it must stay above 0
+        problems.append(f"augment.zoom must be in [0, 1), 0 = off (got {augment.zoom}); e.g. 0.1")
+    if not 0 <= augment.translation < 1:  # a fraction of the image size
+        problems.append(
+            f"augment.translation must be in [0, 1), 0 = off (got {augment.translation}); e.g. 0.1"
+        )
+    if not 0 <= augment.contrast <= 1:  # the factor is drawn from [1 - contrast, 1 + contrast]
+        problems.append(f"augment.contrast must be in [0, 1], 0 = off (got {augment.contrast}); e.g. 0.1")
+    if augment.cached_passes < 0:
+        problems.append(
+            f"augment.cached_passes must be >= 0, 0 = no augmentation (got {augment.cached_passes}); e.g. 4"
+        )
+    for key in ("mixup_alpha", "cutmix_alpha"):  # Keras' MixUp and CutMix take alphas in [0, 1]
+        alpha = getattr(augment, key)
+        if not 0 <= alpha <= 1:
+            problems.append(f"augment.{key} must be in [0, 1], 0 = off (got {alpha}); e.g. 0.2")
+    return problems
+
+
+def _data_problems(data: DataConfig) -> list[str]:
+    """The ``[data]`` values out of range."""
+    problems = []
+    if not 0 < data.validation_split < 1:
+        problems.append(f"data.validation_split must be in (0, 1) (got {data.validation_split})")
+    if not 0 <= data.test_split < 1:
+        problems.append(f"data.test_split must be in [0, 1), 0 = none (got {data.test_split})")
+    elif 0 < data.validation_split < 1 and not data.validation_split + data.test_split < 1:
+        problems.append(
+            "data.validation_split + data.test_split must be under 1, to leave images to train on "
+            f"(got {data.validation_split} + {data.test_split}); e.g. 0.2 + 0.15"
+        )
+    if data.batch_size < 1:
+        problems.append(f"data.batch_size must be >= 1 (got {data.batch_size})")
+    if not is_memory_size(data.cache_memory):
+        problems.append(f'data.cache_memory must be "auto" or a size like "2GB" (got {data.cache_memory!r})')
+    return problems
 
 
 def _phase_problems(where: str, phase: Phase) -> list[str]:
@@ -259,6 +304,8 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f"{where}.weight_decay must be in [0, 1) (got {phase.weight_decay})")
     if not 0 < phase.lr_decay_per_block <= 1:
         problems.append(f"{where}.lr_decay_per_block must be in (0, 1] (got {phase.lr_decay_per_block})")
+    if phase.patience < 0:
+        problems.append(f"{where}.patience must be >= 0, 0 = off (got {phase.patience}); e.g. 10")
     if phase.warmup_epochs < 0:  # longer than the phase: the warm-up takes all but its last step
         problems.append(f"{where}.warmup_epochs must be >= 0 (got {phase.warmup_epochs})")
     if not 0 <= phase.low_res_fraction < 1:
