@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import transferkit
-from transferkit import api
+from transferkit import api, recipes
 from transferkit.cli import main
 from transferkit.reporting.diagnostics import load_predictions
 from transferkit.testing import make_image_folder, stopped
@@ -341,6 +342,15 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_r
     resumed = transferkit.resume(run_dir, data=str(moved), verbose=0)
     assert resumed.metrics.num_samples == 6
     assert json.loads((run_dir / "run.json").read_text())["data"] == str(moved)
+
+
+def test_an_override_a_recipe_file_cannot_take_names_the_file(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text(recipes.dumps(recipes.load_builtin("small_similar")), encoding="utf-8")
+    with pytest.raises(
+        transferkit.TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
+    ):
+        api.resolve_recipe(path, "auto", None, test_split=0.9)
 
 
 def test_a_fit_that_fails_before_it_measured_anything_leaves_no_run_folder(folder, tmp_path):

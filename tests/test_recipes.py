@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -142,3 +143,23 @@ def test_load_missing_file_names_builtins(tmp_path):
     with pytest.raises(TransferkitError, match="small_similar"):
         recipes.load(tmp_path / "nope.toml")
     assert recipes.load("small_similar") == recipes.load_builtin("small_similar")
+
+
+def test_a_recipe_files_errors_name_the_file_not_the_name_it_was_copied_with(tmp_path):
+    text = recipes.dumps(recipes.load_builtin("small_similar"))
+    path = tmp_path / "my.toml"
+    path.write_text(text.replace("dropout = 0.2", "dropout = 1.5"), encoding="utf-8")
+    with pytest.raises(TransferkitError) as error:
+        recipes.load(path)
+    assert str(error.value) == f"Invalid recipe {path}: head.dropout must be in [0, 1) (got 1.5)."
+    path.write_text(text.replace('class_weight = "none"', 'class_weight = "balance"'), encoding="utf-8")
+    with pytest.raises(TransferkitError) as error:
+        recipes.load(path)
+    assert str(error.value).startswith(f"Invalid recipe {path}: data.class_weight: Unknown value 'balance'.")
+    # Overrides on top of a file name the file too; a recipe without a file is named by its name.
+    with pytest.raises(
+        TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
+    ):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), source=str(path), test_split=0.9)
+    with pytest.raises(TransferkitError, match="^Invalid recipe 'small_similar': data.validation_split"):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), test_split=0.9)

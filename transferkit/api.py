@@ -66,8 +66,9 @@ def resolve_recipe(
     if size not in SIZE_CHOICES:
         raise choices_error("size", size, SIZE_CHOICES)
     if recipe is not None:
-        chosen = recipe if isinstance(recipe, Recipe) else recipe_io.load(recipe)
-        return recipe_io.with_overrides(chosen, **overrides), False
+        if isinstance(recipe, Recipe):
+            return recipe_io.with_overrides(recipe, **overrides), False
+        return recipe_io.with_overrides(recipe_io.load(recipe), source=str(recipe), **overrides), False
     measure = size == "auto" or similar is None
     name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
     return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure

@@ -163,22 +163,35 @@ _CHOICES = {
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a TOML table, checking keys, types and choices."""
+    """Construct dataclass ``cls`` from a TOML table, checking keys, types and choices.
+
+    ``where``: the table's key path in the recipe (``"data"``, ``"phases[0]"``; ``""`` at the top).
+    """
     if not isinstance(data, dict):
-        raise TransferkitError(f"{where}: expected a table, got {type(data).__name__}.")
+        raise TransferkitError(f"{_at(where)}expected a table, got {type(data).__name__}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise TransferkitError(f"{where}: unknown key {unknown[0]!r}. Valid keys: {', '.join(fields)}.")
+        raise TransferkitError(f"{_at(where)}unknown key {unknown[0]!r}. Valid keys: {', '.join(fields)}.")
     missing = [n for n, f in fields.items() if n not in data and _no_default(f)]
     if missing:
-        raise TransferkitError(f"{where}: missing required key {missing[0]!r}.")
-    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+        raise TransferkitError(f"{_at(where)}missing required key {missing[0]!r}.")
+    values = {name: _convert(hints[name], value, _key(where, name)) for name, value in data.items()}
     for (owner, name), valid in _CHOICES.items():
         if owner == cls.__name__ and name in values and values[name] not in valid:
-            raise TransferkitError(f"{where}.{name}: {choices_error('value', values[name], valid)}")
+            raise TransferkitError(f"{_at(_key(where, name))}{choices_error('value', values[name], valid)}")
     return cls(**values)
+
+
+def _key(where: str, name: str) -> str:
+    """The key path of ``name`` in the table at ``where``."""
+    return f"{where}.{name}" if where else name
+
+
+def _at(where: str) -> str:
+    """An error's lead naming the key path ``where`` (nothing at the top of the recipe)."""
+    return f"{where}: " if where else ""
 
 
 def _no_default(f: dataclasses.Field) -> bool:
@@ -190,7 +203,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return _build(hint, value, where)
     if typing.get_origin(hint) is tuple:  # tuple[Phase, ...]
         if not isinstance(value, list):
-            raise TransferkitError(f"{where}: expected a list of tables ([[{where.split('.')[-1]}]]).")
+            raise TransferkitError(f"{_at(where)}expected a list of tables ([[{where.split('.')[-1]}]]).")
         item = typing.get_args(hint)[0]
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(hint, types.UnionType):  # e.g. float | str: the first member the value fits
@@ -203,12 +216,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         value = float(value)
     expected = hint if isinstance(hint, type) else type(None)
     if isinstance(hint, types.UnionType) or type(value) is not expected:
-        raise TransferkitError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}.")
+        raise TransferkitError(f"{_at(where)}expected {getattr(hint, '__name__', hint)}, got {value!r}.")
     return value
 
 
-def validate(recipe: Recipe) -> Recipe:
-    """Check the value ranges a TOML type check cannot; returns the recipe unchanged."""
+def validate(recipe: Recipe, source: str | None = None) -> Recipe:
+    """Check the value ranges a TOML type check cannot; returns the recipe unchanged.
+
+    ``source``: the file the recipe came from, named in the error (None: the recipe's ``name``,
+    which a copied file keeps, so a file's own errors name the file).
+    """
     problems = []
     if not recipe.phases:
         problems.append("needs at least one [[phases]] entry")
@@ -241,7 +258,7 @@ def validate(recipe: Recipe) -> Recipe:
             f'strategy {recipe.strategy!r}); remove it or set cut = "none"'
         )
     if problems:
-        raise TransferkitError(f"Invalid recipe {recipe.name!r}: " + "; ".join(problems) + ".")
+        raise TransferkitError(_invalid(recipe.name, source) + "; ".join(problems) + ".")
     return recipe
 
 
@@ -335,13 +352,23 @@ def low_res_size(phase: Phase, image_size: int) -> int:
     return min(image_size, max(phase.low_res_min_side, round(image_size * phase.low_res_scale)))
 
 
-def loads(text: str, source: str = "<string>") -> Recipe:
-    """Parse and validate a recipe from TOML text."""
+def _invalid(name: object, source: str | None) -> str:
+    """The lead of a recipe's error: its file where it came from one, else its name."""
+    return f"Invalid recipe {source}: " if source is not None else f"Invalid recipe {name!r}: "
+
+
+def loads(text: str, source: str | None = None) -> Recipe:
+    """Parse and validate a recipe from TOML text; ``source``: its file, named in errors."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise TransferkitError(f"{source} is not valid TOML: {error}.") from None
-    return validate(_build(Recipe, data, source))
+        raise TransferkitError(f"{source or 'The recipe'} is not valid TOML: {error}.") from None
+    try:
+        recipe = _build(Recipe, data, "")
+    except TransferkitError as error:
+        name = data.get("name", "<unnamed>")
+        raise TransferkitError(f"{_invalid(name, source)}{error}") from None
+    return validate(recipe, source)
 
 
 def load(path: str | Path) -> Recipe:
@@ -381,11 +408,12 @@ def dumps(recipe: Recipe) -> str:
     return text
 
 
-def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
+def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: Any) -> Recipe:
     """Apply the CLI's explicit overrides on top of a recipe; ``None`` values are ignored.
 
     Args:
         recipe: the recipe to change.
+        source: the file ``recipe`` was loaded from, named in errors (see :func:`validate`).
         **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
             ``batch_size``, ``validation_split``, ``test_split``, ``cache_memory`` (data table),
             ``seed``, and ``epochs``, which sets every phase's epoch count.
@@ -412,4 +440,4 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
         changes["seed"] = overrides.pop("seed")
     if overrides:
         raise TransferkitError(f"Unknown override {sorted(overrides)[0]!r}.")
-    return validate(dataclasses.replace(recipe, **changes))
+    return validate(dataclasses.replace(recipe, **changes), source)
