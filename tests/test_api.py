@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import transferkit
-from transferkit import api
+from transferkit import api, recipes
 from transferkit.cli import main
 from transferkit.reporting.diagnostics import load_predictions
 from transferkit.testing import make_image_folder, stopped
@@ -341,6 +342,66 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_r
     resumed = transferkit.resume(run_dir, data=str(moved), verbose=0)
     assert resumed.metrics.num_samples == 6
     assert json.loads((run_dir / "run.json").read_text())["data"] == str(moved)
+
+
+def test_an_override_a_recipe_file_cannot_take_names_the_file(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text(recipes.dumps(recipes.load_builtin("small_similar")), encoding="utf-8")
+    with pytest.raises(
+        transferkit.TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
+    ):
+        api.resolve_recipe(path, "auto", None, test_split=0.9)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"epochs": 2.5}, "fit: epochs must be None or an int >= 1 (got 2.5); e.g. epochs=10."),
+        ({"epochs": True}, "fit: epochs must be None or an int >= 1 (got True)"),
+        ({"epochs": 0}, "fit: epochs must be None or an int >= 1 (got 0)"),
+        ({"similar": "no"}, "fit: similar must be True, False or None (measured) (got 'no')"),
+        ({"image_size": "64"}, "fit: image_size must be None or an int >= 8 (pixels) (got '64')"),
+        ({"image_size": False}, "fit: image_size must be None or an int >= 8"),
+        ({"image_size": 4}, "fit: image_size must be None or an int >= 8"),
+        ({"batch_size": 8.0}, "fit: batch_size must be None or an int >= 1 (got 8.0)"),
+        ({"seed": 1.5}, "fit: seed must be None or an int in [0, 2**32) (got 1.5)"),
+        ({"seed": -1}, "fit: seed must be None or an int in [0, 2**32) (got -1)"),
+        ({"test_split": "0.1"}, "fit: test_split must be None or a number in [0, 1), 0 = none (got '0.1')"),
+        ({"test_split": 1.0}, "fit: test_split must be None or a number in [0, 1)"),
+        ({"cache_memory": 2**30}, "fit: cache_memory must be None, 'auto' or a size (str)"),
+        ({"backbone": 3}, "fit: backbone must be None or a backbone's name (str) (got 3)"),
+        ({"recipe": 1}, "fit: recipe must be None, a recipe file"),
+        ({"out": None}, "fit: out must be a folder (str or os.PathLike) (got None)"),
+        ({"name": 7}, "fit: name must be None or a folder name (str) (got 7)"),
+        ({"dry_run": "yes"}, "fit: dry_run must be True or False (got 'yes')"),
+    ],
+)
+def test_fit_refuses_arguments_of_the_wrong_type_up_front_in_one_line(folder, tmp_path, arguments, message):
+    with pytest.raises(transferkit.TransferkitError, match=re.escape(message)) as error:
+        transferkit.fit(
+            str(folder), **{"backbone": "tiny", "weights": "random", "out": tmp_path, **arguments}
+        )
+    assert "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())  # no run folder, half or whole
+
+
+def test_fit_refuses_data_that_is_not_a_path(tmp_path):
+    with pytest.raises(transferkit.TransferkitError, match=re.escape("fit: data must be a folder (str or")):
+        transferkit.fit([str(tmp_path)], backbone="tiny", weights="random", dry_run=True)
+
+
+def test_fit_takes_a_path_object_and_a_test_split_of_int_0(folder):
+    run = transferkit.fit(
+        folder,
+        size="small",
+        similar=True,
+        backbone="tiny",
+        weights="random",
+        test_split=0,
+        dry_run=True,
+        verbose=0,
+    )
+    assert run.recipe.data.test_split == 0.0 and isinstance(run.recipe.data.test_split, float)
 
 
 def test_a_fit_that_fails_before_it_measured_anything_leaves_no_run_folder(folder, tmp_path):

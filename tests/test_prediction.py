@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import re
 import shutil
 
 import keras
@@ -210,3 +211,17 @@ def test_predict_decodes_a_folder_in_chunks_with_the_same_results(run_dir, folde
         assert a["label"] == b["label"]
         np.testing.assert_allclose([p for _, p in a["top"]], [p for _, p in b["top"]], atol=1e-6)
     assert sheet.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"top_k": 0}, "predict: top_k must be an int >= 1 (got 0); e.g. top_k=3."),
+        ({"top_k": 2.0}, "predict: top_k must be an int >= 1 (got 2.0)"),
+        ({"top_k": True}, "predict: top_k must be an int >= 1 (got True)"),
+        ({"batch_size": 0}, "predict: batch_size must be an int >= 1 (got 0); e.g. batch_size=32."),
+    ],
+)
+def test_predict_refuses_a_top_k_or_batch_size_the_cli_would(tmp_path, arguments, message):
+    with pytest.raises(transferkit.TransferkitError, match=re.escape(message)):
+        transferkit.predict(tmp_path, [str(tmp_path)], **arguments)

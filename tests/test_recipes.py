@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -49,6 +50,27 @@ def test_unknown_key_lists_valid_keys():
         ),
         ("cutmix_alpha = 0.0", "cutmix_alpha = -0.1", r"augment.cutmix_alpha must be in \[0, 1\]"),
         ("mixup_alpha = 0.0", 'mixup_alpha = "on"', "expected float"),
+        (
+            "label_smoothing = 0.0",
+            "label_smoothing = 2.0",
+            r"head.label_smoothing must be in \[0, 1\) \(got 2.0\)",
+        ),
+        ("patience = 20", "patience = -3", r"phases\[0\].patience must be >= 0, 0 = off \(got -3\)"),
+        ("rotation_degrees = 15.0", "rotation_degrees = -400.0", r"rotation_degrees must be in \[0, 180\]"),
+        ("rotation_degrees = 15.0", "rotation_degrees = 181.0", r"rotation_degrees must be in \[0, 180\]"),
+        ("zoom = 0.1", "zoom = 5.0", r"augment.zoom must be in \[0, 1\), 0 = off \(got 5.0\)"),
+        ("zoom = 0.1", "zoom = 1.0", r"augment.zoom must be in \[0, 1\)"),
+        ("translation = 0.1", "translation = -0.1", r"augment.translation must be in \[0, 1\)"),
+        ("contrast = 0.1", "contrast = 1.5", r"augment.contrast must be in \[0, 1\]"),
+        ("cached_passes = 4", "cached_passes = -1", r"augment.cached_passes must be >= 0"),
+        ("seed = 1337", "seed = -1", r"seed must be in \[0, 2\*\*32\) \(got -1\)"),
+        ("image_size = 0", "image_size = 4", "backbone.image_size must be 0 .* or >= 8 pixels"),
+        (
+            "test_split = 0.15",
+            "test_split = 1.0",
+            r"data.test_split must be in \[0, 1\), 0 = none \(got 1.0\)",
+        ),
+        ('cut = "none"', 'cut = "block_5_add"', 'backbone.cut applies only to strategy "truncate"'),
     ],
 )
 def test_bad_values_are_one_line_errors(old, new, message):
@@ -89,6 +111,26 @@ def test_overrides_apply_on_top():
     assert recipes.with_overrides(recipe, epochs=None) == recipe
 
 
+def test_a_validation_and_test_split_that_leave_nothing_to_train_on_name_both_keys():
+    text = recipes.dumps(recipes.load_builtin("small_similar")).replace(
+        "validation_split = 0.2", "validation_split = 0.95"
+    )
+    with pytest.raises(TransferkitError) as error:
+        recipes.loads(text)
+    assert "data.validation_split + data.test_split must be under 1" in str(error.value)
+    assert "(got 0.95 + 0.15)" in str(error.value)
+
+
+@pytest.mark.parametrize("name", recipes.builtin_names())
+def test_a_cut_stays_allowed_where_the_selector_sets_it(name):
+    recipe = recipes.load_builtin(name)
+    if recipe.strategy == "truncate":  # the selector's cut point, the averaged partner's cut
+        assert recipes.with_overrides(recipe, cut="block_5_add").backbone.cut == "block_5_add"
+    else:
+        with pytest.raises(TransferkitError, match="applies only to strategy"):
+            recipes.with_overrides(recipe, cut="block_5_add")
+
+
 def test_truncate_needs_a_cut():
     recipe = recipes.load_builtin("small_dissimilar")
     with pytest.raises(TransferkitError, match="needs backbone.cut"):
@@ -101,3 +143,23 @@ def test_load_missing_file_names_builtins(tmp_path):
     with pytest.raises(TransferkitError, match="small_similar"):
         recipes.load(tmp_path / "nope.toml")
     assert recipes.load("small_similar") == recipes.load_builtin("small_similar")
+
+
+def test_a_recipe_files_errors_name_the_file_not_the_name_it_was_copied_with(tmp_path):
+    text = recipes.dumps(recipes.load_builtin("small_similar"))
+    path = tmp_path / "my.toml"
+    path.write_text(text.replace("dropout = 0.2", "dropout = 1.5"), encoding="utf-8")
+    with pytest.raises(TransferkitError) as error:
+        recipes.load(path)
+    assert str(error.value) == f"Invalid recipe {path}: head.dropout must be in [0, 1) (got 1.5)."
+    path.write_text(text.replace('class_weight = "none"', 'class_weight = "balance"'), encoding="utf-8")
+    with pytest.raises(TransferkitError) as error:
+        recipes.load(path)
+    assert str(error.value).startswith(f"Invalid recipe {path}: data.class_weight: Unknown value 'balance'.")
+    # Overrides on top of a file name the file too; a recipe without a file is named by its name.
+    with pytest.raises(
+        TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
+    ):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), source=str(path), test_split=0.9)
+    with pytest.raises(TransferkitError, match="^Invalid recipe 'small_similar': data.validation_split"):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), test_split=0.9)

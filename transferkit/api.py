@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
+import os
 import shutil
 import tempfile
 import time
@@ -66,11 +68,79 @@ def resolve_recipe(
     if size not in SIZE_CHOICES:
         raise choices_error("size", size, SIZE_CHOICES)
     if recipe is not None:
-        chosen = recipe if isinstance(recipe, Recipe) else recipe_io.load(recipe)
-        return recipe_io.with_overrides(chosen, **overrides), False
+        if isinstance(recipe, Recipe):
+            return recipe_io.with_overrides(recipe, **overrides), False
+        return recipe_io.with_overrides(recipe_io.load(recipe), source=str(recipe), **overrides), False
     measure = size == "auto" or similar is None
     name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
     return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _int_at_least(low: int):
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str | os.PathLike)
+
+
+def _is_fraction(value) -> bool:  # a number in [0, 1), not a bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
+
+
+# The arguments fit and lr_find share with the CLI's flags, which click types and ranges check:
+# key -> (the check, what it must be, an example).
+_ARGUMENTS = {
+    "data": (_is_path, "a folder (str or os.PathLike) or 'tfds:NAME[:split]'", "data='./pets'"),
+    "similar": (_optional(lambda v: isinstance(v, bool)), "True, False or None (measured)", "similar=True"),
+    "recipe": (
+        _optional(lambda v: _is_path(v) or isinstance(v, Recipe)),
+        "None, a recipe file, a built-in recipe's name or a Recipe",
+        "recipe='small_similar'",
+    ),
+    "backbone": (
+        _optional(lambda v: isinstance(v, str)),
+        "None or a backbone's name (str)",
+        "backbone='tiny'",
+    ),
+    "weights": (
+        _optional(lambda v: isinstance(v, str)),
+        "None, 'imagenet', 'random' or a weights file's path (str)",
+        "weights='imagenet'",
+    ),
+    "epochs": (_optional(_int_at_least(1)), "None or an int >= 1", "epochs=10"),
+    "image_size": (_optional(_int_at_least(8)), "None or an int >= 8 (pixels)", "image_size=224"),
+    "batch_size": (_optional(_int_at_least(1)), "None or an int >= 1", "batch_size=32"),
+    "cache_memory": (
+        _optional(lambda v: isinstance(v, str)),
+        "None, 'auto' or a size (str)",
+        "cache_memory='2GB'",
+    ),
+    "seed": (
+        _optional(lambda v: _int_at_least(0)(v) and v < 2**32),
+        "None or an int in [0, 2**32)",
+        "seed=1337",
+    ),
+    "test_split": (_optional(_is_fraction), "None or a number in [0, 1), 0 = none", "test_split=0.15"),
+    "out": (_is_path, "a folder (str or os.PathLike)", "out='runs'"),
+    "name": (_optional(lambda v: isinstance(v, str)), "None or a folder name (str)", "name='pets-v2'"),
+    "strict": (lambda v: isinstance(v, bool), "True or False", "strict=True"),
+    "dry_run": (lambda v: isinstance(v, bool), "True or False", "dry_run=True"),
+}
+
+
+def _check_arguments(function: str, **arguments) -> None:
+    """Refuse an argument of the wrong type or out of range with a one-line error, before anything
+    is read or written (a float ``epochs`` passed the recipe's range checks and the dry run, then
+    failed inside Keras mid-fit, leaving a run folder behind)."""
+    for key, value in arguments.items():
+        check, wanted, example = _ARGUMENTS[key]
+        if not check(value):
+            raise TransferkitError(f"{function}: {key} must be {wanted} (got {value!r}); e.g. {example}.")
 
 
 @tensorflow_warnings_muted
@@ -136,6 +206,25 @@ def fit(
     Returns:
         A :class:`FitResult`; on a non-chief worker it has no metrics and no run folder.
     """
+    _check_arguments(
+        "fit",
+        data=data,
+        similar=similar,
+        recipe=recipe,
+        backbone=backbone,
+        weights=weights,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        cache_memory=cache_memory,
+        seed=seed,
+        test_split=test_split,
+        out=out,
+        name=name,
+        strict=strict,
+        dry_run=dry_run,
+    )
+    test_split = None if test_split is None else float(test_split)  # 0 as the recipe's 0.0
     started = time.perf_counter()
     stopwatch = Stopwatch()  # the run's stage timings: timings.json, and one line at the end
     if selection not in SELECTION_MODES:
@@ -412,6 +501,18 @@ def lr_find(
         A :class:`transferkit.training.lr_find.LRFindResult`; ``.suggestion`` is the suggested rate.
     """
 
+    _check_arguments(
+        "lr_find",
+        data=data,
+        recipe=recipe,
+        similar=similar,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        out=out,
+    )
     overrides = dict(backbone=backbone, weights=weights, image_size=image_size, batch_size=batch_size)
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     out = Path(out)

@@ -153,6 +153,11 @@ def predict(
     from transferkit.data.loading import load_images  # TensorFlow loads here, not at import
     from transferkit.reporting import runfolder
 
+    for key, value, example in (("top_k", top_k, DEFAULT_TOP_K), ("batch_size", batch_size, 32)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # as the CLI's flags
+            raise TransferkitError(
+                f"predict: {key} must be an int >= 1 (got {value!r}); e.g. {key}={example}."
+            )
     run = runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     model = tta_model(run.model) if tta else run.model

@@ -163,22 +163,35 @@ _CHOICES = {
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a TOML table, checking keys, types and choices."""
+    """Construct dataclass ``cls`` from a TOML table, checking keys, types and choices.
+
+    ``where``: the table's key path in the recipe (``"data"``, ``"phases[0]"``; ``""`` at the top).
+    """
     if not isinstance(data, dict):
-        raise TransferkitError(f"{where}: expected a table, got {type(data).__name__}.")
+        raise TransferkitError(f"{_at(where)}expected a table, got {type(data).__name__}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise TransferkitError(f"{where}: unknown key {unknown[0]!r}. Valid keys: {', '.join(fields)}.")
+        raise TransferkitError(f"{_at(where)}unknown key {unknown[0]!r}. Valid keys: {', '.join(fields)}.")
     missing = [n for n, f in fields.items() if n not in data and _no_default(f)]
     if missing:
-        raise TransferkitError(f"{where}: missing required key {missing[0]!r}.")
-    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+        raise TransferkitError(f"{_at(where)}missing required key {missing[0]!r}.")
+    values = {name: _convert(hints[name], value, _key(where, name)) for name, value in data.items()}
     for (owner, name), valid in _CHOICES.items():
         if owner == cls.__name__ and name in values and values[name] not in valid:
-            raise TransferkitError(f"{where}.{name}: {choices_error('value', values[name], valid)}")
+            raise TransferkitError(f"{_at(_key(where, name))}{choices_error('value', values[name], valid)}")
     return cls(**values)
+
+
+def _key(where: str, name: str) -> str:
+    """The key path of ``name`` in the table at ``where``."""
+    return f"{where}.{name}" if where else name
+
+
+def _at(where: str) -> str:
+    """An error's lead naming the key path ``where`` (nothing at the top of the recipe)."""
+    return f"{where}: " if where else ""
 
 
 def _no_default(f: dataclasses.Field) -> bool:
@@ -190,7 +203,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return _build(hint, value, where)
     if typing.get_origin(hint) is tuple:  # tuple[Phase, ...]
         if not isinstance(value, list):
-            raise TransferkitError(f"{where}: expected a list of tables ([[{where.split('.')[-1]}]]).")
+            raise TransferkitError(f"{_at(where)}expected a list of tables ([[{where.split('.')[-1]}]]).")
         item = typing.get_args(hint)[0]
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(hint, types.UnionType):  # e.g. float | str: the first member the value fits
@@ -203,12 +216,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         value = float(value)
     expected = hint if isinstance(hint, type) else type(None)
     if isinstance(hint, types.UnionType) or type(value) is not expected:
-        raise TransferkitError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}.")
+        raise TransferkitError(f"{_at(where)}expected {getattr(hint, '__name__', hint)}, got {value!r}.")
     return value
 
 
-def validate(recipe: Recipe) -> Recipe:
-    """Check the value ranges a TOML type check cannot; returns the recipe unchanged."""
+def validate(recipe: Recipe, source: str | None = None) -> Recipe:
+    """Check the value ranges a TOML type check cannot; returns the recipe unchanged.
+
+    ``source``: the file the recipe came from, named in the error (None: the recipe's ``name``,
+    which a copied file keeps, so a file's own errors name the file).
+    """
     problems = []
     if not recipe.phases:
         problems.append("needs at least one [[phases]] entry")
@@ -218,31 +235,76 @@ def validate(recipe: Recipe) -> Recipe:
         problems += _phase_problems(f"phases[{i}]", phase)
         if phase.top_blocks < 1:
             problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
+    if not 0 <= recipe.seed < 2**32:  # what NumPy's and Keras' global seeds take
+        problems.append(f"seed must be in [0, 2**32) (got {recipe.seed}); e.g. 1337")
     if not 0 <= recipe.head.dropout < 1:
         problems.append(f"head.dropout must be in [0, 1) (got {recipe.head.dropout})")
-    if not 0 < recipe.data.validation_split < 1:
-        problems.append(f"data.validation_split must be in (0, 1) (got {recipe.data.validation_split})")
-    if not 0 <= recipe.data.test_split < 1 - recipe.data.validation_split:
+    if not 0 <= recipe.head.label_smoothing < 1:
         problems.append(
-            f"data.test_split must be in [0, 1 - validation_split) (got {recipe.data.test_split})"
+            f"head.label_smoothing must be in [0, 1) (got {recipe.head.label_smoothing}); e.g. 0.1"
         )
-    for key in ("mixup_alpha", "cutmix_alpha"):  # Keras' MixUp and CutMix take alphas in [0, 1]
-        alpha = getattr(recipe.augment, key)
-        if not 0 <= alpha <= 1:
-            problems.append(f"augment.{key} must be in [0, 1], 0 = off (got {alpha}); e.g. 0.2")
-    if recipe.data.batch_size < 1:
-        problems.append(f"data.batch_size must be >= 1 (got {recipe.data.batch_size})")
-    if not is_memory_size(recipe.data.cache_memory):
+    problems += _augment_problems(recipe.augment)
+    problems += _data_problems(recipe.data)
+    if recipe.backbone.image_size < 0 or 0 < recipe.backbone.image_size < 8:
         problems.append(
-            f'data.cache_memory must be "auto" or a size like "2GB" (got {recipe.data.cache_memory!r})'
+            f"backbone.image_size must be 0 (the backbone's default) or >= 8 pixels "
+            f"(got {recipe.backbone.image_size}); e.g. 224"
         )
-    if recipe.backbone.image_size < 0:
-        problems.append(f"backbone.image_size must be >= 0 (got {recipe.backbone.image_size})")
     if recipe.strategy == "truncate" and recipe.backbone.cut == "none":
         problems.append('strategy "truncate" needs backbone.cut = "auto" or a cut-point layer name')
+    elif recipe.strategy != "truncate" and recipe.backbone.cut != "none":
+        problems.append(
+            f'backbone.cut applies only to strategy "truncate" (got cut = {recipe.backbone.cut!r} with '
+            f'strategy {recipe.strategy!r}); remove it or set cut = "none"'
+        )
     if problems:
-        raise TransferkitError(f"Invalid recipe {recipe.name!r}: " + "; ".join(problems) + ".")
+        raise TransferkitError(_invalid(recipe.name, source) + "; ".join(problems) + ".")
     return recipe
+
+
+def _augment_problems(augment: AugmentConfig) -> list[str]:
+    """The ``[augment]`` values out of range (see :class:`transferkit.training.augment.RandomAffine`)."""
+    problems = []
+    if not 0 <= augment.rotation_degrees <= 180:  # drawn from [-x, x] degrees: 180 is every angle
+        problems.append(
+            f"augment.rotation_degrees must be in [0, 180], 0 = off (got {augment.rotation_degrees}); e.g. 15"
+        )
+    if not 0 <= augment.zoom < 1:  # the scale is drawn from [1 - zoom, 1 + zoom]: it must stay above 0
+        problems.append(f"augment.zoom must be in [0, 1), 0 = off (got {augment.zoom}); e.g. 0.1")
+    if not 0 <= augment.translation < 1:  # a fraction of the image size
+        problems.append(
+            f"augment.translation must be in [0, 1), 0 = off (got {augment.translation}); e.g. 0.1"
+        )
+    if not 0 <= augment.contrast <= 1:  # the factor is drawn from [1 - contrast, 1 + contrast]
+        problems.append(f"augment.contrast must be in [0, 1], 0 = off (got {augment.contrast}); e.g. 0.1")
+    if augment.cached_passes < 0:
+        problems.append(
+            f"augment.cached_passes must be >= 0, 0 = no augmentation (got {augment.cached_passes}); e.g. 4"
+        )
+    for key in ("mixup_alpha", "cutmix_alpha"):  # Keras' MixUp and CutMix take alphas in [0, 1]
+        alpha = getattr(augment, key)
+        if not 0 <= alpha <= 1:
+            problems.append(f"augment.{key} must be in [0, 1], 0 = off (got {alpha}); e.g. 0.2")
+    return problems
+
+
+def _data_problems(data: DataConfig) -> list[str]:
+    """The ``[data]`` values out of range."""
+    problems = []
+    if not 0 < data.validation_split < 1:
+        problems.append(f"data.validation_split must be in (0, 1) (got {data.validation_split})")
+    if not 0 <= data.test_split < 1:
+        problems.append(f"data.test_split must be in [0, 1), 0 = none (got {data.test_split})")
+    elif 0 < data.validation_split < 1 and not data.validation_split + data.test_split < 1:
+        problems.append(
+            "data.validation_split + data.test_split must be under 1, to leave images to train on "
+            f"(got {data.validation_split} + {data.test_split}); e.g. 0.2 + 0.15"
+        )
+    if data.batch_size < 1:
+        problems.append(f"data.batch_size must be >= 1 (got {data.batch_size})")
+    if not is_memory_size(data.cache_memory):
+        problems.append(f'data.cache_memory must be "auto" or a size like "2GB" (got {data.cache_memory!r})')
+    return problems
 
 
 def _phase_problems(where: str, phase: Phase) -> list[str]:
@@ -259,6 +321,8 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f"{where}.weight_decay must be in [0, 1) (got {phase.weight_decay})")
     if not 0 < phase.lr_decay_per_block <= 1:
         problems.append(f"{where}.lr_decay_per_block must be in (0, 1] (got {phase.lr_decay_per_block})")
+    if phase.patience < 0:
+        problems.append(f"{where}.patience must be >= 0, 0 = off (got {phase.patience}); e.g. 10")
     if phase.warmup_epochs < 0:  # longer than the phase: the warm-up takes all but its last step
         problems.append(f"{where}.warmup_epochs must be >= 0 (got {phase.warmup_epochs})")
     if not 0 <= phase.low_res_fraction < 1:
@@ -288,13 +352,23 @@ def low_res_size(phase: Phase, image_size: int) -> int:
     return min(image_size, max(phase.low_res_min_side, round(image_size * phase.low_res_scale)))
 
 
-def loads(text: str, source: str = "<string>") -> Recipe:
-    """Parse and validate a recipe from TOML text."""
+def _invalid(name: object, source: str | None) -> str:
+    """The lead of a recipe's error: its file where it came from one, else its name."""
+    return f"Invalid recipe {source}: " if source is not None else f"Invalid recipe {name!r}: "
+
+
+def loads(text: str, source: str | None = None) -> Recipe:
+    """Parse and validate a recipe from TOML text; ``source``: its file, named in errors."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise TransferkitError(f"{source} is not valid TOML: {error}.") from None
-    return validate(_build(Recipe, data, source))
+        raise TransferkitError(f"{source or 'The recipe'} is not valid TOML: {error}.") from None
+    try:
+        recipe = _build(Recipe, data, "")
+    except TransferkitError as error:
+        name = data.get("name", "<unnamed>")
+        raise TransferkitError(f"{_invalid(name, source)}{error}") from None
+    return validate(recipe, source)
 
 
 def load(path: str | Path) -> Recipe:
@@ -334,11 +408,12 @@ def dumps(recipe: Recipe) -> str:
     return text
 
 
-def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
+def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: Any) -> Recipe:
     """Apply the CLI's explicit overrides on top of a recipe; ``None`` values are ignored.
 
     Args:
         recipe: the recipe to change.
+        source: the file ``recipe`` was loaded from, named in errors (see :func:`validate`).
         **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
             ``batch_size``, ``validation_split``, ``test_split``, ``cache_memory`` (data table),
             ``seed``, and ``epochs``, which sets every phase's epoch count.
@@ -365,4 +440,4 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
         changes["seed"] = overrides.pop("seed")
     if overrides:
         raise TransferkitError(f"Unknown override {sorted(overrides)[0]!r}.")
-    return validate(dataclasses.replace(recipe, **changes))
+    return validate(dataclasses.replace(recipe, **changes), source)
