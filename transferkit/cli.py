@@ -34,6 +34,7 @@ MIN_ACCURACY_HELP = (
 
 
 _HELP_OPTIONS = ("-h", "--help")
+BATCH_SIZE_HELP = "Images per training step (default: the recipe's, 32)."
 _CONTEXT_SETTINGS = {"help_option_names": list(_HELP_OPTIONS), "max_content_width": 100}
 
 
@@ -183,7 +184,7 @@ def main() -> None:
 @click.option(
     "--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's)."
 )
-@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1), help=BATCH_SIZE_HELP)
 @click.option(
     "--cache-memory",
     callback=_memory_size,
@@ -191,7 +192,9 @@ def main() -> None:
     "(a quarter of the RAM, at most half of what is free) or a size, e.g. 512MB, 2GB "
     "(default: the recipe's, auto).",
 )
-@click.option("--seed", type=int, help="Random seed (recorded in the run folder).")
+@click.option(
+    "--seed", type=int, help="Random seed (default: the recipe's, 1337; recorded in the run folder)."
+)
 @click.option(
     "--test-split",
     type=click.FloatRange(0, 1, max_open=True),
@@ -353,7 +356,7 @@ def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) 
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
-@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1), help=BATCH_SIZE_HELP)
 @click.option("--start", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--end", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--steps", default=100, show_default=True, type=click.IntRange(min=2), help="Rates tried.")
@@ -492,7 +495,13 @@ def report(run_dir, open_browser):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--top-k", default=DEFAULT_TOP_K, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--top-k",
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many classes to list per image, most likely first.",
+)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @click.option("--tta", is_flag=True, help=TTA_HELP)
@@ -686,7 +695,7 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
-@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1), help=BATCH_SIZE_HELP)
 @click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the split and every fit.")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the comparison folder.")
 @click.option("--name", help="Folder name (default compare-<data>-<timestamp>).")
