@@ -31,6 +31,11 @@ def evaluate(
         batch_size: images per forward pass.
         tta: with test-time augmentation, as ``predict(..., tta=True)``; compare with a call
             without it to see whether it helps (``transferkit evaluate --tta`` prints both).
+
+    Returns:
+        :class:`~transferkit.reporting.metrics.Metrics`: ``accuracy`` with its 95% Wilson
+        ``accuracy_interval``, ``top5_accuracy``, ``per_class`` precision, recall and F1, and the
+        ``confusion`` matrix.
     """
     run = runfolder.load_run(run_dir)
     if data is None:

@@ -111,7 +111,16 @@ class SavedRun:
 
 
 def load_run(run_dir: str | Path) -> SavedRun:
-    """Load a run folder's model (Keras safe mode) and labels."""
+    """Load a run folder's model (Keras safe mode) and labels.
+
+    Returns:
+        A :class:`SavedRun`: ``model`` (raw 0-255 RGB in, probabilities out; ``model.predict``
+        classifies), ``class_names`` (output index -> name), ``image_size``, ``white_level`` and
+        ``info`` (``run.json``). ``transferkit.predict(run_dir, paths)`` decodes files as training did.
+
+    Raises:
+        TransferkitError: the folder holds no finished run, or its labels do not fit its model.
+    """
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
