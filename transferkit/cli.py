@@ -210,7 +210,9 @@ def main() -> None:
     "validation splits and keep the winner (selection.json records them); fast: the measured pick.",
 )
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
-@click.option("--name", help="Run folder name (default <data>-<recipe>-<timestamp>).")
+@click.option(
+    "--name", help="Run folder name (default <data>-<recipe>-<timestamp>); a taken name is an error."
+)
 @click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit without training.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run.")
