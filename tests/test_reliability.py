@@ -705,5 +705,5 @@ def test_a_full_disk_is_one_line_and_exit_status_2_not_a_traceback(tmp_path):
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [
-        "Error: cannot write: No space left on device. Free some space or choose another --out."
+        "Error: No space left on device. Free some space or choose another --out."
     ]

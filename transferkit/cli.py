@@ -73,29 +73,29 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-# Errors of the disk or folder a command writes to: the user can fix them, so they get one line.
+# Errors of the disk or folders a command uses: the user can fix them, so they get one line.
 _STORAGE_ERRORS = {
     errno.ENOSPC: "Free some space or choose another --out",
     errno.EDQUOT: "Free some space or choose another --out",
-    errno.EROFS: "Choose a folder you can write to",
-    errno.EACCES: "Choose a folder you can write to",
-    errno.EPERM: "Choose a folder you can write to",
+    errno.EROFS: "It is on a read-only file system: choose a folder you can write to",
+    errno.EACCES: "Check its permissions, or choose a folder you can write to",
+    errno.EPERM: "Check its permissions, or choose a folder you can write to",
     errno.ENOTDIR: "A part of that path is a file, not a folder",
 }
 
 
 def _storage_error(error: OSError) -> None:
-    """One line for a write the disk or folder refused, then exit 2.
+    """One line for a file operation the disk or a folder refused, then exit 2.
 
     A full disk exits with ``os._exit``: after a failed HDF5 write (a checkpoint), h5py's
     finalizers at interpreter exit crashed the process (a segmentation fault; TensorFlow 2.21,
     h5py 3). Every temporary file is removed by then (:func:`transferkit.fileio.atomic_path`).
     """
-    where = f" {error.filename}" if error.filename else ""
+    where = f": {error.filename}" if error.filename else ""
     run_dir = getattr(error, "run_dir", None)  # fit sets it: the folder it was writing
     resume = f"; `{resume_command(run_dir)}` continues from the last finished epoch" if run_dir else ""
     hint = _STORAGE_ERRORS[error.errno]
-    click.echo(f"Error: cannot write{where}: {os.strerror(error.errno)}. {hint}{resume}.", err=True)
+    click.echo(f"Error: {os.strerror(error.errno)}{where}. {hint}{resume}.", err=True)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         sys.stdout.flush()
         sys.stderr.flush()
