@@ -260,6 +260,13 @@ def fit(
 ):
     """Train a classifier on labelled images; writes a run folder.
 
+    \b
+    Examples:
+      transferkit fit --data ./pets                        # measures, picks the recipe, trains
+      transferkit fit --data ./pets --size small --similar --epochs 5
+      transferkit fit --data ./pets --recipe my.toml --dry-run   # the plan, nothing trained
+      transferkit fit --resume runs/pets-auto-20261121-101500    # after Ctrl-C or kill
+
     Exit status: 0 done, 2 a usage or data error, 3 accuracy below --min-accuracy (the run
     folder is kept).
     """
@@ -372,6 +379,10 @@ def lr_find(
 
     The phases before it train first; put the suggestion in the recipe, or write
     learning_rate = "auto" there to have fit run this test itself.
+
+    \b
+    Example:
+      transferkit lr-find --data ./pets --recipe large_similar   # lr_find/lr_find.png
     """
     from transferkit import api
 
@@ -408,6 +419,11 @@ def lr_find(
 @click.option("--tta", is_flag=True, help="Also evaluate with test-time augmentation and print both.")
 def evaluate(run_dir, data, as_json, min_accuracy, tta):
     """Evaluate a finished run on labelled images.
+
+    \b
+    Examples:
+      transferkit evaluate runs/<run>                    # its held-out test split
+      transferkit evaluate runs/<run> --data ./new_photos --min-accuracy 0.9
 
     With --tta, evaluates twice (without and with test-time augmentation) and says whether it
     helped; --min-accuracy checks the model without TTA (what model.keras computes).
@@ -463,6 +479,11 @@ def evaluate(run_dir, data, as_json, min_accuracy, tta):
 def export(run_dir, fmt, quantize, out, max_drop, data):
     """Export a run's model (SavedModel, TFLite, ONNX) and check it against model.keras.
 
+    \b
+    Examples:
+      transferkit export runs/<run> --format tflite --quantize int8
+      transferkit export runs/<run> --format onnx --out app/model.onnx
+
     The exported model takes raw 0-255 RGB like model.keras, prepared as training prepared it:
     transparency on white, squashed to its input size with bilinear resampling (the README's
     load_pixels does it with Pillow alone). Labels travel with it: a
@@ -514,6 +535,11 @@ def report(run_dir, open_browser):
 )
 def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     """Classify images (files or folders) with a finished run's model.
+
+    \b
+    Examples:
+      transferkit predict runs/<run> photo.jpg more_photos/
+      transferkit predict runs/<run> more_photos/ --format json --tta -o predictions.json
 
     Whether --tta helps: `transferkit evaluate RUN_DIR --tta` prints both accuracies on the run's
     held-out images (or on --data LABELLED).
@@ -667,7 +693,12 @@ def datasets_export(name, directory, per_class):
 @click.option("--name", help="Folder name (default analyze-<data>-<timestamp>).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
 def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
-    """Measure which recipe suits the data (one forward pass, no training) and show the evidence."""
+    """Measure which recipe suits the data (one forward pass, no training) and show the evidence.
+
+    \b
+    Example:
+      transferkit analyze --data ./pets --image-size 160
+    """
     from transferkit.selection.analyze import analyze as run_analyze
 
     verbose = _verbosity(quiet)
@@ -703,7 +734,12 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
 @click.option("--name", help="Folder name (default compare-<data>-<timestamp>).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final table.")
 def compare(data, recipes, epochs, backbone, weights, image_size, batch_size, seed, out, name, quiet):
-    """Train several recipes on the same split and seed; show them side by side with the selector's pick."""
+    """Train several recipes on the same split and seed; show them side by side with the selector's pick.
+
+    \b
+    Example:
+      transferkit compare --data ./pets --epochs 3      # all four recipes, and the selector's regret
+    """
     from transferkit.selection.compare import compare as run_compare
 
     verbose = _verbosity(quiet)
