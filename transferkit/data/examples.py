@@ -228,12 +228,17 @@ def _write_pngs(entry: ExampleDataset, folder: Path, per_class: int | None, seed
     return counts
 
 
-def _export_matches(out_dir: Path, wanted: dict) -> bool:
+def _marker(out_dir: Path) -> dict | None:
+    """The export record a transferkit export left in ``out_dir``; None when there is none."""
     try:
-        found = json.loads((out_dir / MARKER).read_text())
+        return json.loads((out_dir / MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return all(found.get(key) == value for key, value in wanted.items())
+        return None
+
+
+def _export_matches(out_dir: Path, wanted: dict) -> bool:
+    found = _marker(out_dir)
+    return found is not None and all(found.get(key) == value for key, value in wanted.items())
 
 
 def _has_foreign_content(out_dir: Path, name: str) -> bool:
@@ -241,18 +246,15 @@ def _has_foreign_content(out_dir: Path, name: str) -> bool:
     (the marker and ``<class>/<i>.png`` files): replacing it must not delete a user's files."""
     if not any(out_dir.iterdir()):
         return False
-    try:
-        found = json.loads((out_dir / MARKER).read_text())
-    except (OSError, ValueError):
-        return True
-    if found.get("dataset") != name:
+    found = _marker(out_dir)
+    if found is None or found.get("dataset") != name:
         return True
     classes = set(found.get("counts", {}))
     for path in out_dir.rglob("*"):
-        relative = path.relative_to(out_dir).parts
-        if relative == (MARKER,) or (len(relative) == 1 and relative[0] in classes and path.is_dir()):
-            continue
-        if not (len(relative) == 2 and relative[0] in classes and re.fullmatch(r"\d+\.png", relative[1])):
+        parts = path.relative_to(out_dir).parts
+        written = parts == (MARKER,) or (parts[0] in classes and len(parts) == 1 and path.is_dir())
+        written = written or (len(parts) == 2 and parts[0] in classes and re.fullmatch(r"\d+\.png", parts[1]))
+        if not written:
             return True
     return False
 
