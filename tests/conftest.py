@@ -7,6 +7,13 @@ import socket
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One thread per TensorFlow and BLAS pool in every pytest worker (and the notebook kernels and
+# child processes that inherit this environment), as `transferkit.testing.child_env` gives CLI
+# children: three workers share the CI machine's two cores, where idle pool threads spin for work.
+# Results do not depend on it (the determinism tests compare runs made under the same settings).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # An empty Keras home: no test may silently pass thanks to weights a developer downloaded once.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="transferkit-keras-home-")
 

