@@ -170,7 +170,13 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     rows = json.loads(result.output)
     assert len(rows) == 10 and {row["label"] for row in rows} <= {"class_0", "class_1", "class_2"}
     assert all(abs(sum(p for _, p in row["top"]) - 1) < 1e-4 for row in rows)
-    result = runner.invoke(main, ["evaluate", str(tmp_path / "r"), "--data", str(folder), "--json"])
+    table = tmp_path / "predictions.csv"  # --out, as every other command names its output
+    result = runner.invoke(
+        main, ["predict", str(tmp_path / "r"), str(folder / "class_1"), "--out", str(table)]
+    )
+    assert result.exit_code == 0 and result.stdout == "", result.output
+    assert len(table.read_text().splitlines()) == 1 + 10
+    result = runner.invoke(main, ["evaluate", str(tmp_path / "r"), "--data", str(folder), "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.output)["num_samples"] == 30  # all of it, as before
     low, high = json.loads(result.output)["accuracy_interval"]
     assert low <= json.loads(result.output)["accuracy"] <= high

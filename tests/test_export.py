@@ -133,9 +133,10 @@ def test_onnx_runs_in_onnxruntime_with_labels_in_its_metadata(run_dir, data, pix
 
 def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tmp_path):
     out = tmp_path / "strict.tflite"
-    args = ["export", str(run_dir), "--format", "tflite", "--out", str(out), "--max-drop", "-1"]
+    args = ["export", str(run_dir), "--format", "tflite", "--out", str(out), "--max-drop", "-1", "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3, result.output
+    assert result.stdout == ""  # --quiet: the error alone
     assert "more than --max-drop -1" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert out.exists() and json.loads(record_path(out).read_text())["passed"] is False
 
@@ -179,7 +180,7 @@ def test_evaluate_min_accuracy_exits_3_below_the_bar_and_0_at_it(run_dir, data, 
         shutil.copytree(data / name, rotated / other)
     runner = CliRunner()
     accuracy = json.loads(
-        runner.invoke(main, ["evaluate", str(run_dir), "--data", str(rotated), "--json"]).stdout
+        runner.invoke(main, ["evaluate", str(run_dir), "--data", str(rotated), "--format", "json"]).stdout
     )["accuracy"]
     assert accuracy < 0.999
     base = ["evaluate", str(run_dir), "--data", str(rotated), "--min-accuracy"]

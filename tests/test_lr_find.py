@@ -4,9 +4,11 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import types
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import transferkit
@@ -163,3 +165,28 @@ def test_lr_find_cli_help():
     result = CliRunner().invoke(main, ["lr-find", "--help"])
     assert result.exit_code == 0, result.output
     assert "--phase" in result.output and "learning_rate" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"start": 0}, "lr_find: start and end must be numbers with 0 < start < end (got start=0, end=1.0)"),
+        ({"end": 1e-8}, "lr_find: start and end must be numbers with 0 < start < end"),
+        ({"start": "1e-7"}, "lr_find: start and end must be numbers with 0 < start < end"),
+        ({"end": float("nan")}, "lr_find: start and end must be numbers with 0 < start < end"),
+        ({"steps": 1}, "lr_find: steps must be an int >= 2 (rates tried) (got 1); e.g. steps=100."),
+        ({"steps": 10.0}, "lr_find: steps must be an int >= 2 (rates tried) (got 10.0)"),
+        ({"batch_size": 0}, "lr_find: batch_size must be None or an int >= 1 (got 0)"),
+        ({"image_size": "64"}, "lr_find: image_size must be None or an int >= 8 (pixels) (got '64')"),
+        ({"similar": "no"}, "lr_find: similar must be True, False or None (measured) (got 'no')"),
+        ({"out": None}, "lr_find: out must be a folder (str or os.PathLike) (got None)"),
+    ],
+)
+def test_lr_find_refuses_arguments_of_the_wrong_type_up_front_in_one_line(tmp_path, arguments, message):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=4, size=16)
+    out = tmp_path / "sweep"
+    options = {"backbone": "tiny", "weights": "random", "out": out, **arguments}
+    with pytest.raises(transferkit.TransferkitError, match=re.escape(message)) as error:
+        transferkit.lr_find(str(data), **options)
+    assert "\n" not in str(error.value)
+    assert not out.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import numbers
 import os
 import shutil
@@ -88,6 +89,10 @@ def _is_path(value) -> bool:
     return isinstance(value, str | os.PathLike)
 
 
+def _is_positive(value) -> bool:  # a finite number > 0, not a bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf
+
+
 def _is_fraction(value) -> bool:  # a number in [0, 1), not a bool
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
 
@@ -130,6 +135,7 @@ _ARGUMENTS = {
     "name": (_optional(lambda v: isinstance(v, str)), "None or a folder name (str)", "name='pets-v2'"),
     "strict": (lambda v: isinstance(v, bool), "True or False", "strict=True"),
     "dry_run": (lambda v: isinstance(v, bool), "True or False", "dry_run=True"),
+    "steps": (_int_at_least(2), "an int >= 2 (rates tried)", "steps=100"),
 }
 
 
@@ -512,7 +518,13 @@ def lr_find(
         batch_size=batch_size,
         seed=seed,
         out=out,
+        steps=steps,
     )
+    if not (_is_positive(start) and _is_positive(end) and start < end):
+        raise TransferkitError(
+            f"lr_find: start and end must be numbers with 0 < start < end (got start={start!r}, "
+            f"end={end!r}); e.g. start=1e-7, end=1.0."
+        )
     overrides = dict(backbone=backbone, weights=weights, image_size=image_size, batch_size=batch_size)
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
     out = Path(out)

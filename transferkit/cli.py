@@ -414,10 +414,18 @@ def lr_find(
     help="Labelled folder to evaluate on (its test/ split if present); default: the run's own "
     "held-out images.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: every metric, as predict --format json prints its rows.",
+)
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help=MIN_ACCURACY_HELP)
 @click.option("--tta", is_flag=True, help="Also evaluate with test-time augmentation and print both.")
-def evaluate(run_dir, data, as_json, min_accuracy, tta):
+def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     """Evaluate a finished run on labelled images.
 
     \b
@@ -436,7 +444,7 @@ def evaluate(run_dir, data, as_json, min_accuracy, tta):
     augmented = api.evaluate(run_dir, data, tta=True) if tta else None
     what = f"accuracy on {metrics.num_samples} images of {data or 'the held-out split'}"
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
-    if as_json:
+    if fmt == "json" or as_json:
         record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
         click.echo(json.dumps(record, indent=2))
         _require_accuracy(*gate)
@@ -476,7 +484,10 @@ def evaluate(run_dir, data, as_json, min_accuracy, tta):
     help="Largest held-out accuracy loss allowed (0.01 = 1 point); more exits with status 3.",
 )
 @click.option("--data", help="Labelled images to check on (default: the run's test split, else validation).")
-def export(run_dir, fmt, quantize, out, max_drop, data):
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print nothing but errors (the exit status says how it went)."
+)
+def export(run_dir, fmt, quantize, out, max_drop, data, quiet):
     """Export a run's model (SavedModel, TFLite, ONNX) and check it against model.keras.
 
     \b
@@ -495,7 +506,9 @@ def export(run_dir, fmt, quantize, out, max_drop, data):
     """
     from transferkit.exporting.export import export as run_export
 
-    run_export(run_dir, fmt, quantize=quantize, out=out, max_drop=max_drop, data=data, verbose=1)
+    run_export(
+        run_dir, fmt, quantize=quantize, out=out, max_drop=max_drop, data=data, verbose=0 if quiet else 1
+    )
 
 
 @main.command()
@@ -526,7 +539,14 @@ def report(run_dir, open_browser):
     help="How many classes to list per image, most likely first.",
 )
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option(
+    "--out",
+    "--output",
+    "-o",
+    "output",
+    type=click.Path(dir_okay=False),
+    help="Write to a file instead of stdout.",
+)
 @click.option("--tta", is_flag=True, help=TTA_HELP)
 @click.option(
     "--contact-sheet",
