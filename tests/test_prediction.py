@@ -79,6 +79,20 @@ def test_predict_with_tta_returns_distributions_and_writes_a_contact_sheet(run_d
         assert image.format == "PNG" and image.width > 200
 
 
+def test_a_loaded_run_predicts_again_and_again_without_loading_its_model_again(run_dir, folder, monkeypatch):
+    run = transferkit.load_run(run_dir)
+    expected = transferkit.predict(run_dir, str(folder / "class_3"), top_k=2)
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the loaded run read model.keras again")
+
+    monkeypatch.setattr(keras.models, "load_model", no_reload)
+    assert run.predict(str(folder / "class_3"), top_k=2) == expected
+    assert run.predict([str(folder / "class_4")], top_k=1) == transferkit.predict(
+        run, [str(folder / "class_4")], top_k=1
+    )
+
+
 def test_api_and_cli_share_one_top_k_default(run_dir, folder):
     assert inspect.signature(api.predict).parameters["top_k"].default == DEFAULT_TOP_K
     option = next(p for p in cli.predict.params if p.name == "top_k")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import keras
 
     from transferkit.reporting.metrics import Metrics
+    from transferkit.reporting.runfolder import SavedRun
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def tta_verdict(plain: Metrics, augmented: Metrics) -> str:
 
 
 def predict(
-    run_dir: str | Path,
+    run_dir: str | Path | SavedRun,
     inputs: list[str] | str,
     *,
     top_k: int = DEFAULT_TOP_K,
@@ -132,7 +133,9 @@ def predict(
     """Classify image files (or every image in a folder) with a finished run's model.
 
     Args:
-        run_dir: a finished run's folder (``model.keras`` and its labels).
+        run_dir: a finished run's folder (``model.keras`` and its labels), or the run loaded
+            once by :func:`transferkit.load_run` (an app that classifies again and again: no reload
+            per call; ``run.predict(inputs)`` is the same).
         inputs: image files and/or folders (searched recursively).
         top_k: labels listed per image, most probable first.
         batch_size: images per forward pass.
@@ -158,7 +161,7 @@ def predict(
             raise TransferkitError(
                 f"predict: {key} must be an int >= 1 (got {value!r}); e.g. {key}={example}."
             )
-    run = runfolder.load_run(run_dir)
+    run = run_dir if isinstance(run_dir, runfolder.SavedRun) else runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     model = tta_model(run.model) if tta else run.model
     results, errors, shown, dark = [], [], [], []

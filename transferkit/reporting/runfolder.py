@@ -109,6 +109,19 @@ class SavedRun:
         """What its high-bit-depth training images were scaled from (None: none, or an older run)."""
         return self.info.get("white_level")
 
+    def predict(self, inputs: list[str] | str, **options) -> list[dict]:
+        """Classify image files or folders with this loaded model, decoded as training decoded
+        them: :func:`transferkit.predict` without loading ``model.keras`` again on every call.
+
+        Example:
+            >>> run = transferkit.load_run("runs/pets")  # doctest: +SKIP
+            >>> run.predict(["photo.jpg"], top_k=1)[0]["label"]  # doctest: +SKIP
+            'cat'
+        """
+        from transferkit.prediction import predict  # imports this module
+
+        return predict(self, inputs, **options)
+
 
 def load_run(run_dir: str | Path) -> SavedRun:
     """Load a run folder's model (Keras safe mode) and labels.
@@ -116,7 +129,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     Returns:
         A :class:`SavedRun`: ``model`` (raw 0-255 RGB in, probabilities out; ``model.predict``
         classifies), ``class_names`` (output index -> name), ``image_size``, ``white_level`` and
-        ``info`` (``run.json``). ``transferkit.predict(run_dir, paths)`` decodes files as training did.
+        ``info`` (``run.json``). ``run.predict(paths)`` (or ``transferkit.predict(run_dir, paths)``)
+        decodes files as training did.
 
     Raises:
         TransferkitError: the folder holds no finished run, or its labels do not fit its model.
