@@ -3,8 +3,10 @@ import re
 
 import pytest
 
+import transferkit
 from transferkit import recipes
 from transferkit.errors import TransferkitError
+from transferkit.testing import make_image_folder
 
 
 @pytest.mark.parametrize("name", ["small_similar", "small_dissimilar", "large_similar", "large_dissimilar"])
@@ -163,3 +165,28 @@ def test_a_recipe_files_errors_name_the_file_not_the_name_it_was_copied_with(tmp
         recipes.with_overrides(recipes.load_builtin("small_similar"), source=str(path), test_split=0.9)
     with pytest.raises(TransferkitError, match="^Invalid recipe 'small_similar': data.validation_split"):
         recipes.with_overrides(recipes.load_builtin("small_similar"), test_split=0.9)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"epochs": 2.5},
+            "Invalid recipe 'small_similar' (a Recipe object): phases[0].epochs: expected int, got 2.5",
+        ),
+        ({"epochs": True}, "phases[0].epochs: expected int, got True"),
+        ({"learning_rate": "1e-3"}, 'phases[0].learning_rate must be a number or "auto"'),
+        ({"learning_rate": None}, "Invalid recipe 'small_similar' (a Recipe object): "),
+        ({"epochs": 0}, "phases[0].epochs must be >= 1 (got 0)"),
+    ],
+)
+def test_a_recipe_built_in_python_is_checked_as_a_file_is(tmp_path, change, message):
+    builtin = recipes.load_builtin("small_similar")
+    assert recipes.checked(builtin) == builtin
+    bad = dataclasses.replace(builtin, phases=(dataclasses.replace(builtin.phases[0], **change),))
+    with pytest.raises(TransferkitError, match=re.escape(message)):
+        recipes.checked(bad)
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=4, size=16)
+    with pytest.raises(TransferkitError, match=re.escape(message)):  # before anything is written
+        transferkit.fit(str(data), recipe=bad, backbone="tiny", weights="random", out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -70,7 +70,7 @@ def resolve_recipe(
         raise choices_error("size", size, SIZE_CHOICES)
     if recipe is not None:
         if isinstance(recipe, Recipe):
-            return recipe_io.with_overrides(recipe, **overrides), False
+            return recipe_io.with_overrides(recipe_io.checked(recipe), **overrides), False
         return recipe_io.with_overrides(recipe_io.load(recipe), source=str(recipe), **overrides), False
     measure = size == "auto" or similar is None
     name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)

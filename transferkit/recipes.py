@@ -398,6 +398,20 @@ def load_builtin(name: str) -> Recipe:
     return loads(text, source=f"recipes/{name}.toml")
 
 
+def checked(recipe: Recipe) -> Recipe:
+    """A :class:`Recipe` built in Python, checked as a recipe file is: every key's type and range.
+
+    Dataclasses do not check their fields' types, so ``Phase(epochs=2.5)`` would otherwise reach
+    Keras mid-fit. Returns the recipe as TOML reads it back (equal to ``recipe`` when it is valid).
+    """
+    source = f"{recipe.name!r} (a Recipe object)"
+    try:
+        text = dumps(recipe)
+    except (TypeError, ValueError) as error:  # a value TOML cannot hold (None, an array, an object)
+        raise TransferkitError(f"{_invalid(recipe.name, source)}{error}.") from None
+    return loads(text, source)
+
+
 def dumps(recipe: Recipe) -> str:
     """Serialise a recipe to TOML that :func:`loads` reads back to an equal recipe."""
     data = dataclasses.asdict(recipe)
