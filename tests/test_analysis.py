@@ -35,8 +35,12 @@ def compared(folder, tmp_path_factory) -> ComparisonResult:
     return transferkit.compare(folder, **TINY, epochs=1, batch_size=8, out=out, name="cmp", verbose=0)
 
 
-def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path):
-    result = transferkit.analyze(folder, **TINY, out=tmp_path, verbose=0)
+def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(Path(folder).parent))  # a path from the home folder, as typed
+    result = transferkit.analyze(f"~/{Path(folder).name}", **TINY, out=tmp_path, verbose=0)
+    assert result.card.source == str(Path(folder).resolve())  # recorded absolute, ~ expanded
+    command = result.compare_command()  # the compare it suggests builds the same base
+    assert f"--data {result.card.source}" in command and "--weights random" in command
 
     assert result.run_dir.parent == tmp_path and result.run_dir.name.startswith("analyze-shapes-")
     for name in ("dataset_card.json", "selection.json", "selection.png"):

@@ -170,7 +170,7 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     rows = json.loads(result.output)
     assert len(rows) == 10 and {row["label"] for row in rows} <= {"class_0", "class_1", "class_2"}
     assert all(abs(sum(p for _, p in row["top"]) - 1) < 1e-4 for row in rows)
-    table = tmp_path / "predictions.csv"  # --out, as every other command names its output
+    table = tmp_path / "new" / "predictions.csv"  # --out, as other commands name it; folder made
     result = runner.invoke(
         main, ["predict", str(tmp_path / "r"), str(folder / "class_1"), "--out", str(table)]
     )

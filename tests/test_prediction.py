@@ -158,6 +158,20 @@ def test_evaluate_takes_images_of_one_class_and_warns_about_the_folder_the_run_t
     assert "holds images this run trained or early-stopped on" in record.getMessage()
 
 
+def test_evaluating_the_test_split_of_the_folder_it_trained_on_is_not_a_flattering_evaluation(folder, caplog):
+    from types import SimpleNamespace
+
+    from transferkit.evaluation import _warn_if_trained_on
+
+    run = SimpleNamespace(info={"data": str(folder.resolve())}, run_dir="runs/r")
+    with caplog.at_level("WARNING"):
+        _warn_if_trained_on(run, str(folder), "its test split")  # held out by that very run
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        _warn_if_trained_on(run, str(folder), "all of it")
+    assert len(caplog.records) == 1
+
+
 def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
     from transferkit.reporting.diagnostics import load_predictions
 

@@ -25,6 +25,7 @@ import keras
 from transferkit import recipes as recipe_io
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
+from transferkit.data.loading import source_path
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
 from transferkit.fileio import require_writable_folder, write_json, write_text
@@ -251,7 +252,7 @@ def fit(
     with device_scope(precision_for(precision, chosen.backbone.weights), chosen.seed, distribute) as device:
         # An absolute folder path: `fit --resume` works from any working directory, and the image
         # paths the run records (predictions.npz) read back from anywhere, resumed or not.
-        source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
+        source = source_path(data)
         with stopwatch.stage("load data"):
             splits = load_splits(source, chosen, strict)
         say(verbose, splits.card.summary())
@@ -418,7 +419,7 @@ def resume(
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")
     if data is not None:  # the images moved: the split checks below still hold them to the run's
-        info = {**info, "data": data if str(data).startswith("tfds:") else str(Path(data).resolve())}
+        info = {**info, "data": source_path(data)}
     elif not str(info["data"]).startswith("tfds:") and not Path(info["data"]).exists():
         raise TransferkitError(
             f"The run's data folder {info['data']!r} is gone. If it moved, give its new place: "

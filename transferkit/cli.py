@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import signal
@@ -564,24 +565,30 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     Whether --tta helps: `transferkit evaluate RUN_DIR --tta` prints both accuracies on the run's
     held-out images (or on --data LABELLED).
     """
-    from transferkit import api
+    from pathlib import Path
 
+    from transferkit import api
+    from transferkit.fileio import require_writable_folder, write_text
+
+    if output:  # checked before the predicting, which may take long; created as --contact-sheet is
+        require_writable_folder(Path(output).parent, "--out")
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
     results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
-    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
-    try:
-        if fmt == "json":
-            json.dump(results, stream, indent=2)
-            stream.write("\n")
-        else:
-            writer = csv.writer(stream)
-            writer.writerow(["path", "label", "probability", "top", "error"])
-            for row in results:
-                top = ";".join(f"{label}:{p:.4f}" for label, p in row.get("top", []))
-                prob = f"{row['probability']:.4f}" if "probability" in row else ""
-                writer.writerow([row["path"], row.get("label", ""), prob, top, row.get("error", "")])
-    finally:
-        if output:
-            stream.close()
+    stream = io.StringIO(newline="")
+    if fmt == "json":
+        json.dump(results, stream, indent=2)
+        stream.write("\n")
+    else:
+        writer = csv.writer(stream)
+        writer.writerow(["path", "label", "probability", "top", "error"])
+        for row in results:
+            top = ";".join(f"{label}:{p:.4f}" for label, p in row.get("top", []))
+            prob = f"{row['probability']:.4f}" if "probability" in row else ""
+            writer.writerow([row["path"], row.get("label", ""), prob, top, row.get("error", "")])
+    if output:
+        write_text(output, stream.getvalue())  # whole or not at all
+    else:
+        sys.stdout.write(stream.getvalue())
     if contact_sheet and any("label" in row for row in results):
         click.echo(f"Wrote {contact_sheet}", err=True)  # stderr: stdout may be the CSV or JSON
 

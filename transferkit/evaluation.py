@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from transferkit.data.loading import ImageSet, labelled_images, make_dataset
+from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
 from transferkit.errors import TransferkitError
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
@@ -43,19 +43,22 @@ def evaluate(
             make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size, cache=False)
         )
         return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
-    _warn_if_trained_on(run, data)
-    images, _ = labelled_images(data, run.class_names, run.white_level)
+    images, part = labelled_images(data, run.class_names, run.white_level)
+    _warn_if_trained_on(run, data, part)
     dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
     return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
 
 
-def _warn_if_trained_on(run: runfolder.SavedRun, data: str) -> None:
+def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
     """Warn when ``data`` is (inside, or holds) the folder the run trained on: its training and
-    validation images are among those evaluated, and their accuracy flatters the model."""
+    validation images are among those evaluated, and their accuracy flatters the model. Not when
+    it is that folder and only its ``test/`` split is evaluated: the run held that split out."""
     trained_on = run.info.get("data")
     if not trained_on or str(data).startswith("tfds:") or str(trained_on).startswith("tfds:"):
         return
-    given, source = Path(data).resolve(), Path(trained_on)
+    given, source = Path(source_path(data)), Path(trained_on)
+    if given == source and part == "its test split":
+        return
     if given == source or given.is_relative_to(source) or source.is_relative_to(given):
         logger.warning(
             "%s holds images this run trained or early-stopped on (it trained on %s): their accuracy "

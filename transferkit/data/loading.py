@@ -151,11 +151,18 @@ def load_data(
             f"test_split={test_split!r} with validation_split={validation_split!r}; expected a "
             "test_split in [0, 1) that leaves images to train on, e.g. 0.15 with 0.2."
         )
-    source = os.fspath(source)
+    source = source_path(source)
     fractions = (validation_split, test_split, seed)
     if source.startswith("tfds:"):
         return _load_tfds(source, *fractions)
     return _load_folder(source, *fractions, strict, min_classes)
+
+
+def source_path(source: str | os.PathLike) -> str:
+    """``source`` as the run records it: a folder as an absolute path with ``~`` expanded (a fit
+    resumes, and the commands it suggests run, from any working directory); ``tfds:`` as given."""
+    source = os.fspath(source)
+    return source if source.startswith("tfds:") else str(Path(source).expanduser().resolve())
 
 
 def labelled_images(

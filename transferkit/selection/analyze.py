@@ -47,13 +47,15 @@ class AnalysisResult:
     split: dict[str, Any]  # seed, fractions, sizes, digests of the validation and test files
     selection_seconds: float  # forward pass + probes (what auto-selection adds to a fit)
     seconds: float  # the whole call: load, build the base, measure, write
+    weights: str = "imagenet"  # as asked for ("imagenet", "random" or a file): what compare must build
 
     def compare_command(self) -> str:
         """The ``compare`` that trains the candidates on what was measured here (data, backbone,
         image size, seed)."""
+        weights = "" if self.weights == "imagenet" else f" --weights {shlex.quote(self.weights)}"
         return (
-            f"transferkit compare --data {shlex.quote(str(self.card.source))} --backbone {self.backbone} "
-            f"--image-size {self.selection.image_size} --seed {self.split['seed']}"
+            f"transferkit compare --data {shlex.quote(str(self.card.source))} --backbone {self.backbone}"
+            f"{weights} --image-size {self.selection.image_size} --seed {self.split['seed']}"
         )
 
     def summary(self) -> str:
@@ -126,6 +128,11 @@ def _provisional_recipe(
     return recipe_io.with_overrides(recipe_io.load_builtin(PROVISIONAL), seed=seed, **overrides)
 
 
+def _as_asked(weights: str) -> str:
+    """``weights`` for a command run from anywhere: a file as an absolute path."""
+    return weights if weights in ("imagenet", "random") else str(Path(weights).expanduser().resolve())
+
+
 def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     """Load, build the base, run the selector; then (only then) create the folder and write."""
     import keras
@@ -152,7 +159,17 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     plot_selection(selection, run_dir / "selection.png")
     seconds = time.perf_counter() - started
     split = _split_record(splits, recipe)
-    return AnalysisResult(selection, splits.card, run_dir, spec.name, source, split, measure_seconds, seconds)
+    return AnalysisResult(
+        selection,
+        splits.card,
+        run_dir,
+        spec.name,
+        source,
+        split,
+        measure_seconds,
+        seconds,
+        weights=_as_asked(recipe.backbone.weights),
+    )
 
 
 def _split_record(splits, recipe: recipe_io.Recipe) -> dict[str, Any]:
