@@ -93,6 +93,19 @@ def test_a_loaded_run_predicts_again_and_again_without_loading_its_model_again(r
     )
 
 
+def test_predict_walks_a_folder_as_training_does(run_dir, folder, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / ".ipynb_checkpoints").mkdir(parents=True)
+    shutil.copy(folder / "class_0" / "img_0.png", photos / ".ipynb_checkpoints" / "img_0-checkpoint.png")
+    shutil.copy(folder / "class_0" / "img_0.png", photos / "._img_0.png")  # macOS resource fork
+    (photos / "album").symlink_to(folder / "class_1", target_is_directory=True)
+    rows = transferkit.predict(run_dir, str(photos))
+    assert sorted(row["path"] for row in rows) == sorted(
+        str(photos / "album" / p.name) for p in (folder / "class_1").iterdir()
+    )
+    assert all("label" in row for row in rows)
+
+
 def test_api_and_cli_share_one_top_k_default(run_dir, folder):
     assert inspect.signature(api.predict).parameters["top_k"].default == DEFAULT_TOP_K
     option = next(p for p in cli.predict.params if p.name == "top_k")

@@ -217,15 +217,13 @@ def _progress(total: int):
 
 
 def _expand_inputs(inputs: list[str] | str) -> list[str]:
-    from transferkit.data.decode import IMAGE_EXTENSIONS
+    from transferkit.data.scan import walk_images
 
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     paths: list[str] = []
     for item in map(Path, items):
-        if item.is_dir():
-            paths += sorted(
-                str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
+        if item.is_dir():  # walked as training walks class folders: links followed, hidden names not
+            paths += walk_images(item, skipped=[])
         elif item.exists():
             paths.append(str(item))
         else:

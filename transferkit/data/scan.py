@@ -93,7 +93,7 @@ def scan_split(folder: Path) -> ScannedSplit:
             result.skipped.append((entry.path, "class folder links back to its parent (symlink loop)"))
         elif entry.is_dir():
             result.images[entry.name] = []
-            candidates += [(entry.name, path) for path in _walk(Path(entry.path), result.skipped)]
+            candidates += [(entry.name, path) for path in walk_images(Path(entry.path), result.skipped)]
         else:
             result.skipped.append((entry.path, "not inside a class folder; move it into one"))
     for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):
@@ -130,8 +130,10 @@ def _is_ancestor(path: str, folder: Path) -> bool:
     return real == Path(os.path.realpath(folder)) or real in Path(os.path.realpath(folder)).parents
 
 
-def _walk(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
-    """Image-extension files under ``top`` (sorted, recursive, symlinks followed, loops cut)."""
+def walk_images(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
+    """Image-extension files under ``top`` (sorted, recursive, symlinks followed, loops cut, hidden
+    names such as ``.ipynb_checkpoints`` and ``._photo.jpg`` left out); what it passes over goes to
+    ``skipped``. Training scans class folders with it, and ``predict`` the folders it is given."""
     found: list[str] = []
     # Folders above the class folder count as seen: a link back up (``cat/up -> ../..``) is a loop,
     # not a way to pull other classes (or the whole disk) into this class.
