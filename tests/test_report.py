@@ -234,7 +234,10 @@ def test_html_report_tolerates_missing_and_broken_optional_files(run_dir):
     (run_dir / "history.csv").write_text("")
     (run_dir / "metrics.json").unlink()
     page = write_html_report(run_dir).read_text(encoding="utf-8")
-    assert "Could not read run.json" in page and "has not been evaluated" in page
+    assert "Could not read run.json" in page and "holds no trained model" in page  # no model.keras here
+    (run_dir / "model.keras").write_bytes(b"")  # a model, but no metrics: evaluate it (a command that runs)
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert f"transferkit evaluate {run_dir} --data DATA" in html.unescape(page)
 
 
 def test_html_report_needs_an_existing_folder(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,7 +112,16 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
     body += "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
     body += _result(metrics, data["interpretation"], data["metrics"].get("members") or {})
     body += section(
-        "What to do next", bullets(next_steps(metrics, data["interpretation"], data["selection"], name))
+        "What to do next",
+        bullets(
+            next_steps(
+                metrics,
+                data["interpretation"],
+                data["selection"],
+                shlex.quote(str(run_dir)),
+                has_model=(run_dir / "model.keras").exists(),
+            )
+        ),
     )
     body += _evidence(data, metrics, pictures, recipe_text)
     page = '<!doctype html><html lang="en"><head><meta charset="utf-8">'

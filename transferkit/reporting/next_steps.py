@@ -23,6 +23,7 @@ def next_steps(
     interpretation: Mapping[str, object],
     selection: Mapping[str, object],
     run_name: str = "RUN_DIR",
+    has_model: bool = True,
 ) -> list[str]:
     """Plain-text advice, most important first; never empty.
 
@@ -30,10 +31,18 @@ def next_steps(
         metrics: ``{split: Metrics}``, the headline split (held-out test when there is one) first.
         interpretation: the run's ``interpretation.json`` (may be empty).
         selection: the run's ``selection.json`` (may be empty).
-        run_name: how to name the run folder in suggested commands.
+        run_name: how to name the run folder in suggested commands (its path).
+        has_model: False for a folder without ``model.keras`` (``analyze``'s, or a fit that did
+            not finish), which nothing can evaluate.
     """
+    if not metrics and not has_model:
+        return [
+            f"{run_name} holds no trained model (an analysis, or a fit that did not finish): "
+            "`transferkit fit --data DATA` trains the recipe the selector chose, "
+            f"`transferkit fit --resume {run_name}` finishes an interrupted fit."
+        ]
     if not metrics:
-        return [f"This run has not been evaluated: run `transferkit evaluate {run_name} DATA`."]
+        return [f"This run has not been evaluated: run `transferkit evaluate {run_name} --data DATA`."]
     split, headline = next(iter(metrics.items()))
     steps = _split_steps(split, headline, metrics.get("validation"))
     steps += _weak_classes(headline)
