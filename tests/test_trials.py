@@ -360,6 +360,8 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
     assert record["share_of_final_fit"] == pytest.approx(
         record["seconds"] / record["final_fit_seconds"], abs=1e-3
     )
+    page = (run.run_dir / "report.html").read_text(encoding="utf-8")  # the fit's report has the cost
+    assert f"{record['final_fit_seconds']:.3f}" in page and f"{record['share_of_final_fit']:.3f}" in page
     winner = record["winner"]["quadrant"]
     assert run.recipe.name == winner == run.selection.quadrant
     assert transferkit.recipes.load(run.run_dir / "recipe.toml").name == winner

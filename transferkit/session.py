@@ -402,6 +402,7 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
         costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
         selection = dataclasses.replace(session.selection, trials=costed)
         journal.record_selection(selection)
+        write_html_report(run_dir)  # written before the fit's time was known: now with the trials' cost
         result = dataclasses.replace(result, selection=selection)
     return result
 
