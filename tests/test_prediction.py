@@ -148,9 +148,11 @@ def test_predict_warns_when_a_16_bit_image_of_12_bit_values_decodes_nearly_black
     Image.fromarray((np.arange(24 * 24).reshape(24, 24) * 7 % 4096).astype(np.uint16)).save(deep)
     plain = tmp_path / "plain.png"
     Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(plain)
+    night = tmp_path / "night.png"  # an 8-bit photo that is simply dark: no 16-bit advice
+    Image.fromarray(np.full((24, 24, 3), 12, np.uint8)).save(night)
     with caplog.at_level("WARNING"):
-        rows = transferkit.predict(run_dir, [str(plain)])
-    assert len(rows) == 1 and not caplog.records
+        rows = transferkit.predict(run_dir, [str(plain), str(night)])
+    assert len(rows) == 2 and not caplog.records
     with caplog.at_level("WARNING"):
         rows = transferkit.predict(run_dir, [str(deep), str(plain)])
     (record,) = caplog.records

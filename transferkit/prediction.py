@@ -178,7 +178,9 @@ def predict(
                 shown.append(images[: CONTACT_SHEET_MAX - sum(map(len, shown))])
             errors += [{"path": path, "error": reason} for path, reason in skipped]
             dark += [
-                path for path, image in zip(usable, images, strict=True) if image.max() < NEARLY_BLACK_MAX
+                path
+                for path, image in zip(usable, images, strict=True)
+                if image.max() < NEARLY_BLACK_MAX and _high_bit_depth(path)  # a dark 8-bit photo is fine
             ]
             bar.update(len(chunk))
     if dark and run.white_level is None:  # a run that scaled its deep images reads these alike
@@ -192,6 +194,19 @@ def predict(
     if contact_sheet is not None and results:
         write_contact_sheet(np.concatenate(shown), results, contact_sheet)
     return results + errors
+
+
+def _high_bit_depth(path: str) -> bool:
+    """Whether the file holds more than 8 bits a sample (16-bit grey or colour): read its header only."""
+    from PIL import Image
+
+    from transferkit.data.decode import HIGH_BIT_MODES, _sixteen_bit_colour
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in HIGH_BIT_MODES or _sixteen_bit_colour(img)
+    except OSError:
+        return False
 
 
 def _probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
