@@ -200,11 +200,11 @@ def _high_bit_depth(path: str) -> bool:
     """Whether the file holds more than 8 bits a sample (16-bit grey or colour): read its header only."""
     from PIL import Image
 
-    from transferkit.data.decode import HIGH_BIT_MODES, _sixteen_bit_colour
+    from transferkit.data.decode import HIGH_BIT_MODES, sixteen_bit_colour
 
     try:
         with Image.open(path) as img:
-            return img.mode in HIGH_BIT_MODES or _sixteen_bit_colour(img)
+            return img.mode in HIGH_BIT_MODES or sixteen_bit_colour(img)
     except OSError:
         return False
 

@@ -166,7 +166,7 @@ def white_level_for(peak: int) -> int:
     return (1 << max(8, int(peak).bit_length())) - 1
 
 
-def _sixteen_bit_colour(img: Image.Image) -> bool:
+def sixteen_bit_colour(img: Image.Image) -> bool:
     """Whether ``img`` is 16-bit colour, which Pillow reads through its high byte. Ask before its
     pixels or EXIF load (a PNG's EXIF lookup loads the pixels, which empties ``tile``)."""
     return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
@@ -248,7 +248,7 @@ def decode_image(
     img = _open(source)
     try:
         with img:
-            deep = _full_depth_colour(source) if _sixteen_bit_colour(img) else None
+            deep = _full_depth_colour(source) if sixteen_bit_colour(img) else None
             if deep is not None:  # already upright
                 picture = _scaled_colour(deep, white_level)
             else:
@@ -299,7 +299,7 @@ def probe(path: str | os.PathLike) -> Probe:
         with img:
             width, height = img.size
             high_bit = img.mode in HIGH_BIT_MODES
-            colour_16 = _sixteen_bit_colour(img)  # before anything loads the pixels
+            colour_16 = sixteen_bit_colour(img)  # before anything loads the pixels
             size = _upright_size(img)
             if img.format == "PNG" and width * height > FULL_CHECK_MAX_PIXELS and not (high_bit or colour_16):
                 img.verify()  # CRC of every chunk: catches truncation and corruption, no inflate
