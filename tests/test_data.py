@@ -32,7 +32,7 @@ def _folder(root: Path, per_class: dict[str, int], size=(20, 14)) -> Path:
     for name, count in per_class.items():
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            colour = tuple(min(255, c + 3 * i) for c in COLOURS[name])
+            colour = tuple(min(255, c + 3 * i) for c in COLOURS.get(name, (120, 120, 40)))
             Image.new("RGB", size, colour).save(root / name / f"{i:03d}.png")
     return root
 
@@ -299,6 +299,32 @@ def test_labelled_images_take_a_test_split_else_all_of_it_in_the_models_class_or
     assert labelled_images(str(root), ("ants", "bees"))[0].labels == (0, 0)  # one class is enough
     with pytest.raises(TransferkitError, match="Class 'ants' in .* is not one the model knows"):
         labelled_images(str(root), ("bees", "wasps"))
+
+
+def test_labelled_images_score_every_class_of_a_test_folder_even_one_its_train_folder_lacks(tmp_path):
+    root = tmp_path / "split"
+    _folder(root / "train", {"ants": 3})
+    _folder(root / "test", {"ants": 2, "bees": 2})  # the model knows bees; this train/ has none
+    images, part = labelled_images(str(root), ("bees", "ants"))
+    assert part == "its test split" and sorted(images.labels) == [0, 0, 1, 1]
+    assert all("/test/" in path for path in images.paths)  # only the part scored
+    _folder(root / "test", {"wasps": 1})
+    with pytest.raises(TransferkitError, match="Class 'wasps' in .*test is not one the model knows"):
+        labelled_images(str(root), ("bees", "ants"))
+
+
+def test_class_names_compare_in_composed_unicode_whichever_way_the_folder_spells_them(tmp_path):
+    import unicodedata
+
+    decomposed, composed = unicodedata.normalize("NFD", "Café"), unicodedata.normalize("NFC", "Café")
+    assert decomposed != composed
+    root = _folder(tmp_path / "macos", {decomposed: 3, "tea": 3})
+    splits = load_data(root, validation_split=0.0, test_split=0.0)
+    assert splits.class_names == (composed, "tea")
+    images, _ = labelled_images(str(root), (decomposed, "tea"))  # a model saved with the NFD name
+    assert sorted(images.labels) == [0, 0, 0, 1, 1, 1]
+    _folder(root, {composed: 2})  # both spellings side by side: one class
+    assert load_data(root, validation_split=0.0, test_split=0.0).card.counts["train"][composed] == 5
 
 
 def test_tfds_unknown_name_is_a_user_error():

@@ -131,10 +131,11 @@ def test_cli_predict_writes_the_contact_sheet_and_keeps_stdout_for_the_table(run
 def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folder):
     result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    scored, *lines = result.output.splitlines()
+    plain, augmented = api.evaluate(run_dir, str(folder)), api.evaluate(run_dir, str(folder), tta=True)
+    assert scored == f"Scored all of {folder.resolve()}: {plain.num_samples} images."
     assert lines[0].startswith("without TTA  accuracy ") and lines[1].startswith("with TTA     accuracy ")
     assert lines[2].startswith("TTA ")
-    plain, augmented = api.evaluate(run_dir, str(folder)), api.evaluate(run_dir, str(folder), tta=True)
     assert f"{plain.accuracy:.4f}" in lines[0] and f"{augmented.accuracy:.4f}" in lines[1]
     result = CliRunner().invoke(
         cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta", "--json"]
@@ -167,6 +168,7 @@ def test_evaluate_takes_images_of_one_class_and_warns_about_the_folder_the_run_t
     with caplog.at_level("WARNING"):
         metrics = api.evaluate(run_dir, str(one))  # recall on new images of one class
     assert metrics.num_samples == 6 and not caplog.records
+    assert metrics.scored == f"all of {one.resolve()}"
     with caplog.at_level("WARNING"):
         api.evaluate(run_dir, str(folder))  # the folder it trained on
     (record,) = caplog.records
@@ -196,10 +198,8 @@ def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
     assert metrics.accuracy == pytest.approx(float((recorded.predicted == recorded.labels).mean()))
     result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--tta"])
     assert result.exit_code == 0, result.output
-    assert (
-        result.output.startswith("without TTA  accuracy ")
-        and f"on {metrics.num_samples} images" in result.output
-    )
+    scored = f"Scored the run's held-out {recorded.split} split: {metrics.num_samples} images."
+    assert result.output.startswith(f"{scored}\nwithout TTA  accuracy ")
 
 
 def test_evaluate_without_data_on_a_run_without_predictions_says_to_give_data(run_dir, tmp_path):

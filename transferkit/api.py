@@ -26,6 +26,7 @@ from transferkit import recipes as recipe_io
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.data.loading import source_path
+from transferkit.data.scan import nfc
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
 from transferkit.fileio import require_writable_folder, write_json, write_text
@@ -432,7 +433,7 @@ def resume(
     with device_scope(precision_for(precision, recipe.backbone.weights), recipe.seed, distribute) as device:
         with stopwatch.stage("load data"):
             splits = load_splits(info["data"], recipe)
-        if list(splits.class_names) != info["class_names"]:
+        if list(map(nfc, splits.class_names)) != list(map(nfc, info["class_names"])):
             raise TransferkitError(
                 f"The classes in {info['data']} changed since the run started; cannot resume."
             )

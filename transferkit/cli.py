@@ -443,18 +443,19 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
 
     metrics = api.evaluate(run_dir, data)
     augmented = api.evaluate(run_dir, data, tta=True) if tta else None
-    what = f"accuracy on {metrics.num_samples} images of {data or 'the held-out split'}"
+    what = f"accuracy on {metrics.num_samples} images ({metrics.scored})"
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if fmt == "json" or as_json:
         record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
         click.echo(json.dumps(record, indent=2))
         _require_accuracy(*gate)
         return
+    click.echo(f"Scored {metrics.scored}: {metrics.num_samples} images.")
     if augmented is not None:
         _echo_tta(metrics, augmented)
     low, high = metrics.accuracy_interval
     interval = f"95% CI {low:.3f}-{high:.3f}"
-    click.echo(f"accuracy {metrics.accuracy:.4f} ({interval}) on {metrics.num_samples} images")
+    click.echo(f"accuracy {metrics.accuracy:.4f} ({interval})")
     if metrics.top5_accuracy is not None:
         click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
     click.echo(f"{'class':<24} precision  recall     f1  support")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -34,19 +35,19 @@ def evaluate(
 
     Returns:
         :class:`~transferkit.reporting.metrics.Metrics`: ``accuracy`` with its 95% Wilson
-        ``accuracy_interval``, ``top5_accuracy``, ``per_class`` precision, recall and F1, and the
-        ``confusion`` matrix.
+        ``accuracy_interval``, ``top5_accuracy``, ``per_class`` precision, recall and F1, the
+        ``confusion`` matrix, and which images were ``scored``.
     """
     run = runfolder.load_run(run_dir)
     if data is None:
-        held_out = as_float(
-            make_dataset(_held_out_images(run.run_dir), run.image_size, batch_size, cache=False)
-        )
-        return evaluate_model(tta_model(run.model) if tta else run.model, held_out, run.class_names)
-    images, part = labelled_images(data, run.class_names, run.white_level)
-    _warn_if_trained_on(run, data, part)
+        images, scored = _held_out_images(run.run_dir)
+    else:
+        images, part = labelled_images(data, run.class_names, run.white_level)
+        _warn_if_trained_on(run, data, part)
+        scored = f"{'all' if part == 'all of it' else part.replace('its ', 'the ')} of {source_path(data)}"
     dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
-    return evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+    metrics = evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+    return dataclasses.replace(metrics, scored=scored)
 
 
 def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
@@ -69,8 +70,9 @@ def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
         )
 
 
-def _held_out_images(run_dir: Path) -> ImageSet:
-    """The held-out image files and labels that the run's ``predictions.npz`` records."""
+def _held_out_images(run_dir: Path) -> tuple[ImageSet, str]:
+    """The held-out image files and labels that the run's ``predictions.npz`` records, and which
+    split they are."""
     predictions = load_predictions(run_dir)
     if predictions is None or not predictions.paths or predictions.paths[0].startswith("tfds:"):
         raise TransferkitError(
@@ -78,4 +80,5 @@ def _held_out_images(run_dir: Path) -> ImageSet:
             "give the labelled images to evaluate on with --data."
         )
     labels = tuple(int(label) for label in predictions.labels)
-    return ImageSet(predictions.paths, labels, white_level=predictions.white_level)
+    images = ImageSet(predictions.paths, labels, white_level=predictions.white_level)
+    return images, f"the run's held-out {predictions.split} split"

@@ -28,7 +28,7 @@ from transferkit.data import tfds_source
 from transferkit.data.card import DatasetCard, size_stats
 from transferkit.data.decode import IMAGE_EXTENSIONS, load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
-from transferkit.data.scan import ScannedSplit, detect_layout, scan_split
+from transferkit.data.scan import ScannedSplit, detect_layout, nfc, scan_split
 from transferkit.data.splits import (
     Holdout,
     hold_out_test,
@@ -112,6 +112,7 @@ def load_data(
     seed: int = 1337,
     strict: bool = False,
     min_classes: int = 2,
+    classes: Sequence[str] | None = None,
 ) -> DataSplits:
     """Find, check and split the images of ``source``.
 
@@ -129,6 +130,9 @@ def load_data(
         strict: raise when a class folder has no usable image, instead of leaving it out.
         min_classes: fewer classes with usable images is an error (training needs two; images
             to evaluate a model on may all be of one class).
+        classes: label a folder's images by these class names (a trained model's, in its order)
+            instead of by the classes its training folder holds; a class folder in any split
+            that is not among them is an error. Folders only (TFDS labels are the data set's).
 
     Returns:
         :class:`DataSplits`; files that could not be used are listed in ``card.skipped``.
@@ -155,7 +159,7 @@ def load_data(
     fractions = (validation_split, test_split, seed)
     if source.startswith("tfds:"):
         return _load_tfds(source, *fractions)
-    return _load_folder(source, *fractions, strict, min_classes)
+    return _load_folder(source, *fractions, strict, min_classes, classes)
 
 
 def source_path(source: str | os.PathLike) -> str:
@@ -181,28 +185,42 @@ def labelled_images(
     Raises:
         TransferkitError: a class the model does not know, or what :func:`load_data` raises.
     """
+    source = source_path(source)
+    if not source.startswith("tfds:"):
+        return _labelled_folder(source, class_names, white_level)
     splits = load_data(source, validation_split=0.0, test_split=0.0, seed=0, min_classes=1)  # no carving
     unknown = [name for name in splits.class_names if name not in class_names]
     if unknown:
-        raise TransferkitError(
-            f"Class {unknown[0]!r} in {source} is not one the model knows ({', '.join(class_names)})."
-        )
+        raise TransferkitError(_not_known(unknown, source, class_names))
     if splits.test is not None and len(splits.test):
         images, part = splits.test, "its test split"
-    elif splits.train.tfds is not None:
-        images, part = (
-            (splits.val, "its validation split") if len(splits.val) else (splits.train, "all of it")
-        )
+    elif len(splits.val):  # a TFDS validation split but no test split (two splits cannot be read as one)
+        images, part = splits.val, "its validation split"
     else:
-        parts = (splits.train, splits.val)
-        paths = tuple(p for part in parts for p in part.paths)
-        images = dataclasses.replace(
-            splits.train, paths=paths, labels=tuple(x for part in parts for x in part.labels)
-        )
-        part = "all of it"
+        images, part = splits.train, "all of it"
     remap = [list(class_names).index(name) for name in splits.class_names]
     labels = tuple(remap[label] for label in images.labels)
     return dataclasses.replace(images, labels=labels, white_level=white_level), part
+
+
+def _labelled_folder(
+    source: str, class_names: Sequence[str], white_level: int | None
+) -> tuple[ImageSet, str]:
+    """:func:`labelled_images` of a folder: only the part measured is scanned (``test/`` when there
+    is one), and each class folder in it is labelled by the model's own class of that name, so a
+    class that only the test split holds is scored too."""
+    root = Path(source)
+    layout = detect_layout(root) if root.is_dir() else {}
+    folder, part = (layout["test"], "its test split") if "test" in layout else (root, "all of it")
+    splits = load_data(folder, validation_split=0.0, test_split=0.0, min_classes=1, classes=class_names)
+    parts = (splits.train, splits.val)  # val: a val/ folder beside train/ (nothing is carved)
+    paths = tuple(path for images in parts for path in images.paths)
+    images = ImageSet(paths, tuple(label for images in parts for label in images.labels))
+    return dataclasses.replace(images, white_level=white_level), part
+
+
+def _not_known(unknown: Sequence[str], source: str, class_names: Sequence[str]) -> str:
+    return f"Class {unknown[0]!r} in {source} is not one the model knows ({', '.join(class_names)})."
 
 
 def _carve(
@@ -254,7 +272,13 @@ def _archive_hint(path: Path) -> str:
 
 
 def _load_folder(
-    source: str, validation_split: float, test_split: float, seed: int, strict: bool, min_classes: int = 2
+    source: str,
+    validation_split: float,
+    test_split: float,
+    seed: int,
+    strict: bool,
+    min_classes: int = 2,
+    classes: Sequence[str] | None = None,
 ) -> DataSplits:
     root = Path(source).expanduser()
     if not root.is_dir():
@@ -266,6 +290,13 @@ def _load_folder(
     scans = {split: scan_split(folder) for split, folder in detect_layout(root).items()}
     pool = scans.pop("all", None) or scans["train"]
     class_names = _class_names(pool, source, strict, min_classes)
+    if classes is not None:  # a model's: every split's class folders are labelled by them
+        known = {nfc(name) for name in classes}
+        unknown = sorted({name for scan in (pool, *scans.values()) for name, found in scan.images.items()
+                          if found and name not in known})  # fmt: skip
+        if unknown:
+            raise TransferkitError(_not_known(unknown, source, classes))
+        class_names = tuple(classes)
     skipped = [(str(root / name), "class folder has no usable images; class left out")
                for name, found in pool.images.items() if not found]  # fmt: skip
     sets = {"train": _image_set(pool, class_names, skipped)}
@@ -333,8 +364,11 @@ def _one_level_down(pool: ScannedSplit, name: str) -> str:
 
 
 def _image_set(scan: ScannedSplit, class_names: tuple[str, ...], skipped: list[tuple[str, str]]) -> ImageSet:
-    """Paths grouped by class index, sorted within a class; unknown classes go to ``skipped``."""
-    index = {name: i for i, name in enumerate(class_names)}
+    """Paths grouped by class index, sorted within a class; unknown classes go to ``skipped``.
+
+    Names match in Unicode's composed form (NFC), as the scan gives them, so a class name saved
+    decomposed (a macOS file system's NFD) finds its folder."""
+    index = {nfc(name): i for i, name in enumerate(class_names)}
     paths, labels = [], []
     for name in sorted(scan.images, key=lambda n: index.get(n, -1)):
         for path, _ in scan.images[name]:

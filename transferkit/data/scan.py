@@ -14,12 +14,14 @@ Rules of the walk, chosen so a real-world folder never stops a run:
   a thread pool); otherwise it is listed with a reason: wrong extension, empty, not a regular
   file (a FIFO would block ``open``), truncated, not an image, too large, unreadable.
 - Paths are sorted, so results never depend on the order the file system lists them in.
+- Class names are the folder names in Unicode's composed form (:func:`nfc`).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +50,13 @@ class ScannedSplit:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     peak: int | None = None
     dim_colour: list[str] = field(default_factory=list)
+
+
+def nfc(name: str) -> str:
+    """``name`` in Unicode's composed form (NFC). Class names are compared in it: macOS file
+    systems and the zips made on them spell "Café" decomposed (NFD), most others composed, and
+    the two spellings look the same but differ as strings."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _is_hidden(name: str) -> bool:
@@ -92,8 +101,9 @@ def scan_split(folder: Path) -> ScannedSplit:
         if entry.is_dir() and _is_ancestor(entry.path, folder):
             result.skipped.append((entry.path, "class folder links back to its parent (symlink loop)"))
         elif entry.is_dir():
-            result.images[entry.name] = []
-            candidates += [(entry.name, path) for path in walk_images(Path(entry.path), result.skipped)]
+            name = nfc(entry.name)  # two spellings of one name (a macOS copy) are one class
+            result.images.setdefault(name, [])
+            candidates += [(name, path) for path in walk_images(Path(entry.path), result.skipped)]
         else:
             result.skipped.append((entry.path, "not inside a class folder; move it into one"))
     for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):

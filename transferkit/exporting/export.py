@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from transferkit import recipes as recipe_io
 from transferkit.data.loading import DataSplits, ImageSet, labelled_images, load_data, make_dataset
+from transferkit.data.scan import nfc
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting import converters
 from transferkit.exporting.formats import (
@@ -195,7 +196,7 @@ def _run_splits(run: SavedRun) -> DataSplits:
             f"Cannot re-read the run's data {source!r} ({error}). The parity check and int8 calibration "
             "need it: restore it, or pass --data with labelled images (no int8 without the training data)."
         ) from None
-    if tuple(splits.class_names) != tuple(run.class_names):
+    if list(map(nfc, splits.class_names)) != list(map(nfc, run.class_names)):
         raise TransferkitError(
             f"The classes in {source!r} changed since the run ({', '.join(splits.class_names)} now, "
             f"{', '.join(run.class_names)} then). Pass --data with images of the run's classes."

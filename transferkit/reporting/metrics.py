@@ -43,6 +43,8 @@ class Metrics:
         confusion: counts; rows = true class, columns = predicted class, in class order.
         accuracy_interval: 95% Wilson score interval ``(low, high)`` of the accuracy: with 120
             images an accuracy of 0.9 is known to about +/-6 points.
+        scored: which images these are, as ``evaluate`` words it (e.g. "the test split of
+            /data/pets"); empty where the caller says it (a run's ``metrics.json`` keys).
     """
 
     accuracy: float
@@ -54,6 +56,7 @@ class Metrics:
     macro_f1: float
     confusion: tuple[tuple[int, ...], ...]
     accuracy_interval: tuple[float, float] = (0.0, 1.0)
+    scored: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-able dict (tuples become lists), e.g. for ``metrics.json``."""
