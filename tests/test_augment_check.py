@@ -13,7 +13,7 @@ from transferkit.recipes import load_builtin
 from transferkit.training import head_phase
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment import build_augmentation
-from transferkit.training.augment_check import AugmentCheck, check_augmentation
+from transferkit.training.augment_check import MIN_DELTA, MIN_EPOCHS, AugmentCheck, check_augmentation
 from transferkit.training.callbacks import Reseed
 from transferkit.training.features import CachedFeatures, EpochSetter, feature_step, feature_steps
 from transferkit.training.trainer import TrainState
@@ -69,6 +69,29 @@ def test_augmentation_that_destroys_the_label_is_dropped_and_one_that_keeps_it_i
     assert AugmentCheck.from_dict(json.loads(json.dumps(tie.to_dict()))) == tie
 
 
+def test_a_run_of_one_epoch_still_decides_on_trained_heads():
+    features, labels = _separable()
+    validation = _separable(seed=1)
+    noise = np.random.default_rng(2).normal(size=features.shape).astype("float32")
+    model = _head()
+    check = check_augmentation(
+        model,
+        _compile,
+        CachedFeatures(noise[None], labels, 16, seed=1),
+        CachedFeatures(features[None], labels, 16, seed=1),
+        validation,
+        epochs=1,  # `fit --epochs 1`: four steps of a random head would decide nothing
+        patience=MIN_EPOCHS,
+        seed=1,
+    )
+    assert check.clean_val_accuracy >= 0.9 and not check.use_augmentation
+    one_epoch = _head()
+    one_epoch.set_weights(model.get_weights())
+    _compile(one_epoch)
+    history = one_epoch.fit(*_separable(), epochs=1, batch_size=16, validation_data=validation, verbose=0)
+    assert history.history["val_accuracy"][-1] < check.clean_val_accuracy  # what one epoch would give
+
+
 def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tmp_path, monkeypatch):
     recipe = _recipe("small_similar", epochs=3)
     assert recipe.augment.measure
@@ -114,8 +137,9 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
         twin.set_weights(start)
         _compile(twin)
         cached = CachedFeatures(data[None], labels, 16, seed=1)
-        history = twin.fit(cached, epochs=8, validation_data=validation, shuffle=False, verbose=0,
-                           callbacks=[EpochSetter(cached), Reseed(1)]).history  # fmt: skip
+        stop = keras.callbacks.EarlyStopping("val_loss", patience=8, min_delta=MIN_DELTA)
+        history = twin.fit(cached, epochs=MIN_EPOCHS, validation_data=validation, shuffle=False, verbose=0,
+                           callbacks=[EpochSetter(cached), Reseed(1), stop]).history  # fmt: skip
         expected.append(min(history["val_loss"]))
     assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
 
