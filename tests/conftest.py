@@ -50,3 +50,68 @@ def no_network(request, monkeypatch):
     yield attempts
     if attempts and not request.node.get_closest_marker("network_attempt_expected"):
         pytest.fail(f"test tried to use the network: {attempts}")
+
+
+# ---------------------------------------------------------------------------------------------
+# `pytest --cpu-top N`: the N tests that cost the most CPU time. The suite is CPU-bound on the
+# 2-core CI machine (its wall time is about its CPU time over 2), so this is where its time goes.
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu-top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="list the N tests that used the most CPU time (user + system, of the test's process "
+        "and of the child processes it waited for), setup and teardown included",
+    )
+
+
+_CPU_START = pytest.StashKey[float]()
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Counted per test on the process that runs it, carried to the controller in the reports'
+    ``user_properties`` (pytest-xdist sends them from its workers)."""
+    if not item.config.getoption("cpu_top"):
+        yield
+        return
+    item.stash[_CPU_START] = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    if call.when == "teardown" and _CPU_START in item.stash:
+        item.user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_CPU_START]))
+    yield
+
+
+_cpu_by_test: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        seconds = dict(report.user_properties).get("cpu_seconds")
+        if seconds is not None:
+            _cpu_by_test[report.nodeid] = seconds
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    top = config.getoption("cpu_top")
+    if not top or not _cpu_by_test:
+        return
+    total = sum(_cpu_by_test.values())
+    title = f"CPU time: the {top} costliest of {len(_cpu_by_test)} tests ({total:.0f} s in all)"
+    terminalreporter.section(title)
+    for nodeid, seconds in sorted(_cpu_by_test.items(), key=lambda kv: -kv[1])[:top]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {100 * seconds / total:4.1f}%  {nodeid}")
