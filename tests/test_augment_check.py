@@ -38,8 +38,8 @@ def _compile(model):
     )
 
 
-def _check(augmented_features, clean_features, labels, validation):
-    model = _head()
+def _check(augmented_features, clean_features, labels, validation, model=None, epochs=30, patience=5):
+    model = model or _head()
     before = [w.copy() for w in model.get_weights()]
     check = check_augmentation(
         model,
@@ -47,8 +47,8 @@ def _check(augmented_features, clean_features, labels, validation):
         CachedFeatures(augmented_features[None], labels, 16, seed=1),
         CachedFeatures(clean_features[None], labels, 16, seed=1),
         validation,
-        epochs=30,
-        patience=5,
+        epochs=epochs,
+        patience=patience,
         seed=1,
     )
     for old, new in zip(before, model.get_weights(), strict=True):
@@ -74,16 +74,8 @@ def test_a_run_of_one_epoch_still_decides_on_trained_heads():
     validation = _separable(seed=1)
     noise = np.random.default_rng(2).normal(size=features.shape).astype("float32")
     model = _head()
-    check = check_augmentation(
-        model,
-        _compile,
-        CachedFeatures(noise[None], labels, 16, seed=1),
-        CachedFeatures(features[None], labels, 16, seed=1),
-        validation,
-        epochs=1,  # `fit --epochs 1`: four steps of a random head would decide nothing
-        patience=MIN_EPOCHS,
-        seed=1,
-    )
+    # `fit --epochs 1`: four steps of a random head would decide nothing
+    check = _check(noise, features, labels, validation, model, epochs=1, patience=MIN_EPOCHS)
     assert check.clean_val_accuracy >= 0.9 and not check.use_augmentation
     one_epoch = _head()
     one_epoch.set_weights(model.get_weights())
