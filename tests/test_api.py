@@ -430,6 +430,15 @@ def test_an_interrupted_fit_names_its_run_folder_quoted_and_after_the_data_folde
     assert f"`transferkit fit --resume '{run_dir}'` continues" in result.output
 
 
+def test_an_interrupted_command_that_has_nothing_to_resume_says_only_that(monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "evaluate", interrupted)
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
+    assert (result.exit_code, result.output.strip()) == (130, "Interrupted.")
+
+
 @pytest.mark.parametrize(
     "command",
     [

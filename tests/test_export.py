@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import transferkit
 from transferkit.cli import main
 from transferkit.errors import TransferkitError
-from transferkit.exporting.formats import QUANTIZATIONS, check_choices, labels_path, record_path
+from transferkit.exporting.formats import QUANTIZATIONS, check_choices, labels_path, output_path, record_path
 from transferkit.exporting.runtimes import onnx_labels, open_runner, tflite_interpreter
 from transferkit.reporting.runfolder import load_run
 from transferkit.testing import make_image_folder
@@ -74,7 +74,10 @@ def keras_probabilities(run_dir, images):
 
 
 def test_saved_model_round_trip_gives_the_same_probabilities_and_labels(run_dir, pixels):
+    stale = run_dir / "export" / ".saved_model.k9dead.tmp"  # the staging folder of a killed export
+    stale.mkdir(parents=True, exist_ok=True)
     result = transferkit.export(run_dir, "saved_model", verbose=0)
+    assert not stale.exists()
     loaded = tf.saved_model.load(str(result.path))
     np.testing.assert_allclose(loaded.serve(pixels).numpy(), keras_probabilities(run_dir, pixels), atol=1e-6)
     names = [name.decode() for name in loaded.labels()["labels"].numpy()]
@@ -139,6 +142,31 @@ def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tm
     assert result.stdout == ""  # --quiet: the error alone
     assert "more than --max-drop -1" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert out.exists() and json.loads(record_path(out).read_text())["passed"] is False
+
+
+def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emptied(tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    (run_dir / "export").mkdir(parents=True)
+    (run_dir / "model.keras").write_text("the user's model")
+    serving = tmp_path / "serving"
+    (serving / "other_model").mkdir(parents=True)
+    (serving / "notes.txt").write_text("keep")
+    for out in (serving, run_dir, run_dir / "model.keras"):
+        with pytest.raises(TransferkitError, match="a SavedModel|SavedModel export replaces"):
+            output_path(out, run_dir, "saved_model", "none")
+    assert (serving / "notes.txt").read_text() == "keep" and (run_dir / "model.keras").exists()
+    earlier = run_dir / "export" / "saved_model"  # an earlier SavedModel, or an empty or new folder
+    earlier.mkdir()
+    (earlier / "saved_model.pb").write_bytes(b"")
+    for out in (earlier, serving / "other_model", serving / "pets"):
+        assert output_path(out, run_dir, "saved_model", "none") == out
+    # A TFLite or ONNX file given a folder goes in it under its default name.
+    assert output_path(serving, run_dir, "tflite", "int8") == serving / "model_int8.tflite"
+    assert output_path(serving / "app.onnx", run_dir, "onnx", "none") == serving / "app.onnx"
+    assert output_path(None, run_dir, "onnx", "none") == run_dir / "export" / "model.onnx"
+    args = ["export", str(run_dir), "--format", "saved_model", "--out", str(serving)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "folder of other files" in result.output  # refused before loading
 
 
 def test_quantizing_anything_but_tflite_is_a_clear_error():

@@ -52,8 +52,9 @@ class _Group(click.Group):
             click.echo(f"Error: {error}", err=True)
             sys.exit(error.exit_code)
         except KeyboardInterrupt as interrupt:
-            command = resume_command(getattr(interrupt, "run_dir", None))  # fit sets it: its folder
-            click.echo(f"\nInterrupted. Finished epochs are saved: `{command}` continues.", err=True)
+            run_dir = getattr(interrupt, "run_dir", None)  # fit sets it once its run folder exists
+            resume = f" What was finished is saved: `{resume_command(run_dir)}` continues." if run_dir else ""
+            click.echo(f"\nInterrupted.{resume}", err=True)
             sys.exit(130)
         except BrokenPipeError:  # e.g. `transferkit predict ... | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -477,7 +478,12 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     show_default=True,
     help="TFLite only. int8: full integer, float input/output, calibrated on training images.",
 )
-@click.option("--out", type=click.Path(), help="File (or SavedModel folder); default in RUN_DIR/export/.")
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="The file, or a folder to put it in (a SavedModel: its own folder, new, empty or an earlier "
+    "SavedModel); default in RUN_DIR/export/.",
+)
 @click.option(
     "--max-drop",
     type=float,

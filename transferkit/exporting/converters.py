@@ -9,6 +9,7 @@ inputs (Keras 3.15, tf2onnx 1.17), and the SavedModel route freezes them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import shutil
@@ -51,11 +52,13 @@ def write_saved_model(model: keras.Model, path: Path, class_names: Sequence[str]
     try:
         _archive(model, class_names).write_out(str(staging / "model"), verbose=False)
         write_text(labels_path(staging / "model", "saved_model"), _lines(class_names))
-        if path.exists():
+        if path.exists():  # a SavedModel: output_path refuses any other folder
             shutil.rmtree(path)
         (staging / "model").rename(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
     return path
 
 

@@ -24,8 +24,8 @@ from transferkit.exporting.formats import (
     CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,
     check_choices,
-    default_path,
     labels_path,
+    output_path,
     record_path,
 )
 from transferkit.exporting.parity import Parity, check_parity
@@ -113,7 +113,9 @@ def export(
         format: "saved_model" | "tflite" | "onnx".
         quantize: TFLite only: "none" | "float16" | "dynamic" | "int8" (full integer with a
             float interface, calibrated on up to 100 of the run's training images).
-        out: the file (or SavedModel folder) to write; default ``RUN_DIR/export/...``.
+        out: the file (or SavedModel folder) to write; a folder for a TFLite or ONNX file puts it
+            there under its default name; default ``RUN_DIR/export/...``
+            (:func:`~transferkit.exporting.formats.output_path`).
         max_drop: the largest accuracy loss allowed (0.01 = one point); None records without
             judging.
         data: labelled images to check on (their ``test/`` split if present, else all of them);
@@ -129,10 +131,10 @@ def export(
             drops by more than ``max_drop``.
     """
     check_choices(format, quantize)
+    path = output_path(out, Path(run_dir), format, quantize)  # before any work: a refusal is instant
     run = load_run(run_dir)
     splits = _run_splits(run) if data is None or quantize == "int8" else None
     held_out = _data_held_out(data, run) if data else _run_held_out(run, splits)
-    path = Path(out) if out is not None else default_path(run.run_dir, format, quantize)
     _write(run, path, format, quantize, splits)
     parity = check_parity(
         keras_runner(run.model), open_runner(path, format), held_out.images, held_out.labels

@@ -31,6 +31,33 @@ def default_path(run_dir: Path, fmt: str, quantize: str) -> Path:
     return folder / f"model{suffix}.{fmt}"
 
 
+def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) -> Path:
+    """Where the export goes, checked before any work: ``out`` (default :func:`default_path`).
+
+    A TFLite or ONNX ``out`` that is a folder gets the default file name inside it, as ``cp`` does.
+    A SavedModel replaces its folder, so ``out`` must be new, empty or an earlier SavedModel: a
+    folder of other files (a parent such as ``./serving``, the run folder itself) is refused,
+    never emptied.
+
+    Raises:
+        TransferkitError: a SavedModel ``out`` that is a file, or a folder of other files.
+    """
+    default = default_path(run_dir, fmt, quantize)
+    if out is None:
+        return default
+    path = Path(out).expanduser()
+    if fmt != "saved_model":
+        return path / default.name if path.is_dir() else path
+    if path.is_file():
+        raise TransferkitError(f"--out {out} is a file; a SavedModel is a folder. Give a new folder's path.")
+    if path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
+        raise TransferkitError(
+            f"--out {out} is a folder of other files, and a SavedModel export replaces the folder it "
+            f"writes. Give a new or empty folder, e.g. {path / default.name}."
+        )
+    return path
+
+
 def labels_path(path: Path, fmt: str) -> Path:
     """The labels file that travels with an export: inside a SavedModel, else ``<file name>.labels.txt``
     (``model_int8.tflite.labels.txt``), so a TFLite and an ONNX file in one folder keep their own."""
