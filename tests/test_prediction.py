@@ -128,6 +128,19 @@ def test_cli_predict_writes_the_contact_sheet_and_keeps_stdout_for_the_table(run
     assert f"Wrote {sheet}" in result.stderr
 
 
+def test_predict_says_on_stderr_what_it_could_not_classify_and_fails_when_it_classified_nothing(
+    run_dir, folder, tmp_path
+):
+    good = sorted((folder / "class_1").iterdir())[0]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    result = CliRunner().invoke(cli.main, ["predict", str(run_dir), str(good), str(bad)])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3  # header + a row each
+    assert result.stderr.startswith(f"1 of 2 inputs could not be classified (first: {bad}: ")
+    result = CliRunner().invoke(cli.main, ["predict", str(run_dir), str(bad)])
+    assert result.exit_code == 2 and "None of the 1 input(s) could be classified" in result.stderr
+
+
 def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folder):
     result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta"])
     assert result.exit_code == 0, result.output

@@ -571,6 +571,9 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
 
     Whether --tta helps: `transferkit evaluate RUN_DIR --tta` prints both accuracies on the run's
     held-out images (or on --data LABELLED).
+
+    A file that cannot be read gets a row with its error. Exit status: 0 when any image was
+    classified, 2 when none could be.
     """
     from pathlib import Path
 
@@ -598,6 +601,13 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
         sys.stdout.write(stream.getvalue())
     if contact_sheet and any("label" in row for row in results):
         click.echo(f"Wrote {contact_sheet}", err=True)  # stderr: stdout may be the CSV or JSON
+    failed = [row for row in results if "label" not in row]
+    if failed:  # stderr: stdout may be the CSV or JSON; each row carries its own error
+        first = f"{failed[0]['path']}: {failed[0].get('error', '')}"
+        if len(failed) == len(results):
+            raise TransferkitError(f"None of the {len(results)} input(s) could be classified ({first}).")
+        click.echo(f"{len(failed)} of {len(results)} inputs could not be classified (first: {first}).",
+                   err=True)  # fmt: skip
 
 
 @main.command()
