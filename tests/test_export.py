@@ -167,6 +167,8 @@ def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emp
     args = ["export", str(run_dir), "--format", "saved_model", "--out", str(serving)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "folder of other files" in result.output  # refused before loading
+    with pytest.raises(TransferkitError, match="notes.txt is a file, not a folder"):  # before converting
+        output_path(serving / "notes.txt" / "app.onnx", run_dir, "onnx", "none")
 
 
 def test_quantizing_anything_but_tflite_is_a_clear_error():

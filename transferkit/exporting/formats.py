@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from transferkit.errors import TransferkitError, choices_error
+from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8 = full integer, float interface
@@ -40,14 +41,18 @@ def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) 
     never emptied.
 
     Raises:
-        TransferkitError: a SavedModel ``out`` that is a file, or a folder of other files.
+        TransferkitError: a folder for ``out`` that cannot be created or written; a SavedModel
+            ``out`` that is a file, or a folder of other files.
     """
     default = default_path(run_dir, fmt, quantize)
     if out is None:
         return default
     path = Path(out).expanduser()
     if fmt != "saved_model":
-        return path / default.name if path.is_dir() else path
+        path = path / default.name if path.is_dir() else path
+        require_writable_folder(path.parent, "--out")
+        return path
+    require_writable_folder(path.parent, "--out")
     if path.is_file():
         raise TransferkitError(f"--out {out} is a file; a SavedModel is a folder. Give a new folder's path.")
     if path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
