@@ -145,8 +145,9 @@ def predict(
         contact_sheet: also write a PNG grid of the images captioned with their predictions.
 
     Returns:
-        One dict per usable image: ``{"path", "label", "probability", "top": [(label, p), ...]}``;
-        unreadable files come back as ``{"path", "error"}``.
+        One dict per image file, in the order given (a folder's files sorted):
+        ``{"path", "label", "probability", "top": [(label, p), ...]}``; an unreadable file's is
+        ``{"path", "error"}``.
 
     Example:
         >>> rows = transferkit.predict("runs/pets", "photos/", tta=True)  # doctest: +SKIP
@@ -164,19 +165,23 @@ def predict(
     run = run_dir if isinstance(run_dir, runfolder.SavedRun) else runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     model = tta_model(run.model) if tta else run.model
-    results, errors, shown, dark = [], [], [], []
+    rows, results, shown, dark = [], [], [], []  # results: the classified rows, as the sheet shows them
     with _progress(len(paths)) as bar:
         for start in range(0, len(paths), PREDICT_CHUNK):
             chunk = paths[start : start + PREDICT_CHUNK]
             images, skipped = load_images(chunk, run.image_size, run.white_level)
-            left_out = {path for path, _ in skipped}
+            left_out = dict(skipped)
             usable = [path for path in chunk if path not in left_out]
-            for path, probs in zip(usable, _probabilities(model, images, batch_size), strict=True):
-                top = ranked(probs, run.class_names, top_k)
+            predicted = iter(_probabilities(model, images, batch_size))
+            for path in chunk:  # rows in the order given, unreadable files among them
+                if path in left_out:
+                    rows.append({"path": path, "error": left_out[path]})
+                    continue
+                top = ranked(next(predicted), run.class_names, top_k)
                 results.append({"path": path, "label": top[0][0], "probability": top[0][1], "top": top})
+                rows.append(results[-1])
             if contact_sheet is not None and sum(map(len, shown)) < CONTACT_SHEET_MAX:
                 shown.append(images[: CONTACT_SHEET_MAX - sum(map(len, shown))])
-            errors += [{"path": path, "error": reason} for path, reason in skipped]
             dark += [
                 path
                 for path, image in zip(usable, images, strict=True)
@@ -193,7 +198,7 @@ def predict(
         )
     if contact_sheet is not None and results:
         write_contact_sheet(np.concatenate(shown), results, contact_sheet)
-    return results + errors
+    return rows
 
 
 def _high_bit_depth(path: str) -> bool:
