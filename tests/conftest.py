@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One thread per TensorFlow and BLAS pool in every pytest worker (and the notebook kernels and
@@ -14,10 +18,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# What the suite's processes leave in the temporary folder (TensorFlow's autograph sources, TFDS's
+# scratch folders: hundreds a run) goes in one folder of the session's, removed when it ends. xdist
+# workers, CLI children and notebook kernels inherit TMPDIR, so theirs nest inside it; pytest's own
+# tmp_path folders stay where pytest keeps them.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+_SCRATCH = tempfile.mkdtemp(prefix="transferkit-tests-")
+os.environ["TMPDIR"] = _SCRATCH
+tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 # An empty Keras home: no test may silently pass thanks to weights a developer downloaded once.
-os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="transferkit-keras-home-")
-
-import pytest
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras-home-")
 
 _real_connect = socket.socket.connect
 _real_getaddrinfo = socket.getaddrinfo
