@@ -14,7 +14,14 @@ from click.testing import CliRunner
 import transferkit
 from transferkit.cli import main
 from transferkit.errors import TransferkitError
-from transferkit.exporting.formats import QUANTIZATIONS, check_choices, labels_path, output_path, record_path
+from transferkit.exporting.formats import (
+    AUTO_ORDER,
+    QUANTIZATIONS,
+    check_choices,
+    labels_path,
+    output_path,
+    record_path,
+)
 from transferkit.exporting.runtimes import onnx_labels, open_runner, tflite_interpreter
 from transferkit.reporting.runfolder import load_run
 from transferkit.testing import make_image_folder
@@ -32,6 +39,7 @@ RECORD_FIELDS = {
     "max_drop",
     "passed",
     "versions",
+    "chosen",
 }
 PARITY_FIELDS = {
     "num_images",
@@ -142,6 +150,40 @@ def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tm
     assert result.stdout == ""  # --quiet: the error alone
     assert "more than --max-drop -1" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert out.exists() and json.loads(record_path(out).read_text())["passed"] is False
+
+
+def test_quantize_auto_keeps_the_first_within_max_drop_chosen_on_validation_not_test(run_dir, tmp_path):
+    result = transferkit.export(run_dir, "tflite", quantize="auto", out=tmp_path, verbose=0)
+    chosen = result.chosen
+    assert chosen["on"]["split"] == "validation" and result.held_out["split"] == "test"
+    tried = [t["quantize"] for t in chosen["tried"]]
+    assert tried == list(AUTO_ORDER[: len(tried)]) and result.quantize == tried[-1]
+    assert [t["passed"] for t in chosen["tried"]] == [False] * (len(tried) - 1) + [True]
+    assert all(t["accuracy_drop"] > 0.01 for t in chosen["tried"][:-1])
+    assert result.path == tmp_path / output_path(None, run_dir, "tflite", result.quantize).name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [result.path.name, labels_path(result.path, "tflite").name, record_path(result.path).name]
+    )  # the candidates it did not keep are not left behind
+    assert json.loads(record_path(result.path).read_text())["chosen"] == chosen
+    assert result.file_bytes == chosen["tried"][-1]["file_bytes"] == result.path.stat().st_size
+
+
+def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3(run_dir, tmp_path):
+    args = ["export", str(run_dir), "--format", "tflite", "--quantize", "auto", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--max-drop", "-1"])
+    assert result.exit_code == 3, result.output
+    assert "Choosing the quantization on" in result.stdout and "Chose none" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines() if "over --max-drop" in line] == list(
+        AUTO_ORDER
+    )
+    assert "(none)" not in result.stderr
+    assert "chosen by --quantize auto on the validation images" in result.stderr
+    record = json.loads(record_path(tmp_path / "model.tflite").read_text())
+    assert record["quantize"] == "none" and len(record["chosen"]["tried"]) == 4 and not record["passed"]
+    default_bar = CliRunner().invoke(main, [*args[:-2], "--max-drop", "0.01"], catch_exceptions=False)
+    assert default_bar.exit_code == 0, default_bar.output
+    with pytest.raises(TransferkitError, match="needs that bar"):
+        check_choices("tflite", "auto", max_drop=None)
 
 
 def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emptied(tmp_path):

@@ -20,7 +20,7 @@ import click
 
 from transferkit.console import resume_command
 from transferkit.errors import QualityGateError, TransferkitError
-from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZATIONS
+from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZE_CHOICES
 from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import DISTRIBUTIONS, FILL_MODES, PRECISIONS
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
@@ -473,10 +473,11 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="What to write.")
 @click.option(
     "--quantize",
-    type=click.Choice(QUANTIZATIONS),
+    type=click.Choice(QUANTIZE_CHOICES),
     default="none",
     show_default=True,
-    help="TFLite only. int8: full integer, float input/output, calibrated on training images.",
+    help="TFLite only. int8: full integer, float input/output, calibrated on training images. auto: the "
+    "first of int8, dynamic, float16, none within --max-drop on the validation images.",
 )
 @click.option(
     "--out",
@@ -501,6 +502,7 @@ def export(run_dir, fmt, quantize, out, max_drop, data, quiet):
     \b
     Examples:
       transferkit export runs/<run> --format tflite --quantize int8
+      transferkit export runs/<run> --format tflite --quantize auto   # smallest within 1 point
       transferkit export runs/<run> --format onnx --out app/model.onnx
 
     The exported model takes raw 0-255 RGB like model.keras, prepared as training prepared it:

@@ -95,12 +95,32 @@ def write_tflite(
         calibration: for "int8": yields single float32 images ``[1, size, size, 3]`` (training
             images) the converter measures activation ranges on.
     """
+    ((_, flatbuffer),) = tflite_flatbuffers(model, class_names, (quantize,), calibration)
+    return save_tflite(flatbuffer, path, class_names)
+
+
+def tflite_flatbuffers(
+    model: keras.Model,
+    class_names: Sequence[str],
+    quantizations: Sequence[str],
+    calibration: Callable[[], Iterator[np.ndarray]] | None = None,
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(quantize, flatbuffer)`` for each quantization in turn, from one SavedModel.
+
+    A generator, so a caller looking for the first acceptable one converts no further.
+    """
     with tempfile.TemporaryDirectory() as scratch:
         saved = write_saved_model(model, Path(scratch) / "saved_model", class_names)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVE])
-        _quantize(converter, quantize, calibration)
-        with stderr_muted():  # the converter prints its quantization settings there
-            flatbuffer = converter.convert()
+        for quantize in quantizations:
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVE])
+            _quantize(converter, quantize, calibration)
+            with stderr_muted():  # the converter prints its quantization settings there
+                flatbuffer = converter.convert()
+            yield quantize, flatbuffer
+
+
+def save_tflite(flatbuffer: bytes, path: Path, class_names: Sequence[str]) -> Path:
+    """Write a converted flatbuffer to ``path`` (atomically) and ``<name>.labels.txt`` next to it."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
     write_text(labels_path(path, "tflite"), _lines(class_names))

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from transferkit.data.scan import nfc
 from transferkit.errors import QualityGateError, TransferkitError
 from transferkit.exporting import converters
 from transferkit.exporting.formats import (
+    AUTO,
+    AUTO_ORDER,
     CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,
     check_choices,
@@ -28,7 +31,7 @@ from transferkit.exporting.formats import (
     output_path,
     record_path,
 )
-from transferkit.exporting.parity import Parity, check_parity
+from transferkit.exporting.parity import Parity, check_parity, compare_predictions
 from transferkit.exporting.runtimes import keras_runner, open_runner
 from transferkit.fileio import write_json
 from transferkit.reporting.runfolder import SavedRun, load_run
@@ -54,6 +57,8 @@ class ExportResult:
 
     ``white_level``: the run's, for high-bit-depth inputs (None: it had none); an app scales
     such pixels by ``255 / white_level`` before the model, as ``transferkit predict`` does.
+    ``chosen``: with ``quantize="auto"``, how the quantization was chosen: the images it was
+    chosen on and each quantization tried, smallest first (None otherwise).
     """
 
     path: Path
@@ -67,6 +72,7 @@ class ExportResult:
     max_drop: float | None
     passed: bool
     white_level: int | None = None
+    chosen: dict | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types, as written to the record."""
@@ -82,11 +88,21 @@ class ExportResult:
         held = self.held_out
         verdict = "passed" if self.passed else "FAILED"
         bar = "no bar" if self.max_drop is None else f"--max-drop {self.max_drop:g}"
-        return (
+        return self._choice_line() + (
             f"Wrote {self.path} ({_mb(self.file_bytes)}; model.keras {_mb(self.keras_file_bytes)}, "
             f"{compared}), labels in {self.labels_path.name}\n"
             f"Parity on the {held['split']} images: {self.parity.summary()}\n"
             f"Parity check {verdict} ({bar}); record: {record_path(self.path)}"
+        )
+
+    def _choice_line(self) -> str:
+        if self.chosen is None:
+            return ""
+        on = self.chosen["on"]
+        drops = ", ".join(f"{t['quantize']} {100 * t['accuracy_drop']:.1f}" for t in self.chosen["tried"])
+        return (
+            f"Chose {self.quantize}: the smallest within --max-drop {self.max_drop:g} on the "
+            f"{on['num_images']} {on['split']} images (accuracy drop in points: {drops})\n"
         )
 
 
@@ -112,7 +128,9 @@ def export(
         run_dir: the run folder ``fit`` wrote.
         format: "saved_model" | "tflite" | "onnx".
         quantize: TFLite only: "none" | "float16" | "dynamic" | "int8" (full integer with a
-            float interface, calibrated on up to 100 of the run's training images).
+            float interface, calibrated on up to 100 of the run's training images) | "auto" (the
+            first of int8, dynamic, float16 and none that loses at most ``max_drop`` on the run's
+            validation split; the parity figures are then on the test split as usual).
         out: the file (or SavedModel folder) to write; a folder for a TFLite or ONNX file puts it
             there under its default name; default ``RUN_DIR/export/...``
             (:func:`~transferkit.exporting.formats.output_path`).
@@ -130,12 +148,20 @@ def export(
         QualityGateError: after writing the file and its record, when the export's accuracy
             drops by more than ``max_drop``.
     """
-    check_choices(format, quantize)
-    path = output_path(out, Path(run_dir), format, quantize)  # before any work: a refusal is instant
+    check_choices(format, quantize, max_drop)
+    # Before any work, so that a refusal is instant (auto's folder is that of every quantization).
+    path = output_path(out, Path(run_dir), format, quantize)
     run = load_run(run_dir)
-    splits = _run_splits(run) if data is None or quantize == "int8" else None
+    needs_training_images = quantize in ("int8", AUTO)  # calibration
+    splits = _run_splits(run) if data is None or needs_training_images else None
     held_out = _data_held_out(data, run) if data else _run_held_out(run, splits)
-    _write(run, path, format, quantize, splits)
+    chosen = None
+    if quantize == AUTO:
+        quantize, flatbuffer, chosen = _smallest_within(run, splits, held_out, max_drop, verbose)
+        path = output_path(out, Path(run_dir), format, quantize)
+        converters.save_tflite(flatbuffer, path, run.class_names)
+    else:
+        _write(run, path, format, quantize, splits)
     parity = check_parity(
         keras_runner(run.model), open_runner(path, format), held_out.images, held_out.labels
     )
@@ -152,19 +178,32 @@ def export(
         max_drop=max_drop,
         passed=passed,
         white_level=run.white_level,
+        chosen=chosen,
     )
     write_json(record_path(path), result.to_dict())
     if verbose:
         print(result.summary(), flush=True)
     if not passed:
-        raise QualityGateError(
-            f"The {format} export{'' if quantize == 'none' else f' ({quantize})'} loses "
-            f"{100 * parity.accuracy_drop:.1f} accuracy points on {parity.num_images} held-out images "
-            f"({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}), more than --max-drop "
-            f"{max_drop:g}. The file and {record_path(path).name} are kept; try a milder --quantize "
-            "(float16 or dynamic) or a larger --max-drop."
-        )
+        raise QualityGateError(_gate_message(result))
     return result
+
+
+def _gate_message(result: ExportResult) -> str:
+    parity, name = result.parity, record_path(result.path).name
+    what = f"The {result.format} export" + ("" if result.quantize == "none" else f" ({result.quantize})")
+    if result.chosen is not None:
+        what += f", chosen by --quantize auto on the {result.chosen['on']['split']} images,"
+    if result.quantize == "none":
+        advice = "a larger --max-drop"
+    elif result.chosen is None:
+        advice = "--quantize auto (the smallest within the bar), a milder --quantize or a larger --max-drop"
+    else:
+        advice = "a milder --quantize or a larger --max-drop"
+    return (
+        f"{what} loses {100 * parity.accuracy_drop:.1f} accuracy points on {parity.num_images} held-out "
+        f"images ({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}), more than --max-drop "
+        f"{result.max_drop:g}. The file and {name} are kept; try {advice}."
+    )
 
 
 def _write(run: SavedRun, path: Path, fmt: str, quantize: str, splits: DataSplits | None) -> None:
@@ -176,6 +215,67 @@ def _write(run: SavedRun, path: Path, fmt: str, quantize: str, splits: DataSplit
     else:
         calibration = _calibration(splits.train, run.image_size, _seed(run)) if quantize == "int8" else None
         converters.write_tflite(run.model, path, names, quantize, calibration)
+
+
+def _smallest_within(
+    run: SavedRun, splits: DataSplits, held_out: HeldOut, max_drop: float, verbose: int
+) -> tuple[str, bytes, dict]:
+    """The first of :data:`AUTO_ORDER` whose TFLite file loses at most ``max_drop`` accuracy.
+
+    It is chosen on the run's validation split, so that the parity figures reported afterwards, on
+    the test split, come from images the choice never saw (the held-out images themselves only
+    when the run has no validation images). Float32 is the last resort, kept whatever it loses.
+
+    Returns:
+        The quantization, its flatbuffer, and the record of the choice.
+    """
+    if len(splits.val):
+        note = "" if held_out.split != "validation" else "the same images the parity figures are on"
+        on = _held_out(splits.val, run.image_size, "validation", run.info["data"], note)
+    else:
+        on = held_out
+    keras_probabilities = keras_runner(run.model)(on.images)
+    calibration = _calibration(splits.train, run.image_size, _seed(run))
+    tried: list[dict] = []
+    if verbose:
+        print(f"Choosing the quantization on {len(on.labels)} {on.split} images, smallest first", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        flatbuffers = converters.tflite_flatbuffers(run.model, run.class_names, AUTO_ORDER, calibration)
+        for quantize, flatbuffer in flatbuffers:
+            candidate = Path(scratch) / f"{quantize}.tflite"
+            candidate.write_bytes(flatbuffer)
+            parity = compare_predictions(
+                keras_probabilities, open_runner(candidate, "tflite")(on.images), on.labels
+            )
+            passed = parity.accuracy_drop <= max_drop
+            tried.append(
+                {
+                    "quantize": quantize,
+                    "file_bytes": len(flatbuffer),
+                    "accuracy_drop": parity.accuracy_drop,
+                    "top1_agreement": parity.top1_agreement,
+                    "passed": passed,
+                }
+            )
+            if verbose:
+                verdict = "within --max-drop: kept" if passed else "over --max-drop"
+                print(
+                    f"  {quantize:<8} {_mb(len(flatbuffer)):>9}  accuracy {parity.keras_accuracy:.3f} -> "
+                    f"{parity.export_accuracy:.3f} (drop {100 * parity.accuracy_drop:.1f} points): {verdict}",
+                    flush=True,
+                )
+            if passed:
+                break
+        flatbuffers.close()  # the SavedModel's scratch folder goes now, not when collected
+    return (
+        quantize,
+        flatbuffer,
+        {
+            "rule": f"the first of {', '.join(AUTO_ORDER)} within max_drop",
+            "on": on.describe(),
+            "tried": tried,
+        },
+    )
 
 
 def _seed(run: SavedRun) -> int:

@@ -14,6 +14,9 @@ from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8 = full integer, float interface
+AUTO = "auto"  # the smallest of AUTO_ORDER that keeps accuracy within --max-drop
+AUTO_ORDER = ("int8", "dynamic", "float16", "none")  # smallest (and fastest on integer hardware) first
+QUANTIZE_CHOICES = (*QUANTIZATIONS, AUTO)
 DEFAULT_MAX_DROP = 0.01  # an export may lose at most one accuracy point on the held-out images
 CALIBRATION_IMAGES = 100  # training images the int8 converter calibrates its ranges on
 EXPORT_FOLDER = "export"  # inside the run folder, unless --out says otherwise
@@ -24,11 +27,14 @@ EXTRAS_HINT = "pip install 'transferkit[export]'"
 
 
 def default_path(run_dir: Path, fmt: str, quantize: str) -> Path:
-    """Where an export goes unless told: ``RUN_DIR/export/model[_QUANTIZE].tflite`` and so on."""
+    """Where an export goes unless told: ``RUN_DIR/export/model[_QUANTIZE].tflite`` and so on.
+
+    ``auto`` is named after the quantization it chose; before choosing, its folder is that of the others.
+    """
     folder = Path(run_dir) / EXPORT_FOLDER
     if fmt == "saved_model":
         return folder / "saved_model"
-    suffix = "" if quantize == "none" else f"_{quantize}"
+    suffix = "" if quantize in ("none", AUTO) else f"_{quantize}"
     return folder / f"model{suffix}.{fmt}"
 
 
@@ -92,14 +98,18 @@ def require(module: str, purpose: str) -> ModuleType:
         ) from None
 
 
-def check_choices(fmt: str, quantize: str) -> None:
-    """Reject an unknown format or quantization, and quantizing anything but TFLite."""
+def check_choices(fmt: str, quantize: str, max_drop: float | None = DEFAULT_MAX_DROP) -> None:
+    """Reject an unknown format or quantization, quantizing anything but TFLite, and auto without a bar."""
     if fmt not in FORMATS:
         raise choices_error("export format", fmt, FORMATS)
-    if quantize not in QUANTIZATIONS:
-        raise choices_error("quantization", quantize, QUANTIZATIONS)
+    if quantize not in QUANTIZE_CHOICES:
+        raise choices_error("quantization", quantize, QUANTIZE_CHOICES)
     if quantize != "none" and fmt != "tflite":
         raise TransferkitError(
             f"--quantize {quantize} applies to --format tflite only; received --format {fmt}. "
             "Drop --quantize, or export TFLite."
+        )
+    if quantize == AUTO and max_drop is None:
+        raise TransferkitError(
+            "--quantize auto keeps the smallest file within --max-drop; it needs that bar."
         )
