@@ -205,7 +205,14 @@ def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, t
     assert held_out["sha256"] == splits.holdout.sha256 and held_out["origin"] == "held_out"
     assert run.summary().startswith(f"test accuracy {run.metrics.accuracy:.3f} (95% CI ")
     assert f"| validation {run.validation_metrics.accuracy:.3f} |" in run.summary()
-    assert "Accuracy (held-out test)" in (run.run_dir / "report.html").read_text()
+    report = (run.run_dir / "report.html").read_text()
+    assert "Accuracy (held-out test)" in report and "not in the expected format" not in report
+    assert "Under invisible pixel noise" in report or "relies on exact pixel values" in report
+    robustness = record["robustness"]  # the same test images, with invisible pixel noise
+    assert robustness["split"] == "test" and robustness["num_samples"] == 6
+    clean = round(record["test"]["accuracy"], 4)
+    assert robustness["clean_accuracy"] == clean == run.robustness.clean_accuracy
+    assert robustness["pixel_noise"] == 2.0 and 0 <= robustness["accuracy"] <= 1
 
 
 def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(tmp_path, capsys):

@@ -65,8 +65,25 @@ def test_same_seed_same_augmentation_and_output_in_range():
     assert a.min() >= 0 and a.max() <= 255
 
 
+def test_pixel_noise_draws_a_standard_deviation_per_image_and_stays_in_range():
+    quiet = dict(flip="none", rotation_degrees=0, zoom=0, translation=0, contrast=0, seed=2)
+    images = np.full((64, 16, 16, 3), 128.0, "float32")
+    np.testing.assert_array_equal(np.asarray(RandomAffine(**quiet)(images, training=True)), images)
+    out = np.asarray(RandomAffine(**quiet, noise=8.0)(images, training=True))
+    spread = (out - 128.0).std(axis=(1, 2, 3))  # each image's own noise level, drawn from [0, 8]
+    assert 0 <= spread.min() < 2.0 and 6.0 < spread.max() <= 8.3
+    assert abs(spread.mean() - 4.0) < 1.0 and abs((out - 128.0).mean()) < 0.2
+    edges = np.asarray(RandomAffine(**quiet, noise=8.0)(np.zeros_like(images), training=True))
+    assert edges.min() == 0.0 and edges.max() <= 255.0  # clipped to the pixel range
+    inference = RandomAffine(**quiet, noise=8.0)(images, training=False)
+    np.testing.assert_array_equal(np.asarray(inference), images)
+
+
 def test_identity_config_and_preview_grid():
     assert is_identity(AugmentConfig(flip="none", rotation_degrees=0, zoom=0, translation=0, contrast=0))
+    assert not is_identity(
+        AugmentConfig(flip="none", rotation_degrees=0, zoom=0, translation=0, contrast=0, noise=4.0)
+    )
     assert is_identity(AugmentConfig(cached_passes=0))
     assert not is_identity(AugmentConfig())
     grid = preview(np.zeros((2, 16, 16, 3), "uint8"), AugmentConfig(), copies=3)

@@ -317,6 +317,8 @@ def fit(
         return
     if not verbose:  # otherwise fit has printed it as its last line
         click.echo(result.summary())
+        if result.robustness is not None and result.robustness.fragile:
+            click.echo(f"Warning: {result.robustness.warning()}", err=True)
     if result.metrics is None:  # a non-chief worker: the chief's run folder holds the results
         return
     kept = f"run folder {result.run_dir} kept"

@@ -67,6 +67,11 @@ class AugmentConfig:
     zoom: float = 0.1  # scale factor range 1 +/- zoom
     translation: float = 0.1  # fraction of the image size
     contrast: float = 0.1
+    # Gaussian pixel noise after the warp and contrast: each image's standard deviation is drawn
+    # from [0, noise], in 0-255 units (0 = off). For models whose inputs will carry camera, scanner
+    # or compression noise that the training images lack (clean renders): see the robustness
+    # figure in metrics.json.
+    noise: float = 0.0
     fill_mode: str = "reflect"
     cached_passes: int = 4  # augmented feature passes cached for frozen-base phases (0 = no augmentation)
     # true: the first frozen-base phase measures whether augmentation helps (training.augment_check)
@@ -277,6 +282,8 @@ def _augment_problems(augment: AugmentConfig) -> list[str]:
         )
     if not 0 <= augment.contrast <= 1:  # the factor is drawn from [1 - contrast, 1 + contrast]
         problems.append(f"augment.contrast must be in [0, 1], 0 = off (got {augment.contrast}); e.g. 0.1")
+    if not 0 <= augment.noise <= 64:  # 0-255 units; a quarter of the range hides most images
+        problems.append(f"augment.noise must be in [0, 64], 0 = off (got {augment.noise}); e.g. 4")
     if augment.cached_passes < 0:
         problems.append(
             f"augment.cached_passes must be >= 0, 0 = no augmentation (got {augment.cached_passes}); e.g. 4"

@@ -28,6 +28,7 @@ from transferkit.reporting.diagnostics import evaluate_held_out, load_prediction
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
+from transferkit.reporting.robustness import Robustness, measure_robustness
 from transferkit.selection.decision import Selection
 from transferkit.selection.journal import SelectionJournal
 from transferkit.selection.measure import measure_quadrant, size_figures
@@ -69,7 +70,8 @@ class FitResult:
 
     ``metrics`` are measured on the held-out test split when there is one (``headline == "test"``),
     otherwise on the validation split that early stopping saw (``headline == "validation"``);
-    ``validation_metrics`` are always the validation split's.
+    ``validation_metrics`` are always the validation split's. ``robustness``: the headline split's
+    accuracy under invisible pixel noise (:mod:`transferkit.reporting.robustness`).
     """
 
     run_dir: Path | None
@@ -82,6 +84,7 @@ class FitResult:
     weights_source: str
     validation_metrics: Metrics | None = None
     headline: str = "validation"
+    robustness: Robustness | None = None
 
     def summary(self) -> str:
         """One line, the headline split first with its 95% interval, e.g.
@@ -457,8 +460,15 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
                 white_level=splits.val.white_level,
             )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
+    with stopwatch.stage("robustness"):
+        held_out = test_dataset(recipe, spec, splits) if test is not None else val
+        noisy_predict = averaging.MemberPredictor(predictors)  # its own: the others keep their passes
+        robustness = measure_robustness(
+            model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
+        )
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
     record["validation"] = validation.to_dict()
+    record["robustness"] = robustness.to_dict()
     if partner is not None:  # each network's own figures beside the average's, from the same passes
         held_out_labels = load_predictions(run_dir).labels
         by_split = {headline: (test_predict if test else val_predict, held_out_labels)}
@@ -493,8 +503,11 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         session.weights_source,
         validation,
         headline,
+        robustness,
     )
     say(verbose, result.summary())
+    if robustness.fragile:
+        say(verbose, f"Warning: {robustness.warning()}")
     say(verbose, stopwatch.summary())
     session.hooks.finished(result)
     return result
@@ -581,11 +594,9 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Me
     """The held-out test split's metrics (``predict``: as for evaluate_held_out); None without one."""
     if splits.test is None or not splits.test.labels:
         return None
-    size = image_size_for(recipe, spec)
-    test = as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))  # read once
     return evaluate_held_out(
         model,
-        test,
+        test_dataset(recipe, spec, splits),
         splits.test.paths,
         splits.class_names,
         split="test",
@@ -593,6 +604,12 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Me
         predict=predict,
         white_level=splits.test.white_level,
     )
+
+
+def test_dataset(recipe: Recipe, spec: BackboneSpec, splits: DataSplits) -> tf.data.Dataset:
+    """The test split as float batches, read from its files in order (not cached: read once or twice)."""
+    size = image_size_for(recipe, spec)
+    return as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))
 
 
 def write_plots(

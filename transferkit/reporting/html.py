@@ -7,6 +7,7 @@ taken from the files is HTML-escaped; :func:`report` also redraws missing interp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -38,6 +39,7 @@ from transferkit.reporting.html_parts import (
 from transferkit.reporting.interpretation import FIGURES, INTERPRETATION_FILE, write_interpretation
 from transferkit.reporting.metrics import Metrics
 from transferkit.reporting.next_steps import next_steps
+from transferkit.reporting.robustness import Robustness
 
 SECTIONS = (  # every report has these headings, in this order
     "Held-out result",
@@ -110,7 +112,12 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
     name = run_dir.resolve().name
     body = f"<h1>transferkit run {esc(name)}</h1>{_byline(data['run'], recipe)}"
     body += "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
-    body += _result(metrics, data["interpretation"], data["metrics"].get("members") or {})
+    body += _result(
+        metrics,
+        data["interpretation"],
+        data["metrics"].get("members") or {},
+        data["metrics"].get("robustness") or {},
+    )
     body += section(
         "What to do next",
         bullets(
@@ -175,6 +182,9 @@ def _load_recipe(path: Path, notes: list[str]) -> tuple[str, dict]:
         return text, {}
 
 
+_NOT_SPLITS = ("members", "robustness")  # metrics.json's other records beside its splits
+
+
 def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Metrics]:
     """``{split: Metrics}`` from ``{"headline": "test", "test": {...}, "validation": {...}}`` or one flat
     Metrics dict; the headline split (the held-out test split when there is one) comes first."""
@@ -183,7 +193,7 @@ def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Met
     splits = (
         {"": data}
         if "accuracy" in data
-        else {k: v for k, v in data.items() if isinstance(v, Mapping) and k != "members"}
+        else {k: v for k, v in data.items() if isinstance(v, Mapping) and k not in _NOT_SPLITS}
     )
     first = data.get("headline", "test")
     splits = {k: splits[k] for k in sorted(splits, key=lambda k: k != first)}
@@ -230,7 +240,10 @@ def _byline(run: Mapping[str, object], recipe: Mapping[str, object]) -> str:
 
 
 def _result(
-    metrics: Mapping[str, Metrics], interpretation: Mapping[str, object], members: Mapping[str, dict]
+    metrics: Mapping[str, Metrics],
+    interpretation: Mapping[str, object],
+    members: Mapping[str, dict],
+    robustness: Mapping[str, object],
 ) -> str:
     if not metrics:
         return section("Held-out result", missing("Not evaluated yet."))
@@ -260,6 +273,7 @@ def _result(
             f"folder here, the truncation's in partner/); each alone on the same images: {each}."
         )
         summary += f"<p>{esc(text)}</p>"
+    summary += _robustness(robustness)
     split = interpretation.get("split")
     used = (
         f"The interpretation below (confused pairs, highest losses, heat maps, calibration) uses the "
@@ -268,6 +282,23 @@ def _result(
         else "No saved predictions (predictions.npz): the interpretation sections are empty."
     )
     return section("Held-out result", "".join(lines) + summary + f'<p class="muted">{esc(used)}</p>')
+
+
+def _robustness(record: Mapping[str, object]) -> str:
+    """The run's accuracy under invisible pixel noise (metrics.json ``robustness``), with the advice
+    when it falls; nothing for runs made before it was measured."""
+    try:
+        robustness = Robustness(**{f.name: record[f.name] for f in dataclasses.fields(Robustness)})
+    except (KeyError, TypeError):
+        return ""
+    text = (
+        f"Under invisible pixel noise (Gaussian, standard deviation {robustness.pixel_noise:g} of 255) the "
+        f"{_SPLIT_NAMES.get(robustness.split, robustness.split)} accuracy is {robustness.accuracy:.1%} "
+        f"({robustness.clean_accuracy:.1%} without)."
+    )
+    if robustness.fragile:
+        return f'<p class="note">{esc(robustness.warning())}</p>'
+    return f'<p class="muted">{esc(text)}</p>'
 
 
 def _evidence(

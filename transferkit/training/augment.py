@@ -28,7 +28,8 @@ from transferkit.recipes import AugmentConfig
 
 @keras.saving.register_keras_serializable(package="transferkit")
 class RandomAffine(keras.layers.Layer):
-    """Random flip, rotation, zoom and translation composed into one warp, then random contrast.
+    """Random flip, rotation, zoom and translation composed into one warp, then random contrast and
+    Gaussian pixel noise.
 
     Args:
         flip: "none" | "horizontal" | "vertical" | "both".
@@ -36,6 +37,7 @@ class RandomAffine(keras.layers.Layer):
         zoom: scale is drawn from [1 - zoom, 1 + zoom].
         translation: maximum shift as a fraction of the image size, per axis.
         contrast: contrast factor drawn from [1 - contrast, 1 + contrast].
+        noise: each image's noise standard deviation is drawn from [0, noise] (0-255 units; 0 = off).
         fill_mode: "constant" (zeros), "reflect" or "nearest" (edge replication).
         seed: seed of the layer's random stream.
     """
@@ -49,6 +51,7 @@ class RandomAffine(keras.layers.Layer):
         contrast: float = 0.1,
         fill_mode: str = "reflect",
         seed: int | None = None,
+        noise: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -57,6 +60,7 @@ class RandomAffine(keras.layers.Layer):
         self.zoom = zoom
         self.translation = translation
         self.contrast = contrast
+        self.noise = noise
         self.fill_mode = fill_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -116,6 +120,10 @@ class RandomAffine(keras.layers.Layer):
             )
             mean = ops.mean(images, axis=(1, 2), keepdims=True)
             images = ops.clip((images - mean) * factor + mean, 0.0, 255.0)
+        if self.noise:  # drawn only when on, so the other draws of a seed stay as they were
+            sigma = ops.reshape(self._uniform(batch, 0.0, self.noise), (-1, 1, 1, 1))
+            noise = keras.random.normal(ops.shape(images), seed=self.seed_generator)
+            images = ops.clip(images + sigma * noise, 0.0, 255.0)
         return images
 
     def compute_output_shape(self, input_shape):
@@ -129,6 +137,7 @@ class RandomAffine(keras.layers.Layer):
             zoom=self.zoom,
             translation=self.translation,
             contrast=self.contrast,
+            noise=self.noise,
             fill_mode=self.fill_mode,
             seed=self.seed,
         )
@@ -157,6 +166,7 @@ def is_identity(config: AugmentConfig) -> bool:
         and not config.zoom
         and not config.translation
         and not config.contrast
+        and not config.noise
     ) or config.cached_passes == 0
 
 

@@ -1,0 +1,74 @@
+"""The robustness figure: held-out accuracy under invisible pixel noise, seeded, and its warning."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit.reporting.html import write_html_report
+from transferkit.reporting.metrics import compute_metrics
+from transferkit.reporting.robustness import FRAGILE_DROP, Robustness, add_noise, measure_robustness
+
+
+def _batches(images, labels, batch=4):
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
+
+
+def test_noise_is_seeded_per_batch_clipped_and_of_the_asked_size():
+    images = np.full((8, 16, 16, 3), 128.0, "float32")
+    labels = np.zeros(8, "int64")
+
+    def noisy(seed):
+        return np.concatenate([x.numpy() for x, _ in add_noise(_batches(images, labels), 2.0, seed)])
+
+    first, again, other = noisy(5), noisy(5), noisy(6)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert abs((first - 128).std() - 2.0) < 0.1 and not np.array_equal(first[:4], first[4:])  # per batch
+    edges = np.concatenate([x.numpy() for x, _ in add_noise(_batches(np.zeros_like(images), labels), 2.0, 0)])
+    assert edges.min() == 0.0
+
+
+def _threshold_model(read):
+    """Two classes told apart by whether ``read(images)`` lies below grey level 100.5."""
+    inputs = keras.Input((8, 8, 3))
+    value = keras.layers.Lambda(read)(inputs)
+    second = keras.layers.Activation("sigmoid")(keras.layers.Rescaling(-4.0, offset=402.0)(value))
+    return keras.Model(inputs, keras.layers.Concatenate()([1 - second, second]))
+
+
+def test_a_model_reading_exact_pixel_values_is_fragile_and_a_smooth_one_is_not():
+    labels = np.random.default_rng(0).integers(0, 2, 32)
+    # The classes differ by one grey level (class 1 is 100, class 0 is 101) everywhere in the image.
+    images = np.ones((32, 8, 8, 3), "float32") * np.where(labels, 100.0, 101.0)[:, None, None, None]
+    held_out = _batches(images.astype("float32"), labels)
+    mean = _threshold_model(lambda x: keras.ops.mean(x, axis=(1, 2, 3))[:, None])
+    pixel = _threshold_model(lambda x: x[:, 0, 0, :1])  # decides on one value of one pixel
+    for model in (mean, pixel):  # both are right on the images as they are
+        assert np.mean(np.argmax(model.predict(images, verbose=0), axis=1) == labels) == 1.0
+    averaged = measure_robustness(mean, held_out, 1.0, "test", seed=0)
+    # 192 values averaged: the noise on their mean is 2 / 192 ** 0.5, about 0.14 of a grey level.
+    assert averaged.accuracy > 0.95 and not averaged.fragile and averaged.warning() == ""
+    exact = measure_robustness(pixel, held_out, 1.0, "test", seed=0)
+    assert exact.accuracy < 1 - FRAGILE_DROP and exact.fragile and exact.num_samples == 32
+    assert "relies on exact pixel values" in exact.warning()
+    record = exact.to_dict()
+    assert record["fragile"] is True and record["drop"] == round(1.0 - exact.accuracy, 4)
+
+
+def test_the_report_shows_the_figure_and_the_warning(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    test = compute_metrics(np.eye(2)[[0, 1, 1, 1]], np.array([0, 1, 0, 1]), ["a", "b"]).to_dict()
+
+    def page_with(robustness):
+        record = {"headline": "test", "test": test, "robustness": robustness.to_dict()}
+        (tmp_path / "metrics.json").write_text(json.dumps(record))
+        return write_html_report(tmp_path).read_text()
+
+    assert "relies on exact pixel values" in page_with(Robustness("test", 2.0, 0.75, 0.25, 4))
+    page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4))
+    assert "Under invisible pixel noise" in page and "75.0% (75.0% without)" in page
+    assert "relies on exact pixel values" not in page
