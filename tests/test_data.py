@@ -122,6 +122,18 @@ def test_a_test_split_that_leaves_nothing_to_train_on_is_a_user_error(tmp_path, 
         )
 
 
+def test_a_val_or_test_folder_without_images_of_the_classes_is_carved_from_train_as_if_absent(tmp_path):
+    _folder(tmp_path / "train", {"ants": 10, "bees": 10})
+    _folder(tmp_path / "validation", {"cats": 2})  # only a class train lacks
+    (tmp_path / "test").mkdir()  # empty
+    splits = load_data(str(tmp_path), validation_split=0.2, test_split=0.2, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 4, 4)
+    skipped = dict(splits.card.skipped)
+    assert "carved from train/" in skipped[str(tmp_path / "validation")]
+    assert "test carved from train/" in skipped[str(tmp_path / "test")]
+    assert splits.card.holdout.origin == "held_out"
+
+
 def test_train_and_test_only_carves_validation_from_train(tmp_path):
     _folder(tmp_path / "train", {"ants": 5, "bees": 5})
     _folder(tmp_path / "test", {"ants": 2, "bees": 2})

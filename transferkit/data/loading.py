@@ -287,7 +287,8 @@ def _load_folder(
             f"Data source {source!r} {problem}; expected a folder of class subfolders "
             f"(<folder>/<class>/*.jpg) or 'tfds:NAME'. {_archive_hint(root) or 'Check the path.'}"
         )
-    scans = {split: scan_split(folder) for split, folder in detect_layout(root).items()}
+    layout = detect_layout(root)
+    scans = {split: scan_split(folder) for split, folder in layout.items()}
     pool = scans.pop("all", None) or scans["train"]
     class_names = _class_names(pool, source, strict, min_classes)
     if classes is not None:  # a model's: every split's class folders are labelled by them
@@ -303,6 +304,14 @@ def _load_folder(
     sets.update(
         {split: _image_set(scans[split], class_names, skipped) for split in ("val", "test") if split in scans}
     )
+    for split in ("val", "test"):  # a given split without images of the classes is carved as if absent
+        if split in sets and not sets[split].labels:
+            del sets[split]
+            folder = Path(layout[split])
+            reason = (
+                f"{folder.name}/ holds no usable images of the training classes; {split} carved from train/"
+            )
+            skipped.append((str(folder), reason))
     holdout = _carve(sets, validation_split, test_split, seed, str(root))
     everything = [pool, *scans.values()]
     # From every split, as a file format's bit depth is a property of the source, not of its labels.
