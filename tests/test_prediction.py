@@ -286,3 +286,13 @@ def test_predict_decodes_a_folder_in_chunks_with_the_same_results(run_dir, folde
 def test_predict_refuses_a_top_k_or_batch_size_the_cli_would(tmp_path, arguments, message):
     with pytest.raises(transferkit.TransferkitError, match=re.escape(message)):
         transferkit.predict(tmp_path, [str(tmp_path)], **arguments)
+
+
+def test_predict_given_pixels_or_nothing_says_what_it_takes(run_dir):
+    from transferkit.errors import TransferkitError
+
+    saved = transferkit.load_run(run_dir)
+    with pytest.raises(TransferkitError, match=r"takes image file or folder paths .* received ndarray"):
+        saved.predict(np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(TransferkitError, match="empty list of paths"):
+        transferkit.predict(run_dir, [])

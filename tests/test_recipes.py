@@ -83,6 +83,14 @@ def test_bad_values_are_one_line_errors(old, new, message):
         recipes.loads(text)
 
 
+def test_two_phases_of_one_name_are_an_error():
+    builtin = recipes.load_builtin("large_similar")
+    first, second = (phase.name for phase in builtin.phases[:2])
+    text = recipes.dumps(builtin).replace(f'name = "{second}"', f'name = "{first}"', 1)
+    with pytest.raises(TransferkitError, match=rf"phases\[1\].name '{first}' repeats phases\[0\]'s"):
+        recipes.loads(text)
+
+
 @pytest.mark.parametrize("name", recipes.builtin_names())
 def test_builtin_recipes_leave_mixup_and_cutmix_off(name):
     augment = recipes.load_builtin(name).augment

@@ -306,3 +306,14 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     ]
     assert errors == []
     assert dom.count("data:image/png;base64,") >= 3  # curves, confusion, top losses: embedded
+
+
+def test_report_open_says_so_when_no_browser_can_start(run_dir, monkeypatch):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or False)
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--open"])
+    assert result.exit_code == 0 and opened == [(run_dir / "report.html").resolve().as_uri()]
+    assert result.stdout.strip() == str(run_dir / "report.html")
+    assert "No web browser could be started" in result.stderr

@@ -537,7 +537,8 @@ def report(run_dir, open_browser):
     if open_browser:
         import webbrowser
 
-        webbrowser.open(Path(path).resolve().as_uri())
+        if not webbrowser.open(Path(path).resolve().as_uri()):
+            click.echo("No web browser could be started here: open the file above in one.", err=True)
 
 
 @main.command()

@@ -29,3 +29,13 @@ def resume_command(run_dir: str | Path | None) -> str:
         "transferkit fit --resume 'runs/my pets-auto-20261203-101500'"
     """
     return f"transferkit fit --resume {shlex.quote(str(run_dir)) if run_dir else 'RUN_DIR'}"
+
+
+def plural(count: float, noun: str) -> str:
+    """``count`` and ``noun``, with an ``s`` unless the count is one.
+
+    Example:
+        >>> plural(1, "image"), plural(3, "epoch")
+        ('1 image', '3 epochs')
+    """
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"

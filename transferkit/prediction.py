@@ -239,7 +239,18 @@ def _progress(total: int):
 def _expand_inputs(inputs: list[str] | str) -> list[str]:
     from transferkit.data.scan import walk_images
 
-    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    if isinstance(inputs, str | Path):
+        items = [inputs]
+    elif isinstance(inputs, Sequence) and all(isinstance(item, str | Path) for item in inputs):
+        items = list(inputs)
+    else:
+        raise TransferkitError(
+            f"predict takes image file or folder paths (a path or a list of them); received "
+            f"{type(inputs).__name__}. For pixels already in memory, call the model itself: "
+            "load_run(run_dir).model.predict(images), raw 0-255 RGB [N, size, size, 3]."
+        )
+    if not items:
+        raise TransferkitError("predict received an empty list of paths: give image files or folders.")
     paths: list[str] = []
     for item in map(Path, items):
         if item.is_dir():  # walked as training walks class folders: links followed, hidden names not

@@ -240,6 +240,13 @@ def validate(recipe: Recipe, source: str | None = None) -> Recipe:
         problems += _phase_problems(f"phases[{i}]", phase)
         if phase.top_blocks < 1:
             problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
+    names = [phase.name for phase in recipe.phases]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(
+                f"phases[{i}].name {name!r} repeats phases[{names.index(name)}]'s: each phase needs its own "
+                "(the history, the report and lr-find --phase name phases by it)"
+            )
     if not 0 <= recipe.seed < 2**32:  # what NumPy's and Keras' global seeds take
         problems.append(f"seed must be in [0, 2**32) (got {recipe.seed}); e.g. 1337")
     if not 0 <= recipe.head.dropout < 1:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from transferkit.console import plural
+
 MIN_IMAGES_FOR_TEST = 3  # one each for test, validation and training
 HOLDOUT_ORIGINS = ("held_out", "folder", "tfds", "none")  # where DataSplits.test came from
 SHARE_SLACK = 0.02  # the test split's note says its actual share when rounding moved it further
@@ -109,7 +111,7 @@ def hold_out_test(
         return everything, np.zeros(0, np.int64), "test_split is 0"
     smallest = min((int((labels == c).sum()) for c in np.unique(labels)), default=0)
     if smallest < MIN_IMAGES_FOR_TEST:
-        return everything, np.zeros(0, np.int64), f"the smallest class has {smallest} images"
+        return everything, np.zeros(0, np.int64), f"the smallest class has {plural(smallest, 'image')}"
     rest, test = stratified_split(labels, test_split, seed)
     return rest, test, None
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from transferkit.console import plural
 from transferkit.errors import TransferkitError
 from transferkit.selection.transferability import _as_matrix, linear_probe, logme
 
@@ -259,7 +260,8 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
         )
     if v["min_images_per_class"] < FEW_IMAGES_PER_CLASS:
         reasons.append(
-            f"the smallest class has only {v['min_images_per_class']:.0f} images: every score is noisy there"
+            f"the smallest class has only {plural(round(v['min_images_per_class']), 'image')}: "
+            "every score is noisy there"
         )
     if v["imbalance"] >= IMBALANCE_WARNING:
         reasons.append(

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.console import say
+from transferkit.console import plural, say
 from transferkit.recipes import Phase, Recipe
 from transferkit.selection.decision import Selection, _refine_large
 from transferkit.selection.quadrants import SIZES, STRATEGIES, quadrant_for
@@ -415,7 +415,7 @@ def successive_halving(
             scored[candidate] = record, correct
             how = f"round {earlier[0].round}'s score, same epochs" if earlier else f"{record.seconds:.0f} s"
             say(verbose, f"trial {candidate.describe()}: val acc {record.val_accuracy:.3f} ({how}; "
-                 f"round {number}, {record.epochs_run} epochs)")  # fmt: skip
+                 f"round {number}, {plural(record.epochs_run, 'epoch')})")  # fmt: skip
         scored = _against_pick(scored, options[0])
         records.extend(record for record, _ in scored.values())
         if pick_unaffordable:  # a rival could only win unopposed: nothing measured it against the pick

@@ -17,6 +17,7 @@ import numpy as np
 
 from transferkit.backbones.blocks import block_ends
 from transferkit.backbones.registry import BackboneSpec
+from transferkit.console import plural
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Phase
 from transferkit.training.model import Classifier
@@ -118,7 +119,7 @@ class PhasePlan:
         )
         rate = self.learning_rate if isinstance(self.learning_rate, str) else f"{self.learning_rate:g}"
         return (
-            f"{self.name}: train {self.train} ({where}), {self.epochs} epochs at lr {rate}; "
+            f"{self.name}: train {self.train} ({where}), {plural(self.epochs, 'epoch')} at lr {rate}; "
             f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen params"
         )
 
