@@ -168,7 +168,7 @@ def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(
 
 def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level():
     script = (
-        "import os, sys; import transferkit; transferkit.fit; "
+        "import os, sys; import transferkit; transferkit.predict; "
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFERKIT_DEBUG")}
@@ -177,7 +177,7 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
     # transferkit only ever sets the level with setdefault, at its own import; loading TensorFlow
     # changes nothing there, so this child skips it (~20 s of CPU on the CI machine).
     chosen = subprocess.run(
-        [sys.executable, "-c", script.replace(" transferkit.fit;", "")],
+        [sys.executable, "-c", script.replace(" transferkit.predict;", "")],
         env=env | {"TF_CPP_MIN_LOG_LEVEL": "1"},
         capture_output=True,
         text=True,

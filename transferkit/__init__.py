@@ -90,9 +90,26 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 
+# Entry points that load TensorFlow when called (some of their modules only import it then, so
+# that the CLI's --help stays fast): TensorFlow is loaded, muted, when one is first looked up.
+_LOADS_TENSORFLOW = {
+    "fit",
+    "resume",
+    "predict",
+    "evaluate",
+    "lr_find",
+    "export",
+    "analyze",
+    "compare",
+    "load_run",
+}
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+    if name in _LOADS_TENSORFLOW:
+        import_quietly("tensorflow")
     module = import_quietly(_EXPORTS[name])
     value = getattr(module, "load" if name == "load_recipe" else name)
     globals()[name] = value
