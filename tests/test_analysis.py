@@ -99,6 +99,12 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     table = compared.table()
     assert f"{data['picked']} *" in table and "Regret of the pick" in table
     assert table.splitlines()[0].split()[2:5] == ["test", "acc", "95%"] and "held-out test accuracy" in table
+    import dataclasses  # without a test split every figure is validation: one column of it, said so
+
+    runs = [dataclasses.replace(run, split="validation") for run in compared.runs]
+    untested = dataclasses.replace(compared, runs=runs).table()
+    assert untested.splitlines()[0].count("val acc") == 1
+    assert "percentage points of validation accuracy (no test split could be held out)." in untested
 
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):

@@ -120,10 +120,11 @@ class ComparisonResult:
 
     def table(self) -> str:
         """Side by side, the pick marked with ``*``, then regret and selection cost."""
-        head = "test acc" if self.split == "test" else "val acc"
+        tested = self.split == "test"  # else the headline is validation, and no second column for it
+        head, beside = ("test acc", "val acc") if tested else ("val acc", "")
         rows = [
-            f"{'recipe':<20}{'strategy':<11}{head:>9}{'95% CI':>13}{'val acc':>9}{'top-5':>7}{'seconds':>9}"
-            f"{'peak MB':>9}{'+MB':>7}{'trainable':>11}"
+            f"{'recipe':<20}{'strategy':<11}{head:>9}{'95% CI':>13}{beside:>9}{'top-5':>7}"
+            f"{'seconds':>9}{'peak MB':>9}{'+MB':>7}{'trainable':>11}"
         ]
         for r in self.runs:
             top5 = f"{r.top5_accuracy:.3f}" if r.top5_accuracy is not None else "-"
@@ -131,7 +132,7 @@ class ComparisonResult:
             interval = f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
             rows.append(
                 f"{r.recipe + (' *' if r.picked else ''):<20}{r.strategy:<11}{r.accuracy:>9.3f}{interval:>13}"
-                f"{validation:>9}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
+                f"{validation if tested else '':>9}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
                 f"{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
             )
         s = self.analysis.selection
@@ -141,11 +142,11 @@ class ComparisonResult:
             f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."
         )
         regret = self.regret_points
-        on = "held-out test" if self.split == "test" else "validation (no test split could be held out)"
+        on = "held-out test accuracy" if tested else "validation accuracy (no test split could be held out)"
         rows.append(
             "Regret: the pick was not among the trained recipes."
             if regret is None
-            else f"Regret of the pick: {regret:.1f} percentage points of {on} accuracy."
+            else f"Regret of the pick: {regret:.1f} percentage points of {on}."
         )
         rows.append(
             f"Selection took {self.analysis.selection_seconds:.1f} s = {100 * self.selection_fraction:.1f}% "
