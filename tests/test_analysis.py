@@ -108,8 +108,6 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
 
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):
-    with pytest.raises(TransferkitError, match="time_budget"):
-        transferkit.compare(folder, **TINY, time_budget=60, out=tmp_path, verbose=0)
     with pytest.raises(TransferkitError, match="nope.*small_similar"):
         transferkit.compare(folder, **TINY, recipes=("small_similar", "nope"), out=tmp_path, verbose=0)
     assert list(tmp_path.iterdir()) == []

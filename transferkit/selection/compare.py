@@ -38,7 +38,6 @@ def compare(
     image_size: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    time_budget: float | None = None,
     out: str | Path = "runs",
     name: str | None = None,
     seed: int = 1337,
@@ -53,9 +52,6 @@ def compare(
             held-out images (the seed is shared too).
         backbone, weights, image_size, batch_size: override every recipe (as ``fit`` does).
         epochs: epochs for every phase of every recipe (default: each recipe's own schedule).
-        time_budget: not supported: frozen recipes train on cached features and run several times
-            faster per epoch than fine-tuning, so a fair budget needs a per-recipe measurement
-            that is not built yet. Give ``epochs`` instead.
         out: parent folder; results go to ``out/<name or compare-<data>-<timestamp>>``, one run
             folder per recipe inside, next to the selection's files.
         name: folder name.
@@ -70,10 +66,6 @@ def compare(
         0.0
     """
     started = time.perf_counter()
-    if time_budget is not None:
-        raise TransferkitError(
-            f"time_budget={time_budget!r} is not supported yet; give epochs=N per phase instead."
-        )
     recipes = tuple(recipes.split(",")) if isinstance(recipes, str) else tuple(recipes)  # "a,b" works too
     recipe = _provisional_recipe(backbone, weights, image_size, seed, *_shared_fractions(recipes))
     analysis = _measure(data, recipe, out, name or _default_name("compare", data), started, verbose)
