@@ -148,13 +148,17 @@ def test_an_auto_learning_rate_is_found_and_recorded_as_a_number_in_the_run_fold
     assert json.loads((tmp_path / "lr_find" / "phase1.json").read_text())["suggestion"] == rate
 
 
-def test_lr_find_api_writes_the_curve_and_the_suggestion(tmp_path):
+def test_lr_find_api_writes_the_curve_and_the_suggestion(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", classes=3, per_class=10)
     recipe = recipes.with_overrides(recipes.load_builtin("large_similar"), epochs=2)
     result = transferkit.lr_find(
         str(data), recipe=recipe, phase="fine_tune", backbone="tiny", weights="random",
-        image_size=16, batch_size=8, steps=15, out=tmp_path / "out", precision="float32", verbose=0,
+        image_size=16, batch_size=8, steps=15, out=tmp_path / "out", precision="float32", verbose=2,
     )  # fmt: skip
+    assert (
+        f"phase 'fine_tune': {result.suggestion:.3g} ({tmp_path / 'out' / 'lr_find.png'})"
+        in capsys.readouterr().out
+    )
     assert 1e-7 <= result.suggestion <= 1.0
     saved = json.loads((tmp_path / "out" / "lr_find.json").read_text())
     assert saved["phase"] == "fine_tune" and saved["suggestion"] == result.suggestion
@@ -165,6 +169,7 @@ def test_lr_find_cli_help():
     result = CliRunner().invoke(main, ["lr-find", "--help"])
     assert result.exit_code == 0, result.output
     assert "--phase" in result.output and "learning_rate" in result.output
+    assert "Lowest rate tried" in result.output and "Highest rate tried" in result.output
 
 
 @pytest.mark.parametrize(

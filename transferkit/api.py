@@ -541,8 +541,12 @@ def lr_find(
             result = trainer.find_learning_rate(index, start=start, end=end, steps=steps)
     name = session.recipe.phases[index].name
     write_json(out / "lr_find.json", {"recipe": session.recipe.name, "phase": name, **result.to_dict()})
-    figures.plot_lr_find(result, out / "lr_find.png")
-    say(verbose, f"Suggested learning rate for phase '{name}': {result.suggestion:.3g} ({out})")
+    title = f"learning-rate range test: {session.recipe.name}, phase '{name}'"
+    figures.plot_lr_find(result, out / "lr_find.png", title=title)
+    say(
+        verbose,
+        f"Suggested learning rate for phase '{name}': {result.suggestion:.3g} ({out / 'lr_find.png'})",
+    )
     return result
 
 

@@ -370,8 +370,20 @@ def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) 
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help=BATCH_SIZE_HELP)
-@click.option("--start", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--end", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--start",
+    default=1e-7,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Lowest rate tried (the sweep rises geometrically from it).",
+)
+@click.option(
+    "--end",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Highest rate tried (the sweep stops early once the loss diverges).",
+)
 @click.option("--steps", default=100, show_default=True, type=click.IntRange(min=2), help="Rates tried.")
 @click.option("--out", default="lr_find", show_default=True, help="Folder for lr_find.json and lr_find.png.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)

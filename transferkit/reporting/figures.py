@@ -300,12 +300,13 @@ def image_grid_figure(
     return fig
 
 
-def plot_lr_find(result: Any, path: str | os.PathLike) -> None:
+def plot_lr_find(result: Any, path: str | os.PathLike, title: str = "learning-rate range test") -> None:
     """The learning-rate range test: loss (raw, faint; smoothed, bold) against rate, suggestion marked.
 
     Args:
         result: a :class:`transferkit.training.lr_find.LRFindResult`.
         path: where to write the PNG (atomically).
+        title: the figure's title (the recipe and phase swept, say).
     """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -313,11 +314,13 @@ def plot_lr_find(result: Any, path: str | os.PathLike) -> None:
     ax.plot(result.learning_rates, result.smoothed, color="tab:blue", label="smoothed loss")
     ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested {result.suggestion:.2g}")
     ax.set_xscale("log")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
-    if finite:  # the diverging tail would squash the interesting part of the curve
-        ax.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05 + 1e-9)
+    smoothed = [v for v in result.smoothed if math.isfinite(v)]
+    raw = [v for v in result.losses if math.isfinite(v)]
+    if smoothed:  # the diverging tail would squash the interesting part of the curve; raw dips stay in
+        low = min(smoothed + raw)
+        ax.set_ylim(low * 0.9, min(max(smoothed), 4 * min(smoothed)) * 1.05 + 1e-9)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title("learning-rate range test", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     save_figure(fig, path)
