@@ -68,7 +68,9 @@ phase = st.builds(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.lists(phase, min_size=1, max_size=4), st.sampled_from(recipes.builtin_names()), st.integers(0, 2**31)
+    st.lists(phase, min_size=1, max_size=4, unique_by=lambda p: p.name),
+    st.sampled_from(recipes.builtin_names()),
+    st.integers(0, 2**31),
 )
 def test_valid_recipes_round_trip(phases, base, seed):
     recipe = dataclasses.replace(recipes.load_builtin(base), phases=tuple(phases), seed=seed)
