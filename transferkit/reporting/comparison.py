@@ -210,12 +210,13 @@ def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
         Patch(color="tab:orange", label="wall time (s)"),
         Patch(facecolor="none", edgecolor="red", linewidth=2, label="selector's pick"),
     ]
-    ax.legend(handles=legend, loc="upper left", fontsize=8)
+    fig.legend(handles=legend, loc="outside lower center", ncols=3, fontsize=8)  # below: covers no bar
     regret = result.regret_points
     fig.suptitle(
         f"pick {result.picked}: regret "
         + ("n/a (not trained)" if regret is None else f"{regret:.1f} points of {result.split} accuracy")
-        + f"; selection {100 * result.selection_fraction:.1f}% of the time"
+        + f"\nselection {100 * result.selection_fraction:.1f}% of the time",
+        fontsize=10,
     )
     path = Path(path)
     with atomic_path(path) as tmp:
