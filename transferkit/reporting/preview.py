@@ -47,6 +47,7 @@ def augment_preview(
         titles=titles,
         columns=copies + 1,
         suptitle=f"fill_mode={config.fill_mode}, rotation ±{config.rotation_degrees:g}°, "
-        f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}",
+        f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}, "
+        f"contrast ±{config.contrast:g}" + (f", pixel noise up to {config.noise:g}" if config.noise else ""),
     )
     return Path(out)
