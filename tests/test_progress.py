@@ -219,3 +219,16 @@ def test_log_lines_replace_keras_output_when_verbose_is_2(folder, two_phases, tm
     assert "Epoch 1/" not in printed
     for index, phase in enumerate(run.recipe.phases):
         assert f"phase {index + 1}/2 {phase.name}: epoch {phase.epochs}/{phase.epochs}" in printed
+
+
+def test_the_cli_uses_no_deprecated_click_api():
+    import warnings
+
+    from click.testing import CliRunner
+
+    from transferkit.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # click 8.2 deprecated Context.protected_args
+        result = CliRunner().invoke(main, ["export", "--help"], catch_exceptions=False)
+    assert result.exit_code == 0 and "Usage:" in result.output
