@@ -229,11 +229,10 @@ def _smallest_within(
     Returns:
         The quantization, its flatbuffer, and the record of the choice.
     """
-    if len(splits.val):
-        note = "" if held_out.split != "validation" else "the same images the parity figures are on"
-        on = _held_out(splits.val, run.image_size, "validation", run.info["data"], note)
+    if held_out.split == "validation" or not len(splits.val):  # already decoded, or nothing else to use
+        on = dataclasses.replace(held_out, note="the same images the parity figures are on")
     else:
-        on = held_out
+        on = _held_out(splits.val, run.image_size, "validation", run.info["data"], "")
     keras_probabilities = keras_runner(run.model)(on.images)
     calibration = _calibration(splits.train, run.image_size, _seed(run))
     tried: list[dict] = []
