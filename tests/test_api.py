@@ -317,6 +317,24 @@ def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folde
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_an_unknown_backbone_in_a_recipe_file_fails_before_the_data_is_read(tmp_path, monkeypatch):
+    from transferkit import recipes as recipe_io
+
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(
+        recipe_io.dumps(recipe_io.load_builtin("small_similar")).replace(
+            '"mobilenet_v2_torchvision"', '"mobilenet_v9"'
+        )
+    )
+    monkeypatch.setattr(api, "load_splits", lambda *a, **k: pytest.fail("scanned the data first"))
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(
+        main, ["fit", "--data", str(tmp_path), "--recipe", str(recipe), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "Unknown backbone 'mobilenet_v9'" in result.output, result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tmp_path, monkeypatch):
     from transferkit import session
 
@@ -489,6 +507,31 @@ def test_augment_preview_writes_a_png(folder, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("layout", ["one class", "no class folders", "split"])
+def test_augment_preview_needs_only_images(layout, tmp_path):
+    """A picture of the augmentation needs images, not a data set a classifier could train on."""
+    root = tmp_path / "data"
+    make_image_folder(root / "train" if layout == "split" else root, classes=1, per_class=3, size=24)
+    if layout == "no class folders":
+        for path in (root / "class_0").iterdir():
+            path.rename(root / path.name)
+        (root / "class_0").rmdir()
+    (root / "notes.txt").write_text("not an image")
+    out = tmp_path / "grid.png"
+    args = ["augment-preview", "--data", str(root), "--images", "2", "--copies", "1", "--image-size", "24"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_augment_preview_of_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    args = ["augment-preview", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "g.png")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "No image files under" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "g.png").exists()
 
 
 def test_public_api_names_all_resolve():

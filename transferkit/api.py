@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 
 from transferkit import recipes as recipe_io
+from transferkit.backbones.registry import get_backbone
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.data.loading import source_path
@@ -72,11 +73,16 @@ def resolve_recipe(
         raise choices_error("size", size, SIZE_CHOICES)
     if recipe is not None:
         if isinstance(recipe, Recipe):
-            return recipe_io.with_overrides(recipe_io.checked(recipe), **overrides), False
-        return recipe_io.with_overrides(recipe_io.load(recipe), source=str(recipe), **overrides), False
-    measure = size == "auto" or similar is None
-    name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
-    return recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides), measure
+            chosen = recipe_io.with_overrides(recipe_io.checked(recipe), **overrides)
+        else:
+            chosen = recipe_io.with_overrides(recipe_io.load(recipe), source=str(recipe), **overrides)
+        measure = False
+    else:
+        measure = size == "auto" or similar is None
+        name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
+        chosen = recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides)
+    get_backbone(chosen.backbone.name)  # an unknown name fails here, before the data is scanned
+    return chosen, measure
 
 
 def _optional(check):

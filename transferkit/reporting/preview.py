@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from transferkit import recipes as recipe_io
-from transferkit.data.loading import load_data, load_images
+from transferkit.data.decode import load_images
+from transferkit.data.loading import load_data, source_path
+from transferkit.data.scan import detect_layout, walk_images
+from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_image_grid
 from transferkit.selection.quadrants import PROVISIONAL
 from transferkit.training.augment import preview
@@ -33,12 +36,12 @@ def augment_preview(
     config = recipe_io.load(recipe).augment
     if fill_mode:
         config = dataclasses.replace(config, fill_mode=fill_mode)
-    splits = load_data(data, seed=seed)
+    paths, white_level = _training_images(data, seed)
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(splits.train.paths), size=min(count, len(splits.train.paths)), replace=False)
-    images, _ = load_images(
-        [splits.train.paths[i] for i in sorted(chosen)], image_size, splits.train.white_level
-    )
+    chosen = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
+    images, _ = load_images([paths[i] for i in sorted(chosen)], image_size, white_level)
+    if not len(images):
+        raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
     grid = preview(images, config, copies=copies, seed=seed)
     titles = (["original"] + [f"augmented {i + 1}" for i in range(copies)]) * len(images)
     plot_image_grid(
@@ -51,3 +54,20 @@ def augment_preview(
         f"contrast ±{config.contrast:g}" + (f", pixel noise up to {config.noise:g}" if config.noise else ""),
     )
     return Path(out)
+
+
+def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
+    """The image files to sample from, and their white level: a folder's training images (its
+    ``train/`` when split, else all of it; one class, or none, is enough for a picture), or a TFDS
+    source's training split."""
+    source = source_path(data)
+    if source.startswith("tfds:"):
+        splits = load_data(source, seed=seed)
+        return list(splits.train.paths), splits.train.white_level
+    root = Path(source)
+    if not root.is_dir():
+        raise TransferkitError(f"Data folder {data!r} does not exist (or is not a folder).")
+    paths = walk_images(detect_layout(root).get("train", root), skipped=[])
+    if not paths:
+        raise TransferkitError(f"No image files under {data!r} (searched recursively).")
+    return paths, None
