@@ -42,7 +42,7 @@ from transferkit.reporting.next_steps import next_steps
 from transferkit.reporting.robustness import Robustness
 
 SECTIONS = (  # every report has these headings, in this order
-    "Held-out result",
+    "Result",
     "What to do next",
     "Training curves",
     "Confusion matrix",
@@ -246,7 +246,7 @@ def _result(
     robustness: Mapping[str, object],
 ) -> str:
     if not metrics:
-        return section("Held-out result", missing("Not evaluated yet."))
+        return section("Result", missing("Not evaluated yet."))
     lines = []
     for split, m in metrics.items():
         low, high = m.accuracy_interval
@@ -281,7 +281,7 @@ def _result(
         if split
         else "No saved predictions (predictions.npz): the interpretation sections are empty."
     )
-    return section("Held-out result", "".join(lines) + summary + f'<p class="muted">{esc(used)}</p>')
+    return section("Result", "".join(lines) + summary + f'<p class="muted">{esc(used)}</p>')
 
 
 def _robustness(record: Mapping[str, object]) -> str:
