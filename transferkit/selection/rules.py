@@ -251,8 +251,9 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
         ]
     else:
         reasons = [
-            f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to train the whole network at "
-            "layer-wise learning rates after a head warm-up"
+            f"{per_class} (>= {SMALL_IMAGES_PER_CLASS:,}): enough to fine-tune the whole network "
+            "(layer-wise learning rates after a head warm-up) where ImageNet features suit the data; "
+            "retraining dissimilar data needs more, depending on the image size"
         ]
     if _size_is_close(v):
         reasons.append(
