@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -12,7 +13,7 @@ from test_train import _recipe, _run
 from transferkit.recipes import load_builtin
 from transferkit.training import head_phase
 from transferkit.training import trainer as trainer_module
-from transferkit.training.augment import build_augmentation
+from transferkit.training.augment import build_augmentation, noise_only
 from transferkit.training.augment_check import MIN_DELTA, MIN_EPOCHS, AugmentCheck, check_augmentation
 from transferkit.training.callbacks import Reseed
 from transferkit.training.features import CachedFeatures, EpochSetter, feature_step, feature_steps
@@ -145,6 +146,7 @@ def test_a_run_traces_the_base_once_for_its_augmented_and_clean_feature_passes(t
 
     monkeypatch.setattr(head_phase, "feature_steps", counted)
     monkeypatch.setattr(head_phase, "feature_step", lambda *args: pytest.fail("a feature step of its own"))
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
     _run(_recipe("small_similar", epochs=2), tmp_path)
     assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
     ((clean, augmented),) = made
@@ -184,3 +186,44 @@ def test_the_head_phase_trains_on_from_the_checks_compile_unless_the_head_was_st
     assert compiled == ["head_training_graph"] * (1 if kept else 2)
     head_layers = ("predictions", "feature_norm", "feature_scale")
     assert changed and all(any(name in path for name in head_layers) for path in changed)
+
+
+def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, monkeypatch):
+    """The head then trains on passes with the noise alone (a head fitted to clean features only
+    leaned on exact pixel values), and so does every later phase and a resumed run."""
+    passes = []
+    original = head_phase.FeatureCache.for_phase
+
+    def recorded(self, index, augment, count, seed, pretrained):
+        passes.append(augment)
+        return original(self, index, augment, count, seed, pretrained)
+
+    monkeypatch.setattr(head_phase.FeatureCache, "for_phase", recorded)
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))
+    recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
+    recipe = dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment)
+    assert recipe.augment.noise > 0 and recipe.augment.rotation_degrees > 0
+    _run(recipe, tmp_path)
+    full, noise = passes  # the check's augmented passes, then the noise-only ones the head trains on
+    assert full.rotation_degrees == recipe.augment.rotation_degrees
+    warps = (noise.flip, noise.rotation_degrees, noise.zoom, noise.translation, noise.contrast)
+    assert warps == ("none", 0.0, 0.0, 0.0, 0.0) and noise.noise == recipe.augment.noise
+    assert TrainState.load(tmp_path).augmentation["use_augmentation"] is False
+
+    resumed = tmp_path / "resumed"  # stopped after the check: the decision is read, not measured
+    resumed.mkdir()
+    TrainState(augmentation=TrainState.load(tmp_path).augmentation).save(resumed)
+    passes.clear()
+    _run(recipe, resumed)
+    ((again,),) = [passes]
+    assert (again.noise, again.rotation_degrees) == (recipe.augment.noise, 0.0)
+
+
+def test_without_pixel_noise_a_dropped_augmentation_leaves_clean_features():
+    config = load_builtin("small_dissimilar").augment
+    assert noise_only(load_builtin("small_similar").augment) is None  # the freeze recipe has none
+    layer = noise_only(config, seed=3)
+    images = np.full((2, 16, 16, 3), 128.0, "float32")
+    out = np.asarray(layer(images, training=True))
+    assert 0 < np.abs(out - 128.0).max() < 20  # noise, no warp: the flat image stays flat but for it
+    assert np.array_equal(np.asarray(layer(images, training=False)), images)

@@ -158,6 +158,22 @@ def build_augmentation(config: AugmentConfig, seed: int | None = None) -> Random
     return RandomAffine(**options, seed=seed, name="augment")
 
 
+def noise_only(config: AugmentConfig, seed: int | None = None) -> RandomAffine | None:
+    """What a run keeps of ``config`` when the augmentation check finds its warps and contrast do not
+    help: the pixel noise alone, or nothing (None) where the recipe has none.
+
+    A head trained on the features of clean images only can rest on differences no one sees: on
+    clean renders (glyphs, digits, icons), noise of standard deviation 2 in 255 sent a frozen base's
+    test accuracy from 0.933 to 0.673 and a truncation's from 0.739 to 0.261. Trained on passes with
+    the noise alone the same runs kept 0.947 and 0.739 under it, at the same clean accuracy (see
+    ``noise`` in the built-in recipes).
+    """
+    if not config.noise:
+        return None
+    warps = dict(flip="none", rotation_degrees=0.0, zoom=0.0, translation=0.0, contrast=0.0)
+    return build_augmentation(dataclasses.replace(config, **warps), seed)
+
+
 def is_identity(config: AugmentConfig) -> bool:
     """True when the config changes nothing (then cached features need only one pass)."""
     return (

@@ -55,8 +55,10 @@ class AugmentCheck:
         # where they classify better (Animal-MNIST: loss 0.858 vs 0.689, accuracy 0.842 vs 0.792).
         return self.augmented_val_accuracy >= self.clean_val_accuracy
 
-    def describe(self) -> str:
-        verdict = "keeping augmentation" if self.use_augmentation else "training without augmentation"
+    def describe(self, noise: bool = False) -> str:
+        """One line; ``noise``: a run that drops augmentation keeps the recipe's pixel noise."""
+        dropped = "training with pixel noise only" if noise else "training without augmentation"
+        verdict = "keeping augmentation" if self.use_augmentation else dropped
         return (  # accuracy first: it decides
             f"Augmentation check: validation accuracy {self.augmented_val_accuracy:.3f} augmented vs "
             f"{self.clean_val_accuracy:.3f} clean (loss {self.augmented_val_loss:.3f} vs "

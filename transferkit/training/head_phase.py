@@ -20,7 +20,7 @@ from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
 from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.recipes import Phase, Recipe
-from transferkit.training.augment import RandomAffine
+from transferkit.training.augment import RandomAffine, noise_only
 from transferkit.training.augment_check import check_augmentation
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import (
@@ -174,14 +174,20 @@ def head_graph(head: keras.Model) -> keras.Model:
 def cached_features(trainer: Trainer, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
     """The features head phase ``index`` trains on, and the validation ones; before the first phase
     the head's standardisation is set from them."""
-    augment, recipe = trainer.augment, trainer.recipe
-    passes = 1 if augment is None else max(1, min(recipe.augment.cached_passes, phase.epochs))
-    train, validation = trainer.features.for_phase(
-        index, augment, passes, recipe.seed, _pretrained(recipe, index)
-    )
+    train, validation = _features_through(trainer, trainer.augment, index, phase)
     if index == 0:
         standardise_head(trainer.classifier.head, train.features)
     return train, validation
+
+
+def _features_through(
+    trainer: Trainer, augment: RandomAffine | None, index: int, phase: Phase
+) -> tuple[CachedFeatures, tuple]:
+    """Phase ``index``'s training features through ``augment`` (the recipe's cached passes; one
+    clean pass without it), and the validation ones."""
+    recipe = trainer.recipe
+    passes = 1 if augment is None else max(1, min(recipe.augment.cached_passes, phase.epochs))
+    return trainer.features.for_phase(index, augment, passes, recipe.seed, _pretrained(recipe, index))
 
 
 def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: int) -> int:
@@ -198,9 +204,9 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
     if trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None:
         train = settle_augmentation(trainer, index, phase, head, train, validation)
         # Kept augmentation: the check's traced steps hold. Dropped at the first phase: the head was
-        # standardised again (on the clean features), and steps traced before that would go on
-        # standardising with the augmented features' statistics: compile (trace) again.
-        compiled = trainer.augment is not None or index > 0
+        # standardised again (on the features it now trains on), and steps traced before that would
+        # go on standardising with the augmented features' statistics: compile (trace) again.
+        compiled = trainer.state.augmentation["use_augmentation"] or index > 0
     started = index == 0 and start_head(trainer, train, validation)  # a resume restores its backup
     if not compiled:  # compiling again would trace the head's train and test steps again
         trainer._compile(head, phase, len(train), steps_per_execution=len(train))
@@ -229,6 +235,8 @@ def settle_augmentation(
 ) -> CachedFeatures:
     """Measure whether augmentation helps (:mod:`~transferkit.training.augment_check`); keep the winner.
 
+    Where it does not, the recipe's pixel noise stays (:func:`~transferkit.training.augment.noise_only`):
+    the head trains on passes with the noise alone, or on the clean features without noise.
     The decision is saved in ``state.json`` at once, so a resumed run does not measure again and
     every later phase (fine-tuning included) follows it.
     """
@@ -248,15 +256,17 @@ def settle_augmentation(
             seed=seed,
             class_weight=trainer._class_weight(labels),
         )
-    trainer._say(check.describe())
+    noise = None if check.use_augmentation else noise_only(trainer.recipe.augment, seed)
+    trainer._say(check.describe(noise=noise is not None))
     trainer.state.augmentation = check.to_dict()
     trainer.state.save(trainer.run_dir)
     if check.use_augmentation:
         return augmented
-    trainer.augment = None
+    trainer.augment = noise  # what every later phase (and a resumed run: Trainer.run) trains with
+    kept = clean if noise is None else _features_through(trainer, noise, index, phase)[0]
     if index == 0:  # as a resumed run standardises: on the features the head trains on
-        standardise_head(trainer.classifier.head, features)
-    return clean
+        standardise_head(trainer.classifier.head, kept.features)
+    return kept
 
 
 def start_head(trainer: Trainer, train: CachedFeatures, validation: tuple) -> bool:

@@ -29,7 +29,7 @@ from transferkit.data.cache_budget import CacheBudget
 from transferkit.errors import TransferkitError, saved_state_error
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_res_epochs
-from transferkit.training.augment import build_augmentation, is_identity
+from transferkit.training.augment import build_augmentation, is_identity, noise_only
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
     EpochTensorBoard,
@@ -164,7 +164,8 @@ class Trainer:
         """
         state = self.state = TrainState.load(self.run_dir)
         if state.augmentation is not None and not state.augmentation["use_augmentation"]:
-            self.augment = None  # measured earlier in this run: augmentation did not help
+            # measured earlier in this run: augmentation did not help; its pixel noise stays
+            self.augment = noise_only(self.recipe.augment, self.recipe.seed)
         if state.completed_phases:
             checkpoint = self._checkpoint(state.completed_phases - 1)
             try:
