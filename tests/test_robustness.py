@@ -10,7 +10,13 @@ import tensorflow as tf
 
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.metrics import compute_metrics
-from transferkit.reporting.robustness import FRAGILE_DROP, Robustness, add_noise, measure_robustness
+from transferkit.reporting.robustness import (
+    FRAGILE_DROP,
+    Robustness,
+    add_noise,
+    as_jpeg,
+    measure_robustness,
+)
 
 
 def _batches(images, labels, batch=4):
@@ -69,6 +75,40 @@ def test_the_report_shows_the_figure_and_the_warning(tmp_path):
         return write_html_report(tmp_path).read_text()
 
     assert "relies on exact pixel values" in page_with(Robustness("test", 2.0, 0.75, 0.25, 4))
-    page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4))
+    page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4))  # a run from before JPEG was measured
     assert "Under invisible pixel noise" in page and "75.0% (75.0% without)" in page
-    assert "relies on exact pixel values" not in page
+    assert "relies on exact pixel values" not in page and "JPEG" not in page
+    page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4, 75, 0.5))
+    assert "Saved as JPEG (quality 75) test accuracy falls 0.750 -&gt; 0.500" in page
+    page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4, 75, 0.75))
+    assert "saved as JPEG (quality 75) 75.0% (75.0% without)" in page
+
+
+def test_jpeg_copies_are_deterministic_close_and_decoded_back_to_float():
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.uniform(0, 255, (4, 4, 4, 3)), 4, axis=1), 4, axis=2).astype("float32")
+    labels = np.arange(4)
+    first = [(x.numpy(), y.numpy()) for x, y in as_jpeg(_batches(smooth, labels, batch=2), 75)]
+    again = np.concatenate([x.numpy() for x, _ in as_jpeg(_batches(smooth, labels, batch=2), 75)])
+    copies = np.concatenate([x for x, _ in first])
+    assert copies.dtype == np.float32 and copies.shape == smooth.shape
+    np.testing.assert_array_equal(copies, again)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in first]), labels)
+    assert 0 < np.abs(copies - smooth).mean() < 20  # changed, as a lossy file is, but close
+
+
+def test_a_model_that_jpeg_copies_fool_is_fragile_with_its_own_warning():
+    labels = np.random.default_rng(1).integers(0, 2, 16)
+    # Class 1 is a checkerboard of 100 and 101 (JPEG smooths such fine detail), class 0 flat 100.5.
+    board = np.indices((8, 8)).sum(axis=0) % 2
+    images = np.where(labels[:, None, None, None], 100.0 + board[None, :, :, None], 100.5)
+    images = np.broadcast_to(images, (16, 8, 8, 3)).astype("float32")
+    contrast = _threshold_model(lambda x: 100.5 - keras.ops.std(x, axis=(1, 2, 3))[:, None] * 20)
+    assert np.mean(np.argmax(contrast.predict(images, verbose=0), axis=1) == labels) == 1.0
+    result = measure_robustness(contrast, _batches(images, labels), 1.0, "test", seed=0)
+    assert result.jpeg_quality == 75 and result.jpeg_accuracy is not None
+    record = result.to_dict()
+    assert record["jpeg_drop"] == round(1.0 - result.jpeg_accuracy, 4)
+    assert Robustness.from_dict(record) == result
+    assert result.jpeg_drop >= FRAGILE_DROP and result.fragile  # the checkerboard is smoothed away
+    assert "saved as JPEG (quality 75) test accuracy falls 1.000 -> " in result.warning()

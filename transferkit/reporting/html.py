@@ -288,17 +288,13 @@ def _robustness(record: Mapping[str, object]) -> str:
     """The run's accuracy under invisible pixel noise (metrics.json ``robustness``), with the advice
     when it falls; nothing for runs made before it was measured."""
     try:
-        robustness = Robustness(**{f.name: record[f.name] for f in dataclasses.fields(Robustness)})
+        robustness = Robustness.from_dict(record)
     except (KeyError, TypeError):
         return ""
-    text = (
-        f"Under invisible pixel noise (Gaussian, standard deviation {robustness.pixel_noise:g} of 255) the "
-        f"{_SPLIT_NAMES.get(robustness.split, robustness.split)} accuracy is {robustness.accuracy:.1%} "
-        f"({robustness.clean_accuracy:.1%} without)."
-    )
+    split = _SPLIT_NAMES.get(robustness.split, robustness.split)
     if robustness.fragile:
         return f'<p class="note">{esc(robustness.warning())}</p>'
-    return f'<p class="muted">{esc(text)}</p>'
+    return f'<p class="muted">{esc(dataclasses.replace(robustness, split=split).describe())}</p>'
 
 
 def _evidence(
