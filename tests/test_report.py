@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
@@ -111,6 +112,31 @@ def test_plot_confusion_forty_classes_with_awkward_names_grows_the_figure(tmp_pa
     names = [f"class {i} with a rather long descriptive name" for i in range(38)] + ["$x^", "$5 $10"]
     plot_confusion(metrics_for(names), tmp_path / "confusion.png")
     assert_png(tmp_path / "confusion.png", min_width=1200, min_height=1200)
+
+
+def test_installed_fallback_fonts_join_the_family_behind_the_default_once(monkeypatch):
+    """Class names in scripts DejaVu Sans lacks (CJK, Arabic, ...) are drawn in an installed font
+    that has them, glyph by glyph, instead of as boxes; fonts that are not installed are not named."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    from transferkit.reporting import figures
+
+    fonts = [*font_manager.fontManager.ttflist]
+    fake = dataclasses.replace(fonts[0], name="WenQuanYi Zen Hei")  # as fonts-wqy-zenhei installs it
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [*fonts, fake])
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["sans-serif"])
+    figures.use_fallback_fonts.cache_clear()
+    try:
+        added = figures.use_fallback_fonts()
+        installed = {font.name for font in font_manager.fontManager.ttflist}
+        assert added == tuple(name for name in figures.FALLBACK_FONTS if name in installed)
+        assert "WenQuanYi Zen Hei" in added
+        assert matplotlib.rcParams["font.family"] == ["sans-serif", *added]
+        figures.new_figure()
+        assert matplotlib.rcParams["font.family"] == ["sans-serif", *added]  # once, not per figure
+    finally:
+        figures.use_fallback_fonts.cache_clear()
 
 
 def test_plot_image_grid_uint8_float_and_grey(tmp_path):

@@ -180,11 +180,12 @@ def plot_comparison(result: ComparisonResult, path: str | Path) -> Path:
     split; left axis) and wall time (right axis); the selector's pick is outlined in red and named
     on the axis. PNG, written atomically."""
     import numpy as np
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch
     from matplotlib.patches import Patch
 
+    from transferkit.reporting.figures import new_figure  # no pyplot: no global backend switch
+
     runs = result.runs
-    fig = Figure(figsize=(max(6.0, 1.7 * len(runs) + 2), 4.2), layout="constrained")
+    fig = new_figure(figsize=(max(6.0, 1.7 * len(runs) + 2), 4.2), layout="constrained")
     ax = fig.subplots()
     time_ax = ax.twinx()
     x, width = np.arange(len(runs)), 0.38

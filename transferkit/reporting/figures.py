@@ -1,15 +1,18 @@
 """The run's figures: training curves, confusion matrix, image grids, the learning-rate range test.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot state, so plotting is
-thread-safe and never opens a window) and all saved through :func:`save_figure` (one DPI, written
-atomically with :func:`transferkit.fileio.atomic_path`). The selector's evidence plot is in
+Figures are built with :func:`new_figure` (a :class:`matplotlib.figure.Figure` directly: no pyplot
+state, so plotting is thread-safe and never opens a window; class names in scripts the default font
+lacks fall back to an installed font that has them) and all saved through :func:`save_figure` (one
+DPI, written atomically with :func:`transferkit.fileio.atomic_path`). The selector's evidence plot is in
 :mod:`transferkit.reporting.selection_figure`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import logging
 import math
 import os
 import warnings
@@ -17,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -27,9 +31,53 @@ from transferkit.fileio import atomic_path
 from transferkit.reporting.metrics import Metrics
 
 DPI = 110
+# Fonts tried, in this order, for characters the default (DejaVu Sans) lacks: class names in Chinese,
+# Japanese, Korean, Arabic, Hebrew, Indic or Thai script. Whichever are installed join the font
+# family behind the default (matplotlib falls back glyph by glyph); without one such names are boxes.
+FALLBACK_FONTS = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "Noto Sans Arabic",
+    "Noto Sans Hebrew",
+    "Noto Sans Devanagari",
+    "Noto Sans Thai",
+    "Noto Sans Symbols 2",
+)
 ANNOTATE_MAX_CLASSES = 12  # above this, cell numbers become unreadable; the colour carries the value
 _ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy", "acc")
 History = Mapping[str, Sequence[float]] | str | os.PathLike
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A :class:`~matplotlib.figure.Figure` (``kwargs`` as its), drawing text in the default font
+    with the installed fallbacks (:data:`FALLBACK_FONTS`) behind it."""
+    use_fallback_fonts()
+    return Figure(**kwargs)
+
+
+@functools.cache
+def use_fallback_fonts() -> tuple[str, ...]:
+    """Put the installed :data:`FALLBACK_FONTS` behind matplotlib's font family, once per process;
+    returns the ones added. Text keeps the font it was created with, so this runs before any is."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    family = list(matplotlib.rcParams["font.family"])
+    added = tuple(name for name in FALLBACK_FONTS if name in installed and name not in family)
+    if added:
+        matplotlib.rcParams["font.family"] = [*family, *added]
+        # A CJK font with no regular (400) weight is logged once per font as it is read ("Failed to
+        # find font weight normal ..., now using 500"): the medium weight is what it has to offer.
+        logging.getLogger("matplotlib.font_manager").addFilter(
+            lambda record: not str(record.msg).startswith("Failed to find font weight")
+        )
+    return added
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
@@ -110,7 +158,7 @@ def _history_figure(
         raise TransferkitError(
             "The training history is empty: no epoch was recorded, so there is nothing to plot."
         )
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = new_figure(figsize=(11, 4.2), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
         names = ("loss",) if metric == "loss" else _ACCURACY_KEYS
         for prefix, split in (("", "train"), ("val_", "validation")):
@@ -170,7 +218,7 @@ def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
         values = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     n = len(metrics.class_names)
     side = min(max(5.5, 0.3 * n + 2.5), 16)
-    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    fig = new_figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     few = n <= ANNOTATE_MAX_CLASSES
     ConfusionMatrixDisplay(values, display_labels=[_label(c, 20) for c in metrics.class_names]).plot(
@@ -287,7 +335,7 @@ def image_grid_figure(
         mosaic[top : top + height, left : left + width] = tile
     title_inches = 0.4 if title else 0.0
     grid_inches = mosaic.shape[0] * inches_per_pixel
-    fig = Figure(figsize=(cols * cell_width * inches_per_pixel, grid_inches + title_inches))
+    fig = new_figure(figsize=(cols * cell_width * inches_per_pixel, grid_inches + title_inches))
     ax = fig.add_axes((0, 0, 1, grid_inches / (grid_inches + title_inches)))
     ax.imshow(mosaic)
     ax.set_axis_off()
@@ -308,7 +356,7 @@ def plot_lr_find(result: Any, path: str | os.PathLike, title: str = "learning-ra
         path: where to write the PNG (atomically).
         title: the figure's title (the recipe and phase swept, say).
     """
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = new_figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(result.learning_rates, result.losses, color="tab:blue", alpha=0.3, label="loss")
     ax.plot(result.learning_rates, result.smoothed, color="tab:blue", label="smoothed loss")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from transferkit.fileio import write_json
 from transferkit.reporting import diagnostics
-from transferkit.reporting.figures import _label, image_grid_figure, save_figure
+from transferkit.reporting.figures import _label, image_grid_figure, new_figure, save_figure
 from transferkit.reporting.metrics import compute_metrics
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _reliability_figure(calibration: diagnostics.Calibration) -> Figure:
     edges = np.linspace(0, 1, bins + 1)
     centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins
     accuracy = np.array([np.nan if a is None else a for a in calibration.accuracy])
-    fig = Figure(figsize=(5.5, 5.5), layout="constrained")
+    fig = new_figure(figsize=(5.5, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.bar(centres, np.nan_to_num(accuracy), width=width * 0.9, color="tab:blue", label="accuracy")
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")

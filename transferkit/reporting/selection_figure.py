@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from transferkit.reporting.figures import save_figure
+from transferkit.reporting.figures import new_figure, save_figure
 from transferkit.selection.decision import Selection
 from transferkit.selection.quadrants import QUADRANTS, STRATEGIES
 from transferkit.selection.rules import SMALL_IMAGES_PER_CLASS, TRUNCATE_MARGIN, _compare
@@ -23,7 +22,7 @@ def plot_selection(selection: Selection, path: str | Path) -> Path:
     y: deepest minus best-earlier probe accuracy (the line is ``-TRUNCATE_MARGIN``), with its
     standard error. A value the user gave instead of a measurement is drawn mid-quadrant.
     """
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = new_figure(figsize=(10, 4.2), layout="constrained")
     plane, bars = fig.subplots(1, 2, width_ratios=(1.1, 1))
     _draw_plane(plane, selection)
     _draw_scores(bars, selection)
