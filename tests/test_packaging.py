@@ -22,3 +22,16 @@ def test_setup_cfg_lists_every_subpackage_and_the_recipes():
         "small_dissimilar",
         "small_similar",
     ]
+
+
+def test_python_dash_m_transferkit_is_the_command_line():
+    import subprocess
+    import sys
+
+    import transferkit
+
+    done = subprocess.run(
+        [sys.executable, "-m", "transferkit", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"transferkit, version {transferkit.__version__}"
