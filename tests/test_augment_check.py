@@ -208,6 +208,7 @@ def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, m
     assert full.rotation_degrees == recipe.augment.rotation_degrees
     warps = (noise.flip, noise.rotation_degrees, noise.zoom, noise.translation, noise.contrast)
     assert warps == ("none", 0.0, 0.0, 0.0, 0.0) and noise.noise == recipe.augment.noise
+    assert full.warps and not noise.warps  # what the progress lines call "augmented" / "pixel noise only"
     assert TrainState.load(tmp_path).augmentation["use_augmentation"] is False
 
     resumed = tmp_path / "resumed"  # stopped after the check: the decision is read, not measured

@@ -75,7 +75,7 @@ def use_fallback_fonts() -> tuple[str, ...]:
         # A CJK font with no regular (400) weight is logged once per font as it is read ("Failed to
         # find font weight normal ..., now using 500"): the medium weight is what it has to offer.
         logging.getLogger("matplotlib.font_manager").addFilter(
-            lambda record: not str(record.msg).startswith("Failed to find font weight")
+            lambda record: "Failed to find font weight" not in str(record.msg)
         )
     return added
 

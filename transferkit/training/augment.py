@@ -66,6 +66,13 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_jit = False  # like Keras' own RandomZoom/RandomTranslation: keeps XLA off this graph
 
+    @property
+    def warps(self) -> bool:
+        """Whether it changes more than pixel noise: geometry (flip, rotation, zoom, shift) or contrast."""
+        return bool(
+            self.flip != "none" or self.rotation_degrees or self.zoom or self.translation or self.contrast
+        )
+
     def reseed(self, value: int) -> None:
         """Restart the random stream at ``value``: the trainer reseeds per epoch, so a resumed run
         augments exactly as an uninterrupted one (the stream's state is not part of the weights)."""

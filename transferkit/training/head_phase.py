@@ -142,7 +142,8 @@ class FeatureCache:
         # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
         shape = (passes, self.steps_per_epoch * self.batch_size, int(self.extractor.output.shape[-1]))
         store = None if self.cache is None or augment is None else self.cache.array(shape, name="train")
-        features, kind = [], "" if augment is None else ", augmented"
+        kind = "" if augment is None else ", augmented" if augment.warps else ", pixel noise only"
+        features = []
         for number in range(passes):
             say(self.verbose, f"Caching features (pass {number + 1}/{passes}{kind})")
             if augment is None:

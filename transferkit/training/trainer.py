@@ -13,6 +13,7 @@ is written atomically. ``fit --resume RUN_DIR`` picks up from there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -200,6 +201,8 @@ class Trainer:
                 self._say(f"Phase '{phase.name}' kept {kept}: the lowest validation loss")
             state.save(self.run_dir)
             shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
+        with contextlib.suppress(OSError):  # the backups' folder, once every phase's is gone
+            (self.run_dir / "backup").rmdir()
         return self.history
 
     def find_learning_rate(self, index: int, **sweep) -> LRFindResult:
