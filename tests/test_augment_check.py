@@ -206,6 +206,7 @@ def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, m
     _run(recipe, tmp_path)
     full, noise = passes  # the check's augmented passes, then the noise-only ones the head trains on
     assert full.rotation_degrees == recipe.augment.rotation_degrees
+    assert full.noise == 0.0  # the check measures the warps alone: noise would move its verdict
     warps = (noise.flip, noise.rotation_degrees, noise.zoom, noise.translation, noise.contrast)
     assert warps == ("none", 0.0, 0.0, 0.0, 0.0) and noise.noise == recipe.augment.noise
     assert full.warps and not noise.warps  # what the progress lines call "augmented" / "pixel noise only"
@@ -228,3 +229,22 @@ def test_without_pixel_noise_a_dropped_augmentation_leaves_clean_features():
     out = np.asarray(layer(images, training=True))
     assert 0 < np.abs(out - 128.0).max() < 20  # noise, no warp: the flat image stays flat but for it
     assert np.array_equal(np.asarray(layer(images, training=False)), images)
+
+
+@pytest.mark.parametrize("measure", [True, False], ids=["checked", "always-augmented"])
+def test_pixel_noise_joins_the_warps_only_where_no_check_measures_them(tmp_path, monkeypatch, measure):
+    passes = []
+    original = head_phase.FeatureCache.for_phase
+
+    def recorded(self, index, augment, count, seed, pretrained):
+        passes.append(augment)
+        return original(self, index, augment, count, seed, pretrained)
+
+    monkeypatch.setattr(head_phase.FeatureCache, "for_phase", recorded)
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
+    noisy = dataclasses.replace(load_builtin("small_dissimilar").augment, measure=measure)
+    recipe = dataclasses.replace(_recipe("small_similar", epochs=2), augment=noisy)
+    _run(recipe, tmp_path)
+    ((trained,),) = [passes]  # kept by the check, or never checked: the passes the head trains on
+    assert trained.warps and trained.noise == (0.0 if measure else noisy.noise)
+    assert (TrainState.load(tmp_path).augmentation is not None) is measure

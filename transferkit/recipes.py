@@ -70,7 +70,8 @@ class AugmentConfig:
     # Gaussian pixel noise after the warp and contrast: each image's standard deviation is drawn
     # from [0, noise], in 0-255 units (0 = off). For models whose inputs will carry camera, scanner
     # or compression noise that the training images lack (clean renders): see the robustness
-    # figure in metrics.json.
+    # figure in metrics.json. With `measure`, the check measures the warps without it, and the noise
+    # stands in for the warps where it drops them (the head trains on noise-only passes).
     noise: float = 0.0
     fill_mode: str = "reflect"
     cached_passes: int = 4  # augmented feature passes cached for frozen-base phases (0 = no augmentation)
