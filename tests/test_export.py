@@ -48,6 +48,9 @@ PARITY_FIELDS = {
     "export_accuracy",
     "accuracy_drop",
     "max_abs_difference",
+    "only_keras_right",
+    "only_export_right",
+    "drop_p_value",
     "keras_ms_per_image",
     "export_ms_per_image",
 }
@@ -131,6 +134,24 @@ def test_parity_record_has_every_field_and_names_the_held_out_split(tflite_expor
     assert record["held_out"]["num_images"] == record["parity"]["num_images"] > 0
     assert record["quantize"] == "int8" and record["file_bytes"] == result.path.stat().st_size
     assert record["parity"]["export_ms_per_image"] > 0
+
+
+def test_the_parity_check_says_whether_a_drop_could_be_chance():
+    from transferkit.exporting.parity import compare_predictions
+
+    labels = np.zeros(88, "int64")
+    right, wrong = np.array([0.9, 0.1]), np.array([0.1, 0.9])
+    keras = np.stack([right] * 70 + [wrong] * 18)
+    # 3 images right only before, 1 only after: a drop of 2 of 88 (2.3 points), as a float16 file gave
+    export = keras.copy()
+    export[:3], export[70] = wrong, right
+    parity = compare_predictions(keras, export, labels)
+    assert (parity.only_keras_right, parity.only_export_right) == (3, 1)
+    assert parity.accuracy_drop == pytest.approx(2 / 88, abs=1e-4)
+    assert parity.drop_p_value == pytest.approx(0.625)  # exact two-sided binomial of 3 in 4
+    export[:12] = wrong  # 12 right only before, 1 only after: not chance
+    assert compare_predictions(keras, export, labels).drop_p_value < 0.01
+    assert compare_predictions(keras, keras, labels).drop_p_value == 1.0
 
 
 def test_onnx_runs_in_onnxruntime_with_labels_in_its_metadata(run_dir, data, pixels):

@@ -199,10 +199,18 @@ def _gate_message(result: ExportResult) -> str:
         advice = "--quantize auto (the smallest within the bar), a milder --quantize or a larger --max-drop"
     else:
         advice = "a milder --quantize or a larger --max-drop"
+    chance = parity.drop_p_value
+    verdict = (
+        "a drop this size can be chance; more test images would tell" if chance >= 0.05 else "a real loss"
+    )
+    evidence = (
+        f"{parity.only_keras_right} images right only before, {parity.only_export_right} only after: "
+        f"McNemar p = {chance:.2g}, {verdict}"
+    )
     return (
         f"{what} loses {100 * parity.accuracy_drop:.1f} accuracy points on {parity.num_images} held-out "
-        f"images ({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}), more than --max-drop "
-        f"{result.max_drop:g}. The file and {name} are kept; try {advice}."
+        f"images ({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}; {evidence}), more than "
+        f"--max-drop {result.max_drop:g}. The file and {name} are kept; try {advice}."
     )
 
 

@@ -36,6 +36,8 @@ class Parity:
         max_abs_difference: largest absolute difference of any class probability.
         keras_ms_per_image: median latency of ``model.keras``, batch of one, this machine's CPU.
         export_ms_per_image: the same for the exported model in its runtime.
+        only_keras_right: images ``model.keras`` gets right and the export wrong.
+        only_export_right: images the export gets right and ``model.keras`` wrong.
     """
 
     num_images: int
@@ -46,10 +48,22 @@ class Parity:
     max_abs_difference: float
     keras_ms_per_image: float | None = None
     export_ms_per_image: float | None = None
+    only_keras_right: int = 0
+    only_export_right: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types."""
-        return asdict(self)
+        return {**asdict(self), "drop_p_value": round(self.drop_p_value, _DIGITS)}
+
+    @property
+    def drop_p_value(self) -> float:
+        """McNemar's exact test on the images the two models disagree on: how likely a split at least
+        this uneven is if the export were as accurate as ``model.keras`` (two-sided). On small test
+        sets one image is a point or more, and a drop over the bar can still be chance."""
+        from scipy.stats import binomtest
+
+        changed = self.only_keras_right + self.only_export_right
+        return 1.0 if not changed else float(binomtest(self.only_keras_right, changed, 0.5).pvalue)
 
     def summary(self) -> str:
         """One line, e.g. ``agreement 99.5% | accuracy 0.912 -> 0.910 (drop 0.2 points) | ...``."""
@@ -78,6 +92,8 @@ def compare_predictions(keras_probs: np.ndarray, export_probs: np.ndarray, label
         export_accuracy=round(export_accuracy, _DIGITS),
         accuracy_drop=round(keras_accuracy - export_accuracy, _DIGITS),
         max_abs_difference=round(float(np.max(np.abs(keras_probs - export_probs))), 6),
+        only_keras_right=int(np.sum((keras_top == labels) & (export_top != labels))),
+        only_export_right=int(np.sum((export_top == labels) & (keras_top != labels))),
     )
 
 
