@@ -188,9 +188,8 @@ def test_the_head_phase_trains_on_from_the_checks_compile_unless_the_head_was_st
     assert changed and all(any(name in path for name in head_layers) for path in changed)
 
 
-def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, monkeypatch):
-    """The head then trains on passes with the noise alone (a head fitted to clean features only
-    leaned on exact pixel values), and so does every later phase and a resumed run."""
+def _recorded_passes(monkeypatch) -> list:
+    """The augmentation layer of every set of cached training passes a run makes, in order."""
     passes = []
     original = head_phase.FeatureCache.for_phase
 
@@ -199,6 +198,13 @@ def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, m
         return original(self, index, augment, count, seed, pretrained)
 
     monkeypatch.setattr(head_phase.FeatureCache, "for_phase", recorded)
+    return passes
+
+
+def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, monkeypatch):
+    """The head then trains on passes with the noise alone (a head fitted to clean features only
+    leaned on exact pixel values), and so does every later phase and a resumed run."""
+    passes = _recorded_passes(monkeypatch)
     monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))
     recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
     recipe = dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment)
@@ -233,14 +239,7 @@ def test_without_pixel_noise_a_dropped_augmentation_leaves_clean_features():
 
 @pytest.mark.parametrize("measure", [True, False], ids=["checked", "always-augmented"])
 def test_pixel_noise_joins_the_warps_only_where_no_check_measures_them(tmp_path, monkeypatch, measure):
-    passes = []
-    original = head_phase.FeatureCache.for_phase
-
-    def recorded(self, index, augment, count, seed, pretrained):
-        passes.append(augment)
-        return original(self, index, augment, count, seed, pretrained)
-
-    monkeypatch.setattr(head_phase.FeatureCache, "for_phase", recorded)
+    passes = _recorded_passes(monkeypatch)
     monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
     noisy = dataclasses.replace(load_builtin("small_dissimilar").augment, measure=measure)
     recipe = dataclasses.replace(_recipe("small_similar", epochs=2), augment=noisy)
