@@ -28,7 +28,7 @@ from transferkit.selection.rules import (
     similarity_decision,
     size_quadrant,
 )
-from transferkit.selection.transferability import extract_cut_features, linear_probe, logme
+from transferkit.selection.transferability import extract_cut_features, linear_probe, linear_probes, logme
 
 
 def blobs(n_per_class: int, num_classes: int, dim: int, separation: float, seed: int = 0):
@@ -214,6 +214,35 @@ def test_linear_probe_shrinks_folds_to_the_smallest_class(monkeypatch):
     linear_probe(features, labels, folds=5)
     linear_probe(features[7:], labels[7:], folds=5)  # smallest class: 3 images
     assert used == [5, 3]
+
+
+def test_linear_probes_run_every_fold_of_every_set_in_parallel_with_the_one_by_one_scores(monkeypatch):
+    from sklearn.model_selection import StratifiedKFold
+
+    from transferkit.selection import transferability
+
+    sets = {f"dim{dim}": blobs(12, 3, dim, separation=1.5, seed=dim)[0] for dim in (2, 5, 40)}
+    labels = blobs(12, 3, 2, separation=1.5)[1]
+    one_by_one = {}
+    for name, features in sets.items():  # the probe written out: standardise, fit, count the hits
+        folds = StratifiedKFold(5, shuffle=True, random_state=4).split(features, labels)
+        hits = sum(
+            int((transferability._fit_predict(features[a], labels[a], features[b]) == labels[b]).sum())
+            for a, b in folds
+        )
+        one_by_one[name] = hits / len(labels)
+    pools, executor = [], transferability.ThreadPoolExecutor
+
+    def recording(max_workers):
+        pools.append(max_workers)
+        return executor(max_workers=max_workers)
+
+    monkeypatch.setattr(transferability, "ThreadPoolExecutor", recording)
+    monkeypatch.setattr(transferability, "usable_cpus", lambda: 3)
+    assert linear_probes(sets, labels, seed=4) == one_by_one
+    assert pools == [3]  # 15 regressions (3 sets x 5 folds) on three threads
+    with pytest.raises(TransferkitError, match="rows"):
+        linear_probes({"a": sets["dim2"], "b": sets["dim5"][:-1]}, labels)
 
 
 # ----------------------------------------------------------------------------------- the decision

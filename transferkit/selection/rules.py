@@ -20,7 +20,7 @@ import numpy as np
 
 from transferkit.console import plural
 from transferkit.errors import TransferkitError
-from transferkit.selection.transferability import _as_matrix, linear_probe, logme
+from transferkit.selection.transferability import _as_matrix, linear_probes, logme
 
 # ----------------------------------------------------------------------------------------------
 # Decision constants
@@ -302,10 +302,11 @@ def score_cut_points(
         >>> [s.cut for s in score_cut_points({"a": np.eye(20)[:, :3], "b": np.eye(20)}, labels)]
         ['a', 'b']
     """
+    matrices = {cut: _as_matrix(features) for cut, features in features_by_cut.items()}
+    accuracies = linear_probes(matrices, labels, folds=folds, seed=seed)  # every cut's folds in parallel
     scores = []
-    for cut, features in features_by_cut.items():
-        x = _as_matrix(features)
-        accuracy = linear_probe(x, labels, folds=folds, seed=seed)
+    for cut, x in matrices.items():
+        accuracy = accuracies[cut]
         smoothed = (accuracy * len(x) + 1) / (len(x) + 2)
         stderr = math.sqrt(smoothed * (1 - smoothed) / len(x))
         scores.append(CutScore(cut, logme(x, labels), accuracy, x.shape[1], stderr))

@@ -2,7 +2,8 @@
 
 - :func:`logme`: LogME (You et al., ICML 2021), the log marginal evidence of a Bayesian linear
   model on the features, per sample and averaged over one-vs-rest targets;
-- :func:`linear_probe`: cross-validated accuracy of a standardised logistic regression;
+- :func:`linear_probe`: cross-validated accuracy of a standardised logistic regression
+  (:func:`linear_probes`: of several feature sets at once, in parallel);
 - :func:`extract_cut_features`: pooled features at every cut point in ONE forward pass.
 
 These are the measurements; :mod:`transferkit.selection.rules` turns them into a decision.
@@ -11,7 +12,9 @@ These are the measurements; :mod:`transferkit.selection.rules` turns them into a
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -141,12 +144,35 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, se
         >>> linear_probe(features, labels)
         1.0
     """
+    return linear_probes({"features": features}, labels, folds=folds, seed=seed)["features"]
+
+
+def linear_probes(
+    features_by_cut: Mapping[str, Any], labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> dict[str, float]:
+    """:func:`linear_probe` of each feature set (the same labels, the same folds), all at once.
+
+    Every fold of every set is one independent regression; they run on a thread pool, one per
+    usable CPU (each on one BLAS thread, :func:`~transferkit.training.head_init.quiet_solver`), the
+    widest sets first. The scores are those of one-by-one probes, exactly: MobileNetV2's five cuts
+    on card ranks at 96 px (871 images, 13 classes), 2 CPU cores, 1.58 s -> 1.10 s.
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.repeat([0, 1], 20)
+        >>> noise = np.random.default_rng(0).normal(size=(40, 3))
+        >>> linear_probes({"noise": noise, "signal": noise + 4.0 * labels[:, None]}, labels)["signal"]
+        1.0
+    """
     from sklearn.model_selection import StratifiedKFold
 
     from transferkit.training.head_init import quiet_solver
 
-    x = _as_matrix(features)
-    codes, num_classes = _label_codes(labels, len(x))
+    matrices = {name: _as_matrix(features) for name, features in features_by_cut.items()}
+    if not matrices:
+        return {}
+    n = len(next(iter(matrices.values())))
+    codes, num_classes = _label_codes(labels, n)
     counts = np.bincount(codes, minlength=num_classes)
     if num_classes < 2 or counts.max() < 2:
         raise TransferkitError(
@@ -154,16 +180,30 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, se
             f"got {num_classes} class(es) with counts {counts.tolist()}. Add images or skip scoring "
             "by giving --similar/--dissimilar."
         )
+    for name, x in matrices.items():
+        if len(x) != n:
+            raise TransferkitError(f"Features {name!r} have {len(x)} rows; the labels have {n}.")
     n_splits = max(2, min(int(folds), int(counts.min())))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    correct = 0
+
+    def hits(job) -> tuple[str, int]:
+        name, (train, test) = job
+        x = matrices[name]
+        return name, int((_fit_predict(x[train], codes[train], x[test]) == codes[test]).sum())
+
     # One BLAS thread (quiet_solver): `analyze` on the ten example sets, seeds 0-1, 96 px, took
     # 197 s of selection in all against 246 s with the default threads (typefaces 21-22 -> 13-14
     # s), the same 20 picks, cuts, confidences and close calls.
+    correct = dict.fromkeys(matrices, 0)
     with quiet_solver():
-        for train, test in splitter.split(x, codes):
-            correct += int((_fit_predict(x[train], codes[train], x[test]) == codes[test]).sum())
-    return correct / len(x)
+        splits = list(splitter.split(np.zeros(n), codes))
+        jobs = sorted(
+            ((name, fold) for name in matrices for fold in splits), key=lambda job: -matrices[job[0]].shape[1]
+        )
+        with ThreadPoolExecutor(max_workers=min(len(jobs), usable_cpus())) as pool:
+            for name, count in pool.map(hits, jobs):
+                correct[name] += count
+    return {name: count / n for name, count in correct.items()}
 
 
 def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
@@ -291,6 +331,14 @@ def _as_list(outputs: Any) -> list[Any]:
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS says; else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def _as_matrix(features: Any) -> np.ndarray:
