@@ -118,6 +118,16 @@ def test_int8_file_is_smaller_than_float_and_float16_in_between(tflite_exports):
     assert sizes["dynamic"] < sizes["none"]
 
 
+def test_int8_keeps_the_pooling_and_the_head_in_float_and_the_base_in_integers(tflite_exports):
+    from transferkit.exporting.converters import _FLOAT_TAIL
+
+    tensors = tflite_interpreter(tflite_exports["int8"].path).get_tensor_details()
+    tail = {t["dtype"] for t in tensors if _FLOAT_TAIL.search(t["name"]) and "BiasAdd" in t["name"]}
+    base = {t["dtype"] for t in tensors if not _FLOAT_TAIL.search(t["name"])}
+    assert tail == {np.float32}, tail  # the head's logits: float (integer statistics broke truncations)
+    assert np.int8 in base, base  # the base's convolutions: full integer
+
+
 def test_int8_conversion_and_the_interpreter_print_no_cpp_log_lines(run_dir, tmp_path, capfd):
     transferkit.export(run_dir, "tflite", quantize="int8", out=str(tmp_path / "q.tflite"), verbose=0)
     tflite_interpreter(tmp_path / "q.tflite")

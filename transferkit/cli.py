@@ -495,7 +495,8 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     type=click.Choice(QUANTIZE_CHOICES),
     default="none",
     show_default=True,
-    help="TFLite only. int8: full integer, float input/output, calibrated on training images. auto: the "
+    help="TFLite only. int8: an integer base (the pooling and head stay float), float input/output, "
+    "calibrated on training images. auto: the "
     "first of int8, dynamic, float16, none within --max-drop on the validation images.",
 )
 @click.option(

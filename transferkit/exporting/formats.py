@@ -13,7 +13,7 @@ from transferkit.errors import TransferkitError, choices_error
 from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8 = full integer, float interface
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8: integer base, float head
 AUTO = "auto"  # the smallest of AUTO_ORDER that keeps accuracy within --max-drop
 AUTO_ORDER = ("int8", "dynamic", "float16", "none")  # smallest (and fastest on integer hardware) first
 QUANTIZE_CHOICES = (*QUANTIZATIONS, AUTO)
