@@ -167,9 +167,7 @@ def test_the_shared_feature_steps_compute_what_separate_steps_do():
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "augmentation-dropped"])
-def test_the_head_phase_trains_on_from_the_checks_compile_unless_the_head_was_standardised_again(
-    tmp_path, monkeypatch, kept
-):
+def test_the_head_phase_trains_on_from_the_checks_compile_either_way(tmp_path, monkeypatch, kept):
     compiled = []
     original = trainer_module.Trainer._compile
 
@@ -181,11 +179,31 @@ def test_the_head_phase_trains_on_from_the_checks_compile_unless_the_head_was_st
     monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: kept))
     classifier, changed = _run(_recipe("small_similar", epochs=2), tmp_path)
     assert TrainState.load(tmp_path).augmentation["use_augmentation"] is kept
-    # Kept: the check's compile only, the head traced once. Dropped: the head was standardised again
-    # on the clean features, and steps traced before hold the augmented features' statistics.
-    assert compiled == ["head_training_graph"] * (1 if kept else 2)
+    # The check's compile only, the head traced once: where the check dropped augmentation the head
+    # was standardised again on the clean features, and the traced steps read the new statistics.
+    assert compiled == ["head_training_graph"]
     head_layers = ("predictions", "feature_norm", "feature_scale")
     assert changed and all(any(name in path for name in head_layers) for path in changed)
+
+
+def test_a_traced_head_step_standardises_with_the_statistics_set_after_it_was_traced():
+    from transferkit.recipes import HeadConfig
+    from transferkit.training.head_phase import head_graph, standardise_head
+    from transferkit.training.model import build_head
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(5.0, 3.0, (40, 6)), rng.normal(-2.0, 0.5, (40, 6))
+    head = build_head(6, 3, HeadConfig(dropout=0.0))
+    graph = head_graph(head)
+    graph.compile(loss="sparse_categorical_crossentropy")
+    standardise_head(head, first)
+    graph.predict(second, verbose=0)  # traces the predict step with the first statistics
+    standardise_head(head, second)
+    fresh = keras.models.clone_model(graph)  # a new graph: traced from scratch
+    fresh.set_weights(graph.get_weights())
+    for layer in ("feature_scale", "feature_norm"):
+        fresh.get_layer("head").get_layer(layer).finalize_state()
+    np.testing.assert_allclose(graph.predict(second, verbose=0), fresh.predict(second, verbose=0), rtol=1e-6)
 
 
 def _recorded_passes(monkeypatch) -> list:
