@@ -128,6 +128,19 @@ def test_int8_keeps_the_pooling_and_the_head_in_float_and_the_base_in_integers(t
     assert np.int8 in base, base  # the base's convolutions: full integer
 
 
+def test_int8_without_the_quantization_debugger_converts_everything_to_integers(
+    run_dir, tmp_path, monkeypatch
+):
+    from transferkit.exporting.converters import _FLOAT_TAIL
+
+    monkeypatch.delattr(tf.lite.experimental, "QuantizationDebugger")
+    result = transferkit.export(run_dir, "tflite", quantize="int8", out=str(tmp_path / "q.tflite"), verbose=0)
+    tensors = tflite_interpreter(result.path).get_tensor_details()
+    assert np.int8 in {
+        t["dtype"] for t in tensors if _FLOAT_TAIL.search(t["name"]) and "BiasAdd" in t["name"]
+    }
+
+
 def test_int8_conversion_and_the_interpreter_print_no_cpp_log_lines(run_dir, tmp_path, capfd):
     transferkit.export(run_dir, "tflite", quantize="int8", out=str(tmp_path / "q.tflite"), verbose=0)
     tflite_interpreter(tmp_path / "q.tflite")

@@ -146,10 +146,13 @@ def _int8_float_tail(converter, calibration) -> bytes:
     check says so). A frozen base (Animal-MNIST) and a fine-tuned one (emoji) scored the same as
     before. The split is made by TensorFlow Lite's quantization debugger (``denylisted_nodes``).
     """
-    options = tf.lite.experimental.QuantizationDebugOptions()
+    experimental = tf.lite.experimental
+    if not hasattr(experimental, "QuantizationDebugger"):  # a TensorFlow without it: all integer
+        return converter.convert()
+    options = experimental.QuantizationDebugOptions()
     with warnings.catch_warnings():  # its interpreter: "tf.lite.Interpreter is deprecated"
         warnings.simplefilter("ignore")
-        debugger = tf.lite.experimental.QuantizationDebugger(
+        debugger = experimental.QuantizationDebugger(
             converter=converter,
             debug_dataset=lambda: ([image] for image in calibration()),  # never run: no statistics
             debug_options=options,
