@@ -223,11 +223,19 @@ def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, m
     """The head then trains on passes with the noise alone (a head fitted to clean features only
     leaned on exact pixel values), and so does every later phase and a resumed run."""
     passes = _recorded_passes(monkeypatch)
+    validation_passes, extract = [], head_phase.FeatureCache.extract
+
+    def counted(self, step, data, out=None):
+        validation_passes.extend([data] if data is self.val_data else [])
+        return extract(self, step, data, out)
+
+    monkeypatch.setattr(head_phase.FeatureCache, "extract", counted)
     monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))
     recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
     recipe = dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment)
     assert recipe.augment.noise > 0 and recipe.augment.rotation_degrees > 0
     _run(recipe, tmp_path)
+    assert len(validation_passes) == 1  # both sets of passes share the validation features
     full, noise = passes  # the check's augmented passes, then the noise-only ones the head trains on
     assert full.rotation_degrees == recipe.augment.rotation_degrees
     assert full.noise == 0.0  # the check measures the warps alone: noise would move its verdict

@@ -79,6 +79,7 @@ class FeatureCache:
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
         self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
         self._steps = None  # see _feature_steps
+        self._pretrained_val = None  # the validation features while the base is as loaded: one pass
 
     @functools.cached_property
     def _folded(self) -> FoldedCopy | None:
@@ -131,6 +132,10 @@ class FeatureCache:
         base is still ``pretrained``."""
         if self.clean_features is not None and pretrained:
             return getattr(self.clean_features, split)
+        if split == "val" and pretrained:  # asked again where the check drops augmentation for noise
+            if self._pretrained_val is None:
+                self._pretrained_val = self.extract(self.clean_step(), self.val_data)
+            return self._pretrained_val
         return self.extract(self.clean_step(), self.ordered_train_data if split == "train" else self.val_data)
 
     def for_phase(
