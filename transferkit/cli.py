@@ -496,8 +496,8 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     default="none",
     show_default=True,
     help="TFLite only. int8: an integer base (the pooling and head stay float), float input/output, "
-    "calibrated on training images. auto: the "
-    "first of int8, dynamic, float16, none within --max-drop on the validation images.",
+    "calibrated on training images. auto: the first of int8, dynamic, float16, none within --max-drop "
+    "on the validation images.",
 )
 @click.option(
     "--out",

@@ -127,11 +127,11 @@ def export(
     Args:
         run_dir: the run folder ``fit`` wrote.
         format: "saved_model" | "tflite" | "onnx".
-        quantize: TFLite only: "none" | "float16" | "dynamic" | "int8" (an integer base,
-            the pooling and head in float, a float interface; calibrated on up to 100 of the run's
-            training images) | "auto" (the
-            first of int8, dynamic, float16 and none that loses at most ``max_drop`` on the run's
-            validation split; the parity figures are then on the test split as usual).
+        quantize: TFLite only: "none" | "float16" | "dynamic" | "int8" (an integer base, the
+            pooling and head in float, a float interface; calibrated on up to 100 of the run's
+            training images) | "auto" (the first of int8, dynamic, float16 and none that loses at
+            most ``max_drop`` on the run's validation split; the parity figures are then on the
+            test split as usual).
         out: the file (or SavedModel folder) to write; a folder for a TFLite or ONNX file puts it
             there under its default name; default ``RUN_DIR/export/...``
             (:func:`~transferkit.exporting.formats.output_path`).

@@ -206,14 +206,16 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
     train, validation = cached_features(trainer, index, phase)
     head = trainer._head_graph()
     phase = trainer._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
-    compiled = False  # the augmentation check leaves the head compiled for the phase, optimizer fresh
-    if trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None:
+    # The augmentation check leaves the head compiled for the phase, its optimizer fresh. The traced
+    # steps hold whatever it decides: where it dropped augmentation the head was standardised again,
+    # and the steps read the statistics from the head's variables (standardise_head).
+    checked = (
+        trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None
+    )
+    if checked:
         train = settle_augmentation(trainer, index, phase, head, train, validation)
-        # The check's traced steps hold either way: where it dropped augmentation at the first phase
-        # the head was standardised again, and its steps read the statistics from their variables.
-        compiled = True
     started = index == 0 and start_head(trainer, train, validation)  # a resume restores its backup
-    if not compiled:  # compiling again would trace the head's train and test steps again
+    if not checked:  # compiling again would trace the head's train and test steps again
         trainer._compile(head, phase, len(train), steps_per_execution=len(train))
     fitted_start = start_loss(head, validation, trainer.batch_size) if started and phase.patience else None
     inputs, callbacks = fit_inputs(train, validation, trainer._backed_up_epoch(index, initial_epoch))
