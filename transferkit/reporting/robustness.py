@@ -113,8 +113,8 @@ class Robustness:
         text = "; ".join(falls)
         return (
             f"{text[0].upper()}{text[1:]}: the model relies on exact pixel values. If its inputs will "
-            "come from cameras, scanners or lossy files, train with pixel noise (`[augment] noise = 3` "
-            "in a recipe TOML, as small_dissimilar does; more if that is not enough), and check on such "
+            "come from cameras, scanners or lossy files, train with pixel noise (`[augment] noise = 1.5` "
+            "in a recipe TOML, as small_dissimilar does; 3 if that is not enough), and check on such "
             "images with `transferkit evaluate RUN --data`."
         )
 
