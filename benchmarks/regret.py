@@ -42,7 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TUNING = (
     "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
 )  # fmt: skip
-HELD_OUT = ("font_families", "playing_cards", "emoji_groups", "card_ranks")  # card_ranks: added 2026-12-02
+# card_ranks joined on 2026-12-02 and stamp_categories on 2026-12-04, each unseen until its first run.
+HELD_OUT = ("font_families", "playing_cards", "emoji_groups", "card_ranks", "stamp_categories")
 SUITES = {"tuning": TUNING, "held-out": HELD_OUT, "all": TUNING + HELD_OUT}
 
 

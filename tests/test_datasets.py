@@ -143,6 +143,7 @@ def test_matplotlib_font_glyphs_are_four_balanced_typefaces_rendered_the_same_tw
         ("playing_cards", "CARDS_DIR"),
         ("card_ranks", "CARDS_DIR"),
         ("emoji_groups", "EMOJI_FONT"),
+        ("stamp_categories", "STAMPS_DIR"),
     ],
 )
 def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
@@ -153,6 +154,32 @@ def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
     monkeypatch.setattr(examples_debian, constant, tmp_path / "absent")
     with pytest.raises(TransferkitError, match="apt-get install"):
         get_dataset(name).load()
+
+
+def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repeats(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    def stamp(path, size, colour):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", size, colour).save(path)
+
+    stamp(tmp_path / "animals" / "birds" / "crow.png", (256, 128), (0, 0, 0, 255))  # in a sub-folder
+    stamp(tmp_path / "animals" / "cat.png", (64, 64), (200, 0, 0, 128))  # half transparent
+    stamp(tmp_path / "food" / "crow_again.png", (256, 128), (0, 0, 0, 255))  # the crow once more
+    stamp(tmp_path / "vehicles" / "car.png", (90, 300), (0, 0, 255, 255))
+    stamp(tmp_path / "symbols" / "star.png", (32, 32), (9, 9, 9, 255))  # not a category used
+    monkeypatch.setattr(examples_debian, "STAMPS_DIR", tmp_path)
+
+    images, labels = get_dataset("stamp_categories").load()
+
+    side = examples_debian.STAMP_SIDE
+    assert images.shape == (3, side, side, 3) and images.dtype == np.uint8
+    categories = examples_debian.STAMP_CATEGORIES
+    assert [categories[i] for i in labels] == ["animals", "animals", "vehicles"]  # the food crow dropped
+    crow, cat, car = images  # sorted by path within a category: birds/crow.png before cat.png
+    assert (crow[0, 0] == 255).all() and (crow[side // 2, side // 2] == 0).all()  # 2:1, letterboxed
+    assert (car[side // 2, 0] == 255).all() and (car[side // 2, side // 2] == [0, 0, 255]).all()
+    assert (cat[0, 0] == 255).all() and 100 < int(cat[side // 2, side // 2, 1]) < 155  # red over white
 
 
 @pytest.mark.parametrize("name", ["lfw_faces", "textures"])

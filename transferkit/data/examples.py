@@ -138,6 +138,14 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "public domain (Tango), GPL-2+ (GNOME), LGPL-3+ (Oxygen, LXDE)", "illustration",
             debian.icon_themes,
         ),
+        _entry(
+            "stamp_categories",
+            "Category of a Tux Paint stamp (photo cut-outs and drawings of everyday things): animals, "
+            "food, household, plants, town, vehicles; scaled into a 128 px square on white",
+            debian.STAMP_CATEGORIES, 403, (debian.STAMP_SIDE, debian.STAMP_SIDE),
+            "tuxpaint-stamps-default (Debian; make datasets)", "GPL-2", "photo",
+            debian.stamp_categories,
+        ),
     )
 }  # fmt: skip
 
