@@ -225,10 +225,9 @@ def stamp_categories() -> tuple[np.ndarray, np.ndarray]:
         for path in sorted((root / category).rglob("*.png")):
             image = Image.open(path).convert("RGBA")
             image.thumbnail((STAMP_SIDE, STAMP_SIDE), Image.Resampling.LANCZOS)
-            canvas = Image.new("RGBA", (STAMP_SIDE, STAMP_SIDE), (255, 255, 255, 255))
-            corner = ((STAMP_SIDE - image.width) // 2, (STAMP_SIDE - image.height) // 2)
-            canvas.alpha_composite(image, corner)
-            pixels = np.asarray(canvas.convert("RGB"), dtype=np.uint8)
+            square = Image.new("RGBA", (STAMP_SIDE, STAMP_SIDE))  # transparent: the white comes next
+            square.paste(image, ((STAMP_SIDE - image.width) // 2, (STAMP_SIDE - image.height) // 2))
+            pixels = flatten_rgba(square, (255, 255, 255))
             digest = hashlib.sha1(pixels.tobytes()).digest()
             if digest not in seen:
                 seen.add(digest)
