@@ -58,6 +58,7 @@ from transferkit.backbones.weights import build_base  # noqa: E402
 from transferkit.data.examples import export_dataset  # noqa: E402
 from transferkit.data.loading import stratified_split  # noqa: E402
 from transferkit.data.pipeline import without_autotune  # noqa: E402
+from transferkit.selection.transferability import usable_cpus  # noqa: E402
 from transferkit.training.augment import RandomAffine, build_augmentation  # noqa: E402
 from transferkit.training.callbacks import read_history  # noqa: E402
 from transferkit.training.device import setup_device  # noqa: E402
@@ -430,10 +431,6 @@ def benchmark_augmentation(args: argparse.Namespace, folder: Path | None) -> lis
 
 
 def machine_facts() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -445,7 +442,7 @@ def machine_facts() -> dict:
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": usable_cpus(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
