@@ -334,3 +334,50 @@ def test_fatal_conditions_raise_one_clear_error(tmp_path, corpus):
         and f"(cats, dogs): if those are the classes, pass {str(tmp_path / 'unpacked' / 'pets')!r}" in hint
     )
     assert "empty class (strict=True)" in _message(load_data, str(corpus[0]), strict=True)
+
+
+def test_large_png_is_crc_checked_and_kept(tmp_path, monkeypatch):
+    """The scan only CRC-checks a PNG above FULL_CHECK_MAX_PIXELS. Its orientation must be read
+    without loading its pixels (Pillow inflates them to look for an eXIf chunk after them), or
+    verify() refuses: every 8-bit PNG over 4 megapixels was skipped as undecodable."""
+    from transferkit.data import decode
+
+    monkeypatch.setattr(decode, "FULL_CHECK_MAX_PIXELS", 100)  # so a 40 x 20 PNG counts as large
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = _save(tmp_path / CATS / "turned.png", _solid(size=(40, 20)), exif=exif)
+    plain = _save(tmp_path / DOGS / "plain.png", _solid(BLUE, size=(40, 20)))
+    _save(tmp_path / CATS / "plain.png", _solid(size=(40, 20)))
+    data = plain.read_bytes()
+    cut = tmp_path / DOGS / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    splits = load_data(str(tmp_path), validation_split=0, test_split=0)
+    assert dict(splits.card.skipped).keys() == {str(cut)}  # the broken one only
+    assert len(splits.train) == 3
+    assert probe_image(turned) == (20, 40) and probe_image(plain) == (40, 20)
+
+
+def test_huge_png_is_reduced_before_compositing(tmp_path, monkeypatch):
+    """Above REDUCE_ABOVE_PIXELS a picture is box-reduced first (each later step copies it whole);
+    the pixels stay those of the full decode, transparency still composited on white."""
+    from transferkit.data import decode
+
+    side = 1200
+    ramp = np.linspace(0, 255, side).astype(np.uint8)
+    rgba = np.empty((side, side, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = ramp, ramp[:, None], 255 - ramp
+    rgba[..., 3] = np.where(ramp < 64, 0, 255)  # the left quarter transparent
+    path = _save(tmp_path / "huge.png", Image.fromarray(rgba, "RGBA"))
+    whole = decode_image(path, 64).astype(int)
+    factors, reduce = [], Image.Image.reduce
+
+    def spy(img, factor, *box):
+        factors.append(factor)
+        return reduce(img, factor, *box)
+
+    monkeypatch.setattr(Image.Image, "reduce", spy)
+    monkeypatch.setattr(decode, "REDUCE_ABOVE_PIXELS", side * side - 1)
+    reduced = decode_image(path, 64).astype(int)
+    assert factors[0] == side // (4 * 64)  # (Pillow calls itself again for RGBA)
+    assert np.abs(reduced - whole).max() <= 6 and np.abs(reduced - whole).mean() < 0.5
+    assert (reduced[:, :14] >= 250).all() and reduced[:, 20:, 0].min() > 60  # white, then the ramp
