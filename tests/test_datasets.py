@@ -31,7 +31,7 @@ def test_registry_lists_real_datasets():
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
-    choices = "Choose one of: animal_mnist, card_ranks, digits"
+    choices = "Choose one of: animal_mnist, card_ranks, clipart_categories, digits"
     with pytest.raises(TransferkitError, match=f"Unknown example dataset 'lfw'. {choices}"):
         export_dataset("lfw", tmp_path / "x")
 
@@ -144,6 +144,7 @@ def test_matplotlib_font_glyphs_are_four_balanced_typefaces_rendered_the_same_tw
         ("card_ranks", "CARDS_DIR"),
         ("emoji_groups", "EMOJI_FONT"),
         ("stamp_categories", "STAMPS_DIR"),
+        ("clipart_categories", "CLIPART_DIR"),
     ],
 )
 def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
@@ -180,6 +181,33 @@ def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repe
     assert (crow[0, 0] == 255).all() and (crow[side // 2, side // 2] == 0).all()  # 2:1, letterboxed
     assert (car[side // 2, 0] == 255).all() and (car[side // 2, side // 2] == [0, 0, 255]).all()
     assert (cat[0, 0] == 255).all() and 100 < int(cat[side // 2, side // 2, 1]) < 155  # red over white
+
+
+def test_clipart_skips_huge_drawings_by_their_header_before_decoding(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    sizes = {"fox": (60, 40), "whale": (400, 300), "bomb": (600, 400), "barn": (30, 30)}
+    for name, size in sizes.items():
+        path = tmp_path / ("buildings" if name == "barn" else "animals") / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", size, (0, 0, 0, 255)).save(path)
+    monkeypatch.setattr(examples_debian, "CLIPART_DIR", tmp_path)
+    monkeypatch.setattr(examples_debian, "CLIPART_MAX_PIXELS", 100_000)  # the whale (120,000) is over
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # the bomb (240,000) over Pillow's 2x too
+    decoded, convert = [], Image.Image.convert
+
+    def spy(img, *args, **kwargs):
+        decoded.append(img.size)
+        return convert(img, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+
+    images, labels = get_dataset("clipart_categories").load()
+
+    categories = examples_debian.CLIPART_CATEGORIES
+    assert [categories[i] for i in labels] == ["animals", "buildings"]  # the fox, the barn
+    assert sizes["whale"] not in decoded and sizes["bomb"] not in decoded
+    assert images.shape[1:] == (examples_debian.CLIPART_SIDE, examples_debian.CLIPART_SIDE, 3)
 
 
 @pytest.mark.parametrize("name", ["lfw_faces", "textures"])

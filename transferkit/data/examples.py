@@ -146,6 +146,14 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "tuxpaint-stamps-default (Debian; make datasets)", "GPL-2", "photo",
             debian.stamp_categories,
         ),
+        _entry(
+            "clipart_categories",
+            "Category of an Openclipart drawing: animals, buildings, food, plants, tools, "
+            "transportation (road signs included, as filed); scaled into a 128 px square on white",
+            debian.CLIPART_CATEGORIES, 1181, (debian.CLIPART_SIDE, debian.CLIPART_SIDE),
+            "openclipart-png (Debian; make datasets)", "CC0 / public domain", "drawing",
+            debian.clipart_categories,
+        ),
     )
 }  # fmt: skip
 
@@ -155,7 +163,7 @@ def list_datasets() -> list[ExampleDataset]:
 
     Example:
         >>> [d.name for d in list_datasets()][:4]
-        ['animal_mnist', 'card_ranks', 'digits', 'emoji_groups']
+        ['animal_mnist', 'card_ranks', 'clipart_categories', 'digits']
     """
     return [EXAMPLE_DATASETS[name] for name in sorted(EXAMPLE_DATASETS)]
 
