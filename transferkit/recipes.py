@@ -41,6 +41,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # "auto": s
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi-worker")  # see training.distribute
 POOLINGS = ("avg", "avg_max", "avg_dev", "pyramid")  # how the head pools the map: training.pooling
 HEAD_INITS = ("random", "logistic")  # where the head starts: training.head_init
+CALIBRATIONS = ("temperature", "none")  # the probabilities after training: training.calibration
 RECIPE_PACKAGE = "transferkit.builtin_recipes"  # the top-level recipes/ folder, mapped in by setup.cfg
 
 
@@ -58,6 +59,9 @@ class HeadConfig:
     pooling: str = "avg"  # one of POOLINGS; richer modes keep more of a truncated base's narrow map
     init: str = "random"  # one of HEAD_INITS; "logistic": a fitted logistic regression (training.head_init)
     label_smoothing: float = 0.0
+    # one of CALIBRATIONS: "temperature" fits one temperature to the validation images' likelihood
+    # after training and folds it into the softmax layer (training.calibration); "none" leaves it.
+    calibration: str = "temperature"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ _CHOICES = {
     ("AugmentConfig", "flip"): FLIPS,
     ("HeadConfig", "pooling"): POOLINGS,
     ("HeadConfig", "init"): HEAD_INITS,
+    ("HeadConfig", "calibration"): CALIBRATIONS,
     ("DataConfig", "class_weight"): CLASS_WEIGHTS,
 }
 

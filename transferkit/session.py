@@ -41,6 +41,7 @@ from transferkit.selection.trials import (
     with_trials,
 )
 from transferkit.training import averaging
+from transferkit.training.calibration import calibrate, scaled_probabilities
 from transferkit.training.device import Device
 from transferkit.training.distribute import (
     local_copy,
@@ -442,12 +443,19 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             remove_worker_dir(run_dir)
             return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
     test_predict, val_predict = (averaging.MemberPredictor(predictors) for _ in range(2))
+    with stopwatch.stage("calibration"):  # on the validation images, before any held-out figure
+        val_probabilities, val_labels = predict_dataset(model, val, val_predict)
+        by_member = val_predict.probabilities(len(val_labels))
+        calibration = calibrate(model, recipe.head.calibration, by_member, val_labels)
+    if calibration is not None:
+        say(verbose, calibration.describe())
+        if calibration.applied:  # the validation pass's probabilities, as the scaled model gives them
+            val_probabilities = scaled_probabilities(val_probabilities, calibration.temperature)
     with stopwatch.stage("test evaluation"):
         test = test_metrics(model, recipe, spec, splits, run_dir, test_predict)  # also saves predictions
     with stopwatch.stage("validation evaluation"):
         if test is not None:
-            probabilities, val_labels = predict_dataset(model, val, val_predict)
-            validation = compute_metrics(probabilities, val_labels, splits.class_names)
+            validation = compute_metrics(val_probabilities, val_labels, splits.class_names)
         else:
             validation = evaluate_held_out(
                 model,
@@ -456,7 +464,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
                 splits.class_names,
                 split="validation",
                 run_dir=run_dir,
-                predict=val_predict,
+                predict=averaging.MemberPredictor(predictors),
                 white_level=splits.val.white_level,
             )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
@@ -468,6 +476,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         )
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
     record["validation"] = validation.to_dict()
+    if calibration is not None:
+        record["calibration"] = calibration.to_dict()
     record["robustness"] = robustness.to_dict()
     if partner is not None:  # each network's own figures beside the average's, from the same passes
         held_out_labels = load_predictions(run_dir).labels

@@ -127,6 +127,7 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
                 data["selection"],
                 shlex.quote(str(run_dir)),
                 has_model=(run_dir / "model.keras").exists(),
+                temperature=data["metrics"].get("calibration"),
             )
         ),
     )
@@ -182,7 +183,7 @@ def _load_recipe(path: Path, notes: list[str]) -> tuple[str, dict]:
         return text, {}
 
 
-_NOT_SPLITS = ("members", "robustness")  # metrics.json's other records beside its splits
+_NOT_SPLITS = ("members", "robustness", "calibration")  # metrics.json's other records beside its splits
 
 
 def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Metrics]:
@@ -318,7 +319,9 @@ def _evidence(
         ),  # fmt: skip
         section("Grad-CAM heat maps", image(figure["grad_cam"], "Grad-CAM", no_predictions) + notes),
         section(
-            "Calibration", _calibration(interpretation) + image(figure["calibration"], "calibration", "")
+            "Calibration",
+            _calibration(interpretation, data["metrics"].get("calibration") or {})
+            + image(figure["calibration"], "calibration", ""),
         ),
         section("Per-class results", _per_class(metrics)),
         section("Model selection", _selection(data["selection"])),
@@ -349,7 +352,7 @@ def _losses(interpretation: Mapping[str, object]) -> str:
     return table(rows, ("image", "true", "predicted", "p(predicted)", "p(true)", "loss"))
 
 
-def _calibration(interpretation: Mapping[str, object]) -> str:
+def _calibration(interpretation: Mapping[str, object], temperature: Mapping[str, object]) -> str:
     calibration = interpretation.get("calibration")
     if not calibration:
         return missing("No saved predictions.")
@@ -360,6 +363,20 @@ def _calibration(interpretation: Mapping[str, object]) -> str:
         f"(0 is perfect: a prediction made with confidence p is right a fraction p of the time). Mean "
         f"confidence is {abs(over):.1%} {'above' if over >= 0 else 'below'} accuracy."
     )
+    if temperature.get("applied"):
+        text += (
+            f" The model divides its logits by a temperature of {float(temperature['temperature']):.2f}, "
+            f"fitted on {temperature['images']} validation images (their ECE "
+            f"{float(temperature['ece_before']):.3f} -> {float(temperature['ece_after']):.3f})"
+        )
+        held_out = interpretation.get("split") == "test"
+        text += (
+            "; the figures here are on test images it never saw."
+            if held_out
+            else ("; the figures here are on those validation images, which flatters them.")
+        )
+    elif temperature:
+        text += f" Not calibrated: {temperature.get('reason')}."
     return f"<p>{esc(text)}</p>"
 
 

@@ -24,6 +24,7 @@ def next_steps(
     selection: Mapping[str, object],
     run_name: str = "RUN_DIR",
     has_model: bool = True,
+    temperature: Mapping[str, object] | None = None,
 ) -> list[str]:
     """Plain-text advice, most important first; never empty.
 
@@ -34,6 +35,7 @@ def next_steps(
         run_name: how to name the run folder in suggested commands (its path).
         has_model: False for a folder without ``model.keras`` (``analyze``'s, or a fit that did
             not finish), which nothing can evaluate.
+        temperature: ``metrics.json``'s ``calibration`` record (the temperature fit), if any.
     """
     if not metrics and not has_model:
         return [
@@ -47,7 +49,7 @@ def next_steps(
     steps = _split_steps(split, headline, metrics.get("validation"))
     steps += _weak_classes(headline)
     steps += _pairs(interpretation.get("confused_pairs") or [])
-    steps += _calibration(interpretation.get("calibration") or {})
+    steps += _calibration(interpretation.get("calibration") or {}, temperature or {})
     if selection.get("close_call"):
         steps.append(
             f"The selector's call was close (confidence {float(selection.get('confidence', 0)):.2f}, picked "
@@ -115,14 +117,22 @@ def _pairs(pairs: list) -> list[str]:
     return steps
 
 
-def _calibration(calibration: Mapping[str, object]) -> list[str]:
+def _calibration(calibration: Mapping[str, object], temperature: Mapping[str, object]) -> list[str]:
     ece = calibration.get("ece")
     if ece is None or float(ece) <= ECE_HIGH:
         return []
     over = float(calibration.get("overconfidence", 0.0))
     kind = "overconfident" if over > 0 else "underconfident"
+    if temperature.get("applied"):
+        fix = (
+            f"even after the temperature ({float(temperature['temperature']):.2f}) fitted on "
+            f"{temperature.get('images')} validation images; more validation images would fit it better"
+        )
+    elif temperature.get("reason"):
+        fix = f"not calibrated ({temperature['reason']}): give the run more validation images"
+    else:
+        fix = 'calibrate them first: [head] calibration = "temperature" in the recipe'
     return [
         f"The probabilities are {kind} (ECE {float(ece):.2f}; mean confidence is {abs(over):.0%} "
-        f"{'above' if over > 0 else 'below'} accuracy): do not threshold on them as they are; "
-        "calibrate them first (e.g. temperature scaling on validation images)."
+        f"{'above' if over > 0 else 'below'} accuracy), {fix}. Do not threshold on them as they are."
     ]

@@ -1,0 +1,148 @@
+"""Temperature scaling: the fitted temperature, when it is left out, and the model that carries it."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit.testing import make_image_folder
+from transferkit.training import calibration
+from transferkit.training.averaging import average_models
+from transferkit.training.calibration import fit_temperature, fold_temperature, scaled_probabilities
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _overconfident(temperature: float, n: int = 4000, classes: int = 5, seed: int = 0):
+    """Probabilities ``softmax(z)`` of labels drawn from ``softmax(z / temperature)``: a model
+    ``temperature`` times too sure of itself."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, classes))
+    truth = _softmax(logits / temperature)
+    labels = np.array([rng.choice(classes, p=row) for row in truth])
+    return _softmax(logits), labels
+
+
+@pytest.mark.parametrize("true_temperature", [0.7, 2.5])
+def test_the_fit_finds_the_temperature_that_drew_the_labels(true_temperature):
+    probabilities, labels = _overconfident(true_temperature)
+    fit = fit_temperature(probabilities, labels)
+    assert fit.applied and fit.temperature == pytest.approx(true_temperature, rel=0.1)
+    assert fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before
+    assert fit.images == 4000 and fit.errors == int(np.sum(probabilities.argmax(1) != labels))
+
+
+def test_a_calibrated_model_is_left_as_it_is():
+    probabilities, labels = _overconfident(1.0)
+    fit = fit_temperature(probabilities, labels)
+    assert fit.temperature == pytest.approx(1.0, abs=0.1)  # applied or not, next to nothing moves
+
+
+@pytest.mark.parametrize(
+    ("images", "wrong", "reason"),
+    [(10, 3, "10 validation images (needs 20)"), (50, 1, "1 of 50 validation images wrong")],
+)
+def test_too_few_images_or_errors_fit_nothing(images, wrong, reason):
+    labels = np.arange(images) % 3
+    probabilities = np.full((images, 3), 0.01)
+    probabilities[np.arange(images), labels] = 0.98
+    probabilities[:wrong] = probabilities[:wrong, [1, 2, 0]]  # confidently wrong
+    fit = fit_temperature(probabilities, labels)
+    assert not fit.applied and fit.temperature == 1.0 and reason in fit.reason
+    assert fit.describe().startswith("Probabilities not calibrated: ")
+
+
+def _classifier(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = keras.layers.Dense(4, activation="softmax", name="predictions")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def test_folding_gives_the_scaled_probabilities_and_the_same_classes():
+    model = _classifier(0)
+    x = np.random.default_rng(2).normal(0, 2, (64, 6)).astype("float32")
+    plain = model.predict_on_batch(x)
+    fold_temperature(model, 1.7)
+    after = model.predict_on_batch(x)
+    np.testing.assert_allclose(after, scaled_probabilities(plain, 1.7), atol=2e-6)
+    assert (after.argmax(1) == plain.argmax(1)).all() and after.max(1).mean() < plain.max(1).mean()
+
+
+def test_an_averaged_model_is_left_as_it_is():
+    """A temperature inside each member would change which class the mean of the two picks."""
+    members = {"whole_network": _classifier(0), "truncation": _classifier(1)}
+    model = average_models(members)
+    x = np.random.default_rng(2).normal(0, 2, (64, 6)).astype("float32")
+    plain, by_member = model.predict_on_batch(x), {n: m.predict_on_batch(x) for n, m in members.items()}
+    labels = (plain.argmax(1) + (np.arange(64) % 4 == 0)) % 4  # a quarter wrong
+    fit = calibration.calibrate(model, "temperature", by_member, labels)
+    assert not fit.applied and "averaged model" in fit.reason and fit.errors == 16
+    np.testing.assert_array_equal(model.predict_on_batch(x), plain)
+    with pytest.raises(ValueError, match="2 Dense layers named 'predictions'"):
+        fold_temperature(model, 2.0)
+
+
+def test_a_model_without_the_softmax_layer_is_refused():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax", name="out")])
+    with pytest.raises(ValueError, match="0 Dense layers named 'predictions'"):
+        fold_temperature(model, 2.0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=10)
+
+
+def _fit(folder, out, **options):
+    defaults = dict(recipe="small_similar", backbone="tiny", weights="random", epochs=1, batch_size=8)
+    options = {**defaults, **options}
+    return transferkit.fit(str(folder), out=out, verbose=0, **options)
+
+
+def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder, tmp_path, monkeypatch):
+    # 6 validation images: too few by default; here any number and any errors will do.
+    monkeypatch.setattr(calibration, "MIN_IMAGES", 1)
+    monkeypatch.setattr(calibration, "MIN_ERRORS", 0)
+    run = _fit(folder, tmp_path / "calibrated")
+    record = json.loads((run.run_dir / "metrics.json").read_text())["calibration"]
+    assert record["method"] == "temperature" and record["fitted_on"] == "validation"
+    assert record["applied"] and record["temperature"] != 1.0 and record["images"] == 6
+    assert record["nll_after"] < record["nll_before"]
+    assert record["nll_after"] == pytest.approx(run.validation_metrics.loss, rel=1e-4, abs=1e-6)
+    again = transferkit.evaluate(run.run_dir)  # model.keras on the test split: the temperature is in it
+    assert again.loss == pytest.approx(run.metrics.loss, rel=1e-4, abs=1e-6)
+    assert again.accuracy == run.metrics.accuracy
+
+    plain = _fit(folder, tmp_path / "plain", recipe=_recipe_without_calibration())
+    assert "calibration" not in json.loads((plain.run_dir / "metrics.json").read_text())
+    assert plain.metrics.accuracy == run.metrics.accuracy  # the same network, the same answers
+    assert plain.metrics.loss != pytest.approx(run.metrics.loss)
+
+
+def _recipe_without_calibration():
+    import dataclasses
+
+    from transferkit import recipes
+
+    recipe = recipes.load_builtin("small_similar")
+    return dataclasses.replace(recipe, head=dataclasses.replace(recipe.head, calibration="none"))
+
+
+def test_a_recipe_names_a_known_calibration():
+    from transferkit import recipes
+    from transferkit.errors import TransferkitError
+
+    text = recipes.dumps(recipes.load_builtin("small_similar")).replace(
+        'calibration = "temperature"', 'calibration = "platt"'
+    )
+    with pytest.raises(TransferkitError, match="platt"):
+        recipes.loads(text)
