@@ -36,7 +36,11 @@ MIN_IMAGES = 20  # validation images needed to fit a temperature at all
 # Wrong validation answers needed: with none (or one), the likelihood only ever asks for sharper
 # probabilities (T -> 0), which would make every wrong answer on new images certain.
 MIN_ERRORS = 2
-TEMPERATURE_BOUNDS = (0.25, 8.0)
+# Softening only (T >= 1). The validation images chose the epochs (early stopping), the augmentation
+# and the recipe, so the model looks better on them than on new images, and a temperature below 1
+# fitted there sharpens too far: held-out playing cards (truncate, 96 px, seed 0), 8 of 120
+# validation images wrong against 14 of 88 test images, fitted T = 0.50, test NLL 0.405 -> 0.552.
+TEMPERATURE_BOUNDS = (1.0, 8.0)
 _TINY = np.float64(1e-30)  # log(0) guard: a float32 softmax can underflow to 0
 
 
@@ -46,7 +50,7 @@ class TemperatureFit:
 
     Attributes:
         temperature: the divisor of the logits (1.0 where nothing was applied).
-        applied: whether the model's softmax layers were scaled.
+        applied: whether the model's softmax layer was scaled.
         images: validation images it was fitted on.
         errors: how many of them the model got wrong.
         nll_before, nll_after: their mean negative log-likelihood at T = 1 and at ``temperature``.
@@ -97,7 +101,8 @@ def fit_temperature(
     min_images: int = MIN_IMAGES,
     min_errors: int = MIN_ERRORS,
 ) -> TemperatureFit:
-    """The temperature that minimises the validation images' NLL, within :data:`TEMPERATURE_BOUNDS`.
+    """The temperature that minimises the validation images' NLL, within :data:`TEMPERATURE_BOUNDS`
+    (it only softens: see there).
 
     Args:
         probabilities: the model's ``[N, classes]`` probabilities of the validation images.
@@ -133,7 +138,7 @@ def fit_temperature(
     nll_before, nll_after = _nll(before, labels), _nll(after, labels)
     eces = calibration(before, labels).ece, calibration(after, labels).ece
     if not nll_after < nll_before:
-        reason = "already calibrated (T = 1 fits best)"
+        reason = "not overconfident on the validation images (T = 1 fits best)"
         return TemperatureFit(1.0, False, images, errors, nll_before, nll_before, eces[0], eces[0], reason)
     return TemperatureFit(temperature, True, images, errors, nll_before, nll_after, *eces)
 
