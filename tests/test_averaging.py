@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -202,7 +203,7 @@ def _run_with(tmp_path, name: str, strategy: str, cut: str, probabilities) -> Re
     recipe = recipe_io.with_overrides(
         recipe_io.load_builtin(name), cut=cut if strategy == "truncate" else None
     )
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "recipe.toml").write_text(recipe_io.dumps(recipe))
     labels = np.array([0, 1, 1, 0])
     save_predictions(
@@ -252,3 +253,14 @@ def test_compare_adds_the_averaged_pick_from_its_members_held_out_predictions(tm
     assert averaged.validation_accuracy is None and averaged.seconds == 20.0
     elsewhere = dataclasses.replace(selection, partner_cut="block_9")
     assert with_averaged_pick((whole, cut), elsewhere) == (whole, cut)  # its truncation was not trained
+    # A member whose own fit calibrated it: its saved probabilities are taken back before averaging,
+    # as fit's averaged model (which is not calibrated) would give them.
+    from transferkit.training.calibration import scaled_probabilities
+
+    tempered = scaled_probabilities(np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]]), 3.0)
+    calibrated = _run_with(tmp_path / "calibrated", "large_dissimilar", "retrain", "", tempered)
+    (pathlib.Path(calibrated.run_dir) / "metrics.json").write_text(
+        json.dumps({"calibration": {"applied": True, "temperature": 3.0}})
+    )
+    again = with_averaged_pick((calibrated, cut), selection)[-1]
+    assert again.accuracy == 0.75  # averaged as saved (tempered) it would score 1.0

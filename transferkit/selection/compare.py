@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from transferkit.reporting.diagnostics import load_predictions
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
+from transferkit.training.calibration import uncalibrated
 
 
 def compare(
@@ -135,8 +137,10 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     averaged model as one more row, the pick, computed from the two rows' held-out predictions.
 
     ``fit`` trains the same two networks (the same recipes, seed and split), so the mean of their
-    ``predictions.npz`` probabilities is what its averaged model scores. Without both rows (or
-    with the truncation cut elsewhere) the runs come back unchanged: the pick was not trained.
+    ``predictions.npz`` probabilities, each taken back to before its own run's temperature (an
+    averaged model is not calibrated: :mod:`transferkit.training.calibration`), is what its averaged
+    model scores. Without both rows (or with the truncation cut elsewhere) the runs come back
+    unchanged: the pick was not trained.
     """
     if selection.partner_cut is None:
         return runs
@@ -147,7 +151,9 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     members = [load_predictions(r.run_dir) for r in (whole, cut)]
     if any(m is None for m in members) or members[0].paths != members[1].paths:
         return runs
-    probabilities = (members[0].probabilities + members[1].probabilities) / np.float32(2)
+    pairs = zip(members, (whole, cut), strict=True)
+    raw = [uncalibrated(m.probabilities, _temperature_of(r)) for m, r in pairs]
+    probabilities = (raw[0] + raw[1]) / np.float32(2)
     metrics = compute_metrics(probabilities, members[0].labels, members[0].class_names)
     low, high = metrics.accuracy_interval
     averaged = RecipeRun(
@@ -171,6 +177,12 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
 
 
 AVERAGED = "averaged"  # compare's row for the averaged pick (its run folders: both members')
+
+
+def _temperature_of(run: RecipeRun) -> dict | None:
+    """The run's ``metrics.json`` ``calibration`` record (None without one)."""
+    path = Path(run.run_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("calibration") if path.exists() else None
 
 
 def _cut_of(run: RecipeRun) -> str:

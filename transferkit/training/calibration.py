@@ -89,6 +89,14 @@ def scaled_probabilities(probabilities: np.ndarray, temperature: float) -> np.nd
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def uncalibrated(probabilities: np.ndarray, record: Mapping[str, object] | None) -> np.ndarray:
+    """``probabilities`` as the network gave them before its temperature was folded in, from
+    ``metrics.json``'s ``calibration`` ``record`` (``softmax(log p * T)``); unchanged without one."""
+    if not record or not record.get("applied"):
+        return probabilities
+    return scaled_probabilities(probabilities, 1.0 / float(record["temperature"])).astype(np.float32)
+
+
 def _nll(probabilities: np.ndarray, labels: np.ndarray) -> float:
     picked = probabilities[np.arange(len(labels)), labels]
     return float(-np.mean(np.log(np.maximum(picked, _TINY))))
