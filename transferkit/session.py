@@ -24,7 +24,7 @@ from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
-from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions
+from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions, record_held_out
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
@@ -456,15 +456,15 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     with stopwatch.stage("validation evaluation"):
         if test is not None:
             validation = compute_metrics(val_probabilities, val_labels, splits.class_names)
-        else:
-            validation = evaluate_held_out(
-                model,
-                val,
+        else:  # the calibration pass's predictions (scaled as the model now gives them) are the record
+            validation = record_held_out(
+                val_probabilities,
+                val_labels,
                 splits.val.paths,
                 splits.class_names,
                 split="validation",
                 run_dir=run_dir,
-                predict=averaging.MemberPredictor(predictors),
+                image_size=int(model.input_shape[1]),
                 white_level=splits.val.white_level,
             )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)

@@ -126,15 +126,45 @@ def evaluate_held_out(
         white_level: the split's (:class:`~transferkit.data.loading.ImageSet`), kept with the rows.
     """
     probabilities, labels = predict_dataset(model, dataset, predict)
+    return record_held_out(
+        probabilities,
+        labels,
+        paths,
+        class_names,
+        split=split,
+        run_dir=run_dir,
+        image_size=int(model.input_shape[1]),
+        white_level=white_level,
+    )
+
+
+def record_held_out(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    paths: Sequence[str],
+    class_names: Sequence[str],
+    *,
+    split: str,
+    run_dir: str | os.PathLike,
+    image_size: int,
+    white_level: int | None = None,
+) -> Metrics:
+    """:func:`evaluate_held_out` for predictions already made: the metrics, and ``predictions.npz``.
+
+    Args:
+        probabilities, labels: the split's ``[N, classes]`` predictions and ``[N]`` classes, in order.
+        image_size: the side the model reads, kept with the rows (the gallery decodes at it).
+        paths, class_names, split, run_dir, white_level: as for :func:`evaluate_held_out`.
+    """
     metrics = compute_metrics(probabilities, labels, class_names)
     paired = len(paths) == len(labels)  # a file that failed to decode leaves the rows unpaired
     predictions = Predictions(
         split=split,
         class_names=tuple(class_names),
-        labels=labels.astype(np.int64),
-        probabilities=probabilities.astype(np.float32),
+        labels=np.asarray(labels).astype(np.int64),
+        probabilities=np.asarray(probabilities).astype(np.float32),
         paths=tuple(paths) if paired else (),
-        image_size=int(model.input_shape[1]),
+        image_size=image_size,
         white_level=white_level,
     )
     save_predictions(run_dir, predictions)
