@@ -132,6 +132,22 @@ result = subprocess.run(
 print(result.stdout)
 
 # %% [markdown]
+# ## Can the app trust `p`?
+#
+# An app that acts on a threshold (`p > 0.9`: accept, else ask a person) needs probabilities that
+# mean what they say. `fit` fitted a temperature to the validation images and folded it into the
+# model's last layer, so the app above has nothing to do at prediction time; `metrics.json` says
+# what it found, or why it fitted none (on the faces here no validation image is wrong, so there
+# is nothing to soften), and the report's calibration section shows the reliability diagram on the
+# held-out images.
+
+# %%
+import json
+
+calibration = json.loads((run.run_dir / "metrics.json").read_text()).get("calibration", {})
+print({key: calibration.get(key) for key in ("applied", "temperature", "images", "errors", "reason")})
+
+# %% [markdown]
 # ## Batch prediction with transferkit
 #
 # `transferkit.predict` takes files or folders; `tta=True` averages each image with its flip
