@@ -149,3 +149,21 @@ def test_a_recipe_names_a_known_calibration():
     )
     with pytest.raises(TransferkitError, match="platt"):
         recipes.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("record", "advice"),
+    [
+        ({"applied": True, "temperature": 2.6, "images": 146}, "even after the temperature (2.60)"),
+        ({"applied": False, "reason": "12 validation images (needs 20)"}, "not calibrated: 12 validation"),
+        (None, 'calibration = "temperature"'),
+    ],
+)
+def test_the_advice_on_overconfidence_says_what_calibration_did(record, advice):
+    from transferkit.reporting.metrics import compute_metrics
+    from transferkit.reporting.next_steps import next_steps
+
+    metrics = {"test": compute_metrics(np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 1]), ["a", "b", "c"])}
+    overconfident = {"calibration": {"ece": 0.3, "overconfidence": 0.25}}
+    steps = " ".join(next_steps(metrics, overconfident, {}, temperature=record))
+    assert "overconfident (ECE 0.30" in steps and advice in steps and "Do not threshold on them" in steps

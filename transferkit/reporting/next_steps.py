@@ -129,7 +129,7 @@ def _calibration(calibration: Mapping[str, object], temperature: Mapping[str, ob
             f"{temperature.get('images')} validation images; more validation images would fit it better"
         )
     elif temperature.get("reason"):
-        fix = f"not calibrated ({temperature['reason']}): give the run more validation images"
+        fix = f"and were not calibrated: {temperature['reason']}"
     else:
         fix = 'calibrate them first: [head] calibration = "temperature" in the recipe'
     return [
