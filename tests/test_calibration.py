@@ -119,6 +119,7 @@ def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder,
     record = json.loads((run.run_dir / "metrics.json").read_text())["calibration"]
     assert record["method"] == "temperature" and record["fitted_on"] == "validation"
     assert record["applied"] and record["temperature"] != 1.0 and record["images"] == 6
+    assert run.calibration.to_dict() == record  # the API's result says the same
     assert record["nll_after"] < record["nll_before"]
     assert record["nll_after"] == pytest.approx(run.validation_metrics.loss, rel=1e-4, abs=1e-6)
     again = transferkit.evaluate(run.run_dir)  # model.keras on the test split: the temperature is in it
@@ -127,6 +128,7 @@ def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder,
 
     plain = _fit(folder, tmp_path / "plain", recipe=_recipe_without_calibration())
     assert "calibration" not in json.loads((plain.run_dir / "metrics.json").read_text())
+    assert plain.calibration is None
     assert plain.metrics.accuracy == run.metrics.accuracy  # the same network, the same answers
     assert plain.metrics.loss != pytest.approx(run.metrics.loss)
 

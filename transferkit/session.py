@@ -41,7 +41,7 @@ from transferkit.selection.trials import (
     with_trials,
 )
 from transferkit.training import averaging
-from transferkit.training.calibration import calibrate, scaled_probabilities
+from transferkit.training.calibration import TemperatureFit, calibrate, scaled_probabilities
 from transferkit.training.device import Device
 from transferkit.training.distribute import (
     local_copy,
@@ -72,7 +72,9 @@ class FitResult:
     ``metrics`` are measured on the held-out test split when there is one (``headline == "test"``),
     otherwise on the validation split that early stopping saw (``headline == "validation"``);
     ``validation_metrics`` are always the validation split's. ``robustness``: the headline split's
-    accuracy under invisible pixel noise (:mod:`transferkit.reporting.robustness`).
+    accuracy under invisible pixel noise (:mod:`transferkit.reporting.robustness`). ``calibration``:
+    the temperature fitted to the validation images and folded into ``model``, or why none was
+    (:mod:`transferkit.training.calibration`); None where the recipe says ``calibration = "none"``.
     """
 
     run_dir: Path | None
@@ -86,6 +88,7 @@ class FitResult:
     validation_metrics: Metrics | None = None
     headline: str = "validation"
     robustness: Robustness | None = None
+    calibration: TemperatureFit | None = None
 
     def summary(self) -> str:
         """One line, the headline split first with its 95% interval, e.g.
@@ -514,6 +517,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         validation,
         headline,
         robustness,
+        calibration,
     )
     say(verbose, result.summary())
     if robustness.fragile:
