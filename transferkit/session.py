@@ -446,6 +446,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             remove_worker_dir(run_dir)
             return dataclasses.replace(planned(session, started), model=model, recipe=recipe)
     test_predict, val_predict = (averaging.MemberPredictor(predictors) for _ in range(2))
+    # Read three times (the test evaluation, then the noise and JPEG passes): decoded once.
+    test_data = test_dataset(recipe, spec, splits, cache=trainer.cache or False) if splits.test else None
     with stopwatch.stage("calibration"):  # on the validation images, before any held-out figure
         val_probabilities, val_labels = predict_dataset(model, val, val_predict)
         by_member = val_predict.probabilities(len(val_labels))
@@ -455,7 +457,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         if calibration.applied:  # the validation pass's probabilities, as the scaled model gives them
             val_probabilities = scaled_probabilities(val_probabilities, calibration.temperature)
     with stopwatch.stage("test evaluation"):
-        test = test_metrics(model, recipe, spec, splits, run_dir, test_predict)  # also saves predictions
+        test = test_metrics(model, splits, run_dir, test_data, test_predict)  # also saves predictions
     with stopwatch.stage("validation evaluation"):
         if test is not None:
             validation = compute_metrics(val_probabilities, val_labels, splits.class_names)
@@ -472,7 +474,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     with stopwatch.stage("robustness"):
-        held_out = test_dataset(recipe, spec, splits) if test is not None else val
+        held_out = test_data if test is not None else val
         noisy_predict = averaging.MemberPredictor(predictors)  # its own: the others keep their passes
         robustness = measure_robustness(
             model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
@@ -604,13 +606,14 @@ def make_trainer(
     )
 
 
-def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Metrics | None:
-    """The held-out test split's metrics (``predict``: as for evaluate_held_out); None without one."""
-    if splits.test is None or not splits.test.labels:
+def test_metrics(model, splits, run_dir: Path, data: tf.data.Dataset | None, predict=None) -> Metrics | None:
+    """The held-out test split's metrics from ``data`` (:func:`test_dataset`; ``predict``: as for
+    evaluate_held_out); None without a test split."""
+    if data is None or splits.test is None or not splits.test.labels:
         return None
     return evaluate_held_out(
         model,
-        test_dataset(recipe, spec, splits),
+        data,
         splits.test.paths,
         splits.class_names,
         split="test",
@@ -620,10 +623,13 @@ def test_metrics(model, recipe, spec, splits, run_dir: Path, predict=None) -> Me
     )
 
 
-def test_dataset(recipe: Recipe, spec: BackboneSpec, splits: DataSplits) -> tf.data.Dataset:
-    """The test split as float batches, read from its files in order (not cached: read once or twice)."""
+def test_dataset(
+    recipe: Recipe, spec: BackboneSpec, splits: DataSplits, cache: CacheBudget | bool = False
+) -> tf.data.Dataset:
+    """The test split as float batches in file order; ``cache`` as for ``make_dataset`` (the run's
+    budget: its decoded images are kept after the first pass, where the budget has room)."""
     size = image_size_for(recipe, spec)
-    return as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=False))
+    return as_float(make_dataset(splits.test, size, recipe.data.batch_size, cache=cache))
 
 
 def write_plots(

@@ -130,6 +130,7 @@ class Trainer:
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
         self.stopwatch = stopwatch or Stopwatch()  # each phase's feature caching and training, timed
         self.clean_features = clean_features
+        self.cache = cache  # the run's cache budget: the held-out splits' decoded images claim from it too
         self.batch_size = recipe.data.batch_size * replicas  # global: what the datasets yield
         # What head phases train on (cache: memory or np.memmap; None: gathered in memory) ...
         self.features = FeatureCache(
