@@ -112,3 +112,28 @@ def test_a_model_that_jpeg_copies_fool_is_fragile_with_its_own_warning():
     assert Robustness.from_dict(record) == result
     assert result.jpeg_drop >= FRAGILE_DROP and result.fragile  # the checkerboard is smoothed away
     assert "saved as JPEG (quality 75) test accuracy falls 1.000 -> " in result.warning()
+
+
+def test_fit_decodes_each_test_image_once_for_its_evaluation_and_robustness_passes(tmp_path, monkeypatch):
+    """The test split is read three times at the end of a fit (evaluation, noise, JPEG): its decoded
+    pixels are cached after the first read, so a slow file (a huge PNG) is decoded once."""
+    import collections
+
+    import transferkit
+    from transferkit.data import pipeline
+    from transferkit.testing import make_image_folder
+
+    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
+    decoded = collections.Counter()
+    decode = pipeline.decode_image
+
+    def counting(source, *args, **kwargs):
+        decoded[str(source)] += 1
+        return decode(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "decode_image", counting)
+    options = dict(recipe="small_similar", backbone="tiny", weights="random", epochs=1, verbose=0)
+    run = transferkit.fit(str(folder), out=tmp_path, **options)
+    test_paths = transferkit.load_data(str(folder), seed=run.recipe.seed).test.paths
+    assert run.robustness is not None and len(test_paths) == 6
+    assert [decoded[str(p)] for p in test_paths] == [1] * 6
