@@ -369,12 +369,10 @@ def _calibration(interpretation: Mapping[str, object], temperature: Mapping[str,
             f"fitted on {temperature['images']} validation images (their ECE "
             f"{float(temperature['ece_before']):.3f} -> {float(temperature['ece_after']):.3f})"
         )
-        held_out = interpretation.get("split") == "test"
-        text += (
-            "; the figures here are on test images it never saw."
-            if held_out
-            else ("; the figures here are on those validation images, which flatters them.")
-        )
+        if interpretation.get("split") == "test":
+            text += "; the figures here are on test images it never saw."
+        else:
+            text += "; the figures here are on those validation images, which flatters them."
     elif temperature:
         text += f" Not calibrated: {temperature.get('reason')}."
     return f"<p>{esc(text)}</p>"
