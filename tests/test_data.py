@@ -146,8 +146,10 @@ def test_split_is_seeded_and_independent_of_listing_order(tmp_path):
     for root, order in ((tmp_path / "a", names), (tmp_path / "b", names[::-1])):  # creation order differs
         for cls in ("ants", "bees"):
             (root / cls).mkdir(parents=True)
-            for name in order:
-                Image.new("RGB", (4, 4), COLOURS[cls]).save(root / cls / name)
+            for name in order:  # each file its own bytes (copies of one file would split together)
+                image = Image.new("RGB", (4, 4), COLOURS[cls])
+                image.putpixel((0, 0), (int(name[:3]), 0, 0))
+                image.save(root / cls / name)
     relative = lambda s: [os.path.relpath(p, Path(p).parents[1]) for p in s.val.paths]  # noqa: E731
     a, b = load_data(str(tmp_path / "a"), seed=7), load_data(str(tmp_path / "b"), seed=7)
     assert relative(a) == relative(b)

@@ -447,7 +447,8 @@ def resume(
         if recorded is not None and recorded != splits.holdout.sha256:
             raise TransferkitError(
                 f"The held-out test split of {info['data']} is not the one the run started with "
-                "(files were added or removed); cannot resume. Start a new fit."
+                "(files were added or removed, or an older transferkit split it); cannot resume. Start a "
+                "new fit."
             )
         request = info.get("selection_request") if info.get("status") == "selecting" else None
         hooks = fit_hooks(callbacks, progress, verbose)

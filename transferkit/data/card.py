@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from transferkit.data.copies import Copies
 from transferkit.data.splits import Holdout
 
 
@@ -44,6 +45,8 @@ class DatasetCard:
         dim_colour: 16-bit colour images whose values fit in 12 bits, which Pillow reads through
             their high byte (0-15, nearly black) where OpenCV (the ``deep-colour`` extra) is not
             installed to read them at full depth: ``(count, one of them)``, or None.
+        copies: its byte-identical files (:class:`~transferkit.data.copies.Copies`); None when
+            not looked for (TFDS).
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -59,6 +62,7 @@ class DatasetCard:
     holdout: Holdout | None = None
     white_level: int | None = None
     dim_colour: tuple[int, str] | None = None
+    copies: Copies | None = None
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +111,7 @@ class DatasetCard:
             "test_split": None if self.holdout is None else self.holdout.to_dict(),
             "white_level": self.white_level,
             "dim_colour": None if self.dim_colour is None else list(self.dim_colour),
+            "copies": None if self.copies is None else self.copies.to_dict(),
         }
 
     def summary(self) -> str:
@@ -145,6 +150,8 @@ class DatasetCard:
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
             text += f", {len(kinds) - 4} more kind(s): dataset_card.json lists each" if len(kinds) > 4 else ""
             lines.append(f"skipped {len(self.skipped)}: {text}")
+        if self.copies is not None:
+            lines.extend(self.copies.lines())
         lines.extend(self._classes_missing_from_splits())
         if self.holdout is not None:
             lines.append(self.holdout.note)

@@ -2,6 +2,7 @@
 
 When the source has no test split of its own, a seeded, stratified test split is held out first
 (see :mod:`transferkit.data.splits`), then validation; ``DataSplits.holdout`` says which.
+Byte-identical copies of a file within a class go to one split (:mod:`transferkit.data.copies`).
 
 ``load_data`` scans and splits (nothing is decoded for training yet); ``make_dataset`` turns one
 split into batches of ``uint8`` RGB pixels. How files are decoded is in
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from transferkit.data import tfds_source
 from transferkit.data.card import DatasetCard, size_stats
+from transferkit.data.copies import copy_groups, find_copies
 from transferkit.data.decode import IMAGE_EXTENSIONS, load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.scan import ScannedSplit, detect_layout, nfc, scan_split
@@ -224,20 +226,28 @@ def _not_known(unknown: Sequence[str], source: str, class_names: Sequence[str]) 
 
 
 def _carve(
-    sets: dict[str, ImageSet], validation_split: float, test_split: float, seed: int, root: str | None
+    sets: dict[str, ImageSet],
+    validation_split: float,
+    test_split: float,
+    seed: int,
+    root: str | None,
+    digest_of: Mapping[str, str] | None = None,
 ) -> Holdout:
     """Fill in the splits ``sets`` lacks from ``sets["train"]``: test first, then validation.
 
     ``root``: the folder the paths are under (None for TFDS), so the test split's digest does not
-    depend on how the folder was named."""
+    depend on how the folder was named. ``digest_of``: each file's content digest (the scan's), so
+    that copies of one file within a class go to one split (:mod:`transferkit.data.copies`)."""
     pool = sets["train"]
+    groups = None if digest_of is None else copy_groups(pool.labels, [digest_of.get(p) for p in pool.paths])
     if "test" in sets:
         origin = "tfds" if pool.tfds is not None else "folder"
         holdout = holdout_record(origin, sets["test"].paths, sets["test"].labels, root=root)
     else:
-        rest, test, why_none = hold_out_test(pool.labels, test_split, seed)
+        rest, test, why_none = hold_out_test(pool.labels, test_split, seed, groups)
         if len(test):
             sets["train"], sets["test"] = pool.subset(rest), pool.subset(test)
+            groups = None if groups is None else groups[rest]
         holdout = holdout_record(
             "held_out" if len(test) else "none",
             pool.subset(test).paths,
@@ -251,7 +261,7 @@ def _carve(
     if "val" not in sets:
         held_out = test_split if holdout.origin == "held_out" else 0.0
         fraction = remaining_fraction(validation_split, held_out)
-        train_idx, val_idx = stratified_split(sets["train"].labels, fraction, seed)
+        train_idx, val_idx = stratified_split(sets["train"].labels, fraction, seed, groups)
         sets["train"], sets["val"] = sets["train"].subset(train_idx), sets["train"].subset(val_idx)
     return holdout
 
@@ -312,8 +322,11 @@ def _load_folder(
                 f"{folder.name}/ holds no usable images of the training classes; {split} carved from train/"
             )
             skipped.append((str(folder), reason))
-    holdout = _carve(sets, validation_split, test_split, seed, str(root))
     everything = [pool, *scans.values()]
+    digest_of = {path: digest for scan in everything for path, digest in scan.digests.items()}
+    given = {split: images.paths for split, images in sets.items() if split != "train"}
+    copies = find_copies(sets["train"].paths, sets["train"].labels, digest_of, given)
+    holdout = _carve(sets, validation_split, test_split, seed, str(root), digest_of)
     # From every split, as a file format's bit depth is a property of the source, not of its labels.
     peaks = [scan.peak for scan in everything if scan.peak is not None]
     white_level = white_level_for(max(peaks)) if peaks else None
@@ -330,6 +343,7 @@ def _load_folder(
         holdout=holdout,
         white_level=white_level,
         dim_colour=(len(dim), dim[0]) if dim else None,
+        copies=copies,
     )
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 

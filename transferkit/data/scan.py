@@ -14,11 +14,14 @@ Rules of the walk, chosen so a real-world folder never stops a run:
   a thread pool); otherwise it is listed with a reason: wrong extension, empty, not a regular
   file (a FIFO would block ``open``), truncated, not an image, too large, unreadable.
 - Paths are sorted, so results never depend on the order the file system lists them in.
+- Each usable file's bytes are hashed (BLAKE2b), so byte-identical copies can be kept in one split
+  (:func:`transferkit.data.splits.copy_groups`): a test image with a copy in training is not unseen.
 - Class names are the folder names in Unicode's composed form (:func:`nfc`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import unicodedata
@@ -44,12 +47,14 @@ class ScannedSplit:
     it has none; the data set's white level comes from it (:func:`transferkit.data.decode.white_level_for`).
     ``dim_colour``: its 16-bit colour images whose values fit in 12 bits, read without OpenCV (they
     read nearly black).
+    ``digests``: each usable image's path -> the hex digest of its bytes (equal digests, copies).
     """
 
     images: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)  # path, (w, h)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     peak: int | None = None
     dim_colour: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def nfc(name: str) -> str:
@@ -110,15 +115,16 @@ def scan_split(folder: Path) -> ScannedSplit:
         if isinstance(outcome, str):
             result.skipped.append((path, outcome))
         else:
-            result.images[class_name].append((path, outcome.size))
-            if outcome.peak is not None:
-                result.peak = max(outcome.peak, result.peak or 0)
-            if outcome.dim_colour:
+            found, result.digests[path] = outcome
+            result.images[class_name].append((path, found.size))
+            if found.peak is not None:
+                result.peak = max(found.peak, result.peak or 0)
+            if found.dim_colour:
                 result.dim_colour.append(path)
     return result
 
 
-def _probed(paths: Iterator[str]) -> Iterator[Probe | str]:
+def _probed(paths: Iterator[str]) -> Iterator[tuple[Probe, str] | str]:
     """:func:`_check` of every path, in order, from a thread pool with a bounded number in flight.
 
     ``Executor.map`` submits every path at once (a future per file held until the end); here at
@@ -182,13 +188,26 @@ def walk_images(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
     return found
 
 
-def _check(path: str) -> Probe | str:
-    """The :class:`~transferkit.data.decode.Probe` of a usable image, or the reason it cannot be used."""
+def _check(path: str) -> tuple[Probe, str] | str:
+    """The :class:`~transferkit.data.decode.Probe` of a usable image and the digest of its bytes, or
+    the reason it cannot be used."""
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-        return probe(path)
+        found = probe(path)  # reads every byte first: the hash reads them from the page cache
+        return found, content_digest(path)
     except UnusableImage as err:
         return str(err)
     except OSError as err:
         return f"cannot read file: {err.strerror or err}"
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """Hex BLAKE2b-128 digest of the file's bytes: equal digests, byte-identical files.
+
+    Example:
+        >>> content_digest("cat.jpg")  # doctest: +SKIP
+        '3f2a9c...'
+    """
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()

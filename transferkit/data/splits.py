@@ -5,6 +5,11 @@ its own fraction: it does not move when ``validation_split`` changes, so every r
 shares a seed is tested on the same images, and nothing that trains or selects (early stopping,
 the selector's sample, trials) ever sees it.
 
+Byte-identical copies of a file within a class (:func:`transferkit.data.copies.copy_groups`;
+folders gathered from the web or merged from several sources hold many) go to one split together:
+a test image whose copy was trained on is not unseen. Without copies the splits are exactly those
+of a plain per-class shuffle.
+
 Example:
     >>> rest, test, why_none = hold_out_test([0, 0, 0, 0, 1, 1, 1, 1], 0.25, seed=3)
     >>> len(test), why_none
@@ -56,18 +61,22 @@ class Holdout:
 
 
 def stratified_split(
-    labels: Sequence[int], validation_split: float, seed: int
+    labels: Sequence[int], validation_split: float, seed: int, groups: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into ``(train, val)`` per class, seeded; both sorted ascending.
 
     Each class sends ``round(n * validation_split)`` images to validation, at least one when it
     has two or more and ``validation_split > 0``, and always keeps one for training. Each class
     is shuffled with its own seed ``[seed, label]``, so other classes never change its split.
+    With ``groups``, a group goes to one side whole: validation takes groups in the shuffled
+    order of their first member, passing over any too large for the count still to fill.
 
     Args:
         labels: label index of each item, in a fixed (sorted) order.
         validation_split: fraction of each class to hold out, in ``[0, 1)``.
         seed: split seed.
+        groups: group id of each item (:func:`transferkit.data.copies.copy_groups`), or None: each
+            item alone.
 
     Example:
         >>> train, val = stratified_split([0, 0, 0, 1, 1], 0.2, seed=1)
@@ -82,13 +91,29 @@ def stratified_split(
         if validation_split > 0 and len(members) >= 2:
             n_val = min(max(n_val, 1), len(members) - 1)
         rng = np.random.default_rng([seed, int(label)])  # per class: other classes never shift it
-        val_parts.append(rng.permutation(members)[: min(n_val, len(members) - 1)])
+        order, n_val = rng.permutation(members), min(n_val, len(members) - 1)
+        val_parts.append(order[:n_val] if groups is None else _whole_groups(order, groups, n_val))
     val = np.sort(np.concatenate([np.zeros(0, np.int64), *val_parts]))
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 
+def _whole_groups(order: np.ndarray, groups: Sequence[int], count: int) -> np.ndarray:
+    """Up to ``count`` items of ``order``, whole groups only, each group where its first member comes
+    (items each in a group of their own: ``order[:count]``)."""
+    by_group: dict[int, list[int]] = {}
+    for item in order:
+        by_group.setdefault(int(groups[item]), []).append(int(item))
+    picked: list[int] = []
+    for members in by_group.values():
+        if len(picked) >= count:
+            break
+        if len(picked) + len(members) <= count:
+            picked += members
+    return np.asarray(picked, dtype=np.int64)
+
+
 def hold_out_test(
-    labels: Sequence[int], test_split: float, seed: int
+    labels: Sequence[int], test_split: float, seed: int, groups: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Positions ``(rest, test, why_none)``: a stratified, seeded test split, or none and why.
 
@@ -100,6 +125,7 @@ def hold_out_test(
         labels: label index of each item of the pool, in a fixed (sorted) order.
         test_split: fraction of each class to hold out for testing, in ``[0, 1)``.
         seed: split seed.
+        groups: as for :func:`stratified_split`: copies are held out together or not at all.
 
     Example:
         >>> hold_out_test([0, 0, 1, 1, 1], 0.2, seed=1)[2]
@@ -112,7 +138,7 @@ def hold_out_test(
     smallest = min((int((labels == c).sum()) for c in np.unique(labels)), default=0)
     if smallest < MIN_IMAGES_FOR_TEST:
         return everything, np.zeros(0, np.int64), f"the smallest class has {plural(smallest, 'image')}"
-    rest, test = stratified_split(labels, test_split, seed)
+    rest, test = stratified_split(labels, test_split, seed, groups)
     return rest, test, None
 
 
