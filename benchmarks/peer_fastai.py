@@ -16,7 +16,8 @@ Reported per run: test accuracy with a 95% Wilson interval, whole-process wall t
 fastai/transferkit ratios. A final table is printed and all results are written as JSON.
 
 Built-in data sets are exported with ``transferkit datasets export`` and split 70/15/15 per
-class with the seed (files hard-linked); ``--data PATH`` adds your own folder, used as it is
+class with the seed (files hard-linked; byte-identical copies of a file go to one split together,
+as ``fit`` splits); ``--data PATH`` adds your own folder, used as it is
 when it already has ``train/`` ``val/`` ``test/``, else split the same way. transferkit is
 used only through its command line. Not part of the test suite; ``make benchmark-peer`` sets
 up ``.venv-peer`` (torch, torchvision, fastai) and runs this.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -248,7 +250,12 @@ def is_presplit(folder: Path) -> bool:
 
 
 def split_folder(source: Path, target: Path, seed: int) -> None:
-    """Stratified 70/15/15 split of ``source``'s class folders into ``target/{train,val,test}``."""
+    """Stratified 70/15/15 split of ``source``'s class folders into ``target/{train,val,test}``.
+
+    Copies of one file within a class (equal bytes) go to one split together: a test image whose
+    copy either tool trained on would not be unseen. Without copies: the first files of the
+    seeded shuffle are the test split, the next the validation split.
+    """
     if target.exists():
         shutil.rmtree(target)
     rng = random.Random(seed)
@@ -259,11 +266,9 @@ def split_folder(source: Path, target: Path, seed: int) -> None:
         n_test = max(1, round(FRACTIONS[2] * len(files)))
         if len(files) - n_val - n_test < 1:
             raise BenchmarkError(f"class {name!r} of {source} has too few images ({len(files)}) to split")
-        parts = {
-            "test": files[:n_test],
-            "val": files[n_test : n_test + n_val],
-            "train": files[n_test + n_val :],
-        }
+        test, groups = _take(_copy_sets(files), n_test)
+        val, groups = _take(groups, n_val)
+        parts = {"test": test, "val": val, "train": [file for group in groups for file in group]}
         for split, members in parts.items():
             (target / split / name).mkdir(parents=True)
             for file in members:
@@ -272,6 +277,26 @@ def split_folder(source: Path, target: Path, seed: int) -> None:
                     os.link(file, destination)
                 except OSError:
                     shutil.copy2(file, destination)
+
+
+def _copy_sets(files: list[Path]) -> list[list[Path]]:
+    """``files`` grouped by their bytes, each group where its first member comes."""
+    groups: dict[str, list[Path]] = {}
+    for file in files:
+        groups.setdefault(hashlib.sha256(file.read_bytes()).hexdigest(), []).append(file)
+    return list(groups.values())
+
+
+def _take(groups: list[list[Path]], count: int) -> tuple[list[Path], list[list[Path]]]:
+    """Up to ``count`` files from the front of ``groups``, whole groups only; and the groups left."""
+    taken: list[Path] = []
+    left: list[list[Path]] = []
+    for group in groups:
+        if len(taken) < count and len(taken) + len(group) <= count:
+            taken += group
+        else:
+            left.append(group)
+    return taken, left
 
 
 def split_counts(folder: Path) -> dict[str, int]:
