@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -21,6 +22,7 @@ from transferkit.selection.compare import AVERAGED, with_averaged_pick
 from transferkit.selection.decision import select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
 from transferkit.training import averaging
+from transferkit.training.calibration import scaled_probabilities
 from transferkit.training.trainer import Trainer
 
 # ----------------------------------------------------------------------------------------------
@@ -118,8 +120,9 @@ def test_the_member_predictor_averages_as_the_model_does_and_keeps_each_members_
 # A fit that trains both networks
 # ----------------------------------------------------------------------------------------------
 
-# 2 classes x 80 images: 15% test, then validation, leaves a median of 56 training images per
-# class ("large"); 160 px is full resolution; similar=False is given, so the cut is measured.
+# 2 classes x 80 images, 14 moved from one to the other (66 and 94; the errors get the averaged model
+# calibrated): 15% test, then validation, leave a median of 52 training images per class ("large");
+# 160 px is full resolution; similar=False is given, so the cut is measured.
 # Batches of 16 pad the 24 test images' last batch (predict_rows), as real splits do.
 FIT = dict(
     similar=False, backbone="tiny", weights="random", image_size=160, epochs=2, batch_size=16, verbose=0
@@ -130,6 +133,8 @@ FIT = dict(
 def averaged_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("averaged")
     data = make_image_folder(root / "data", classes=2, per_class=80, size=32)
+    for i in range(0, 80, 6):  # every sixth image of one class filed under the other: validation errors,
+        shutil.move(data / "class_0" / f"img_{i}.png", data / "class_1" / f"moved_{i}.png")  # calibrated
     return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT)
 
 
@@ -156,9 +161,14 @@ def test_the_averaged_runs_figures_are_the_mean_of_its_two_networks_on_the_same_
     predictions = load_predictions(run.run_dir)
     images, skipped = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
     assert not skipped
-    each = {name: m.predict(np.asarray(images, "float32"), verbose=0) for name, m in members.items()}
-    np.testing.assert_allclose(predictions.probabilities, sum(each.values()) / 2, atol=1e-5)
+    pixels = np.asarray(images, "float32")
+    each = {name: m.predict(pixels, verbose=0) for name, m in members.items()}
     recorded = json.loads((run.run_dir / "metrics.json").read_text())
+    temperature = recorded["calibration"]["temperature"]  # after the mean, where it was fitted
+    assert recorded["calibration"]["applied"] and temperature > 1
+    mean = scaled_probabilities(sum(each.values()) / 2, temperature)
+    np.testing.assert_allclose(predictions.probabilities, mean, atol=1e-5)
+    np.testing.assert_allclose(saved.predict(pixels, verbose=0), mean, atol=1e-5)  # the model carries it
     for name, probabilities in each.items():
         alone = compute_metrics(probabilities, predictions.labels, predictions.class_names).accuracy
         assert recorded["members"][name]["test"]["accuracy"] == pytest.approx(alone)
@@ -254,7 +264,7 @@ def test_compare_adds_the_averaged_pick_from_its_members_held_out_predictions(tm
     elsewhere = dataclasses.replace(selection, partner_cut="block_9")
     assert with_averaged_pick((whole, cut), elsewhere) == (whole, cut)  # its truncation was not trained
     # A member whose own fit calibrated it: its saved probabilities are taken back before averaging,
-    # as fit's averaged model (which is not calibrated) would give them.
+    # as fit's averaged model averages them (its own temperature comes after the mean).
     from transferkit.training.calibration import scaled_probabilities
 
     tempered = scaled_probabilities(np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]]), 3.0)

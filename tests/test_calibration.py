@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 import transferkit
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import build_base
+from transferkit.exporting.converters import write_onnx, write_tflite
+from transferkit.exporting.runtimes import open_runner
+from transferkit.recipes import HeadConfig
 from transferkit.testing import make_image_folder
-from transferkit.training import calibration
+from transferkit.training import averaging, calibration
 from transferkit.training.averaging import average_models
 from transferkit.training.calibration import fit_temperature, fold_temperature, scaled_probabilities
+from transferkit.training.model import build_classifier
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -79,18 +85,59 @@ def test_folding_gives_the_scaled_probabilities_and_the_same_classes():
     assert (after.argmax(1) == plain.argmax(1)).all() and after.max(1).mean() < plain.max(1).mean()
 
 
-def test_an_averaged_model_is_left_as_it_is():
-    """A temperature inside each member would change which class the mean of the two picks."""
-    members = {"whole_network": _classifier(0), "truncation": _classifier(1)}
+def _member(seed: int, pooling: str = "avg") -> keras.Model:
+    """A transferkit classifier (tiny base, 3 classes) with a confident random softmax layer."""
+    keras.utils.set_random_seed(seed)
+    spec = get_backbone("tiny")
+    base, _ = build_base(spec, 32, "random")
+    model = build_classifier(spec, base, 3, HeadConfig(pooling=pooling)).model
+    dense = model.get_layer("head").get_layer("predictions")
+    rng = np.random.default_rng(seed)
+    dense.set_weights([rng.normal(0, 3, weights.shape).astype("float32") for weights in dense.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def averaged_members():
+    members = {"whole_network": _member(0), "truncation": _member(1, pooling="pyramid")}
+    pixels = np.random.default_rng(2).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    return members, pixels, {name: m.predict_on_batch(pixels) for name, m in members.items()}
+
+
+def test_an_averaged_model_is_calibrated_after_the_mean_of_its_networks(averaged_members, tmp_path):
+    """The temperature goes after the mean (inside each network it would change the class the mean
+    picks): fitted to the mean's likelihood, the rebuilt model gives softmax(log mean / T)."""
+    members, pixels, by_member = averaged_members
     model = average_models(members)
-    x = np.random.default_rng(2).normal(0, 2, (64, 6)).astype("float32")
-    plain, by_member = model.predict_on_batch(x), {n: m.predict_on_batch(x) for n, m in members.items()}
-    labels = (plain.argmax(1) + (np.arange(64) % 4 == 0)) % 4  # a quarter wrong
+    mean = model.predict_on_batch(pixels)
+    labels = (mean.argmax(1) + (np.arange(64) % 4 == 0)) % 3  # a quarter wrong, at confident odds
     fit = calibration.calibrate(model, "temperature", by_member, labels)
-    assert not fit.applied and "averaged model" in fit.reason and fit.errors == 16
-    np.testing.assert_array_equal(model.predict_on_batch(x), plain)
+    assert fit.applied and fit.temperature > 1 and fit.errors == 16
+    np.testing.assert_array_equal(model.predict_on_batch(pixels), mean)  # calibrate leaves it: rebuilt
+    calibrated = average_models(members, fit.temperature)
+    after = calibrated.predict_on_batch(pixels)
+    np.testing.assert_allclose(after, scaled_probabilities(mean, fit.temperature), atol=2e-6)
+    assert (after.argmax(1) == mean.argmax(1)).all() and after.max(1).mean() < mean.max(1).mean()
+    calibrated.save(tmp_path / "model.keras")  # Keras' own layers: loads in safe mode without transferkit
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict_on_batch(pixels), after, atol=1e-6)
+    for name, member in averaging.members_of(loaded).items():  # each network's own probabilities
+        np.testing.assert_allclose(member.predict_on_batch(pixels), by_member[name], atol=1e-5)
     with pytest.raises(ValueError, match="2 Dense layers named 'predictions'"):
         fold_temperature(model, 2.0)
+
+
+def test_a_calibrated_averaged_model_converts_to_tflite_and_onnx(averaged_members, tmp_path):
+    members, pixels, _ = averaged_members
+    model = average_models(members, 2.0)
+    expected = model.predict_on_batch(pixels[:4])
+    classes = ["a", "b", "c"]
+    for fmt, path in (("tflite", tmp_path / "m.tflite"), ("onnx", tmp_path / "m.onnx")):
+        if fmt == "tflite":
+            write_tflite(model, path, classes, "none")
+        else:
+            write_onnx(model, path, classes)
+        np.testing.assert_allclose(open_runner(path, fmt)(pixels[:4]), expected, atol=1e-5)
 
 
 def test_a_model_without_the_softmax_layer_is_refused():

@@ -452,6 +452,10 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         val_probabilities, val_labels = predict_dataset(model, val, val_predict)
         by_member = val_predict.probabilities(len(val_labels))
         calibration = calibrate(model, recipe.head.calibration, by_member, val_labels)
+        temperature = calibration.temperature if calibration is not None and calibration.applied else 1.0
+        if partner is not None and temperature != 1.0:  # the temperature after the networks' mean
+            model = averaging.average_models(members, temperature)
+            test_predict.temperature = temperature
     if calibration is not None:
         say(verbose, calibration.describe())
         if calibration.applied:  # the validation pass's probabilities, as the scaled model gives them
@@ -475,7 +479,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     with stopwatch.stage("robustness"):
         held_out = test_data if test is not None else val
-        noisy_predict = averaging.MemberPredictor(predictors)  # its own: the others keep their passes
+        noisy_predict = averaging.MemberPredictor(predictors, temperature)  # its own: the others keep theirs
         robustness = measure_robustness(
             model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
         )

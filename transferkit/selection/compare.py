@@ -137,10 +137,11 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     averaged model as one more row, the pick, computed from the two rows' held-out predictions.
 
     ``fit`` trains the same two networks (the same recipes, seed and split), so the mean of their
-    ``predictions.npz`` probabilities, each taken back to before its own run's temperature (an
-    averaged model is not calibrated: :mod:`transferkit.training.calibration`), is what its averaged
-    model scores. Without both rows (or with the truncation cut elsewhere) the runs come back
-    unchanged: the pick was not trained.
+    ``predictions.npz`` probabilities, each taken back to before its own run's temperature, is what
+    its averaged model scores: fit's averaged model puts its temperature after that mean
+    (:mod:`transferkit.training.calibration`), fitted on validation images the members' runs did
+    not save, and it ranks the classes as the mean does. Without both rows (or with the truncation
+    cut elsewhere) the runs come back unchanged: the pick was not trained.
     """
     if selection.partner_cut is None:
         return runs

@@ -5,7 +5,9 @@ Where the selector cannot tell a truncation from the whole network
 the run folder, the truncation (its *partner*) in ``<run>/partner`` (a run folder of its own:
 ``recipe.toml``, checkpoints, ``state.json``, ``history.csv``, so that ``--resume`` continues
 either). The run's ``model.keras`` is :func:`average_models` of the two: one input, both members,
-an ``Average`` layer; it loads, predicts and exports as any other classifier.
+an ``Average`` layer; it loads, predicts and exports as any other classifier. Calibrated
+(:mod:`transferkit.training.calibration`), the mean's log-probabilities are divided by the
+temperature instead, in Keras' own layers, so it still loads without transferkit.
 
 Example:
     >>> import keras
@@ -29,9 +31,12 @@ from transferkit.fileio import write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting.metrics import Predict
 from transferkit.selection.quadrants import quadrant_for
+from transferkit.training.calibration import SOFTMAX_LAYER, scaled_probabilities
 
 PARTNER_DIR = "partner"  # the truncation's own run folder, inside the run's
 AVERAGED_NAME = "averaged"  # the Keras name of the averaged model: how it is recognised once saved
+HEAD_LAYER = "head"  # the classifier's head model (training.model.build_head)
+LOG_PROBABILITIES = "log_predictions"  # a calibrated average's members end in it (log-softmax)
 MAIN_MEMBER, PARTNER_MEMBER = "whole_network", "truncation"
 
 
@@ -57,24 +62,68 @@ def read_partner(run_dir: Path) -> Recipe | None:
     return recipe_io.load(path) if path.exists() else None
 
 
-def average_models(members: Mapping[str, keras.Model]) -> keras.Model:
+def average_models(members: Mapping[str, keras.Model], temperature: float = 1.0) -> keras.Model:
     """One model taking the members' input and returning the mean of their probabilities.
 
     Each member is wrapped under its own name (``members``' keys), so that two members built
     from the same backbone (the same layer names inside) save and load as one ``model.keras``.
+
+    With a ``temperature`` (other than 1) it returns ``softmax(log(mean) / temperature)``, which
+    ranks the classes as the mean does: the two members give log-probabilities
+    (:func:`log_probability_member`), ``log(p + q) = log p + softplus(log q - log p)`` (the 1/2 of
+    the mean cancels in the softmax), then a ``Rescaling`` by ``1 / temperature`` and a softmax.
+    Every layer is Keras' own: the model loads in safe mode without transferkit and converts to
+    TFLite and ONNX as the plain average does.
     """
     first = next(iter(members.values()))
     pixels = keras.Input(first.input_shape[1:], dtype=first.inputs[0].dtype, name="pixels")
-    outputs = [keras.Model(m.inputs, m.outputs[0], name=name)(pixels) for name, m in members.items()]
-    averaged = keras.layers.Average(name="mean_probabilities", dtype="float32")(outputs)
+    if temperature == 1.0:
+        outputs = [keras.Model(m.inputs, m.outputs[0], name=name)(pixels) for name, m in members.items()]
+        averaged = keras.layers.Average(name="mean_probabilities", dtype="float32")(outputs)
+        return keras.Model(pixels, averaged, name=AVERAGED_NAME)
+    if len(members) != 2:
+        raise ValueError(f"a temperature averages two members' log-probabilities, not {len(members)}")
+    log_p, log_q = (log_probability_member(m, name)(pixels) for name, m in members.items())
+    difference = keras.layers.Subtract(name="log_ratio", dtype="float32")([log_q, log_p])
+    softplus = keras.layers.Activation("softplus", name="log1p_ratio", dtype="float32")(difference)
+    log_sum = keras.layers.Add(name="log_sum", dtype="float32")([log_p, softplus])
+    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature", dtype="float32")(log_sum)
+    averaged = keras.layers.Activation("softmax", name="mean_probabilities", dtype="float32")(scaled)
     return keras.Model(pixels, averaged, name=AVERAGED_NAME)
 
 
+def log_probability_member(member: keras.Model, name: str) -> keras.Model:
+    """``member`` (a transferkit classifier) ending in log-probabilities: its layers, shared, up to
+    its softmax layer's input, then a log-softmax ``Dense`` with that layer's weights (copied)."""
+    head = member.get_layer(HEAD_LAYER)
+    dense = head.get_layer(SOFTMAX_LAYER)
+    # The tensor the head was called on in the classifier's graph: a nested model's own ``input`` is
+    # its inner one, and training calls the head in graphs of its own too (head phases).
+    (node,) = (n for n in head._inbound_nodes if any(t is member.outputs[0] for t in n.output_tensors))
+    features = keras.Model(head.inputs, dense.input, name="head_features")(node.input_tensors[0])
+    logits = keras.layers.Dense(
+        dense.units, activation="log_softmax", dtype="float32", name=LOG_PROBABILITIES
+    )
+    output = logits(features)
+    logits.set_weights(dense.get_weights())
+    return keras.Model(member.inputs, output, name=name)
+
+
 def members_of(model: keras.Model) -> dict[str, keras.Model]:
-    """``{name: member}`` of a model made by :func:`average_models` (loaded or not); {} otherwise."""
+    """``{name: member}`` of a model made by :func:`average_models` (loaded or not), each giving its
+    probabilities (a calibrated average's members, which give log-probabilities, wrapped); {} otherwise."""
     if model.name != AVERAGED_NAME:
         return {}
-    return {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    members = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    return {name: _probabilities(member) for name, member in members.items()}
+
+
+def _probabilities(member: keras.Model) -> keras.Model:
+    """``member`` giving probabilities: itself, or, ending in log-probabilities, with ``exp`` on top."""
+    if member.layers[-1].name != LOG_PROBABILITIES:
+        return member
+    exp = keras.layers.Activation("exponential", dtype="float32", name="probabilities")
+    return keras.Model(member.inputs, exp(member.outputs[0]), name=member.name)
 
 
 class MemberPredictor:
@@ -82,11 +131,13 @@ class MemberPredictor:
     member's probabilities: one pass over a split gives the average's metrics and every member's.
 
     ``predictors``: ``{member name: its Predict}`` (e.g. the steps each member's training traced).
-    The average is computed as the model's ``Average`` layer computes it, in float32.
+    The average is computed as the model's ``Average`` layer computes it, in float32; with a
+    ``temperature``, as the calibrated model gives it (:func:`average_models`).
     """
 
-    def __init__(self, predictors: Mapping[str, Predict]):
+    def __init__(self, predictors: Mapping[str, Predict], temperature: float = 1.0):
         self.predictors = dict(predictors)
+        self.temperature = temperature
         self.outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.predictors}
 
     def __call__(self, images) -> np.ndarray:
@@ -95,7 +146,10 @@ class MemberPredictor:
             output = np.asarray(predict(images), dtype=np.float32)
             self.outputs[name].append(output)
             probabilities.append(output)
-        return np.sum(probabilities, axis=0, dtype=np.float32) / np.float32(len(probabilities))
+        mean = np.sum(probabilities, axis=0, dtype=np.float32) / np.float32(len(probabilities))
+        if self.temperature == 1.0:
+            return mean
+        return scaled_probabilities(mean, self.temperature).astype(np.float32)
 
     def probabilities(self, rows: int) -> dict[str, np.ndarray]:
         """``{member name: (rows, classes) probabilities}`` of the images seen, in order: the first

@@ -9,8 +9,10 @@ accuracy is untouched, only the confidence moves.
 
 The logits are read back from the probabilities: ``softmax(log p / T) == softmax(z / T)`` for
 ``p = softmax(z)``, so one prediction pass over the validation images is all it costs. An averaged
-model (:mod:`transferkit.training.averaging`) is left as it is: a temperature inside each member
-changes which class the mean of their probabilities picks.
+model (:mod:`transferkit.training.averaging`) is calibrated on the log of the mean of its two
+networks' probabilities, and rebuilt with the temperature after the mean
+(:func:`~transferkit.training.averaging.average_models`): a temperature inside each network would
+change which class their mean picks.
 
 Example:
     >>> import numpy as np
@@ -157,22 +159,20 @@ def calibrate(
     """Fit the temperature to the validation images and fold it into ``model`` (where it helps).
 
     Args:
-        model: the trained classifier (or averaged model) that gave the probabilities.
+        model: the trained classifier (or averaged model) that gave the probabilities. An averaged
+            model is not changed here: the caller builds it again with the temperature
+            (:func:`~transferkit.training.averaging.average_models`).
         method: the recipe's ``[head] calibration``: ``"temperature"``, or ``"none"`` (returns None).
         member_probabilities: ``{member: [N, classes]}`` validation probabilities of each network
-            (one entry for a plain classifier), before calibration.
+            (one entry for a plain classifier), before calibration; the temperature is fitted to
+            their mean, which is what an averaged model gives.
         labels: the validation images' classes.
     """
     if method == "none":
         return None
-    if len(member_probabilities) != 1:
-        reason = "an averaged model (a temperature in each network would change the class their mean picks)"
-        mean = np.mean(list(member_probabilities.values()), axis=0)
-        errors = int(np.sum(mean.argmax(axis=1) != labels))
-        return TemperatureFit(1.0, False, len(labels), errors, reason=reason)
-    (probabilities,) = member_probabilities.values()
+    probabilities = np.mean(list(member_probabilities.values()), axis=0, dtype=np.float64)
     fit = fit_temperature(probabilities, labels, min_images=MIN_IMAGES, min_errors=MIN_ERRORS)
-    if fit.applied:
+    if fit.applied and len(member_probabilities) == 1:
         fold_temperature(model, fit.temperature)
     return fit
 
