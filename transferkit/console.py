@@ -6,6 +6,7 @@ not load TensorFlow) print through :func:`say`; the bars live in :mod:`transferk
 
 from __future__ import annotations
 
+import numbers
 import shlex
 from pathlib import Path
 
@@ -32,10 +33,12 @@ def resume_command(run_dir: str | Path | None) -> str:
 
 
 def plural(count: float, noun: str) -> str:
-    """``count`` and ``noun``, with an ``s`` unless the count is one.
+    """``count`` and ``noun``, with an ``s`` unless the count is one; whole counts with thousands
+    separators (``:g`` alone wrote a million images as ``1e+06``).
 
     Example:
-        >>> plural(1, "image"), plural(3, "epoch")
-        ('1 image', '3 epochs')
+        >>> plural(1, "image"), plural(3, "epoch"), plural(1_234_567, "file"), plural(0.5, "epoch")
+        ('1 image', '3 epochs', '1,234,567 files', '0.5 epochs')
     """
-    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+    number = f"{count:,}" if isinstance(count, numbers.Integral) else f"{count:g}"
+    return f"{number} {noun}{'' if count == 1 else 's'}"

@@ -73,12 +73,12 @@ class Copies:
             pair = f" (e.g. {self.example[0]} = {self.example[1]})" if self.example else ""
             lines.append(
                 f"copies: {plural(self.across_classes, 'file')} also filed under another class{pair}: "
-                "their labels disagree"
+                "their labels disagree (keep each in the one class it belongs to)"
             )
         for split, count in self.in_training.items():
             if count:
                 lines.append(
-                    f"copies: {count} of the {split}/ folder's images are byte-identical to images in "
+                    f"copies: {count:,} of the {split}/ folder's images are byte-identical to images in "
                     f"train/: the {'test' if split == 'test' else 'validation'} figures count them as unseen"
                 )
         return lines
