@@ -191,8 +191,8 @@ def holdout_record(
         share = f"{fraction:.0%} of each class"
         if pool_size and abs(n / pool_size - fraction) > SHARE_SLACK:
             share += f" asked; whole images, at least one a class, made it {n / pool_size:.0%}"
-        where = f"{n} images held out ({share}, seed {seed}), seen by no training step"
+        where = f"{n:,} images held out ({share}, seed {seed}), seen by no training step"
     else:
         where = {"folder": "the data's test/ folder", "tfds": "the dataset's own test split"}[origin]
-        where += f", {n} images"
+        where += f", {n:,} images"
     return Holdout(origin, fraction, seed, n, digest(paths, labels, root), f"test split: {where}")
