@@ -64,7 +64,7 @@ def test_unknown_key_lists_valid_keys():
         ("zoom = 0.1", "zoom = 1.0", r"augment.zoom must be in \[0, 1\)"),
         ("translation = 0.1", "translation = -0.1", r"augment.translation must be in \[0, 1\)"),
         ("contrast = 0.1", "contrast = 1.5", r"augment.contrast must be in \[0, 1\]"),
-        ("noise = 1.5", "noise = -2.0", r"augment.noise must be in \[0, 64\], 0 = off \(got -2.0\)"),
+        ("noise = 0.0", "noise = -2.0", r"augment.noise must be in \[0, 64\], 0 = off \(got -2.0\)"),
         ("cached_passes = 4", "cached_passes = -1", r"augment.cached_passes must be >= 0"),
         ("seed = 1337", "seed = -1", r"seed must be in \[0, 2\*\*32\) \(got -1\)"),
         ("image_size = 0", "image_size = 4", "backbone.image_size must be 0 .* or >= 8 pixels"),
