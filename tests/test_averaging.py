@@ -15,7 +15,13 @@ import pytest
 import transferkit
 from transferkit.data.decode import load_images
 from transferkit.reporting.comparison import RecipeRun
-from transferkit.reporting.diagnostics import Predictions, load_predictions, save_predictions
+from transferkit.reporting.diagnostics import (
+    VALIDATION_PREDICTIONS_FILE,
+    Predictions,
+    load_predictions,
+    load_validation_predictions,
+    save_predictions,
+)
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.reporting.runfolder import load_run
 from transferkit.selection.compare import AVERAGED, with_averaged_pick
@@ -116,6 +122,32 @@ def test_the_member_predictor_averages_as_the_model_does_and_keeps_each_members_
     assert {name: p.shape for name, p in predictor.probabilities(3).items()} == {"a": (3, 2), "b": (3, 2)}
 
 
+def _votes(right: int, wrong: int) -> np.ndarray:
+    """Probabilities for ``right + wrong`` images of class 0: the first ``right`` predicted right."""
+    return np.array([[0.8, 0.2]] * right + [[0.2, 0.8]] * wrong)
+
+
+@pytest.mark.parametrize(
+    "whole, partner, kept",
+    [
+        ((120, 0), (108, 12), False),  # 12 images only the whole network gets right: p = 0.5**12
+        ((116, 4), (110, 10), False),  # 6 only the whole network's: p = 0.5**6 = 0.016
+        ((115, 5), (112, 8), True),  # 3 only the whole network's: p = 0.125, within noise
+        ((100, 20), (120, 0), True),  # the truncation ahead: never dropped the other way round
+        ((60, 60), (60, 60), True),  # the same answers: nothing to tell them apart
+    ],
+)
+def test_the_truncation_is_dropped_only_when_the_whole_network_is_clearly_ahead(whole, partner, kept):
+    labels = np.zeros(sum(whole), int)
+    check = averaging.check_partner(
+        {averaging.MAIN_MEMBER: _votes(*whole), averaging.PARTNER_MEMBER: _votes(*partner)}, labels
+    )
+    assert check.kept is kept
+    assert (check.whole_correct, check.partner_correct, check.images) == (whole[0], partner[0], sum(whole))
+    assert check.only_whole - check.only_partner == whole[0] - partner[0]
+    assert ("dropped" in check.describe()) is not kept
+
+
 # ----------------------------------------------------------------------------------------------
 # A fit that trains both networks
 # ----------------------------------------------------------------------------------------------
@@ -175,6 +207,37 @@ def test_the_averaged_runs_figures_are_the_mean_of_its_two_networks_on_the_same_
     assert recorded["test"]["accuracy"] == pytest.approx(run.metrics.accuracy)
 
 
+def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run, tmp_path, monkeypatch):
+    """The check's verdict (tested above on counts) decides the model; both networks' figures stay."""
+    data, reference = averaged_run
+    real = averaging.check_partner
+
+    def clearly_ahead(by_member, labels):
+        return dataclasses.replace(real(by_member, labels), kept=False)
+
+    monkeypatch.setattr(averaging, "check_partner", clearly_ahead)
+    run = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    assert averaging.members_of(run.model) == {}  # the whole network itself
+    saved = load_run(run.run_dir).model
+    assert averaging.members_of(saved) == {} and saved.name == run.model.name
+    recorded = json.loads((run.run_dir / "metrics.json").read_text())
+    assert recorded["averaging"]["kept"] is False
+    before = json.loads((reference.run_dir / "metrics.json").read_text())["members"]
+    assert recorded["members"] == before  # the same two networks, each measured as before
+    assert recorded["test"]["accuracy"] == pytest.approx(before[averaging.MAIN_MEMBER]["test"]["accuracy"])
+    predictions = load_predictions(run.run_dir)
+    images, _ = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
+    np.testing.assert_allclose(
+        saved.predict(np.asarray(images, "float32"), verbose=0), predictions.probabilities, atol=1e-5
+    )
+    validation = load_validation_predictions(run.run_dir)
+    assert (
+        validation.split == "validation" and len(validation.labels) == recorded["validation"]["num_samples"]
+    )
+    report = (run.run_dir / "report.html").read_text()
+    assert "and dropped" in report and "averages the probabilities" not in report
+
+
 def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_one(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -206,7 +269,7 @@ def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_on
 # ----------------------------------------------------------------------------------------------
 
 
-def _run_with(tmp_path, name: str, strategy: str, cut: str, probabilities) -> RecipeRun:
+def _run_with(tmp_path, name: str, strategy: str, cut: str, probabilities, validation=None) -> RecipeRun:
     from transferkit import recipes as recipe_io
 
     folder = tmp_path / name
@@ -222,6 +285,11 @@ def _run_with(tmp_path, name: str, strategy: str, cut: str, probabilities) -> Re
             "test", ("a", "b"), labels, np.asarray(probabilities, "float32"), ("p0", "p1", "p2", "p3"), 32
         ),
     )
+    if validation is not None:  # class 0 for every validation image
+        rows = np.asarray(validation, "float32")
+        names = tuple(f"v{i}" for i in range(len(rows)))
+        held = Predictions("validation", ("a", "b"), np.zeros(len(rows), np.int64), rows, names, 32)
+        save_predictions(folder, held, VALIDATION_PREDICTIONS_FILE)
     accuracy = float(np.mean(np.argmax(probabilities, axis=1) == labels))
     return RecipeRun(
         name,
@@ -274,3 +342,20 @@ def test_compare_adds_the_averaged_pick_from_its_members_held_out_predictions(tm
     )
     again = with_averaged_pick((calibrated, cut), selection)[-1]
     assert again.accuracy == 0.75  # averaged as saved (tempered) it would score 1.0
+
+
+def test_compare_picks_the_whole_network_where_fit_would_drop_the_truncation(tmp_path):
+    test_rows = [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]]
+    whole = _run_with(tmp_path, "large_dissimilar", "retrain", "", test_rows, validation=_votes(40, 0))
+    cut_rows = [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
+    weak = _run_with(tmp_path, "small_dissimilar", "truncate", "block_3", cut_rows, validation=_votes(28, 12))
+    features, labels = _features()
+    selection = select(_card(98), features, labels, similar=False, image_size=224)
+    runs = with_averaged_pick((whole, weak), selection)
+    assert [(r.recipe, r.picked) for r in runs][-1] == (AVERAGED, True)
+    assert runs[-1].accuracy == whole.accuracy == 0.5  # not the mean's 0.75: fit keeps the whole network
+    assert runs[-1].validation_accuracy == whole.validation_accuracy and runs[-1].seconds == whole.seconds
+    close = _run_with(
+        tmp_path / "close", "small_dissimilar", "truncate", "block_3", cut_rows, validation=_votes(38, 2)
+    )
+    assert with_averaged_pick((whole, close), selection)[-1].accuracy == 0.75  # within noise: averaged

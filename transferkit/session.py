@@ -24,7 +24,13 @@ from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
-from transferkit.reporting.diagnostics import evaluate_held_out, load_predictions, record_held_out
+from transferkit.reporting.diagnostics import (
+    PREDICTIONS_FILE,
+    VALIDATION_PREDICTIONS_FILE,
+    evaluate_held_out,
+    load_predictions,
+    record_held_out,
+)
 from transferkit.reporting.html import write_html_report
 from transferkit.reporting.interpretation import write_interpretation
 from transferkit.reporting.metrics import Metrics, compute_metrics, predict_dataset
@@ -451,35 +457,44 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     with stopwatch.stage("calibration"):  # on the validation images, before any held-out figure
         val_probabilities, val_labels = predict_dataset(model, val, val_predict)
         by_member = val_predict.probabilities(len(val_labels))
+        partner_check = averaging.check_partner(by_member, val_labels) if partner is not None else None
+        alone = None if partner_check is None or partner_check.kept else averaging.MAIN_MEMBER
+        if alone is not None:  # the whole network is the model; the truncation's figures stay recorded
+            model, by_member = members[alone], {alone: by_member[alone]}
+            val_probabilities = by_member[alone]
+            test_predict.alone = alone
         calibration = calibrate(model, recipe.head.calibration, by_member, val_labels)
         temperature = calibration.temperature if calibration is not None and calibration.applied else 1.0
-        if partner is not None and temperature != 1.0:  # the temperature after the networks' mean
+        if alone is None and partner is not None and temperature != 1.0:  # after the networks' mean
             model = averaging.average_models(members, temperature)
             test_predict.temperature = temperature
+    if partner_check is not None:
+        say(verbose, partner_check.describe())
     if calibration is not None:
         say(verbose, calibration.describe())
         if calibration.applied:  # the validation pass's probabilities, as the scaled model gives them
             val_probabilities = scaled_probabilities(val_probabilities, calibration.temperature)
     with stopwatch.stage("test evaluation"):
         test = test_metrics(model, splits, run_dir, test_data, test_predict)  # also saves predictions
-    with stopwatch.stage("validation evaluation"):
-        if test is not None:
-            validation = compute_metrics(val_probabilities, val_labels, splits.class_names)
-        else:  # the calibration pass's predictions (scaled as the model now gives them) are the record
-            validation = record_held_out(
-                val_probabilities,
-                val_labels,
-                splits.val.paths,
-                splits.class_names,
-                split="validation",
-                run_dir=run_dir,
-                image_size=int(model.input_shape[1]),
-                white_level=splits.val.white_level,
-            )
+    with stopwatch.stage(
+        "validation evaluation"
+    ):  # the calibration pass's predictions, scaled as the model gives them
+        validation = record_held_out(
+            val_probabilities,
+            val_labels,
+            splits.val.paths,
+            splits.class_names,
+            split="validation",
+            run_dir=run_dir,
+            image_size=int(model.input_shape[1]),
+            white_level=splits.val.white_level,
+            file=PREDICTIONS_FILE if test is None else VALIDATION_PREDICTIONS_FILE,  # beside the test split's
+        )
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     with stopwatch.stage("robustness"):
         held_out = test_data if test is not None else val
-        noisy_predict = averaging.MemberPredictor(predictors, temperature)  # its own: the others keep theirs
+        used = predictors if alone is None else {alone: predictors[alone]}
+        noisy_predict = averaging.MemberPredictor(used, temperature)  # its own: the others keep theirs
         robustness = measure_robustness(
             model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
         )
@@ -494,7 +509,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         if test is not None:
             by_split["validation"] = (val_predict, val_labels)
         record["members"] = member_metrics(by_split, splits.class_names)
-        say(verbose, describe_members(record["members"], headline, metrics.accuracy))
+        record["averaging"] = partner_check.to_dict()
+        say(verbose, describe_members(record["members"], headline, metrics.accuracy, partner_check.kept))
     write_json(run_dir / "metrics.json", record)
     with stopwatch.stage("save model"):
         runfolder.save_model(model, run_dir)
@@ -566,10 +582,13 @@ def member_metrics(by_split: dict, class_names) -> dict[str, dict[str, dict]]:
     return members
 
 
-def describe_members(members: dict, split: str, averaged: float) -> str:
-    """One line: each network's accuracy on ``split`` beside the average's."""
+def describe_members(members: dict, split: str, accuracy: float, averaged: bool = True) -> str:
+    """One line: each network's accuracy on ``split`` beside the model's (the average, or where
+    the truncation was dropped, the whole network alone)."""
     each = ", ".join(f"{name.replace('_', ' ')} {m[split]['accuracy']:.3f}" for name, m in members.items())
-    return f"Averaged model {split} accuracy {averaged:.3f}; each network alone: {each}"
+    if not averaged:
+        return f"Each network's {split} accuracy: {each} (the model: the whole network)"
+    return f"Averaged model {split} accuracy {accuracy:.3f}; each network alone: {each}"
 
 
 def make_trainer(

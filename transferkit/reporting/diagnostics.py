@@ -24,7 +24,10 @@ if TYPE_CHECKING:  # annotations only: reading predictions or drawing a report n
     import keras
     import tensorflow as tf
 
-PREDICTIONS_FILE = "predictions.npz"
+PREDICTIONS_FILE = "predictions.npz"  # the headline split's: test, or validation without one
+VALIDATION_PREDICTIONS_FILE = (
+    "validation_predictions.npz"  # beside a test split's (what compare's averaging check reads)
+)
 CALIBRATION_BINS = 15
 _EPSILON = 1e-7  # the probability floor of the loss, as Keras' cross-entropy clips
 
@@ -64,9 +67,12 @@ class Predictions:
         return -np.log(np.clip(true_probability, _EPSILON, 1.0))
 
 
-def save_predictions(run_dir: str | os.PathLike, predictions: Predictions) -> Path:
-    """Write ``predictions.npz`` (path, true, predicted, probability vector per image), atomically."""
-    path = Path(run_dir) / PREDICTIONS_FILE
+def save_predictions(
+    run_dir: str | os.PathLike, predictions: Predictions, file: str = PREDICTIONS_FILE
+) -> Path:
+    """Write ``predictions.npz`` (or ``file``): path, true, predicted and probability vector per
+    image, atomically."""
+    path = Path(run_dir) / file
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
@@ -82,9 +88,19 @@ def save_predictions(run_dir: str | os.PathLike, predictions: Predictions) -> Pa
     return path
 
 
-def load_predictions(run_dir: str | os.PathLike) -> Predictions | None:
-    """A run folder's ``predictions.npz``; None when the run has none (e.g. it predates the file)."""
-    path = Path(run_dir) / PREDICTIONS_FILE
+def load_validation_predictions(run_dir: str | os.PathLike) -> Predictions | None:
+    """A run folder's validation predictions: ``validation_predictions.npz``, or ``predictions.npz``
+    where the run had no test split; None when it has neither."""
+    predictions = load_predictions(run_dir, VALIDATION_PREDICTIONS_FILE)
+    if predictions is None:
+        predictions = load_predictions(run_dir)
+    return predictions if predictions is not None and predictions.split == "validation" else None
+
+
+def load_predictions(run_dir: str | os.PathLike, file: str = PREDICTIONS_FILE) -> Predictions | None:
+    """A run folder's ``predictions.npz`` (or ``file``); None when the run has none (e.g. it
+    predates the file)."""
+    path = Path(run_dir) / file
     if not path.exists():
         return None
     try:
@@ -148,8 +164,10 @@ def record_held_out(
     run_dir: str | os.PathLike,
     image_size: int,
     white_level: int | None = None,
+    file: str = PREDICTIONS_FILE,
 ) -> Metrics:
-    """:func:`evaluate_held_out` for predictions already made: the metrics, and ``predictions.npz``.
+    """:func:`evaluate_held_out` for predictions already made: the metrics, and ``predictions.npz``
+    (or ``file``).
 
     Args:
         probabilities, labels: the split's ``[N, classes]`` predictions and ``[N]`` classes, in order.
@@ -167,7 +185,7 @@ def record_held_out(
         image_size=image_size,
         white_level=white_level,
     )
-    save_predictions(run_dir, predictions)
+    save_predictions(run_dir, predictions, file)
     return metrics
 
 

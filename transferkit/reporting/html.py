@@ -117,6 +117,7 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
         data["interpretation"],
         data["metrics"].get("members") or {},
         data["metrics"].get("robustness") or {},
+        data["metrics"].get("averaging") or {},
     )
     body += section(
         "What to do next",
@@ -183,7 +184,12 @@ def _load_recipe(path: Path, notes: list[str]) -> tuple[str, dict]:
         return text, {}
 
 
-_NOT_SPLITS = ("members", "robustness", "calibration")  # metrics.json's other records beside its splits
+_NOT_SPLITS = (
+    "members",
+    "robustness",
+    "calibration",
+    "averaging",
+)  # metrics.json's other records beside its splits
 
 
 def _load_metrics(data: Mapping[str, object], notes: list[str]) -> dict[str, Metrics]:
@@ -245,6 +251,7 @@ def _result(
     interpretation: Mapping[str, object],
     members: Mapping[str, dict],
     robustness: Mapping[str, object],
+    averaging: Mapping[str, object],
 ) -> str:
     if not metrics:
         return section("Result", missing("Not evaluated yet."))
@@ -273,6 +280,15 @@ def _result(
             f"The model averages the probabilities of {len(members)} networks (the whole network's run "
             f"folder here, the truncation's in partner/); each alone on the same images: {each}."
         )
+        if averaging.get("kept") is False:
+            text = (
+                f"A truncation was trained beside the whole network (partner/), to be averaged with it, "
+                "and dropped: on the validation images the whole network got "
+                f"{averaging.get('whole_correct')} "
+                f"right against its {averaging.get('partner_correct')} of {averaging.get('images')} "
+                f"(sign test p = {float(averaging.get('p_value', 1)):.3f}). The model is the whole network "
+                f"alone. Each network on the same images: {each}."
+            )
         summary += f"<p>{esc(text)}</p>"
     summary += _robustness(robustness)
     split = interpretation.get("split")

@@ -3,8 +3,10 @@
 ``runs/<name>/``: ``model.keras`` (raw 0-255 RGB in, probabilities out; plain
 ``keras.models.load_model`` in safe mode loads it), ``labels.txt``, the resolved
 ``recipe.toml``, ``run.json`` (source, backbone, weights, seed, timings, versions),
-``dataset_card.json``, ``history.csv``, ``metrics.json``, ``curves.png``, ``confusion.png``,
-``report.html``, ``timings.json``; plus ``state.json``, ``checkpoints/`` and ``backup/`` while training.
+``dataset_card.json``, ``history.csv``, ``metrics.json``, ``predictions.npz`` (the test split's,
+or the validation split's without one) and ``validation_predictions.npz`` (beside a test split's),
+``curves.png``, ``confusion.png``, ``report.html``, ``timings.json``; plus ``state.json``,
+``checkpoints/`` and ``backup/`` while training.
 """
 
 from __future__ import annotations

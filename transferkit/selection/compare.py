@@ -24,10 +24,11 @@ from transferkit import recipes as recipe_io
 from transferkit.console import say
 from transferkit.errors import TransferkitError
 from transferkit.reporting.comparison import ComparisonResult, RecipeRun, write_comparison
-from transferkit.reporting.diagnostics import load_predictions
+from transferkit.reporting.diagnostics import load_predictions, load_validation_predictions
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
+from transferkit.training.averaging import MAIN_MEMBER, PARTNER_MEMBER, check_partner
 from transferkit.training.calibration import uncalibrated
 
 
@@ -140,8 +141,11 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     ``predictions.npz`` probabilities, each taken back to before its own run's temperature, is what
     its averaged model scores: fit's averaged model puts its temperature after that mean
     (:mod:`transferkit.training.calibration`), fitted on validation images the members' runs did
-    not save, and it ranks the classes as the mean does. Without both rows (or with the truncation
-    cut elsewhere) the runs come back unchanged: the pick was not trained.
+    not save, and it ranks the classes as the mean does. Where the whole network is clearly ahead of
+    the truncation on the validation images (:func:`~transferkit.training.averaging.check_partner`,
+    from each run's validation predictions), fit's model is the whole network alone, and so is the
+    pick's row. Without both rows (or with the truncation cut elsewhere) the runs come back
+    unchanged: the pick was not trained.
     """
     if selection.partner_cut is None:
         return runs
@@ -152,6 +156,15 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     members = [load_predictions(r.run_dir) for r in (whole, cut)]
     if any(m is None for m in members) or members[0].paths != members[1].paths:
         return runs
+    validation = [load_validation_predictions(r.run_dir) for r in (whole, cut)]
+    if all(v is not None for v in validation) and validation[0].paths == validation[1].paths:
+        check = check_partner(
+            {MAIN_MEMBER: validation[0].probabilities, PARTNER_MEMBER: validation[1].probabilities},
+            validation[0].labels,
+        )
+        if not check.kept:  # fit's model is then the whole network alone: the pick is its row
+            picked = dataclasses.replace(whole, recipe=AVERAGED, strategy="retrain", picked=True)
+            return (*(dataclasses.replace(r, picked=False) for r in runs), picked)
     pairs = zip(members, (whole, cut), strict=True)
     raw = [uncalibrated(m.probabilities, _temperature_of(r)) for m, r in pairs]
     probabilities = (raw[0] + raw[1]) / np.float32(2)
