@@ -157,19 +157,20 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     if any(m is None for m in members) or members[0].paths != members[1].paths:
         return runs
     validation = [load_validation_predictions(r.run_dir) for r in (whole, cut)]
-    if all(v is not None for v in validation) and validation[0].paths == validation[1].paths:
-        check = check_partner(
-            {MAIN_MEMBER: validation[0].probabilities, PARTNER_MEMBER: validation[1].probabilities},
-            validation[0].labels,
-        )
-        if not check.kept:  # fit's model is then the whole network alone: the pick is its row
-            picked = dataclasses.replace(whole, recipe=AVERAGED, strategy="retrain", picked=True)
+    if any(v is None for v in validation) or validation[0].paths != validation[1].paths:
+        validation = None  # runs from before validation predictions were saved: no check, no figure
+    else:
+        by_member = {MAIN_MEMBER: validation[0].probabilities, PARTNER_MEMBER: validation[1].probabilities}
+        if not check_partner(by_member, validation[0].labels).kept:  # fit keeps the whole network alone
+            seconds = whole.seconds + cut.seconds  # fit trained both before it checked
+            picked = dataclasses.replace(whole, recipe=AVERAGED, picked=True, seconds=seconds)
             return (*(dataclasses.replace(r, picked=False) for r in runs), picked)
-    pairs = zip(members, (whole, cut), strict=True)
-    raw = [uncalibrated(m.probabilities, _temperature_of(r)) for m, r in pairs]
-    probabilities = (raw[0] + raw[1]) / np.float32(2)
-    metrics = compute_metrics(probabilities, members[0].labels, members[0].class_names)
+    metrics = compute_metrics(_mean_of(members, (whole, cut)), members[0].labels, members[0].class_names)
     low, high = metrics.accuracy_interval
+    validation_accuracy = None
+    if validation is not None:  # a temperature does not change which class the mean picks
+        mean = _mean_of(validation, (whole, cut))
+        validation_accuracy = float(np.mean(mean.argmax(axis=1) == validation[0].labels))
     averaged = RecipeRun(
         AVERAGED,
         "average",
@@ -178,7 +179,7 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
         float(metrics.accuracy),
         low,
         high,
-        None,  # not measured: fit's averaged model would be, compare's members only saved held-out rows
+        validation_accuracy,
         None if metrics.top5_accuracy is None else float(metrics.top5_accuracy),
         whole.seconds + cut.seconds,
         max(whole.peak_rss_mb, cut.peak_rss_mb),
@@ -191,6 +192,12 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
 
 
 AVERAGED = "averaged"  # compare's row for the averaged pick (its run folders: both members')
+
+
+def _mean_of(predictions, runs) -> np.ndarray:
+    """The mean of the runs' saved probabilities, each taken back to before its run's temperature."""
+    raw = [uncalibrated(p.probabilities, _temperature_of(r)) for p, r in zip(predictions, runs, strict=True)]
+    return (raw[0] + raw[1]) / np.float32(2)
 
 
 def _temperature_of(run: RecipeRun) -> dict | None:
