@@ -222,6 +222,10 @@ def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run,
     assert averaging.members_of(saved) == {} and saved.name == run.model.name
     recorded = json.loads((run.run_dir / "metrics.json").read_text())
     assert recorded["averaging"]["kept"] is False
+    reference_metrics = json.loads((reference.run_dir / "metrics.json").read_text())
+    assert recorded["averaging"]["averaged_accuracy"]["test"] == pytest.approx(
+        reference_metrics["test"]["accuracy"]  # the mean's choice of class, as the averaged run scored
+    )
     before = json.loads((reference.run_dir / "metrics.json").read_text())["members"]
     assert recorded["members"] == before  # the same two networks, each measured as before
     assert recorded["test"]["accuracy"] == pytest.approx(before[averaging.MAIN_MEMBER]["test"]["accuracy"])

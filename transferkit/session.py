@@ -510,7 +510,11 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             by_split["validation"] = (val_predict, val_labels)
         record["members"] = member_metrics(by_split, splits.class_names)
         record["averaging"] = partner_check.to_dict()
-        say(verbose, describe_members(record["members"], headline, metrics.accuracy, partner_check.kept))
+        if not partner_check.kept:  # what the mean would have scored: a record, never chosen on
+            averaged = {split: p.mean_accuracy(labels) for split, (p, labels) in by_split.items()}
+            record["averaging"]["averaged_accuracy"] = averaged
+        dropped = record["averaging"].get("averaged_accuracy", {}).get(headline)
+        say(verbose, describe_members(record["members"], headline, metrics.accuracy, dropped))
     write_json(run_dir / "metrics.json", record)
     with stopwatch.stage("save model"):
         runfolder.save_model(model, run_dir)
@@ -582,12 +586,15 @@ def member_metrics(by_split: dict, class_names) -> dict[str, dict[str, dict]]:
     return members
 
 
-def describe_members(members: dict, split: str, accuracy: float, averaged: bool = True) -> str:
-    """One line: each network's accuracy on ``split`` beside the model's (the average, or where
-    the truncation was dropped, the whole network alone)."""
+def describe_members(members: dict, split: str, accuracy: float, dropped_average: float | None = None) -> str:
+    """One line: each network's accuracy on ``split`` beside the model's: the average's, or, where
+    the truncation was dropped, what their average would have scored (``dropped_average``)."""
     each = ", ".join(f"{name.replace('_', ' ')} {m[split]['accuracy']:.3f}" for name, m in members.items())
-    if not averaged:
-        return f"Each network's {split} accuracy: {each} (the model: the whole network)"
+    if dropped_average is not None:
+        return (
+            f"Each network's {split} accuracy: {each} (the model: the whole network; their average "
+            f"would have scored {dropped_average:.3f})"
+        )
     return f"Averaged model {split} accuracy {accuracy:.3f}; each network alone: {each}"
 
 

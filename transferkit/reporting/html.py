@@ -287,8 +287,10 @@ def _result(
                 f"{averaging.get('whole_correct')} "
                 f"right against its {averaging.get('partner_correct')} of {averaging.get('images')} "
                 f"(sign test p = {float(averaging.get('p_value', 1)):.3f}). The model is the whole network "
-                f"alone. Each network on the same images: {each}."
+                f"alone. Each network on the same images: {each}"
             )
+            averaged = (averaging.get("averaged_accuracy") or {}).get(headline)
+            text += f"; their average would have scored {averaged:.1%}." if averaged is not None else "."
         summary += f"<p>{esc(text)}</p>"
     summary += _robustness(robustness)
     split = interpretation.get("split")

@@ -133,7 +133,9 @@ class MemberPredictor:
 
     ``predictors``: ``{member name: its Predict}`` (e.g. the steps each member's training traced).
     The average is computed as the model's ``Average`` layer computes it, in float32; with a
-    ``temperature``, as the calibrated model gives it (:func:`average_models`).
+    ``temperature``, as the calibrated model gives it (:func:`average_models`). With ``alone`` (a
+    member's name: the model is that network, :class:`PartnerCheck`), that member's probabilities
+    are the answer and the others' are only recorded.
     """
 
     def __init__(self, predictors: Mapping[str, Predict], temperature: float = 1.0, alone: str | None = None):
@@ -160,6 +162,11 @@ class MemberPredictor:
         ``rows`` (the rows that pad the last batch, :func:`~transferkit.reporting.metrics.predict_rows`,
         come last and are dropped)."""
         return {name: np.concatenate(parts)[:rows] for name, parts in self.outputs.items() if parts}
+
+    def mean_accuracy(self, labels: np.ndarray) -> float:
+        """Top-1 accuracy of the members' mean on the images seen (``labels``: their classes)."""
+        mean = np.mean(list(self.probabilities(len(labels)).values()), axis=0)
+        return float(np.mean(mean.argmax(axis=1) == np.asarray(labels)))
 
 
 PARTNER_SIGNIFICANCE = 0.05
