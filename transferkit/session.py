@@ -476,9 +476,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             val_probabilities = scaled_probabilities(val_probabilities, calibration.temperature)
     with stopwatch.stage("test evaluation"):
         test = test_metrics(model, splits, run_dir, test_data, test_predict)  # also saves predictions
-    with stopwatch.stage(
-        "validation evaluation"
-    ):  # the calibration pass's predictions, scaled as the model gives them
+    # The calibration pass's predictions, scaled as the model gives them, are the validation record.
+    with stopwatch.stage("validation evaluation"):
         validation = record_held_out(
             val_probabilities,
             val_labels,
@@ -493,8 +492,10 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     with stopwatch.stage("robustness"):
         held_out = test_data if test is not None else val
+        # Its own predictor (the others keep their outputs); a single network has its temperature folded in.
+        mean_of_two = partner is not None and alone is None
         used = predictors if alone is None else {alone: predictors[alone]}
-        noisy_predict = averaging.MemberPredictor(used, temperature)  # its own: the others keep theirs
+        noisy_predict = averaging.MemberPredictor(used, temperature if mean_of_two else 1.0)
         robustness = measure_robustness(
             model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
         )
