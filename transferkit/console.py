@@ -42,3 +42,13 @@ def plural(count: float, noun: str) -> str:
     """
     number = f"{count:,}" if isinstance(count, numbers.Integral) else f"{count:g}"
     return f"{number} {noun}{'' if count == 1 else 's'}"
+
+
+def format_p(p_value: float) -> str:
+    """``"p = 0.055"``, or ``"p < 0.001"`` below that.
+
+    Example:
+        >>> format_p(0.0546), format_p(2e-5)
+        ('p = 0.055', 'p < 0.001')
+    """
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"

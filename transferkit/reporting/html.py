@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
+from transferkit.console import format_p
 from transferkit.errors import TransferkitError
 from transferkit.fileio import write_text
 from transferkit.reporting.figures import (
@@ -286,8 +287,8 @@ def _result(
                 "and dropped: on the validation images the whole network got "
                 f"{averaging.get('whole_correct')} "
                 f"right against its {averaging.get('partner_correct')} of {averaging.get('images')} "
-                f"(sign test p = {float(averaging.get('p_value', 1)):.3f}). The model is the whole network "
-                f"alone. Each network on the same images: {each}"
+                f"(sign test, {format_p(float(averaging.get('p_value', 1)))}). The model is the whole "
+                f"network alone. Each network on the same images: {each}"
             )
             averaged = (averaging.get("averaged_accuracy") or {}).get(headline)
             text += f"; their average would have scored {averaged:.1%}." if averaged is not None else "."

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from transferkit import recipes as recipe_io
+from transferkit.console import format_p
 from transferkit.fileio import write_text
 from transferkit.recipes import Recipe
 from transferkit.reporting.metrics import Predict
@@ -206,7 +207,7 @@ class PartnerCheck:
     def describe(self) -> str:
         counts = (
             f"validation {self.whole_correct} against {self.partner_correct} of {self.images} right, "
-            f"p = {self.p_value:.3f}"
+            f"{format_p(self.p_value)}"
         )
         if self.kept:
             return f"Averaging kept: the whole network is not clearly ahead of the truncation ({counts})"
