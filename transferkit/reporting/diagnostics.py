@@ -25,9 +25,7 @@ if TYPE_CHECKING:  # annotations only: reading predictions or drawing a report n
     import tensorflow as tf
 
 PREDICTIONS_FILE = "predictions.npz"  # the headline split's: test, or validation without one
-VALIDATION_PREDICTIONS_FILE = (
-    "validation_predictions.npz"  # beside a test split's (what compare's averaging check reads)
-)
+VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # beside a test split's: compare reads it
 CALIBRATION_BINS = 15
 _EPSILON = 1e-7  # the probability floor of the loss, as Keras' cross-entropy clips
 

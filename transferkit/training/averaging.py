@@ -185,8 +185,8 @@ class PartnerCheck:
     0.898 on the test split). The whole network's validation accuracy is a fair estimate (its
     phase runs a fixed schedule, nothing stops on validation), the truncation's a flattering one
     (its early stopping and augmentation check select on the same images): so only a whole network
-    clearly ahead drops the truncation, never the reverse (a truncation ahead on validation is kept
-    in the average, which then leans on it).
+    clearly ahead drops the truncation, never the reverse (a truncation ahead on validation stays in
+    the average).
 
     Attributes:
         kept: the model averages the two; False: the whole network alone is the model.
