@@ -240,6 +240,7 @@ def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run,
     )
     report = (run.run_dir / "report.html").read_text()
     assert "and dropped" in report and "averages the probabilities" not in report
+    assert "then dropped: see Result" in report  # the selection section says so too
 
 
 def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_one(

@@ -343,7 +343,7 @@ def _evidence(
             + image(figure["calibration"], "calibration", ""),
         ),
         section("Per-class results", _per_class(metrics)),
-        section("Model selection", _selection(data["selection"])),
+        section("Model selection", _selection(data["selection"], data["metrics"].get("averaging") or {})),
         section("Dataset", _dataset(data["dataset_card"])),
         section("Run details", scalars_and_records(data["run"], skip=("class_names",))),
         section("Recipe", f"<pre>{esc(recipe_text)}</pre>" if recipe_text else missing("No recipe.toml.")),
@@ -406,13 +406,15 @@ def _per_class(metrics: Mapping[str, Metrics]) -> str:
     return intro + table(rows, ("class", "precision", "recall", "F1", "images"))
 
 
-def _selection(selection: Mapping[str, object]) -> str:
+def _selection(selection: Mapping[str, object], averaging: Mapping[str, object]) -> str:
     if not selection:
         return missing("Not measured: the recipe was given (or size and similarity were).")
     picked = f"{selection.get('quadrant', '?')} → {selection.get('recipe', '?')}"
     cut = f" at {selection['cut_point']}" if selection.get("cut_point") else ""
     if selection.get("partner_cut"):
         cut += f", averaged with a truncation at {selection['partner_cut']}"
+        if averaging.get("kept") is False:
+            cut += " (trained, then dropped: see Result)"
     close = " It was a close call." if selection.get("close_call") else ""
     confidence = float(selection.get("confidence", 0.0))
     head = f"<p>Picked <b>{esc(picked + cut)}</b> with confidence {confidence:.2f}.{esc(close)}</p>"
