@@ -227,7 +227,8 @@ def prepare(
     if selection is not None and selection.partner_cut is not None:
         partner = averaging.partner_recipe(recipe, selection.partner_cut, overrides)
         say(verbose, f"  then {partner.name} ({partner.strategy} at {partner.backbone.cut!r}) in "
-            f"{averaging.PARTNER_DIR}/; the model averages the two networks' probabilities")  # fmt: skip
+            f"{averaging.PARTNER_DIR}/; the model averages the two networks' probabilities, unless the "
+            "whole network is clearly ahead on the validation images")  # fmt: skip
     return dataclasses.replace(session, clean_features=clean, partner=partner)
 
 

@@ -174,7 +174,8 @@ def _averaging_reason(median: float, image_size: int | None, cut: str) -> str:
         f"a median {median:,.0f} images per class at {image_size} px lies between the floors from which "
         f"dissimilar data retrains ({RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION:,} at full resolution, "
         f"{RETRAIN_IMAGES_PER_CLASS:,} at low): there neither the whole network nor a truncation wins "
-        f"reliably, so both train (the truncation at {cut!r}) and the model averages their probabilities"
+        f"reliably, so both train (the truncation at {cut!r}) and the model averages their probabilities "
+        "(the whole network alone where it is clearly ahead on the validation images)"
     )
 
 
