@@ -512,10 +512,10 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             by_split["validation"] = (val_predict, val_labels)
         record["members"] = member_metrics(by_split, splits.class_names)
         record["averaging"] = partner_check.to_dict()
+        dropped = None
         if not partner_check.kept:  # what the mean would have scored: a record, never chosen on
             averaged = {split: p.mean_accuracy(labels) for split, (p, labels) in by_split.items()}
-            record["averaging"]["averaged_accuracy"] = averaged
-        dropped = record["averaging"].get("averaged_accuracy", {}).get(headline)
+            record["averaging"]["averaged_accuracy"], dropped = averaged, averaged[headline]
         say(verbose, describe_members(record["members"], headline, metrics.accuracy, dropped))
     write_json(run_dir / "metrics.json", record)
     with stopwatch.stage("save model"):
