@@ -118,6 +118,30 @@ def test_label_smoothing_raises_the_loss_of_confident_right_predictions():
     assert smoothed == pytest.approx(expected, rel=1e-4)
 
 
+class CountingModel(keras.Model):
+    """Counts the runs of its train step's Python: each is a trace (a traced step runs as a graph)."""
+
+    traces = 0
+
+    def train_step(self, data):
+        type(self).traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("optimizer", [keras.optimizers.Adam, LayerwiseAdamW])
+def test_a_compiled_graph_traces_its_train_step_once(optimizer):
+    # Slots created inside fit's first trace would make TensorFlow trace the step a second time.
+    setup_device("float32", 0)
+    inputs = keras.Input((4,))
+    model = CountingModel(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    compile_classifier(model, optimizer(), 3, 0.0)
+    assert model.optimizer.built
+    rng = np.random.default_rng(0)
+    CountingModel.traces = 0
+    model.fit(rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64), epochs=2, verbose=0)
+    assert CountingModel.traces == 1
+
+
 def test_one_hot_labels_give_the_same_loss_and_accuracies_as_integer_labels():
     # What a mixing phase compiles with (training.mixing): one-hot validation labels must report
     # the smoothed loss, accuracy and top-5 accuracy that integer labels report.
