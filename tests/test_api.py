@@ -226,6 +226,16 @@ def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(t
     assert run.summary().startswith("validation accuracy ") and "no test split" in run.summary()
 
 
+def test_auto_selection_on_one_training_image_a_class_keeps_the_base_frozen(tmp_path):
+    # 3 images a class: one each for test, validation and training; no probe can be cross-validated.
+    tiny = make_image_folder(tmp_path / "tiny", classes=2, per_class=3)
+    run = transferkit.fit(str(tiny), backbone="tiny", weights="random", epochs=1, out=tmp_path, verbose=0)
+    selection = json.loads((run.run_dir / "selection.json").read_text())
+    assert run.recipe.name == "small_similar" and not selection["close_call"]
+    assert any("similarity not measured" in reason for reason in selection["reasons"])
+    assert run.headline == "test" and run.metrics.num_samples == 2
+
+
 def test_the_selectors_sample_is_drawn_from_the_training_split_only(folder, monkeypatch):
     from transferkit.selection import measure
 

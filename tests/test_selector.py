@@ -351,6 +351,20 @@ def test_select_small_similar_freezes():
     json.dumps(selection.to_dict())
 
 
+def test_select_assumes_similar_where_no_class_has_two_images_to_probe():
+    # 3 images a class: the test and validation splits take one each, training keeps one.
+    features, labels = cut_features("early", n_per_class=1)
+    selection = select(card(1, 3), features, labels)
+    assert (selection.quadrant, selection.recipe, selection.cut_point) == ("small_similar", "freeze", None)
+    assert not selection.close_call and selection.scores == () and selection.confidence == 0.0
+    assert any("similarity not measured" in reason for reason in selection.reasons)
+    with pytest.raises(TransferkitError, match="two classes"):  # the probe itself still refuses
+        linear_probe(features["early"], labels)
+    given = select(card(1, 3), features, labels, similar=False)  # said by the user: its default cut
+    assert (given.quadrant, given.cut_point) == ("small_dissimilar", "middle")  # deepest before the output
+    assert any("cut point not measured" in reason for reason in given.reasons)
+
+
 def test_select_small_dissimilar_truncates_and_large_dissimilar_retrains():
     features, labels = cut_features("early")
     small = select(card(30, 90), features, labels)

@@ -128,7 +128,11 @@ def select(
     else:
         reasons, size_close = [f"size given: {size}"], False
     size_measured = values is not None and not reasons[0].startswith("size given")
-    if similar is None:
+    unmeasurable = similar is None and too_few_to_probe(labels)
+    if unmeasurable:  # nothing to cross-validate: the base stays frozen, nothing trials could settle
+        similar, scores, cut_point, confidence = True, [], None, 0.0
+        more = [_assumed_similar_reason(labels)]
+    elif similar is None:
         scores, similar, cut_point, confidence, more = _measure_similarity(features_by_cut, labels, seed)
         if size_measured:
             size, more = _refine_large(size, similar, values, scores, more, image_size)
@@ -143,7 +147,7 @@ def select(
     if _averages(size, similar, values, size_measured, image_size) and cut_point is not None:
         partner_cut = cut_point
         reasons.append(_averaging_reason(values["median_images_per_class"], image_size, cut_point))
-    close = confidence < CLOSE_CALL_CONFIDENCE or size_close
+    close = (confidence < CLOSE_CALL_CONFIDENCE and not unmeasurable) or size_close
     if close:
         reasons.append("close call: run `transferkit compare` to train the candidates side by side")
     quadrant = quadrant_for(size, similar)
@@ -208,6 +212,23 @@ def _refine_large(
     return size, reasons
 
 
+def too_few_to_probe(labels: np.ndarray | None) -> bool:
+    """Whether no class has two images: a cross-validated probe cannot hold one out and train on another."""
+    if labels is None or not len(labels):
+        return False  # no features given at all: _measure_similarity says what is missing
+    return int(np.unique(np.asarray(labels), return_counts=True)[1].max()) < 2
+
+
+def _assumed_similar_reason(labels: np.ndarray) -> str:
+    classes = len(np.unique(np.asarray(labels)))
+    return (
+        f"similarity not measured: {len(labels)} training image(s) in {classes} classes, none with two, "
+        "and a linear probe needs one held out and one to train on; assumed similar, so the pretrained "
+        "base stays frozen and only the head trains (the fewest weights to fit; --dissimilar cuts the "
+        "base instead)"
+    )
+
+
 def _measure_similarity(
     features_by_cut: Mapping[str, np.ndarray] | None, labels: np.ndarray | None, seed: int
 ) -> tuple[list[CutScore], bool, str | None, float, list[str]]:
@@ -231,6 +252,18 @@ def _given_similarity(
         return [], None, reasons
     if not features_by_cut or labels is None:
         return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]
+    if too_few_to_probe(labels):  # the deepest block end short of the output: truncation's usual pick
+        cuts = list(features_by_cut)
+        cut = cuts[-2] if len(cuts) > 1 else cuts[0]
+        return (
+            [],
+            cut,
+            reasons
+            + [
+                f"cut point not measured (no class has two training images to probe): {cut!r}, the deepest "
+                "block end before the output"
+            ],
+        )
     scores = score_cut_points(features_by_cut, labels, seed=seed)
     comparison = _compare(scores)
     cut = comparison.best_earlier if comparison else scores[-1]

@@ -16,7 +16,7 @@ import numpy as np
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.loading import DataSplits, ImageSet, make_dataset
 from transferkit.recipes import Recipe, load_builtin
-from transferkit.selection.decision import Selection, select
+from transferkit.selection.decision import Selection, select, too_few_to_probe
 from transferkit.selection.quadrants import PROVISIONAL, quadrant_for
 from transferkit.selection.transferability import extract_cut_features
 from transferkit.training.model import preprocessing_layer
@@ -129,7 +129,7 @@ def measure_quadrant(
         preprocessing_layer(spec.preprocessing),
         pooling=probe_poolings(spec.cut_points, recipe),
     )
-    if verbose:
+    if verbose and not too_few_to_probe(np.concatenate(labels)):
         print(f"Scoring {len(features)} cut points (cross-validated linear probe, LogME)", flush=True)
     selection = select(
         size_figures(splits),
