@@ -13,7 +13,7 @@ from transferkit.backbones.registry import get_backbone
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Phase
 from transferkit.training.class_weights import class_weights
-from transferkit.training.device import setup_device
+from transferkit.training.device import device_scope, setup_device
 from transferkit.training.model import build_classifier
 from transferkit.training.optimizers import (
     LayerwiseAdamW,
@@ -128,17 +128,22 @@ class CountingModel(keras.Model):
         return super().train_step(data)
 
 
-@pytest.mark.parametrize("optimizer", [keras.optimizers.Adam, LayerwiseAdamW])
-def test_a_compiled_graph_traces_its_train_step_once(optimizer):
-    # Slots created inside fit's first trace would make TensorFlow trace the step a second time.
-    setup_device("float32", 0)
-    inputs = keras.Input((4,))
-    model = CountingModel(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
-    compile_classifier(model, optimizer(), 3, 0.0)
-    assert model.optimizer.built
-    rng = np.random.default_rng(0)
-    CountingModel.traces = 0
-    model.fit(rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64), epochs=2, verbose=0)
+@pytest.mark.parametrize(
+    ("optimizer", "precision"),
+    [(keras.optimizers.Adam, "float32"), (LayerwiseAdamW, "float32"), (LayerwiseAdamW, "mixed_float16")],
+)
+def test_a_compiled_graph_traces_its_train_step_once(optimizer, precision):
+    # Slots created inside fit's first trace would make TensorFlow trace the step a second time;
+    # under mixed_float16 the loss scale of Keras' LossScaleOptimizer too.
+    with device_scope(precision, 0, "none"):
+        inputs = keras.Input((4,))
+        model = CountingModel(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32")(inputs))
+        compile_classifier(model, optimizer(), 3, 0.0)
+        assert model.optimizer.built
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision != "float32")
+        rng = np.random.default_rng(0)
+        CountingModel.traces = 0
+        model.fit(rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64), epochs=2, verbose=0)
     assert CountingModel.traces == 1
 
 

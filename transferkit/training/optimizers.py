@@ -128,8 +128,9 @@ def compile_classifier(
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution)
     # Its slots made now, not inside fit's first trace of the train step: variables created there
     # make TensorFlow trace the step a second time (MobileNetV2's whole network at 224 px: the
-    # first batch 5.1 -> 2.7 s after fit starts).
-    optimizer.build(model.trainable_variables)
+    # first batch 5.1 -> 2.7 s after fit starts). The compiled one: under mixed_float16 Keras wraps
+    # it in a LossScaleOptimizer, whose loss scale is a variable too.
+    model.optimizer.build(model.trainable_variables)
 
 
 def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss:
