@@ -103,6 +103,8 @@ def select(
         size: "auto" (measure), "small" or "large".
         similar: None (measure), True or False. When both are given nothing is scored; when
             ``similar=False`` and features are given, they are still scored to pick the cut point.
+            Where no class has two images nothing can be scored: None then takes the data as
+            similar, and False cuts at the deepest cut point before the output.
         image_size: the side the images are resized to: at full resolution dissimilar data
             retrains from fewer images per class (:func:`.rules.retrain_images_per_class`); None
             applies the low-resolution rule.
@@ -253,17 +255,9 @@ def _given_similarity(
     if not features_by_cut or labels is None:
         return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]
     if too_few_to_probe(labels):  # the deepest block end short of the output: truncation's usual pick
-        cuts = list(features_by_cut)
-        cut = cuts[-2] if len(cuts) > 1 else cuts[0]
-        return (
-            [],
-            cut,
-            reasons
-            + [
-                f"cut point not measured (no class has two training images to probe): {cut!r}, the deepest "
-                "block end before the output"
-            ],
-        )
+        cut = list(features_by_cut)[-2:][0]
+        why = f"cut point not measured (no class has two training images to probe): {cut!r}, the deepest"
+        return [], cut, reasons + [f"{why} block end before the output"]
     scores = score_cut_points(features_by_cut, labels, seed=seed)
     comparison = _compare(scores)
     cut = comparison.best_earlier if comparison else scores[-1]
