@@ -290,17 +290,23 @@ def start_loss(head: keras.Model, validation: tuple, batch_size: int) -> float |
 
     Training on from a regression fitted to the same features can drift away from it (Adam's
     first steps at the phase's rate): early stopping keeps the start unless an epoch beats it.
+    The compiled loss (and any weight penalties) over all validation rows at once, eagerly: the
+    mean ``fit``'s validation pass takes over its batches, without the test function that
+    ``evaluate`` would trace for this one call (~0.25 s of every fitted start at 1,280 features).
 
     Args:
         head: the compiled head training graph, at its start.
         validation: ``(features, labels)`` of the validation images.
-        batch_size: the batch ``fit`` validates with.
+        batch_size: the batch ``fit`` validates with (rows are scored in chunks of it).
     """
     features, labels = validation
     if not len(labels):
         return None
-    scores = head.evaluate(features, labels, batch_size=batch_size, verbose=0, return_dict=True)
-    return float(scores["loss"])
+    chunks = range(0, len(labels), batch_size)
+    probabilities = np.concatenate(
+        [keras.ops.convert_to_numpy(head(features[i : i + batch_size], training=False)) for i in chunks]
+    )
+    return float(head.compute_loss(y=np.asarray(labels), y_pred=probabilities, training=False))
 
 
 def standardise_head(head: keras.Model, features: np.ndarray) -> None:
