@@ -255,7 +255,8 @@ def _given_similarity(
     if not features_by_cut or labels is None:
         return [], None, reasons + ["cut point not measured (no features): the recipe's default applies"]
     if too_few_to_probe(labels):  # the deepest block end short of the output: truncation's usual pick
-        cut = list(features_by_cut)[-2:][0]
+        cuts = list(features_by_cut)
+        cut = cuts[-2] if len(cuts) > 1 else cuts[0]
         why = f"cut point not measured (no class has two training images to probe): {cut!r}, the deepest"
         return [], cut, reasons + [f"{why} block end before the output"]
     scores = score_cut_points(features_by_cut, labels, seed=seed)

@@ -129,12 +129,13 @@ def measure_quadrant(
         preprocessing_layer(spec.preprocessing),
         pooling=probe_poolings(spec.cut_points, recipe),
     )
-    if verbose and not too_few_to_probe(np.concatenate(labels)):
+    sampled = np.concatenate(labels)
+    if verbose and not too_few_to_probe(sampled):
         print(f"Scoring {len(features)} cut points (cross-validated linear probe, LogME)", flush=True)
     selection = select(
         size_figures(splits),
         features,
-        np.concatenate(labels),
+        sampled,
         size=size,
         similar=similar,
         seed=recipe.seed,

@@ -290,9 +290,10 @@ def start_loss(head: keras.Model, validation: tuple, batch_size: int) -> float |
 
     Training on from a regression fitted to the same features can drift away from it (Adam's
     first steps at the phase's rate): early stopping keeps the start unless an epoch beats it.
-    The compiled loss (and any weight penalties) over all validation rows at once, eagerly: the
-    mean ``fit``'s validation pass takes over its batches, without the test function that
-    ``evaluate`` would trace for this one call (~0.25 s of every fitted start at 1,280 features).
+    The compiled loss (and any weight penalties) over all the validation rows, computed eagerly
+    (the head's forward pass in batches): the mean that ``fit``'s validation pass takes over its
+    batches, without the test function ``evaluate`` would trace for this one call (0.2-0.5 s of a
+    fitted start at 1,280 features).
 
     Args:
         head: the compiled head training graph, at its start.
