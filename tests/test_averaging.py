@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import transferkit
+import transferkit.session as session_module
 from transferkit.data.decode import load_images
 from transferkit.reporting.comparison import RecipeRun
 from transferkit.reporting.diagnostics import (
@@ -29,6 +30,8 @@ from transferkit.selection.decision import select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
 from transferkit.training import averaging
 from transferkit.training.calibration import scaled_probabilities
+from transferkit.training.callbacks import read_history
+from transferkit.training.head_phase import FeatureCache
 from transferkit.training.trainer import Trainer
 
 # ----------------------------------------------------------------------------------------------
@@ -367,3 +370,50 @@ def test_compare_picks_the_whole_network_where_fit_would_drop_the_truncation(tmp
     averaged = with_averaged_pick((whole, close), selection)[-1]
     assert averaged.accuracy == 0.75 and averaged.strategy == "average"  # within noise: averaged
     assert averaged.validation_accuracy == 1.0  # [.8 .2] with [.8 .2] or [.2 .8]: class 0 (ties to it)
+
+
+def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
+    averaged_run, tmp_path, monkeypatch
+):
+    """One set of augmented passes serves the whole network's warm-up and the partner's head: the
+    same figures as when each network passes the images itself."""
+    data, shared = averaged_run
+    computed = []
+    original = FeatureCache.for_phase
+
+    def counting(self, *args, **kwargs):
+        computed.append(self.first_passes is None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "for_phase", counting)
+    monkeypatch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
+    alone = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    assert computed == [True, True]  # each network's first phase passed the images itself
+    np.testing.assert_allclose(
+        load_predictions(alone.run_dir).probabilities,
+        load_predictions(shared.run_dir).probabilities,
+        atol=1e-5,
+    )
+    assert alone.metrics.accuracy == shared.metrics.accuracy
+    for folder in ("", "partner"):  # each network's epochs: the same losses
+        ours, theirs = (read_history(run.run_dir / folder / "history.csv") for run in (alone, shared))
+        losses = [float(row[key]) for row in ours for key in ("loss", "val_loss")]
+        assert losses == pytest.approx(
+            [float(row[key]) for row in theirs for key in ("loss", "val_loss")], abs=1e-5
+        )
+
+
+def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_run, tmp_path, monkeypatch):
+    data, _ = averaged_run
+    given = []
+    original = FeatureCache.for_phase
+
+    def recording(self, index, *args, **kwargs):
+        given.append((self.extractor.name, index, self.first_passes is not None))
+        return original(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "for_phase", recording)
+    transferkit.fit(str(data), out=tmp_path, name="once", **FIT)
+    # The shared graph's passes, then each network's first phase served from them.
+    assert [name for name, _, _ in given][0] == "shared_features"
+    assert [(index, served) for _, index, served in given[1:]] == [(0, True), (0, True)]

@@ -64,11 +64,13 @@ from transferkit.training.feature_bank import (
     build_feature_bank,
 )
 from transferkit.training.head_fit import fits_on_features, head_trial
+from transferkit.training.head_phase import FirstPasses
 from transferkit.training.model import build_classifier, truncate
 from transferkit.training.progress import FitHooks
+from transferkit.training.shared_passes import share_first_passes
 from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import plan_phase
-from transferkit.training.trainer import Trainer
+from transferkit.training.trainer import Trainer, TrainState
 
 
 @dataclass(frozen=True)
@@ -426,13 +428,19 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     partner_recipe = averaging.read_partner(run_dir)  # written by train_and_report: fit and resume alike
     with device.strategy.scope(), peer_failures(run_dir, device.cluster):
         trainer = make_trainer(session, splits, run_dir, verbose, device)
+        shared = None  # the partner's first passes, computed with the run's (training.shared_passes)
+        if (
+            partner_recipe is not None
+            and not TrainState.load(averaging.partner_dir(run_dir)).completed_phases
+        ):
+            shared = share_first_passes(trainer, partner_recipe)
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
         partner, partner_plan = None, ()
         if partner_recipe is not None:
             with stopwatch.stage("partner"):
                 partner, partner_plan = train_partner(
-                    partner_recipe, splits, run_dir, session.hooks, verbose, device
+                    partner_recipe, splits, run_dir, session.hooks, verbose, device, shared
                 )
     val = trainer.val_data
     trained = {averaging.MAIN_MEMBER: (session.classifier.model, trainer)}
@@ -556,13 +564,21 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
 
 
 def train_partner(
-    recipe: Recipe, splits, run_dir: Path, hooks, verbose, device: Device
+    recipe: Recipe,
+    splits,
+    run_dir: Path,
+    hooks,
+    verbose,
+    device: Device,
+    first_passes: FirstPasses | None = None,
 ) -> tuple[Trainer, tuple]:
     """Train (or resume) the truncation averaged with the run's network, in ``<run>/partner``;
     return its trainer and its plan.
 
     Its base is built anew from the pretrained weights and the seed set as a fit of ``recipe``
-    alone sets it, so the partner is the model ``fit --recipe <its recipe.toml>`` would train.
+    alone sets it, so the partner is the model ``fit --recipe <its recipe.toml>`` would train (its
+    first phase on ``first_passes``, where the run computed them with its own: the same images,
+    warps and seeds, through the same pretrained layers).
     """
     spec = get_backbone(recipe.backbone.name)
     say(verbose, f"Partner network: {recipe.name} ({recipe.strategy} at {recipe.backbone.cut!r})")
@@ -572,6 +588,7 @@ def train_partner(
     session = assemble(recipe, spec, base, splits, None, weights_source, verbose)
     session = dataclasses.replace(session, hooks=hooks)
     trainer = make_trainer(session, splits, averaging.partner_dir(run_dir), verbose, device)
+    trainer.features.first_passes = first_passes
     trainer.run()
     return trainer, session.plan
 

@@ -4,8 +4,10 @@ Where the selector cannot tell a truncation from the whole network
 (:func:`transferkit.selection.rules.averages_truncation`), ``fit`` trains both: the whole network in
 the run folder, the truncation (its *partner*) in ``<run>/partner`` (a run folder of its own:
 ``recipe.toml``, checkpoints, ``state.json``, ``history.csv``, so that ``--resume`` continues
-either). The run's ``model.keras`` is :func:`average_models` of the two: one input, both members,
-an ``Average`` layer; it loads, predicts and exports as any other classifier. Calibrated
+either); both first phases train on one set of augmented passes
+(:mod:`transferkit.training.shared_passes`). The run's ``model.keras`` is :func:`average_models` of
+the two: one input, both members, an ``Average`` layer; it loads, predicts and exports as any other
+classifier. Calibrated
 (:mod:`transferkit.training.calibration`), the mean's log-probabilities are divided by the
 temperature instead, in Keras' own layers, so it still loads without transferkit.
 

@@ -105,7 +105,7 @@ def build_feature_bank(
     """
     started = time.perf_counter()
     views = tuple(dict.fromkeys(views))
-    model = _bank_model(base, spec, views)
+    model = bank_model(base, spec, views)
     dims = [int(output.shape[-1]) for output in model.outputs]
     step = _bank_step(model)
     train = _pass(step, train_data, dims, verbose)
@@ -116,7 +116,7 @@ def build_feature_bank(
     return FeatureBank(features, inputs, time.perf_counter() - started)
 
 
-def _bank_model(base: keras.Model, spec: BackboneSpec, views: Sequence[FeatureView]) -> keras.Model:
+def bank_model(base: keras.Model, spec: BackboneSpec, views: Sequence[FeatureView]) -> keras.Model:
     """Raw pixels -> one pooled output per view, through ``base``'s own layers (shared weights)."""
     names = [layer.name for layer in base.layers]
     cuts = list(dict.fromkeys(view.cut for view in views))

@@ -10,6 +10,7 @@ fitted to them (:mod:`transferkit.training.head_init`).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import keras
@@ -40,6 +41,44 @@ if TYPE_CHECKING:
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see standardise_head
 
 
+@dataclass(frozen=True, eq=False)  # arrays: equal only to itself
+class FirstPasses:
+    """A first head phase's features computed before its run: its augmented training passes and
+    the validation features, and what they were computed with (:mod:`.shared_passes`).
+
+    Attributes:
+        train: the augmented passes, as the phase trains on them.
+        val: ``(features, labels)`` of the validation images (clean, pretrained base).
+        augment: the augmentation's Keras config (its seed included).
+        passes: how many augmented passes.
+        seed: the seed each pass's augmentation is reseeded from (:func:`pass_seed`).
+    """
+
+    train: CachedFeatures
+    val: tuple[np.ndarray, np.ndarray]
+    augment: dict
+    passes: int
+    seed: int
+
+    def serves(self, augment: RandomAffine | None, passes: int, seed: int) -> bool:
+        """Whether these are the passes of ``augment`` a run's first phase would compute."""
+        if augment is None:
+            return False
+        return (augment.get_config(), passes, seed) == (self.augment, self.passes, self.seed)
+
+
+def pass_seed(seed: int, index: int, number: int) -> int:
+    """The augmentation seed of pass ``number`` of head phase ``index`` in a run seeded ``seed``:
+    a rerun, and any run that shares the pass, caches the same copies."""
+    return seed + 1_000_000 * (index + 1) + number
+
+
+def cached_passes(recipe: Recipe, phase: Phase, augment: RandomAffine | None) -> int:
+    """How many passes a head phase caches: the recipe's augmented passes (no more than its
+    epochs), one clean pass without augmentation."""
+    return 1 if augment is None else max(1, min(recipe.augment.cached_passes, phase.epochs))
+
+
 class FeatureCache:
     """A run's features of its training and validation images, as its head phases train on them.
 
@@ -57,6 +96,9 @@ class FeatureCache:
         stopwatch: times each pass as ``"features"``.
         verbose: print what is being cached.
         augment: the run's augmentation, whose passes share one traced step with the clean ones.
+
+    ``first_passes`` (:class:`FirstPasses`, set after construction) stand in for the first head
+    phase's augmented passes and validation features where they are the ones it would compute.
     """
 
     def __init__(
@@ -80,6 +122,7 @@ class FeatureCache:
         self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
         self._steps = None  # see _feature_steps
         self._pretrained_val = None  # the validation features while the base is as loaded: one pass
+        self.first_passes: FirstPasses | None = None  # the first phase's, when computed before the run
 
     @functools.cached_property
     def _folded(self) -> FoldedCopy | None:
@@ -143,6 +186,14 @@ class FeatureCache:
     ) -> tuple[CachedFeatures, tuple[np.ndarray, np.ndarray]]:
         """Phase ``index``'s training features (``passes`` augmented passes, or one clean one) and
         the validation ones; ``seed`` seeds each pass's augmentation and the epochs' shuffles."""
+        given = self.first_passes
+        if given is not None and index == 0 and pretrained and given.serves(augment, passes, seed):
+            say(
+                self.verbose,
+                f"Features of the {passes} augmented passes and the validation images: computed above",
+            )
+            self._pretrained_val = given.val
+            return given.train, given.val
         augmented = None if augment is None else self.augmented_step(augment)
         # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
         shape = (passes, self.steps_per_epoch * self.batch_size, int(self.extractor.output.shape[-1]))
@@ -154,7 +205,7 @@ class FeatureCache:
             if augment is None:
                 data, labels = self.clean("train", pretrained)
             else:  # each pass its own seeded stream: a rerun caches the same copies
-                augment.reseed(seed + 1_000_000 * (index + 1) + number)
+                augment.reseed(pass_seed(seed, index, number))
                 out = None if store is None else store[number]
                 data, labels = self.extract(augmented, self.ordered_train_data, out)
             features.append(data)
@@ -192,7 +243,7 @@ def _features_through(
     """Phase ``index``'s training features through ``augment`` (the recipe's cached passes; one
     clean pass without it), and the validation ones."""
     recipe = trainer.recipe
-    passes = 1 if augment is None else max(1, min(recipe.augment.cached_passes, phase.epochs))
+    passes = cached_passes(recipe, phase, augment)
     return trainer.features.for_phase(index, augment, passes, recipe.seed, _pretrained(recipe, index))
 
 

@@ -29,8 +29,8 @@ from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.errors import TransferkitError, saved_state_error
 from transferkit.fileio import atomic_path, write_json, write_text
-from transferkit.recipes import AUTO_LEARNING_RATE, AugmentConfig, Phase, Recipe, dumps, low_res_epochs
-from transferkit.training.augment import build_augmentation, is_identity, noise_only
+from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_res_epochs
+from transferkit.training.augment import RandomAffine, build_augmentation, is_identity, noise_only
 from transferkit.training.callbacks import (
     AtomicBackupAndRestore,
     EpochTensorBoard,
@@ -76,6 +76,29 @@ class TrainState:
 
     def save(self, run_dir: Path) -> None:
         write_json(run_dir / "state.json", self.__dict__)
+
+
+def run_augmentation(recipe: Recipe, multi_worker: bool = False) -> RandomAffine | None:
+    """The augmentation a run of ``recipe`` starts with (None where ``[augment]`` changes nothing).
+
+    Its passes apply the recipe's ``[augment]``, less its pixel noise where the augmentation check
+    will measure the warps (the noise then stands in for warps it drops:
+    :func:`~transferkit.training.augment.noise_only`). Noise in the check's augmented passes would
+    also set the standardisation both its heads train with, and move its verdict: on matplotlib
+    typefaces at 224 px it kept warps it had dropped without, and the truncation scored 0.750
+    instead of 0.784 on the test split.
+    """
+    config = recipe.augment
+    if is_identity(config):
+        return None
+    checked = config.measure and any(on_cached_features(phase, multi_worker) for phase in recipe.phases)
+    warps = dataclasses.replace(config, noise=0.0)
+    return build_augmentation(warps if checked and not is_identity(warps) else config, recipe.seed)
+
+
+def on_cached_features(phase: Phase, multi_worker: bool = False) -> bool:
+    """Whether ``phase`` trains on cached features: a head phase, on one worker."""
+    return phase.train == "head" and not multi_worker
 
 
 class Trainer:
@@ -124,7 +147,7 @@ class Trainer:
         self.run_dir, self.num_classes, self.verbose = Path(run_dir), num_classes, verbose
         self.steps_per_epoch, self.validation_steps = max(1, steps_per_epoch), max(1, validation_steps)
         self.replicas, self.multi_worker = replicas, multi_worker
-        self.augment = None if is_identity(recipe.augment) else build_augmentation(self._warps(), recipe.seed)
+        self.augment = run_augmentation(recipe, multi_worker)
         self.history = read_history(self.run_dir / "history.csv")
         self.train_labels = train_labels  # for class weights; read from the data when not given
         self.hooks = hooks or FitHooks()  # the app's callbacks, its progress listener, the bars
@@ -155,18 +178,6 @@ class Trainer:
         self._head_model: keras.Model | None = None
         self.state = TrainState()  # run() reads the saved one
         self._kept_epoch: int | None = None  # set by _fit: see TrainState.kept_epochs
-
-    def _warps(self) -> AugmentConfig:
-        """What the augmented passes apply: the recipe's ``[augment]``, less its pixel noise where the
-        augmentation check will measure the warps (the noise then stands in for warps it drops:
-        :func:`~transferkit.training.augment.noise_only`). Noise in the check's augmented passes
-        would also set the standardisation both its heads train with, and move its verdict: on
-        matplotlib typefaces at 224 px it kept warps it had dropped without, and the truncation
-        scored 0.750 instead of 0.784 on the test split."""
-        config = self.recipe.augment
-        checked = config.measure and any(self._on_cached_features(phase) for phase in self.recipe.phases)
-        warps = dataclasses.replace(config, noise=0.0)
-        return warps if checked and not is_identity(warps) else config
 
     def run(self, until: int | None = None) -> list[dict]:
         """Train every phase not finished yet (before phase ``until`` only, if given); returns the history.
@@ -352,7 +363,7 @@ class Trainer:
         return final_epoch - initial_epoch
 
     def _on_cached_features(self, phase: Phase) -> bool:
-        return phase.train == "head" and not self.multi_worker
+        return on_cached_features(phase, self.multi_worker)
 
     def _hook_callbacks(self, index: int, phase: Phase, initial_epoch: int) -> list:
         phases = len(self.recipe.phases)

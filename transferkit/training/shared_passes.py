@@ -1,0 +1,117 @@
+"""One set of augmented passes for both networks of an averaged run: the whole network's head
+warm-up and its partner truncation's head.
+
+Where a run averages the whole network with a truncation (:mod:`.averaging`), both start with a
+head phase on cached features of the same pretrained base: the same images, the same warps, the
+same seeds, pooled at two depths (the base's output and the truncation's cut). Each used to pass
+the images through the base on its own; here one graph, the base with both pooled outputs,
+passes them once, and each network's first phase trains on its columns. On the playing cards at
+224 px (424 training images) the partner took 15.2-15.7 s of a 108-110 s fit, and 9.3-9.5 s of
+103-105 s since, the figures the same to the image (docs/MEASUREMENTS.md).
+
+The partner's first phase always takes its features from this graph, in a first run and in a
+resumed one alike (the base is still pretrained before the run's phases start), so a run
+interrupted anywhere trains the same partner as one that was not.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from transferkit.recipes import Recipe
+from transferkit.training.augment import RandomAffine
+from transferkit.training.feature_bank import FeatureView, bank_model
+from transferkit.training.features import CachedFeatures
+from transferkit.training.head_phase import FeatureCache, FirstPasses, cached_passes
+from transferkit.training.trainer import Trainer, on_cached_features, run_augmentation
+
+
+def share_first_passes(trainer: Trainer, partner: Recipe) -> FirstPasses | None:
+    """Compute the first head phase's passes of ``trainer``'s run and of its ``partner`` in one go.
+
+    Shared only where both first phases would compute the same passes (head phases on cached
+    features, the same augmentation, seed, number of passes and batches) on one replica: ``trainer``
+    gets its own (:attr:`FeatureCache.first_passes`, used if its first phase is still to run), and
+    the partner's are returned for its trainer. None where nothing is shared (each computes its own).
+
+    Call it before ``trainer.run()``: its base must still hold the pretrained weights.
+    """
+    recipe = trainer.recipe
+    first, theirs = recipe.phases[0], partner.phases[0]
+    augment, partner_augment = trainer.augment, run_augmentation(partner)
+    passes = cached_passes(recipe, first, augment)
+    same = (
+        augment is not None
+        and partner_augment is not None
+        and augment.get_config() == partner_augment.get_config()
+        and passes == cached_passes(partner, theirs, partner_augment)
+        and (recipe.seed, recipe.data.batch_size) == (partner.seed, partner.data.batch_size)
+    )
+    alone = trainer.replicas == 1 and not trainer.multi_worker
+    if not (same and alone and on_cached_features(first) and on_cached_features(theirs)):
+        return None
+    trainer._say("Caching features for the whole network and its partner truncation at once")
+    with trainer.stopwatch.stage("shared features"):
+        ours, partners = _compute(trainer, partner, augment, passes)
+    trainer.features.first_passes = ours
+    return partners
+
+
+def _compute(
+    trainer: Trainer, partner: Recipe, augment: RandomAffine, passes: int
+) -> tuple[FirstPasses, FirstPasses]:
+    """The passes through one graph with both networks' pooled outputs, split into each one's."""
+    recipe = trainer.recipe
+    views = [FeatureView.of(recipe), FeatureView.of(partner)]
+    pooled = bank_model(trainer.classifier.base, trainer.spec, views)
+    widths = [int(output.shape[-1]) for output in pooled.outputs]
+    both = keras.layers.Concatenate(name="both_views")(pooled.outputs)  # one array per pass for the cache
+    extractor = keras.Model(pooled.inputs, both, name="shared_features")
+    cache = FeatureCache(
+        extractor,
+        trainer.ordered_train_data,
+        trainer.val_data,
+        batch_size=trainer.batch_size,
+        steps_per_epoch=trainer.steps_per_epoch,
+        validation_steps=trainer.validation_steps,
+        clean_features=None,
+        cache=trainer.cache,
+        stopwatch=trainer.stopwatch,
+        verbose=trainer.verbose,
+        augment=augment,
+    )
+    train, (val, val_labels) = cache.for_phase(0, augment, passes, recipe.seed, pretrained=True)
+    stores = _split(train.features, widths, trainer)
+    return tuple(
+        FirstPasses(
+            CachedFeatures(store, train.labels, train.batch_size, train.seed),
+            (val[:, start:end].copy(), val_labels),
+            augment.get_config(),
+            passes,
+            recipe.seed,
+        )
+        for store, (start, end) in zip(stores, _bounds(widths), strict=True)
+    )
+
+
+def _bounds(widths: list[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum(widths).tolist()
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+def _split(features: np.ndarray, widths: list[int], trainer: Trainer) -> list[np.ndarray]:
+    """Each view's columns of ``[passes, N, sum(widths)]`` features, copied into a store of its own
+    (the run's cache budget: memory, or a file where the budget is spent)."""
+    stores = []
+    for start, end in _bounds(widths):
+        shape = (*features.shape[:2], end - start)
+        store = (
+            trainer.cache.array(shape, name="shared")
+            if trainer.cache is not None
+            else np.empty(shape, "float32")
+        )
+        for number in range(shape[0]):
+            store[number] = features[number, :, start:end]
+        stores.append(store)
+    return stores
