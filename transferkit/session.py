@@ -428,12 +428,12 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     partner_recipe = averaging.read_partner(run_dir)  # written by train_and_report: fit and resume alike
     with device.strategy.scope(), peer_failures(run_dir, device.cluster):
         trainer = make_trainer(session, splits, run_dir, verbose, device)
-        shared = None  # the partner's first passes, computed with the run's (training.shared_passes)
-        if (
+        # The partner's first passes, computed with the run's while its first phase is still to run.
+        pending = (
             partner_recipe is not None
             and not TrainState.load(averaging.partner_dir(run_dir)).completed_phases
-        ):
-            shared = share_first_passes(trainer, partner_recipe)
+        )
+        shared = share_first_passes(trainer, partner_recipe) if pending else None
         trainer.run()
         recipe = trainer.recipe  # with any "auto" learning rate resolved by its range test
         partner, partner_plan = None, ()

@@ -192,7 +192,7 @@ class FeatureCache:
                 self.verbose,
                 f"Features of the {passes} augmented passes and the validation images: computed above",
             )
-            self._pretrained_val = given.val
+            self._pretrained_val, self.first_passes = given.val, None  # the phase holds them now
             return given.train, given.val
         augmented = None if augment is None else self.augmented_step(augment)
         # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).

@@ -82,36 +82,22 @@ def _compute(
         augment=augment,
     )
     train, (val, val_labels) = cache.for_phase(0, augment, passes, recipe.seed, pretrained=True)
-    stores = _split(train.features, widths, trainer)
-    return tuple(
-        FirstPasses(
-            CachedFeatures(store, train.labels, train.batch_size, train.seed),
-            (val[:, start:end].copy(), val_labels),
-            augment.get_config(),
-            passes,
-            recipe.seed,
-        )
-        for store, (start, end) in zip(stores, _bounds(widths), strict=True)
+    ours, theirs = widths  # the run's columns first, then the partner's
+    # The run's own columns are a view: its first phase trains on them, then they go. The partner
+    # trains after the run's phases: its columns are copied, so the run's go with its phase.
+    shape = (passes, len(train.labels), theirs)
+    partner_columns = (
+        trainer.cache.array(shape, name="partner")
+        if trainer.cache is not None
+        else np.empty(shape, "float32")
     )
+    for number in range(passes):
+        partner_columns[number] = train.features[number, :, ours:]
 
-
-def _bounds(widths: list[int]) -> list[tuple[int, int]]:
-    ends = np.cumsum(widths).tolist()
-    return list(zip([0, *ends[:-1]], ends, strict=True))
-
-
-def _split(features: np.ndarray, widths: list[int], trainer: Trainer) -> list[np.ndarray]:
-    """Each view's columns of ``[passes, N, sum(widths)]`` features, copied into a store of its own
-    (the run's cache budget: memory, or a file where the budget is spent)."""
-    stores = []
-    for start, end in _bounds(widths):
-        shape = (*features.shape[:2], end - start)
-        store = (
-            trainer.cache.array(shape, name="shared")
-            if trainer.cache is not None
-            else np.empty(shape, "float32")
+    def passes_of(columns: np.ndarray, start: int, end: int) -> FirstPasses:
+        features = CachedFeatures(columns, train.labels, train.batch_size, train.seed)
+        return FirstPasses(
+            features, (val[:, start:end].copy(), val_labels), augment.get_config(), passes, recipe.seed
         )
-        for number in range(shape[0]):
-            store[number] = features[number, :, start:end]
-        stores.append(store)
-    return stores
+
+    return passes_of(train.features[..., :ours], 0, ours), passes_of(partner_columns, ours, ours + theirs)
