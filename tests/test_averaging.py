@@ -417,3 +417,19 @@ def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_r
     # The shared graph's passes, then each network's first phase served from them.
     assert [name for name, _, _ in given][0] == "shared_features"
     assert [(index, served) for _, index, served in given[1:]] == [(0, True), (0, True)]
+
+
+def test_the_shared_passes_spilled_to_files_train_both_first_phases_as_in_memory(averaged_run, tmp_path):
+    """The shared passes' store and the partner's copy of its columns go to files over the budget;
+    the head phases on them train as in memory (the whole-network phase's shuffle buffer shrinks
+    with so small a budget, so its epochs differ: pipeline.make_dataset)."""
+    data, in_memory = averaged_run
+    spilled = transferkit.fit(str(data), out=tmp_path, name="spilled", cache_memory="1KB", **FIT)
+    for folder, phase in (("partner", "head"), ("", "warmup")):
+        ours, theirs = (read_history(run.run_dir / folder / "history.csv") for run in (spilled, in_memory))
+        losses = [float(row[key]) for row in ours if row["phase"] == phase for key in ("loss", "val_loss")]
+        reference = [
+            float(row[key]) for row in theirs if row["phase"] == phase for key in ("loss", "val_loss")
+        ]
+        assert losses and losses == pytest.approx(reference, abs=1e-5)
+    assert not (spilled.run_dir / "cache").exists()  # the spill folder goes with the run
