@@ -188,9 +188,9 @@ class FeatureCache:
         the validation ones; ``seed`` seeds each pass's augmentation and the epochs' shuffles."""
         given = self.first_passes
         if given is not None and index == 0 and pretrained and given.serves(augment, passes, seed):
+            shared = "from the pass both networks share"
             say(
-                self.verbose,
-                f"Features of the {passes} augmented passes and the validation images: computed above",
+                self.verbose, f"Features of the {passes} augmented passes and the validation images: {shared}"
             )
             self._pretrained_val, self.first_passes = given.val, None  # the phase holds them now
             return given.train, given.val
