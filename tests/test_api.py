@@ -257,7 +257,7 @@ def test_a_given_similarity_skips_the_forward_pass_it_would_discard(folder, monk
     def measured(*args, **kwargs):
         raise AssertionError("features were extracted although similarity was given")
 
-    monkeypatch.setattr(measure, "extract_cut_features", measured)
+    monkeypatch.setattr(measure, "CutFeatures", measured)
     run = transferkit.fit(
         str(folder), size=size, similar=True, backbone="tiny", weights="random", dry_run=True, verbose=0
     )

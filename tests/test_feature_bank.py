@@ -14,7 +14,7 @@ from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import build_base
 from transferkit.recipes import load_builtin, with_overrides
 from transferkit.reporting.metrics import evaluate_model, predict_dataset
-from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.measure import probe_quadrant
 from transferkit.selection.trials import scaled_recipe
 from transferkit.testing import make_image_folder
 from transferkit.training import head_phase
@@ -121,9 +121,10 @@ def test_train_trial_trains_a_head_only_candidate_on_the_bank_without_a_base(spl
 
 def _force_close_call(monkeypatch):
     def forced(*args, **kwargs):
-        return dataclasses.replace(measure_quadrant(*args, **kwargs), close_call=True, confidence=0.3)
+        measured, probe = probe_quadrant(*args, **kwargs)
+        return dataclasses.replace(measured, close_call=True, confidence=0.3), probe
 
-    monkeypatch.setattr(stages, "measure_quadrant", forced)
+    monkeypatch.setattr(stages, "probe_quadrant", forced)
 
 
 def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monkeypatch):
@@ -208,3 +209,30 @@ def test_a_whole_network_trial_scores_the_weights_it_ends_with_image_by_image(sp
     rows = trainer.history[-trainer.state.phase_epochs[-1] :]  # the last phase's epochs
     kept = min(rows, key=lambda row: float(row["val_loss"])) if patience else rows[-1]
     assert accuracy == pytest.approx(float(kept["val_accuracy"]), abs=1e-6)  # as training measured them
+
+
+def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image(tmp_path, monkeypatch):
+    """On small data the selector's probe passes every training image at every cut, pooled as the
+    candidates pool them: the trials' bank passes only the validation images, and the trials and
+    the final fit come out as from a bank that passed them all itself."""
+    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
+    _force_close_call(monkeypatch)
+    built = []
+    original = stages.build_feature_bank
+    monkeypatch.setattr(stages, "build_feature_bank", lambda *a, **k: built.append(1) or original(*a, **k))
+    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    from_probe = transferkit.fit(str(folder), out=tmp_path / "a", **options)
+    assert built == [] and from_probe.selection.trials is not None
+
+    forced = stages.probe_quadrant
+    monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (forced(*a, **k)[0], None))
+    own_pass = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    assert built == [1]
+    scores = [
+        [record["val_accuracy"] for record in run.selection.trials.to_dict()["records"]]
+        for run in (from_probe, own_pass)
+    ]
+    assert scores[0] == pytest.approx(scores[1])
+    assert own_pass.recipe == from_probe.recipe
+    for got, expected in zip(from_probe.model.get_weights(), own_pass.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

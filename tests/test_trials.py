@@ -12,7 +12,7 @@ from transferkit import session as stages  # where fit's stages (and what they c
 from transferkit.recipes import load_builtin
 from transferkit.selection import trials as trial_rules
 from transferkit.selection.decision import Selection
-from transferkit.selection.measure import measure_quadrant
+from transferkit.selection.measure import probe_quadrant
 from transferkit.selection.rules import CutScore
 from transferkit.selection.trials import (
     SWITCH_MARGIN_SE,
@@ -301,10 +301,10 @@ def folder(tmp_path_factory):
 
 def _force(monkeypatch, close: bool):
     def forced(*args, **kwargs):
-        measured = measure_quadrant(*args, **kwargs)
-        return dataclasses.replace(measured, close_call=close, confidence=0.3 if close else 0.99)
+        measured, probe = probe_quadrant(*args, **kwargs)
+        return dataclasses.replace(measured, close_call=close, confidence=0.3 if close else 0.99), probe
 
-    monkeypatch.setattr(stages, "measure_quadrant", forced)
+    monkeypatch.setattr(stages, "probe_quadrant", forced)
 
 
 def _spy_trials(monkeypatch) -> list:
@@ -409,8 +409,8 @@ def test_a_fit_stopped_during_its_trials_resumes_them_without_measuring_or_train
     _force(monkeypatch, close=True)
     monkeypatch.setattr(trial_rules, "_why_not", lambda *args, **kwargs: "")  # both candidates train
     measured, trained, stop_at = [], [], []
-    forced, original_trial = stages.measure_quadrant, stages.train_trial
-    monkeypatch.setattr(stages, "measure_quadrant", lambda *a, **k: measured.append(1) or forced(*a, **k))
+    forced, original_trial = stages.probe_quadrant, stages.train_trial
+    monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: measured.append(1) or forced(*a, **k))
 
     def trial(recipe, *args, **kwargs):
         trained.append(recipe.name)

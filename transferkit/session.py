@@ -37,7 +37,7 @@ from transferkit.reporting.metrics import Metrics, compute_metrics, predict_data
 from transferkit.reporting.robustness import Robustness, measure_robustness
 from transferkit.selection.decision import Selection
 from transferkit.selection.journal import SelectionJournal
-from transferkit.selection.measure import measure_quadrant, size_figures
+from transferkit.selection.measure import ProbePass, measure_quadrant, probe_quadrant, size_figures
 from transferkit.selection.trials import (
     TRIAL_BUDGET,
     Trials,
@@ -188,14 +188,14 @@ def prepare(
     with stopwatch.stage("build base"):
         base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
     say(verbose, weights_source)
-    selection, bank = None, None
+    selection, bank, probe = None, None, None
     if measure:
         selection = journal.selection() if journal is not None else None
         if selection is not None:
             say(verbose, f"Selection measured before the interruption: {selection.quadrant}")
         else:
             with stopwatch.stage("selection"):
-                selection = measure_quadrant(
+                selection, probe = probe_quadrant(
                     splits, spec, base, recipe, size=size, similar=similar, verbose=verbose
                 )
             if journal is not None:
@@ -204,7 +204,7 @@ def prepare(
         if selection_mode == "trial" and selection.close_call and selection.partner_cut is None:
             with stopwatch.stage("trials"):
                 selection, bank = settle_by_trials(
-                    selection, recipe, splits, size, overrides, verbose, base, journal
+                    selection, recipe, splits, size, overrides, verbose, base, journal, probe
                 )
             say(verbose, f"  - {selection.reasons[-1]}")  # what the trials decided, and why
         recipe = recipe_io.with_overrides(
@@ -262,6 +262,7 @@ def settle_by_trials(
     verbose,
     base: keras.Model,
     journal: SelectionJournal | None = None,
+    probe: ProbePass | None = None,
 ) -> tuple[Selection, FeatureBank | None]:
     """Train the close call's candidates briefly (successive halving) and keep the winner.
 
@@ -273,7 +274,8 @@ def settle_by_trials(
     cost more than the budget (:func:`~transferkit.selection.trials.over_budget`) are dropped
     first; when that leaves the pick alone, nothing runs and there is no bank (None). A trial
     ``journal`` holds is not trained again (its recorded result stands), and the bank is only
-    computed for a trial that does train.
+    computed for a trial that does train. Where the selector's ``probe`` passed every training
+    image, the bank takes its features and passes only the validation images.
     """
     seen = dataclasses.replace(splits, test=None)
     options = candidates(selection, size_figures(splits), size_measured=size == "auto")
@@ -301,7 +303,7 @@ def settle_by_trials(
     resuming = journal is not None and journal.has_trials()
 
     def make_bank() -> FeatureBank:
-        return feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose)
+        return feature_bank(base, recipe, [recipe_for(c) for c in options], seen, verbose, probe)
 
     # A resumed run computes the bank only if a trial still has to train (its time then counts
     # in that trial's seconds, and in the trials' as always); a first run computes it up front.
@@ -334,13 +336,21 @@ def bank_inputs(recipe: Recipe, spec: BackboneSpec, splits: DataSplits) -> BankI
     return BankInputs(spec.name, recipe.backbone.weights, size, batch, splits.train, splits.val)
 
 
-def feature_bank(base, recipe: Recipe, options: list[Recipe], splits: DataSplits, verbose) -> FeatureBank:
+def feature_bank(
+    base, recipe: Recipe, options: list[Recipe], splits: DataSplits, verbose, probe: ProbePass | None = None
+) -> FeatureBank:
     """The clean features of ``splits`` through ``base`` for every option's head, from the very
-    datasets (same images, order and batches) :func:`make_trainer` gives a fit."""
+    datasets (same images, order and batches) :func:`make_trainer` gives a fit; the training
+    images' from the selector's ``probe`` where it passed them all at those cuts and poolings."""
     spec = get_backbone(recipe.backbone.name)
     _, val, ordered = datasets_for(recipe, spec, splits)
-    views = [FeatureView.of(option) for option in options]
+    views = list(dict.fromkeys(FeatureView.of(option) for option in options))
     inputs = bank_inputs(recipe, spec, splits)
+    bank = probe.bank(views, val, inputs) if probe is not None else None
+    if bank is not None:
+        say(verbose, f"Feature bank: {len(bank.views)} cut(s) and pooling(s) from the probe's pass, "
+            f"the validation images passed, {bank.seconds:.1f} s")  # fmt: skip
+        return bank
     bank = build_feature_bank(base, spec, views, ordered, val, inputs, verbose=verbose)
     say(verbose, f"Feature bank: {len(bank.views)} cut(s) and pooling(s), one pass, {bank.seconds:.1f} s")
     return bank

@@ -9,6 +9,7 @@ with the dataset card's size figures.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -18,7 +19,8 @@ from transferkit.data.loading import DataSplits, ImageSet, make_dataset
 from transferkit.recipes import Recipe, load_builtin
 from transferkit.selection.decision import Selection, select, too_few_to_probe
 from transferkit.selection.quadrants import PROVISIONAL, quadrant_for
-from transferkit.selection.transferability import extract_cut_features
+from transferkit.selection.transferability import CutFeatures
+from transferkit.training.feature_bank import BankInputs, CleanFeatures, FeatureBank
 from transferkit.training.model import preprocessing_layer
 from transferkit.training.progress import progress_bar
 
@@ -68,6 +70,45 @@ def probe_poolings(cut_points: tuple[str, ...], recipe: Recipe) -> dict[str, str
     return poolings | {cut_points[-1]: whole_recipe.head.pooling} if cut_points else poolings
 
 
+@dataclass(frozen=True, eq=False)  # arrays and a traced pass: equal only to itself
+class ProbePass:
+    """The probe's pass where its sample was the whole training split: the pooled features at every
+    cut, in the split's order, and the traced pass, which gives the same features of more images.
+
+    The trials' feature bank (:func:`transferkit.training.feature_bank.build_feature_bank`) needs
+    the training images' clean features at the candidates' cuts and poolings, which the probe
+    computed already on small data (its sample is every training image below
+    :data:`SAMPLE_PER_CLASS` a class): :meth:`bank` passes only the validation images.
+    """
+
+    features: dict[str, np.ndarray]
+    labels: np.ndarray
+    extract: CutFeatures
+    whole: str  # the cut that is the whole base's output (a view without a cut reads it)
+
+    def bank(self, views, val_data, inputs: BankInputs) -> FeatureBank | None:
+        """The feature bank of ``views`` from this pass and one pass of ``val_data`` (batched
+        ``(pixels, labels)``); None where a view's cut or pooling is not one the probe computed."""
+        started = time.perf_counter()
+        cuts = [self.whole if view.cut is None else view.cut for view in views]
+        if any(self.extract.poolings.get(cut) != view.pooling for cut, view in zip(cuts, views, strict=True)):
+            return None
+        labels: list[np.ndarray] = []
+
+        def images():
+            for batch, batch_labels in val_data:
+                labels.append(batch_labels.numpy())
+                yield batch
+
+        val = self.extract(images())
+        val_labels = np.concatenate(labels).astype("int32")
+        clean = {
+            view: CleanFeatures((self.features[cut], self.labels), (val[cut], val_labels))
+            for cut, view in zip(cuts, views, strict=True)
+        }
+        return FeatureBank(clean, inputs, time.perf_counter() - started)
+
+
 def measure_quadrant(
     splits: DataSplits,
     spec: BackboneSpec,
@@ -78,6 +119,20 @@ def measure_quadrant(
     similar: bool | None = None,
     verbose: int = 1,
 ) -> Selection:
+    """:func:`probe_quadrant`'s selection."""
+    return probe_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)[0]
+
+
+def probe_quadrant(
+    splits: DataSplits,
+    spec: BackboneSpec,
+    base: keras.Model,
+    recipe: Recipe,
+    *,
+    size: str = "auto",
+    similar: bool | None = None,
+    verbose: int = 1,
+) -> tuple[Selection, ProbePass | None]:
     """Decide size, similarity and cut point for ``splits`` with the pretrained ``base``.
 
     Args:
@@ -92,7 +147,7 @@ def measure_quadrant(
     started = time.perf_counter()
     image_size = int(base.input_shape[1])
     if similar is True or (similar is False and size == "large"):  # no cut to find: nothing to measure
-        return select(
+        selection = select(
             size_figures(splits),
             None,
             None,
@@ -101,6 +156,7 @@ def measure_quadrant(
             seed=recipe.seed,
             image_size=image_size,
         )
+        return selection, None
     sample = stratified_sample(splits.train, SAMPLE_PER_CLASS, SAMPLE_MAX, recipe.seed)
     if verbose:
         print(
@@ -122,13 +178,13 @@ def measure_quadrant(
                 yield batch
                 progress.update(1)
 
-    features = extract_cut_features(
+    extract = CutFeatures(
         base,
         spec.cut_points,
-        images(),
         preprocessing_layer(spec.preprocessing),
-        pooling=probe_poolings(spec.cut_points, recipe),
+        probe_poolings(spec.cut_points, recipe),
     )
+    features = extract(images())
     sampled = np.concatenate(labels)
     if verbose and not too_few_to_probe(sampled):
         print(f"Scoring {len(features)} cut points (cross-validated linear probe, LogME)", flush=True)
@@ -149,4 +205,8 @@ def measure_quadrant(
         )
         for reason in selection.reasons:
             print(f"  - {reason}", flush=True)
-    return selection
+    last = base.layers[-1]  # the layer giving the whole base's output
+    whole = last.name if last.output is base.outputs[0] else None
+    covered = len(sample) == len(splits.train) and whole in features  # in the split's order: subset sorts
+    probe = ProbePass(features, sampled.astype("int32"), extract, whole) if covered else None
+    return selection, probe

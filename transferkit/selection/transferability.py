@@ -265,47 +265,75 @@ def extract_cut_features(
         >>> {k: v.shape for k, v in feats.items()}
         {'block1_pool': (4, 16), 'block3_pool': (4, 64)}
     """
-    import keras
-    import tensorflow as tf
+    return CutFeatures(base, cut_points, preprocess, pooling)(images)
 
-    from transferkit.backbones.folding import fold_batchnorm
 
-    cuts = list(dict.fromkeys(cut_points))
-    poolings = {cut: pooling if isinstance(pooling, str) else pooling.get(cut, "avg") for cut in cuts}
-    extractor = _pooled_model(base, poolings)
-    folded = fold_batchnorm(extractor)  # the same function with BatchNorm folded away: a faster pass
-    extractor = folded.model if folded is not None else extractor
+class CutFeatures:
+    """:func:`extract_cut_features` as an object: the model built and folded, and its pass traced,
+    once for every call (the selector's probe, then the trials' feature bank on more images).
 
-    @tf.function(reduce_retracing=True)  # one traced graph instead of eager op-by-op calls per batch
-    def forward(batch):
-        x = tf.cast(batch, tf.float32)
-        x = preprocess(x) if preprocess is not None else x
-        return extractor(x, training=False)
+    Args:
+        base, cut_points, preprocess, pooling: as for :func:`extract_cut_features`.
+    """
 
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = [images[i : i + 32] for i in range(0, len(images), 32)]
-    chunks: list[list[np.ndarray]] = [[] for _ in cuts]
-    width = None  # the first batch's size: a shorter (last) batch is padded to it
-    for batch in images:
-        if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
-            raise TransferkitError(
-                "extract_cut_features expects batches of images shaped (B, H, W, 3); got "
-                f"{type(batch).__name__}. Pass images only (e.g. dataset.map(lambda x, y: x)) and "
-                "keep the labels separately."
-            )
-        count = int(batch.shape[0])
-        width = width or count
-        if count < width:
-            # A second batch shape would trace the pass again (MobileNetV2, 96 px, five cuts:
-            # 0.8-0.9 s, against 0.06 s for the padded batch). BatchNorm is in inference mode,
-            # so the padding rows change nothing in the others.
-            batch = tf.concat([batch, tf.zeros((width - count, *batch.shape[1:]), batch.dtype)], axis=0)
-        outputs = forward(batch)
-        for chunk, output in zip(chunks, _as_list(outputs), strict=True):
-            chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)[:count])
-    if not chunks[0]:
-        raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
-    return {cut: np.concatenate(chunk) for cut, chunk in zip(cuts, chunks, strict=True)}
+    def __init__(
+        self,
+        base: keras.Model,
+        cut_points: Sequence[str],
+        preprocess: keras.layers.Layer | Callable[[Any], Any] | None = None,
+        pooling: str | Mapping[str, str] = "avg",
+    ):
+        import tensorflow as tf
+
+        from transferkit.backbones.folding import fold_batchnorm
+
+        self.cuts = list(dict.fromkeys(cut_points))
+        self.poolings = {
+            cut: pooling if isinstance(pooling, str) else pooling.get(cut, "avg") for cut in self.cuts
+        }
+        extractor = _pooled_model(base, self.poolings)
+        folded = fold_batchnorm(extractor)  # the same function with BatchNorm folded away: a faster pass
+        extractor = folded.model if folded is not None else extractor
+
+        @tf.function(reduce_retracing=True)  # one traced graph instead of eager op-by-op calls per batch
+        def forward(batch):
+            x = tf.cast(batch, tf.float32)
+            x = preprocess(x) if preprocess is not None else x
+            return extractor(x, training=False)
+
+        self._forward = forward
+        self._width = None  # the first batch's size: a shorter batch is padded to it, every call
+
+    def __call__(self, images: Iterable[Any]) -> dict[str, np.ndarray]:
+        """``{cut: (N, pooled_dim) float32 array}`` of ``images`` (batches, as for
+        :func:`extract_cut_features`)."""
+        import keras
+        import tensorflow as tf
+
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = [images[i : i + 32] for i in range(0, len(images), 32)]
+        chunks: list[list[np.ndarray]] = [[] for _ in self.cuts]
+        for batch in images:
+            if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
+                raise TransferkitError(
+                    "extract_cut_features expects batches of images shaped (B, H, W, 3); got "
+                    f"{type(batch).__name__}. Pass images only (e.g. dataset.map(lambda x, y: x)) and "
+                    "keep the labels separately."
+                )
+            count = int(batch.shape[0])
+            self._width = self._width or count
+            if count < self._width:
+                # A second batch shape would trace the pass again (MobileNetV2, 96 px, five cuts:
+                # 0.8-0.9 s, against 0.06 s for the padded batch). BatchNorm is in inference mode,
+                # so the padding rows change nothing in the others.
+                padding = tf.zeros((self._width - count, *batch.shape[1:]), batch.dtype)
+                batch = tf.concat([batch, padding], axis=0)
+            outputs = self._forward(batch)
+            for chunk, output in zip(chunks, _as_list(outputs), strict=True):
+                chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)[:count])
+        if not chunks[0]:
+            raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
+        return {cut: np.concatenate(chunk) for cut, chunk in zip(self.cuts, chunks, strict=True)}
 
 
 def _pooled_model(base: keras.Model, poolings: Mapping[str, str]) -> keras.Model:
