@@ -37,7 +37,7 @@ from transferkit.reporting.metrics import Metrics, compute_metrics, predict_data
 from transferkit.reporting.robustness import Robustness, measure_robustness
 from transferkit.selection.decision import Selection
 from transferkit.selection.journal import SelectionJournal
-from transferkit.selection.measure import ProbePass, measure_quadrant, probe_quadrant, size_figures
+from transferkit.selection.measure import ProbePass, probe_quadrant, size_figures
 from transferkit.selection.trials import (
     TRIAL_BUDGET,
     Trials,
@@ -214,7 +214,7 @@ def prepare(
         if selection is None or selection.cut_point is None:  # an explicit truncate recipe: measure the cut
             known_size = selection.size if selection is not None else (size if size != "auto" else "small")
             with stopwatch.stage("selection"):
-                selection = measure_quadrant(
+                selection, _ = probe_quadrant(
                     splits, spec, base, recipe, size=known_size, similar=False, verbose=verbose
                 )
         recipe = dataclasses.replace(

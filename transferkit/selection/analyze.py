@@ -137,7 +137,7 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     """Load, build the base, run the selector; then (only then) create the folder and write."""
     import keras
 
-    from transferkit.selection.measure import measure_quadrant
+    from transferkit.selection.measure import probe_quadrant
 
     require_writable_folder(out)  # before the scan and the measuring, not after them
     keras.utils.set_random_seed(recipe.seed)  # the same random init as fit's when weights="random"
@@ -151,7 +151,7 @@ def _measure(data, recipe, out, name, started, verbose) -> AnalysisResult:
     base, source = build_base(spec, recipe.backbone.image_size or spec.default_size, recipe.backbone.weights)
     say(verbose, f"Measuring transferability on {spec.name} ({len(spec.cut_points)} cut points)")
     measure_started = time.perf_counter()
-    selection = measure_quadrant(splits, spec, base, recipe, size="auto", similar=None, verbose=0)
+    selection, _ = probe_quadrant(splits, spec, base, recipe, size="auto", similar=None, verbose=0)
     measure_seconds = time.perf_counter() - measure_started
     run_dir = runfolder.new_run_dir(out, data, "analyze", name)
     write_json(run_dir / "dataset_card.json", splits.card.to_dict())

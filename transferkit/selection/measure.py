@@ -109,20 +109,6 @@ class ProbePass:
         return FeatureBank(clean, inputs, time.perf_counter() - started)
 
 
-def measure_quadrant(
-    splits: DataSplits,
-    spec: BackboneSpec,
-    base: keras.Model,
-    recipe: Recipe,
-    *,
-    size: str = "auto",
-    similar: bool | None = None,
-    verbose: int = 1,
-) -> Selection:
-    """:func:`probe_quadrant`'s selection."""
-    return probe_quadrant(splits, spec, base, recipe, size=size, similar=similar, verbose=verbose)[0]
-
-
 def probe_quadrant(
     splits: DataSplits,
     spec: BackboneSpec,
