@@ -9,6 +9,7 @@ with the dataset card's size figures.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
@@ -20,7 +21,7 @@ from transferkit.recipes import Recipe, load_builtin
 from transferkit.selection.decision import Selection, select, too_few_to_probe
 from transferkit.selection.quadrants import PROVISIONAL, quadrant_for
 from transferkit.selection.transferability import CutFeatures
-from transferkit.training.feature_bank import BankInputs, CleanFeatures, FeatureBank
+from transferkit.training.feature_bank import BankInputs, CleanFeatures, FeatureBank, FeatureView
 from transferkit.training.model import preprocessing_layer
 from transferkit.training.progress import progress_bar
 
@@ -86,12 +87,15 @@ class ProbePass:
     extract: CutFeatures
     whole: str  # the cut that is the whole base's output (a view without a cut reads it)
 
-    def bank(self, views, val_data, inputs: BankInputs) -> FeatureBank | None:
+    def bank(self, views: Sequence[FeatureView], val_data, inputs: BankInputs) -> FeatureBank | None:
         """The feature bank of ``views`` from this pass and one pass of ``val_data`` (batched
-        ``(pixels, labels)``); None where a view's cut or pooling is not one the probe computed."""
+        ``(pixels, labels)`` of ``inputs.val``); None where a view's cut or pooling is not one the
+        probe computed, or there are no validation images (the bank's own pass handles that)."""
         started = time.perf_counter()
         cuts = [self.whole if view.cut is None else view.cut for view in views]
         if any(self.extract.poolings.get(cut) != view.pooling for cut, view in zip(cuts, views, strict=True)):
+            return None
+        if not len(inputs.val):
             return None
         labels: list[np.ndarray] = []
 
