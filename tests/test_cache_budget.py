@@ -25,6 +25,7 @@ from transferkit.training.features import (
     CachedFeatures,
     EpochSetter,
     ValidationPass,
+    _validation_function,
     extract_features,
     feature_moments,
     feature_step,
@@ -178,6 +179,35 @@ def test_the_validation_pass_logs_what_fit_with_validation_data_logs():
     assert sorted(passed) == sorted(fitted) and "val_loss" in passed and "val_accuracy" in passed
     for key in passed:
         np.testing.assert_allclose(passed[key], fitted[key], rtol=1e-6, err_msg=key)
+
+
+def test_the_validation_pass_traces_once_per_compile_and_follows_a_recompile():
+    """The augmentation check's two fits and the phase after them share one compile: one trace.
+    A compile makes new metrics, and the figures come from them (not from a trace of the old ones)."""
+    rng = np.random.default_rng(5)
+    values, labels = rng.normal(size=(2, 40, 6)).astype("float32"), np.arange(40, dtype="int32") % 3
+    validation = (rng.normal(size=(19, 6)).astype("float32"), np.arange(19, dtype="int32") % 3)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    train = CachedFeatures(values, labels, 8, seed=1)
+
+    def fit() -> dict:
+        arguments, callbacks = fit_inputs(train, validation)
+        logged = model.fit(epochs=2, callbacks=callbacks, verbose=0, **arguments).history
+        evaluated = model.evaluate(*validation, batch_size=8, verbose=0, return_dict=True)
+        np.testing.assert_allclose(logged["val_loss"][-1], evaluated["loss"], rtol=1e-6)
+        np.testing.assert_allclose(logged["val_accuracy"][-1], evaluated["accuracy"], rtol=1e-6)
+        return logged
+
+    compile_classifier(model, keras.optimizers.Adam(0.05), 3, label_smoothing=0.2)
+    fit(), fit()
+    first = _validation_function(model)
+    assert first.experimental_get_tracing_count() == 1
+    compile_classifier(model, keras.optimizers.Adam(0.05), 3, label_smoothing=0.0)  # another loss
+    fit()
+    assert _validation_function(model) is not first
+    assert _validation_function(model).experimental_get_tracing_count() == 1
 
 
 def test_feature_moments_read_a_strided_store_in_chunks(monkeypatch):
