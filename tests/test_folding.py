@@ -88,6 +88,22 @@ def test_after_fine_tuning_the_feature_steps_serve_the_trained_weights(tmp_path)
     np.testing.assert_allclose(trainer.predictor()(images), _outputs(classifier.model, images), atol=1e-5)
 
 
+def test_a_frozen_base_runs_every_pass_through_a_copy_synced_once(tmp_path, monkeypatch):
+    """No phase trains the base: the copy holds its weights from the build on (no sync a pass)."""
+    from test_train import SPEC, _recipe, _trainer
+
+    syncs = []
+    monkeypatch.setattr(FoldedCopy, "sync", lambda self, sync=FoldedCopy.sync: syncs.append(sync(self)))
+    recipe = _recipe("small_similar", epochs=2)  # passes: augmented, validation, the check's clean one
+    setup_device("float32", recipe.seed)
+    classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)
+    trainer = _trainer(classifier, recipe, tmp_path)
+    trainer.run()
+    assert trainer.features._folded and len(syncs) == 1  # the build's own
+    images = RNG.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(trainer.predictor()(images), _outputs(classifier.model, images), atol=1e-5)
+
+
 def test_a_convolution_that_is_also_an_output_keeps_its_batchnorm():
     inputs = keras.Input((8, 8, 3))
     conv = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)

@@ -168,6 +168,7 @@ class Trainer:
             stopwatch=self.stopwatch,
             verbose=verbose,
             augment=self.augment,
+            base_trains=any(phase.train != "head" for phase in recipe.phases),
         )
         # ... and what the phases that fit the whole graph do.
         side = classifier.model.input_shape[1]
