@@ -31,6 +31,10 @@ from transferkit.fileio import atomic_path
 from transferkit.reporting.metrics import Metrics
 
 DPI = 110
+PNG_OPTIONS = {"compress_level": 1}
+"""zlib's fastest level: four of a run's figures (curves, calibration, the two image grids) saved in
+0.31 s instead of 0.37 s at the default level 6, the run's PNGs 19% larger (644 KB instead of 543;
+Animal-MNIST at 128 px, 2-core CPU, best of three)."""
 # Fonts tried, in this order, for characters the default (DejaVu Sans) lacks: class names in Chinese,
 # Japanese, Korean, Arabic, Hebrew, Indic or Thai script. Whichever are installed join the font
 # family behind the default (matplotlib falls back glyph by glyph); without one such names are boxes.
@@ -83,13 +87,13 @@ def use_fallback_fonts() -> tuple[str, ...]:
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` as a PNG at the one DPI every transferkit figure uses, atomically."""
     with atomic_path(path) as tmp, _missing_glyphs_quiet():
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs=PNG_OPTIONS)
 
 
 def _png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     with _missing_glyphs_quiet():
-        fig.savefig(buffer, format="png", dpi=DPI)
+        fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs=PNG_OPTIONS)
     return buffer.getvalue()
 
 
