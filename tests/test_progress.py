@@ -1,5 +1,6 @@
 """fit's hooks for apps: their Keras callbacks, plain progress events, one bar per phase, quiet TF."""
 
+import gc
 import logging
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import transferkit
 from transferkit.errors import TransferkitError
 from transferkit.testing import make_image_folder
+from transferkit.tf_logging import collector_paused
 from transferkit.training.progress import EpochEnded, Finished, PhaseLog, PhaseStarted, as_listener, fit_hooks
 
 # A head phase on cached features, then the whole network: both ways a phase is fitted.
@@ -168,12 +170,13 @@ def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(
 
 def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level():
     script = (
-        "import os, sys; import transferkit; transferkit.predict; "
-        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)"
+        "import gc, os, sys; import transferkit; transferkit.predict; "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules, gc.isenabled())"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFERKIT_DEBUG")}
     quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert quiet.stdout.split() == ["3", "True"] and quiet.stderr == "", quiet.stderr
+    # the garbage collector, paused while TensorFlow loaded, runs again
+    assert quiet.stdout.split() == ["3", "True", "True"] and quiet.stderr == "", quiet.stderr
     # transferkit only ever sets the level with setdefault, at its own import; loading TensorFlow
     # changes nothing there, so this child skips it (~20 s of CPU on the CI machine).
     chosen = subprocess.run(
@@ -182,7 +185,22 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
         capture_output=True,
         text=True,
     )
-    assert chosen.stdout.split() == ["1", "False"]
+    assert chosen.stdout.split() == ["1", "False", "True"]
+
+
+def test_the_collector_pause_restores_the_state_it_found():
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        assert not gc.isenabled()
+        raise ValueError("an import that fails")
+    assert gc.isenabled()
+    gc.disable()  # a caller that runs without the collector keeps it off
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("command", [[], ["fit"], ["compare"], ["predict"], ["export"]])
