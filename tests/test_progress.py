@@ -10,9 +10,9 @@ import keras
 import pytest
 
 import transferkit
+from transferkit.collector import collector_paused
 from transferkit.errors import TransferkitError
 from transferkit.testing import make_image_folder
-from transferkit.tf_logging import collector_paused
 from transferkit.training.progress import EpochEnded, Finished, PhaseLog, PhaseStarted, as_listener, fit_hooks
 
 # A head phase on cached features, then the whole network: both ways a phase is fitted.
@@ -250,3 +250,14 @@ def test_the_cli_uses_no_deprecated_click_api():
         warnings.simplefilter("error", DeprecationWarning)  # click 8.2 deprecated Context.protected_args
         result = CliRunner().invoke(main, ["export", "--help"], catch_exceptions=False)
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_a_fit_leaves_older_objects_out_of_the_collectors_passes_and_puts_them_back(
+    folder, two_phases, tmp_path
+):
+    gc.unfreeze()  # as in a notebook (a CLI command run in this process earlier froze its imports)
+    frozen = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: frozen.append(gc.get_freeze_count()))
+    transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=0, callbacks=[spy])
+    assert frozen and min(frozen) > 0  # what existed before the fit, left alone while it ran
+    assert gc.get_freeze_count() == 0  # and back in the collector's care afterwards

@@ -24,6 +24,7 @@ import keras
 
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import get_backbone
+from transferkit.collector import spares_older_objects
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.data.loading import source_path
@@ -158,6 +159,7 @@ def _check_arguments(function: str, **arguments) -> None:
 
 
 @tensorflow_warnings_muted
+@spares_older_objects
 def fit(
     data: str,
     *,
@@ -391,6 +393,7 @@ def _distribution_record(device: Device, recipe: Recipe) -> dict:
 
 
 @tensorflow_warnings_muted
+@spares_older_objects
 def resume(
     run_dir: str | Path,
     *,

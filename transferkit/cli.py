@@ -122,8 +122,8 @@ def _import_tensorflow_quietly() -> None:
     import_quietly("keras")
     tf = import_quietly("tensorflow")
     # What the imports made lives as long as this process: out of the collector's full passes from
-    # here on. A `fit` process (240 images at 128 px, 2-core CPU, three runs each) took 7.8-8.0 s
-    # instead of 8.3-8.9 s, the fit itself 5.4-5.6 s instead of 5.7-6.3 s, the same peak memory.
+    # here on (transferkit.collector). A `fit` process (240 images at 128 px, 2-core CPU, three runs
+    # each) took 7.8-8.0 s instead of 8.3-8.9 s, the same peak memory.
     gc.freeze()
     # TF's Python-side notes (e.g. "N out of the last M calls triggered tf.function retracing" when
     # `compare` runs several fits in one process) are not actionable for a CLI user.

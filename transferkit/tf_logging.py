@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import importlib
 import logging
 import os
@@ -19,6 +18,8 @@ import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeVar
+
+from transferkit.collector import collector_paused
 
 # 2 would still print C++ errors: on a machine without a GPU, "failed call to cuInit" is one
 # (measured with TensorFlow 2.21). Real failures still reach the user as Python exceptions.
@@ -38,30 +39,13 @@ def import_quietly(name: str) -> ModuleType:
 
     Only the import is muted; an import that fails still raises, and its traceback prints
     afterwards. Nothing is muted when TensorFlow is loaded already or when debugging. The import
-    that loads TensorFlow also runs with the garbage collector paused (:func:`collector_paused`).
+    that loads TensorFlow also runs with the garbage collector paused
+    (:func:`transferkit.collector.collector_paused`).
     """
     if "tensorflow" in sys.modules:
         return importlib.import_module(name)
     with stderr_muted(), collector_paused():
         return importlib.import_module(name)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused for a block, its state restored afterwards.
-
-    Importing TensorFlow and Keras makes about 700,000 objects, and the collector's full passes
-    over the growing heap took a quarter of the import: 2.9-3.0 s with it running, 2.2 s paused
-    (2-core CPU, Python 3.11, TF 2.21). The cycles the import leaves are collected by the next
-    pass after it.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @contextlib.contextmanager
