@@ -137,33 +137,39 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
     assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_run_traces_the_base_once_for_its_augmented_and_clean_feature_passes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "noise-only-passes"])
+def test_a_run_traces_the_base_once_for_all_its_feature_passes(tmp_path, monkeypatch, kept):
+    """Augmented, clean and (where the check drops the warps) noise-only passes: one traced graph."""
     made = []
 
-    def counted(extractor, augment=None):
-        made.append(steps := feature_steps(extractor, augment))
+    def counted(extractor, *augments):
+        made.append(steps := feature_steps(extractor, *augments))
         return steps
 
     monkeypatch.setattr(head_phase, "feature_steps", counted)
     monkeypatch.setattr(head_phase, "feature_step", lambda *args: pytest.fail("a feature step of its own"))
-    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
-    _run(_recipe("small_similar", epochs=2), tmp_path)
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: kept))
+    recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
+    _run(dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment), tmp_path)
     assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
-    ((clean, augmented),) = made
-    assert clean.func is augmented.func and clean.func.experimental_get_tracing_count() == 1
+    ((clean, augmented, noisy),) = made
+    assert clean.func is augmented.func is noisy.func and clean.func.experimental_get_tracing_count() == 1
 
 
 def test_the_shared_feature_steps_compute_what_separate_steps_do():
     extractor = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
     augment = build_augmentation(load_builtin("small_similar").augment, seed=3)
+    noise = noise_only(load_builtin("small_dissimilar").augment, seed=4)
     images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
-    clean, augmented = feature_steps(extractor, augment)
+    clean, augmented, noisy = feature_steps(extractor, augment, noise)
     np.testing.assert_array_equal(clean(images).numpy(), feature_step(extractor)(images).numpy())
-    augment.reseed(7)
-    shared = augmented(images).numpy()
-    augment.reseed(7)
-    np.testing.assert_array_equal(shared, feature_step(extractor, augment)(images).numpy())
-    assert not np.allclose(shared, clean(images).numpy())
+    for layer, step in ((augment, augmented), (noise, noisy)):
+        layer.reseed(7)
+        shared = step(images).numpy()
+        layer.reseed(7)
+        np.testing.assert_array_equal(shared, feature_step(extractor, layer)(images).numpy())
+        assert not np.allclose(shared, clean(images).numpy())
+    assert feature_steps(extractor, augment, None)[2] is None  # no noise: no third step
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "augmentation-dropped"])

@@ -21,7 +21,7 @@ from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
 from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget
 from transferkit.recipes import Phase, Recipe
-from transferkit.training.augment import RandomAffine, noise_only
+from transferkit.training.augment import RandomAffine
 from transferkit.training.augment_check import check_augmentation
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import (
@@ -96,6 +96,9 @@ class FeatureCache:
         stopwatch: times each pass as ``"features"``.
         verbose: print what is being cached.
         augment: the run's augmentation, whose passes share one traced step with the clean ones.
+        without_warps: what the run trains with instead of ``augment`` where the augmentation check
+            drops its warps (:func:`~transferkit.training.augment.noise_only`; None: clean
+            features); its passes share that step too.
         base_trains: whether a phase of the run trains the base. The folded copy is then brought up
             to the base's weights before every pass; otherwise the weights it was built with are
             the base's for the whole run (one sync, 22 ms for MobileNetV2, instead of one a pass).
@@ -118,13 +121,14 @@ class FeatureCache:
         stopwatch: Stopwatch,
         verbose: int,
         augment: RandomAffine | None = None,
+        without_warps: RandomAffine | None = None,
         base_trains: bool = True,
     ):
         self.extractor, self.ordered_train_data, self.val_data = extractor, ordered_train_data, val_data
         self.batch_size, self.clean_features, self.cache = batch_size, clean_features, cache
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
         self.stopwatch, self.verbose, self.augment = stopwatch, verbose, augment
-        self.base_trains = base_trains
+        self.without_warps, self.base_trains = without_warps, base_trains
         self._steps = None  # see _feature_steps
         self._pretrained_val = None  # the validation features while the base is as loaded: one pass
         self.first_passes: FirstPasses | None = None  # the first phase's, when computed before the run
@@ -140,9 +144,10 @@ class FeatureCache:
         return self.extractor if self._folded is None else self._folded.model
 
     def _feature_steps(self):
-        """The clean and augmented feature steps, traced once for the run (:func:`feature_steps`)."""
+        """The clean, augmented and noise-only feature steps, traced once for the run
+        (:func:`feature_steps`)."""
         if self._steps is None:
-            self._steps = feature_steps(self._inference_extractor(), self.augment)
+            self._steps = feature_steps(self._inference_extractor(), self.augment, self.without_warps)
         return self._steps
 
     def _synced(self, step):
@@ -159,10 +164,11 @@ class FeatureCache:
         return self._synced(self._feature_steps()[0])
 
     def augmented_step(self, augment: RandomAffine):
-        """The feature step through ``augment``: the run's shared one, or a step of its own (taken
-        afresh for each use, as :meth:`clean_step`)."""
-        if augment is self.augment:
-            return self._synced(self._feature_steps()[1])
+        """The feature step through ``augment``: the run's shared one (``augment`` or
+        ``without_warps``), or a step of its own (taken afresh for each use, as :meth:`clean_step`)."""
+        for number, shared in enumerate((self.augment, self.without_warps), start=1):
+            if shared is not None and augment is shared:
+                return self._synced(self._feature_steps()[number])
         return self._synced(feature_step(self._inference_extractor(), augment))
 
     def extract(
@@ -320,7 +326,7 @@ def settle_augmentation(
             seed=seed,
             class_weight=trainer._class_weight(labels),
         )
-    noise = None if check.use_augmentation else noise_only(trainer.recipe.augment, seed)
+    noise = None if check.use_augmentation else trainer.features.without_warps
     trainer._say(check.describe(noise=noise is not None))
     trainer.state.augmentation = check.to_dict()
     trainer.state.save(trainer.run_dir)

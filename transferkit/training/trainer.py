@@ -168,6 +168,7 @@ class Trainer:
             stopwatch=self.stopwatch,
             verbose=verbose,
             augment=self.augment,
+            without_warps=None if self.augment is None else noise_only(recipe.augment, recipe.seed),
             base_trains=any(phase.train != "head" for phase in recipe.phases),
         )
         # ... and what the phases that fit the whole graph do.
@@ -189,7 +190,7 @@ class Trainer:
         state = self.state = TrainState.load(self.run_dir)
         if state.augmentation is not None and not state.augmentation["use_augmentation"]:
             # measured earlier in this run: augmentation did not help; its pixel noise stays
-            self.augment = noise_only(self.recipe.augment, self.recipe.seed)
+            self.augment = self.features.without_warps
         if state.completed_phases:
             checkpoint = self._checkpoint(state.completed_phases - 1)
             try:
