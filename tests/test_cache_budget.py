@@ -246,19 +246,24 @@ def test_a_shuffled_split_in_a_file_cache_mixes_the_classes_in_every_batch(folde
         np.testing.assert_array_equal(first, second)  # seeded: the same orders again
 
 
-def test_a_shuffled_split_gives_the_same_batches_in_memory_and_spilled(folder, tmp_path, monkeypatch):
+def test_a_shuffled_split_gives_the_same_batches_in_memory_and_spilled_whatever_the_budget(
+    folder, tmp_path, monkeypatch
+):
     from transferkit.data import pipeline
 
     train = load_data(str(folder), test_split=0).train
     split_bytes = 16 * 16 * 3 * len(train)
-    monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER_MAX_BYTES", 16 * 16 * 3 * 6)  # 6 images, under a quarter
+    monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER_MAX_BYTES", 16 * 16 * 3 * 6)  # 6 images: part of the split
     orders = []
-    for budget in (CacheBudget(2 * split_bytes, None), CacheBudget(split_bytes - 1, tmp_path / "cache")):
+    budgets = [CacheBudget(2 * split_bytes, None), CacheBudget(split_bytes - 1, tmp_path / "cache")]
+    budgets.append(CacheBudget(1000, tmp_path / "tiny"))  # under one image: the buffer stays as it is
+    for budget in budgets:
         dataset = make_dataset(train, 16, 6, shuffle=True, seed=3, cache=budget)
         orders.append([np.concatenate([x for x, _ in dataset]) for _ in range(2)])
     assert any(p.name.startswith("images-") for p in (tmp_path / "cache").iterdir())  # the second spilled
-    for in_memory, spilled in zip(*orders, strict=True):
-        np.testing.assert_array_equal(in_memory, spilled)
+    for in_memory, *spilled in zip(*orders, strict=True):
+        for other in spilled:
+            np.testing.assert_array_equal(in_memory, other)
 
 
 def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):

@@ -5,7 +5,10 @@ caches: ``"auto"`` (a quarter of the machine's memory, at most half of what is f
 size such as ``"512MB"`` or ``"2GiB"``. Caches are claimed from one :class:`CacheBudget` in the
 order they are made; one that no longer fits goes to a file in the run's ``cache/`` folder
 instead: decoded images to a ``tf.data`` file cache, features to an ``np.memmap``. The folder is
-removed when the run ends, whether it finished or failed (:func:`spill_folder`).
+removed when the run ends, whether it finished or failed (:func:`spill_folder`). Where the caches
+live never changes what a run computes: the shuffle buffer after the image cache is sized by the
+data alone (:data:`transferkit.data.pipeline.SHUFFLE_BUFFER_MAX_BYTES`, up to 256 MB, outside the
+budget), so a seeded run trains on the same batches whatever the budget.
 
 A memory-mapped array's pages count as the process's memory while they stay mapped, so writers
 and readers of a large one call :func:`release_pages` every :data:`RELEASE_BYTES`: the pages go

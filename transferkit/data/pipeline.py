@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 # ~1,500 img/s per core), or cached to a file when ``cache`` is a path. A fit passes its run's
 # CacheBudget instead (``--cache-memory``; :mod:`transferkit.data.cache_budget`).
 MEMORY_CACHE_MAX_BYTES = 1 << 30
-SHUFFLE_BUFFER_MAX_BYTES = 256 << 20  # shuffle buffer after the cache (1,700 images at 224 px)
-SHUFFLE_BUDGET_SHARE = 4  # ... and at most this fraction of a cache budget (1/4)
+# The shuffle buffer after the cache (1,700 images at 224 px): a size of the data alone, never of the
+# cache budget or the machine, so a seeded run's batches are the same whatever --cache-memory is
+# (its "auto" depends on the memory free when the run starts). Not counted in the budget.
+SHUFFLE_BUFFER_MAX_BYTES = 256 << 20
 TFDS_SHUFFLE_BUFFER = 4096  # records (encoded bytes) shuffled before decoding a TFDS split
 
 
@@ -105,10 +107,10 @@ def make_dataset(
     if cache_to is not None:
         ds = ds.cache(cache_to)
         if shuffle:  # after the cache, so every epoch gets a new order
-            # The same buffer whether the cache is in memory or in a file, so a run's batches do
-            # not depend on the machine's memory (an "auto" budget of 1 GB or more spills or not
-            # with the same batches); the seeded order above mixes the classes before it.
-            buffer = _shuffle_bytes(cache) // bytes_per_image
+            # The same buffer whether the cache is in memory or in a file and whatever the budget,
+            # so a run's batches do not depend on the machine's memory; the seeded order above
+            # mixes the classes before it.
+            buffer = SHUFFLE_BUFFER_MAX_BYTES // bytes_per_image
             ds = ds.shuffle(max(1, min(buffer, len(images))), seed=seed, reshuffle_each_iteration=True)
     return without_autotune(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))  # prefetch last: overlaps
 
@@ -147,13 +149,6 @@ def _cache_target(cache: bool | str | os.PathLike | CacheBudget, estimate: int) 
         return None
     Path(cache).parent.mkdir(parents=True, exist_ok=True)
     return os.fspath(cache)
-
-
-def _shuffle_bytes(cache: bool | str | os.PathLike | CacheBudget) -> int:
-    """The shuffle buffer after the cache: within a budget's share, if there is one."""
-    if isinstance(cache, CacheBudget):
-        return min(SHUFFLE_BUFFER_MAX_BYTES, cache.memory_bytes // SHUFFLE_BUDGET_SHARE)
-    return SHUFFLE_BUFFER_MAX_BYTES
 
 
 def _is_ok(image: tf.Tensor, label: tf.Tensor, ok: tf.Tensor) -> tf.Tensor:
