@@ -188,6 +188,20 @@ def test_importing_transferkit_quiets_tensorflow_unless_the_user_set_the_level()
     assert chosen.stdout.split() == ["1", "False", "True"]
 
 
+def test_a_cli_command_keeps_the_collector_off_what_its_imports_made():
+    """One process per command: what the imports made (TensorFlow's ~700,000 objects) is frozen
+    out of the collector's full passes for the process, and the collector runs for the rest."""
+    script = (
+        "import gc, sys; from transferkit.cli import main\n"
+        "try:\n    main(['backbones'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, gc.get_freeze_count() > 100_000, gc.isenabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFERKIT_DEBUG"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "True True True"
+
+
 def test_the_collector_pause_restores_the_state_it_found():
     assert gc.isenabled()
     with pytest.raises(ValueError), collector_paused():
