@@ -204,6 +204,23 @@ def test_evaluating_the_test_split_of_the_folder_it_trained_on_is_not_a_flatteri
     assert len(caplog.records) == 1
 
 
+def test_evaluating_the_test_folder_of_a_pre_split_folder_it_trained_on_is_not_a_flattering_evaluation(
+    tmp_path, caplog
+):
+    from types import SimpleNamespace
+
+    from transferkit.evaluation import _warn_if_trained_on
+
+    splits = make_image_folder(tmp_path / "pets", classes=2, per_class=1, splits=("train", "val", "test"))
+    run = SimpleNamespace(info={"data": str(splits.resolve())}, run_dir="runs/r")
+    with caplog.at_level("WARNING"):
+        _warn_if_trained_on(run, str(splits / "test"), "all of it")  # the split the run held out as given
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        _warn_if_trained_on(run, str(splits / "val"), "all of it")  # early stopping saw these
+    assert len(caplog.records) == 1
+
+
 def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
     from transferkit.reporting.diagnostics import load_predictions
 

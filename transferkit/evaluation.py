@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
+from transferkit.data.scan import detect_layout
 from transferkit.errors import TransferkitError
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
@@ -53,12 +54,15 @@ def evaluate(
 def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
     """Warn when ``data`` is (inside, or holds) the folder the run trained on: its training and
     validation images are among those evaluated, and their accuracy flatters the model. Not when
-    it is that folder and only its ``test/`` split is evaluated: the run held that split out."""
+    it is that folder and only its ``test/`` split is evaluated, nor when it is that ``test/``
+    folder itself: the run held that split out."""
     trained_on = run.info.get("data")
     if not trained_on or str(data).startswith("tfds:") or str(trained_on).startswith("tfds:"):
         return
     given, source = Path(source_path(data)), Path(trained_on)
     if given == source and part == "its test split":
+        return
+    if given != source and given.is_relative_to(source) and _is_test_folder(given, source):
         return
     if given == source or given.is_relative_to(source) or source.is_relative_to(given):
         logger.warning(
@@ -68,6 +72,12 @@ def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
             trained_on,
             run.run_dir,
         )
+
+
+def _is_test_folder(given: Path, source: Path) -> bool:
+    """Whether ``given`` is (inside) the ``test/`` folder that a fit on ``source`` held out as it is."""
+    folder = detect_layout(source).get("test")
+    return folder is not None and given.is_relative_to(folder.resolve())
 
 
 def _held_out_images(run_dir: Path) -> tuple[ImageSet, str]:
