@@ -221,6 +221,18 @@ def test_evaluating_the_test_folder_of_a_pre_split_folder_it_trained_on_is_not_a
     assert len(caplog.records) == 1
 
 
+def test_the_suggested_evaluate_command_quotes_a_run_folder_with_spaces(folder, caplog):
+    from types import SimpleNamespace
+
+    from transferkit.evaluation import _warn_if_trained_on
+
+    run = SimpleNamespace(info={"data": str(folder.resolve())}, run_dir=Path("my runs/r"))
+    with caplog.at_level("WARNING"):
+        _warn_if_trained_on(run, str(folder), "all of it")
+    (record,) = caplog.records
+    assert "`transferkit evaluate 'my runs/r'` without --data" in record.getMessage()
+
+
 def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
     from transferkit.reporting.diagnostics import load_predictions
 

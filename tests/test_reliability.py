@@ -670,6 +670,14 @@ def test_a_run_name_that_is_taken_is_an_error_not_a_silent_suffix(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
 
 
+def test_the_resume_command_for_a_taken_run_name_is_quoted(tmp_path):
+    out = tmp_path / "my runs"
+    runfolder.new_run_dir(out, "D", "small_similar", "same")
+    with pytest.raises(TransferkitError) as info:
+        runfolder.new_run_dir(out, "D", "small_similar", "same")
+    assert f"`transferkit fit --resume '{out / 'same'}'`" in str(info.value)
+
+
 def test_an_out_folder_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -372,7 +372,7 @@ def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Dev
     if (own / "run.json").exists():
         raise TransferkitError(
             f"The run folder {str(run_dir)!r} already holds a run. Continue it with "
-            f"`transferkit fit --resume {run_dir} --distribute multi-worker` on every worker, "
+            f"`{resume_command(run_dir)} --distribute multi-worker` on every worker, "
             "or pick a new --name."
         )
     own.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 from pathlib import Path
 
 from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
@@ -70,7 +71,7 @@ def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:
             "flatters the model. `transferkit evaluate %s` without --data measures its held-out images.",
             data,
             trained_on,
-            run.run_dir,
+            shlex.quote(str(run.run_dir)),
         )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 
+from transferkit.console import resume_command
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
 
@@ -38,7 +39,7 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
         except FileExistsError:
             raise TransferkitError(
                 f"The run folder {run_dir} already exists. Pick another --name, or continue an "
-                f"interrupted fit with `transferkit fit --resume {run_dir}`."
+                f"interrupted fit with `{resume_command(run_dir)}`."
             ) from None
         return run_dir
     stem = Path(data.rstrip("/")).name or "data"
