@@ -129,6 +129,20 @@ def test_a_flat_sweep_that_never_blows_up_is_suggested_a_tenth_of_its_last_rate(
     assert result.rule == BLOW_UP_RULE and result.suggestion == result.learning_rates[-1] / 10
 
 
+def test_a_sweep_near_zero_loss_is_not_stopped_by_batch_noise_before_its_average_settles():
+    """After a warm-up on easy data the loss is near zero, and one batch holding a hard image
+    weighs 100x the next (0.00045 then 0.084 on a real sweep): the sweep ran two steps and
+    suggested a tenth of its start rate."""
+    batches = itertools.count()
+
+    def easy(rate, rng):
+        return (0.1 if next(batches) % 2 else 1e-3) * (1 + (rate / 2.5e-4) ** 1.5)
+
+    result = range_test(_Curve(easy, 0), itertools.repeat((None, None)), start=1e-7, end=1.0, steps=100)
+    assert len(result.learning_rates) > 50  # on to where the rate, not the noise, raises the loss
+    assert result.suggestion > 1e-6
+
+
 def _tiny_trainer(recipe, run_dir):
     setup_device("float32", recipe.seed)
     classifier = build_classifier(SPEC, SPEC.build(32), 3, recipe.head)

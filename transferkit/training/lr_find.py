@@ -70,12 +70,20 @@ def range_test(
             )
             rates.append(rate)
             losses.append(loss)
-            smoothed = _smooth(losses)
-            if not math.isfinite(loss) or smoothed[-1] > STOP_FACTOR * min(smoothed):
+            if not math.isfinite(loss) or _diverged(_smooth(losses), steps):
                 break
     finally:
         model.set_weights(weights)
     return _result(rates, losses)
+
+
+def _diverged(smoothed: list[float], steps: int) -> bool:
+    """Whether the smoothed loss exceeds ``STOP_FACTOR`` x its lowest since the running average
+    settled (the first ``SETTLING`` of the ``steps``). Not before: near a loss of zero (after a
+    warm-up on easy data) one batch can weigh 100x the next, and a sweep stopped there on its
+    second step suggested a tenth of its start rate."""
+    settle = int(steps * SETTLING)
+    return len(smoothed) > settle and smoothed[-1] > STOP_FACTOR * min(smoothed[settle:])
 
 
 def _smooth(losses: list[float]) -> list[float]:
