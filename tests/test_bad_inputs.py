@@ -249,6 +249,17 @@ def test_phone_photo_formats_are_read_and_without_a_reader_the_skip_names_it(
         decode_image(red, 8)
 
 
+def test_jpegs_named_as_browsers_save_them_are_images(tmp_path):
+    """A JPEG a browser saved as .jfif (or .jpe) is read like any .jpg, in a folder too: a class
+    of them was left out whole, as "not an image file"."""
+    _save(tmp_path / "pets" / "cats" / "a.jfif", _solid(RED), format="JPEG")
+    _save(tmp_path / "pets" / "cats" / "b.JPE", _solid(RED), format="JPEG")
+    _save(tmp_path / "pets" / "dogs" / "c.jpg", _solid(BLUE))
+    splits = load_data(str(tmp_path / "pets"), validation_split=0, test_split=0)
+    assert splits.class_names == ("cats", "dogs") and len(splits.train) == 3
+    assert not splits.card.skipped
+
+
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
     code = (
         "import resource, sys; from transferkit.data.decode import decode_image; "

@@ -71,6 +71,8 @@ IMAGE_EXTENSIONS = (
     ".gif",
     ".heic",
     ".heif",
+    ".jfif",  # JPEG as web browsers on Windows save it
+    ".jpe",
     ".jpeg",
     ".jpg",
     ".png",
