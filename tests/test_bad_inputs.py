@@ -260,6 +260,23 @@ def test_jpegs_named_as_browsers_save_them_are_images(tmp_path):
     assert not splits.card.skipped
 
 
+def test_run_folders_inside_the_data_are_not_a_class_of_figures(tmp_path):
+    """``cd pets && transferkit fit --data .`` writes runs/ into the data; the next fit read it as a
+    third class whose images were the first run's plots."""
+    pets = tmp_path / "pets"
+    for name, colour in (("cats", RED), ("dogs", BLUE)):
+        for i in range(3):
+            _save(pets / name / f"{i}.png", _solid(colour))
+    run = pets / "runs" / "pets-auto-20261205-101500"
+    _save(run / "curves.png", _solid())
+    (run / "run.json").write_text("{}")
+    _save(pets / "lr_find" / "lr_find.png", _solid())
+    (pets / "lr_find" / "lr_find.json").write_text("{}")
+    splits = load_data(str(pets), validation_split=0, test_split=0)
+    assert splits.class_names == ("cats", "dogs") and len(splits.train) == 6
+    assert "a transferkit run folder" in dict(splits.card.skipped)[str(run)]
+
+
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
     code = (
         "import resource, sys; from transferkit.data.decode import decode_image; "

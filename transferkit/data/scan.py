@@ -10,6 +10,8 @@ Rules of the walk, chosen so a real-world folder never stops a run:
   folder reached twice (a symlink loop) is listed as skipped instead of walked again.
 - Hidden files and folders (names starting with ``.``: ``.DS_Store``, macOS ``._x.jpg``
   resource forks, ``.ipynb_checkpoints``) are ignored silently.
+- A folder transferkit wrote (a run folder: :data:`OUTPUT_MARKS`) is listed as skipped, not walked:
+  ``fit --data .`` leaves ``runs/`` inside the data.
 - Every other file is used only if it decodes (:func:`transferkit.data.decode.probe`, run in
   a thread pool); otherwise it is listed with a reason: wrong extension, empty, not a regular
   file (a FIFO would block ``open``), truncated, not an image, too large, unreadable.
@@ -37,6 +39,10 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "t
 _EXTENSIONS = ", ".join(IMAGE_EXTENSIONS)
 SCAN_WORKERS = min(16, (os.cpu_count() or 1) * 4)  # Pillow releases the GIL; 8 measured best on 2 cores
 SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futures held at once
+# A file that transferkit writes into each folder it makes (fit, analyze, compare, lr-find): a
+# folder holding one is an earlier run's output, its figures no training images (``fit --data .``
+# puts runs/ inside the data, and the next fit read it as a class of plots).
+OUTPUT_MARKS = ("run.json", "selection.json", "comparison.json", "lr_find.json")
 
 
 @dataclass
@@ -170,6 +176,10 @@ def walk_images(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
             dirnames[:] = []
             continue
         seen.add(_key(dirpath, info))
+        if any(mark in filenames for mark in OUTPUT_MARKS):
+            skipped.append((dirpath, "a transferkit run folder (its figures are no training images)"))
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(name for name in dirnames if not _is_hidden(name))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
