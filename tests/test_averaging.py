@@ -26,7 +26,7 @@ from transferkit.reporting.diagnostics import (
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.reporting.runfolder import load_run
 from transferkit.selection.compare import AVERAGED, with_averaged_pick
-from transferkit.selection.decision import select
+from transferkit.selection.decision import Selection, select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
 from transferkit.training import averaging
 from transferkit.training.calibration import scaled_probabilities
@@ -106,14 +106,14 @@ def _classifier(seed: int) -> keras.Model:
 
 def test_the_averaged_model_is_the_mean_of_its_members_and_saves_and_loads_as_one(tmp_path):
     whole, cut = _classifier(0), _classifier(1)
-    model = averaging.average_models({averaging.MAIN_MEMBER: whole, averaging.PARTNER_MEMBER: cut})
+    model = averaging.average_models({"whole_network": whole, "truncation": cut})
     images = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
     expected = (whole.predict_on_batch(images) + cut.predict_on_batch(images)) / 2
     np.testing.assert_allclose(model.predict_on_batch(images), expected, atol=1e-6)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict_on_batch(images), expected, atol=1e-6)
-    assert sorted(averaging.members_of(loaded)) == sorted([averaging.MAIN_MEMBER, averaging.PARTNER_MEMBER])
+    assert sorted(averaging.members_of(loaded)) == sorted(["whole_network", "truncation"])
     assert averaging.members_of(whole) == {}
 
 
@@ -142,12 +142,10 @@ def _votes(right: int, wrong: int) -> np.ndarray:
 )
 def test_the_truncation_is_dropped_only_when_the_whole_network_is_clearly_ahead(whole, partner, kept):
     labels = np.zeros(sum(whole), int)
-    check = averaging.check_partner(
-        {averaging.MAIN_MEMBER: _votes(*whole), averaging.PARTNER_MEMBER: _votes(*partner)}, labels
-    )
+    check = averaging.check_partner({"whole_network": _votes(*whole), "truncation": _votes(*partner)}, labels)
     assert check.kept is kept
-    assert (check.whole_correct, check.partner_correct, check.images) == (whole[0], partner[0], sum(whole))
-    assert check.only_whole - check.only_partner == whole[0] - partner[0]
+    assert (check.main_correct, check.partner_correct, check.images) == (whole[0], partner[0], sum(whole))
+    assert check.only_main - check.only_rival == whole[0] - partner[0]
     assert ("dropped" in check.describe()) is not kept
 
 
@@ -231,7 +229,7 @@ def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run,
     )
     before = json.loads((reference.run_dir / "metrics.json").read_text())["members"]
     assert recorded["members"] == before  # the same two networks, each measured as before
-    assert recorded["test"]["accuracy"] == pytest.approx(before[averaging.MAIN_MEMBER]["test"]["accuracy"])
+    assert recorded["test"]["accuracy"] == pytest.approx(before["whole_network"]["test"]["accuracy"])
     predictions = load_predictions(run.run_dir)
     images, _ = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
     np.testing.assert_allclose(
@@ -433,3 +431,165 @@ def test_the_shared_passes_spilled_to_files_train_the_run_as_in_memory(averaged_
         assert losses and losses == pytest.approx(reference, abs=1e-5)
     assert spilled.metrics.accuracy == in_memory.metrics.accuracy
     assert not (spilled.run_dir / "cache").exists()  # the spill folder goes with the run
+
+
+# ----------------------------------------------------------------------------------------------
+# A truncation averaged with the frozen base
+# ----------------------------------------------------------------------------------------------
+
+
+def _scores(earlier: float, deepest: float):
+    from transferkit.selection.rules import CutScore
+
+    return [
+        CutScore("block_3", logme=-0.1, probe_accuracy=earlier, feature_dim=8, probe_stderr=0.02),
+        CutScore("out", logme=-0.2, probe_accuracy=deepest, feature_dim=8, probe_stderr=0.02),
+    ]
+
+
+@pytest.mark.parametrize(("deepest", "averaged"), [(0.74, True), (0.80 - 0.12, True), (0.60, False)])
+def test_a_truncation_averages_the_frozen_base_where_the_cut_leads_by_little(monkeypatch, deepest, averaged):
+    from transferkit.selection import decision
+
+    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, deepest))
+    selection = select(_card(30), {"block_3": None, "out": None}, np.repeat(np.arange(4), 30), image_size=96)
+    assert (selection.quadrant, selection.cut_point) == ("small_dissimilar", "block_3")
+    assert selection.partner == ("small_similar" if averaged else None) and selection.partner_cut is None
+    assert any("frozen base trains too" in reason for reason in selection.reasons) is averaged
+    assert Selection.from_dict(selection.to_dict()) == selection
+
+
+def test_the_frozen_base_partner_needs_measured_similarity(monkeypatch):
+    """Told the data is dissimilar, fit trains the truncation asked for, alone."""
+    from transferkit.selection import decision
+
+    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, 0.78))
+    features, labels = {"block_3": None, "out": None}, np.repeat(np.arange(4), 30)
+    selection = select(_card(30), features, labels, similar=False, image_size=96)
+    assert (selection.quadrant, selection.partner) == ("small_dissimilar", None)
+
+
+def test_a_selection_written_before_frozen_base_partners_reads_its_truncation_partner():
+    features, labels = _features()
+    record = select(_card(98), features, labels, similar=False, image_size=224).to_dict()
+    del record["partner"]
+    assert Selection.from_dict(record).partner == "small_dissimilar"
+
+
+def test_compare_averages_a_truncation_with_the_frozen_base_row(tmp_path):
+    cut = _run_with(
+        tmp_path,
+        "small_dissimilar",
+        "truncate",
+        "block_3",
+        [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]],
+    )
+    frozen = _run_with(
+        tmp_path, "small_similar", "freeze", "none", [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
+    )
+    selection = Selection(
+        "small",
+        False,
+        "small_dissimilar",
+        "truncate",
+        "block_3",
+        0.5,
+        True,
+        (),
+        (),
+        0.1,
+        partner="small_similar",
+    )
+    runs = with_averaged_pick((cut, frozen), selection)
+    assert [(r.recipe, r.picked) for r in runs][-1] == (AVERAGED, True)
+    assert (cut.accuracy, frozen.accuracy, runs[-1].accuracy) == (0.5, 0.5, 0.75)
+
+
+@pytest.fixture(scope="module")
+def frozen_base_partner(tmp_path_factory):
+    """A fit whose selector picks a truncation with the frozen base beside it: the tiny backbone
+    (its probe on random features decides nothing, so the call is made for it) with weights from a
+    file, as pretrained weights are loaded (a base built again is the same)."""
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.backbones.weights import build_base
+    from transferkit.selection import decision
+
+    root = tmp_path_factory.mktemp("frozen_base")
+    keras.utils.set_random_seed(0)
+    base, _ = build_base(get_backbone("tiny"), 32, "random")
+    weights = root / "tiny.weights.h5"
+    base.save_weights(weights)
+    real = decision.similarity_decision
+
+    def dissimilar(scores):
+        _, _, confidence, reasons = real(scores)
+        return False, scores[-2].cut, confidence, reasons
+
+    data = make_image_folder(root / "data", classes=2, per_class=30, size=32)
+    options = dict(
+        size="small", backbone="tiny", weights=str(weights), image_size=32, epochs=2, batch_size=16, verbose=0
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decision, "similarity_decision", dissimilar)
+        patch.setattr(decision, "averages_frozen_base", lambda scores: True)
+        run = transferkit.fit(str(data), out=root / "runs", name="shared", **options)
+        patch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
+        alone = transferkit.fit(str(data), out=root / "runs", name="alone", **options)
+    return run, alone
+
+
+def test_fit_trains_the_frozen_base_beside_a_close_truncation_and_saves_the_average(frozen_base_partner):
+    run, _ = frozen_base_partner
+    assert (run.recipe.strategy, run.selection.partner) == ("truncate", "small_similar")
+    assert averaging.read_partner(run.run_dir).strategy == "freeze"
+    recorded = json.loads((run.run_dir / "metrics.json").read_text())
+    assert list(recorded["members"]) == ["truncation", "frozen_base"]
+    assert (recorded["averaging"]["main"], recorded["averaging"]["rival"]) == ("truncation", "average")
+    saved = load_run(run.run_dir).model
+    members = averaging.members_of(saved)
+    assert list(members) == (["truncation", "frozen_base"] if recorded["averaging"]["kept"] else [])
+    predictions = load_predictions(run.run_dir)
+    images, _ = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
+    np.testing.assert_allclose(
+        saved.predict(np.asarray(images, "float32"), verbose=0), predictions.probabilities, atol=1e-5
+    )
+    report = (run.run_dir / "report.html").read_text()
+    assert "averaged with small_similar" in report and "frozen base" in report
+
+
+def test_a_truncation_and_its_frozen_base_share_their_first_passes_as_if_each_passed_its_own(
+    frozen_base_partner,
+):
+    shared, alone = frozen_base_partner
+    assert "shared features" in json.loads((shared.run_dir / "timings.json").read_text())["totals"]
+    assert "shared features" not in json.loads((alone.run_dir / "timings.json").read_text())["totals"]
+    np.testing.assert_allclose(
+        load_predictions(alone.run_dir).probabilities,
+        load_predictions(shared.run_dir).probabilities,
+        atol=1e-5,
+    )
+    for folder in ("", "partner"):  # each network's epochs: the same losses
+        ours, theirs = (read_history(run.run_dir / folder / "history.csv") for run in (alone, shared))
+        losses = [float(row[key]) for row in ours for key in ("loss", "val_loss")]
+        assert losses == pytest.approx(
+            [float(row[key]) for row in theirs for key in ("loss", "val_loss")], abs=1e-5
+        )
+
+
+def test_a_frozen_base_partner_is_dropped_only_when_the_truncation_is_clearly_ahead_of_the_average():
+    """Clearly ahead of the frozen base (24 images only it gets right, 6 the other way), not of their
+    mean, which gets all 100 right: averaged. The same answers as a whole network and its truncation:
+    the truncation dropped."""
+    labels = np.zeros(100, int)
+    truncation = np.array([[0.9, 0.1]] * 94 + [[0.45, 0.55]] * 6)
+    frozen_base = np.array([[0.6, 0.4]] * 70 + [[0.45, 0.55]] * 24 + [[0.9, 0.1]] * 6)
+    check = averaging.check_partner({"truncation": truncation, "frozen_base": frozen_base}, labels)
+    assert (check.rival, check.main_correct, check.partner_correct, check.average_correct) == (
+        "average",
+        94,
+        76,
+        100,
+    )
+    assert check.kept and "not clearly ahead of the average" in check.describe()
+    whole = averaging.check_partner({"whole_network": truncation, "truncation": frozen_base}, labels)
+    assert (whole.rival, whole.only_main, whole.only_rival, whole.kept) == ("partner", 24, 6, False)

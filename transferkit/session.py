@@ -162,7 +162,7 @@ class Session:
     hooks: FitHooks = FitHooks()  # the app's callbacks and progress listener, the bars
     clean_features: CleanFeatures | None = None  # the trials' feature bank's, when they are this fit's
     stopwatch: Stopwatch = field(default_factory=Stopwatch, compare=False)  # the run's stage timings
-    partner: Recipe | None = None  # a truncation trained beside the recipe, the model averaging both
+    partner: Recipe | None = None  # a network trained beside the recipe's, the model averaging both
 
 
 def prepare(
@@ -200,8 +200,8 @@ def prepare(
                 )
             if journal is not None:
                 journal.record_selection(selection)
-        # Averaging a truncation with the whole network settles that call without trials.
-        if selection_mode == "trial" and selection.close_call and selection.partner_cut is None:
+        # Averaging the pick with a partner network settles that call without trials.
+        if selection_mode == "trial" and selection.close_call and selection.partner is None:
             with stopwatch.stage("trials"):
                 selection, bank = settle_by_trials(
                     selection, recipe, splits, size, overrides, verbose, base, journal, probe
@@ -226,11 +226,13 @@ def prepare(
     session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
     partner = None
-    if selection is not None and selection.partner_cut is not None:
-        partner = averaging.partner_recipe(recipe, selection.partner_cut, overrides)
-        say(verbose, f"  then {partner.name} ({partner.strategy} at {partner.backbone.cut!r}) in "
-            f"{averaging.PARTNER_DIR}/; the model averages the two networks' probabilities, unless the "
-            "whole network is clearly ahead on the validation images")  # fmt: skip
+    if selection is not None and selection.partner is not None:
+        partner = averaging.partner_recipe(recipe, selection.partner, selection.partner_cut, overrides)
+        at = f" at {partner.backbone.cut!r}" if partner.strategy == "truncate" else ""
+        main = averaging.member_name(recipe).replace("_", " ")
+        say(verbose, f"  then {partner.name} ({partner.strategy}{at}) in {averaging.PARTNER_DIR}/; the "
+            f"model averages the two networks' probabilities, unless the {main} is clearly ahead on the "
+            "validation images")  # fmt: skip
     return dataclasses.replace(session, clean_features=clean, partner=partner)
 
 
@@ -453,9 +455,10 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
                     partner_recipe, splits, run_dir, session.hooks, verbose, device, shared
                 )
     val = trainer.val_data
-    trained = {averaging.MAIN_MEMBER: (session.classifier.model, trainer)}
+    main = averaging.member_name(recipe)  # the run's own network: the first member
+    trained = {main: (session.classifier.model, trainer)}
     if partner is not None:
-        trained[averaging.PARTNER_MEMBER] = (partner.classifier.model, partner)
+        trained[averaging.member_name(partner.recipe)] = (partner.classifier.model, partner)
     distributed = device.replicas > 1 or device.cluster is not None
     # Evaluated here alone (the strategy's model gathers every replica's), through the steps
     # training traced; a local copy under distribution predicts on its own.
@@ -464,7 +467,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         name: members[name].predict_on_batch if distributed else member_trainer.predictor()
         for name, (_, member_trainer) in trained.items()
     }
-    model = averaging.average_models(members) if partner is not None else members[averaging.MAIN_MEMBER]
+    model = averaging.average_models(members) if partner is not None else members[main]
     if device.cluster is not None:
         say(verbose, f"{device.cluster.describe()}: final weights sha256 {weights_sha256(model)}")
         if not device.cluster.is_chief:  # the chief writes the run folder; this worker's copy goes
@@ -477,8 +480,8 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         val_probabilities, val_labels = predict_dataset(model, val, val_predict)
         by_member = val_predict.probabilities(len(val_labels))
         partner_check = averaging.check_partner(by_member, val_labels) if partner is not None else None
-        alone = None if partner_check is None or partner_check.kept else averaging.MAIN_MEMBER
-        if alone is not None:  # the whole network is the model; the truncation's figures stay recorded
+        alone = None if partner_check is None or partner_check.kept else main
+        if alone is not None:  # the run's own network is the model; the partner's figures stay recorded
             model, by_member = members[alone], {alone: by_member[alone]}
             val_probabilities = by_member[alone]
             test_predict.alone = alone
@@ -582,7 +585,7 @@ def train_partner(
     device: Device,
     first_passes: FirstPasses | None = None,
 ) -> tuple[Trainer, tuple]:
-    """Train (or resume) the truncation averaged with the run's network, in ``<run>/partner``;
+    """Train (or resume) the partner network averaged with the run's, in ``<run>/partner``;
     return its trainer and its plan.
 
     Its base is built anew from the pretrained weights and the seed set as a fit of ``recipe``
@@ -591,7 +594,8 @@ def train_partner(
     warps and seeds, through the same pretrained layers).
     """
     spec = get_backbone(recipe.backbone.name)
-    say(verbose, f"Partner network: {recipe.name} ({recipe.strategy} at {recipe.backbone.cut!r})")
+    at = f" at {recipe.backbone.cut!r}" if recipe.strategy == "truncate" else ""
+    say(verbose, f"Partner network: {recipe.name} ({recipe.strategy}{at})")
     keras.utils.set_random_seed(recipe.seed)  # as fit's device scope does: random weights too
     base, weights_source = build_base(spec, image_size_for(recipe, spec), recipe.backbone.weights)
     keras.utils.set_random_seed(recipe.seed)  # as prepare does before the classifier
@@ -617,11 +621,13 @@ def member_metrics(by_split: dict, class_names) -> dict[str, dict[str, dict]]:
 
 def describe_members(members: dict, split: str, accuracy: float, dropped_average: float | None = None) -> str:
     """One line: each network's accuracy on ``split`` beside the model's: the average's, or, where
-    the truncation was dropped, what their average would have scored (``dropped_average``)."""
+    the partner was dropped, what their average would have scored (``dropped_average``); the run's
+    own network is the first of ``members``."""
     each = ", ".join(f"{name.replace('_', ' ')} {m[split]['accuracy']:.3f}" for name, m in members.items())
     if dropped_average is not None:
+        main = next(iter(members)).replace("_", " ")
         return (
-            f"Each network's {split} accuracy: {each} (the model: the whole network; their average "
+            f"Each network's {split} accuracy: {each} (the model: the {main}; their average "
             f"would have scored {dropped_average:.3f})"
         )
     return f"Averaged model {split} accuracy {accuracy:.3f}; each network alone: {each}"

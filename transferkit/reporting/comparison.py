@@ -103,6 +103,7 @@ class ComparisonResult:
                 "quadrant": s.quadrant,
                 "recipe": s.recipe,
                 "cut_point": s.cut_point,
+                "partner": s.partner,
                 "partner_cut": s.partner_cut,
                 "confidence": s.confidence,
                 "close_call": s.close_call,
@@ -136,7 +137,8 @@ class ComparisonResult:
                 f"{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
             )
         s = self.analysis.selection
-        averaged = f" averaged with a truncation at {s.partner_cut!r}" if s.partner_cut else ""
+        averaged = f" averaged with {s.partner}" if s.partner else ""
+        averaged += f" at {s.partner_cut!r}" if s.partner_cut else ""
         rows.append(
             f"* selector's pick: {s.quadrant}{averaged} (confidence {s.confidence:.2f}"
             f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."

@@ -277,18 +277,19 @@ def _result(
             for name, m in members.items()
             if headline in m
         )
+        main, partner = (name.replace("_", " ") for name in list(members)[:2])
         text = (
-            f"The model averages the probabilities of {len(members)} networks (the whole network's run "
-            f"folder here, the truncation's in partner/); each alone on the same images: {each}."
+            f"The model averages the probabilities of {len(members)} networks (the {main}'s run "
+            f"folder here, the {partner}'s in partner/); each alone on the same images: {each}."
         )
         if averaging.get("kept") is False:
             text = (
-                f"A truncation was trained beside the whole network (partner/), to be averaged with it, "
-                "and dropped: on the validation images the whole network got "
-                f"{averaging.get('whole_correct')} "
-                f"right against its {averaging.get('partner_correct')} of {averaging.get('images')} "
-                f"(sign test, {format_p(float(averaging.get('p_value', 1)))}). The model is the whole "
-                f"network alone. Each network on the same images: {each}"
+                f"The {partner} was trained beside the {main} (partner/), to be averaged with it, "
+                f"and dropped: on the validation images the {main} got "
+                f"{averaging.get('main_correct', averaging.get('whole_correct'))} right against "
+                f"{_rival_counts(averaging, partner)} of {averaging.get('images')} "
+                f"(sign test, {format_p(float(averaging.get('p_value', 1)))}). The model is the "
+                f"{main} alone. Each network on the same images: {each}"
             )
             averaged = (averaging.get("averaged_accuracy") or {}).get(headline)
             text += f"; their average would have scored {averaged:.1%}." if averaged is not None else "."
@@ -406,6 +407,13 @@ def _per_class(metrics: Mapping[str, Metrics]) -> str:
     return intro + table(rows, ("class", "precision", "recall", "F1", "images"))
 
 
+def _rival_counts(averaging: Mapping[str, object], partner: str) -> str:
+    """What the dropped partner's check weighed the run's own network against, and its count."""
+    if averaging.get("rival") == "average":
+        return f"{averaging.get('average_correct')} for the average with the {partner}"
+    return f"the {partner}'s {averaging.get('partner_correct')}"
+
+
 def _selection(selection: Mapping[str, object], averaging: Mapping[str, object]) -> str:
     if not selection:
         return missing("Not measured: the recipe was given (or size and similarity were).")
@@ -413,6 +421,9 @@ def _selection(selection: Mapping[str, object], averaging: Mapping[str, object])
     cut = f" at {selection['cut_point']}" if selection.get("cut_point") else ""
     if selection.get("partner_cut"):
         cut += f", averaged with a truncation at {selection['partner_cut']}"
+    elif selection.get("partner"):
+        cut += f", averaged with {selection['partner']}"
+    if selection.get("partner") or selection.get("partner_cut"):
         if averaging.get("kept") is False:
             cut += " (trained, then dropped: see Result)"
     close = " It was a close call." if selection.get("close_call") else ""
@@ -420,7 +431,16 @@ def _selection(selection: Mapping[str, object], averaging: Mapping[str, object])
     head = f"<p>Picked <b>{esc(picked + cut)}</b> with confidence {confidence:.2f}.{esc(close)}</p>"
     reasons = [str(r) for r in selection.get("reasons") or []]
     why = "<h3>Why</h3>" + bullets(reasons) if reasons else ""
-    skip = ("quadrant", "recipe", "cut_point", "partner_cut", "confidence", "close_call", "reasons")
+    skip = (
+        "quadrant",
+        "recipe",
+        "cut_point",
+        "partner",
+        "partner_cut",
+        "confidence",
+        "close_call",
+        "reasons",
+    )
     return head + why + scalars_and_records(selection, skip=skip)
 
 

@@ -114,7 +114,7 @@ def _write_grad_cam(
     run_dir: Path, model, images: np.ndarray, probabilities: np.ndarray, captions: list[str], notes: list[str]
 ) -> None:
     from transferkit.reporting.grad_cam import grad_cam
-    from transferkit.training.averaging import MAIN_MEMBER, members_of
+    from transferkit.training.averaging import members_of
 
     if model is None:
         if not (run_dir / "model.keras").exists():
@@ -125,10 +125,12 @@ def _write_grad_cam(
         model = load_run(run_dir).model
     title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
     members = members_of(model)
-    if members:  # an averaged model: explain its prediction in the whole network's last feature map
-        model, classes = members[MAIN_MEMBER], probabilities.argmax(axis=1)
-        maps = grad_cam(model, images.astype(np.float32), classes=classes)
-        title = "Grad-CAM of the whole network (one of the two averaged) for the averaged prediction"
+    if members:  # an averaged model: explain its prediction in the run's own network's last feature map
+        name, model = next(iter(members.items()))
+        maps = grad_cam(model, images.astype(np.float32), classes=probabilities.argmax(axis=1))
+        title = (
+            f"Grad-CAM of the {name.replace('_', ' ')} (one of the two averaged) for the averaged prediction"
+        )
     else:
         maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
     if maps is None:

@@ -28,7 +28,7 @@ from transferkit.reporting.diagnostics import load_predictions, load_validation_
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
-from transferkit.training.averaging import MAIN_MEMBER, PARTNER_MEMBER, check_partner
+from transferkit.training.averaging import MEMBER_NAMES, check_partner
 from transferkit.training.calibration import uncalibrated
 
 
@@ -134,23 +134,32 @@ def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) 
 
 
 def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRun, ...]:
-    """Where the pick averages the whole network and a truncation (``selection.partner_cut``), the
-    averaged model as one more row, the pick, computed from the two rows' held-out predictions.
+    """Where the pick averages two networks (``selection.partner``: the whole network and a
+    truncation, or a truncation and the frozen base), the averaged model as one more row, the pick,
+    computed from the two rows' held-out predictions.
 
     ``fit`` trains the same two networks (the same recipes, seed and split), so the mean of their
     ``predictions.npz`` probabilities, each taken back to before its own run's temperature, is what
     its averaged model scores: fit's averaged model puts its temperature after that mean
     (:mod:`transferkit.training.calibration`), fitted on validation images the members' runs did
-    not save, and it ranks the classes as the mean does. Where the whole network is clearly ahead of
-    the truncation on the validation images (:func:`~transferkit.training.averaging.check_partner`,
-    from each run's validation predictions), fit's model is the whole network alone, and so is the
-    pick's row. Without both rows (or with the truncation cut elsewhere) the runs come back
+    not save, and it ranks the classes as the mean does. Where the picked network is clearly ahead of
+    its partner on the validation images (:func:`~transferkit.training.averaging.check_partner`,
+    from each run's validation predictions), fit's model is the picked network alone, and so is the
+    pick's row. Without both rows (or with a partner truncation cut elsewhere) the runs come back
     unchanged: the pick was not trained.
     """
-    if selection.partner_cut is None:
+    if selection.partner is None:
         return runs
     whole = next((r for r in runs if r.recipe == selection.quadrant), None)
-    cut = next((r for r in runs if r.strategy == "truncate" and _cut_of(r) == selection.partner_cut), None)
+    cut = next(
+        (
+            r
+            for r in runs
+            if r.recipe == selection.partner
+            and (selection.partner_cut is None or _cut_of(r) == selection.partner_cut)
+        ),
+        None,
+    )
     if whole is None or cut is None:
         return runs
     members = [load_predictions(r.run_dir) for r in (whole, cut)]
@@ -160,8 +169,10 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     if any(v is None for v in validation) or validation[0].paths != validation[1].paths:
         validation = None  # runs from before validation predictions were saved: no check, no figure
     else:
-        by_member = {MAIN_MEMBER: validation[0].probabilities, PARTNER_MEMBER: validation[1].probabilities}
-        if not check_partner(by_member, validation[0].labels).kept:  # fit keeps the whole network alone
+        by_member = {
+            MEMBER_NAMES[r.strategy]: v.probabilities for r, v in zip((whole, cut), validation, strict=True)
+        }
+        if not check_partner(by_member, validation[0].labels).kept:  # fit keeps the picked network alone
             seconds = whole.seconds + cut.seconds  # fit trained both before it checked
             picked = dataclasses.replace(whole, recipe=AVERAGED, picked=True, seconds=seconds)
             return (*(dataclasses.replace(r, picked=False) for r in runs), picked)

@@ -26,6 +26,7 @@ from transferkit.errors import TransferkitError, choices_error
 from transferkit.selection.quadrants import SIZE_CHOICES, STRATEGIES, quadrant_for
 from transferkit.selection.rules import (
     CLOSE_CALL_CONFIDENCE,
+    FROZEN_BASE_AVERAGING_LEAD,
     RETRAIN_IMAGES_PER_CLASS,
     RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION,
     SATURATED_PROBE_ACCURACY,
@@ -35,6 +36,7 @@ from transferkit.selection.rules import (
     _compare,
     _describe,
     _size_is_close,
+    averages_frozen_base,
     averages_truncation,
     retrain_images_per_class,
     score_cut_points,
@@ -60,9 +62,11 @@ class Selection:
     images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
     image_size: int | None = None  # the side measured at; the dissimilar size rule depends on it
     trials: Any = None  # selection.trials.Trials when fit settled a close call by training (read: a dict)
-    # The cut of a truncation trained beside the whole network, the model averaging the two
-    # (:func:`.rules.averages_truncation`); None: one network.
-    partner_cut: str | None = None
+    # The quadrant of the network trained beside the pick, the model averaging the two: a truncation
+    # beside the whole network (:func:`.rules.averages_truncation`), the frozen base beside a
+    # truncation (:func:`.rules.averages_frozen_base`); None: one network.
+    partner: str | None = None
+    partner_cut: str | None = None  # where the partner truncates: its cut
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only."""
@@ -76,6 +80,8 @@ class Selection:
     def from_dict(cls, data: Mapping[str, Any]) -> Selection:
         """The selection ``to_dict`` wrote (its trials, if any, stay a dict)."""
         fields = dict(data)
+        if fields.get("partner_cut") and not fields.get("partner"):  # written before frozen-base partners
+            fields["partner"] = quadrant_for("small", similar=False)
         fields["reasons"] = tuple(fields["reasons"])
         fields["scores"] = tuple(CutScore(**score) for score in fields["scores"])
         return cls(**fields)
@@ -130,6 +136,7 @@ def select(
     else:
         reasons, size_close = [f"size given: {size}"], False
     size_measured = values is not None and not reasons[0].startswith("size given")
+    similarity_measured = similar is None
     unmeasurable = similar is None and too_few_to_probe(labels)
     if unmeasurable:  # nothing to cross-validate: the base stays frozen, nothing trials could settle
         similar, scores, cut_point, confidence = True, [], None, 0.0
@@ -145,10 +152,13 @@ def select(
         scores, cut_point, more = _given_similarity(similar, cut_wanted, features_by_cut, labels, seed)
         confidence = 1.0
     reasons += more
-    partner_cut = None
+    partner, partner_cut = None, None
     if _averages(size, similar, values, size_measured, image_size) and cut_point is not None:
-        partner_cut = cut_point
+        partner, partner_cut = quadrant_for("small", similar=False), cut_point
         reasons.append(_averaging_reason(values["median_images_per_class"], image_size, cut_point))
+    elif similarity_measured and size == "small" and not similar and averages_frozen_base(scores):
+        partner = quadrant_for("small", similar=True)
+        reasons.append(_frozen_base_reason(scores))
     close = (confidence < CLOSE_CALL_CONFIDENCE and not unmeasurable) or size_close
     if close:
         reasons.append("close call: run `transferkit compare` to train the candidates side by side")
@@ -166,6 +176,7 @@ def select(
         seconds=time.perf_counter() - start,
         images_per_class=values["median_images_per_class"] if values else None,
         image_size=image_size,
+        partner=partner,
         partner_cut=partner_cut,
     )
 
@@ -182,6 +193,16 @@ def _averaging_reason(median: float, image_size: int | None, cut: str) -> str:
         f"{RETRAIN_IMAGES_PER_CLASS:,} at low): there neither the whole network nor a truncation wins "
         f"reliably, so both train (the truncation at {cut!r}) and the model averages their probabilities "
         "(the whole network alone where it is clearly ahead on the validation images)"
+    )
+
+
+def _frozen_base_reason(scores: Sequence[CutScore]) -> str:
+    comparison = _compare(scores)
+    return (
+        f"the cut leads the base's output by {-comparison.margin:.3f} in the probe (at most "
+        f"{FROZEN_BASE_AVERAGING_LEAD:.2f}): within what a trained head can lose, so the frozen base "
+        "trains too and the model averages their probabilities (the truncation alone where it is clearly "
+        "ahead on the validation images)"
     )
 
 

@@ -1,8 +1,8 @@
-"""One set of augmented passes for both networks of an averaged run: the whole network's head
-warm-up and its partner truncation's head.
+"""One set of augmented passes for both networks of an averaged run: their first head phases.
 
-Where a run averages the whole network with a truncation (:mod:`.averaging`), both start with a
-head phase on cached features of the same pretrained base: the same images, the same warps, the
+Where a run averages two networks (:mod:`.averaging`) that both start with a head phase on cached
+features of the same pretrained base (the whole network's warm-up and its truncation's head; a
+truncation's head and the frozen base's), both heads train on the same images, the same warps, the
 same seeds, pooled at two depths (the base's output and the truncation's cut). Each used to pass
 the images through the base on its own; here one graph, the base with both pooled outputs,
 passes them once, and each network's first phase trains on its columns. On the playing cards at
@@ -19,8 +19,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from transferkit.backbones.weights import build_base
 from transferkit.recipes import Recipe
 from transferkit.training.augment import RandomAffine
+from transferkit.training.averaging import member_name
 from transferkit.training.feature_bank import FeatureView, bank_model
 from transferkit.training.features import CachedFeatures
 from transferkit.training.head_phase import FeatureCache, FirstPasses, cached_passes
@@ -51,20 +53,38 @@ def share_first_passes(trainer: Trainer, partner: Recipe) -> FirstPasses | None:
     alone = trainer.replicas == 1 and not trainer.multi_worker
     if not (same and alone and on_cached_features(first) and on_cached_features(theirs)):
         return None
-    trainer._say("Caching features for the whole network and its partner truncation at once")
+    base = _whole_base(trainer, partner)
+    if base is None:
+        return None
+    mine, theirs_name = (member_name(r).replace("_", " ") for r in (recipe, partner))
+    trainer._say(f"Caching features for the {mine} and its partner {theirs_name} at once")
     with trainer.stopwatch.stage("shared features"):
-        ours, partners = _compute(trainer, partner, augment, passes)
+        ours, partners = _compute(trainer, base, partner, augment, passes)
     trainer.features.first_passes = ours
     return partners
 
 
+def _whole_base(trainer: Trainer, partner: Recipe) -> keras.Model | None:
+    """The base both views are read from: the run's, or where the run truncates and its partner
+    reads the whole base's output (a frozen base beside a truncation), the whole pretrained base
+    built again (the layers below the cut the same weights as the run's). None with random
+    weights: a base built again would not be the run's."""
+    base = trainer.classifier.base
+    if FeatureView.of(partner).cut is not None or trainer.recipe.strategy != "truncate":
+        return base
+    if trainer.recipe.backbone.weights == "random":
+        return None
+    whole, _ = build_base(trainer.spec, int(base.input_shape[1]), trainer.recipe.backbone.weights)
+    return whole
+
+
 def _compute(
-    trainer: Trainer, partner: Recipe, augment: RandomAffine, passes: int
+    trainer: Trainer, base: keras.Model, partner: Recipe, augment: RandomAffine, passes: int
 ) -> tuple[FirstPasses, FirstPasses]:
-    """The passes through one graph with both networks' pooled outputs, split into each one's."""
+    """The passes through one graph on ``base`` with both networks' pooled outputs, split into each one's."""
     recipe = trainer.recipe
     views = [FeatureView.of(recipe), FeatureView.of(partner)]
-    pooled = bank_model(trainer.classifier.base, trainer.spec, views)
+    pooled = bank_model(base, trainer.spec, views)
     widths = [int(output.shape[-1]) for output in pooled.outputs]
     both = keras.layers.Concatenate(name="both_views")(pooled.outputs)  # one array per pass for the cache
     extractor = keras.Model(pooled.inputs, both, name="shared_features")
