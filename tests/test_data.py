@@ -70,6 +70,16 @@ def test_predefined_train_val_test_folders_are_used_as_given(tmp_path):
     assert set(splits.card.counts) == {"train", "val", "test"}
 
 
+def test_a_split_class_named_with_other_letter_case_says_so(tmp_path):
+    _folder(tmp_path / "train", {"Cat": 4, "dog": 4})
+    _folder(tmp_path / "val", {"cat": 2, "dog": 2})
+    skipped = dict(load_data(str(tmp_path)).card.skipped)
+    assert (
+        "training has 'Cat': class names are case-sensitive"
+        in skipped[str(tmp_path / "val" / "cat" / "000.png")]
+    )
+
+
 def test_test_split_is_held_out_first_disjoint_stratified_and_seeded(tmp_path):
     root = _folder(tmp_path, {"ants": 20, "bees": 20, "cats": 10})
     splits = load_data(root, seed=7)  # default: 15% test, then 20% of the whole for validation

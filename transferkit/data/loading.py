@@ -392,6 +392,7 @@ def _image_set(scan: ScannedSplit, class_names: tuple[str, ...], skipped: list[t
     Names match in Unicode's composed form (NFC), as the scan gives them, so a class name saved
     decomposed (a macOS file system's NFD) finds its folder."""
     index = {nfc(name): i for i, name in enumerate(class_names)}
+    folded = {name.casefold(): name for name in index}
     paths, labels = [], []
     for name in sorted(scan.images, key=lambda n: index.get(n, -1)):
         for path, _ in scan.images[name]:
@@ -399,7 +400,9 @@ def _image_set(scan: ScannedSplit, class_names: tuple[str, ...], skipped: list[t
                 paths.append(path)
                 labels.append(index[name])
             else:
-                skipped.append((path, f"class {name!r} has no training images; left out"))
+                near = folded.get(name.casefold())
+                hint = f" (training has {near!r}: class names are case-sensitive)" if near else ""
+                skipped.append((path, f"class {name!r} has no training images{hint}; left out"))
     return ImageSet(tuple(paths), tuple(labels))
 
 
