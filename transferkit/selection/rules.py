@@ -167,13 +167,14 @@ def averages_frozen_base(scores: Sequence[CutScore]) -> bool:
     which one a trained head favours is not settled by the probe: the held-out stamps lost 6.6
     points to the frozen base at a lead of 0.050 (README). Their mean sidesteps the choice, as the
     whole network and a truncation do between the dissimilar floors (:func:`averages_truncation`).
-    Measured on the tuning sets only, 96 px, test split, truncation / frozen base / average, by the
-    probe's lead of the cut over the deepest features:
+    Measured on the tuning sets only, 96 px, test split, truncation / frozen base / average (the
+    mean of the two runs' probabilities before their temperatures, as fit's model averages them),
+    by the probe's lead of the cut over the deepest features:
 
     - 150 per class (this code; 98 training images per class): Animal-MNIST 0.022: 0.945 / 0.927 /
       0.950, seed 1 0.035: 0.891 / 0.895 / 0.923; digits 0.033: 0.955 / 0.964 / 0.977; icon themes
-      0.171: 0.761 / 0.545 / 0.705, seed 1 0.158: 0.739 / 0.557 / 0.716; matplotlib typefaces 0.222:
-      0.761 / 0.568 / 0.761, seed 1 0.296: 0.818 / 0.568 / 0.807.
+      0.171: 0.761 / 0.545 / 0.682, seed 1 0.158: 0.739 / 0.557 / 0.670; matplotlib typefaces 0.222:
+      0.761 / 0.568 / 0.761, seed 1 0.296: 0.818 / 0.568 / 0.773.
     - 45 per class (29 training images per class, an earlier commit's recipes): Animal-MNIST 0.072 and
       0.076: 0.900 / 0.829 / 0.900 and 0.857 / 0.771 / 0.857; digits 0.066 and 0.062: 0.929 / 0.943 /
       0.986 and 0.986 / 0.986 / 0.986; science tiles 0.055 and 0.041: 1.000 / 1.000 / 1.000 and
@@ -181,9 +182,10 @@ def averages_frozen_base(scores: Sequence[CutScore]) -> bool:
       0.571; typefaces 0.241 and 0.241: 0.679 / 0.357 / 0.607 and 0.750 / 0.321 / 0.643.
 
     Up to a lead of 0.076 the average never scored below the truncation (nine rows, +1.6 points on
-    average); from 0.158 on it never scored above it (eight rows, -5.6 on average), the frozen base
-    being 11-43 points behind. The frozen base's head costs about what the truncation's does (a
-    second set of feature passes through the whole base and a head fit), and no trial runs then.
+    average); from 0.158 on it never scored above it (eight rows, -6.9 on average), the frozen base
+    being 11-43 points behind. The frozen base's head costs about what the truncation's does (its
+    first passes are the truncation's, :mod:`transferkit.training.shared_passes`), and no trial runs
+    then.
 
     Example:
         >>> def score(cut, accuracy):
