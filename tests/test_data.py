@@ -70,6 +70,15 @@ def test_predefined_train_val_test_folders_are_used_as_given(tmp_path):
     assert set(splits.card.counts) == {"train", "val", "test"}
 
 
+def test_a_class_folder_without_one_usable_image_is_named_on_the_card(tmp_path):
+    root = _folder(tmp_path, {"ants": 6, "bees": 6, "cats": 3})
+    for path in (root / "cats").iterdir():
+        path.write_text("not an image")
+    splits = load_data(str(root), validation_split=0.2, test_split=0)
+    assert splits.class_names == ("ants", "bees")
+    assert "class folder(s) left out, not one usable image in them: cats" in splits.card.summary()
+
+
 def test_a_split_class_named_with_other_letter_case_says_so(tmp_path):
     _folder(tmp_path / "train", {"Cat": 4, "dog": 4})
     _folder(tmp_path / "val", {"cat": 2, "dog": 2})

@@ -6,9 +6,12 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transferkit.data.copies import Copies
 from transferkit.data.splits import Holdout
+
+EMPTY_CLASS_REASON = "class folder has no usable images"  # a skip reason: the class is left out
 
 
 def size_stats(sizes: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
@@ -150,12 +153,24 @@ class DatasetCard:
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
             text += f", {len(kinds) - 4} more kind(s): dataset_card.json lists each" if len(kinds) > 4 else ""
             lines.append(f"skipped {len(self.skipped)}: {text}")
+            lines.extend(self._classes_left_out())
         if self.copies is not None:
             lines.extend(self.copies.lines())
         lines.extend(self._classes_missing_from_splits())
         if self.holdout is not None:
             lines.append(self.holdout.note)
         return "\n".join(lines)
+
+    def _classes_left_out(self) -> list[str]:
+        """A line naming the class folders left out for want of a usable image: one vanished class
+        changes what the model can answer, and a count among the skipped files is easy to miss."""
+        empty = [Path(path).name for path, reason in self.skipped if reason.startswith(EMPTY_CLASS_REASON)]
+        if not empty:
+            return []
+        named = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        return [
+            f"class folder(s) left out, not one usable image in them: {named} (--strict makes this an error)"
+        ]
 
     def _classes_missing_from_splits(self) -> list[str]:
         """A line for each evaluation split that has images but none of some class."""

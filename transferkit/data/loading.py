@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data import tfds_source
-from transferkit.data.card import DatasetCard, size_stats
+from transferkit.data.card import EMPTY_CLASS_REASON, DatasetCard, size_stats
 from transferkit.data.copies import copy_groups, find_copies
 from transferkit.data.decode import IMAGE_EXTENSIONS, load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
@@ -308,7 +308,7 @@ def _load_folder(
         if unknown:
             raise TransferkitError(_not_known(unknown, source, classes))
         class_names = tuple(classes)
-    skipped = [(str(root / name), "class folder has no usable images; class left out")
+    skipped = [(str(root / name), f"{EMPTY_CLASS_REASON}; class left out")
                for name, found in pool.images.items() if not found]  # fmt: skip
     sets = {"train": _image_set(pool, class_names, skipped)}
     sets.update(
