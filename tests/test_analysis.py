@@ -52,6 +52,13 @@ def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path, 
     assert result.selection.quadrant in QUADRANTS
     assert [s.cut for s in result.selection.scores] == ["block1_pool", "block2_pool", "block3_pool"]
     assert 0 < result.selection_seconds <= result.seconds
+    import dataclasses  # a pick that fit averages with a second network says so where it is named
+
+    averaged = dataclasses.replace(
+        result, selection=dataclasses.replace(result.selection, partner="small_similar")
+    )
+    (chosen,) = (line for line in averaged.summary().splitlines() if line.startswith("Chosen:"))
+    assert "averaged with small_similar (confidence" in chosen
 
 
 def test_compare_trains_every_recipe_on_the_same_split(compared, folder):

@@ -68,6 +68,8 @@ class AnalysisResult:
             for c in s.scores
         ]
         cut = f" at {s.cut_point}" if s.cut_point else ""
+        if s.partner:  # fit trains a second network and averages the two
+            cut += f", averaged with {s.partner}" + (f" at {s.partner_cut}" if s.partner_cut else "")
         lines.append(f"\nChosen: {s.quadrant} -> {s.recipe}{cut} (confidence {s.confidence:.2f})")
         lines += [f"  - {reason}" for reason in s.reasons]
         if s.close_call:
