@@ -243,6 +243,12 @@ def test_log_lines_write_at_most_ten_lines_per_phase_and_the_last_epoch(capsys):
         "phase 1/2 head: epoch 37/200",
     ]
     assert "val_accuracy 0.5" in lines[-1] and lines[-1].endswith(" s)")
+    stopped = PhaseLog(PhaseStarted("head", 0, 200, 2), initial_epoch=0)  # stopped on a logged epoch
+    for epoch in range(20):
+        stopped.on_epoch_end(epoch, {"loss": 0.5})
+    stopped.on_train_end()
+    (line,) = capsys.readouterr().out.splitlines()  # its line once, with the phase's time
+    assert line.startswith("phase 1/2 head: epoch 20/200") and line.endswith(" s)")
 
 
 def test_log_lines_replace_keras_output_when_verbose_is_2(folder, two_phases, tmp_path, capsys):

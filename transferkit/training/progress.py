@@ -221,15 +221,21 @@ class PhaseLog(keras.callbacks.Callback):
         self.every = max(1, -(-started.epochs // LOG_LINES_PER_PHASE))
         self._began = time.monotonic()
         self._last: tuple[int, Mapping[str, float]] | None = None
+        # A periodic line is written once the next epoch ends: where the phase stops on that very
+        # epoch (early stopping), the last line alone gives it, with the phase's time.
+        self._due: tuple[int, Mapping[str, float]] | None = None
 
     def on_train_begin(self, logs=None):
         self._began = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._due is not None:
+            self._write(*self._due)
+            self._due = None
         number = epoch - self.initial_epoch + 1
         self._last = (number, dict(logs or {}))
         if number % self.every == 0 and number < self.started.epochs:
-            self._write(number, logs or {})
+            self._due = self._last
 
     def on_train_end(self, logs=None):
         if self._last is not None:
