@@ -281,3 +281,15 @@ def test_a_fit_leaves_older_objects_out_of_the_collectors_passes_and_puts_them_b
     transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=0, callbacks=[spy])
     assert frozen and min(frozen) > 0  # what existed before the fit, left alone while it ran
     assert gc.get_freeze_count() == 0  # and back in the collector's care afterwards
+
+
+def test_a_caching_bar_over_an_image_pipeline_counts_to_the_batches_it_is_told():
+    """An image pipeline's cardinality is unknown (it drops unreadable files as it goes): the bar
+    takes the pass's batch count, so it shows a rate and an ETA rather than a bare count."""
+    import tensorflow as tf
+
+    from transferkit.training.features import caching_bar
+
+    unknown = tf.data.Dataset.range(10).filter(lambda x: x < 5)
+    assert caching_bar(unknown, 0, steps=7).total == 7
+    assert caching_bar(tf.data.Dataset.range(4), 0, steps=7).total == 4  # a known count wins

@@ -77,6 +77,7 @@ def extract_features(
     feature_dim: int,
     verbose: int = 1,
     out: np.ndarray | None = None,
+    steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass of ``dataset`` (batches of uint8 images, int labels) through ``step``.
 
@@ -88,6 +89,7 @@ def extract_features(
         out: ``[capacity, D]`` to write the features into, batch by batch (an ``np.memmap`` from
             :meth:`~transferkit.data.cache_budget.CacheBudget.array` over the memory budget);
             ``capacity`` must hold every image. Without it the features are gathered in memory.
+        steps: the batches in a pass, for the bar's total where ``dataset`` does not know them.
 
     Returns:
         ``(features [N, D] float32, labels [N] int32)``; with ``out``, the features are ``out[:N]``.
@@ -97,9 +99,9 @@ def extract_features(
         >>> features, labels = extract_features(step, dataset, feature_dim=1280, out=store)  # doctest: +SKIP
     """
     if out is None:
-        return _gathered(step, dataset, feature_dim, verbose)
+        return _gathered(step, dataset, feature_dim, verbose, steps)
     labels, filled, since_release = [], 0, 0
-    with caching_bar(dataset, verbose) as progress:
+    with caching_bar(dataset, verbose, steps=steps) as progress:
         for images, batch_labels in dataset:
             batch = step(tf.cast(images, tf.float32)).numpy()
             if filled + len(batch) > len(out):
@@ -116,10 +118,10 @@ def extract_features(
 
 
 def _gathered(
-    step, dataset: tf.data.Dataset, feature_dim: int, verbose: int
+    step, dataset: tf.data.Dataset, feature_dim: int, verbose: int, steps: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
-    with caching_bar(dataset, verbose) as progress:
+    with caching_bar(dataset, verbose, steps=steps) as progress:
         for images, batch_labels in dataset:
             features.append(step(tf.cast(images, tf.float32)).numpy().astype("float32"))
             labels.append(batch_labels.numpy().astype("int32"))
@@ -129,11 +131,17 @@ def _gathered(
     return np.concatenate(features), np.concatenate(labels)
 
 
-def caching_bar(dataset: tf.data.Dataset, verbose: int, desc: str = "caching features"):
-    """A bar over one pass of ``dataset``'s batches that goes away when done; shown when ``verbose == 1``."""
-    steps = int(dataset.cardinality())
+def caching_bar(
+    dataset: tf.data.Dataset, verbose: int, desc: str = "caching features", steps: int | None = None
+):
+    """A bar over one pass of ``dataset``'s batches that goes away when done; shown when ``verbose == 1``.
+
+    ``steps``: the batches a pass holds where ``dataset`` does not know (an image pipeline drops an
+    unreadable file as it goes, so its cardinality is unknown): the bar's total, for its rate and ETA.
+    """
+    known = int(dataset.cardinality())
     return progress_bar(
-        total=steps if steps > 0 else None,
+        total=known if known > 0 else steps,
         desc=desc,
         unit="batch",
         leave=False,

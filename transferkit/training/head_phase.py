@@ -176,11 +176,11 @@ class FeatureCache:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One pass of ``data`` through ``step``: ``(features [N, D], labels [N])``, into ``out`` if given."""
         dim = int(self.extractor.output.shape[-1])
+        steps = self.validation_steps if data is self.val_data else self.steps_per_epoch
         if out is None and self.cache is not None:  # one row per image: the split's batches, full
-            steps = self.validation_steps if data is self.val_data else self.steps_per_epoch
             out = self.cache.array((steps * self.batch_size, dim), name="features")
         with self.stopwatch.stage("features"):
-            return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out)
+            return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out, steps=steps)
 
     def clean(self, split: str, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
         """Un-augmented features of ``split`` (``"train"`` or ``"val"``): the given ones while the
