@@ -229,7 +229,7 @@ def prepare(
     if selection is not None and selection.partner is not None:
         partner = averaging.partner_recipe(recipe, selection.partner, selection.partner_cut, overrides)
         at = f" at {partner.backbone.cut!r}" if partner.strategy == "truncate" else ""
-        main = averaging.member_name(recipe).replace("_", " ")
+        main = averaging.in_words(averaging.member_name(recipe))
         say(verbose, f"  then {partner.name} ({partner.strategy}{at}) in {averaging.PARTNER_DIR}/; the "
             f"model averages the two networks' probabilities, unless the {main} is clearly ahead on the "
             "validation images")  # fmt: skip
@@ -623,9 +623,9 @@ def describe_members(members: dict, split: str, accuracy: float, dropped_average
     """One line: each network's accuracy on ``split`` beside the model's: the average's, or, where
     the partner was dropped, what their average would have scored (``dropped_average``); the run's
     own network is the first of ``members``."""
-    each = ", ".join(f"{name.replace('_', ' ')} {m[split]['accuracy']:.3f}" for name, m in members.items())
+    each = ", ".join(f"{averaging.in_words(name)} {m[split]['accuracy']:.3f}" for name, m in members.items())
     if dropped_average is not None:
-        main = next(iter(members)).replace("_", " ")
+        main = averaging.in_words(next(iter(members)))
         return (
             f"Each network's {split} accuracy: {each} (the model: the {main}; their average "
             f"would have scored {dropped_average:.3f})"

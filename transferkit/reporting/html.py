@@ -271,13 +271,13 @@ def _result(
     ]
     summary = table(rows, ("split", "accuracy", "top-5 accuracy", "macro F1", "loss", "images"))
     if members:  # an averaged model (transferkit.training.averaging): each network alone
+        from transferkit.training.averaging import in_words
+
         headline = next(iter(metrics))
         each = ", ".join(
-            f"{name.replace('_', ' ')} {m[headline]['accuracy']:.1%}"
-            for name, m in members.items()
-            if headline in m
+            f"{in_words(name)} {m[headline]['accuracy']:.1%}" for name, m in members.items() if headline in m
         )
-        main, partner = (name.replace("_", " ") for name in list(members)[:2])
+        main, partner = (in_words(name) for name in list(members)[:2])
         text = (
             f"The model averages the probabilities of {len(members)} networks (the {main}'s run "
             f"folder here, the {partner}'s in partner/); each alone on the same images: {each}."

@@ -114,7 +114,7 @@ def _write_grad_cam(
     run_dir: Path, model, images: np.ndarray, probabilities: np.ndarray, captions: list[str], notes: list[str]
 ) -> None:
     from transferkit.reporting.grad_cam import grad_cam
-    from transferkit.training.averaging import members_of
+    from transferkit.training.averaging import in_words, members_of
 
     if model is None:
         if not (run_dir / "model.keras").exists():
@@ -128,9 +128,7 @@ def _write_grad_cam(
     if members:  # an averaged model: explain its prediction in the run's own network's last feature map
         name, model = next(iter(members.items()))
         maps = grad_cam(model, images.astype(np.float32), classes=probabilities.argmax(axis=1))
-        title = (
-            f"Grad-CAM of the {name.replace('_', ' ')} (one of the two averaged) for the averaged prediction"
-        )
+        title = f"Grad-CAM of the {in_words(name)} (one of the two averaged) for the averaged prediction"
     else:
         maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
     if maps is None:

@@ -61,6 +61,16 @@ def member_name(recipe: Recipe) -> str:
     return MEMBER_NAMES[recipe.strategy]
 
 
+def in_words(name: str) -> str:
+    """A member's name as the messages and the report write it.
+
+    Example:
+        >>> in_words("frozen_base")
+        'frozen base'
+    """
+    return name.replace("_", " ")
+
+
 def partner_recipe(recipe: Recipe, quadrant: str, cut: str | None, overrides: Mapping[str, object]) -> Recipe:
     """The network trained beside ``recipe``: the built-in recipe of ``quadrant`` (cut at ``cut``
     where it truncates), with ``recipe``'s seed and the caller's overrides (backbone, image size,
@@ -249,10 +259,10 @@ class PartnerCheck:
     @property
     def rival_name(self) -> str:
         """The rival in words: ``"frozen base"``, ``"average"``."""
-        return "average" if self.rival == "average" else self.partner.replace("_", " ")
+        return "average" if self.rival == "average" else in_words(self.partner)
 
     def describe(self) -> str:
-        main, partner = (name.replace("_", " ") for name in (self.main, self.partner))
+        main, partner = in_words(self.main), in_words(self.partner)
         counts = (
             f"validation {self.main_correct} against {self.rival_correct} of {self.images} right, "
             f"{format_p(self.p_value)}"

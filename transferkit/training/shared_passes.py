@@ -22,7 +22,7 @@ import numpy as np
 from transferkit.backbones.weights import build_base
 from transferkit.recipes import Recipe
 from transferkit.training.augment import RandomAffine
-from transferkit.training.averaging import member_name
+from transferkit.training.averaging import in_words, member_name
 from transferkit.training.feature_bank import FeatureView, bank_model
 from transferkit.training.features import CachedFeatures
 from transferkit.training.head_phase import FeatureCache, FirstPasses, cached_passes
@@ -56,7 +56,7 @@ def share_first_passes(trainer: Trainer, partner: Recipe) -> FirstPasses | None:
     base = _whole_base(trainer, partner)
     if base is None:
         return None
-    mine, theirs_name = (member_name(r).replace("_", " ") for r in (recipe, partner))
+    mine, theirs_name = (in_words(member_name(r)) for r in (recipe, partner))
     trainer._say(f"Caching features for the {mine} and its partner {theirs_name} at once")
     with trainer.stopwatch.stage("shared features"):
         ours, partners = _compute(trainer, base, partner, augment, passes)
