@@ -183,6 +183,46 @@ def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repe
     assert (cat[0, 0] == 255).all() and 100 < int(cat[side // 2, side // 2, 1]) < 155  # red over white
 
 
+def test_icon_contexts_label_by_context_folder_and_drop_icons_filed_under_two(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    side = examples_debian.ICON_CONTEXT_SIDE
+
+    def icon(path, colour, size=(side, side)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", size, colour).save(path)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    icon(first / "apps" / str(side) / "editor.png", (255, 0, 0, 255))
+    icon(first / "apps" / str(side) / "editor-copy.png", (255, 0, 0, 255))  # drawn twice: kept once
+    icon(first / "apps" / str(side) / "spinner.png", (9, 9, 9, 255), (side * 4, side))  # a sprite sheet
+    icon(first / "places" / str(side) / "folder.png", (0, 0, 255, 128))  # half transparent
+    icon(first / "status" / str(side) / "battery-symbolic.png", (0, 0, 0, 255))  # monochrome
+    icon(first / "status" / str(side) / "alias.png", (0, 99, 0, 255))
+    (first / "status" / str(side) / "link.png").symlink_to(first / "status" / str(side) / "alias.png")
+    icon(second / "mimes" / str(side) / "text.png", (0, 255, 0, 255))  # this theme's name for mimetypes
+    icon(second / "devices" / str(side) / "red.png", (255, 0, 0, 255))  # the editor again: two contexts
+    themes = {str(first): ("first-icons", {}), str(second): ("second-icons", {"mimetypes": "mimes"})}
+    monkeypatch.setattr(examples_debian, "ICON_CONTEXT_THEMES", themes)
+
+    images, labels = examples_debian.icon_contexts()
+
+    contexts = examples_debian.ICON_CONTEXTS
+    assert [contexts[i] for i in labels] == ["mimetypes", "places", "status"]
+    assert images.shape == (3, side, side, 3) and images.dtype == np.uint8
+    assert (images[0] == [0, 255, 0]).all()
+    assert (images[1][..., 2] == 255).all() and 100 < int(images[1][0, 0, 0]) < 155  # blue over white
+
+
+def test_icon_contexts_missing_theme_is_a_clear_error_with_the_install_command(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    themes = {str(tmp_path / "absent"): ("faenza-icon-theme", {})}
+    monkeypatch.setattr(examples_debian, "ICON_CONTEXT_THEMES", themes)
+    with pytest.raises(TransferkitError, match="apt-get install --no-install-recommends faenza-icon-theme"):
+        get_dataset("icon_contexts").load()
+
+
 def test_clipart_skips_huge_drawings_by_their_header_before_decoding(monkeypatch, tmp_path):
     from transferkit.data import examples_debian
 

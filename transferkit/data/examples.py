@@ -139,6 +139,15 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.icon_themes,
         ),
         _entry(
+            "icon_contexts",
+            "Which freedesktop context a 48 px full-colour icon is filed under (actions, apps, devices, "
+            "mimetypes, places, status), from the Faenza and elementary-xfce themes; on white",
+            debian.ICON_CONTEXTS, 1162, (debian.ICON_CONTEXT_SIDE, debian.ICON_CONTEXT_SIDE),
+            "faenza-icon-theme, elementary-xfce-icon-theme (Debian; make datasets)",
+            "GPL-3+ (Faenza), GPL-2+ (elementary-xfce)", "illustration",
+            debian.icon_contexts,
+        ),
+        _entry(
             "stamp_categories",
             "Category of a Tux Paint stamp (photo cut-outs and drawings of everyday things): animals, "
             "food, household, plants, town, vehicles; scaled into a 128 px square on white",

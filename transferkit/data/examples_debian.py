@@ -1,6 +1,6 @@
 """Loaders of the example datasets whose images ship in Debian packages: fonts, card decks, emoji,
-icon themes, Tux Paint's stamps, Openclipart's clip art. ``make datasets`` installs the packages
-(apt); each loader's error names them.
+icon themes (which theme drew an icon; which context it is filed under), Tux Paint's stamps,
+Openclipart's clip art. ``make datasets`` installs the packages (apt); each loader's error names them.
 
 Mostly non-photographic on purpose: they are the data sets unlike ImageNet that the selector and
 the recipes are checked on (see ``benchmarks/regret.py``). The stamps, photo cut-outs and drawings
@@ -204,6 +204,52 @@ def icon_themes() -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for label, icons in enumerate(per_theme):
         kept = spread_evenly([v for k, v in icons.items() if k not in shared], ICON_CAP)
+        images += kept
+        labels += [label] * len(kept)
+    return np.stack(images), np.asarray(labels)
+
+
+ICON_CONTEXTS = ("actions", "apps", "devices", "mimetypes", "places", "status")
+ICON_CONTEXT_THEMES = {  # theme folder -> (Debian package, its folder names that are not the context's)
+    "/usr/share/icons/Faenza": ("faenza-icon-theme", {}),
+    "/usr/share/icons/elementary-xfce": ("elementary-xfce-icon-theme", {"mimetypes": "mimes"}),
+}
+# The six freedesktop contexts both themes fill at 48 px. Left out: categories, emblems, emotes,
+# animations, panel and notifications (under 70 icons, or a theme's own). Two themes unrelated to
+# icon_themes' four (MATE's, a fork of GNOME 2's drawings, would repeat that tuning set's images).
+ICON_CONTEXT_SIDE = 48
+
+
+def icon_contexts() -> tuple[np.ndarray, np.ndarray]:
+    """The freedesktop context a 48 px full-colour icon is filed under (what it stands for: an
+    action, an application, a device, a file type, a place, a status), from the Faenza and
+    elementary-xfce themes, on white.
+
+    Regular files only (symlinks are aliases of drawn icons), '-symbolic' monochrome icons left out;
+    an icon drawn twice in one context is kept once, one filed under two contexts is dropped (it has
+    no single right label).
+    """
+    hint = "apt-get install --no-install-recommends " + " ".join(p for p, _ in ICON_CONTEXT_THEMES.values())
+    by_context: list[dict[bytes, np.ndarray]] = [{} for _ in ICON_CONTEXTS]
+    for theme, (package, renamed) in ICON_CONTEXT_THEMES.items():
+        root = require_file(Path(theme), "icon_contexts", f"the Debian package {package}", hint)
+        for label, context in enumerate(ICON_CONTEXTS):
+            folder = root / renamed.get(context, context) / str(ICON_CONTEXT_SIDE)
+            for path in sorted(folder.glob("*.png")):
+                if path.is_symlink() or "symbolic" in path.name:
+                    continue
+                with Image.open(path) as image:
+                    if image.size != (ICON_CONTEXT_SIDE, ICON_CONTEXT_SIDE):  # sprite sheets
+                        continue
+                    pixels = flatten_rgba(image, (255, 255, 255))
+                by_context[label].setdefault(hashlib.sha1(pixels.tobytes()).digest(), pixels)
+    counts: dict[bytes, int] = {}
+    for icons in by_context:
+        for digest in icons:
+            counts[digest] = counts.get(digest, 0) + 1
+    images, labels = [], []
+    for label, icons in enumerate(by_context):
+        kept = [pixels for digest, pixels in icons.items() if counts[digest] == 1]
         images += kept
         labels += [label] * len(kept)
     return np.stack(images), np.asarray(labels)
