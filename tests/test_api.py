@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import transferkit
 from transferkit import api, recipes
@@ -542,6 +543,29 @@ def test_augment_preview_of_a_folder_without_images_says_so(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and "No image files under" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "g.png").exists()
+
+
+def test_augment_preview_scales_deep_grey_images_from_the_white_level_fit_finds(tmp_path, monkeypatch):
+    """12-bit values in 16-bit PNGs (a detector's 0-4095): training scales them to 0-255 by the
+    data set's white level, and the preview showed them nearly black without it."""
+    from transferkit.reporting import preview as preview_module
+
+    for label, value in (("dark", 1000), ("bright", 4000)):
+        (folder := tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((24, 24), value + i, np.uint16)).save(folder / f"{i}.png")
+    shown, decode = [], preview_module.load_images
+
+    def recorded(paths, image_size, white_level):
+        images, skipped = decode(paths, image_size, white_level)
+        shown.append(images)
+        return images, skipped
+
+    monkeypatch.setattr(preview_module, "load_images", recorded)
+    args = ["augment-preview", "--data", str(tmp_path / "data"), "--images", "4", "--copies", "1"]
+    result = CliRunner().invoke(main, [*args, "--image-size", "24", "--out", str(tmp_path / "grid.png")])
+    assert result.exit_code == 0, result.output
+    assert shown[0].max() == round(4001 * 255 / 4095)  # 249, not the high byte's 15
 
 
 def test_public_api_names_all_resolve():

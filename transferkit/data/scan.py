@@ -130,6 +130,14 @@ def scan_split(folder: Path) -> ScannedSplit:
     return result
 
 
+def high_bit_peak(paths: list[str]) -> int | None:
+    """The largest sample of the high-bit-depth images among ``paths`` (None: they have none),
+    probed as :func:`scan_split` probes them: the white level of files that are not sorted into
+    classes (``augment-preview``) comes from it, as a data set's comes from its scan's ``peak``."""
+    probes = (outcome[0] for outcome in _probed(iter(paths)) if not isinstance(outcome, str))
+    return max((found.peak for found in probes if found.peak is not None), default=None)
+
+
 def _probed(paths: Iterator[str]) -> Iterator[tuple[Probe, str] | str]:
     """:func:`_check` of every path, in order, from a thread pool with a bounded number in flight.
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from transferkit import recipes as recipe_io
-from transferkit.data.decode import load_images
+from transferkit.data.decode import load_images, white_level_for
 from transferkit.data.loading import load_data, source_path
-from transferkit.data.scan import detect_layout, walk_images
+from transferkit.data.scan import detect_layout, high_bit_peak, walk_images
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_image_grid
 from transferkit.selection.quadrants import PROVISIONAL
@@ -59,7 +59,11 @@ def augment_preview(
 def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
     """The image files to sample from, and their white level: a folder's training images (its
     ``train/`` when split, else all of it; one class, or none, is enough for a picture), or a TFDS
-    source's training split."""
+    source's training split.
+
+    A folder's white level is found over all of it, every split, as ``fit``'s scan finds it: with
+    none, 12-bit values in 16-bit files showed nearly black here while training scaled them to 0-255.
+    """
     source = source_path(data)
     if source.startswith("tfds:"):
         splits = load_data(source, seed=seed)
@@ -70,4 +74,5 @@ def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
     paths = walk_images(detect_layout(root).get("train", root), skipped=[])
     if not paths:
         raise TransferkitError(f"No image files under {data!r} (searched recursively).")
-    return paths, None
+    peak = high_bit_peak(walk_images(root, skipped=[]))
+    return paths, None if peak is None else white_level_for(peak)
