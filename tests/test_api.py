@@ -4,6 +4,9 @@ import csv
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -464,6 +467,21 @@ def test_an_interrupted_fit_names_its_run_folder_quoted_and_after_the_data_folde
     (run_dir,) = out.iterdir()
     assert result.exit_code == 130 and run_dir.name.startswith(f"{folder.name}-small_similar-")
     assert f"`transferkit fit --resume '{run_dir}'` continues" in result.output
+
+
+def test_a_fit_whose_output_pipe_closes_says_it_stopped_and_how_to_resume(folder, tmp_path):
+    """``fit ... | head``: the fit stops at its next line of progress. It exited 0 without a word,
+    which read as a finished run; it says so on stderr and exits as SIGPIPE would."""
+    command = [sys.executable, "-m", "transferkit", "fit", "--data", str(folder), "--backbone", "tiny",
+               "--weights", "random", "--recipe", "small_similar", "--out", str(tmp_path)]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as fit:
+        while (line := fit.stdout.readline()) and not line.startswith("Phase 1/1"):  # its data saved by then
+            pass
+        fit.stdout.close()  # as `head` does
+        stderr = fit.stderr.read()
+    (run_dir,) = tmp_path.iterdir()
+    assert fit.returncode == 128 + signal.SIGPIPE and "output pipe closed" in stderr, stderr
+    assert f"`transferkit fit --resume {run_dir}` continues" in stderr
 
 
 def test_an_interrupted_command_that_has_nothing_to_resume_says_only_that(monkeypatch, tmp_path):

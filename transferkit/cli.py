@@ -16,6 +16,7 @@ import signal
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 import click
 
@@ -62,9 +63,9 @@ class _Group(click.Group):
             resume = f" What was finished is saved: `{resume_command(run_dir)}` continues." if run_dir else ""
             click.echo(f"\nInterrupted.{resume}", err=True)
             sys.exit(130)
-        except BrokenPipeError:  # e.g. `transferkit predict ... | head`
+        except BrokenPipeError as error:  # e.g. `transferkit predict ... | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
+            _pipe_closed(getattr(error, "run_dir", None))
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as error:  # a bug, not a user error: one line unless asked for more
@@ -109,6 +110,21 @@ def _storage_error(error: OSError) -> None:
         sys.stderr.flush()
         os._exit(2)
     sys.exit(2)
+
+
+def _pipe_closed(run_dir) -> None:
+    """Exit once stdout's reader has gone (``| head``): 0 where the output was the result and the
+    reader took what it wanted (predict). A fit (``run_dir``: it was writing one) prints progress
+    and stopped with its pipe, unfinished: it says so on stderr and exits with SIGPIPE's status,
+    where a silent 0 read as a finished run to the shell (``pipefail``) and to the user."""
+    if run_dir is None:
+        sys.exit(0)
+    if (Path(run_dir) / "run.json").exists():
+        where = f" What was finished is saved: `{resume_command(run_dir)}` continues."
+    else:  # it had measured nothing yet, and its empty folder is gone
+        where = " Nothing was saved; run the same command again."
+    click.echo(f"\nStopped: the output pipe closed before the fit finished.{where}", err=True)
+    sys.exit(128 + signal.SIGPIPE)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -551,8 +567,6 @@ def export(run_dir, fmt, quantize, out, max_drop, data, quiet):
 @click.option("--open", "open_browser", is_flag=True, help="Open the report in the web browser.")
 def report(run_dir, open_browser):
     """Rebuild RUN_DIR/report.html (and interpretation figures missing from the run folder)."""
-    from pathlib import Path
-
     from transferkit.reporting.html import report as build_report
 
     path = build_report(run_dir)
