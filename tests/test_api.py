@@ -331,6 +331,38 @@ def test_cli_errors_are_one_line_with_exit_code_2(args, message, tmp_path, folde
     assert message in result.output and "Traceback" not in result.output
 
 
+PARTNER_COMMANDS = [
+    ["predict", "PARTNER", "x.jpg"],
+    ["evaluate", "PARTNER"],
+    ["export", "PARTNER", "--format", "onnx"],
+    ["fit", "--resume", "PARTNER"],
+    ["report", "PARTNER"],
+]
+
+
+@pytest.mark.parametrize("command", PARTNER_COMMANDS)
+def test_an_averaged_runs_partner_folder_points_to_the_run_not_to_a_resume(command, tmp_path):
+    """partner/ has a state.json and no model: it read as an unfinished fit, and the ``--resume``
+    that message asked for refused it (no run.json)."""
+    run_dir = tmp_path / "pets-auto-20261205-101500"
+    (run_dir / "partner").mkdir(parents=True)
+    (run_dir / "run.json").write_text("{}")
+    (run_dir / "partner" / "state.json").write_text("{}")
+    result = CliRunner().invoke(main, [str(run_dir / "partner") if a == "PARTNER" else a for a in command])
+    assert result.exit_code == 2, result.output
+    assert f"the second network of the run in '{run_dir}'" in result.output, result.output
+    assert "did not finish" not in result.output
+
+
+def test_a_compare_folder_given_as_a_run_names_its_runs(tmp_path):
+    (tmp_path / "cmp" / "small_similar").mkdir(parents=True)
+    (tmp_path / "cmp" / "comparison.json").write_text("{}")
+    (tmp_path / "cmp" / "small_similar" / "run.json").write_text("{}")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "cmp"), "x.jpg"])
+    runs = tmp_path / "cmp" / "small_similar"
+    assert result.exit_code == 2 and f"give one of its runs ({runs})" in result.output, result.output
+
+
 def test_an_unknown_backbone_in_a_recipe_file_fails_before_the_data_is_read(tmp_path, monkeypatch):
     from transferkit import recipes as recipe_io
 

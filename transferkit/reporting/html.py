@@ -41,6 +41,7 @@ from transferkit.reporting.interpretation import FIGURES, INTERPRETATION_FILE, w
 from transferkit.reporting.metrics import Metrics
 from transferkit.reporting.next_steps import next_steps
 from transferkit.reporting.robustness import Robustness
+from transferkit.reporting.runfolder import run_beside
 
 SECTIONS = (  # every report has these headings, in this order
     "Result",
@@ -151,6 +152,8 @@ def _check_folder(run_dir: Path) -> Path:
             f"Run folder {str(run_dir)!r} does not exist. Pass a folder `transferkit fit` wrote."
         )
     if not any((run_dir / name).is_file() for name in RUN_MARKS):
+        if beside := run_beside(run_dir):
+            raise TransferkitError(f"{str(run_dir)!r} holds no transferkit run{beside}.")
         raise TransferkitError(
             f"{str(run_dir)!r} holds no transferkit run (none of {', '.join(RUN_MARKS)}). Pass a "
             "folder `transferkit fit` or `transferkit analyze` wrote, e.g. runs/<run>."

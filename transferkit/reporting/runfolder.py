@@ -87,7 +87,8 @@ def read_run_info(run_dir: Path) -> dict:
             "nothing to resume or use; run the same fit command again."
         )
     if not path.exists():
-        raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json).")
+        beside = run_beside(Path(run_dir))
+        raise TransferkitError(f"{str(run_dir)!r} is not a transferkit run folder (no run.json){beside}.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
@@ -141,6 +142,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
+        if beside := run_beside(run_dir):
+            raise TransferkitError(f"No model.keras in {str(run_dir)!r}{beside}.")
         started = (run_dir / "state.json").exists() or (run_dir / "run.json").exists()
         hint = " (the fit did not finish: use `transferkit fit --resume`)" if started else ""
         raise TransferkitError(
@@ -155,6 +158,24 @@ def load_run(run_dir: str | Path) -> SavedRun:
             f"but the model has {model.output_shape[-1]} outputs."
         )
     return SavedRun(run_dir=run_dir, model=model, class_names=class_names, info=info)
+
+
+def run_beside(folder: Path) -> str:
+    """Where the run is when ``folder`` is a folder transferkit wrote that is no run of its own, as
+    a clause to end an error with ("" otherwise): an averaged run's ``partner/`` (its ``state.json``
+    read as an unfinished fit, and the ``--resume`` that message asked for refuses it) or a
+    ``compare`` folder."""
+    from transferkit.training.averaging import PARTNER_DIR  # training imports this module
+
+    if folder.name == PARTNER_DIR and (folder.parent / "run.json").exists():
+        return (
+            f": it holds the second network of the run in {str(folder.parent)!r}, whose model.keras "
+            "averages both; give that folder (to --resume too)"
+        )
+    if (folder / "comparison.json").exists():
+        runs = sorted(str(sub) for sub in folder.iterdir() if (sub / "run.json").exists())
+        return f": it is a `transferkit compare` folder; give one of its runs ({', '.join(runs)})"
+    return ""
 
 
 def _read_labels(run_dir: Path) -> list[str]:
