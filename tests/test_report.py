@@ -168,6 +168,25 @@ def test_image_grid_figure_is_one_mosaic_with_each_caption_over_its_image_and_he
     assert sorted({int(v) for v in np.unique(plain)}) == [0, 10, 20, 30, 40, 255]
 
 
+def test_a_grid_title_wider_than_its_grid_wraps_inside_the_figure_whole(monkeypatch):
+    """augment-preview with 2 copies drew its title on one line past both edges, and the 100
+    characters it kept cut the pixel noise off the small_dissimilar recipe's title."""
+    from transferkit.reporting import figures
+
+    title = (
+        "fill_mode=reflect, rotation ±15°, zoom ±0.1, shift ±0.1, flip horizontal, contrast ±0.1, "
+        "pixel noise up to 1.5"
+    )
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda figure, path: drawn.append(figure))
+    plot_image_grid(np.zeros((6, 40, 40, 3), np.uint8), "unused.png", suptitle=title, columns=3)
+    (fig,) = drawn
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert " ".join(fig._suptitle.get_text().split()) == title
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
 @pytest.mark.parametrize(
     ("images", "kwargs", "message"),
     [

@@ -15,6 +15,7 @@ import io
 import logging
 import math
 import os
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -290,8 +291,17 @@ def plot_image_grid(
     if titles is not None and len(titles) != len(images):
         raise TransferkitError(f"Received {len(titles)} titles for {len(images)} images; pass one per image.")
     titles = None if titles is None else [_label(title, 22) for title in titles]
-    figure = image_grid_figure(images, titles, _label(suptitle, 100) if suptitle else None, columns=columns)
+    figure = image_grid_figure(images, titles, _label(suptitle, 200) if suptitle else None, columns=columns)
     save_figure(figure, path)
+
+
+TITLE_INCHES_PER_CHARACTER = 0.085  # a grid title's average character at 10 pt, with room to spare
+
+
+def _wrapped(title: str, inches: float) -> str:
+    """``title`` in lines that fit a figure ``inches`` wide: on one line it ran off both sides of a
+    narrow grid (``augment-preview --copies 2`` cut "fill_mode=... ±0.1" to "l_mode=... ±0.")."""
+    return "\n".join(textwrap.wrap(title, max(20, int(inches / TITLE_INCHES_PER_CHARACTER))))
 
 
 def image_grid_figure(
@@ -337,9 +347,11 @@ def image_grid_figure(
     for i, tile in enumerate(tiles.astype(np.uint8)):
         top, left = (i // cols) * cell_height + caption, (i % cols) * cell_width + pad // 2
         mosaic[top : top + height, left : left + width] = tile
-    title_inches = 0.4 if title else 0.0
+    figure_inches = cols * cell_width * inches_per_pixel
+    title = _wrapped(title, figure_inches) if title else None
+    title_inches = 0.4 + 0.17 * title.count("\n") if title else 0.0
     grid_inches = mosaic.shape[0] * inches_per_pixel
-    fig = new_figure(figsize=(cols * cell_width * inches_per_pixel, grid_inches + title_inches))
+    fig = new_figure(figsize=(figure_inches, grid_inches + title_inches))
     ax = fig.add_axes((0, 0, 1, grid_inches / (grid_inches + title_inches)))
     ax.imshow(mosaic)
     ax.set_axis_off()
