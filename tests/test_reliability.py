@@ -670,6 +670,14 @@ def test_a_run_name_that_is_taken_is_an_error_not_a_silent_suffix(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
 
 
+def test_a_run_name_taken_by_a_finished_run_does_not_suggest_resuming_it(tmp_path):
+    first = runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
+    runfolder.save_run_info(first, {"status": "finished"})
+    with pytest.raises(TransferkitError, match=r"holds a finished run\. Pick another --name") as info:
+        runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
+    assert "--resume" not in str(info.value)
+
+
 def test_the_resume_command_for_a_taken_run_name_is_quoted(tmp_path):
     out = tmp_path / "my runs"
     runfolder.new_run_dir(out, "D", "small_similar", "same")

@@ -37,6 +37,11 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
         try:
             run_dir.mkdir(parents=True)
         except FileExistsError:
+            if _finished(run_dir):
+                raise TransferkitError(
+                    f"The run folder {run_dir} holds a finished run. Pick another --name (or remove "
+                    "that folder to train it again)."
+                ) from None
             raise TransferkitError(
                 f"The run folder {run_dir} already exists. Pick another --name, or continue an "
                 f"interrupted fit with `{resume_command(run_dir)}`."
@@ -52,6 +57,14 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
         except FileExistsError:  # a run of the same second (two fits at once)
             suffix += 1
             run_dir = Path(out) / f"{safe}-{suffix}"
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that finished (its ``run.json`` says so)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def safe_name(name: str) -> str:
