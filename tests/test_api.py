@@ -184,6 +184,13 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
     assert result.exit_code == 0 and json.loads(result.output)["num_samples"] == 30  # all of it, as before
     low, high = json.loads(result.output)["accuracy_interval"]
     assert low <= json.loads(result.output)["accuracy"] <= high
+    two = tmp_path / "two_classes"  # class_2 has no images here: no recall to show, not 0.000
+    for name in ("class_0", "class_1"):
+        shutil.copytree(folder / name, two / name)
+    result = runner.invoke(main, ["evaluate", str(tmp_path / "r"), "--data", str(two)])
+    assert result.exit_code == 0, result.output
+    (row,) = [line.split() for line in result.output.splitlines() if line.startswith("class_2")]
+    assert row[2:] == ["-", "-", "0"]
 
 
 def _tiny_fit(data, out, **options):

@@ -501,10 +501,10 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
         click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
     click.echo(f"{'class':<24} precision  recall     f1  support")
     for name, row in metrics.per_class.items():
-        click.echo(
-            f"{name[:24]:<24} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} "
-            f"{int(row['support']):8d}"
-        )
+        recall, f1 = f"{row['recall']:7.3f}", f"{row['f1']:6.3f}"
+        if not row["support"]:  # none of it here: no recall (nor F1), not a 0.000 that reads as a failure
+            recall, f1 = f"{'-':>7}", f"{'-':>6}"
+        click.echo(f"{name[:24]:<24} {row['precision']:9.3f} {recall} {f1} {int(row['support']):8d}")
     _require_accuracy(*gate)
 
 
