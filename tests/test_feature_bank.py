@@ -236,35 +236,3 @@ def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image
     assert own_pass.recipe == from_probe.recipe
     for got, expected in zip(from_probe.model.get_weights(), own_pass.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_a_measured_pick_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_path, monkeypatch):
-    """No close call, no trials: the fit's validation features and the augmentation check's clean
-    training features come from the probe's pass, and the model is the one its own passes give."""
-
-    def confident(*args, **kwargs):
-        measured, probe = probe_quadrant(*args, **kwargs)
-        return dataclasses.replace(measured, close_call=False, confidence=0.9, partner=None), probe
-
-    def without_probe(*args, **kwargs):
-        return confident(*args, **kwargs)[0], None
-
-    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
-    passes = []
-    original = head_phase.FeatureCache.extract
-    monkeypatch.setattr(
-        head_phase.FeatureCache, "extract", lambda *a, **k: passes.append(1) or original(*a, **k)
-    )
-    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
-    runs, counts = [], []
-    for probing in (confident, without_probe):
-        monkeypatch.setattr(stages, "probe_quadrant", probing)
-        passes.clear()
-        runs.append(transferkit.fit(str(folder), out=tmp_path / probing.__name__, **options))
-        counts.append(len(passes))
-    from_probe, own_passes = runs
-    assert from_probe.selection.trials is None and from_probe.recipe == own_passes.recipe
-    assert counts[0] == counts[1] - 2  # the validation pass and the check's clean training pass
-    for got, expected in zip(from_probe.model.get_weights(), own_passes.model.get_weights(), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    assert from_probe.metrics.accuracy == own_passes.metrics.accuracy

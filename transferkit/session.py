@@ -224,9 +224,6 @@ def prepare(
     # trials drew before: a recipe trains the same model whether it was measured, trialled or given.
     keras.utils.set_random_seed(recipe.seed)
     session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
-    if bank is None and probe is not None:  # a measured pick without trials
-        with stopwatch.stage("feature bank"):  # the validation images' pass
-            bank = probe_bank(probe, recipe, spec, splits)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
     partner = None
     if selection is not None and selection.partner is not None:
@@ -339,17 +336,6 @@ def bank_inputs(recipe: Recipe, spec: BackboneSpec, splits: DataSplits) -> BankI
     """What ``recipe``'s clean features of ``splits`` are computed from (one replica's batches)."""
     size, batch = image_size_for(recipe, spec), recipe.data.batch_size
     return BankInputs(spec.name, recipe.backbone.weights, size, batch, splits.train, splits.val)
-
-
-def probe_bank(
-    probe: ProbePass, recipe: Recipe, spec: BackboneSpec, splits: DataSplits
-) -> FeatureBank | None:
-    """``recipe``'s clean features from the selector's pass, which held every training image at every
-    cut, and one pass of the validation images: what the fit's first clean passes (its validation
-    features, the augmentation check's clean training ones) would compute again. None where the
-    probe did not pool the recipe's cut as its head does."""
-    _, val, _ = datasets_for(recipe, spec, splits)
-    return probe.bank([FeatureView.of(recipe)], val, bank_inputs(recipe, spec, splits))
 
 
 def feature_bank(
