@@ -175,6 +175,34 @@ def test_predict_warns_when_a_16_bit_image_of_12_bit_values_decodes_nearly_black
     assert len(rows) == 2 and "1 image(s) decode nearly black" in record.getMessage()
 
 
+def test_predict_warns_when_16_bit_images_go_above_the_runs_white_level(run_dir, tmp_path, caplog):
+    import dataclasses
+
+    from transferkit.reporting import runfolder
+
+    run = runfolder.load_run(run_dir)
+    twelve_bit = dataclasses.replace(run, info={**run.info, "white_level": 4095})
+    inside = tmp_path / "inside.png"  # 12-bit values, as the run trained on
+    Image.fromarray(np.full((24, 24), 4095, np.uint16)).save(inside)
+    above = tmp_path / "above.png"  # full 16-bit range: clipped to white above 4095
+    Image.fromarray(np.full((24, 24), 60000, np.uint16)).save(above)
+    white = tmp_path / "white.png"  # an 8-bit white image is just white
+    Image.fromarray(np.full((24, 24, 3), 255, np.uint8)).save(white)
+    with caplog.at_level("WARNING"):
+        rows = transferkit.predict(twelve_bit, [str(inside), str(white)])
+    assert len(rows) == 2 and not caplog.records
+    with caplog.at_level("WARNING"):
+        rows = transferkit.predict(twelve_bit, [str(inside), str(above), str(white)])
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert len(rows) == 3 and "1 image(s) hold values above the white level" in message
+    assert "(4095; e.g." in message and "above.png, up to 60000" in message
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        transferkit.predict(run, [str(above)])  # a run of 8-bit images: 65535 is its white
+    assert not caplog.records
+
+
 def test_evaluate_takes_images_of_one_class_and_warns_about_the_folder_the_run_trained_on(
     run_dir, folder, tmp_path, caplog
 ):

@@ -165,7 +165,7 @@ def predict(
     run = run_dir if isinstance(run_dir, runfolder.SavedRun) else runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
     model = tta_model(run.model) if tta else run.model
-    rows, results, shown, dark = [], [], [], []  # results: the classified rows, as the sheet shows them
+    rows, results, shown, dark, bright = [], [], [], [], []  # results: the classified rows, as the sheet
     with _progress(len(paths)) as bar:
         for start in range(0, len(paths), PREDICT_CHUNK):
             chunk = paths[start : start + PREDICT_CHUNK]
@@ -187,7 +187,20 @@ def predict(
                 for path, image in zip(usable, images, strict=True)
                 if image.max() < NEARLY_BLACK_MAX and _high_bit_depth(path)  # a dark 8-bit photo is fine
             ]
+            if run.white_level is not None:
+                bright += _over_white_level(usable, images, run.white_level)
             bar.update(len(chunk))
+    if bright:
+        path, peak = bright[0]
+        logger.warning(
+            "%d image(s) hold values above the white level this run scaled its training images by "
+            "(%d; e.g. %s, up to %d): their brighter parts decode as plain white. Their predictions mean "
+            "little: scale them to the training images' range, or train on images like them.",
+            len(bright),
+            run.white_level,
+            path,
+            peak,
+        )
     if dark and run.white_level is None:  # a run that scaled its deep images reads these alike
         logger.warning(
             "%d image(s) decode nearly black (e.g. %s): 16-bit files holding 12-bit values, read through "
@@ -199,6 +212,24 @@ def predict(
     if contact_sheet is not None and results:
         write_contact_sheet(np.concatenate(shown), results, contact_sheet)
     return rows
+
+
+def _over_white_level(paths: list[str], images: np.ndarray, white_level: int) -> list[tuple[str, int]]:
+    """``(path, peak)`` of the high-bit-depth images whose samples go above ``white_level``: they were
+    clipped to white. Only files with saturated pixels and a high-bit header are read again."""
+    from transferkit.data.decode import UnusableImage, probe
+
+    over = []
+    for path, image in zip(paths, images, strict=True):
+        if image.max() < 255 or not _high_bit_depth(path):
+            continue
+        try:
+            peak = probe(path).peak
+        except UnusableImage:
+            continue
+        if peak is not None and peak > white_level:
+            over.append((path, peak))
+    return over
 
 
 def _high_bit_depth(path: str) -> bool:
