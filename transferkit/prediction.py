@@ -154,6 +154,7 @@ def predict(
         >>> rows[0]["label"], rows[0]["top"]  # doctest: +SKIP
         ('cat', [('cat', 0.93), ('dog', 0.05), ('fox', 0.02)])
     """
+    from transferkit.data.decode import high_bit_depth
     from transferkit.data.loading import load_images  # TensorFlow loads here, not at import
     from transferkit.reporting import runfolder
 
@@ -185,7 +186,7 @@ def predict(
             dark += [
                 path
                 for path, image in zip(usable, images, strict=True)
-                if image.max() < NEARLY_BLACK_MAX and _high_bit_depth(path)  # a dark 8-bit photo is fine
+                if image.max() < NEARLY_BLACK_MAX and high_bit_depth(path)  # a dark 8-bit photo is fine
             ]
             if run.white_level is not None:
                 bright += _over_white_level(usable, images, run.white_level)
@@ -217,11 +218,11 @@ def predict(
 def _over_white_level(paths: list[str], images: np.ndarray, white_level: int) -> list[tuple[str, int]]:
     """``(path, peak)`` of the high-bit-depth images whose samples go above ``white_level``: they were
     clipped to white. Only files with saturated pixels and a high-bit header are read again."""
-    from transferkit.data.decode import UnusableImage, probe
+    from transferkit.data.decode import UnusableImage, high_bit_depth, probe
 
     over = []
     for path, image in zip(paths, images, strict=True):
-        if image.max() < 255 or not _high_bit_depth(path):
+        if image.max() < 255 or not high_bit_depth(path):
             continue
         try:
             peak = probe(path).peak
@@ -230,19 +231,6 @@ def _over_white_level(paths: list[str], images: np.ndarray, white_level: int) ->
         if peak is not None and peak > white_level:
             over.append((path, peak))
     return over
-
-
-def _high_bit_depth(path: str) -> bool:
-    """Whether the file holds more than 8 bits a sample (16-bit grey or colour): read its header only."""
-    from PIL import Image
-
-    from transferkit.data.decode import HIGH_BIT_MODES, sixteen_bit_colour
-
-    try:
-        with Image.open(path) as img:
-            return img.mode in HIGH_BIT_MODES or sixteen_bit_colour(img)
-    except OSError:
-        return False
 
 
 def _probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> list[np.ndarray]:

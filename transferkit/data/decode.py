@@ -307,6 +307,15 @@ class Probe(NamedTuple):
     dim_colour: bool = False
 
 
+def high_bit_depth(path: str | os.PathLike) -> bool:
+    """Whether the file holds more than 8 bits a sample (16-bit grey or colour): its header only."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in HIGH_BIT_MODES or sixteen_bit_colour(img)
+    except OSError:
+        return False
+
+
 def probe(path: str | os.PathLike) -> Probe:
     """Check that ``path`` decodes completely; return its upright size (and peak, if high-bit).
 

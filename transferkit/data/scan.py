@@ -32,7 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferkit.data.decode import IMAGE_EXTENSIONS, Probe, UnusableImage, has_image_extension, probe
+from transferkit.data.decode import (
+    IMAGE_EXTENSIONS,
+    Probe,
+    UnusableImage,
+    has_image_extension,
+    high_bit_depth,
+    probe,
+)
 from transferkit.errors import TransferkitError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -133,8 +140,10 @@ def scan_split(folder: Path) -> ScannedSplit:
 def high_bit_peak(paths: list[str]) -> int | None:
     """The largest sample of the high-bit-depth images among ``paths`` (None: they have none),
     probed as :func:`scan_split` probes them: the white level of files that are not sorted into
-    classes (``augment-preview``) comes from it, as a data set's comes from its scan's ``peak``."""
-    probes = (outcome[0] for outcome in _probed(iter(paths)) if not isinstance(outcome, str))
+    classes (``augment-preview``) comes from it, as a data set's comes from its scan's ``peak``.
+    Only files whose header says more than 8 bits a sample are decoded."""
+    deep = (path for path in paths if high_bit_depth(path))
+    probes = (outcome[0] for outcome in _probed(deep) if not isinstance(outcome, str))
     return max((found.peak for found in probes if found.peak is not None), default=None)
 
 
