@@ -701,6 +701,22 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_data_is_read
     assert result.exit_code == 2 and "is not writable by this user" in result.output, result.output
 
 
+def test_an_out_folder_whose_parent_refuses_new_folders_is_one_line(tmp_path, monkeypatch):
+    # /proc for root: writable by its permission bits, yet mkdir fails with ENOENT.
+    from transferkit.fileio import require_writable_folder
+
+    require_writable_folder(tmp_path / "a" / "b")  # creatable: accepted, and nothing left behind
+    assert list(tmp_path.iterdir()) == []
+
+    def refuse(self, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(TransferkitError, match=r"--out .*runs: cannot create it under .*No such file"):
+        require_writable_folder(tmp_path / "runs")
+    require_writable_folder(tmp_path)  # an existing folder is not created
+
+
 def test_a_full_disk_is_one_line_and_exit_status_2_not_a_traceback(tmp_path):
     data = make_image_folder(tmp_path / "D", classes=2, per_class=6, size=16)
     script = textwrap.dedent(

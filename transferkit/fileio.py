@@ -94,3 +94,23 @@ def require_writable_folder(folder: str | os.PathLike, what: str = "--out") -> N
         read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
         why = "is on a read-only file system" if read_only else "is not writable by this user"
         raise TransferkitError(f"{what} {folder}: {probe} {why}. Choose a folder you can write to.")
+    _try_creating(Path(folder).absolute(), probe, what)
+
+
+def _try_creating(folder: Path, existing: Path, what: str) -> None:
+    """Create the missing folders down to ``folder`` and remove them again: a writable parent can
+    still refuse new folders (``/proc``: ENOENT for root), which the permission bits do not show."""
+    if folder == existing:
+        return
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:  # made meanwhile by someone else: theirs to keep
+        return
+    except OSError as error:
+        raise TransferkitError(
+            f"{what} {folder}: cannot create it under {existing} ({error.strerror}). Choose another folder."
+        ) from None
+    with contextlib.suppress(OSError):  # the command creates them again when it writes
+        while folder != existing:
+            folder.rmdir()
+            folder = folder.parent
