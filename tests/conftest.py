@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+import transferkit  # noqa: F401  (its import-time settings, before any test module loads TensorFlow)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One thread per TensorFlow and BLAS pool in every pytest worker (and the notebook kernels and
 # child processes that inherit this environment), as `transferkit.testing.child_env` gives CLI

@@ -16,7 +16,9 @@ the lines it prints while loading. Set ``TF_CPP_MIN_LOG_LEVEL`` yourself, or
 
 On Linux, ``import transferkit`` also sets glibc's malloc to reuse large buffers from its heap
 (1.8x faster CPU training where every op mapped and unmapped them) unless a ``MALLOC_*`` variable or
-``LD_PRELOAD`` is set, or ``TRANSFERKIT_MALLOC=system`` (see :mod:`transferkit.allocator`).
+``LD_PRELOAD`` is set, or ``TRANSFERKIT_MALLOC=system`` (see :mod:`transferkit.allocator`), and on
+x86-64 it switches on TensorFlow's oneDNN kernels on CPUs without AVX-512 too (a whole-network train
+step 25-30% shorter on AVX2) unless ``TF_ENABLE_ONEDNN_OPTS`` is set (see :mod:`transferkit.onednn`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from typing import TYPE_CHECKING
 
 from transferkit.allocator import tune_malloc
 from transferkit.errors import TransferkitError
+from transferkit.onednn import enable_onednn
 from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL)  # read when TensorFlow loads
 tune_malloc()  # before TensorFlow's threads: large buffers reused from the heap (transferkit.allocator)
+enable_onednn()  # read when TensorFlow loads: oneDNN's kernels on AVX2 CPUs too (transferkit.onednn)
 
 _EXPORTS = {
     "fit": "transferkit.api",
