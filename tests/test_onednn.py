@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from transferkit import onednn
+from transferkit.testing import make_image_folder
 
 
 @pytest.mark.parametrize("value", ["0", "1", ""])
@@ -31,11 +32,29 @@ def test_other_architectures_keep_their_own_kernels(monkeypatch):
     assert environ == {}
 
 
-def test_nothing_is_set_once_tensorflow_is_loaded(monkeypatch):
+def test_nothing_is_set_once_tensorflow_is_loaded_and_fit_says_so(monkeypatch, tmp_path, capsys):
+    from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415  (no public API)
+
+    tensorflow = sys.modules["tensorflow"]
+    monkeypatch.setattr(onednn, "_late", False)
     monkeypatch.setitem(sys.modules, "tensorflow", object())
     environ = {}
     assert onednn.enable_onednn(environ, machine="x86_64") is False
     assert environ == {}
+    monkeypatch.setitem(sys.modules, "tensorflow", tensorflow)
+    assert onednn.late_import_note() is None  # the kernels are on here all the same
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: False)
+    note = onednn.late_import_note()
+    assert "imported before transferkit" in note and "TF_ENABLE_ONEDNN_OPTS=1" in note
+
+    from transferkit import api  # noqa: PLC0415
+
+    data = make_image_folder(tmp_path / "D", classes=2, per_class=6, size=16)
+    api.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", dry_run=True, verbose=1)
+    assert note in capsys.readouterr().out
+    monkeypatch.setattr(onednn, "_late", False)
+    api.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", dry_run=True, verbose=1)
+    assert "oneDNN" not in capsys.readouterr().out
 
 
 def test_tensorflow_runs_with_the_kernels_in_this_process():

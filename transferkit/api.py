@@ -32,6 +32,7 @@ from transferkit.data.scan import nfc
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
 from transferkit.fileio import require_writable_folder, write_json, write_text
+from transferkit.onednn import late_import_note
 from transferkit.prediction import (
     predict,  # noqa: F401  (public API)
 )
@@ -265,6 +266,8 @@ def fit(
         with stopwatch.stage("load data"):
             splits = load_splits(source, chosen, strict)
         say(verbose, splits.card.summary())
+        if note := late_import_note():
+            say(verbose, note)
         # Trials are evaluated with predict_on_batch, which a multi-replica model repeats per replica.
         mode = "fast" if dry_run or device.replicas > 1 or device.cluster else selection
         hooks = fit_hooks(callbacks, progress, verbose)

@@ -22,6 +22,7 @@ from collections.abc import MutableMapping
 
 VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 X86_64 = ("x86_64", "amd64")
+_late = False  # set by enable_onednn: TensorFlow was loaded first, so the variable could not act
 
 
 def enable_onednn(environ: MutableMapping[str, str] = os.environ, machine: str | None = None) -> bool:
@@ -32,9 +33,29 @@ def enable_onednn(environ: MutableMapping[str, str] = os.environ, machine: str |
         >>> enable_onednn({"TF_ENABLE_ONEDNN_OPTS": "0"})
         False
     """
-    if VARIABLE in environ or "tensorflow" in sys.modules:
+    global _late
+    if VARIABLE in environ or (machine or platform.machine()).lower() not in X86_64:
         return False
-    if (machine or platform.machine()).lower() not in X86_64:
+    if "tensorflow" in sys.modules:
+        _late = True
         return False
     environ[VARIABLE] = "1"
     return True
+
+
+def late_import_note() -> str | None:
+    """A line for the user where TensorFlow runs without oneDNN's kernels only because it was imported
+    before transferkit (a notebook's ``import tensorflow`` first, on a CPU without AVX-512); else None."""
+    if not _late:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # no public API for this
+    except ImportError:
+        return None
+    if _pywrap_util_port.IsMklEnabled():  # on by TensorFlow's own default (AVX-512 and newer)
+        return None
+    return (
+        "Note: TensorFlow was imported before transferkit, so its oneDNN kernels are off on this CPU "
+        f"(whole-network training about 30% slower): import transferkit first, or set {VARIABLE}=1 "
+        "before TensorFlow loads."
+    )
