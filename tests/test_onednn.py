@@ -36,12 +36,12 @@ def test_nothing_is_set_once_tensorflow_is_loaded_and_fit_says_so(monkeypatch, t
     from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415  (no public API)
 
     tensorflow = sys.modules["tensorflow"]
-    monkeypatch.setattr(onednn, "_late", False)
     monkeypatch.setitem(sys.modules, "tensorflow", object())
     environ = {}
     assert onednn.enable_onednn(environ, machine="x86_64") is False
     assert environ == {}
     monkeypatch.setitem(sys.modules, "tensorflow", tensorflow)
+    monkeypatch.delenv(onednn.VARIABLE)  # as TensorFlow imported first leaves it
     assert onednn.late_import_note() is None  # the kernels are on here all the same
     monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: False)
     note = onednn.late_import_note()
@@ -52,7 +52,7 @@ def test_nothing_is_set_once_tensorflow_is_loaded_and_fit_says_so(monkeypatch, t
     data = make_image_folder(tmp_path / "D", classes=2, per_class=6, size=16)
     api.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", dry_run=True, verbose=1)
     assert note in capsys.readouterr().out
-    monkeypatch.setattr(onednn, "_late", False)
+    monkeypatch.setenv(onednn.VARIABLE, "1")  # set in time
     api.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", dry_run=True, verbose=1)
     assert "oneDNN" not in capsys.readouterr().out
 

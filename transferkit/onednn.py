@@ -23,7 +23,6 @@ from collections.abc import MutableMapping
 
 VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 X86_64 = ("x86_64", "amd64")
-_late = False  # set by enable_onednn: TensorFlow was loaded first, so the variable could not act
 
 
 def enable_onednn(environ: MutableMapping[str, str] = os.environ, machine: str | None = None) -> bool:
@@ -34,11 +33,9 @@ def enable_onednn(environ: MutableMapping[str, str] = os.environ, machine: str |
         >>> enable_onednn({"TF_ENABLE_ONEDNN_OPTS": "0"})
         False
     """
-    global _late
-    if VARIABLE in environ or (machine or platform.machine()).lower() not in X86_64:
+    if VARIABLE in environ or "tensorflow" in sys.modules:
         return False
-    if "tensorflow" in sys.modules:
-        _late = True
+    if (machine or platform.machine()).lower() not in X86_64:
         return False
     environ[VARIABLE] = "1"
     return True
@@ -46,8 +43,9 @@ def enable_onednn(environ: MutableMapping[str, str] = os.environ, machine: str |
 
 def late_import_note() -> str | None:
     """A line for the user where TensorFlow runs without oneDNN's kernels only because it was imported
-    before transferkit (a notebook's ``import tensorflow`` first, on a CPU without AVX-512); else None."""
-    if not _late:
+    before transferkit (a notebook's ``import tensorflow`` first, on a CPU without AVX-512); else None.
+    Unset on x86-64 after ``import transferkit``, the variable says :func:`enable_onednn` came too late."""
+    if VARIABLE in os.environ or platform.machine().lower() not in X86_64:
         return None
     try:
         from tensorflow.python.util import _pywrap_util_port  # no public API for this
