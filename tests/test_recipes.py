@@ -23,11 +23,66 @@ def test_quadrant_recipes_use_the_classic_strategies():
         "large_similar": "fine_tune",
         "large_dissimilar": "retrain",
     }
-    fine_tune = recipes.load_builtin("large_similar").phases
-    assert [p.train for p in fine_tune] == ["head", "all"]
-    assert fine_tune[1].learning_rate < fine_tune[0].learning_rate
-    # The whole network, the lower blocks at ever smaller rates, BatchNorm left in inference mode.
-    assert 0 < fine_tune[1].lr_decay_per_block < 1 and not fine_tune[1].train_batchnorm
+    for image_size in (96, 224):
+        builtin = recipes.load_builtin("large_similar")
+        fine_tune = recipes.with_overrides(builtin, image_size=image_size).phases
+        assert [p.train for p in fine_tune] == ["head", "all"]
+        assert fine_tune[1].learning_rate < fine_tune[0].learning_rate
+        # The whole network, the lower blocks at ever smaller rates, BatchNorm left in inference mode.
+        assert 0 < fine_tune[1].lr_decay_per_block < 1 and not fine_tune[1].train_batchnorm
+
+
+def test_large_similar_trains_every_block_at_full_resolution_only():
+    builtin = recipes.load_builtin("large_similar")
+    small, full = (recipes.with_overrides(builtin, image_size=size).phases[1] for size in (159, 160))
+    assert small.min_block_lr_factor > 0 and full.min_block_lr_factor == 0
+    assert full.lr_decay_per_block > small.lr_decay_per_block
+    retrain = recipes.load_builtin("large_dissimilar").phases[1]  # the measured rates: large_dissimilar's
+    assert full.learning_rate == retrain.learning_rate
+    assert full.lr_decay_per_block == retrain.lr_decay_per_block
+    # The backbone's default size (224 for MobileNetV2) counts as full resolution.
+    assert recipes.with_overrides(builtin).phases[1] == full
+
+
+def test_a_run_records_only_the_phases_of_its_size():
+    recipe = recipes.with_overrides(recipes.load_builtin("large_similar"), image_size=96)
+    assert [p.name for p in recipe.phases] == ["warmup", "fine_tune"]
+    assert all(p.from_image_size == p.below_image_size == 0 for p in recipe.phases)
+    # What the run folder's recipe.toml holds trains the same at any size.
+    again = recipes.with_overrides(recipes.loads(recipes.dumps(recipe)), image_size=224)
+    assert again.phases == recipe.phases
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ({"from_image_size": -1}, r"from_image_size and below_image_size must be >= 0 pixels"),
+        ({"from_image_size": 160, "below_image_size": 96}, r"below_image_size must be above from_image_size"),
+        ({"from_image_size": 100, "below_image_size": 100}, r"no image size would run the phase"),
+    ],
+)
+def test_bad_size_bounds_are_one_line_errors(bounds, message):
+    builtin = recipes.load_builtin("small_similar")
+    bad = dataclasses.replace(builtin, phases=(dataclasses.replace(builtin.phases[0], **bounds),))
+    with pytest.raises(TransferkitError, match=message):
+        recipes.validate(bad)
+
+
+def test_phases_of_one_name_may_share_it_only_at_different_sizes():
+    builtin = recipes.load_builtin("large_similar")
+    low, high = builtin.phases[1:]
+    assert (low.name, low.below_image_size) == (high.name, high.from_image_size)  # one name, split at a size
+    overlapping = dataclasses.replace(builtin, phases=(low, dataclasses.replace(high, from_image_size=128)))
+    with pytest.raises(TransferkitError, match=r"phases\[1\].name 'fine_tune' repeats phases\[0\]'s"):
+        recipes.validate(overlapping)
+
+
+def test_a_size_no_phase_covers_is_a_clear_error():
+    builtin = recipes.load_builtin("large_similar")
+    only_large = dataclasses.replace(builtin, phases=builtin.phases[2:])
+    message = r"no phase for 96-px images \(its phases: 'fine_tune' \(from 160 px\)\)"
+    with pytest.raises(TransferkitError, match=message):
+        recipes.with_overrides(only_large, image_size=96)
 
 
 def test_unknown_key_lists_valid_keys():

@@ -9,7 +9,7 @@ import pytest
 import transferkit
 import transferkit.api  # noqa: F401  (bound session's names at import: before any test patches them)
 from transferkit import session as stages  # where fit's stages (and what they call) live
-from transferkit.recipes import load_builtin
+from transferkit.recipes import for_image_size, load_builtin, with_overrides
 from transferkit.selection import trials as trial_rules
 from transferkit.selection.decision import Selection
 from transferkit.selection.measure import probe_quadrant
@@ -125,7 +125,7 @@ def _fake_train(accuracies: dict[str, float], calls: list):
 
 
 def _recipe_for(candidate):
-    recipe = load_builtin(candidate.quadrant)
+    recipe = with_overrides(load_builtin(candidate.quadrant))  # its phases at the default size
     backbone = dataclasses.replace(recipe.backbone, cut=candidate.cut_point or "none")
     return dataclasses.replace(recipe, backbone=backbone)
 
@@ -495,7 +495,7 @@ def test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with():
     # without it there is nothing to compare with; within it on 8,000
     assert over_budget(options[1:], _recipe_for, sizes) == options[1:]  # the pick first
     assert over_budget(options[1:], _recipe_for, (8000, 2000)) == ()
-    short = load_builtin("large_similar")
+    short = for_image_size(load_builtin("large_similar"), 224)
     warmup, tune = short.phases
     short = dataclasses.replace(short, phases=(warmup, dataclasses.replace(tune, epochs=2)))
     costly_pick = (Candidate("large_similar"), Candidate("small_similar"))

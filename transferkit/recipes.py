@@ -127,6 +127,12 @@ class Phase:
     (0.625 -> 0.636, the phase 208 s -> 137 s) but lost typefaces at 224 px (0.852 -> 0.648) and
     everything at 96 px (48 px: icon themes 0.659 -> 0.523, typefaces 0.625 -> 0.455,
     Animal-MNIST 0.933 -> 0.907).
+
+    ``from_image_size`` / ``below_image_size`` (pixels, 0 = no bound) make a phase apply only to
+    runs at that image size or larger / smaller: a recipe can train differently at full resolution
+    than on small images, in phases of one name whose size ranges do not overlap. The recipe a run
+    trains (and writes into its run folder) holds only the phases of its size, without the bounds
+    (:func:`for_image_size`).
     """
 
     name: str
@@ -145,6 +151,18 @@ class Phase:
     low_res_fraction: float = 0.0  # progressive resizing: this share of the epochs trains on smaller images
     low_res_scale: float = 0.5  # ... at this fraction of the image size (each side)
     low_res_min_side: int = 112  # ... but never below this many pixels (none at all if that is the size)
+    from_image_size: int = 0  # the phase applies from this image side on (pixels; 0 = any size)
+    below_image_size: int = 0  # ... and only below this side (0 = any size)
+
+    def applies_at(self, image_size: int) -> bool:
+        """Whether this phase trains in a run at ``image_size`` pixels."""
+        return image_size >= self.from_image_size and not 0 < self.below_image_size <= image_size
+
+    def overlaps(self, other: Phase) -> bool:
+        """Whether some image size runs both this phase and ``other``."""
+        low = max(self.from_image_size, other.from_image_size)
+        highs = [side for side in (self.below_image_size, other.below_image_size) if side]
+        return not highs or low < min(highs)
 
 
 @dataclass(frozen=True)
@@ -246,12 +264,13 @@ def validate(recipe: Recipe, source: str | None = None) -> Recipe:
         problems += _phase_problems(f"phases[{i}]", phase)
         if phase.top_blocks < 1:
             problems.append(f"phases[{i}].top_blocks must be >= 1 (got {phase.top_blocks})")
-    names = [phase.name for phase in recipe.phases]
-    for i, name in enumerate(names):
-        if name in names[:i]:
+    for i, phase in enumerate(recipe.phases):
+        twin = next((j for j, other in enumerate(recipe.phases[:i]) if other.name == phase.name), None)
+        if twin is not None and phase.overlaps(recipe.phases[twin]):
             problems.append(
-                f"phases[{i}].name {name!r} repeats phases[{names.index(name)}]'s: each phase needs its own "
-                "(the history, the report and lr-find --phase name phases by it)"
+                f"phases[{i}].name {phase.name!r} repeats phases[{twin}]'s: each phase needs its own "
+                "(the history, the report and lr-find --phase name phases by it), unless the two "
+                "apply to image sizes that do not overlap (from_image_size, below_image_size)"
             )
     if not 0 <= recipe.seed < 2**32:  # what NumPy's and Keras' global seeds take
         problems.append(f"seed must be in [0, 2**32) (got {recipe.seed}); e.g. 1337")
@@ -356,6 +375,16 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f"{where}.low_res_scale must be in (0, 1] (got {phase.low_res_scale}); e.g. 0.5")
     if phase.low_res_min_side < 8:
         problems.append(f"{where}.low_res_min_side must be >= 8 pixels (got {phase.low_res_min_side})")
+    if phase.from_image_size < 0 or phase.below_image_size < 0:
+        problems.append(
+            f"{where}.from_image_size and below_image_size must be >= 0 pixels, 0 = no bound "
+            f"(got {phase.from_image_size} and {phase.below_image_size}); e.g. 160"
+        )
+    elif 0 < phase.below_image_size <= phase.from_image_size:
+        problems.append(
+            f"{where}.below_image_size must be above from_image_size, or 0 = no bound (got "
+            f"{phase.below_image_size} <= {phase.from_image_size}): no image size would run the phase"
+        )
     return problems
 
 
@@ -451,6 +480,10 @@ def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: An
         **overrides: any of ``backbone``, ``weights``, ``image_size``, ``cut`` (backbone table),
             ``batch_size``, ``validation_split``, ``test_split``, ``cache_memory`` (data table),
             ``seed``, and ``epochs``, which sets every phase's epoch count.
+
+    Returns the recipe for its image size (:func:`for_image_size`: the recipe's ``image_size``,
+    else the backbone's default), so the image size a run will use belongs in the same call: a
+    recipe resolved at one size keeps that size's phases when another size is given later.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     table_keys = {
@@ -474,4 +507,51 @@ def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: An
         changes["seed"] = overrides.pop("seed")
     if overrides:
         raise TransferkitError(f"Unknown override {sorted(overrides)[0]!r}.")
-    return validate(dataclasses.replace(recipe, **changes), source)
+    recipe = validate(dataclasses.replace(recipe, **changes), source)
+    return for_image_size(recipe, _image_size(recipe.backbone)) if _sized(recipe) else recipe
+
+
+def for_image_size(recipe: Recipe, image_size: int) -> Recipe:
+    """The recipe a run at ``image_size`` pixels trains: its phases for that size, their bounds
+    cleared (what the run folder's ``recipe.toml`` records, so it reproduces the run at any size).
+
+    Example:
+        >>> recipe = load_builtin("large_similar")
+        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 96).phases[1:]]
+        [0.8]
+        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 224).phases[1:]]
+        [0.9]
+    """
+    phases = tuple(
+        dataclasses.replace(phase, from_image_size=0, below_image_size=0)
+        for phase in recipe.phases
+        if phase.applies_at(image_size)
+    )
+    if not phases:
+        ranges = ", ".join(_size_range(phase) for phase in recipe.phases)
+        raise TransferkitError(
+            f"Recipe {recipe.name!r} has no phase for {image_size}-px images (its phases: {ranges}). "
+            "Choose another --image-size or widen a phase's from_image_size / below_image_size."
+        )
+    return dataclasses.replace(recipe, phases=phases)
+
+
+def _sized(recipe: Recipe) -> bool:
+    """Whether any phase of ``recipe`` applies to some image sizes only."""
+    return any(phase.from_image_size or phase.below_image_size for phase in recipe.phases)
+
+
+def _image_size(backbone: BackboneConfig) -> int:
+    """The side the images are resized to: the recipe's, else the backbone's default."""
+    if backbone.image_size:
+        return backbone.image_size
+    from transferkit.backbones.registry import get_backbone  # imports Keras: only when a phase needs it
+
+    return get_backbone(backbone.name).default_size
+
+
+def _size_range(phase: Phase) -> str:
+    """``'fine_tune' (from 160 px)``, ``'fine_tune' (below 160 px)``, ``'warmup' (any size)``."""
+    bounds = [f"from {phase.from_image_size} px"] * bool(phase.from_image_size)
+    bounds += [f"below {phase.below_image_size} px"] * bool(phase.below_image_size)
+    return f"{phase.name!r} ({', '.join(bounds) or 'any size'})"
