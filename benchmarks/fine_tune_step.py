@@ -244,7 +244,9 @@ def matmul_peak(n: int, repeats: int = 5) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    recipe = recipe_io.with_overrides(recipe_io.load_builtin(args.recipe), seed=args.seed)
+    recipe = recipe_io.with_overrides(
+        recipe_io.load_builtin(args.recipe), image_size=args.image_size, seed=args.seed
+    )  # the phases for this image size
     data = batches(args.image_size, args.batch_size, args.classes, args.seed)
     pairs, flops = [], None
     for repeat in range(args.repeats):
