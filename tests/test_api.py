@@ -1,6 +1,7 @@
 """End to end through the public API and the CLI, on the tiny backbone and synthetic folders."""
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -98,15 +99,24 @@ def test_recipe_learns_separable_data(folder, tmp_path, recipe):
 
 
 @pytest.mark.parametrize(
-    "name,first",
-    # large_dissimilar trains the whole network; large_similar keeps the blocks that would learn
-    # at under 1/20 of the head's rate frozen (min_block_lr_factor): up to block_4
-    [("small_similar", None), ("large_similar", "block_5_expand"), ("large_dissimilar", "Conv1")],
+    "name,rates,first",
+    # large_similar and large_dissimilar train the whole network; a phase whose blocks would learn
+    # at under 1/20 of the head's rate (0.8 per block) keeps them frozen (min_block_lr_factor): up
+    # to block_4
+    [
+        ("small_similar", {}, None),
+        ("large_similar", {}, "Conv1"),
+        ("large_dissimilar", {}, "Conv1"),
+        ("large_similar", {"lr_decay_per_block": 0.8, "min_block_lr_factor": 0.05}, "block_5_expand"),
+    ],
 )
-def test_dry_run_on_a_real_backbone_shows_what_trains(folder, name, first):
+def test_dry_run_on_a_real_backbone_shows_what_trains(folder, name, rates, first):
+    recipe = recipes.load_builtin(name)
+    last = dataclasses.replace(recipe.phases[-1], **rates)
+    recipe = dataclasses.replace(recipe, phases=(*recipe.phases[:-1], last))
     run = transferkit.fit(
         str(folder),
-        recipe=name,
+        recipe=recipe,
         backbone="mobilenet_v2",
         weights="random",
         image_size=64,

@@ -32,20 +32,34 @@ def test_quadrant_recipes_use_the_classic_strategies():
         assert 0 < fine_tune[1].lr_decay_per_block < 1 and not fine_tune[1].train_batchnorm
 
 
-def test_large_similar_trains_every_block_at_full_resolution_only():
+def test_large_similar_trains_every_block_at_large_dissimilars_rates_at_every_size():
+    retrain = recipes.load_builtin("large_dissimilar").phases[1]
     builtin = recipes.load_builtin("large_similar")
-    small, full = (recipes.with_overrides(builtin, image_size=size).phases[1] for size in (159, 160))
-    assert small.min_block_lr_factor > 0 and full.min_block_lr_factor == 0
-    assert full.lr_decay_per_block > small.lr_decay_per_block
-    retrain = recipes.load_builtin("large_dissimilar").phases[1]  # the measured rates: large_dissimilar's
-    assert full.learning_rate == retrain.learning_rate
-    assert full.lr_decay_per_block == retrain.lr_decay_per_block
+    for image_size in (96, 160, 224):
+        fine_tune = recipes.with_overrides(builtin, image_size=image_size).phases[1]
+        assert fine_tune.min_block_lr_factor == 0 and fine_tune.train == "all"
+        assert dataclasses.replace(fine_tune, name=retrain.name) == retrain
+
+
+def _split_at_160():
+    """A recipe whose whole-network phase differs on each side of 160 px (what large_similar had)."""
+    builtin = recipes.load_builtin("large_similar")
+    warmup, tune = builtin.phases
+    small = dataclasses.replace(tune, below_image_size=160, learning_rate=2e-4, lr_decay_per_block=0.8)
+    full = dataclasses.replace(tune, from_image_size=160)
+    return dataclasses.replace(builtin, phases=(warmup, small, full))
+
+
+def test_phases_bounded_by_image_size_resolve_to_those_of_the_run():
+    split = recipes.validate(_split_at_160())
+    small, full = (recipes.with_overrides(split, image_size=size).phases[1] for size in (159, 160))
+    assert (small.learning_rate, full.learning_rate) == (2e-4, 3e-4)
     # The backbone's default size (224 for MobileNetV2) counts as full resolution.
-    assert recipes.with_overrides(builtin).phases[1] == full
+    assert recipes.with_overrides(split).phases[1] == full
 
 
 def test_a_run_records_only_the_phases_of_its_size():
-    recipe = recipes.with_overrides(recipes.load_builtin("large_similar"), image_size=96)
+    recipe = recipes.with_overrides(_split_at_160(), image_size=96)
     assert [p.name for p in recipe.phases] == ["warmup", "fine_tune"]
     assert all(p.from_image_size == p.below_image_size == 0 for p in recipe.phases)
     # What the run folder's recipe.toml holds trains the same at any size.
@@ -69,7 +83,7 @@ def test_bad_size_bounds_are_one_line_errors(bounds, message):
 
 
 def test_phases_of_one_name_may_share_it_only_at_different_sizes():
-    builtin = recipes.load_builtin("large_similar")
+    builtin = _split_at_160()
     low, high = builtin.phases[1:]
     assert (low.name, low.below_image_size) == (high.name, high.from_image_size)  # one name, split at a size
     overlapping = dataclasses.replace(builtin, phases=(low, dataclasses.replace(high, from_image_size=128)))
@@ -78,7 +92,7 @@ def test_phases_of_one_name_may_share_it_only_at_different_sizes():
 
 
 def test_a_size_no_phase_covers_is_a_clear_error():
-    builtin = recipes.load_builtin("large_similar")
+    builtin = _split_at_160()
     only_large = dataclasses.replace(builtin, phases=builtin.phases[2:])
     message = r"no phase for 96-px images \(its phases: 'fine_tune' \(from 160 px\)\)"
     with pytest.raises(TransferkitError, match=message):
