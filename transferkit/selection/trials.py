@@ -86,8 +86,8 @@ alike): without it a whole-network trial's wall time overran the budget its pass
 150 per class: 392 training and 120 validation images, 2-core CPU), a whole-network trial's
 phase with 1 and with 3 epochs: building, tracing and the first epoch's extra took 7.4-9.5 s,
 with the base's build and the scoring pass about 10 s, at 224 px (the default size) 1,800
-(``large_dissimilar``) to 2,600 (``large_similar``, whose frozen bottom blocks make its passes
-cheaper) image passes' worth; at 96 px 6,500-6,900, since tracing does not shrink with the image.
+(``large_dissimilar``) to 2,600 (``large_similar`` as it was then, whose frozen bottom blocks made
+its passes cheaper) image passes' worth; at 96 px 6,500-6,900, since tracing does not shrink with the image.
 The 224-px figure is used: small images are under-counted, never over. With it a whole-network
 trial (4 of 15 epochs, plus this) fits in a quarter of its pick's fit only from about 6,000
 training images on (where the set-up is under 3% of the trial's passes); on fewer it is not run,
