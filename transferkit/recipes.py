@@ -516,10 +516,12 @@ def for_image_size(recipe: Recipe, image_size: int) -> Recipe:
     cleared (what the run folder's ``recipe.toml`` records, so it reproduces the run at any size).
 
     Example:
-        >>> recipe = load_builtin("large_similar")
-        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 96).phases[1:]]
+        >>> small = Phase("fine_tune", train="all", lr_decay_per_block=0.8, below_image_size=160)
+        >>> full = Phase("fine_tune", train="all", lr_decay_per_block=0.9, from_image_size=160)
+        >>> recipe = dataclasses.replace(load_builtin("large_similar"), phases=(small, full))
+        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 96).phases]
         [0.8]
-        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 224).phases[1:]]
+        >>> [p.lr_decay_per_block for p in for_image_size(recipe, 224).phases]
         [0.9]
     """
     phases = tuple(
