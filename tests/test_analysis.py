@@ -81,6 +81,18 @@ def test_compare_trains_every_recipe_on_the_same_split(compared, folder):
     assert load_data(folder, validation_split=0.2, seed=7).val.paths != first.val.paths
 
 
+def test_compare_trains_a_network_that_two_recipes_share_once(compared):
+    rows = {run.recipe: run for run in compared.runs}
+    shared, again = rows["large_similar"], rows["large_dissimilar"]  # one whole-network schedule
+    assert again.same_as == "large_similar" and not shared.same_as and not rows["small_similar"].same_as
+    assert again.run_dir == shared.run_dir and not (compared.run_dir / "large_dissimilar").exists()
+    assert (again.accuracy, again.validation_accuracy) == (shared.accuracy, shared.validation_accuracy)
+    assert (again.strategy, shared.strategy) == ("retrain", "fine_tune")
+    assert "large_dissimilar trains exactly as large_similar: one fit" in compared.table()
+    data = json.loads((compared.run_dir / "comparison.json").read_text())
+    assert [run["same_as"] for run in data["runs"]] == ["", "", "", "large_similar"]
+
+
 def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     data = json.loads((compared.run_dir / "comparison.json").read_text())
     accuracies = {run["recipe"]: run["accuracy"] for run in data["runs"]}

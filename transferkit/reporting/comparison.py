@@ -53,6 +53,7 @@ class RecipeRun:
     trainable_params: int  # the most parameters any phase trains
     epochs: int  # planned, summed over phases (early stopping may end a phase sooner)
     run_dir: str
+    same_as: str = ""  # an earlier row whose recipe trains exactly as this one: one fit, its figures
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,11 @@ class ComparisonResult:
                 f"{validation if tested else '':>9}{top5:>7}{r.seconds:>9.1f}{r.peak_rss_mb:>9.0f}"
                 f"{r.rss_increase_mb:>+7.0f}{r.trainable_params:>11,}"
             )
+        rows += [
+            f"{r.recipe} trains exactly as {r.same_as}: one fit, its figures in both rows."
+            for r in self.runs
+            if r.same_as
+        ]
         s = self.analysis.selection
         averaged = f" averaged with {s.partner}" if s.partner else ""
         averaged += f" at {s.partner_cut!r}" if s.partner_cut else ""

@@ -75,8 +75,15 @@ def compare(
     overrides = dict(
         backbone=backbone, weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size
     )
-    runs = tuple(_train_one(data, entry, analysis, seed, overrides, verbose) for entry in recipes)
-    runs = with_averaged_pick(runs, analysis.selection)
+    runs: list[RecipeRun] = []
+    trained: dict[str, RecipeRun] = {}  # what each recipe trains -> its row
+    for entry in recipes:
+        key = _training(entry, seed, overrides)
+        if key in trained:
+            runs.append(_same_as(trained[key], entry, analysis, verbose))
+        else:
+            runs.append(trained.setdefault(key, _train_one(data, entry, analysis, seed, overrides, verbose)))
+    runs = with_averaged_pick(tuple(runs), analysis.selection)
     result = ComparisonResult(analysis.run_dir, analysis, runs, time.perf_counter() - started)
     write_comparison(result)
     say(verbose, "\n" + result.table())
@@ -99,6 +106,39 @@ def _shared_fractions(recipes) -> tuple[float, float]:
             "compare needs one split. Make data.validation_split and data.test_split agree."
         )
     return fractions.pop()
+
+
+def _training(entry, seed: int, overrides: dict) -> str:
+    """What ``entry`` trains, as text: the recipe as its fit would resolve it, without its names.
+
+    Two recipes with the same text train the same network on the same split and seed to the same
+    weights (``large_similar`` and ``large_dissimilar`` do: one whole-network schedule serves both),
+    so :func:`compare` trains it once. The strategy stays in only as the kind of network it builds
+    (a truncation is cut where the selector measured; the whole-network strategies build one kind);
+    phase names only label logs and history.
+    """
+    recipe = recipe_io.with_overrides(recipe_io.load(entry), seed=seed, **overrides)
+    kind = MEMBER_NAMES.get(recipe.strategy, recipe.strategy)
+    phases = tuple(dataclasses.replace(phase, name=str(i)) for i, phase in enumerate(recipe.phases))
+    return repr(dataclasses.replace(recipe, name="", description="", strategy=kind, phases=phases))
+
+
+def _same_as(first: RecipeRun, entry, analysis: AnalysisResult, verbose) -> RecipeRun:
+    """The row of a recipe that trains exactly as ``first``'s did: its figures and run folder."""
+    recipe = recipe_io.load(entry)
+    label = Path(str(entry)).stem
+    say(
+        verbose,
+        f"\n=== {label} ===\nTrains exactly as {first.recipe} (the same phases, head, augmentation and "
+        f"seed): not trained again; its figures are {first.recipe}'s ({first.run_dir}).",
+    )
+    return dataclasses.replace(
+        first,
+        recipe=label,
+        strategy=recipe.strategy,
+        picked=recipe.name == analysis.selection.quadrant,
+        same_as=first.recipe,
+    )
 
 
 def _train_one(data, entry, analysis: AnalysisResult, seed, overrides, verbose) -> RecipeRun:
