@@ -78,9 +78,10 @@ def compare(
     runs: list[RecipeRun] = []
     trained: dict[str, RecipeRun] = {}  # what each recipe trains -> its row
     for entry in recipes:
-        key = _training(entry, seed, overrides)
+        loaded = recipe_io.load(entry)
+        key = _training(loaded, seed, overrides)
         if key in trained:
-            runs.append(_same_as(trained[key], entry, analysis, verbose))
+            runs.append(_same_as(trained[key], loaded, Path(str(entry)).stem, analysis, verbose))
         else:
             runs.append(trained.setdefault(key, _train_one(data, entry, analysis, seed, overrides, verbose)))
     runs = with_averaged_pick(tuple(runs), analysis.selection)
@@ -108,8 +109,8 @@ def _shared_fractions(recipes) -> tuple[float, float]:
     return fractions.pop()
 
 
-def _training(entry, seed: int, overrides: dict) -> str:
-    """What ``entry`` trains, as text: the recipe as its fit would resolve it, without its names.
+def _training(recipe: recipe_io.Recipe, seed: int, overrides: dict) -> str:
+    """What ``recipe`` trains, as text: the recipe as its fit would resolve it, without its names.
 
     Two recipes with the same text train the same network on the same split and seed to the same
     weights (``large_similar`` and ``large_dissimilar`` do: one whole-network schedule serves both),
@@ -117,16 +118,17 @@ def _training(entry, seed: int, overrides: dict) -> str:
     (a truncation is cut where the selector measured; the whole-network strategies build one kind);
     phase names only label logs and history.
     """
-    recipe = recipe_io.with_overrides(recipe_io.load(entry), seed=seed, **overrides)
+    recipe = recipe_io.with_overrides(recipe, seed=seed, **overrides)
     kind = MEMBER_NAMES.get(recipe.strategy, recipe.strategy)
     phases = tuple(dataclasses.replace(phase, name=str(i)) for i, phase in enumerate(recipe.phases))
     return repr(dataclasses.replace(recipe, name="", description="", strategy=kind, phases=phases))
 
 
-def _same_as(first: RecipeRun, entry, analysis: AnalysisResult, verbose) -> RecipeRun:
-    """The row of a recipe that trains exactly as ``first``'s did: its figures and run folder."""
-    recipe = recipe_io.load(entry)
-    label = Path(str(entry)).stem
+def _same_as(
+    first: RecipeRun, recipe: recipe_io.Recipe, label: str, analysis: AnalysisResult, verbose
+) -> RecipeRun:
+    """The row of ``recipe`` (its run labelled ``label``), which trains exactly as ``first``'s did:
+    ``first``'s figures and run folder."""
     say(
         verbose,
         f"\n=== {label} ===\nTrains exactly as {first.recipe} (the same phases, head, augmentation and "
