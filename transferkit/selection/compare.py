@@ -70,18 +70,21 @@ def compare(
     """
     started = time.perf_counter()
     recipes = tuple(recipes.split(",")) if isinstance(recipes, str) else tuple(recipes)  # "a,b" works too
-    recipe = _provisional_recipe(backbone, weights, image_size, seed, *_shared_fractions(recipes))
+    loaded = _loaded(recipes)
+    first = loaded[0].data
+    recipe = _provisional_recipe(
+        backbone, weights, image_size, seed, first.validation_split, first.test_split
+    )
     analysis = _measure(data, recipe, out, name or _default_name("compare", data), started, verbose)
     overrides = dict(
         backbone=backbone, weights=weights, image_size=image_size, epochs=epochs, batch_size=batch_size
     )
     runs: list[RecipeRun] = []
     trained: dict[str, RecipeRun] = {}  # what each recipe trains -> its row
-    for entry in recipes:
-        loaded = recipe_io.load(entry)
-        key = _training(loaded, seed, overrides)
+    for entry, entry_recipe in zip(recipes, loaded, strict=True):
+        key = _training(entry_recipe, seed, overrides)
         if key in trained:
-            runs.append(_same_as(trained[key], loaded, Path(str(entry)).stem, analysis, verbose))
+            runs.append(_same_as(trained[key], entry_recipe, Path(str(entry)).stem, analysis, verbose))
         else:
             runs.append(trained.setdefault(key, _train_one(data, entry, analysis, seed, overrides, verbose)))
     runs = with_averaged_pick(tuple(runs), analysis.selection)
@@ -91,9 +94,9 @@ def compare(
     return result
 
 
-def _shared_fractions(recipes) -> tuple[float, float]:
-    """Check the recipes up front (names, files, one split) so no training is wasted on a typo;
-    return their ``(validation_split, test_split)``."""
+def _loaded(recipes) -> list[recipe_io.Recipe]:
+    """Load and check the recipes up front (names, files, one split) so no training is wasted on
+    a typo."""
     if not recipes:
         raise TransferkitError(f"No recipes to compare. Give some of: {', '.join(QUADRANTS)}.")
     loaded = [recipe_io.load(entry) for entry in recipes]
@@ -106,7 +109,7 @@ def _shared_fractions(recipes) -> tuple[float, float]:
             f"The recipes hold out different (validation, test) fractions {sorted(fractions)}; "
             "compare needs one split. Make data.validation_split and data.test_split agree."
         )
-    return fractions.pop()
+    return loaded
 
 
 def _training(recipe: recipe_io.Recipe, seed: int, overrides: dict) -> str:
