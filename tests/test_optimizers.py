@@ -21,7 +21,7 @@ from transferkit.training.optimizers import (
     compile_classifier,
     learning_rate_schedule,
 )
-from transferkit.training.trainable import block_lr_multipliers, set_trainable
+from transferkit.training.trainable import block_lr_multipliers, set_trainable, stem_blocks_end
 
 SPEC = get_backbone("tiny")
 
@@ -91,6 +91,32 @@ def test_blocks_whose_factor_falls_below_the_floor_stay_frozen():
     assert all(
         layer.trainable for layer in classifier.base.layers if layer.weights and "bn" not in layer.name
     )
+
+
+@pytest.mark.parametrize(
+    ("image_size", "stride", "frozen"), [(32, 2, 2), (64, 2, 2), (32, 1, 1), (32, 4, 3), (32, 0, 0)]
+)
+def test_the_stem_stays_frozen_by_the_resolution_its_blocks_take(image_size, stride, frozen):
+    # tiny's blocks take the image (block1), then maps at 1/2 (block2) and 1/4 (block3) of its side.
+    setup_device("float32", 0)
+    classifier = build_classifier(SPEC, SPEC.build(image_size), 3, recipes.HeadConfig())
+    phase = Phase(name="all", train="all", lr_decay_per_block=0.5, frozen_input_stride=stride)
+    set_trainable(classifier, SPEC, phase)
+    layers = classifier.base.layers
+    trains = [classifier.base.get_layer(f"block{i}_conv").trainable for i in (1, 2, 3)]
+    assert trains == [i >= frozen for i in range(3)]
+    assert stem_blocks_end(classifier.base, SPEC, phase) == (
+        [layer.name for layer in layers].index(f"block{frozen}_pool") + 1 if frozen else 0
+    )
+    # The blocks above keep their layer-wise rates (the top block 0.5, the next 0.25).
+    rates = {
+        path.split("/")[-2]: value for path, value in block_lr_multipliers(classifier, SPEC, phase).items()
+    }
+    assert rates == {
+        name: 0.5 ** (3 - i)
+        for i, name in enumerate(("block1_conv", "block2_conv", "block3_conv"))
+        if i >= frozen
+    }
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,7 @@ phase = st.builds(
     top_blocks=st.integers(1, 10),
     lr_decay_per_block=st.floats(0.5, 1.0),
     min_block_lr_factor=st.floats(0.0, 0.5),
+    frozen_input_stride=st.integers(0, 8),
     train_batchnorm=st.booleans(),
     schedule=st.sampled_from(recipes.SCHEDULES),
     patience=st.integers(0, 5),

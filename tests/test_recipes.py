@@ -32,12 +32,13 @@ def test_quadrant_recipes_use_the_classic_strategies():
         assert 0 < fine_tune[1].lr_decay_per_block < 1 and not fine_tune[1].train_batchnorm
 
 
-def test_large_similar_trains_every_block_at_large_dissimilars_rates_at_every_size():
+def test_large_similar_trains_every_block_above_the_stem_at_large_dissimilars_rates_at_every_size():
     retrain = recipes.load_builtin("large_dissimilar").phases[1]
     builtin = recipes.load_builtin("large_similar")
     for image_size in (96, 160, 224):
         fine_tune = recipes.with_overrides(builtin, image_size=image_size).phases[1]
         assert fine_tune.min_block_lr_factor == 0 and fine_tune.train == "all"
+        assert fine_tune.frozen_input_stride == 2
         assert dataclasses.replace(fine_tune, name=retrain.name) == retrain
 
 

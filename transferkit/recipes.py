@@ -115,7 +115,10 @@ class Phase:
     learns at ``learning_rate``, the base's top block at this factor times it, the block below at
     the factor squared, and so on down (1 = one rate everywhere); blocks whose factor would fall
     below ``min_block_lr_factor`` stay frozen (they would barely move, and their backward pass is
-    the costliest of a step). ``learning_rate =
+    the costliest of a step). ``frozen_input_stride`` keeps the stem frozen by resolution instead of
+    by rate: every block whose input is the image (stride 1) or a map at most that many times
+    smaller a side stays frozen (2 on MobileNetV2: ``Conv1`` to ``block_1``, the layers that run at
+    full and half resolution; 0 = none). ``learning_rate =
     "auto"`` runs the learning-rate range test at the start of the phase and records the rate it
     chose in the run folder's ``recipe.toml``. ``schedule``: ``constant``, ``cosine``,
     ``warmup_cosine`` (linear warm-up over ``warmup_epochs``, then cosine) or ``one_cycle``.
@@ -147,6 +150,9 @@ class Phase:
     weight_decay: float = 0.0
     lr_decay_per_block: float = 1.0
     min_block_lr_factor: float = 0.0  # blocks whose layer-wise factor falls below this stay frozen
+    frozen_input_stride: int = (
+        0  # blocks taking maps at this stride of the image or finer stay frozen; 0 = none
+    )
     patience: int = 0  # early stopping on val_loss after this many epochs without improvement; 0 = off
     low_res_fraction: float = 0.0  # progressive resizing: this share of the epochs trains on smaller images
     low_res_scale: float = 0.5  # ... at this fraction of the image size (each side)
@@ -356,6 +362,10 @@ def _phase_problems(where: str, phase: Phase) -> list[str]:
         problems.append(f"{where}.learning_rate must be in (0, 1) (got {rate})")
     if not 0 <= phase.min_block_lr_factor < 1:
         problems.append(f"{where}.min_block_lr_factor must be in [0, 1) (got {phase.min_block_lr_factor})")
+    if phase.frozen_input_stride < 0:
+        problems.append(
+            f"{where}.frozen_input_stride must be >= 0, 0 = none (got {phase.frozen_input_stride}); e.g. 2"
+        )
     if not 0 <= phase.weight_decay < 1:
         problems.append(f"{where}.weight_decay must be in [0, 1) (got {phase.weight_decay})")
     if not 0 < phase.lr_decay_per_block <= 1:
