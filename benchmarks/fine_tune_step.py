@@ -6,8 +6,8 @@ and that the benchmark show the ratio and the share of the machine's matmul peak
 Both sides train the same graph, built twice from the same weights: transferkit's augmentation
 (the recipe's ranges) -> the classifier (pixel normalisation, the backbone with its ImageNet
 weights, pooling, head), with the layers the recipe's first base-training phase trains (for
-``large_similar``: every block above the ones ``min_block_lr_factor`` keeps frozen, BatchNorm
-frozen). transferkit compiles it as its Trainer does (``LayerwiseAdamW``: discriminative rates,
+``large_similar``: every block above the stem that ``frozen_input_stride`` keeps frozen,
+BatchNorm frozen). transferkit compiles it as its Trainer does (``LayerwiseAdamW``: discriminative rates,
 decoupled weight decay, warm-up then cosine; its loss and metrics) and runs it under its device
 set-up (op determinism on a CPU), through the view its Trainer fits: the frozen BatchNorm folded
 into the convolutions each step (``Classifier.training_model``: the same variables and function).
