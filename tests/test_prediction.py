@@ -353,3 +353,26 @@ def test_predict_given_pixels_or_nothing_says_what_it_takes(run_dir):
         saved.predict(np.zeros((1, 16, 16, 3), np.uint8))
     with pytest.raises(TransferkitError, match="empty list of paths"):
         transferkit.predict(run_dir, [])
+
+
+def test_cli_predict_json_keeps_class_names_and_paths_as_written(tmp_path, monkeypatch):
+    """Names in any script come out as written (UTF-8), not as \\u escapes a reader must decode."""
+    row = {"path": str(tmp_path / "été.png"), "label": "chiens été", "probability": 0.9}
+    monkeypatch.setattr(api, "predict", lambda *args, **kwargs: [{**row, "top": [["chiens été", 0.9]]}])
+    out = tmp_path / "predictions.json"
+    result = CliRunner().invoke(cli.main, ["predict", str(tmp_path), "x.png", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "chiens été" in result.stdout and json.loads(result.stdout)[0]["label"] == "chiens été"
+    result = CliRunner().invoke(
+        cli.main, ["predict", str(tmp_path), "x.png", "--format", "json", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"label": "chiens été"' in out.read_text(encoding="utf-8")
+
+
+def test_run_files_keep_non_ascii_text_as_written(tmp_path):
+    from transferkit.fileio import write_json
+
+    write_json(tmp_path / "card.json", {"class_names": ["chiens été", "猫"]})
+    assert "chiens été" in (tmp_path / "card.json").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "card.json").read_text(encoding="utf-8"))["class_names"][1] == "猫"

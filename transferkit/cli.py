@@ -488,7 +488,7 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if fmt == "json" or as_json:
         record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
-        click.echo(json.dumps(record, indent=2))
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
         _require_accuracy(*gate)
         return
     click.echo(f"Scored {metrics.scored}: {metrics.num_samples} images.")
@@ -628,7 +628,7 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
     stream = io.StringIO(newline="")
     if fmt == "json":
-        json.dump(results, stream, indent=2)
+        json.dump(results, stream, indent=2, ensure_ascii=False)  # names as written: UTF-8 out
         stream.write("\n")
     else:
         writer = csv.writer(stream)

@@ -60,7 +60,7 @@ def _fit(data: Path, out: Path, name: str, extra: list[str]) -> DemoRow:
         )
     seconds = time.perf_counter() - started
     run_dir = out / name
-    record = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     split = record.get("headline", "validation")
     recipe = recipes.load(run_dir / "recipe.toml").name
     weights = "random" if "random" in extra else "imagenet"

@@ -74,8 +74,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Atomically write ``data`` as indented JSON, UTF-8: class names and paths as written, not escaped."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n")
 
 
 def require_writable_folder(folder: str | os.PathLike, what: str = "--out") -> None:

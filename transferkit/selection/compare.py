@@ -259,7 +259,7 @@ def _mean_of(predictions, runs) -> np.ndarray:
 def _temperature_of(run: RecipeRun) -> dict | None:
     """The run's ``metrics.json`` ``calibration`` record (None without one)."""
     path = Path(run.run_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("calibration") if path.exists() else None
+    return json.loads(path.read_text(encoding="utf-8")).get("calibration") if path.exists() else None
 
 
 def _cut_of(run: RecipeRun) -> str:

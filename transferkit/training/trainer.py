@@ -72,7 +72,7 @@ class TrainState:
     @classmethod
     def load(cls, run_dir: Path) -> TrainState:
         path = run_dir / "state.json"
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        return cls(**json.loads(path.read_text(encoding="utf-8"))) if path.exists() else cls()
 
     def save(self, run_dir: Path) -> None:
         write_json(run_dir / "state.json", self.__dict__)
