@@ -101,12 +101,13 @@ def test_recipe_learns_separable_data(folder, tmp_path, recipe):
 @pytest.mark.parametrize(
     "name,rates,first",
     # large_similar and large_dissimilar train the whole network above the stem (frozen_input_stride
-    # = 2: Conv1 to block_1); a phase whose blocks would learn at under 1/20 of the head's rate (0.8
+    # = 4: Conv1 to block_3); a phase whose blocks would learn at under 1/20 of the head's rate (0.8
     # per block) keeps them frozen (min_block_lr_factor): up to block_4
     [
         ("small_similar", {}, None),
-        ("large_similar", {}, "block_2_expand"),
-        ("large_dissimilar", {}, "block_2_expand"),
+        ("large_similar", {}, "block_4_expand"),
+        ("large_dissimilar", {}, "block_4_expand"),
+        ("large_similar", {"frozen_input_stride": 2}, "block_2_expand"),
         ("large_similar", {"frozen_input_stride": 0}, "Conv1"),
         ("large_similar", {"lr_decay_per_block": 0.8, "min_block_lr_factor": 0.05}, "block_5_expand"),
     ],

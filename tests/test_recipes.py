@@ -38,7 +38,7 @@ def test_large_similar_trains_every_block_above_the_stem_at_large_dissimilars_ra
     for image_size in (96, 160, 224):
         fine_tune = recipes.with_overrides(builtin, image_size=image_size).phases[1]
         assert fine_tune.min_block_lr_factor == 0 and fine_tune.train == "all"
-        assert fine_tune.frozen_input_stride == 2
+        assert fine_tune.frozen_input_stride == 4
         assert dataclasses.replace(fine_tune, name=retrain.name) == retrain
 
 

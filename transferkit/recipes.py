@@ -118,7 +118,7 @@ class Phase:
     the costliest of a step). ``frozen_input_stride`` keeps the stem frozen by resolution instead of
     by rate: every block whose input is the image (stride 1) or a map at most that many times
     smaller a side stays frozen (2 on MobileNetV2: ``Conv1`` to ``block_1``, the layers that run at
-    full and half resolution; 0 = none). ``learning_rate =
+    full and half resolution; 4, the large recipes': to ``block_3``; 0 = none). ``learning_rate =
     "auto"`` runs the learning-rate range test at the start of the phase and records the rate it
     chose in the run folder's ``recipe.toml``. ``schedule``: ``constant``, ``cosine``,
     ``warmup_cosine`` (linear warm-up over ``warmup_epochs``, then cosine) or ``one_cycle``.
