@@ -42,7 +42,9 @@ one huge class does not move it.
 It holds at full resolution too. At 224 px, where ``large_similar`` trains every block, the tuning
 sets at 29 training images per class (seeds 0 and 1, test split), fine-tune minus freeze:
 Animal-MNIST -2.9, +7.1; digits 0.0, +1.4; icon themes -21.4, -10.7; textures 0.0, 0.0 points
-(mean -3.3), at 5-8x the frozen fit's time (docs/MEASUREMENTS.md).
+(mean -3.3), at 5-8x the frozen fit's time (docs/MEASUREMENTS.md). Again with ``Conv1`` to
+``block_3`` frozen (``frozen_input_stride = 4``, 2026-12-06), the same exports and seeds:
+-1.4, +4.3; -4.3, +2.9; -10.7, -10.7; 0.0, 0.0 (mean -2.5; validation 0.0).
 """
 
 RETRAIN_IMAGES_PER_CLASS = 120
