@@ -13,7 +13,10 @@ scored on the held-out ``test/`` images neither of them saw:
 
 Reported per run: test accuracy with a 95% Wilson interval, whole-process wall time (and fastai's
 ``fine_tune`` time alone), peak RSS of each process (``ru_maxrss`` from ``wait4``), and the
-fastai/transferkit ratios. A final table is printed and all results are written as JSON.
+fastai/transferkit ratios. ``--rounds N`` runs each pair N times back to back, the order of the
+tools alternating, and reports the median times and each round's ratio: on a shared VM one
+tool's wall time moves by half between hours, so one pair of runs is a weak ratio. A final
+table is printed and all results are written as JSON.
 
 Built-in data sets are exported with ``transferkit datasets export`` and split 70/15/15 per
 class with the seed (files hard-linked; byte-identical copies of a file go to one split together,
@@ -26,6 +29,7 @@ Usage:
     python benchmarks/peer_fastai.py                                  # 4 built-ins, seed 0
     python benchmarks/peer_fastai.py --datasets lfw_faces textures --seeds 0 1
     python benchmarks/peer_fastai.py --data ./pets --image-size 160
+    python benchmarks/peer_fastai.py --datasets icon_contexts:150 --rounds 3   # ratios over 3 rounds
     python benchmarks/peer_fastai.py --quick                          # smoke test, a few minutes
 """
 
@@ -40,6 +44,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="pass --epochs to transferkit fit (default: none, the recipe's own epochs)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each pair ROUNDS times, the tools' order alternating, and report the median times "
+        "and each round's ratio: the machine's speed drifts between hours (default 1)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for each tool (default 2)")
     parser.add_argument("--batch-size", type=int, default=32, help="fastai batch size (default 32)")
     parser.add_argument(
@@ -122,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.datasets = ["lfw_faces"]
     if args.datasets is None:
         args.datasets = [] if args.data else list(DEFAULT_DATASETS)
-    for name in ("image_size", "epochs", "threads", "batch_size"):
+    for name in ("image_size", "epochs", "rounds", "threads", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -452,6 +464,57 @@ def _wall(result: dict) -> str:
     return f"{result['process_seconds']:.0f} s [{result.get('cpu_seconds', float('nan')):.0f} s]"
 
 
+def _ratios(fastai: dict, transferkit: dict) -> dict:
+    if not (fastai.get("process_seconds") and transferkit.get("process_seconds")):
+        return {}
+    return {
+        "time_ratio_fastai_over_transferkit": fastai["process_seconds"] / transferkit["process_seconds"],
+        "rss_ratio_fastai_over_transferkit": fastai["peak_rss_mb"] / transferkit["peak_rss_mb"],
+    }
+
+
+def summarize_rounds(rounds: list[dict]) -> dict:
+    """One record's figures over its rounds: each side as in its first round (accuracy, recipe,
+    RSS: the same job each round), with the median wall and CPU seconds and each round's list;
+    the time ratio as the median of the rounds' own ratios (each pair ran back to back)."""
+    summary = {}
+    for side in ("fastai", "transferkit"):
+        results = [outcome[side] for outcome in rounds if side in outcome]
+        if not results:
+            continue
+        side_summary = dict(results[0])
+        for key in ("process_seconds", "cpu_seconds"):
+            values = [result[key] for result in results if result.get(key)]
+            if values:
+                side_summary[key] = statistics.median(values)
+                side_summary[f"{key}_rounds"] = values
+        accuracies = [result.get("test_accuracy") for result in results]
+        if len(set(accuracies)) > 1:
+            side_summary["test_accuracy_rounds"] = accuracies
+        summary[side] = side_summary
+    ratios = [
+        outcome["time_ratio_fastai_over_transferkit"]
+        for outcome in rounds
+        if "time_ratio_fastai_over_transferkit" in outcome
+    ]
+    if ratios:
+        summary["time_ratio_fastai_over_transferkit"] = statistics.median(ratios)
+        summary["time_ratio_rounds"] = ratios
+        summary["rss_ratio_fastai_over_transferkit"] = (
+            summary["fastai"]["peak_rss_mb"] / summary["transferkit"]["peak_rss_mb"]
+        )
+    return summary
+
+
+def _round_ratios(record: dict) -> str:
+    """The wall-time ratio: the median over rounds, each round's after it when there are several."""
+    ratios = record.get("time_ratio_rounds") or []
+    if not ratios:
+        return "-"
+    each = f" ({', '.join(f'{ratio:.2f}' for ratio in ratios)})" if len(ratios) > 1 else ""
+    return f"{record['time_ratio_fastai_over_transferkit']:.2f}x{each}"
+
+
 def table(records: list[dict]) -> str:
     header = (
         "| data set | seed | train/val/test | fastai test acc [95% CI] | transferkit test acc [95% CI] "
@@ -477,7 +540,7 @@ def table(records: list[dict]) -> str:
                     str(tk.get("recipe") or "-"),
                     fa_time,
                     _wall(tk),
-                    _ratio(fa.get("process_seconds"), tk.get("process_seconds")),
+                    _round_ratios(record),
                     _ratio(fa.get("cpu_seconds"), tk.get("cpu_seconds")),
                     f"{fa['peak_rss_mb'] / 1024:.2f} GB" if fa else "-",
                     f"{tk['peak_rss_mb'] / 1024:.2f} GB" if tk else "-",
@@ -515,41 +578,46 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for index, (label, seed, folder) in enumerate(jobs):
         counts = split_counts(folder)
-        tag = f"{label.replace(':', '-')}-seed{seed}"
         print(
             f"\n[{index + 1}/{len(jobs)}] {label} seed {seed}: {counts['train']} train / {counts['val']} val "
             f"/ {counts['test']} test images, {args.image_size} px, {args.threads} threads",
             flush=True,
         )
-        record = {"dataset": label, "seed": seed, "folder": str(folder), "counts": counts}
-        sides = ["transferkit", "fastai"] if index % 2 == 0 else ["fastai", "transferkit"]
-        for side in sides:
-            if args.only and side != args.only:
-                continue
-            print(f"  {side} ...", flush=True)
-            if side == "fastai":
-                result = run_fastai(args, folder, seed, weights, work, tag)
-            else:
-                result = run_transferkit(args, folder, seed, transferkit, work, tag)
-            score(result, counts["test"])
-            record[side] = result
-            if result["returncode"] != 0 or result.get("test_accuracy") is None:
-                failures += 1
-                print(
-                    f"  {side} FAILED (exit {result['returncode']}"
-                    f"{'; ' + result['error'] if result.get('error') else ''}); log: {result['log']}",
-                    flush=True,
-                )
-            else:
-                print(
-                    f"  {side}: test acc {_acc(result)}, {result['process_seconds']:.0f} s, "
-                    f"peak RSS {result['peak_rss_mb'] / 1024:.2f} GB",
-                    flush=True,
-                )
-        fa, tk = record.get("fastai", {}), record.get("transferkit", {})
-        if fa.get("process_seconds") and tk.get("process_seconds"):
-            record["time_ratio_fastai_over_transferkit"] = fa["process_seconds"] / tk["process_seconds"]
-            record["rss_ratio_fastai_over_transferkit"] = fa["peak_rss_mb"] / tk["peak_rss_mb"]
+        record = {"dataset": label, "seed": seed, "folder": str(folder), "counts": counts, "rounds": []}
+        for round_index in range(args.rounds):
+            tag = f"{label.replace(':', '-')}-seed{seed}" + (
+                f"-round{round_index + 1}" if args.rounds > 1 else ""
+            )
+            if args.rounds > 1:
+                print(f"  round {round_index + 1}/{args.rounds}", flush=True)
+            sides = ["transferkit", "fastai"] if (index + round_index) % 2 == 0 else ["fastai", "transferkit"]
+            outcome = {"order": sides}
+            for side in sides:
+                if args.only and side != args.only:
+                    continue
+                print(f"  {side} ...", flush=True)
+                if side == "fastai":
+                    result = run_fastai(args, folder, seed, weights, work, tag)
+                else:
+                    result = run_transferkit(args, folder, seed, transferkit, work, tag)
+                score(result, counts["test"])
+                outcome[side] = result
+                if result["returncode"] != 0 or result.get("test_accuracy") is None:
+                    failures += 1
+                    print(
+                        f"  {side} FAILED (exit {result['returncode']}"
+                        f"{'; ' + result['error'] if result.get('error') else ''}); log: {result['log']}",
+                        flush=True,
+                    )
+                else:
+                    print(
+                        f"  {side}: test acc {_acc(result)}, {result['process_seconds']:.0f} s, "
+                        f"peak RSS {result['peak_rss_mb'] / 1024:.2f} GB",
+                        flush=True,
+                    )
+            outcome.update(_ratios(outcome.get("fastai", {}), outcome.get("transferkit", {})))
+            record["rounds"].append(outcome)
+        record.update(summarize_rounds(record["rounds"]))
         records.append(record)
 
     report = table(records)
@@ -560,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "image_size": args.image_size,
             "fastai_epochs": args.epochs,
+            "rounds": args.rounds,
             "transferkit_epochs": args.tk_epochs,
             "threads": args.threads,
             "batch_size_fastai": args.batch_size,
