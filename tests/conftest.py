@@ -70,6 +70,19 @@ def no_network(request, monkeypatch):
 # 2-core CI machine (its wall time is about its CPU time over 2), so this is where its time goes.
 
 
+@pytest.fixture
+def no_fallback_fonts(monkeypatch):
+    """The figures' fonts as matplotlib ships them (DejaVu Sans: no CJK), whatever this machine has
+    installed; returns :mod:`transferkit.reporting.figures`."""
+    import matplotlib
+
+    from transferkit.reporting import figures
+
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["DejaVu Sans"])
+    monkeypatch.setattr(figures, "use_fallback_fonts", lambda: ())
+    return figures
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--cpu-top",

@@ -118,6 +118,26 @@ def test_api_and_cli_share_one_top_k_default(run_dir, folder):
     assert {len(row["top"]) for row in json.loads(result.output)} == {DEFAULT_TOP_K}
 
 
+def test_a_contact_sheet_numbers_the_classes_no_font_can_draw_and_logs_the_key(
+    no_fallback_fonts, monkeypatch, tmp_path, caplog
+):
+    from transferkit.prediction import write_contact_sheet
+
+    drawn, real = [], no_fallback_fonts.plot_image_grid
+    monkeypatch.setattr(
+        no_fallback_fonts,
+        "plot_image_grid",
+        lambda images, path, **kw: (drawn.append(kw), real(images, path, **kw)),
+    )
+    rows = [{"label": label, "probability": 0.5} for label in ("猫", "dog", "猫")]
+    write_contact_sheet(np.zeros((3, 16, 16, 3), np.uint8), rows, tmp_path / "sheet.png", ["dog", "猫", "犬"])
+    assert drawn[0]["titles"] == ["#1 (0.50)", "dog (0.50)", "#1 (0.50)"]
+    (record,) = [r for r in caplog.records if "contact sheet numbers" in r.getMessage()]
+    assert record.getMessage().endswith(": #1 = 猫")  # only the classes on the sheet
+    with Image.open(tmp_path / "sheet.png") as image:
+        assert image.format == "PNG"
+
+
 def test_cli_predict_writes_the_contact_sheet_and_keeps_stdout_for_the_table(run_dir, folder, tmp_path):
     sheet = tmp_path / "out.png"
     result = CliRunner().invoke(

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -27,6 +28,7 @@ from transferkit.reporting.figures import (
     plot_image_grid,
 )
 from transferkit.reporting.html import SECTIONS, write_html_report
+from transferkit.reporting.interpretation import _caption
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.testing import make_image_folder
 
@@ -137,6 +139,51 @@ def test_installed_fallback_fonts_join_the_family_behind_the_default_once(monkey
         assert matplotlib.rcParams["font.family"] == ["sans-serif", *added]  # once, not per figure
     finally:
         figures.use_fallback_fonts.cache_clear()
+
+
+def test_a_class_name_is_drawable_when_a_font_of_the_family_has_every_glyph(monkeypatch, no_fallback_fonts):
+    import matplotlib
+
+    figures = no_fallback_fonts
+    assert figures.drawable("Café au lait 2") and figures.drawable("dog\u200d")  # a joiner needs no glyph
+    assert not figures.drawable("猫") and not figures.drawable("cat 猫")
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["cmr10"])  # TeX's roman: ASCII and little else
+    assert figures.drawable("cafe") and not figures.drawable("café")
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["cmr10", "DejaVu Sans"])  # glyph by glyph
+    assert figures.drawable("café") and figures.class_labels(["café", "猫"]) == ["café", "#1"]
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["not a font", "DejaVu Sans"])
+    assert figures.drawable("café")
+
+
+def test_class_names_no_font_can_draw_are_numbered_in_the_figures_and_keyed_in_the_report(
+    no_fallback_fonts, run_dir
+):
+    """Chinese or Japanese class names on a machine without a CJK font were rows of boxes in the
+    confusion matrix and the image captions: they are numbered by class index, and the report
+    (which the browser draws with its own fonts) says which number is which class."""
+    figures = no_fallback_fonts
+    names = ["cat", "猫", "犬 (dog)", "$5"]
+    assert figures.class_labels(names) == ["cat", "#1", "#2", r"\$5"]
+    assert figures.undrawable_classes(names) == [(1, "猫"), (2, "犬 (dog)")]
+    fig = figures._confusion_figure(metrics_for(names), normalize=True)
+    (ax, *_) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "#1", "#2", r"\$5"]
+    assert "#i: a class no installed font can name" in ax.get_title()
+    plain = figures._confusion_figure(metrics_for(["cat", "dog"]), normalize=True)
+    assert "#i" not in plain.axes[0].get_title()
+    held_out = SimpleNamespace(
+        class_names=names, labels=np.array([1]), probabilities=np.array([[0.1, 0.2, 0.6, 0.1]])
+    )
+    assert _caption(held_out, 0) == "true #1 (0.20)\npred #2 (0.60)"  # the top-loss and Grad-CAM grids
+
+    (run_dir / "metrics.json").write_text(json.dumps({"validation": metrics_for(names).to_dict()}))
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    key = page[page.index("The figures number the classes") :]
+    assert re.search(r"<td>#1</td>\s*<td>猫</td>", key) and re.search(
+        r"<td>#2</td>\s*<td>犬 \(dog\)</td>", key
+    )
+    (run_dir / "metrics.json").write_text(json.dumps({"validation": metrics_for(["a", "b"]).to_dict()}))
+    assert "The figures number the classes" not in write_html_report(run_dir).read_text(encoding="utf-8")
 
 
 def test_plot_image_grid_uint8_float_and_grey(tmp_path):

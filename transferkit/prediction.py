@@ -86,18 +86,33 @@ def ranked(probabilities: np.ndarray, class_names: Sequence[str], top_k: int = D
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def write_contact_sheet(images: np.ndarray, rows: Sequence[dict], path: str | os.PathLike) -> None:
+def write_contact_sheet(
+    images: np.ndarray, rows: Sequence[dict], path: str | os.PathLike, class_names: Sequence[str] = ()
+) -> None:
     """A PNG grid of predicted images, each captioned with its label and probability.
 
     Args:
         images: ``(N, H, W, 3)`` pixels of the images ``rows`` describe, in the same order.
         rows: ``predict``'s results for those images (``label`` and ``probability`` each).
         path: where to write the PNG; the first :data:`CONTACT_SHEET_MAX` images are shown.
+        class_names: the run's classes; a label no installed font can draw is captioned by its
+            index (``#3``), and the key is logged.
     """
-    from transferkit.reporting.figures import plot_image_grid
+    from transferkit.reporting.figures import class_labels, plot_image_grid, undrawable_classes
 
     shown = min(len(rows), CONTACT_SHEET_MAX)
-    titles = [f"{row['label']} ({row['probability']:.2f})" for row in rows[:shown]]
+    numbered = dict(zip(class_names, class_labels(class_names, 22), strict=True))
+    titles = [
+        f"{numbered.get(row['label'], row['label'])} ({row['probability']:.2f})" for row in rows[:shown]
+    ]
+    shown_labels = {row["label"] for row in rows[:shown]}
+    key = [f"#{i} = {name}" for i, name in undrawable_classes(class_names) if name in shown_labels]
+    if key:
+        logger.warning(
+            "The contact sheet numbers the classes no installed font can draw (a font with their script, "
+            "e.g. Noto Sans CJK, would show the names): %s",
+            ", ".join(key),
+        )
     note = f"first {shown} of {len(rows)} images" if shown < len(rows) else f"{shown} images"
     plot_image_grid(images[:shown], path, titles=titles, columns=8, suptitle=f"Predictions: {note}")
 
@@ -211,7 +226,7 @@ def predict(
             dark[0],
         )
     if contact_sheet is not None and results:
-        write_contact_sheet(np.concatenate(shown), results, contact_sheet)
+        write_contact_sheet(np.concatenate(shown), results, contact_sheet, run.class_names)
     return rows
 
 

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import textwrap
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,6 +84,58 @@ def use_fallback_fonts() -> tuple[str, ...]:
             lambda record: "Failed to find font weight" not in str(record.msg)
         )
     return added
+
+
+def drawable(text: object) -> bool:
+    """Whether the figures' fonts (the default and its installed :data:`FALLBACK_FONTS`) have a
+    glyph for every character of ``text``; spaces and invisible format characters (joiners,
+    variation selectors) need none."""
+    use_fallback_fonts()
+    covered = _covered_characters(tuple(matplotlib.rcParams["font.family"]))
+    return all(ord(c) in covered or c.isspace() or unicodedata.category(c) == "Cf" for c in str(text))
+
+
+@functools.cache
+def _covered_characters(families: tuple[str, ...]) -> frozenset[int]:
+    """The code points the first installed font of each of ``families`` maps to a glyph: the
+    fonts matplotlib falls back through, glyph by glyph."""
+    from matplotlib import font_manager, ft2font
+
+    covered: set[int] = set()
+    for family in families:
+        try:
+            path = font_manager.findfont(
+                font_manager.FontProperties(family=[family]), fallback_to_default=False
+            )
+        except ValueError:  # not installed
+            continue
+        covered.update(ft2font.FT2Font(path).get_charmap())
+    return frozenset(covered)
+
+
+def class_labels(class_names: Sequence[object], width: int = 20) -> list[str]:
+    """Each class as the figures name it: its name (shortened as plain text), or ``#i``, its index
+    in ``class_names`` (the model's output), where no installed font can draw the name (Chinese or
+    Japanese names on a machine without a CJK font would be rows of boxes).
+    :func:`undrawable_classes` is the key the report prints beside the figures.
+
+    Example:
+        >>> class_labels(["cat", "dog"])
+        ['cat', 'dog']
+    """
+    use_fallback_fonts()  # before the font family is read
+    return list(_class_labels(tuple(map(str, class_names)), width, tuple(matplotlib.rcParams["font.family"])))
+
+
+@functools.cache
+def _class_labels(class_names: tuple[str, ...], width: int, families: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`class_labels`, once per class list (a figure's captions ask for it per image)."""
+    return tuple(_label(name, width) if drawable(name) else f"#{i}" for i, name in enumerate(class_names))
+
+
+def undrawable_classes(class_names: Sequence[object]) -> list[tuple[int, str]]:
+    """``(index, name)`` of the classes :func:`class_labels` numbers instead of naming."""
+    return [(i, str(name)) for i, name in enumerate(class_names) if not drawable(name)]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
@@ -226,7 +279,7 @@ def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
     fig = new_figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     few = n <= ANNOTATE_MAX_CLASSES
-    ConfusionMatrixDisplay(values, display_labels=[_label(c, 20) for c in metrics.class_names]).plot(
+    ConfusionMatrixDisplay(values, display_labels=class_labels(metrics.class_names)).plot(
         ax=ax,
         include_values=few,
         values_format=".2f" if normalize else "d",
@@ -239,7 +292,10 @@ def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
             tick.set_horizontalalignment("right")
     ax.tick_params(labelsize=9 if n <= 20 else 7)
     title = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"
-    ax.set_title(f"{title}\naccuracy {metrics.accuracy:.1%}")
+    key = "\n#i: a class no installed font can name (report.html lists them)"
+    ax.set_title(
+        f"{title}\naccuracy {metrics.accuracy:.1%}" + (key if undrawable_classes(metrics.class_names) else "")
+    )
     return fig
 
 

@@ -25,6 +25,7 @@ from transferkit.reporting.figures import (
     _png_bytes,
     _read_history,
     kept_marks,
+    undrawable_classes,
 )
 from transferkit.reporting.html_parts import (
     bullets,
@@ -333,7 +334,8 @@ def _evidence(
             "Training curves", image(pictures.pop("curves.png", None), "training curves", "No history.csv.")
         ),
         section(
-            "Confusion matrix", image(pictures.pop("confusion.png", None), "confusion", "Not evaluated.")
+            "Confusion matrix",
+            image(pictures.pop("confusion.png", None), "confusion", "Not evaluated.") + _class_key(metrics),
         ),
         section("Most-confused pairs", _pairs(interpretation)),
         section(
@@ -399,6 +401,18 @@ def _calibration(interpretation: Mapping[str, object], temperature: Mapping[str,
     elif temperature:
         text += f" Not calibrated: {temperature.get('reason')}."
     return f"<p>{esc(text)}</p>"
+
+
+def _class_key(metrics: Mapping[str, Metrics]) -> str:
+    """The classes the figures number (``#i``) because no font installed here draws their names."""
+    numbered = undrawable_classes(next(iter(metrics.values())).class_names) if metrics else []
+    if not numbered:
+        return ""
+    intro = (
+        '<p class="muted">The figures number the classes whose names no font installed on this machine '
+        "can draw (a font with their script, e.g. Noto Sans CJK, draws the names):</p>"
+    )
+    return intro + table([(f"#{i}", name) for i, name in numbered], ("in the figures", "class"))
 
 
 def _per_class(metrics: Mapping[str, Metrics]) -> str:

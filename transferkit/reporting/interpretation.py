@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from transferkit.fileio import write_json
 from transferkit.reporting import diagnostics
-from transferkit.reporting.figures import _label, image_grid_figure, new_figure, save_figure
+from transferkit.reporting.figures import class_labels, image_grid_figure, new_figure, save_figure
 from transferkit.reporting.metrics import compute_metrics
 
 if TYPE_CHECKING:
@@ -138,11 +138,11 @@ def _write_grad_cam(
 
 
 def _caption(predictions: diagnostics.Predictions, row: int) -> str:
-    names, probabilities = predictions.class_names, predictions.probabilities[row]
+    names, probabilities = class_labels(predictions.class_names, 16), predictions.probabilities[row]
     true, predicted = int(predictions.labels[row]), int(probabilities.argmax())
     return (
-        f"true {_label(names[true], 16)} ({probabilities[true]:.2f})\n"
-        f"pred {_label(names[predicted], 16)} ({probabilities[predicted]:.2f})"
+        f"true {names[true]} ({probabilities[true]:.2f})\n"
+        f"pred {names[predicted]} ({probabilities[predicted]:.2f})"
     )
 
 
