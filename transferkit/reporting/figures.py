@@ -129,7 +129,8 @@ def class_labels(class_names: Sequence[object], width: int = 20) -> list[str]:
 
 @functools.cache
 def _class_labels(class_names: tuple[str, ...], width: int, families: tuple[str, ...]) -> tuple[str, ...]:
-    """:func:`class_labels`, once per class list (a figure's captions ask for it per image)."""
+    """:func:`class_labels`, once per class list and font family (``families``, the cache key:
+    a figure's captions ask for it per image)."""
     return tuple(_label(name, width) if drawable(name) else f"#{i}" for i, name in enumerate(class_names))
 
 
