@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import platform
 import re
 import shutil
 import signal
@@ -415,6 +416,37 @@ def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tm
     assert (run_dir / "report.html").exists() and (run_dir / "timings.json").exists()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert json.loads((run_dir / "metrics.json").read_text()) == before
+
+
+def test_run_json_records_the_software_and_machine_and_a_resume_elsewhere_adds_its_own(
+    folder, tmp_path, monkeypatch
+):
+    """Fits repeat exactly on one kind of machine, not across kinds: run.json says which it was."""
+    import tensorflow as tf
+
+    from transferkit import session
+    from transferkit.training.device import vector_extension
+
+    with monkeypatch.context() as patch:
+        patch.setattr(session, "write_interpretation", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            _tiny_fit(folder, tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    started = json.loads((run_dir / "run.json").read_text())["environment"]
+    assert started["tensorflow"] == tf.__version__ and started["keras"] == keras.__version__
+    assert started["transferkit"] == transferkit.__version__ and started["cpus"] >= 1
+    assert started["cpu_vector_extension"] in {"AVX-512", "AVX2", "AVX", "SSE", platform.machine()}
+    elsewhere = {
+        **started,
+        "cpu_vector_extension": "AVX2" if started["cpu_vector_extension"] != "AVX2" else "AVX",
+    }
+    monkeypatch.setattr(api, "environment", lambda: elsewhere)
+    transferkit.resume(run_dir, verbose=0)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["environment"] == started and info["resumed_environment"] == elsewhere
+    assert vector_extension({"sse2", "avx", "avx2", "avx512f"}, "x86_64") == "AVX-512"
+    assert vector_extension(set(), "aarch64") == "aarch64"
 
 
 def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_resume_are_refused(

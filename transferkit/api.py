@@ -52,7 +52,7 @@ from transferkit.session import (
     train_and_report,
 )
 from transferkit.tf_logging import tensorflow_warnings_muted
-from transferkit.training.device import Device, device_scope, precision_for
+from transferkit.training.device import Device, device_scope, environment, precision_for
 from transferkit.training.distribute import (
     check_agreement,
     read_cluster,
@@ -354,6 +354,7 @@ def _select_and_train(recipe, splits, source, request, run_dir, device, stopwatc
         "weights": session.weights_source,
         "seed": session.recipe.seed,
         "device": device.describe(),
+        "environment": environment(),
         **_split_record(splits),
         "distribution": _distribution_record(device, session.recipe),
     }
@@ -467,6 +468,9 @@ def resume(
                     session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
             return planned(dataclasses.replace(session, hooks=hooks), started)
         say(verbose, f"Resuming {run_dir}")
+        here = environment()
+        if info.get("environment", here) != here:  # the start's stays; where it went on is added
+            info = {**info, "resumed_environment": here}
         if data is not None:  # the same images, checked: a later resume finds them there too
             runfolder.save_run_info(run_dir, info)
         for leftover in run_dir.rglob(".*.tmp*"):  # half-written temp files of a process killed mid-write

@@ -8,6 +8,8 @@ Python API calls it inside :func:`device_scope`, which puts the policy back afte
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +45,67 @@ class Device:
         if self.replicas > 1:
             text += f", {self.replicas} replicas"
         return text + (f", {self.cluster.describe()}" if self.cluster else "")
+
+
+def environment() -> dict[str, object]:
+    """What a run's figures depend on besides its data, recipe and seed: the software and the
+    machine (``run.json``'s ``environment``).
+
+    Op determinism repeats a CPU run exactly on the same kind of machine, not across kinds: other
+    kernels sum floats in another order. The demo's Animal-MNIST fit, one commit, scored 0.920 on
+    an AVX2 CPU and 0.893 on an AVX-512 one.
+
+    Example:
+        >>> sorted(environment())[:3]
+        ['cpu', 'cpu_vector_extension', 'cpus']
+    """
+    from transferkit import __version__
+
+    model, flags = _cpu_info()
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_vector_extension": vector_extension(flags, platform.machine()),
+        "cpus": os.cpu_count(),
+        "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "transferkit": __version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),
+    }
+
+
+def vector_extension(flags: set[str], machine: str) -> str:
+    """The widest SIMD extension among a CPU's ``flags`` (``/proc/cpuinfo``): "AVX-512", "AVX2",
+    "AVX" or "SSE"; the architecture's name where there are no x86 flags (ARM, or no
+    ``/proc/cpuinfo``).
+
+    Example:
+        >>> vector_extension({"sse4_2", "avx", "avx2", "fma"}, "x86_64")
+        'AVX2'
+    """
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse2", "SSE")):
+        if flag in flags:
+            return name
+    return machine
+
+
+def _cpu_info() -> tuple[str | None, set[str]]:
+    """The CPU's model name and flags from ``/proc/cpuinfo`` (Linux); ``(None, set())`` elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return None, set()
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
 
 
 def precision_for(precision: str, weights: str) -> str:
