@@ -33,7 +33,6 @@ import dataclasses
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -61,7 +60,7 @@ from transferkit.data.pipeline import without_autotune  # noqa: E402
 from transferkit.selection.transferability import usable_cpus  # noqa: E402
 from transferkit.training.augment import RandomAffine, build_augmentation  # noqa: E402
 from transferkit.training.callbacks import read_history  # noqa: E402
-from transferkit.training.device import setup_device  # noqa: E402
+from transferkit.training.device import environment, setup_device  # noqa: E402
 from transferkit.training.model import preprocessing_layer  # noqa: E402
 
 RECIPE = "small_similar"
@@ -431,23 +430,15 @@ def benchmark_augmentation(args: argparse.Namespace, folder: Path | None) -> lis
 
 
 def machine_facts() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine and software, as a run's ``run.json`` records them, and the load now."""
+    env = environment()
     return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
+        "cpu": env["cpu"],
+        "cpu_vector_extension": env["cpu_vector_extension"],
+        "cpu_count": env["cpus"],
         "usable_cpus": usable_cpus(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "transferkit": getattr(transferkit, "__version__", "?"),
-        "python": platform.python_version(),
+        "gpus": len(env["gpus"]),
+        **{key: env[key] for key in ("tensorflow", "keras", "transferkit", "python")},
         "load_average_start": round(os.getloadavg()[0], 2),
     }
 
