@@ -409,3 +409,25 @@ def test_huge_png_is_reduced_before_compositing(tmp_path, monkeypatch):
     assert factors[0] == side // (4 * 64)  # (Pillow calls itself again for RGBA)
     assert np.abs(reduced - whole).max() <= 6 and np.abs(reduced - whole).mean() < 0.5
     assert (reduced[:, :14] >= 250).all() and reduced[:, 20:, 0].min() > 60  # white, then the ramp
+
+
+def test_an_internal_error_is_one_short_line_however_long_its_message(monkeypatch):
+    """A converter's error can carry kilobytes of compiler diagnostics; the CLI prints one line."""
+    from click.testing import CliRunner
+
+    from transferkit.backbones import registry
+    from transferkit.cli import main
+
+    class Broken:
+        def values(self):
+            raise RuntimeError(
+                "Could not translate MLIR to FlatBuffer: " + "x" * 5_000 + "\n<unknown>:0: note"
+            )
+
+    monkeypatch.setattr(registry, "BACKBONES", Broken())
+    monkeypatch.delenv("TRANSFERKIT_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["backbones"])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Internal error: RuntimeError: Could not translate MLIR to FlatBuffer: xxx")
+    assert line.endswith("[...] (set TRANSFERKIT_DEBUG=1 for the traceback)") and len(line) < 500

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import transferkit
 from transferkit.cli import main
 from transferkit.errors import TransferkitError
+from transferkit.exporting.converters import float32_model
 from transferkit.exporting.formats import (
     AUTO_ORDER,
     QUANTIZATIONS,
@@ -25,6 +26,7 @@ from transferkit.exporting.formats import (
 from transferkit.exporting.runtimes import onnx_labels, open_runner, tflite_interpreter
 from transferkit.reporting.runfolder import load_run
 from transferkit.testing import make_image_folder
+from transferkit.training.callbacks import all_layers
 
 TINY = dict(backbone="tiny", weights="random", image_size=16, epochs=1, size="small", similar=True)
 RECORD_FIELDS = {
@@ -341,3 +343,29 @@ def test_the_readmes_load_pixels_for_apps_gives_the_pixels_transferkit_decodes(t
     for path in sorted(tmp_path.iterdir()):
         expected = decode_image(path, 24).astype(np.float32)
         np.testing.assert_array_equal(namespace["load_pixels"](path, 24), expected, err_msg=path.name)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_a_run_trained_in_mixed_precision_exports_a_float32_model_to_every_format(
+    precision, data, pixels, tmp_path
+):
+    """mixed_float16 is a GPU's default: its half-precision layers neither convert to TFLite nor
+    (bfloat16) load in onnxruntime. Every format is written from a float32 copy of the model."""
+    run_dir = transferkit.fit(
+        str(data), out=tmp_path, name=precision, verbose=0, precision=precision, **TINY
+    ).run_dir
+    trained = load_run(run_dir).model
+    assert precision in {layer.dtype_policy.name for layer in all_layers(trained)}
+    reference = float32_model(trained)
+    assert {layer.dtype_policy.name for layer in all_layers(reference)} == {"float32"}
+    expected = reference.predict(pixels, verbose=0)
+    half = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}[precision]  # the trained model's own rounding
+    np.testing.assert_allclose(trained.predict(pixels, verbose=0), expected, atol=half)
+    for fmt in ("saved_model", "tflite", "onnx"):
+        result = transferkit.export(run_dir, fmt, data=str(data), max_drop=None, verbose=0)
+        np.testing.assert_allclose(open_runner(result.path, fmt)(pixels), expected, atol=1e-5)
+
+
+def test_a_float32_model_is_exported_as_it_is(run_dir):
+    model = load_run(run_dir).model
+    assert float32_model(model) is model

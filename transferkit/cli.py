@@ -80,11 +80,19 @@ class _Group(click.Group):
                 traceback.print_exc()
             else:
                 click.echo(
-                    f"Internal error: {type(error).__name__}: {error} "
+                    f"Internal error: {type(error).__name__}: {_first_line(error)} "
                     "(set TRANSFERKIT_DEBUG=1 for the traceback)",
                     err=True,
                 )
             sys.exit(1)
+
+
+def _first_line(error: Exception, width: int = 400) -> str:
+    """An error's message cut to its first line and ``width`` characters: a converter's message
+    can carry kilobytes of compiler diagnostics (the traceback, on request, has all of it)."""
+    lines = str(error).strip().splitlines() or [""]
+    line = lines[0] if len(lines[0]) <= width else lines[0][: width - 1] + "…"
+    return line + (" [...]" if len(lines) > 1 or line != lines[0] else "")
 
 
 # Errors of the disk or folders a command uses: the user can fix them, so they get one line.

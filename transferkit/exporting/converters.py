@@ -64,7 +64,51 @@ def write_saved_model(model: keras.Model, path: Path, class_names: Sequence[str]
     return path
 
 
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32: ``model`` itself where every layer does, else a copy of it
+    built with float32 layers and given its weights (a run's variables are float32 under every
+    precision policy, so nothing is rounded).
+
+    A run trained under mixed precision (``mixed_float16``, a GPU's default, or
+    ``mixed_bfloat16``) saves layers that compute in half precision, and converted as they are
+    they do not deploy: the TFLite converter rejects float16 and bfloat16 convolutions, and
+    onnxruntime refuses to load a graph with bfloat16 ones. Every export is converted from this
+    copy, so a file runs in float32 on any device (``--quantize float16`` still halves a TFLite
+    file's weights); the parity check compares it with the model as trained.
+
+    Example:
+        >>> from transferkit.backbones.registry import get_backbone
+        >>> with keras.dtype_policies.DTypePolicy("mixed_bfloat16"):  # doctest: +SKIP
+        ...     trained = get_backbone("tiny").build(32)
+        >>> float32_model(trained).compute_dtype  # doctest: +SKIP
+        'float32'
+    """
+    from transferkit.training.callbacks import all_layers, finalize_states
+
+    if all(layer.dtype_policy.name == "float32" for layer in all_layers(model)):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    copy.set_weights(model.get_weights())
+    finalize_states(copy)
+    return copy
+
+
+def _float32_policies(config):
+    """A serialized model's config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        name = config.get("config", {}).get("name", "")
+        if name.startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+    return {key: _float32_policies(value) for key, value in config.items()}
+
+
 def _archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
+    model = float32_model(model)
     size = int(model.input_shape[1])
     archive = keras.export.ExportArchive()
     archive.track(model)

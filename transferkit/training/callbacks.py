@@ -108,9 +108,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 variable.assign(value)
         except (KeyError, ValueError) as error:  # fewer arrays, or other shapes, than the model has
             raise saved_state_error(path, error) from error
-        for layer in all_layers(self.model):  # as Keras' load_weights does: Normalization computes
-            if isinstance(layer, keras.layers.Normalization):  # with a copy of its variables
-                layer.finalize_state()
+        finalize_states(self.model)
         self.model._initial_epoch = epoch  # what Keras' own restore sets: fit starts there
 
 
@@ -255,6 +253,16 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
                 with writer.as_default(step):
                     for index, name in enumerate(names):
                         tf.summary.scalar(f"epoch_{name}", values[index])
+
+
+def finalize_states(model: keras.Model) -> None:
+    """Recompute what ``model``'s layers derive from their weights, as Keras' ``load_weights`` does:
+    after ``set_weights`` a Normalization layer still computes with the copy of its mean and
+    variance it took when it was last finalized."""
+    for layer in all_layers(model):
+        finalize = getattr(layer, "finalize_state", None)  # preprocessing layers have it, models not
+        if finalize is not None:
+            finalize()
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.recipes import DISTRIBUTIONS
-from transferkit.training.callbacks import all_layers
+from transferkit.training.callbacks import finalize_states
 
 TF_CONFIG = "TF_CONFIG"
 WORKER_TASKS = ("chief", "worker")  # the tasks that train; an "evaluator" or "ps" task does not
@@ -242,10 +242,7 @@ def local_copy(model: keras.Model) -> keras.Model:
     """
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    for layer in all_layers(copy):  # state computed from weights (Normalization's mean and variance)
-        finalize = getattr(layer, "finalize_state", None)  # preprocessing layers have it, models not
-        if finalize is not None:
-            finalize()
+    finalize_states(copy)
     return copy
 
 
