@@ -682,3 +682,11 @@ def test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures(fo
     assert again.num_samples == run.metrics.num_samples == 6
     assert again.accuracy == run.metrics.accuracy
     assert again.loss == pytest.approx(run.metrics.loss, rel=1e-4, abs=1e-6)
+
+
+def test_a_run_from_before_precision_was_recorded_resumes_in_the_one_its_device_line_names():
+    recipe = recipes.load_builtin("large_dissimilar")
+    older = {"device": "1 GPU(s), mixed_float16 precision, OneDeviceStrategy"}
+    assert api._resumed_precision("auto", older, recipe) == "mixed_float16"
+    assert api._resumed_precision("auto", {"device": "CPU, float32 precision, X"}, recipe) == "float32"
+    assert api._resumed_precision("float32", {}, recipe) == "float32"  # nothing recorded: as asked

@@ -438,6 +438,41 @@ def test_a_checkpoint_or_backup_that_does_not_fit_the_model_is_a_clear_error(tmp
     assert str(path) in str(error.value) and path.read_bytes() == before
 
 
+def test_a_run_in_mixed_precision_resumes_in_it_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """mixed_float16 (a GPU's default) keeps its loss scaling in the optimizer's state: the resume
+    trains in the precision the run started in, whatever ``auto`` would pick where it resumes."""
+    import transferkit
+    from transferkit.training.trainer import Trainer
+
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=10, size=16)
+    options = dict(backbone="tiny", weights="random", image_size=16, size="large", similar=False)
+    options.update(epochs=3, precision="mixed_float16", verbose=0, out=tmp_path / "runs")
+    reference = transferkit.fit(str(folder), name="reference", **options).run_dir
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, stop_at(4)], writer  # the second epoch of the whole-network phase
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        with pytest.raises(Interrupted):
+            transferkit.fit(str(folder), name="stopped", **options)
+    run_dir = tmp_path / "runs" / "stopped"
+    assert json.loads((run_dir / "run.json").read_text())["precision"] == "mixed_float16"
+    with pytest.raises(TransferkitError, match="trains in mixed_float16 precision"):
+        transferkit.resume(run_dir, precision="float32", verbose=0)
+    transferkit.resume(run_dir, verbose=0)  # "auto": float32 on this CPU, but the run's own here
+
+    def without_time(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    history = read_history(run_dir / "history.csv")
+    assert [row["phase"] for row in history] == ["warmup"] * 3 + ["retrain"] * 3
+    assert without_time(history) == without_time(read_history(reference / "history.csv"))
+    assert (run_dir / "metrics.json").read_bytes() == (reference / "metrics.json").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Atomic artifacts
 

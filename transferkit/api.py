@@ -280,7 +280,7 @@ def fit(
         run_dir = _new_run_dir(out, source, "auto" if measure else chosen.name, name, device)
         say(verbose, f"Run folder: {run_dir} (if interrupted: {resume_command(run_dir)})")
         request = dict(measure=measure, size=size, similar=similar, overrides=overrides, selection=mode)
-        _start_selecting(run_dir, chosen, splits, source, request)
+        _start_selecting(run_dir, chosen, splits, source, request, device.precision)
         try:
             with _named_on_interrupt(run_dir):
                 return _select_and_train(
@@ -302,11 +302,14 @@ def _named_on_interrupt(run_dir: Path):
         raise
 
 
-def _start_selecting(run_dir: Path, recipe: Recipe, splits, source: str, request: dict) -> None:
+def _start_selecting(
+    run_dir: Path, recipe: Recipe, splits, source: str, request: dict, precision: str
+) -> None:
     """What a resume of a fit stopped before its training needs: the recipe asked for (before
-    selection), the data and its split, and how the selection was asked for (``request``)."""
+    selection), the data and its split, the precision and how the selection was asked for
+    (``request``)."""
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
-    record = {"data": source, "seed": recipe.seed, **_split_record(splits)}
+    record = {"data": source, "seed": recipe.seed, "precision": precision, **_split_record(splits)}
     runfolder.save_run_info(run_dir, {**record, "status": "selecting", "selection_request": request})
 
 
@@ -354,6 +357,7 @@ def _select_and_train(recipe, splits, source, request, run_dir, device, stopwatc
         "weights": session.weights_source,
         "seed": session.recipe.seed,
         "device": device.describe(),
+        "precision": device.precision,  # what a resume trains in (its optimizer state depends on it)
         "environment": environment(),
         **_split_record(splits),
         "distribution": _distribution_record(device, session.recipe),
@@ -443,7 +447,8 @@ def resume(
     if "test_split" not in info:  # started before fit held out a test split: keep the run's own split
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
         say(verbose, "This run started before transferkit held out a test split; it resumes without one.")
-    with device_scope(precision_for(precision, recipe.backbone.weights), recipe.seed, distribute) as device:
+    precision = _resumed_precision(precision, info, recipe)
+    with device_scope(precision, recipe.seed, distribute) as device:
         with stopwatch.stage("load data"):
             splits = load_splits(info["data"], recipe)
         if list(map(nfc, splits.class_names)) != list(map(nfc, info["class_names"])):
@@ -487,6 +492,29 @@ def resume(
         session = dataclasses.replace(session, hooks=hooks)
         with spill_folder(run_dir), _named_on_interrupt(run_dir):  # spill: gone when the run ends
             return resume_training(session, splits, run_dir, info, device, started, verbose)
+
+
+def _resumed_precision(asked: str, info: dict, recipe: Recipe) -> str:
+    """The precision a resumed run trains in: the one it started in (``run.json``), so that it goes
+    on as it would have without the stop. Its backup holds the optimizer's state, and under
+    ``mixed_float16`` that includes the loss scaling's; a GPU run resumed on a CPU goes on in
+    ``mixed_float16`` there. Asking for another is an error; runs from before the precision was
+    recorded on its own read it from the device's description, else take ``asked``."""
+    started = info.get("precision") or _described_precision(str(info.get("device", "")))
+    if started is None:
+        return precision_for(asked, recipe.backbone.weights)
+    if asked not in ("auto", started):
+        raise TransferkitError(
+            f"This run trains in {started} precision (run.json); it resumes in it, since its saved "
+            f"optimizer state belongs to it. Leave out --precision {asked}."
+        )
+    return started
+
+
+def _described_precision(device: str) -> str | None:
+    """The precision named in :meth:`~transferkit.training.device.Device.describe`'s text."""
+    named = (name for name in recipe_io.PRECISIONS if name != "auto" and f" {name} precision" in device)
+    return next(named, None)
 
 
 def lr_find(
