@@ -307,6 +307,31 @@ def test_two_workers_on_loopback_train_in_step_and_match_one_process_on_the_same
     assert metrics_two["test"]["accuracy"] == pytest.approx(metrics_one["test"]["accuracy"], abs=1 / 6 + 1e-9)
 
 
+def test_two_workers_in_mixed_float16_agree_on_overflowing_steps_and_finish(tmp_path):
+    """mixed_float16 is a GPU's default. Keras' loss scaling judged each worker's gradients on its
+    own: a worker whose step overflowed skipped the gradients' all-reduce the other waited in, and
+    the job hung in the first whole-network step (its first steps overflow at the initial scale)."""
+    make_image_folder(tmp_path / "D", classes=2, per_class=20, size=16, seed=3)
+    args = ["fit", "--data", "D", "--out", "runs", "--name", "mixed", "--backbone", "tiny"]
+    args += ["--weights", "random", "--image-size", "16", "--size", "large", "--dissimilar", "--epochs", "2"]
+    args += ["--precision", "mixed_float16", "--distribute", "multi-worker", "--batch-size", "4"]
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    commands = [
+        (args, child_env(TF_CONFIG=_tf_config("worker", index, workers=workers)), tmp_path / f"w{index}.log")
+        for index in (0, 1)
+    ]
+    with _children(commands, tmp_path) as processes:
+        for process, (_, _, log) in zip(processes, commands, strict=True):
+            try:
+                code = process.wait(timeout=CHILD_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{log.name} still running after {CHILD_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+            assert code == 0, f"{log.name} exited {code}:\n{log.read_text()[-3000:]}"
+    run_dir = tmp_path / "runs" / "mixed"
+    assert json.loads((run_dir / "run.json").read_text())["precision"] == "mixed_float16"
+    assert [row["phase"] for row in _history(run_dir)] == ["warmup"] * 2 + ["retrain"] * 2
+
+
 def test_a_stopped_worker_is_reported_with_the_resume_command(tmp_path):
     from transferkit.training.distribute import peer_failures
 

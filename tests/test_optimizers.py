@@ -284,3 +284,28 @@ def test_the_saved_model_names_no_transferkit_class_so_plain_keras_loads_it(tmp_
     trainer.classifier.model.save(tmp_path / "model.keras")
     with zipfile.ZipFile(tmp_path / "model.keras") as archive:
         assert b"transferkit" not in archive.read("config.json")
+
+
+def test_agreed_loss_scaling_with_one_replica_is_keras_loss_scaling_step_for_step():
+    """One replica has nothing to agree with: the same scale, skipped steps and weights as Keras'."""
+    from transferkit.training.optimizers import AgreedLossScaleOptimizer
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        results = []
+        for wrap in (keras.optimizers.LossScaleOptimizer, AgreedLossScaleOptimizer):
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((4,))
+            model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+            model.compile(optimizer=wrap(keras.optimizers.Adam(1e-2)), loss="sparse_categorical_crossentropy")
+            x = np.random.default_rng(0).normal(size=(32, 4)) * 1e3  # overflows float16 at scale 2**15
+            y = np.arange(32) % 3
+            model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+            results.append((float(model.optimizer.dynamic_scale), model.get_weights()))
+        (scale_keras, keras_weights), (scale_ours, our_weights) = results
+        assert scale_ours == scale_keras < 2**15  # some steps overflowed and were skipped
+        for a, b in zip(keras_weights, our_weights, strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
