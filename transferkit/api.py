@@ -422,7 +422,8 @@ def resume(
         run_dir: the run folder ``fit`` printed.
         data: where the run's images are now, when they moved since it started (the same
             classes and held-out test split are checked); None: where they were.
-        precision: see :func:`transferkit.training.device.setup_device`.
+        precision: "auto" (the default) resumes in the precision the run started in
+            (``run.json``); naming another is an error (:func:`_resumed_precision`).
         distribute: as for :func:`fit`; under multi-worker, every worker resumes ``run_dir`` (a
             non-chief from its own ``workertemp_*`` folder inside it, which it wrote before the stop).
         dry_run: rebuild the model and return the remaining plan without training or writing.

@@ -262,7 +262,8 @@ def main() -> None:
     type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
-    help="auto: mixed_float16 on a GPU (loss scaling included), float32 on CPU and for random weights.",
+    help="auto: mixed_float16 on a GPU (loss scaling included), float32 on CPU and for random weights; "
+    "a resumed run keeps the precision it started in.",
 )
 @click.option(
     "--distribute",
