@@ -32,6 +32,7 @@ from transferkit.exporting.formats import (
 )
 from transferkit.fileio import atomic_path, staging_dir, write_text
 from transferkit.tf_logging import stderr_muted
+from transferkit.training.callbacks import all_layers, finalize_states
 
 ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx
 SERVE = "serve"  # the SavedModel signature that classifies; "labels" returns the class names
@@ -78,13 +79,12 @@ def float32_model(model: keras.Model) -> keras.Model:
 
     Example:
         >>> from transferkit.backbones.registry import get_backbone
-        >>> with keras.dtype_policies.DTypePolicy("mixed_bfloat16"):  # doctest: +SKIP
-        ...     trained = get_backbone("tiny").build(32)
-        >>> float32_model(trained).compute_dtype  # doctest: +SKIP
-        'float32'
+        >>> keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        >>> trained = get_backbone("tiny").build(32)
+        >>> keras.mixed_precision.set_global_policy("float32")
+        >>> trained.layers[-1].compute_dtype, float32_model(trained).layers[-1].compute_dtype
+        ('bfloat16', 'float32')
     """
-    from transferkit.training.callbacks import all_layers, finalize_states
-
     if all(layer.dtype_policy.name == "float32" for layer in all_layers(model)):
         return model
     config = _float32_policies(keras.saving.serialize_keras_object(model))

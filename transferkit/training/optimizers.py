@@ -75,8 +75,8 @@ class AgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     them into the gradients' all-reduce the other never joins: the job hangs. Measured: two
     workers on loopback, the tiny network's whole-network phase at mixed_float16 (whose first
     steps overflow at the initial scale of 2**15), stuck for 600 s in its first step; with the
-    verdict all-reduced (the replicas that overflowed, summed), the job finished as it does in float32. With
-    one replica it is Keras' optimizer, step for step.
+    verdict all-reduced (the count of replicas that overflowed), the job finished in 18 s (14 s
+    in float32). With one replica it is Keras' optimizer, step for step.
     """
 
     def check_finite(self, grads):
