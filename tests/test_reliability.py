@@ -752,6 +752,25 @@ def test_an_out_folder_whose_parent_refuses_new_folders_is_one_line(tmp_path, mo
     require_writable_folder(tmp_path)  # an existing folder is not created
 
 
+def test_checking_an_out_folder_never_creates_or_removes_it(tmp_path, monkeypatch):
+    """The check used to create ``--out`` and remove it again: a second process making its run
+    folder there meanwhile (the other worker of a multi-worker job) lost it (FileNotFoundError)."""
+    from transferkit.fileio import require_writable_folder
+
+    made, original = [], Path.mkdir
+
+    def recording(self, *args, **kwargs):
+        made.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", recording)
+    (tmp_path / "runs" / "other").mkdir(parents=True)  # what the other process has made
+    made.clear()
+    require_writable_folder(tmp_path / "fresh" / "runs")
+    assert [path.parent for path in made] == [tmp_path] and made[0].name.startswith(".transferkit-probe-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
 def test_a_full_disk_is_one_line_and_exit_status_2_not_a_traceback(tmp_path):
     data = make_image_folder(tmp_path / "D", classes=2, per_class=6, size=16)
     script = textwrap.dedent(

@@ -98,19 +98,21 @@ def require_writable_folder(folder: str | os.PathLike, what: str = "--out") -> N
 
 
 def _try_creating(folder: Path, existing: Path, what: str) -> None:
-    """Create the missing folders down to ``folder`` and remove them again: a writable parent can
-    still refuse new folders (``/proc``: ENOENT for root), which the permission bits do not show."""
+    """Create (and remove again) a folder of this process's own in ``existing``, the nearest
+    existing folder above ``folder``: a writable parent can still refuse new folders (``/proc``:
+    ENOENT for root), which the permission bits do not show. The probe is never ``folder``
+    itself: another process creating its run folder under ``folder`` at the same moment (the
+    workers of a multi-worker job, two fits started together) must not see it vanish."""
     if folder == existing:
         return
+    probe = existing / f".transferkit-probe-{os.getpid()}-{threading.get_ident()}"
     try:
-        folder.mkdir(parents=True)
-    except FileExistsError:  # made meanwhile by someone else: theirs to keep
-        return
+        probe.mkdir()
+    except FileExistsError:  # left by a killed process of the same id: it was creatable
+        pass
     except OSError as error:
         raise TransferkitError(
             f"{what} {folder}: cannot create it under {existing} ({error.strerror}). Choose another folder."
         ) from None
-    with contextlib.suppress(OSError):  # the command creates them again when it writes
-        while folder != existing:
-            folder.rmdir()
-            folder = folder.parent
+    with contextlib.suppress(OSError):
+        probe.rmdir()
