@@ -84,11 +84,11 @@ $(PEER_STAMP):
 benchmark-peer: setup $(PEER_STAMP)
 	$(BIN)/python benchmarks/peer_fastai.py $(PEER_ARGS)
 
-# Debian packages holding the example datasets of fonts, card decks, emoji, icon themes and Tux
-# Paint's stamps (see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
+# Debian packages holding the example datasets of fonts, card decks, emoji, icon themes, Tux
+# Paint's stamps, clip art and mahjong tiles (see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
 DATASET_DEBS := fonts-urw-base35 gnome-cards-data librsvg2-bin fonts-noto-color-emoji unicode-data \
 	tango-icon-theme gnome-icon-theme oxygen-icon-theme lxde-icon-theme tuxpaint-stamps-default openclipart-png \
-	faenza-icon-theme elementary-xfce-icon-theme
+	faenza-icon-theme elementary-xfce-icon-theme kdegames-mahjongg-data-kf5 gnome-mahjongg xmahjongg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 datasets:

@@ -43,10 +43,10 @@ TUNING = (
     "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
 )  # fmt: skip
 # card_ranks joined on 2026-12-02, stamp_categories and clipart_categories on 2026-12-04,
-# icon_contexts on 2026-12-05, each unseen until its first run.
+# icon_contexts on 2026-12-05, mahjong_suits on 2026-12-06, each unseen until its first run.
 HELD_OUT = (
     "font_families", "playing_cards", "emoji_groups", "card_ranks", "stamp_categories", "clipart_categories",
-    "icon_contexts",
+    "icon_contexts", "mahjong_suits",
 )  # fmt: skip
 SUITES = {"tuning": TUNING, "held-out": HELD_OUT, "all": TUNING + HELD_OUT}
 

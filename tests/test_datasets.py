@@ -145,6 +145,8 @@ def test_matplotlib_font_glyphs_are_four_balanced_typefaces_rendered_the_same_tw
         ("emoji_groups", "EMOJI_FONT"),
         ("stamp_categories", "STAMPS_DIR"),
         ("clipart_categories", "CLIPART_DIR"),
+        ("mahjong_suits", "KMAHJONGG_DIR"),
+        ("mahjong_suits", "XMAHJONGG_DIR"),
     ],
 )
 def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
@@ -248,6 +250,61 @@ def test_clipart_skips_huge_drawings_by_their_header_before_decoding(monkeypatch
     assert [categories[i] for i in labels] == ["animals", "buildings"]  # the fox, the barn
     assert sizes["whale"] not in decoded and sizes["bomb"] not in decoded
     assert images.shape[1:] == (examples_debian.CLIPART_SIDE, examples_debian.CLIPART_SIDE, 3)
+
+
+def test_mahjong_suits_cut_each_sheet_in_its_order_crop_svg_faces_to_what_they_draw(monkeypatch, tmp_path):
+    import gzip
+
+    from transferkit.data import examples_debian as debian
+
+    def sheet(columns, rows, first, tile=(8, 10)):  # every tile its own grey level, row by row
+        image = Image.new("RGBA", (columns * tile[0], rows * tile[1]))
+        for k in range(columns * rows):
+            r, c = divmod(k, columns)
+            block = Image.new("RGBA", tile, (first + k,) * 3 + (255,))
+            image.paste(block, (c * tile[0], r * tile[1]))
+        return image
+
+    for folder in ("kde", "gnome", "x"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "kde" / "one.svgz").write_bytes(gzip.compress(b'<svg><g id="WIND_2"/><g id="ROD_7"/></svg>'))
+    sheet(43, 2, 0).save(tmp_path / "gnome" / "strip.png")
+    sheet(21, 4, 100).convert("RGB").save(tmp_path / "x" / "grid.gif")
+    sheet(21, 4, 100).convert("RGB").save(tmp_path / "x" / "same_grid.gif")  # every tile a repeat: dropped
+    for constant, value in {
+        "KMAHJONGG_DIR": tmp_path / "kde",
+        "KMAHJONGG_TILESETS": ("one",),
+        "GNOME_MAHJONGG_DIR": tmp_path / "gnome",
+        "GNOME_MAHJONGG_THEMES": ("strip.png",),
+        "XMAHJONGG_DIR": tmp_path / "x",
+        "XMAHJONGG_SETS": ("grid.gif", "same_grid.gif"),
+    }.items():
+        monkeypatch.setattr(debian, constant, value)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: f"/usr/bin/{name}")
+    rendered = []
+
+    def rsvg(*args):  # an element's box: a 6 x 6 opaque face far from an invisible corner
+        rendered.append(args)
+        face = Image.new("RGBA", (60, 90))
+        face.paste(Image.new("RGBA", (6, 6), (255, len(rendered), 0, 255)), (50, 80))
+        return face
+
+    monkeypatch.setattr(debian, "_rsvg", rsvg)
+
+    images, labels = get_dataset("mahjong_suits").load()
+
+    suits = debian.MAHJONG_SUITS
+    assert [a[0] for a in rendered] == ["--export-id=ROD_7", "--export-id=WIND_2"]
+    gnome = [suits[i] for i in debian.GNOME_MAHJONGG_ORDER]
+    assert gnome[:9] == ["dots"] * 9 and gnome[-5:] == ["dragons"] + ["bonus"] * 4  # white dragon, seasons
+    x_tiles = [suits[i] for i in debian.XMAHJONGG_ORDER]
+    assert [suits[i] for i in labels] == ["dots", "winds"] + gnome + x_tiles
+    # The faces fill the square's height (enlarged from 6 px): all red but the white margins.
+    assert images.shape == (2 + 42 + 38, debian.MAHJONG_SIDE, debian.MAHJONG_SIDE, 3)
+    assert (images[0, :, debian.MAHJONG_SIDE // 2] == [255, 1, 0]).all()
+    # GNOME's strip: the first row's tiles, the grey levels 0..41; xmahjongg's grid: rows 1-2's.
+    np.testing.assert_array_equal(images[2:44, 48, 48, 0], np.arange(42))
+    np.testing.assert_array_equal(images[44:, 48, 48, 0], 100 + np.arange(38))
 
 
 @pytest.mark.parametrize("name", ["lfw_faces", "textures"])

@@ -10,11 +10,14 @@ ImageNet's side.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +303,12 @@ def pictures_by_category(
     Args:
         max_pixels: skip larger files by the size in their header, before decoding them.
     """
-    images, labels, seen = [], [], set()
+    return distinct(_category_pictures(root, categories, side, max_pixels))
+
+
+def _category_pictures(
+    root: Path, categories: tuple[str, ...], side: int, max_pixels: int | None
+) -> Iterator[tuple[np.ndarray, int]]:
     for label, category in enumerate(categories):
         for path in sorted((root / category).rglob("*.png")):
             try:
@@ -315,13 +323,114 @@ def pictures_by_category(
                 if max_pixels is not None and opened.width * opened.height > max_pixels:
                     continue
                 image = opened.convert("RGBA")
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
-            square = Image.new("RGBA", (side, side))  # transparent: the white comes next
-            square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-            pixels = flatten_rgba(square, (255, 255, 255))
-            digest = hashlib.sha1(pixels.tobytes()).digest()
-            if digest not in seen:
-                seen.add(digest)
-                images.append(pixels)
-                labels.append(label)
+            yield in_square(image, side), label
+
+
+def distinct(pictures: Iterable[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of ``pictures`` (pixels, label), a picture found twice kept once."""
+    images, labels, seen = [], [], set()
+    for pixels, label in pictures:
+        digest = hashlib.sha1(pixels.tobytes()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            images.append(pixels)
+            labels.append(label)
     return np.stack(images), np.asarray(labels)
+
+
+MAHJONG_SUITS = ("bamboo", "bonus", "characters", "dots", "dragons", "winds")
+# bonus: the four flowers and four seasons. Three sources, each drawing every tile of a set.
+KMAHJONGG_DIR = Path("/usr/share/kmahjongglib/tilesets")
+KMAHJONGG_TILESETS = ("default", "jade", "traditional")
+# Left out: alphabet (the suits drawn as letters and digits), classic and egypt (their tiles' SVG
+# elements are drawn at scattered positions and scales, so no face crops the same way).
+KMAHJONGG_IDS = {"BAMBOO": 0, "FLOWER": 1, "SEASON": 1, "CHARACTER": 2, "ROD": 3, "DRAGON": 4, "WIND": 5}
+GNOME_MAHJONGG_DIR = Path("/usr/share/gnome-mahjongg/themes")
+GNOME_MAHJONGG_THEMES = ("smooth.png", "postmodern.svg")  # edu_kang_xi left out: Kangxi radicals, not suits
+# A theme is a strip of 43 tiles (the last one blank) over the same tiles highlighted, left to right:
+# dots 1-9, winds (N W S E), red and green dragons, characters 1-9, bamboo 1-9, four flowers, the
+# white dragon, four seasons. The highlighted row is left out (the same drawings, tinted).
+GNOME_MAHJONGG_ORDER = (3,) * 9 + (5,) * 4 + (4,) * 2 + (2,) * 9 + (0,) * 9 + (1,) * 4 + (4,) + (1,) * 4
+XMAHJONGG_DIR = Path("/usr/share/games/xmahjongg/tiles")
+XMAHJONGG_SETS = ("dorothys.gif", "dorwhite.gif", "gnome.gif", "gnome2.gif")
+# A 21 x 4 grid, rows 3-4 the selected twins of rows 1-2: the same order as GNOME's up to the white
+# dragon; the four tiles after it (drawn like the winds) are left out, as are the small, thick and
+# thin sets (one tile each) and real.gif (another grid).
+XMAHJONGG_ORDER = GNOME_MAHJONGG_ORDER[:-4]
+MAHJONG_SIDE = 96
+
+
+def mahjong_suits() -> tuple[np.ndarray, np.ndarray]:
+    """Mahjong tiles by suit from nine tile sets of three Debian games, each scaled to fit a
+    ``MAHJONG_SIDE`` square, centred on white; a tile drawn twice is kept once.
+
+    KDE's tile faces are SVG elements without the tile body (cropped to what they draw); GNOME's and
+    xmahjongg's are cut from a sheet of whole tiles, body and shadow included.
+    """
+    hint = (
+        "apt-get install --no-install-recommends kdegames-mahjongg-data-kf5 gnome-mahjongg xmahjongg "
+        "librsvg2-bin"
+    )
+    for folder, package in (
+        (KMAHJONGG_DIR, "kdegames-mahjongg-data-kf5"),
+        (GNOME_MAHJONGG_DIR, "gnome-mahjongg"),
+        (XMAHJONGG_DIR, "xmahjongg"),
+    ):
+        require_file(folder, "mahjong_suits", f"the Debian package {package}", hint)
+    if shutil.which("rsvg-convert") is None:
+        raise missing_error("mahjong_suits", "rsvg-convert (Debian librsvg2-bin)", hint)
+    tiles: list[tuple[Image.Image, int]] = []
+    for name in KMAHJONGG_TILESETS:
+        tiles += _kmahjongg_faces(KMAHJONGG_DIR / f"{name}.svgz")
+    for theme in GNOME_MAHJONGG_THEMES:
+        tiles += _cut(_open_sheet(GNOME_MAHJONGG_DIR / theme), 43, 2, GNOME_MAHJONGG_ORDER)
+    for sheet in XMAHJONGG_SETS:
+        tiles += _cut(_open_sheet(XMAHJONGG_DIR / sheet), 21, 4, XMAHJONGG_ORDER)
+    return distinct((in_square(tile, MAHJONG_SIDE, enlarge=True), label) for tile, label in tiles)
+
+
+def _rsvg(*args: str) -> Image.Image:
+    png = subprocess.run(["rsvg-convert", *args], check=True, capture_output=True).stdout
+    return Image.open(io.BytesIO(png)).convert("RGBA")
+
+
+def _kmahjongg_faces(path: Path) -> list[tuple[Image.Image, int]]:
+    """Every suit tile's face in a KDE tile set, cropped to its drawn (opaque) pixels: an element's
+    box can hold invisible parts far off the tile."""
+    svg = gzip.decompress(path.read_bytes())
+    ids = sorted(set(re.findall(rb'id="((?:%s)_\d+)"' % "|".join(KMAHJONGG_IDS).encode(), svg)))
+    faces = []
+    for element in (i.decode() for i in ids):
+        face = _rsvg(f"--export-id={element}", "--zoom=1", str(path))
+        faces.append((face.crop(face.getchannel("A").getbbox()), KMAHJONGG_IDS[element.split("_")[0]]))
+    return faces
+
+
+def _open_sheet(path: Path) -> Image.Image:
+    return _rsvg(str(path)) if path.suffix == ".svg" else Image.open(path).convert("RGBA")
+
+
+def _cut(
+    sheet: Image.Image, columns: int, rows: int, order: tuple[int, ...]
+) -> list[tuple[Image.Image, int]]:
+    """The first ``len(order)`` tiles of a ``columns`` x ``rows`` sheet, row by row, with their suits."""
+    w, h = sheet.width // columns, sheet.height // rows
+    return [
+        (sheet.crop((c * w, r * h, (c + 1) * w, (r + 1) * h)), label)
+        for k, label in enumerate(order)
+        for r, c in [divmod(k, columns)]
+    ]
+
+
+def in_square(image: Image.Image, side: int, enlarge: bool = False) -> np.ndarray:
+    """``image`` (RGBA) scaled down to fit a ``side`` square (up too, with ``enlarge``; down in
+    place), centred on white: RGB uint8."""
+    if enlarge:
+        scale = side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    else:
+        image.thumbnail((side, side), Image.Resampling.LANCZOS)  # in place
+    square = Image.new("RGBA", (side, side))  # transparent: the white comes next
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return flatten_rgba(square, (255, 255, 255))
