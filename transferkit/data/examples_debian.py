@@ -1,6 +1,7 @@
 """Loaders of the example datasets whose images ship in Debian packages: fonts, card decks, emoji,
 icon themes (which theme drew an icon; which context it is filed under), Tux Paint's stamps,
-Openclipart's clip art. ``make datasets`` installs the packages (apt); each loader's error names them.
+Openclipart's clip art, mahjong tiles. ``make datasets`` installs the packages (apt); each loader's
+error names them.
 
 Mostly non-photographic on purpose: they are the data sets unlike ImageNet that the selector and
 the recipes are checked on (see ``benchmarks/regret.py``). The stamps, photo cut-outs and drawings
@@ -396,13 +397,15 @@ def _rsvg(*args: str) -> Image.Image:
 
 def _kmahjongg_faces(path: Path) -> list[tuple[Image.Image, int]]:
     """Every suit tile's face in a KDE tile set, cropped to its drawn (opaque) pixels: an element's
-    box can hold invisible parts far off the tile."""
+    box can hold invisible parts far off the tile. A face that draws nothing is left out."""
     svg = gzip.decompress(path.read_bytes())
     ids = sorted(set(re.findall(rb'id="((?:%s)_\d+)"' % "|".join(KMAHJONGG_IDS).encode(), svg)))
     faces = []
     for element in (i.decode() for i in ids):
         face = _rsvg(f"--export-id={element}", "--zoom=1", str(path))
-        faces.append((face.crop(face.getchannel("A").getbbox()), KMAHJONGG_IDS[element.split("_")[0]]))
+        drawn = face.getchannel("A").getbbox()
+        if drawn is not None:
+            faces.append((face.crop(drawn), KMAHJONGG_IDS[element.split("_")[0]]))
     return faces
 
 
