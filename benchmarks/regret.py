@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,13 +192,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", help="Override the backbone (default: the recipes').")
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 30 per class, 2 epochs per phase.")
-    parser.add_argument("--work", type=Path, help="Folder for data and runs (default: a temporary one).")
+    parser.add_argument(
+        "--work", type=Path, help="Folder for data and runs, kept (default: a temporary one, deleted)."
+    )
     parser.add_argument("--json", type=Path, help="Write the rows here.")
     args = parser.parse_args(argv)
     if args.quick:
         args.per_class, args.epochs = 30, 2
     names = args.datasets or SUITES[args.suite]
     work = args.work or Path(tempfile.mkdtemp(prefix="transferkit-regret-"))
+    try:
+        rows = _run_suite(names, args, work)
+    finally:
+        if args.work is None:  # each compare's exports and run folders: hundreds of MB
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(rows)
+    if args.work is not None:
+        print(f"work folder kept: {work}")
+    return 0 if rows else 1
+
+
+def _run_suite(names: list[str], args: argparse.Namespace, work: Path) -> list[Row]:
+    """Every data set and seed of the run; a data set that fails is reported and skipped."""
     rows = []
     for name in names:
         for seed in args.seeds:
@@ -217,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    print_table(rows)
-    return 0 if rows else 1
+    return rows
 
 
 if __name__ == "__main__":
