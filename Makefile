@@ -85,15 +85,28 @@ benchmark-peer: setup $(PEER_STAMP)
 	$(BIN)/python benchmarks/peer_fastai.py $(PEER_ARGS)
 
 # Debian packages holding the example datasets of fonts, card decks, emoji, icon themes, Tux
-# Paint's stamps, clip art and mahjong tiles (see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
+# Paint's stamps, clip art, mahjong tiles and chess pieces (see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
 DATASET_DEBS := fonts-urw-base35 gnome-cards-data librsvg2-bin fonts-noto-color-emoji unicode-data \
 	tango-icon-theme gnome-icon-theme oxygen-icon-theme lxde-icon-theme tuxpaint-stamps-default openclipart-png \
 	faenza-icon-theme elementary-xfce-icon-theme kdegames-mahjongg-data-kf5 gnome-mahjongg xmahjongg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Packages whose files a loader only reads, unpacked (apt-get download, dpkg-deb -x) instead of
+# installed: no root, none of their dependencies (pychess's would be GTK and GStreamer).
+UNPACKED_DEBS := pychess xboard
+UNPACKED_ROOT := $(or $(TRANSFERKIT_DEBIAN_ROOT),$(HOME)/.cache/transferkit/debian)
+UNPACKED_STAMP := $(UNPACKED_ROOT)/.unpacked-$(subst $(eval) ,-,$(UNPACKED_DEBS))
 
-datasets:
+datasets: $(UNPACKED_STAMP)
 	dpkg -s $(DATASET_DEBS) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  $(SUDO) apt-get install -y -q --no-install-recommends $(DATASET_DEBS); }
+
+$(UNPACKED_STAMP):
+	@mkdir -p $(UNPACKED_ROOT)
+	debs=$$(mktemp -d) && cd $$debs && \
+	  { apt-get download -q $(UNPACKED_DEBS) 2>/dev/null || \
+	    { $(SUDO) apt-get update -q && apt-get download -q $(UNPACKED_DEBS); }; } && \
+	  for deb in *.deb; do dpkg-deb -x $$deb $(UNPACKED_ROOT) || exit 1; done && rm -rf $$debs
+	touch $@
 
 # The selector's regret on the held-out suite (REGRET_ARGS, e.g. "--suite tuning --seeds 0").
 benchmark-regret: setup datasets

@@ -42,7 +42,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TUNING = (
     "lfw_faces", "animal_mnist", "digits", "textures", "font_families_mpl", "icon_themes", "science_tiles",
+    "chess_pieces",
 )  # fmt: skip
+# chess_pieces joined the tuning sets on 2026-12-06, unseen until its first run: at 70 pictures per
+# class, real evidence below the small floor of 50 training images per class.
 # card_ranks joined on 2026-12-02, stamp_categories and clipart_categories on 2026-12-04,
 # icon_contexts on 2026-12-05, mahjong_suits on 2026-12-06, each unseen until its first run.
 HELD_OUT = (

@@ -6,6 +6,8 @@ import dataclasses
 import importlib.util
 import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +33,7 @@ def test_registry_lists_real_datasets():
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
-    choices = "Choose one of: animal_mnist, card_ranks, clipart_categories, digits"
+    choices = "Choose one of: animal_mnist, card_ranks, chess_pieces, clipart_categories, digits"
     with pytest.raises(TransferkitError, match=f"Unknown example dataset 'lfw'. {choices}"):
         export_dataset("lfw", tmp_path / "x")
 
@@ -307,6 +309,73 @@ def test_mahjong_suits_cut_each_sheet_in_its_order_crop_svg_faces_to_what_they_d
     # GNOME's strip: the first row's tiles, the grey levels 0..41; xmahjongg's grid: rows 1-2's.
     np.testing.assert_array_equal(images[2:44, 48, 48, 0], np.arange(42))
     np.testing.assert_array_equal(images[44:, 48, 48, 0], 100 + np.arange(38))
+
+
+def test_chess_pieces_label_each_set_by_file_and_each_font_by_its_letters_from_unpacked_packages(
+    monkeypatch, tmp_path
+):
+    import matplotlib
+
+    from transferkit.data import examples_debian as debian
+
+    # Not installed: found where make datasets unpacks them.
+    monkeypatch.setattr(debian, "PYCHESS_DIR", Path("/absent/pychess/pieces"))
+    monkeypatch.setattr(debian, "XBOARD_DIR", Path("/absent/xboard/default"))
+    monkeypatch.setattr(debian, "UNPACKED_ROOT", tmp_path)
+    pieces = tmp_path / "absent" / "pychess" / "pieces"
+    xboard = tmp_path / "absent" / "xboard" / "default"
+    (pieces / "ttf").mkdir(parents=True)
+    xboard.mkdir(parents=True)
+    monkeypatch.setattr(debian, "PYCHESS_SETS", ("one", "two"))
+    for name in ("one", "two"):
+        (pieces / name).mkdir()
+        for file in ("wk", "wq", "wr", "wb", "wn", "wp", "bk", "bq", "br", "bb", "bn", "bp"):
+            (pieces / name / f"{file}.svg").write_text("<svg/>")
+    for colour in ("White", "Black"):
+        for piece in ("King", "Queen", "Rook", "Bishop", "Knight", "Pawn"):
+            (xboard / f"{colour}{piece}.svg").write_text("<svg/>")
+    # Text fonts stand in for the chess fonts: they draw the letters themselves. merida is usual again.
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for font, text_font in (("cheq", "DejaVuSans"), ("usual", "DejaVuSerif"), ("merida", "DejaVuSerif")):
+        shutil.copy(fonts / f"{text_font}.ttf", pieces / "ttf" / f"{font}.ttf")
+    monkeypatch.setattr(debian.shutil, "which", lambda name: f"/usr/bin/{name}")
+    rendered = []
+
+    def rsvg(*args):  # each file its own red level
+        rendered.append(Path(args[-1]).relative_to(tmp_path / "absent"))
+        return Image.new("RGBA", (20, 40), (len(rendered), 0, 0, 255))
+
+    monkeypatch.setattr(debian, "_rsvg", rsvg)
+
+    images, labels = get_dataset("chess_pieces").load()
+
+    names = [debian.CHESS_PIECES[i] for i in labels]
+    kinds = list(debian.CHESS_PIECES)
+    assert [p.as_posix() for p in rendered[:7]] == [
+        "pychess/pieces/one/wk.svg", "pychess/pieces/one/wq.svg", "pychess/pieces/one/wr.svg",
+        "pychess/pieces/one/wb.svg", "pychess/pieces/one/wn.svg", "pychess/pieces/one/wp.svg",
+        "pychess/pieces/one/bk.svg",
+    ]  # fmt: skip
+    assert rendered[24:26] == [Path("xboard/default/WhiteKing.svg"), Path("xboard/default/WhiteQueen.svg")]
+    assert names[:36] == kinds * 6  # two SVG sets and xboard's, white then black
+    assert (images[:36, 48, 48] == np.stack([np.arange(1, 37), [0] * 36, [0] * 36], axis=1)).all()
+    # Fonts in name order, white pieces then black; merida draws what usual does: dropped.
+    assert names[36:] == kinds * 4 and images.shape == (36 + 24, debian.CHESS_SIDE, debian.CHESS_SIDE, 3)
+    cheq, usual = pieces / "ttf" / "cheq.ttf", pieces / "ttf" / "usual.ttf"
+    letters = [(cheq, letter) for letter in "kqrbhplwtnjo"]
+    letters += [(usual, letter) for letter in "kqrbnplwtvmo"]
+    for image, (font, letter) in zip(images[36:], letters, strict=True):  # pychess' letter for each piece
+        np.testing.assert_array_equal(image, debian._chess_glyph(font, letter))
+    assert images[36:].min() == 0 and images[36:].max() == 255  # ink on white
+
+
+def test_chess_pieces_not_unpacked_says_make_datasets_and_where(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian as debian
+
+    monkeypatch.setattr(debian, "PYCHESS_DIR", Path("/absent/pychess/pieces"))
+    monkeypatch.setattr(debian, "UNPACKED_ROOT", tmp_path / "unpacked")
+    with pytest.raises(TransferkitError, match=f"make datasets .*{tmp_path / 'unpacked'}"):
+        get_dataset("chess_pieces").load()
 
 
 @pytest.mark.parametrize("name", ["lfw_faces", "textures"])

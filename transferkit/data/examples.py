@@ -171,6 +171,14 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "kdegames-mahjongg-data-kf5, gnome-mahjongg, xmahjongg (Debian; make datasets)", "GPL-2+",
             "illustration", debian.mahjong_suits,
         ),
+        _entry(
+            "chess_pieces",
+            "Type of a chess piece (king, queen, rook, bishop, knight, pawn), white and black, from 16 SVG "
+            "piece sets and 18 chess fonts of pychess and xboard's own set; on a 96 px square on white",
+            debian.CHESS_PIECES, 412, (debian.CHESS_SIDE, debian.CHESS_SIDE),
+            "pychess, xboard (Debian, unpacked without installing; make datasets)",
+            "GPL-3+ (pychess as packaged; xboard GPL-3+)", "illustration", debian.chess_pieces,
+        ),
     )
 }  # fmt: skip
 
@@ -180,7 +188,7 @@ def list_datasets() -> list[ExampleDataset]:
 
     Example:
         >>> [d.name for d in list_datasets()][:4]
-        ['animal_mnist', 'card_ranks', 'clipart_categories', 'digits']
+        ['animal_mnist', 'card_ranks', 'chess_pieces', 'clipart_categories']
     """
     return [EXAMPLE_DATASETS[name] for name in sorted(EXAMPLE_DATASETS)]
 

@@ -1,7 +1,8 @@
 """Loaders of the example datasets whose images ship in Debian packages: fonts, card decks, emoji,
 icon themes (which theme drew an icon; which context it is filed under), Tux Paint's stamps,
-Openclipart's clip art, mahjong tiles. ``make datasets`` installs the packages (apt); each loader's
-error names them.
+Openclipart's clip art, mahjong tiles, chess pieces. ``make datasets`` installs the packages (apt),
+or unpacks the ones whose dependencies a data set does not need (:data:`UNPACKED_ROOT`); each
+loader's error names them.
 
 Mostly non-photographic on purpose: they are the data sets unlike ImageNet that the selector and
 the recipes are checked on (see ``benchmarks/regret.py``). The stamps, photo cut-outs and drawings
@@ -14,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +35,19 @@ from transferkit.data.examples_pypi import (
     spread_evenly,
 )
 from transferkit.errors import TransferkitError
+
+# Where ``make datasets`` unpacks packages (``apt-get download``, ``dpkg-deb -x``) that are read, not
+# run: pychess, for one, would install GTK and GStreamer. No root needed, no dependencies pulled in.
+UNPACKED_ROOT = Path(
+    os.environ.get("TRANSFERKIT_DEBIAN_ROOT", Path.home() / ".cache" / "transferkit" / "debian")
+)
+
+
+def installed_or_unpacked(path: Path) -> Path:
+    """``path`` if its package is installed, else where ``make datasets`` unpacks it (which may not
+    exist either: the loader's check says what to do)."""
+    return path if path.exists() else UNPACKED_ROOT / path.relative_to("/")
+
 
 URW_DIR = Path("/usr/share/fonts/opentype/urw-base35")
 URW_FAMILIES = {  # class -> (regular, bold, italic, bold italic) files; the PostScript font each clones
@@ -437,3 +452,65 @@ def in_square(image: Image.Image, side: int, enlarge: bool = False) -> np.ndarra
     square = Image.new("RGBA", (side, side))  # transparent: the white comes next
     square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     return flatten_rgba(square, (255, 255, 255))
+
+
+CHESS_PIECES = ("king", "queen", "rook", "bishop", "knight", "pawn")
+PYCHESS_DIR = Path("/usr/share/pychess/pieces")
+# pychess's piece sets of one SVG per piece (``wk.svg`` ... ``bp.svg``). Left out: ada, makruk and
+# sittuyin, which draw Thai and Burmese pieces (a pawn is a disc), and the sets drawn in one SVG.
+PYCHESS_SETS = (
+    "alfonso", "alpha", "cburnett", "chessicons", "chessmonk", "freestaunton", "kilfiger", "kosal", "leipzig",
+    "magnetic", "maya", "merida", "merida_new", "metaltops", "pirat", "regular",
+)  # fmt: skip
+# pychess's chess fonts: the white pieces' letters, then the black pieces', in CHESS_PIECES' order
+# (pychess/gfx/Pieces.py: "pnbrqk" / "omvtwl", for cheq "phbrqk" / "ojntwl").
+CHESS_FONT_LETTERS = {"cheq": ("kqrbhp", "lwtnjo")}
+CHESS_FONT_DEFAULT_LETTERS = ("kqrbnp", "lwtvmo")
+XBOARD_DIR = Path("/usr/share/games/xboard/themes/default")
+CHESS_SIDE = 96
+
+
+def chess_pieces() -> tuple[np.ndarray, np.ndarray]:
+    """Chess pieces by type, white and black, from 16 SVG sets and 18 chess fonts of pychess and
+    xboard's own set: each drawn as its set draws it on a ``CHESS_SIDE`` square (an SVG's page
+    scaled to the square; a font's glyph at a fixed size and centre), on white. A piece drawn
+    twice is kept once."""
+    hint = (
+        f"make datasets (it unpacks the Debian packages pychess and xboard into {UNPACKED_ROOT}, no root "
+        "needed), and apt-get install librsvg2-bin"
+    )
+    pychess = installed_or_unpacked(PYCHESS_DIR)
+    xboard = installed_or_unpacked(XBOARD_DIR)
+    for folder, package in ((pychess, "pychess"), (xboard, "xboard")):
+        require_file(folder, "chess_pieces", f"the Debian package {package}, installed or unpacked", hint)
+    if shutil.which("rsvg-convert") is None:
+        raise missing_error("chess_pieces", "rsvg-convert (Debian librsvg2-bin)", hint)
+    files = [
+        (pychess / name / f"{colour}{letter}.svg", label)
+        for name in PYCHESS_SETS
+        for colour in "wb"
+        for label, letter in enumerate("kqrbnp")
+    ]
+    files += [
+        (xboard / f"{colour}{piece.title()}.svg", label)
+        for colour in ("White", "Black")
+        for label, piece in enumerate(CHESS_PIECES)
+    ]
+    size = str(CHESS_SIDE)
+    pieces = [
+        (in_square(_rsvg("-w", size, "-h", size, "--keep-aspect-ratio", str(file)), CHESS_SIDE), label)
+        for file, label in files
+    ]
+    for font in sorted((pychess / "ttf").glob("*.ttf")):
+        for letters in CHESS_FONT_LETTERS.get(font.stem, CHESS_FONT_DEFAULT_LETTERS):
+            pieces += [(_chess_glyph(font, letter), label) for label, letter in enumerate(letters)]
+    return distinct(pieces)
+
+
+def _chess_glyph(font: Path, letter: str) -> np.ndarray:
+    """A chess font's ``letter`` (a piece) in black, on a fixed centre, on white: RGB uint8."""
+    side = CHESS_SIDE
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    face = ImageFont.truetype(str(font), round(side * 0.75), layout_engine=ImageFont.Layout.BASIC)
+    ImageDraw.Draw(canvas).text((side / 2, side / 2), letter, font=face, fill=(0, 0, 0), anchor="mm")
+    return np.asarray(canvas)
