@@ -88,11 +88,11 @@ benchmark-peer: setup $(PEER_STAMP)
 # Paint's stamps, clip art, mahjong tiles and chess pieces (see transferkit/data/examples_debian.py). Only the benchmarks need them, not the tests.
 DATASET_DEBS := fonts-urw-base35 gnome-cards-data librsvg2-bin fonts-noto-color-emoji unicode-data \
 	tango-icon-theme gnome-icon-theme oxygen-icon-theme lxde-icon-theme tuxpaint-stamps-default openclipart-png \
-	faenza-icon-theme elementary-xfce-icon-theme kdegames-mahjongg-data-kf5 gnome-mahjongg xmahjongg
+	faenza-icon-theme elementary-xfce-icon-theme kdegames-mahjongg-data-kf5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Packages whose files a loader only reads, unpacked (apt-get download, dpkg-deb -x) instead of
-# installed: no root, none of their dependencies (pychess's would be GTK and GStreamer).
-UNPACKED_DEBS := pychess xboard
+# Games whose pictures a loader only reads, unpacked (apt-get download, dpkg-deb -x) instead of
+# installed: no root, none of their dependencies (GTK, GStreamer, X).
+UNPACKED_DEBS := pychess xboard gnome-mahjongg xmahjongg
 UNPACKED_ROOT := $(or $(TRANSFERKIT_DEBIAN_ROOT),$(HOME)/.cache/transferkit/debian)
 UNPACKED_STAMP := $(UNPACKED_ROOT)/.unpacked-$(subst $(eval) ,-,$(UNPACKED_DEBS))
 

@@ -168,8 +168,8 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "Suit of a mahjong tile (bamboo, characters, dots, winds, dragons, flowers and seasons), from "
             "nine tile sets of KDE's, GNOME's and xmahjongg's games; scaled into a 96 px square on white",
             debian.MAHJONG_SUITS, 322, (debian.MAHJONG_SIDE, debian.MAHJONG_SIDE),
-            "kdegames-mahjongg-data-kf5, gnome-mahjongg, xmahjongg (Debian; make datasets)", "GPL-2+",
-            "illustration", debian.mahjong_suits,
+            "kdegames-mahjongg-data-kf5; gnome-mahjongg, xmahjongg (Debian, unpacked; make datasets)",
+            "GPL-2+", "illustration", debian.mahjong_suits,
         ),
         _entry(
             "chess_pieces",

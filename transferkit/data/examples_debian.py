@@ -36,8 +36,9 @@ from transferkit.data.examples_pypi import (
 )
 from transferkit.errors import TransferkitError
 
-# Where ``make datasets`` unpacks packages (``apt-get download``, ``dpkg-deb -x``) that are read, not
-# run: pychess, for one, would install GTK and GStreamer. No root needed, no dependencies pulled in.
+# Where ``make datasets`` unpacks the games whose pictures are read, never run (``apt-get download``,
+# ``dpkg-deb -x``): installed, pychess would bring GTK and GStreamer, gnome-mahjongg GTK 4. No root
+# needed, no dependencies pulled in.
 UNPACKED_ROOT = Path(
     os.environ.get("TRANSFERKIT_DEBIAN_ROOT", Path.home() / ".cache" / "transferkit" / "debian")
 )
@@ -384,13 +385,14 @@ def mahjong_suits() -> tuple[np.ndarray, np.ndarray]:
     xmahjongg's are cut from a sheet of whole tiles, body and shadow included.
     """
     hint = (
-        "apt-get install --no-install-recommends kdegames-mahjongg-data-kf5 gnome-mahjongg xmahjongg "
-        "librsvg2-bin"
+        "apt-get install --no-install-recommends kdegames-mahjongg-data-kf5 librsvg2-bin, and make datasets "
+        f"(it unpacks the games gnome-mahjongg and xmahjongg into {UNPACKED_ROOT}, no root needed)"
     )
+    gnome, xmahjongg = installed_or_unpacked(GNOME_MAHJONGG_DIR), installed_or_unpacked(XMAHJONGG_DIR)
     for folder, package in (
         (KMAHJONGG_DIR, "kdegames-mahjongg-data-kf5"),
-        (GNOME_MAHJONGG_DIR, "gnome-mahjongg"),
-        (XMAHJONGG_DIR, "xmahjongg"),
+        (gnome, "gnome-mahjongg, installed or unpacked"),
+        (xmahjongg, "xmahjongg, installed or unpacked"),
     ):
         require_file(folder, "mahjong_suits", f"the Debian package {package}", hint)
     if shutil.which("rsvg-convert") is None:
@@ -399,9 +401,9 @@ def mahjong_suits() -> tuple[np.ndarray, np.ndarray]:
     for name in KMAHJONGG_TILESETS:
         tiles += _kmahjongg_faces(KMAHJONGG_DIR / f"{name}.svgz")
     for theme in GNOME_MAHJONGG_THEMES:
-        tiles += _cut(_open_sheet(GNOME_MAHJONGG_DIR / theme), 43, 2, GNOME_MAHJONGG_ORDER)
+        tiles += _cut(_open_sheet(gnome / theme), 43, 2, GNOME_MAHJONGG_ORDER)
     for sheet in XMAHJONGG_SETS:
-        tiles += _cut(_open_sheet(XMAHJONGG_DIR / sheet), 21, 4, XMAHJONGG_ORDER)
+        tiles += _cut(_open_sheet(xmahjongg / sheet), 21, 4, XMAHJONGG_ORDER)
     return distinct((in_square(tile, MAHJONG_SIDE, enlarge=True), label) for tile, label in tiles)
 
 
