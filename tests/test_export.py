@@ -14,7 +14,6 @@ from click.testing import CliRunner
 import transferkit
 from transferkit.cli import main
 from transferkit.errors import TransferkitError
-from transferkit.exporting.converters import float32_model
 from transferkit.exporting.formats import (
     AUTO_ORDER,
     QUANTIZATIONS,
@@ -27,6 +26,7 @@ from transferkit.exporting.runtimes import onnx_labels, open_runner, tflite_inte
 from transferkit.reporting.runfolder import load_run
 from transferkit.testing import make_image_folder
 from transferkit.training.callbacks import all_layers
+from transferkit.training.device import float32_model
 
 TINY = dict(backbone="tiny", weights="random", image_size=16, epochs=1, size="small", similar=True)
 RECORD_FIELDS = {
@@ -347,14 +347,14 @@ def test_the_readmes_load_pixels_for_apps_gives_the_pixels_transferkit_decodes(t
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_a_run_trained_in_mixed_precision_exports_a_float32_model_to_every_format(
-    precision, data, pixels, tmp_path
+    precision, data, pixels, tmp_path, monkeypatch
 ):
     """mixed_float16 is a GPU's default: its half-precision layers neither convert to TFLite nor
     (bfloat16) load in onnxruntime. Every format is written from a float32 copy of the model."""
     run_dir = transferkit.fit(
         str(data), out=tmp_path, name=precision, verbose=0, precision=precision, **TINY
     ).run_dir
-    trained = load_run(run_dir).model
+    trained = load_run(run_dir, as_trained=True).model
     assert precision in {layer.dtype_policy.name for layer in all_layers(trained)}
     reference = float32_model(trained)
     assert {layer.dtype_policy.name for layer in all_layers(reference)} == {"float32"}
@@ -364,6 +364,18 @@ def test_a_run_trained_in_mixed_precision_exports_a_float32_model_to_every_forma
     for fmt in ("saved_model", "tflite", "onnx"):
         result = transferkit.export(run_dir, fmt, data=str(data), max_drop=None, verbose=0)
         np.testing.assert_allclose(open_runner(result.path, fmt)(pixels), expected, atol=1e-5)
+    # Loaded to classify on a machine without a GPU, a float16 run computes in float32 (no fast
+    # float16 kernels on a CPU); bfloat16, only ever asked for, stays; on a GPU both stay.
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    on_cpu = load_run(run_dir).model
+    policies = {layer.dtype_policy.name for layer in all_layers(on_cpu)}
+    if precision == "mixed_float16":
+        assert policies == {"float32"}
+        np.testing.assert_allclose(on_cpu.predict(pixels, verbose=0), expected, atol=1e-6)
+    else:
+        assert precision in policies
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["/physical_device:GPU:0"])
+    assert precision in {layer.dtype_policy.name for layer in all_layers(load_run(run_dir).model)}
 
 
 def test_a_float32_model_is_exported_as_it_is(run_dir):

@@ -32,7 +32,7 @@ from transferkit.exporting.formats import (
 )
 from transferkit.fileio import atomic_path, staging_dir, write_text
 from transferkit.tf_logging import stderr_muted
-from transferkit.training.callbacks import all_layers, finalize_states
+from transferkit.training.device import float32_model
 
 ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx
 SERVE = "serve"  # the SavedModel signature that classifies; "labels" returns the class names
@@ -63,48 +63,6 @@ def write_saved_model(model: keras.Model, path: Path, class_names: Sequence[str]
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed export
         shutil.rmtree(stale, ignore_errors=True)
     return path
-
-
-def float32_model(model: keras.Model) -> keras.Model:
-    """``model`` computing in float32: ``model`` itself where every layer does, else a copy of it
-    built with float32 layers and given its weights (a run's variables are float32 under every
-    precision policy, so nothing is rounded).
-
-    A run trained under mixed precision (``mixed_float16``, a GPU's default, or
-    ``mixed_bfloat16``) saves layers that compute in half precision, and converted as they are
-    they do not deploy: the TFLite converter rejects float16 and bfloat16 convolutions, and
-    onnxruntime refuses to load a graph with bfloat16 ones. Every export is converted from this
-    copy, so a file runs in float32 on any device (``--quantize float16`` still halves a TFLite
-    file's weights); the parity check compares it with the model as trained.
-
-    Example:
-        >>> from transferkit.backbones.registry import get_backbone
-        >>> keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        >>> trained = get_backbone("tiny").build(32)
-        >>> keras.mixed_precision.set_global_policy("float32")
-        >>> trained.layers[-1].compute_dtype, float32_model(trained).layers[-1].compute_dtype
-        ('bfloat16', 'float32')
-    """
-    if all(layer.dtype_policy.name == "float32" for layer in all_layers(model)):
-        return model
-    config = _float32_policies(keras.saving.serialize_keras_object(model))
-    copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    copy.set_weights(model.get_weights())
-    finalize_states(copy)
-    return copy
-
-
-def _float32_policies(config):
-    """A serialized model's config with every mixed-precision dtype policy replaced by float32."""
-    if isinstance(config, list):
-        return [_float32_policies(item) for item in config]
-    if not isinstance(config, dict):
-        return config
-    if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
-        name = config.get("config", {}).get("name", "")
-        if name.startswith("mixed_"):
-            return {**config, "config": {**config["config"], "name": "float32"}}
-    return {key: _float32_policies(value) for key, value in config.items()}
 
 
 def _archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:

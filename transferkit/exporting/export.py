@@ -152,7 +152,7 @@ def export(
     check_choices(format, quantize, max_drop)
     # Before any work, so that a refusal is instant (auto's folder is that of every quantization).
     path = output_path(out, Path(run_dir), format, quantize)
-    run = load_run(run_dir)
+    run = load_run(run_dir, as_trained=True)  # the parity check compares with the model as trained
     needs_training_images = quantize in ("int8", AUTO)  # calibration
     splits = _run_splits(run) if data is None or needs_training_images else None
     held_out = _data_held_out(data, run) if data else _run_held_out(run, splits)

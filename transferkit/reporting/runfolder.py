@@ -140,8 +140,12 @@ class SavedRun:
         return predict(self, inputs, **options)
 
 
-def load_run(run_dir: str | Path) -> SavedRun:
+def load_run(run_dir: str | Path, *, as_trained: bool = False) -> SavedRun:
     """Load a run folder's model (Keras safe mode) and labels.
+
+    A run trained in float16 (on a GPU) and loaded where there is none computes in float32, with
+    the same weights (:func:`transferkit.training.device.for_this_machine`): ``as_trained=True``
+    keeps the layers' precision as saved.
 
     Returns:
         A :class:`SavedRun`: ``model`` (raw 0-255 RGB in, probabilities out; ``model.predict``
@@ -163,6 +167,10 @@ def load_run(run_dir: str | Path) -> SavedRun:
             f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run."
         )
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    if not as_trained:
+        from transferkit.training.device import for_this_machine  # training imports this module
+
+        model = for_this_machine(model)
     info = read_run_info(run_dir) if (run_dir / "run.json").exists() else {}
     class_names = tuple(info.get("class_names") or _read_labels(run_dir))
     if len(class_names) != model.output_shape[-1]:
