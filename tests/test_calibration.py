@@ -180,6 +180,37 @@ def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder,
     assert plain.metrics.loss != pytest.approx(run.metrics.loss)
 
 
+def test_a_frozen_network_is_calibrated_on_its_cached_validation_features_without_a_pass(
+    folder, tmp_path, monkeypatch
+):
+    from transferkit import session
+    from transferkit.data.decode import load_images
+    from transferkit.reporting.diagnostics import load_validation_predictions
+    from transferkit.reporting.runfolder import load_run
+
+    passes = []
+    original = session.predict_dataset
+
+    def counted(model, data, predict=None):
+        passes.append(model.name)
+        return original(model, data, predict)
+
+    monkeypatch.setattr(session, "predict_dataset", counted)
+    run = _fit(folder, tmp_path / "frozen")
+    assert passes == []  # the head on the features cached for its phase
+    validation = load_validation_predictions(run.run_dir)
+    images, _ = load_images(list(validation.paths), validation.image_size, validation.white_level)
+    model = load_run(run.run_dir).model
+    np.testing.assert_allclose(
+        model.predict(np.asarray(images, "float32"), verbose=0), validation.probabilities, atol=1e-5
+    )
+    record = json.loads((run.run_dir / "metrics.json").read_text())["validation"]
+    assert record["num_samples"] == len(validation.labels) == 6
+
+    _fit(folder, tmp_path / "whole", recipe="large_similar")  # its base trains: the images pass again
+    assert len(passes) == 1
+
+
 def _recipe_without_calibration():
     import dataclasses
 

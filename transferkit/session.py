@@ -477,8 +477,13 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     # Read three times (the test evaluation, then the noise and JPEG passes): decoded once.
     test_data = test_dataset(recipe, spec, splits, cache=trainer.cache or False) if splits.test else None
     with stopwatch.stage("calibration"):  # on the validation images, before any held-out figure
-        val_probabilities, val_labels = predict_dataset(model, val, val_predict)
-        by_member = val_predict.probabilities(len(val_labels))
+        cached = None if distributed else _cached_validation(trained)
+        if cached is not None:  # every network's base stayed as loaded: its head on the cached features
+            by_member, val_labels = cached
+            val_probabilities = averaging.mean_probabilities(list(by_member.values()))
+        else:
+            val_probabilities, val_labels = predict_dataset(model, val, val_predict)
+            by_member = val_predict.probabilities(len(val_labels))
         partner_check = averaging.check_partner(by_member, val_labels) if partner is not None else None
         alone = None if partner_check is None or partner_check.kept else main
         if alone is not None:  # the run's own network is the model; the partner's figures stay recorded
@@ -574,6 +579,20 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     say(verbose, stopwatch.summary())
     session.hooks.finished(result)
     return result
+
+
+def _cached_validation(trained: dict) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """``({network: validation probabilities}, labels)`` from each network's cached validation
+    features, where every network's base stayed as loaded (a frozen base, a truncation): what a pass
+    of the images would give again (2.4 s of a 55-s fit of 412 chess pieces at 224 px, a truncation
+    averaged with the frozen base). None where any network needs the pass."""
+    cached = {name: member_trainer.cached_validation() for name, (_, member_trainer) in trained.items()}
+    if any(result is None for result in cached.values()):
+        return None
+    labels = [result[1] for result in cached.values()]
+    if any(not np.array_equal(labels[0], other) for other in labels[1:]):
+        return None  # not in one order: the pass decides
+    return {name: probabilities for name, (probabilities, _) in cached.items()}, np.asarray(labels[0])
 
 
 def train_partner(

@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +157,11 @@ def _probabilities(member: keras.Model) -> keras.Model:
     return keras.Model(member.inputs, exp(member.outputs[0]), name=member.name)
 
 
+def mean_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' mean, in float32, as the averaged model's ``Average`` layer computes it."""
+    return np.sum(probabilities, axis=0, dtype=np.float32) / np.float32(len(probabilities))
+
+
 class MemberPredictor:
     """A :data:`~transferkit.reporting.metrics.Predict` for the averaged model that keeps each
     member's probabilities: one pass over a split gives the average's metrics and every member's.
@@ -182,7 +187,7 @@ class MemberPredictor:
             probabilities.append(output)
         if self.alone is not None:  # its own temperature is folded into it (calibration)
             return self.outputs[self.alone][-1]
-        mean = np.sum(probabilities, axis=0, dtype=np.float32) / np.float32(len(probabilities))
+        mean = mean_probabilities(probabilities)
         if self.temperature == 1.0:
             return mean
         return scaled_probabilities(mean, self.temperature).astype(np.float32)

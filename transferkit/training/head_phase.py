@@ -182,6 +182,13 @@ class FeatureCache:
         with self.stopwatch.stage("features"):
             return extract_features(step, data, feature_dim=dim, verbose=self.verbose, out=out, steps=steps)
 
+    def pretrained_validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(features, labels)`` of the validation images through the base as loaded, where a phase
+        has computed them (or they were given); None where none has."""
+        if self.clean_features is not None:
+            return self.clean_features.val
+        return self._pretrained_val
+
     def clean(self, split: str, pretrained: bool) -> tuple[np.ndarray, np.ndarray]:
         """Un-augmented features of ``split`` (``"train"`` or ``"val"``): the given ones while the
         base is still ``pretrained``."""

@@ -397,6 +397,17 @@ class Trainer:
             self._head_model = head_graph(self.classifier.head)
         return self._head_model
 
+    def cached_validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(probabilities, labels)`` of the validation images from their cached features, where the
+        base never trains (so what :meth:`predictor` would compute from the images again); None
+        where it trains or nothing is cached (a run resumed after its head phases)."""
+        cached = None if self.features.base_trains else self.features.pretrained_validation()
+        if cached is None:
+            return None
+        features, labels = cached
+        head = self.classifier.head
+        return np.asarray(head(np.asarray(features, np.float32), training=False), np.float32), labels
+
     def predictor(self):
         """``images -> probabilities`` of the classifier through the run's traced clean feature step
         and the head: what ``model.predict_on_batch`` computes, without tracing the whole model again
