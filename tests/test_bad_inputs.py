@@ -223,7 +223,7 @@ def test_tiff_orientation_is_applied_once(tmp_path, dtype, compression):
 
 @pytest.mark.parametrize(
     "extension, reader, missing",
-    [(".avif", "AVIF", "AVIF needs a newer Pillow"), (".heic", "HEIF", "pip install 'transferkit[heic]'")],
+    [(".avif", "AVIF", "AVIF needs a newer Pillow"), (".heic", "HEIF", 'pip install -e ".[heic]"')],
 )
 def test_phone_photo_formats_are_read_and_without_a_reader_the_skip_names_it(
     tmp_path, monkeypatch, extension, reader, missing

@@ -430,7 +430,7 @@ def test_sixteen_bit_colour_holding_twelve_bit_values_is_reported_in_the_card_wi
     count, example = splits.card.dim_colour
     assert count == 1 and example.endswith("dim/rgb48.png") and splits.card.white_level is None
     assert "1 16-bit colour image(s) hold only 12-bit values" in splits.card.summary()
-    assert "transferkit[deep-colour]" in splits.card.summary()
+    assert 'pip install -e ".[deep-colour]"' in splits.card.summary()
     assert splits.card.to_dict()["dim_colour"] == [1, example]
 
 

@@ -383,5 +383,5 @@ def test_a_missing_scikit_image_names_the_extra_that_installs_it(name, monkeypat
     import sys
 
     monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage raises ImportError
-    with pytest.raises(TransferkitError, match=r"needs scikit-image.*pip install 'transferkit\[examples\]'"):
+    with pytest.raises(TransferkitError, match=r'needs scikit-image.*pip install -e "\.\[examples\]"'):
         get_dataset(name).load()

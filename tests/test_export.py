@@ -251,6 +251,9 @@ def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emp
     # A TFLite or ONNX file given a folder goes in it under its default name.
     assert output_path(serving, run_dir, "tflite", "int8") == serving / "model_int8.tflite"
     assert output_path(serving / "app.onnx", run_dir, "onnx", "none") == serving / "app.onnx"
+    # So does a new folder, written as one or named without a file extension.
+    assert output_path(f"{tmp_path / 'new'}/", run_dir, "onnx", "none") == tmp_path / "new" / "model.onnx"
+    assert output_path(tmp_path / "apps", run_dir, "tflite", "none") == tmp_path / "apps" / "model.tflite"
     assert output_path(None, run_dir, "onnx", "none") == run_dir / "export" / "model.onnx"
     args = ["export", str(run_dir), "--format", "saved_model", "--out", str(serving)]
     result = CliRunner().invoke(main, args)

@@ -47,7 +47,7 @@ def test_the_sync_check_notices_an_edited_pair(tmp_path):
 def test_notebook_runs(path, tmp_path, monkeypatch):
     for package in NEEDS_EXPORT_EXTRAS.get(path.name, ()):
         if importlib.util.find_spec(package) is None:
-            pytest.skip(f"needs pip install 'transferkit[export]' ({package} is missing)")
+            pytest.skip(f'needs pip install -e ".[export]" ({package} is missing)')
     monkeypatch.setenv("TRANSFERKIT_SMOKE", "1")
     monkeypatch.setenv("TRANSFERKIT_NOTEBOOK_DIR", str(tmp_path))
     notebook = nbformat.read(path, as_version=4)

@@ -537,8 +537,9 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
 @click.option(
     "--out",
     type=click.Path(),
-    help="The file, or a folder to put it in (a SavedModel: its own folder, new, empty or an earlier "
-    "SavedModel); default in RUN_DIR/export/.",
+    help="The file (app/model.onnx), or a folder to put it in under its default name (an existing one, "
+    "or a path ending in / or without a file extension); a SavedModel: its own folder, new, empty or "
+    "an earlier SavedModel. Default: in RUN_DIR/export/.",
 )
 @click.option(
     "--max-drop",
@@ -565,7 +566,7 @@ def export(run_dir, fmt, quantize, out, max_drop, data, quiet):
     load_pixels does it with Pillow alone). Labels travel with it: a
     SavedModel has a `labels` signature and assets/labels.txt; TFLite and ONNX files get
     <name>.labels.txt beside them (ONNX also metadata_props "labels"). The parity check's
-    figures go to <name>.export.json. Needs: pip install 'transferkit[export]'.
+    figures go to <name>.export.json. Needs: pip install -e ".[export]" (in the transferkit folder).
 
     Exit status: 0 passed, 2 a usage error, 3 the export lost more than --max-drop.
     """

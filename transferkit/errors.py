@@ -25,6 +25,17 @@ class QualityGateError(TransferkitError):
     exit_code = 3
 
 
+def extra_install(extra: str) -> str:
+    """The command that installs one of transferkit's optional extras, as a user of a checkout runs it
+    (transferkit is installed from its folder, ``pip install -e .``; it is not on PyPI).
+
+    Example:
+        >>> extra_install("export")
+        'pip install -e ".[export]" (in the transferkit folder)'
+    """
+    return f'pip install -e ".[{extra}]" (in the transferkit folder)'
+
+
 def choices_error(kind: str, received: object, valid: list[str] | tuple[str, ...]) -> TransferkitError:
     """Build the standard "Unknown X 'y'. Choose one of: a, b, c." error."""
     return TransferkitError(f"Unknown {kind} {received!r}. Choose one of: {', '.join(sorted(valid))}.")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from transferkit.data.copies import Copies
 from transferkit.data.splits import Holdout
+from transferkit.errors import extra_install
 
 EMPTY_CLASS_REASON = "class folder has no usable images"  # a skip reason: the class is left out
 
@@ -145,8 +146,9 @@ class DatasetCard:
             count, example = self.dim_colour
             lines.append(
                 f"{count} 16-bit colour image(s) hold only 12-bit values or fewer (e.g. {example}): read "
-                "through their high byte they are nearly black; pip install 'transferkit[deep-colour]' "
-                "to read them at full depth, or convert them to 8 bits per channel"
+                "through their high byte they are nearly black; "
+                f"{extra_install('deep-colour')} to read them at full depth, or convert them to 8 bits per "
+                "channel"
             )
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)

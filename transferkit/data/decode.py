@@ -27,7 +27,7 @@ Decisions, in the order they are applied:
   scan saw (:func:`white_level_for`). A 12-bit detector's 0-4095 in 16-bit files becomes 0-255
   instead of the 16 grey levels that 0-65535 would leave; without a white level, 65535. 16-bit
   colour (RGB or RGBA PNG and TIFF, as fluorescence microscopy ships) is read at full depth by
-  OpenCV where it is installed (``pip install "transferkit[deep-colour]"``) and scaled by the
+  OpenCV where it is installed (``pip install -e ".[deep-colour]"``) and scaled by the
   same white level; Pillow alone reads it through its high byte, which leaves 12-bit values at
   0-15 (nearly black; the scan counts such files). Floating-point grey in [0, 1] is scaled to
   [0, 255] (any other range: as 16-bit integers are); CMYK, palette and grey become RGB;
@@ -52,6 +52,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from transferkit.errors import extra_install
 
 
 def _heif_opener() -> tuple[str, ...]:
@@ -86,8 +88,8 @@ _HEIF = _heif_opener()
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", *_AVIF, *_HEIF)  # JPEG includes camera MPO files
 _READER_NEEDED = {  # extension: (the Pillow format that reads it, what to install without it)
     ".avif": ("AVIF", "AVIF needs a newer Pillow (11.3 or later: pip install -U pillow)"),
-    ".heic": ("HEIF", "HEIC needs pillow-heif: pip install 'transferkit[heic]'"),
-    ".heif": ("HEIF", "HEIF needs pillow-heif: pip install 'transferkit[heic]'"),
+    ".heic": ("HEIF", f"HEIC needs pillow-heif: {extra_install('heic')}"),
+    ".heif": ("HEIF", f"HEIF needs pillow-heif: {extra_install('heic')}"),
 }
 RESAMPLE = Image.Resampling.BILINEAR
 BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white

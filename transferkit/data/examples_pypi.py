@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, extra_install
 
 GLYPHS = string.ascii_uppercase + string.ascii_lowercase + string.digits  # 62 characters
 
@@ -27,7 +27,7 @@ def missing_error(dataset: str, what: str, hint: str) -> TransferkitError:
     )
 
 
-SKIMAGE_HINT = "pip install 'transferkit[examples]'"  # scikit-image, whose wheel bundles the images
+SKIMAGE_HINT = extra_install("examples")  # scikit-image, whose wheel bundles the images
 
 
 def skimage_data(dataset: str):

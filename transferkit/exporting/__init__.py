@@ -2,5 +2,5 @@
 
 ``formats`` (the vocabulary), ``converters`` (writing), ``runtimes`` (running an exported file),
 ``parity`` (the comparison on held-out images), ``export`` (the orchestration behind
-``transferkit export``). Converters and runtimes are optional: ``pip install 'transferkit[export]'``.
+``transferkit export``). Converters and runtimes are optional: ``pip install -e ".[export]"``.
 """

@@ -6,10 +6,11 @@ Nothing here imports TensorFlow or a converter, so the CLI can offer the choices
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 
-from transferkit.errors import TransferkitError, choices_error
+from transferkit.errors import TransferkitError, choices_error, extra_install
 from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -23,7 +24,7 @@ EXPORT_FOLDER = "export"  # inside the run folder, unless --out says otherwise
 INPUT_NAME = "pixels"  # raw 0-255 RGB, float32 [batch, size, size, 3], as model.keras takes
 OUTPUT_NAME = "probabilities"
 ONNX_LABELS_KEY = "labels"  # ONNX metadata_props key holding the class names as a JSON list
-EXTRAS_HINT = "pip install 'transferkit[export]'"
+EXTRAS_HINT = extra_install("export")
 
 
 def default_path(run_dir: Path, fmt: str, quantize: str) -> Path:
@@ -41,7 +42,9 @@ def default_path(run_dir: Path, fmt: str, quantize: str) -> Path:
 def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) -> Path:
     """Where the export goes, checked before any work: ``out`` (default :func:`default_path`).
 
-    A TFLite or ONNX ``out`` that is a folder gets the default file name inside it, as ``cp`` does.
+    A TFLite or ONNX ``out`` that is a folder gets the default file name inside it, as ``cp`` does;
+    so does a new path written as one (ending in ``/``) or without a file extension (``exports``):
+    a model file named without its ``.tflite`` or ``.onnx`` is never what was meant.
     A SavedModel replaces its folder, so ``out`` must be new, empty or an earlier SavedModel: a
     folder of other files (a parent such as ``./serving``, the run folder itself) is refused,
     never emptied.
@@ -55,7 +58,8 @@ def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) 
         return default
     path = Path(out).expanduser()
     if fmt != "saved_model":
-        path = path / default.name if path.is_dir() else path
+        as_folder = path.is_dir() or str(out).endswith(("/", os.sep)) or not path.suffix
+        path = path / default.name if as_folder else path
         require_writable_folder(path.parent, "--out")
         return path
     require_writable_folder(path.parent, "--out")
