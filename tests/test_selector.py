@@ -291,8 +291,11 @@ def test_decision_confidence_formula_and_close_calls():
         0.6827, abs=1e-4
     )
     # earlier better by exactly the 2-point tolerance: a tie, which goes to similar with zero confidence
-    similar, cut, confidence, _ = similarity_decision(pair(0.5, 0.5 + selector.TRUNCATE_MARGIN))
+    similar, cut, confidence, reasons = similarity_decision(pair(0.5, 0.5 + selector.TRUNCATE_MARGIN))
     assert similar and cut is None and confidence == pytest.approx(0.0, abs=1e-6)
+    assert "about as well (the earlier cut 'early' is ahead by less than the margin)" in reasons[2]
+    similar, _, _, reasons = similarity_decision(pair(0.6, 0.5))
+    assert similar and "separate these classes best" in reasons[2]
     # two SEs on the similar side (d = 0.10), but LogME ranks the earlier cut higher: confidence halved
     similar, _, confidence, reasons = similarity_decision(pair(0.80, 0.72, deep_logme=0.0, early_logme=1.0))
     assert similar and confidence == pytest.approx(0.5 * math.erf(2 / math.sqrt(2)))

@@ -424,12 +424,18 @@ def similarity_decision(scores: Sequence[CutScore]) -> tuple[bool, str | None, f
     similar = d >= -1e-9  # ties (up to float rounding of k/N accuracies) go to similar
     confidence = math.erf(abs(d) / (comparison.noise * math.sqrt(2)))
     reasons = [_describe(deep, "deepest cut"), _describe(best, "best earlier cut")]
-    verdict = (
-        "similar: the deepest (most ImageNet-specific) features separate these classes best"
-        if similar
-        else f"dissimilar: the earlier cut {best.cut!r} separates these classes better "
-        "(a truncation cuts there)"
-    )
+    if not similar:
+        verdict = (
+            f"dissimilar: the earlier cut {best.cut!r} separates these classes better "
+            "(a truncation cuts there)"
+        )
+    elif comparison.margin >= 0:
+        verdict = "similar: the deepest (most ImageNet-specific) features separate these classes best"
+    else:  # the earlier cut ahead, by less than the margin
+        verdict = (
+            "similar: the deepest (most ImageNet-specific) features separate these classes about as well "
+            f"(the earlier cut {best.cut!r} is ahead by less than the margin)"
+        )
     reasons.append(
         f"deepest minus best earlier = {comparison.margin:+.3f} accuracy (dissimilar below "
         f"{-TRUNCATE_MARGIN:+.3f}; {abs(d) / comparison.noise:.1f} standard errors from that line) "
