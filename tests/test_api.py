@@ -70,6 +70,7 @@ def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, s
     assert (run.run_dir / "labels.txt").read_text().split() == ["class_0", "class_1", "class_2"]
     saved = transferkit.recipes.load(run.run_dir / "recipe.toml")
     assert saved == run.recipe and (strategy != "truncate" or saved.backbone.cut in run.recipe.backbone.cut)
+    assert saved.backbone.image_size == transferkit.get_backbone("tiny").default_size  # resolved, not 0
     if strategy == "truncate":
         assert run.recipe.backbone.cut in transferkit.get_backbone("tiny").cut_points
     model = keras.models.load_model(run.run_dir / "model.keras", safe_mode=True)

@@ -299,6 +299,13 @@ def test_html_report_summarises_escapes_and_embeds(run_dir):
     assert "<img" in page and 'src="runs' not in page  # self-contained: no links to files
 
 
+def test_the_report_written_in_a_fits_last_step_calls_the_run_finished(run_dir):
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "reporting"}))  # as fit writes it
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert "reporting" not in page and "finished" in page
+
+
 def test_html_report_reads_a_flat_metrics_file(run_dir):
     (run_dir / "metrics.json").write_text(json.dumps(metrics_for(["a", "b"], 3 / 4).to_dict()))
     page = write_html_report(run_dir).read_text(encoding="utf-8")

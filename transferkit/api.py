@@ -204,7 +204,8 @@ def fit(
             training and validation splits and keep the winner; recorded in ``selection.json``)
             or "fast" (the measured pick as it is). A dry run never trains trials.
         out: parent folder of run folders.
-        name: run folder name (default ``<data>-<recipe>-<timestamp>``).
+        name: run folder name (default ``<data>-<recipe>-<timestamp>``; ``<data>-auto-<timestamp>``
+            where the recipe is picked).
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
         precision: see :func:`transferkit.training.device.setup_device`.

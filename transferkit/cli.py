@@ -252,7 +252,9 @@ def main() -> None:
 )
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run folders.")
 @click.option(
-    "--name", help="Run folder name (default <data>-<recipe>-<timestamp>); a taken name is an error."
+    "--name",
+    help="Run folder name (default <data>-<recipe>-<timestamp>, <data>-auto-<timestamp> when fit picks "
+    "the recipe); a taken name is an error.",
 )
 @click.option("--strict", is_flag=True, help="A class folder without usable images is an error.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit without training.")

@@ -125,6 +125,15 @@ def image_size_for(recipe: Recipe, spec: BackboneSpec) -> int:
     return recipe.backbone.image_size or spec.default_size
 
 
+def with_image_size(recipe: Recipe, spec: BackboneSpec) -> Recipe:
+    """``recipe`` with the image size it trains at written out (0 means the backbone's default), as
+    the run folder's ``recipe.toml`` keeps it."""
+    size = image_size_for(recipe, spec)
+    if recipe.backbone.image_size == size:
+        return recipe
+    return dataclasses.replace(recipe, backbone=dataclasses.replace(recipe.backbone, image_size=size))
+
+
 def load_splits(data: str, recipe: Recipe, strict: bool = False) -> DataSplits:
     """The recipe's splits of ``data``: test held out first (same seed, same split), then validation."""
     data_config = recipe.data
@@ -240,6 +249,7 @@ def assemble(
     recipe, spec, base, splits, selection, weights_source, verbose, stopwatch: Stopwatch | None = None
 ) -> Session:
     """Cut the base when the recipe truncates, add the head, plan the phases."""
+    recipe = with_image_size(recipe, spec)
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("build classifier"):
         if recipe.strategy == "truncate":

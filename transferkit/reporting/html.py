@@ -165,6 +165,13 @@ def _check_folder(run_dir: Path) -> Path:
 # ---------------------------------------------------------------- reading the folder
 
 
+def _finished(run: dict) -> dict:
+    """``run.json`` as the report shows it: ``fit`` writes the report in its last step, while the
+    status reads "reporting" (a run stopped there writes it again on ``--resume``), so it describes
+    a finished run."""
+    return {**run, "status": "finished"} if run.get("status") == "reporting" else run
+
+
 def _load_json(path: Path, notes: list[str]) -> dict:
     """Read an optional JSON object: {} when missing; {} and a note when unreadable."""
     if not path.exists():
@@ -351,7 +358,7 @@ def _evidence(
         section("Per-class results", _per_class(metrics)),
         section("Model selection", _selection(data["selection"], data["metrics"].get("averaging") or {})),
         section("Dataset", _dataset(data["dataset_card"])),
-        section("Run details", scalars_and_records(data["run"], skip=("class_names",))),
+        section("Run details", scalars_and_records(_finished(data["run"]), skip=("class_names",))),
         section("Recipe", f"<pre>{esc(recipe_text)}</pre>" if recipe_text else missing("No recipe.toml.")),
     ]
     if pictures:  # e.g. selection.png, augment_preview.png

@@ -42,7 +42,8 @@ class Device:
 
     def describe(self) -> str:
         where = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
-        text = f"{where}, {self.precision} precision, {type(self.strategy).__name__}"
+        strategy = type(self.strategy).__name__
+        text = f"{where}, {self.precision} precision" + ("" if strategy.startswith("_") else f", {strategy}")
         if self.replicas > 1:
             text += f", {self.replicas} replicas"
         return text + (f", {self.cluster.describe()}" if self.cluster else "")
