@@ -22,7 +22,7 @@
 # onnxruntime) and checks they agree with the Keras model.
 #
 # **Run time:** about 4 minutes on two CPU cores (faces vs. non-faces from Labeled Faces in the
-# Wild, offline). Needs `pip install 'transferkit[export]'`. `TRANSFERKIT_SMOKE=1` runs the same
+# Wild, offline). Needs `pip install -e ".[export]"` (in the transferkit folder). `TRANSFERKIT_SMOKE=1` runs the same
 # cells in under a minute with the tiny test backbone and a synthetic folder (the test suite does
 # this).
 
