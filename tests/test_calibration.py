@@ -67,6 +67,15 @@ def test_too_few_images_or_errors_fit_nothing(images, wrong, reason):
     assert fit.describe().startswith("Probabilities not calibrated: ")
 
 
+def test_the_message_says_why_ece_can_rise_where_the_nll_fell():
+    from transferkit.training.calibration import TemperatureFit
+
+    fit = TemperatureFit(1.01, True, 200, 45, 0.6712, 0.6709, 0.072, 0.081)  # the demo's random control
+    assert "ECE 0.072 -> 0.081, up: the temperature is fitted to the NLL" in fit.describe()
+    better = TemperatureFit(1.5, True, 200, 45, 0.9, 0.7, 0.15, 0.05)
+    assert "ECE 0.150 -> 0.050; the predicted classes are unchanged" in better.describe()
+
+
 def _classifier(seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((6,))

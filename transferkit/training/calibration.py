@@ -73,10 +73,13 @@ class TemperatureFit:
     def describe(self) -> str:
         if not self.applied:
             return f"Probabilities not calibrated: {self.reason}"
+        ece = f"ECE {self.ece_before:.3f} -> {self.ece_after:.3f}"
+        if self.ece_after > self.ece_before:  # the temperature minimises the NLL, not the binned ECE
+            ece += ", up: the temperature is fitted to the NLL, and ECE over so few images is noisy"
         return (
             f"Calibrated the probabilities: temperature {self.temperature:.2f}, fitted on {self.images} "
-            f"validation images (their NLL {self.nll_before:.3f} -> {self.nll_after:.3f}, "
-            f"ECE {self.ece_before:.3f} -> {self.ece_after:.3f}; the predicted classes are unchanged)"
+            f"validation images (their NLL {self.nll_before:.3f} -> {self.nll_after:.3f}, {ece}; "
+            "the predicted classes are unchanged)"
         )
 
     def to_dict(self) -> dict:
