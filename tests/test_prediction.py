@@ -177,6 +177,27 @@ def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folde
     )
     record = json.loads(result.output)
     assert (record["accuracy"], record["tta"]["accuracy"]) == (plain.accuracy, augmented.accuracy)
+    gained = record["tta"]["only_tta_right"] - record["tta"]["only_plain_right"]
+    assert gained == round((augmented.accuracy - plain.accuracy) * plain.num_samples)
+    assert 0.0 <= record["tta"]["p_value"] <= 1.0
+
+
+def test_the_tta_verdict_says_whether_the_images_it_changed_are_beyond_chance():
+    from transferkit.evaluation import TTAComparison
+    from transferkit.reporting.metrics import compute_metrics
+
+    metrics = compute_metrics(np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([0, 1]), ["a", "b"])
+    n = metrics.num_samples  # 2; the counts below are what a larger set would give
+    one = TTAComparison(metrics, metrics, only_plain_right=0, only_tta_right=1)
+    assert one.p_value == 1.0
+    assert "1 right only with it, 0 only without: within chance, p = 1.00" in one.verdict()
+    assert one.verdict().startswith(f"TTA helped: {100 / n:+.1f} points (1 more of {n} images right")
+    many = TTAComparison(metrics, metrics, only_plain_right=1, only_tta_right=12)
+    assert many.p_value == pytest.approx(0.0034, abs=1e-4) and "beyond chance, p = 0.00" in many.verdict()
+    worse = TTAComparison(metrics, metrics, only_plain_right=3, only_tta_right=1)
+    assert worse.verdict().startswith("TTA hurt: ") and "within chance, p = 0.62" in worse.verdict()
+    level = TTAComparison(metrics, metrics, only_plain_right=2, only_tta_right=2)
+    assert level.verdict().startswith("TTA left the accuracy as it was")
 
 
 def test_predict_warns_when_a_16_bit_image_of_12_bit_values_decodes_nearly_black(run_dir, tmp_path, caplog):

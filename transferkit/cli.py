@@ -388,14 +388,12 @@ def _refuse_settings_with_resume(context: click.Context) -> None:
         )
 
 
-def _echo_tta(plain, augmented) -> None:
+def _echo_tta(comparison) -> None:
     """Both accuracies, and whether test-time augmentation helped, before the full table."""
-    from transferkit.prediction import tta_verdict
-
-    for label, metrics in (("without TTA", plain), ("with TTA", augmented)):
+    for label, metrics in (("without TTA", comparison.plain), ("with TTA", comparison.augmented)):
         low, high = metrics.accuracy_interval
         click.echo(f"{label:<12} accuracy {metrics.accuracy:.4f} (95% CI {low:.3f}-{high:.3f})")
-    click.echo(tta_verdict(plain, augmented) + "; the table below is without TTA\n")
+    click.echo(comparison.verdict() + "; the table below is without TTA\n")
 
 
 def _require_accuracy(accuracy: float, bar: float | None, what: str, kept: str) -> None:
@@ -492,24 +490,34 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
       transferkit evaluate runs/<run> --data ./new_photos --min-accuracy 0.9
 
     With --tta, evaluates twice (without and with test-time augmentation) and says whether it
-    helped; --min-accuracy checks the model without TTA (what model.keras computes).
+    helped, and whether beyond chance (an exact test on the images only one of the two gets right);
+    --min-accuracy checks the model without TTA (what model.keras computes).
 
     Exit status: 0 done, 2 a usage or data error, 3 accuracy below --min-accuracy.
     """
     from transferkit import api
+    from transferkit.evaluation import compare_tta
 
-    metrics = api.evaluate(run_dir, data)
-    augmented = api.evaluate(run_dir, data, tta=True) if tta else None
+    comparison = compare_tta(run_dir, data) if tta else None
+    metrics = comparison.plain if comparison else api.evaluate(run_dir, data)
+    augmented = comparison.augmented if comparison else None
     what = f"accuracy on {metrics.num_samples} images ({metrics.scored})"
     gate = (metrics.accuracy, min_accuracy, what, f"run {run_dir}")
     if fmt == "json" or as_json:
-        record = metrics.to_dict() if augmented is None else {**metrics.to_dict(), "tta": augmented.to_dict()}
+        record = metrics.to_dict()
+        if comparison is not None:
+            record["tta"] = {
+                **augmented.to_dict(),
+                "only_plain_right": comparison.only_plain_right,
+                "only_tta_right": comparison.only_tta_right,
+                "p_value": round(comparison.p_value, 4),
+            }
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
         _require_accuracy(*gate)
         return
     click.echo(f"Scored {metrics.scored}: {metrics.num_samples} images.")
-    if augmented is not None:
-        _echo_tta(metrics, augmented)
+    if comparison is not None:
+        _echo_tta(comparison)
     low, high = metrics.accuracy_interval
     interval = f"95% CI {low:.3f}-{high:.3f}"
     click.echo(f"accuracy {metrics.accuracy:.4f} ({interval})")

@@ -7,13 +7,15 @@ import logging
 import shlex
 from pathlib import Path
 
+import numpy as np
+
 from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
 from transferkit.data.scan import detect_layout
 from transferkit.errors import TransferkitError
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
 from transferkit.reporting.diagnostics import load_predictions
-from transferkit.reporting.metrics import Metrics, evaluate_model
+from transferkit.reporting.metrics import Metrics, compute_metrics, evaluate_model, predict_dataset
 from transferkit.session import (
     as_float,
 )
@@ -40,6 +42,75 @@ def evaluate(
         ``accuracy_interval``, ``top5_accuracy``, ``per_class`` precision, recall and F1, the
         ``confusion`` matrix, and which images were ``scored``.
     """
+    run, dataset, scored = _scored_images(run_dir, data, batch_size)
+    metrics = evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+    return dataclasses.replace(metrics, scored=scored)
+
+
+@dataclasses.dataclass(frozen=True)
+class TTAComparison:
+    """The same images scored without and with test-time augmentation, image by image."""
+
+    plain: Metrics
+    augmented: Metrics
+    only_plain_right: int  # images only the model without TTA classifies right
+    only_tta_right: int  # images only the model with TTA classifies right
+
+    @property
+    def p_value(self) -> float:
+        """Exact two-sided test (McNemar's, as a binomial on the images only one gets right) of
+        "TTA makes no difference"; 1.0 where no image changed."""
+        from scipy.stats import binomtest
+
+        changed = self.only_plain_right + self.only_tta_right
+        return 1.0 if not changed else float(binomtest(self.only_tta_right, changed, 0.5).pvalue)
+
+    def verdict(self) -> str:
+        """Whether TTA helped, in one line, with how sure that is.
+
+        Example:
+            >>> from transferkit.reporting.metrics import compute_metrics
+            >>> metrics = compute_metrics(np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([0, 1]), ["a", "b"])
+            >>> TTAComparison(metrics, metrics, only_plain_right=0, only_tta_right=0).verdict()
+            'TTA made no difference: the same answers on all 2 images'
+        """
+        n, gained = self.plain.num_samples, self.only_tta_right - self.only_plain_right
+        if not self.only_plain_right + self.only_tta_right:
+            return f"TTA made no difference: the same answers on all {n} images"
+        chance = "within chance" if self.p_value >= SIGNIFICANCE else "beyond chance"
+        detail = (
+            f"{self.only_tta_right} right only with it, {self.only_plain_right} only without: "
+            f"{chance}, p = {self.p_value:.2f}"
+        )
+        if not gained:
+            return f"TTA left the accuracy as it was on {n} images ({detail})"
+        word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
+        points = f"{100 * gained / n:+.1f} points"
+        return f"TTA {word}: {points} ({abs(gained)} {change} of {n} images right; {detail})"
+
+
+SIGNIFICANCE = 0.05  # the conventional level, as export's parity check and the partner check use
+
+
+def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int = 32) -> TTAComparison:
+    """:func:`evaluate` without and with test-time augmentation on the same images, with which
+    images each gets right (``transferkit evaluate --tta`` prints its :meth:`~TTAComparison.verdict`)."""
+    run, dataset, scored = _scored_images(run_dir, data, batch_size)
+    plain, labels = predict_dataset(run.model, dataset)
+    augmented, again = predict_dataset(tta_model(run.model), dataset)
+    if not np.array_equal(labels, again):
+        raise TransferkitError("The evaluation images came in another order on the second pass.")
+    plain_right, tta_right = plain.argmax(axis=1) == labels, augmented.argmax(axis=1) == labels
+    return TTAComparison(
+        dataclasses.replace(compute_metrics(plain, labels, run.class_names), scored=scored),
+        dataclasses.replace(compute_metrics(augmented, labels, run.class_names), scored=scored),
+        only_plain_right=int(np.sum(plain_right & ~tta_right)),
+        only_tta_right=int(np.sum(tta_right & ~plain_right)),
+    )
+
+
+def _scored_images(run_dir: str | Path, data: str | None, batch_size: int):
+    """The loaded run, the dataset of the images to score (read once a pass) and which they are."""
     run = runfolder.load_run(run_dir)
     if data is None:
         images, scored = _held_out_images(run.run_dir)
@@ -47,9 +118,7 @@ def evaluate(
         images, part = labelled_images(data, run.class_names, run.white_level)
         _warn_if_trained_on(run, data, part)
         scored = f"{'all' if part == 'all of it' else part.replace('its ', 'the ')} of {source_path(data)}"
-    dataset = as_float(make_dataset(images, run.image_size, batch_size, cache=False))  # read once
-    metrics = evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
-    return dataclasses.replace(metrics, scored=scored)
+    return run, as_float(make_dataset(images, run.image_size, batch_size, cache=False)), scored
 
 
 def _warn_if_trained_on(run: runfolder.SavedRun, data: str, part: str) -> None:

@@ -20,7 +20,6 @@ from transferkit.errors import TransferkitError
 if TYPE_CHECKING:
     import keras
 
-    from transferkit.reporting.metrics import Metrics
     from transferkit.reporting.runfolder import SavedRun
 
 logger = logging.getLogger(__name__)
@@ -115,25 +114,6 @@ def write_contact_sheet(
         )
     note = f"first {shown} of {len(rows)} images" if shown < len(rows) else f"{shown} images"
     plot_image_grid(images[:shown], path, titles=titles, columns=8, suptitle=f"Predictions: {note}")
-
-
-def tta_verdict(plain: Metrics, augmented: Metrics) -> str:
-    """Whether test-time augmentation helped on these labelled images, in one line.
-
-    Example:
-        >>> from transferkit.reporting.metrics import compute_metrics
-        >>> labels = np.array([0, 1, 1, 0])
-        >>> plain = compute_metrics(np.array([[.9, .1], [.6, .4], [.3, .7], [.8, .2]]), labels, ["a", "b"])
-        >>> tta = compute_metrics(np.array([[.9, .1], [.4, .6], [.3, .7], [.8, .2]]), labels, ["a", "b"])
-        >>> tta_verdict(plain, tta)
-        'TTA helped: +25.0 points (1 more of 4 images right)'
-    """
-    gained = round((augmented.accuracy - plain.accuracy) * plain.num_samples)
-    points = 100 * (augmented.accuracy - plain.accuracy)
-    if gained == 0:
-        return f"TTA made no difference: same accuracy on {plain.num_samples} images"
-    word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
-    return f"TTA {word}: {points:+.1f} points ({abs(gained)} {change} of {plain.num_samples} images right)"
 
 
 def predict(
