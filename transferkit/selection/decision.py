@@ -58,7 +58,7 @@ class Selection:
     close_call: bool  # similarity within noise, LogME disagreeing, or size near its threshold
     reasons: tuple[str, ...]
     scores: tuple[CutScore, ...]
-    seconds: float
+    seconds: float  # the decision's; measured on a base (selection.measure), the forward pass included
     images_per_class: float | None = None  # median, when measured (places the dataset on the plot)
     image_size: int | None = None  # the side measured at; the dissimilar size rule depends on it
     trials: Any = None  # selection.trials.Trials when fit settled a close call by training (read: a dict)
