@@ -15,7 +15,14 @@ from transferkit.errors import TransferkitError
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
 from transferkit.reporting.diagnostics import load_predictions
-from transferkit.reporting.metrics import Metrics, compute_metrics, evaluate_model, predict_dataset
+from transferkit.reporting.metrics import (
+    SIGNIFICANCE,
+    Metrics,
+    compute_metrics,
+    evaluate_model,
+    paired_exact_p,
+    predict_dataset,
+)
 from transferkit.session import (
     as_float,
 )
@@ -58,12 +65,9 @@ class TTAComparison:
 
     @property
     def p_value(self) -> float:
-        """Exact two-sided test (McNemar's, as a binomial on the images only one gets right) of
-        "TTA makes no difference"; 1.0 where no image changed."""
-        from scipy.stats import binomtest
-
-        changed = self.only_plain_right + self.only_tta_right
-        return 1.0 if not changed else float(binomtest(self.only_tta_right, changed, 0.5).pvalue)
+        """McNemar's exact test (:func:`~transferkit.reporting.metrics.paired_exact_p`) of "TTA
+        makes no difference"."""
+        return paired_exact_p(self.only_tta_right, self.only_plain_right)
 
     def verdict(self) -> str:
         """Whether TTA helped, in one line, with how sure that is.
@@ -87,9 +91,6 @@ class TTAComparison:
         word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
         points = f"{100 * gained / n:+.1f} points"
         return f"TTA {word}: {points} ({abs(gained)} {change} of {n} images right; {detail})"
-
-
-SIGNIFICANCE = 0.05  # the conventional level, as export's parity check and the partner check use
 
 
 def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int = 32) -> TTAComparison:

@@ -34,6 +34,7 @@ from transferkit.exporting.formats import (
 from transferkit.exporting.parity import Parity, check_parity, compare_predictions
 from transferkit.exporting.runtimes import keras_runner, open_runner
 from transferkit.fileio import write_json
+from transferkit.reporting.metrics import SIGNIFICANCE
 from transferkit.reporting.runfolder import SavedRun, load_run
 
 
@@ -201,9 +202,8 @@ def _gate_message(result: ExportResult) -> str:
     else:
         advice = "a milder --quantize or a larger --max-drop"
     chance = parity.drop_p_value
-    verdict = (
-        "a drop this size can be chance; more test images would tell" if chance >= 0.05 else "a real loss"
-    )
+    chance_only = "a drop this size can be chance; more test images would tell"
+    verdict = chance_only if chance >= SIGNIFICANCE else "a real loss"
     evidence = (
         f"{parity.only_keras_right} images right only before, {parity.only_export_right} only after: "
         f"McNemar p = {chance:.2g}, {verdict}"

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from transferkit.reporting.metrics import paired_exact_p
+
 Runner = Callable[[np.ndarray], np.ndarray]  # images -> probabilities, see exporting.runtimes
 
 LATENCY_IMAGES = 20  # images timed one at a time, after one warm-up call
@@ -60,10 +62,7 @@ class Parity:
         """McNemar's exact test on the images the two models disagree on: how likely a split at least
         this uneven is if the export were as accurate as ``model.keras`` (two-sided). On small test
         sets one image is a point or more, and a drop over the bar can still be chance."""
-        from scipy.stats import binomtest
-
-        changed = self.only_keras_right + self.only_export_right
-        return 1.0 if not changed else float(binomtest(self.only_keras_right, changed, 0.5).pvalue)
+        return paired_exact_p(self.only_keras_right, self.only_export_right)
 
     def summary(self) -> str:
         """One line, e.g. ``agreement 99.5% | accuracy 0.912 -> 0.910 (drop 0.2 points) | ...``."""

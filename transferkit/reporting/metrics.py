@@ -126,6 +126,25 @@ def accuracy_interval(correct: int, total: int, z: float = Z_95) -> tuple[float,
     return (float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
 
 
+SIGNIFICANCE = 0.05
+"""The conventional level below which a paired difference is called beyond chance (export's parity
+check, ``evaluate --tta``)."""
+
+
+def paired_exact_p(only_first_right: int, only_second_right: int) -> float:
+    """McNemar's exact test, two-sided: how likely a split of the images only one of two models gets
+    right at least this uneven is if both were as accurate; 1.0 where no image differs.
+
+    Example:
+        >>> round(paired_exact_p(1, 12), 4), paired_exact_p(0, 0)
+        (0.0034, 1.0)
+    """
+    from scipy.stats import binomtest
+
+    changed = only_first_right + only_second_right
+    return 1.0 if not changed else float(binomtest(only_first_right, changed, 0.5).pvalue)
+
+
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Metrics:
     """Compute :class:`Metrics` from predicted class probabilities and integer labels.
 
