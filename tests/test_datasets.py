@@ -170,7 +170,9 @@ def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repe
 
     stamp(tmp_path / "animals" / "birds" / "crow.png", (256, 128), (0, 0, 0, 255))  # in a sub-folder
     stamp(tmp_path / "animals" / "cat.png", (64, 64), (200, 0, 0, 128))  # half transparent
-    stamp(tmp_path / "food" / "crow_again.png", (256, 128), (0, 0, 0, 255))  # the crow once more
+    stamp(tmp_path / "animals" / "crow_again.png", (256, 128), (0, 0, 0, 255))  # the crow once more
+    stamp(tmp_path / "food" / "egg.png", (80, 100), (250, 250, 0, 255))
+    stamp(tmp_path / "plants" / "egg_plant.png", (80, 100), (250, 250, 0, 255))  # the egg, filed twice
     stamp(tmp_path / "vehicles" / "car.png", (90, 300), (0, 0, 255, 255))
     stamp(tmp_path / "symbols" / "star.png", (32, 32), (9, 9, 9, 255))  # not a category used
     monkeypatch.setattr(examples_debian, "STAMPS_DIR", tmp_path)
@@ -180,7 +182,8 @@ def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repe
     side = examples_debian.STAMP_SIDE
     assert images.shape == (3, side, side, 3) and images.dtype == np.uint8
     categories = examples_debian.STAMP_CATEGORIES
-    assert [categories[i] for i in labels] == ["animals", "animals", "vehicles"]  # the food crow dropped
+    # the second crow dropped as a copy; the egg under food and plants has no single label: both gone
+    assert [categories[i] for i in labels] == ["animals", "animals", "vehicles"]
     crow, cat, car = images  # sorted by path within a category: birds/crow.png before cat.png
     assert (crow[0, 0] == 255).all() and (crow[side // 2, side // 2] == 0).all()  # 2:1, letterboxed
     assert (car[side // 2, 0] == 255).all() and (car[side // 2, side // 2] == [0, 0, 255]).all()
@@ -225,6 +228,46 @@ def test_icon_contexts_missing_theme_is_a_clear_error_with_the_install_command(m
     monkeypatch.setattr(examples_debian, "ICON_CONTEXT_THEMES", themes)
     with pytest.raises(TransferkitError, match="apt-get install --no-install-recommends faenza-icon-theme"):
         get_dataset("icon_contexts").load()
+
+
+def test_distinct_keeps_a_copy_once_and_drops_doubly_labelled_and_blank_pictures():
+    from transferkit.data.examples_debian import MIN_INK, distinct
+
+    def picture(value, inked_pixels=64 * 64):
+        pixels = np.full((64, 64, 3), 255, np.uint8)
+        pixels.reshape(-1, 3)[:inked_pixels] = value
+        return pixels
+
+    few = int(MIN_INK * 64 * 64)  # just under the share: nothing to classify
+    pictures = [
+        (picture(10), 0),
+        (picture(20), 1),
+        (picture(10), 0),  # a copy under the same label: kept once
+        (picture(30), 2),
+        (picture(30), 1),  # the same picture under another label: neither kept
+        (picture(40, few), 2),  # a dot on the page
+        (picture(40, few + 2), 2),  # just over the share
+        (picture(250), 1),  # drawn in white on white
+    ]
+
+    images, labels = distinct(pictures)
+
+    assert labels.tolist() == [0, 1, 2]
+    assert [int(image[0, 0, 0]) for image in images] == [10, 20, 40]
+
+
+def test_clipart_leaves_out_the_placeholders_by_path(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    for name in ("animals/birds/owl.png", *examples_debian.CLIPART_PLACEHOLDERS):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", (40, 40), (len(name), 0, 0, 255)).save(path)
+    monkeypatch.setattr(examples_debian, "CLIPART_DIR", tmp_path)
+
+    images, labels = get_dataset("clipart_categories").load()
+
+    assert labels.tolist() == [0] and int(images[0, 64, 64, 0]) == len("animals/birds/owl.png")
 
 
 def test_clipart_skips_huge_drawings_by_their_header_before_decoding(monkeypatch, tmp_path):

@@ -142,7 +142,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "icon_contexts",
             "Which freedesktop context a 48 px full-colour icon is filed under (actions, apps, devices, "
             "mimetypes, places, status), from the Faenza and elementary-xfce themes; on white",
-            debian.ICON_CONTEXTS, 1162, (debian.ICON_CONTEXT_SIDE, debian.ICON_CONTEXT_SIDE),
+            debian.ICON_CONTEXTS, 1160, (debian.ICON_CONTEXT_SIDE, debian.ICON_CONTEXT_SIDE),
             "faenza-icon-theme, elementary-xfce-icon-theme (Debian; make datasets)",
             "GPL-3+ (Faenza), GPL-2+ (elementary-xfce)", "illustration",
             debian.icon_contexts,
@@ -159,15 +159,15 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "clipart_categories",
             "Category of an Openclipart drawing: animals, buildings, food, plants, tools, "
             "transportation (road signs included, as filed); scaled into a 128 px square on white",
-            debian.CLIPART_CATEGORIES, 1181, (debian.CLIPART_SIDE, debian.CLIPART_SIDE),
+            debian.CLIPART_CATEGORIES, 1147, (debian.CLIPART_SIDE, debian.CLIPART_SIDE),
             "openclipart-png (Debian; make datasets)", "CC0 / public domain", "drawing",
             debian.clipart_categories,
         ),
         _entry(
             "mahjong_suits",
             "Suit of a mahjong tile (bamboo, characters, dots, winds, dragons, flowers and seasons), from "
-            "nine tile sets of KDE's, GNOME's and xmahjongg's games; scaled into a 96 px square on white",
-            debian.MAHJONG_SUITS, 322, (debian.MAHJONG_SIDE, debian.MAHJONG_SIDE),
+            "eight tile sets of KDE's, GNOME's and xmahjongg's games; scaled into a 96 px square on white",
+            debian.MAHJONG_SUITS, 320, (debian.MAHJONG_SIDE, debian.MAHJONG_SIDE),
             "kdegames-mahjongg-data-kf5; gnome-mahjongg, xmahjongg (Debian, unpacked; make datasets)",
             "GPL-2+", "illustration", debian.mahjong_suits,
         ),

@@ -250,7 +250,7 @@ def icon_contexts() -> tuple[np.ndarray, np.ndarray]:
     no single right label).
     """
     hint = "apt-get install --no-install-recommends " + " ".join(p for p, _ in ICON_CONTEXT_THEMES.values())
-    by_context: list[dict[bytes, np.ndarray]] = [{} for _ in ICON_CONTEXTS]
+    icons = []
     for theme, (package, renamed) in ICON_CONTEXT_THEMES.items():
         root = require_file(Path(theme), "icon_contexts", f"the Debian package {package}", hint)
         for label, context in enumerate(ICON_CONTEXTS):
@@ -261,18 +261,8 @@ def icon_contexts() -> tuple[np.ndarray, np.ndarray]:
                 with Image.open(path) as image:
                     if image.size != (ICON_CONTEXT_SIDE, ICON_CONTEXT_SIDE):  # sprite sheets
                         continue
-                    pixels = flatten_rgba(image, (255, 255, 255))
-                by_context[label].setdefault(hashlib.sha1(pixels.tobytes()).digest(), pixels)
-    counts: dict[bytes, int] = {}
-    for icons in by_context:
-        for digest in icons:
-            counts[digest] = counts.get(digest, 0) + 1
-    images, labels = [], []
-    for label, icons in enumerate(by_context):
-        kept = [pixels for digest, pixels in icons.items() if counts[digest] == 1]
-        images += kept
-        labels += [label] * len(kept)
-    return np.stack(images), np.asarray(labels)
+                    icons.append((flatten_rgba(image, (255, 255, 255)), label))
+    return distinct(sorted(icons, key=lambda icon: icon[1]))  # by context, each theme's in turn
 
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -301,33 +291,55 @@ CLIPART_SIDE = 128
 # Pillow's warning limit. Eleven food drawings of 169 megapixels and one of 623 are skipped by their
 # header before anything is decoded (the 623 one is over Pillow's hard limit besides).
 CLIPART_MAX_PIXELS = 89_478_485
+CLIPART_PLACEHOLDERS = frozenset(
+    {"animals/birds/duck_yellow_ii_kurt_cagl_.png", "animals/birds/penguin/tux_didier_fabert_01.png"}
+)
+"""Files that draw Inkscape's "Linked Image Not Found" box instead of their subject (the rendered
+SVG linked a bitmap the package does not ship); found by eye on contact sheets of all six categories."""
+MIN_INK = 0.005
+"""The least share of a built-in picture's pixels that must differ from the white page (by more than
+16 of 255 in a channel) for :func:`distinct` to keep it: at 128 px, 82 pixels, a 9 px square.
+Openclipart's 13 bullet holes (filed under tools) are a dot of 65-74 pixels on an A4 page at that
+size; the next least-inked drawings, a house and a shovel small on their pages, have 84 and 118. No
+Tux Paint stamp has under 2.4%."""
 
 
 def clipart_categories() -> tuple[np.ndarray, np.ndarray]:
     """Openclipart's public-domain clip art (drawings) by top-level category folder, each scaled to
-    fit a ``CLIPART_SIDE`` square, centred on white; a drawing found twice is kept once."""
+    fit a ``CLIPART_SIDE`` square, centred on white; a drawing found twice is kept once, one filed
+    under two categories is dropped, as are the placeholders (:data:`CLIPART_PLACEHOLDERS`) and
+    drawings too small on their page to see (:data:`MIN_INK`)."""
     hint = "apt-get install --no-install-recommends openclipart-png"
     root = require_file(CLIPART_DIR, "clipart_categories", "the Debian package openclipart-png", hint)
-    return pictures_by_category(root, CLIPART_CATEGORIES, CLIPART_SIDE, max_pixels=CLIPART_MAX_PIXELS)
+    return pictures_by_category(
+        root, CLIPART_CATEGORIES, CLIPART_SIDE, max_pixels=CLIPART_MAX_PIXELS, skip=CLIPART_PLACEHOLDERS
+    )
 
 
 def pictures_by_category(
-    root: Path, categories: tuple[str, ...], side: int, max_pixels: int | None = None
+    root: Path,
+    categories: tuple[str, ...],
+    side: int,
+    max_pixels: int | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every PNG under ``root/<category>`` (sub-folders too), labelled by its category's index,
-    scaled to fit a ``side`` square and centred on white; a picture found twice is kept once.
+    scaled to fit a ``side`` square and centred on white, as :func:`distinct` keeps them.
 
     Args:
         max_pixels: skip larger files by the size in their header, before decoding them.
+        skip: paths relative to ``root`` (with '/') to leave out.
     """
-    return distinct(_category_pictures(root, categories, side, max_pixels))
+    return distinct(_category_pictures(root, categories, side, max_pixels, skip))
 
 
 def _category_pictures(
-    root: Path, categories: tuple[str, ...], side: int, max_pixels: int | None
+    root: Path, categories: tuple[str, ...], side: int, max_pixels: int | None, skip: frozenset[str]
 ) -> Iterator[tuple[np.ndarray, int]]:
     for label, category in enumerate(categories):
         for path in sorted((root / category).rglob("*.png")):
+            if path.relative_to(root).as_posix() in skip:
+                continue
             try:
                 with warnings.catch_warnings():  # Pillow's warning above 89 megapixels: skipped below
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -344,23 +356,40 @@ def _category_pictures(
 
 
 def distinct(pictures: Iterable[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` of ``pictures`` (pixels, label), a picture found twice kept once."""
-    images, labels, seen = [], [], set()
+    """``(images, labels)`` of ``pictures`` (RGB pixels on white, label), in their order, cleaned:
+
+    - a picture found twice under one label is kept once (the first);
+    - one found under two labels is dropped: it has no single right label (Openclipart files 20
+      drawings under two of its categories, a gum nut under food and plants);
+    - one with less than :data:`MIN_INK` of its pixels drawn on is dropped: there is nothing to
+      classify (Openclipart's bullet holes, a dot on an A4 page).
+    """
+    first: dict[bytes, tuple[np.ndarray, int]] = {}
+    labels: dict[bytes, set[int]] = {}
     for pixels, label in pictures:
+        if inked(pixels) < MIN_INK:
+            continue
         digest = hashlib.sha1(pixels.tobytes()).digest()
-        if digest not in seen:
-            seen.add(digest)
-            images.append(pixels)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
+        first.setdefault(digest, (pixels, label))
+        labels.setdefault(digest, set()).add(label)
+    kept = [picture for digest, picture in first.items() if len(labels[digest]) == 1]
+    return np.stack([pixels for pixels, _ in kept]), np.asarray([label for _, label in kept])
+
+
+def inked(pixels: np.ndarray) -> float:
+    """The share of ``pixels`` (RGB or grey on white) that differ from white by more than 16 of 255."""
+    faint = 255 - pixels.astype(np.int16)
+    return float(np.mean((faint.max(axis=-1) if faint.ndim == 3 else faint) > 16))
 
 
 MAHJONG_SUITS = ("bamboo", "bonus", "characters", "dots", "dragons", "winds")
 # bonus: the four flowers and four seasons. Three sources, each drawing every tile of a set.
 KMAHJONGG_DIR = Path("/usr/share/kmahjongglib/tilesets")
-KMAHJONGG_TILESETS = ("default", "jade", "traditional")
+KMAHJONGG_TILESETS = ("default", "traditional")
 # Left out: alphabet (the suits drawn as letters and digits), classic and egypt (their tiles' SVG
-# elements are drawn at scattered positions and scales, so no face crops the same way).
+# elements are drawn at scattered positions and scales, so no face crops the same way), jade (its
+# faces are drawn in white for a green tile body: on white all 41 are blank, and until 2026-12-06
+# two of them were in the set, a blank "bamboo" and a blank "characters").
 KMAHJONGG_IDS = {"BAMBOO": 0, "FLOWER": 1, "SEASON": 1, "CHARACTER": 2, "ROD": 3, "DRAGON": 4, "WIND": 5}
 GNOME_MAHJONGG_DIR = Path("/usr/share/gnome-mahjongg/themes")
 GNOME_MAHJONGG_THEMES = ("smooth.png", "postmodern.svg")  # edu_kang_xi left out: Kangxi radicals, not suits
@@ -378,7 +407,7 @@ MAHJONG_SIDE = 96
 
 
 def mahjong_suits() -> tuple[np.ndarray, np.ndarray]:
-    """Mahjong tiles by suit from nine tile sets of three Debian games, each scaled to fit a
+    """Mahjong tiles by suit from eight tile sets of three Debian games, each scaled to fit a
     ``MAHJONG_SIDE`` square, centred on white; a tile drawn twice is kept once.
 
     KDE's tile faces are SVG elements without the tile body (cropped to what they draw); GNOME's and
