@@ -161,6 +161,41 @@ def test_a_missing_debian_package_is_a_clear_error_with_the_install_command(
         get_dataset(name).load()
 
 
+def test_datasets_command_says_which_sets_this_machine_has_and_how_to_get_the_others(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from transferkit.cli import main
+    from transferkit.data import examples_debian
+
+    unpacked = tmp_path / "unpacked"
+    monkeypatch.setattr(examples_debian, "UNPACKED_ROOT", unpacked)
+    monkeypatch.setattr(examples_debian, "CLIPART_DIR", tmp_path / "no-clipart")  # neither installed
+    monkeypatch.setattr(examples_debian, "XBOARD_DIR", tmp_path / "no-xboard")  # nor unpacked
+    monkeypatch.setattr(examples_debian, "PYCHESS_DIR", tmp_path / "pychess")
+    (unpacked / (tmp_path / "pychess").relative_to("/")).mkdir(parents=True)  # unpacked: that counts
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "skimage" else find_spec(name)
+    )
+    monkeypatch.setattr(shutil, "which", lambda command: None if command == "rsvg-convert" else "/bin/true")
+    names = [entry.name for entry in list_datasets()]
+
+    result = CliRunner().invoke(main, ["datasets"])
+
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.split()[0] in names}
+    assert lines["digits"].endswith("; ready")  # scikit-learn is a dependency
+    assert lines["clipart_categories"].endswith(
+        f"not here: make datasets (missing {tmp_path / 'no-clipart'})"
+    )
+    assert lines["lfw_faces"].endswith(f"not here: {examples_pypi.SKIMAGE_HINT} (missing skimage)")
+    missing = f"{tmp_path / 'no-xboard'}, rsvg-convert"
+    assert lines["chess_pieces"].endswith(f"not here: make datasets (missing {missing})")
+    ready = sum(line.endswith("; ready") for line in lines.values())
+    assert f"{ready} of {len(names)} ready on this machine." in result.output
+    assert ready == sum(not get_dataset(name).needs.missing() for name in names) < len(names)
+
+
 def test_stamp_categories_label_by_category_folder_centre_on_white_and_drop_repeats(monkeypatch, tmp_path):
     from transferkit.data import examples_debian
 

@@ -770,16 +770,21 @@ def weights_import(source, backbone, out):
 @main.group(invoke_without_command=True)
 @click.pass_context
 def datasets(ctx):
-    """Built-in example datasets of real images available offline."""
+    """Built-in example datasets of real images available offline, and which this machine has."""
     if ctx.invoked_subcommand is None:
         from transferkit.data.examples import list_datasets
 
-        for entry in list_datasets():
-            click.echo(
-                f"{entry.name:<18}{entry.size:>6,} images, {len(entry.classes):>2} classes, {entry.kind}"
-            )
+        entries = list_datasets()
+        ready = 0
+        for entry in entries:
+            missing = entry.needs.missing()
+            ready += not missing
+            here = f"not here: {entry.needs.install()} (missing {', '.join(missing)})" if missing else "ready"
+            size = f"{entry.size:>6,} images, {len(entry.classes):>2} classes"
+            click.echo(f"{entry.name:<18}{size}, {entry.kind}; {here}")
             click.echo(f"{'':<18}{entry.description}")
             click.echo(f"{'':<18}from {entry.source_package}; licence: {entry.licence}")
+        click.echo(f"{ready} of {len(entries)} ready on this machine.")
 
 
 @datasets.command("export")

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -31,6 +32,39 @@ MARKER = ".transferkit-export.json"  # hidden: the data scan never sees it
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a built-in set is made from, checked without loading it (``transferkit datasets``).
+
+    Attributes:
+        modules: Python packages, located (not imported).
+        files: the Debian files or folders, read when checked (so a test can point them elsewhere);
+            one that ``make datasets`` unpacks counts where it unpacks it too.
+        commands: programs on ``PATH``.
+    """
+
+    modules: tuple[str, ...] = ()
+    files: Callable[[], list[Path]] = field(default=list, compare=False)
+    commands: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """What is not on this machine (module, path or command names); [] when the set can load."""
+        gone = [module for module in self.modules if importlib.util.find_spec(module) is None]
+        gone += [str(path) for path in self.files() if not debian.installed_or_unpacked(path).exists()]
+        return gone + [command for command in self.commands if shutil.which(command) is None]
+
+    def install(self) -> str:
+        """How to get what :meth:`missing` names: ``make datasets`` for Debian files and programs,
+        pip for Python packages (transferkit's own dependencies need nothing)."""
+        hints = [PIP_HINTS.get(module, "") for module in self.missing() if module in self.modules]
+        if self.files() or self.commands:
+            hints.append("make datasets")
+        return "; ".join(dict.fromkeys(hint for hint in hints if hint))
+
+
+PIP_HINTS = {"skimage": pypi.SKIMAGE_HINT, "animal_mnist": pypi.ANIMAL_MNIST_HINT}
+
+
+@dataclass(frozen=True)
 class ExampleDataset:
     """One built-in dataset: real, labelled images bundled with an installed package."""
 
@@ -43,6 +77,7 @@ class ExampleDataset:
     loader: Callable[[], tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
     licence: str = ""
     kind: str = "photo"  # photo | drawing | typography | illustration | scientific
+    needs: Needs = field(default_factory=Needs, repr=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """``(uint8 images [N, H, W] or [N, H, W, 3], int64 labels [N])``, in the source's order."""
@@ -50,8 +85,12 @@ class ExampleDataset:
         return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
 
 
-def _entry(name, description, classes, size, image_size, source, licence, kind, loader) -> ExampleDataset:
-    return ExampleDataset(name, description, tuple(classes), size, image_size, source, loader, licence, kind)
+def _entry(
+    name, description, classes, size, image_size, source, licence, kind, loader, needs
+) -> ExampleDataset:
+    return ExampleDataset(
+        name, description, tuple(classes), size, image_size, source, loader, licence, kind, needs
+    )
 
 
 EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
@@ -62,6 +101,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "Labeled Faces in the Wild crops vs. other crops of the same photos (scikit-image lfw_subset)",
             ("face", "non_face"), 200, (25, 25), "scikit-image",
             "LFW: free for research, no explicit licence; scikit-image BSD-3", "photo", pypi.lfw_faces,
+            needs=Needs(modules=("skimage",)),
         ),
         _entry(
             "animal_mnist",
@@ -69,18 +109,21 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "(checked by eye)",
             ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
             10_000, (28, 28), "animal-mnist==0.4 (pip --no-deps)", "MIT", "drawing", pypi.animal_mnist,
+            needs=Needs(modules=("animal_mnist",)),
         ),
         _entry(
             "digits",
             "UCI handwritten digits, 8x8, 17 grey levels (scikit-learn load_digits)",
             [str(d) for d in range(10)], 1_797, (8, 8), "scikit-learn", "CC BY 4.0 (UCI)", "drawing",
             pypi.digits,
+            needs=Needs(modules=("sklearn",)),
         ),
         _entry(
             "textures",
             "64x64 tiles of three texture photos: brick, grass, gravel (scikit-image, as in its "
             "texture classification example); tiles of one photo are correlated",
             ("brick", "grass", "gravel"), 192, (64, 64), "scikit-image", "CC0", "photo", pypi.textures,
+            needs=Needs(modules=("skimage",)),
         ),
         _entry(
             "font_families_mpl",
@@ -88,6 +131,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "black on white on a fixed baseline",
             pypi.MPL_FAMILIES, 992, (64, 64), "matplotlib",
             "DejaVu (Bitstream Vera licence), STIX (SIL OFL 1.1)", "typography", pypi.font_families_mpl,
+            needs=Needs(modules=("matplotlib",)),
         ),
         _entry(
             "science_tiles",
@@ -96,6 +140,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             pypi.SCIENCE_SOURCES, 320, (64, 64), "scikit-image",
             "CC0 / NASA public domain / no known restrictions (moon: none stated)", "scientific",
             pypi.science_tiles,
+            needs=Needs(modules=("skimage",)),
         ),
         _entry(
             "font_families",
@@ -103,6 +148,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "bold italic, black on white on a fixed baseline",
             debian.URW_FAMILIES, 1_736, (64, 64), "fonts-urw-base35 (Debian; make datasets)",
             "AGPL-3 with font exception", "typography", debian.font_families,
+            needs=Needs(files=lambda: [debian.URW_DIR]),
         ),
         _entry(
             "playing_cards",
@@ -111,6 +157,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.SUITS, 1_352, (debian.CARD_W, debian.CARD_H),
             "gnome-cards-data + librsvg2-bin (Debian; make datasets)", "GPL-3+", "illustration",
             debian.playing_cards,
+            needs=Needs(files=lambda: [debian.CARDS_DIR], commands=("rsvg-convert",)),
         ),
         _entry(
             "card_ranks",
@@ -119,6 +166,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.RANKS, 1_352, (debian.CARD_W, debian.CARD_H),
             "gnome-cards-data + librsvg2-bin (Debian; make datasets)", "GPL-3+", "illustration",
             debian.card_ranks,
+            needs=Needs(files=lambda: [debian.CARDS_DIR], commands=("rsvg-convert",)),
         ),
         _entry(
             "emoji_groups",
@@ -128,6 +176,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             (64, 64), "fonts-noto-color-emoji + unicode-data (Debian; make datasets)",
             "font SIL OFL 1.1, artwork Apache-2.0, groups Unicode licence", "illustration",
             debian.emoji_groups,
+            needs=Needs(files=lambda: [debian.EMOJI_FONT, debian.EMOJI_TEST]),
         ),
         _entry(
             "icon_themes",
@@ -137,6 +186,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "tango/gnome/oxygen/lxde-icon-theme (Debian; make datasets)",
             "public domain (Tango), GPL-2+ (GNOME), LGPL-3+ (Oxygen, LXDE)", "illustration",
             debian.icon_themes,
+            needs=Needs(files=lambda: [Path(folder) for folder, _ in debian.ICON_THEMES.values()]),
         ),
         _entry(
             "icon_contexts",
@@ -146,6 +196,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             "faenza-icon-theme, elementary-xfce-icon-theme (Debian; make datasets)",
             "GPL-3+ (Faenza), GPL-2+ (elementary-xfce)", "illustration",
             debian.icon_contexts,
+            needs=Needs(files=lambda: [Path(theme) for theme in debian.ICON_CONTEXT_THEMES]),
         ),
         _entry(
             "stamp_categories",
@@ -154,6 +205,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.STAMP_CATEGORIES, 403, (debian.STAMP_SIDE, debian.STAMP_SIDE),
             "tuxpaint-stamps-default (Debian; make datasets)", "GPL-2", "photo",
             debian.stamp_categories,
+            needs=Needs(files=lambda: [debian.STAMPS_DIR]),
         ),
         _entry(
             "clipart_categories",
@@ -162,6 +214,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.CLIPART_CATEGORIES, 1147, (debian.CLIPART_SIDE, debian.CLIPART_SIDE),
             "openclipart-png (Debian; make datasets)", "CC0 / public domain", "drawing",
             debian.clipart_categories,
+            needs=Needs(files=lambda: [debian.CLIPART_DIR]),
         ),
         _entry(
             "mahjong_suits",
@@ -170,6 +223,10 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.MAHJONG_SUITS, 320, (debian.MAHJONG_SIDE, debian.MAHJONG_SIDE),
             "kdegames-mahjongg-data-kf5; gnome-mahjongg, xmahjongg (Debian, unpacked; make datasets)",
             "GPL-2+", "illustration", debian.mahjong_suits,
+            needs=Needs(
+                files=lambda: [debian.KMAHJONGG_DIR, debian.GNOME_MAHJONGG_DIR, debian.XMAHJONGG_DIR],
+                commands=("rsvg-convert",),
+            ),
         ),
         _entry(
             "chess_pieces",
@@ -178,6 +235,7 @@ EXAMPLE_DATASETS: dict[str, ExampleDataset] = {
             debian.CHESS_PIECES, 412, (debian.CHESS_SIDE, debian.CHESS_SIDE),
             "pychess, xboard (Debian, unpacked without installing; make datasets)",
             "GPL-3+ (pychess as packaged; xboard GPL-3+)", "illustration", debian.chess_pieces,
+            needs=Needs(files=lambda: [debian.PYCHESS_DIR, debian.XBOARD_DIR], commands=("rsvg-convert",)),
         ),
     )
 }  # fmt: skip

@@ -28,6 +28,8 @@ def missing_error(dataset: str, what: str, hint: str) -> TransferkitError:
 
 
 SKIMAGE_HINT = extra_install("examples")  # scikit-image, whose wheel bundles the images
+# --no-deps, as the Makefile installs it: its declared dependencies are wrong
+ANIMAL_MNIST_HINT = "pip install --no-deps animal-mnist==0.4"
 
 
 def skimage_data(dataset: str):
@@ -121,7 +123,7 @@ def animal_mnist() -> tuple[np.ndarray, np.ndarray]:
     if spec is None or not spec.submodule_search_locations:
         raise TransferkitError(
             "Example dataset 'animal_mnist' needs the animal-mnist package, which is not installed. "
-            "Install it with: pip install --no-deps animal-mnist==0.4"
+            f"Install it with: {ANIMAL_MNIST_HINT}"
         )
     folder = Path(spec.submodule_search_locations[0]) / "data" / "Animal_MNIST"
     arrays = []
