@@ -55,9 +55,8 @@ class Needs:
     def install(self) -> str:
         """How to get what :meth:`missing` names: ``make datasets`` for Debian files and programs,
         pip for Python packages (transferkit's own dependencies need nothing)."""
-        hints = [PIP_HINTS.get(module, "") for module in self.missing() if module in self.modules]
-        if self.files() or self.commands:
-            hints.append("make datasets")
+        missing = self.missing()
+        hints = [PIP_HINTS.get(name, "") if name in self.modules else "make datasets" for name in missing]
         return "; ".join(dict.fromkeys(hint for hint in hints if hint))
 
 
