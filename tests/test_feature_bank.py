@@ -236,3 +236,36 @@ def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image
     assert own_pass.recipe == from_probe.recipe
     for got, expected in zip(from_probe.model.get_weights(), own_pass.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_path, monkeypatch):
+    """No close call, so no trials and no bank of theirs: the selector's pass of every training image
+    still gives the first phase its clean features (the augmentation check's), with one pass of the
+    validation images through the probe's traced step (no second trace); the model comes out as
+    from the fit's own passes."""
+    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
+    probes = []
+    measured = stages.probe_quadrant
+
+    def clear_call(*args, **kwargs):
+        selection, probe = measured(*args, **kwargs)
+        probes.append(probe)
+        return dataclasses.replace(selection, close_call=False), probe
+
+    monkeypatch.setattr(stages, "probe_quadrant", clear_call)
+    passes = []
+    extract = head_phase.extract_features
+    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
+    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
+    assert probes[-1] is not None and reused.selection.trials is None
+    assert probes[-1].extract._forward.experimental_get_tracing_count() == 1
+    reused_passes = len(passes)
+
+    monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (clear_call(*a, **k)[0], None))
+    computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    assert computed.recipe == reused.recipe and computed.recipe.phases[0].train == "head"
+    assert len(passes) - reused_passes == reused_passes + 2  # the clean training and validation passes
+    assert computed.validation_metrics.accuracy == pytest.approx(reused.validation_metrics.accuracy)
+    for got, expected in zip(reused.model.get_weights(), computed.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
