@@ -463,3 +463,27 @@ def test_a_missing_scikit_image_names_the_extra_that_installs_it(name, monkeypat
     monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage raises ImportError
     with pytest.raises(TransferkitError, match=r'needs scikit-image.*pip install -e "\.\[examples\]"'):
         get_dataset(name).load()
+
+
+def test_icon_themes_drop_icons_drawn_in_two_themes_and_blank_ones_after_the_cap(monkeypatch, tmp_path):
+    from transferkit.data import examples_debian
+
+    def icon(path, colour, size=(32, 32)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", size, colour).save(path)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for i in range(5):  # 0 is drawn in the other theme too, 3 in white
+        icon(first / "apps" / f"{i}.png", (40 * i, 0, 0, 255) if i != 3 else (255, 255, 255, 255))
+    icon(first / "apps" / "spinner.png", (9, 9, 9, 255), (128, 32))  # a sprite sheet
+    icon(second / "apps" / "same.png", (0, 0, 0, 255))  # icon 0 again: drawn in both themes
+    icon(second / "apps" / "own.png", (0, 0, 200, 255))
+    themes = {"first": (str(first), "first-icons"), "second": (str(second), "second-icons")}
+    monkeypatch.setattr(examples_debian, "ICON_THEMES", themes)
+    monkeypatch.setattr(examples_debian, "ICON_CAP", 3)
+
+    images, labels = examples_debian.icon_themes()
+
+    # first: 1-4 left once 0 (shared) goes; the cap of 3 keeps 1, 3 and 4, then 3 (white) goes
+    assert labels.tolist() == [0, 0, 1]
+    assert [int(image[0, 0, 0]) for image in images] == [40, 160, 0]

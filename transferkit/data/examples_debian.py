@@ -224,6 +224,9 @@ def icon_themes() -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for label, icons in enumerate(per_theme):
         kept = spread_evenly([v for k, v in icons.items() if k not in shared], ICON_CAP)
+        # Blank on white (an Oxygen icon drawn in white), left out after the cap so that the cap
+        # keeps picking the same icons: the other 854 are the ones picked before this check.
+        kept = [pixels for pixels in kept if inked(pixels) >= MIN_INK]
         images += kept
         labels += [label] * len(kept)
     return np.stack(images), np.asarray(labels)
