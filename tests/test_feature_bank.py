@@ -119,6 +119,17 @@ def test_train_trial_trains_a_head_only_candidate_on_the_bank_without_a_base(spl
     assert accuracy == hits.mean() and len(hits) == len(splits.val)
 
 
+FIT_OPTIONS = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+
+
+def _count_feature_passes(monkeypatch) -> list:
+    """A list that grows by one with every pass the fit's feature cache makes through the base."""
+    passes = []
+    extract = head_phase.extract_features
+    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
+    return passes
+
+
 def _force_close_call(monkeypatch):
     def forced(*args, **kwargs):
         measured, probe = probe_quadrant(*args, **kwargs)
@@ -138,10 +149,8 @@ def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monke
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(stages, "Trainer", Spy)
-    passes = []
-    extract = head_phase.extract_features
-    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
-    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    passes = _count_feature_passes(monkeypatch)
+    options = FIT_OPTIONS
     reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
     assert given and given[-1] is not None  # the final fit was handed the bank's features
     reused_passes = len(passes)
@@ -220,7 +229,7 @@ def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image
     built = []
     original = stages.build_feature_bank
     monkeypatch.setattr(stages, "build_feature_bank", lambda *a, **k: built.append(1) or original(*a, **k))
-    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    options = FIT_OPTIONS
     from_probe = transferkit.fit(str(folder), out=tmp_path / "a", **options)
     assert built == [] and from_probe.selection.trials is not None
 
@@ -253,10 +262,8 @@ def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_
         return dataclasses.replace(selection, close_call=False), probe
 
     monkeypatch.setattr(stages, "probe_quadrant", clear_call)
-    passes = []
-    extract = head_phase.extract_features
-    monkeypatch.setattr(head_phase, "extract_features", lambda *a, **k: passes.append(1) or extract(*a, **k))
-    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+    passes = _count_feature_passes(monkeypatch)
+    options = FIT_OPTIONS
     reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
     assert probes[-1] is not None and reused.selection.trials is None
     assert probes[-1].extract._forward.experimental_get_tracing_count() == 1
