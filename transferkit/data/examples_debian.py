@@ -250,7 +250,7 @@ def icon_contexts() -> tuple[np.ndarray, np.ndarray]:
 
     Regular files only (symlinks are aliases of drawn icons), '-symbolic' monochrome icons left out;
     an icon drawn twice in one context is kept once, one filed under two contexts is dropped (it has
-    no single right label).
+    no single right label), and so is one that is blank on white (:func:`distinct`).
     """
     hint = "apt-get install --no-install-recommends " + " ".join(p for p, _ in ICON_CONTEXT_THEMES.values())
     icons = []
