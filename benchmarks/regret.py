@@ -3,7 +3,11 @@ offline example datasets, several seeded splits each.
 
 For every data set and seed it exports the images as a folder, runs :func:`transferkit.compare`
 (the selector, then all four quadrant recipes trained on one split and seed), and records the
-pick, the best recipe, each recipe's accuracy on the held-out TEST split, and what selecting cost.
+pick, the best recipe, each recipe's accuracy on the held-out TEST split, and what selecting cost:
+``sel/fit``, the seconds of fit's selection and trials stages over the picked recipe's own fit (given
+that recipe, as ``compare`` trains it), and ``added``, the same less the passes over the training and
+validation images that fit's training takes from the selection instead of running them itself
+(``timings.json``'s ``"reused"``).
 The pick is the recipe ``fit`` itself trains: when the selector calls its decision close, ``fit``
 (default ``selection="trial"``) settles it by trials on the training and validation splits, so
 the harness runs those trials too; the selector's measured pick is kept beside it.
@@ -71,13 +75,20 @@ class Row:
     regret_halfwidth: float  # 95%, in points
     close_call: bool
     confidence: float
-    selection_seconds: float  # the selector's forward pass and probes, plus any trials
+    selection_seconds: float  # fit's selection and trials stages: the selector's pass and probes, any trials
+    reused_seconds: float  # of those, the passes fit's own training reused (timings.json's "reused")
     picked_fit_seconds: float
     compare_seconds: float
 
     @property
     def selection_share_of_fit(self) -> float:
+        """Selection's seconds over the picked recipe's fit given that recipe (no selection)."""
         return self.selection_seconds / max(self.picked_fit_seconds, 1e-9)
+
+    @property
+    def added_share_of_fit(self) -> float:
+        """What selecting adds to the fit: its seconds less the passes the fit would have run itself."""
+        return (self.selection_seconds - self.reused_seconds) / max(self.picked_fit_seconds, 1e-9)
 
 
 def _halfwidth(p1: float, p2: float, n: int) -> float:
@@ -98,12 +109,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> Row:
     result = transferkit.compare(str(folder), name=f"{name}-seed{seed}", **options)
     runs = {run.recipe: run for run in result.runs}
     selection = result.analysis.selection
-    picked, trial_seconds = result.picked, 0.0
-    if selection.close_call:
-        overrides = {
-            key: options[key] for key in ("image_size", "epochs", "backbone", "weights") if key in options
-        }
-        picked, trial_seconds = fit_pick(folder, seed, overrides)
+    overrides = {
+        key: options[key] for key in ("image_size", "epochs", "backbone", "weights") if key in options
+    }
+    picked, stopwatch = fit_pick(folder, seed, overrides)
+    totals = stopwatch.totals()
     pick, best = runs[picked], result.best
     n = _test_images(result)
     return Row(
@@ -119,14 +129,16 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> Row:
         regret_halfwidth=_halfwidth(best.accuracy, pick.accuracy, n),
         close_call=selection.close_call,
         confidence=selection.confidence,
-        selection_seconds=result.analysis.selection_seconds + trial_seconds,
+        selection_seconds=totals.get("selection", 0.0) + totals.get("trials", 0.0),
+        reused_seconds=sum(stopwatch.reused.values()),
         picked_fit_seconds=pick.seconds,
         compare_seconds=result.seconds,
     )
 
 
-def fit_pick(folder: Path, seed: int, overrides: dict) -> tuple[str, float]:
-    """The quadrant recipe ``fit(folder, seed=seed, **overrides)`` would train, and its trials' seconds.
+def fit_pick(folder: Path, seed: int, overrides: dict):
+    """The quadrant recipe ``fit(folder, seed=seed, **overrides)`` would train, and the stopwatch of
+    its steps up to training (its stages, and what of them the training would reuse).
 
     The same steps as ``fit`` up to training: the split, the selector on the pretrained base, and
     on a close call the trials (successive halving on the training and validation splits).
@@ -140,9 +152,8 @@ def fit_pick(folder: Path, seed: int, overrides: dict) -> tuple[str, float]:
     with device_scope("auto", recipe.seed, "none"):
         splits = load_splits(str(folder), recipe)
         session = prepare(recipe, splits, measure, "auto", None, overrides, 0, "trial")
-    trials = session.selection.trials
     picked = AVERAGED if session.partner is not None else session.selection.quadrant
-    return picked, trials.seconds if trials is not None else 0.0
+    return picked, session.stopwatch
 
 
 def _test_images(result) -> int:
@@ -158,7 +169,7 @@ def print_table(rows: list[Row]) -> None:
     print(
         "\nTest-split accuracy per recipe (* = fit's pick, after trials on a close call)\n"
         + head
-        + "  regret (pts)  sel/fit"
+        + "  regret (pts)  sel/fit  added"
     )
     for row in rows:
         cells = "".join(
@@ -167,6 +178,7 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{row.dataset:<18}{row.suite:<9}{row.seed:>4}{row.test_images:>5}  {cells}"
             f"  {row.regret_points:5.1f} ± {row.regret_halfwidth:4.1f}  {row.selection_share_of_fit:6.1%}"
+            f"  {row.added_share_of_fit:6.1%}"
         )
     for suite in ("tuning", "held-out"):
         chosen = [row for row in rows if row.suite == suite]
@@ -176,11 +188,14 @@ def print_table(rows: list[Row]) -> None:
         for row in chosen:
             per_set.setdefault(row.dataset, []).append(row.regret_points)
         means = {name: statistics.fmean(values) for name, values in per_set.items()}
+        gross = [row.selection_share_of_fit for row in chosen]
+        added = [row.added_share_of_fit for row in chosen]
         print(
             f"\n{suite}: mean regret {statistics.fmean(means.values()):.2f} pts over {len(means)} data sets; "
             f"worst {max(means.values()):.2f} ({max(means, key=means.get)}); "
-            f"selection cost median {statistics.median(r.selection_share_of_fit for r in chosen):.1%} "
-            "of the picked recipe's fit"
+            f"selection cost median {statistics.median(gross):.1%} of the picked recipe's fit (most "
+            f"{max(gross):.1%}); less the passes the fit reuses, median {statistics.median(added):.1%} "
+            f"(most {max(added):.1%})"
         )
 
 

@@ -26,6 +26,7 @@ def _row(name: str, seed: int) -> regret.Row:
         close_call=False,
         confidence=0.9,
         selection_seconds=1.0,
+        reused_seconds=0.4,
         picked_fit_seconds=10.0,
         compare_seconds=30.0,
     )
@@ -53,6 +54,7 @@ def test_a_temporary_work_folder_is_deleted_and_a_given_one_kept(monkeypatch, tm
     assert not works[0].exists()
     out = capsys.readouterr()
     assert "digits" in out.out and "failed: RuntimeError" in out.err and "work folder kept" not in out.out
+    assert "selection cost median 10.0%" in out.out and "reuses, median 6.0%" in out.out
 
     kept = tmp_path / "kept"
     assert regret.main(["--datasets", "digits", "--seeds", "0", "--work", str(kept)]) == 0

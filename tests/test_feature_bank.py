@@ -2,6 +2,7 @@
 train the same head as the Trainer, and the final fit reusing them (tiny backbone, synthetic data)."""
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -21,6 +22,7 @@ from transferkit.training import head_phase
 from transferkit.training.feature_bank import FeatureView
 from transferkit.training.features import extract_features, feature_step
 from transferkit.training.head_fit import fit_head, fits_on_features
+from transferkit.training.timing import TIMINGS_FILE
 
 TINY = dict(backbone="tiny", weights="random", image_size=16, batch_size=8, seed=7)
 SPEC = get_backbone("tiny")
@@ -237,6 +239,9 @@ def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image
     monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (forced(*a, **k)[0], None))
     own_pass = transferkit.fit(str(folder), out=tmp_path / "b", **options)
     assert built == [1]
+    # What the fit took from the selection instead of passing the images itself, in timings.json.
+    assert set(_reused(from_probe)) == {"selection", "trials"} and set(_reused(own_pass)) == {"trials"}
+    assert _reused(own_pass)["trials"] > _reused(from_probe)["trials"] > 0  # both passes against one
     scores = [
         [record["val_accuracy"] for record in run.selection.trials.to_dict()["records"]]
         for run in (from_probe, own_pass)
@@ -272,7 +277,14 @@ def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_
     monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (clear_call(*a, **k)[0], None))
     computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
     assert computed.recipe == reused.recipe and computed.recipe.phases[0].train == "head"
+    assert _reused(reused) == {"selection": pytest.approx(probes[0].seconds, abs=1e-3)}
+    assert _reused(computed) == {}  # its selector's pass served nothing: all of it was selection's
     assert len(passes) - reused_passes == reused_passes + 2  # the clean training and validation passes
     assert computed.validation_metrics.accuracy == pytest.approx(reused.validation_metrics.accuracy)
     for got, expected in zip(reused.model.get_weights(), computed.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _reused(run) -> dict:
+    """The seconds of each stage's work that the fit reused (``timings.json``)."""
+    return json.loads((run.run_dir / TIMINGS_FILE).read_text()).get("reused", {})

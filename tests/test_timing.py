@@ -69,6 +69,17 @@ def test_summary_is_one_line_with_inner_stages_in_brackets():
     assert "plots" in stopwatch.to_dict()["totals"]
 
 
+def test_reused_seconds_are_recorded_per_stage_and_shown_in_the_summary():
+    stopwatch = Stopwatch()
+    stopwatch.stages.append(StageTime("selection", 4.5))
+    assert "reused" not in stopwatch.to_dict()  # nothing reused, nothing written
+    stopwatch.reuse("selection", 1.5)
+    stopwatch.reuse("selection", 0.6)
+    stopwatch.reuse("trials", 0.0)  # nothing of theirs reused: not written
+    assert stopwatch.to_dict()["reused"] == {"selection": 2.1}
+    assert "selection 4.5 s (2.1 of it reused)" in stopwatch.summary()
+
+
 def test_fit_writes_timings_of_every_stage_and_prints_one_line(tmp_path, capsys):
     data = make_image_folder(tmp_path / "shapes", classes=2, per_class=8)
     run = transferkit.fit(

@@ -229,6 +229,7 @@ def prepare(
         recipe = dataclasses.replace(
             recipe, backbone=dataclasses.replace(recipe.backbone, cut=selection.cut_point)
         )
+    in_trials = bank is not None  # the trials' bank: its passes are the trials' time
     if bank is None and probe is not None:  # no trials: the selector's pass still serves the fit
         with stopwatch.stage("features"):
             bank = probe_bank(recipe, spec, splits, probe)
@@ -237,6 +238,10 @@ def prepare(
     keras.utils.set_random_seed(recipe.seed)
     session = assemble(recipe, spec, base, splits, selection, weights_source, verbose, stopwatch)
     clean = bank.features_for(recipe, bank_inputs(recipe, spec, splits)) if bank is not None else None
+    if clean is not None:  # the fit trains on these passes instead of passing the images itself
+        stopwatch.reuse("selection", bank.probe_seconds)
+        if in_trials:
+            stopwatch.reuse("trials", bank.pass_seconds)
     partner = None
     if selection is not None and selection.partner is not None:
         partner = averaging.partner_recipe(recipe, selection.partner, selection.partner_cut, overrides)

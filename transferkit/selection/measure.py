@@ -87,6 +87,7 @@ class ProbePass:
     labels: np.ndarray
     extract: CutFeatures
     whole: str  # the cut that is the whole base's output (a view without a cut reads it)
+    seconds: float  # the pass less its trace: what a fit taking its features saves (timing.steady_seconds)
 
     def bank(self, views: Sequence[FeatureView], val_data, inputs: BankInputs) -> FeatureBank | None:
         """The feature bank of ``views`` from this pass and one pass of ``val_data`` (batched
@@ -111,7 +112,8 @@ class ProbePass:
             view: CleanFeatures((self.features[cut], self.labels), (val[cut], val_labels))
             for cut, view in zip(cuts, views, strict=True)
         }
-        return FeatureBank(clean, inputs, time.perf_counter() - started)
+        seconds = time.perf_counter() - started  # through the traced step: a pass as a fit's would be
+        return FeatureBank(clean, inputs, seconds, seconds, probe_seconds=self.seconds)
 
 
 def probe_quadrant(
@@ -201,5 +203,9 @@ def probe_quadrant(
     last = base.layers[-1]  # the layer giving the whole base's output
     whole = last.name if last.output is base.outputs[0] else None
     covered = len(sample) == len(splits.train) and whole in features  # in the split's order: subset sorts
-    probe = ProbePass(features, sampled.astype("int32"), extract, whole) if covered else None
+    probe = (
+        ProbePass(features, sampled.astype("int32"), extract, whole, extract.steady_seconds)
+        if covered
+        else None
+    )
     return selection, probe

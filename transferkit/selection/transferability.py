@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferkit.errors import TransferkitError, choices_error
+from transferkit.training.timing import steady_seconds
 
 if TYPE_CHECKING:  # keras is imported lazily: the scoring math needs only numpy/scipy/sklearn
     import keras
@@ -303,6 +305,7 @@ class CutFeatures:
 
         self._forward = forward
         self._width = None  # the first batch's size: a shorter batch is padded to it, every call
+        self.steady_seconds = 0.0  # the last call's, as :func:`transferkit.training.timing.steady_seconds`
 
     def __call__(self, images: Iterable[Any]) -> dict[str, np.ndarray]:
         """``{cut: (N, pooled_dim) float32 array}`` of ``images`` (batches, as for
@@ -313,6 +316,7 @@ class CutFeatures:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = [images[i : i + 32] for i in range(0, len(images), 32)]
         chunks: list[list[np.ndarray]] = [[] for _ in self.cuts]
+        ticks = [time.perf_counter()]  # each batch's seconds, its loading included
         for batch in images:
             if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
                 raise TransferkitError(
@@ -331,6 +335,8 @@ class CutFeatures:
             outputs = self._forward(batch)
             for chunk, output in zip(chunks, _as_list(outputs), strict=True):
                 chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)[:count])
+            ticks.append(time.perf_counter())
+        self.steady_seconds = steady_seconds(np.diff(ticks).tolist())
         if not chunks[0]:
             raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
         return {cut: np.concatenate(chunk) for cut, chunk in zip(self.cuts, chunks, strict=True)}

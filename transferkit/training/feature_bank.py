@@ -17,6 +17,7 @@ from transferkit.recipes import Recipe
 from transferkit.training.features import caching_bar
 from transferkit.training.model import preprocessing_layer
 from transferkit.training.pooling import pool
+from transferkit.training.timing import steady_seconds
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,11 @@ class FeatureBank:
 
     views: Mapping[FeatureView, CleanFeatures]
     inputs: BankInputs
-    seconds: float
+    seconds: float  # its own passes, building and tracing their step included
+    pass_seconds: float  # of those, the passes less the trace: what a fit taking its features saves
+    # The selector's pass over the training images, where the bank took their features from it
+    # (:class:`transferkit.selection.measure.ProbePass`): the selection's time, not ``seconds``.
+    probe_seconds: float = 0.0
 
     def features_for(self, recipe: Recipe, inputs: BankInputs) -> CleanFeatures | None:
         """``recipe``'s clean features when this bank holds them for the same inputs; else None.
@@ -108,12 +113,13 @@ def build_feature_bank(
     model = bank_model(base, spec, views)
     dims = [int(output.shape[-1]) for output in model.outputs]
     step = _bank_step(model)
-    train = _pass(step, train_data, dims, verbose)
-    val = _pass(step, val_data, dims, verbose)
+    train, train_seconds = _pass(step, train_data, dims, verbose)
+    val, val_seconds = _pass(step, val_data, dims, verbose)
     features = {
         view: CleanFeatures((train[0][i], train[1]), (val[0][i], val[1])) for i, view in enumerate(views)
     }
-    return FeatureBank(features, inputs, time.perf_counter() - started)
+    passes = steady_seconds(train_seconds) + sum(val_seconds)  # the training pass traced the step
+    return FeatureBank(features, inputs, time.perf_counter() - started, passes)
 
 
 def bank_model(base: keras.Model, spec: BackboneSpec, views: Sequence[FeatureView]) -> keras.Model:
@@ -150,16 +156,20 @@ def _bank_step(model: keras.Model):
 
 def _pass(
     step, dataset: tf.data.Dataset, dims: list[int], verbose: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """One pass of ``dataset`` through ``step``: ``([features [N, D] per view], labels [N])``."""
+) -> tuple[tuple[list[np.ndarray], np.ndarray], list[float]]:
+    """One pass of ``dataset`` through ``step``: ``(([features [N, D] per view], labels [N]), the
+    seconds of each batch, its loading included)``."""
     chunks: list[list[np.ndarray]] = [[] for _ in dims]
     labels = []
+    ticks = [time.perf_counter()]
     with caching_bar(dataset, verbose, desc="feature bank") as progress:
         for images, batch_labels in dataset:
             for chunk, output in zip(chunks, step(tf.cast(images, tf.float32)), strict=True):
                 chunk.append(output.numpy().astype("float32"))
             labels.append(batch_labels.numpy().astype("int32"))
             progress.update(1)
+            ticks.append(time.perf_counter())
+    seconds = np.diff(ticks).tolist()
     if not labels:
-        return [np.zeros((0, dim), "float32") for dim in dims], np.zeros((0,), "int32")
-    return [np.concatenate(chunk) for chunk in chunks], np.concatenate(labels)
+        return ([np.zeros((0, dim), "float32") for dim in dims], np.zeros((0,), "int32")), seconds
+    return ([np.concatenate(chunk) for chunk in chunks], np.concatenate(labels)), seconds

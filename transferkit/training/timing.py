@@ -11,8 +11,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,21 @@ from transferkit.fileio import write_json
 
 TIMINGS_FILE = "timings.json"
 NESTING = " / "  # a stage inside another is named "outer / inner"
+
+
+def steady_seconds(batch_seconds: Sequence[float]) -> float:
+    """A pass's seconds as if its step had been traced before: the first batch, which traces it,
+    counted as the median of the others. What a pass costs a run whose step is traced anyway (a fit
+    traces its feature step for its augmented passes); 0.0 for one batch (no trace-free batch to go by).
+
+    Example:
+        >>> steady_seconds([2.5, 0.2, 0.3, 0.2])
+        0.9
+    """
+    if len(batch_seconds) < 2:
+        return 0.0
+    rest = batch_seconds[1:]
+    return round(sum(rest) + statistics.median(rest), 6)
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,15 @@ class Stopwatch:
         self.started = time.perf_counter()
         self.stages: list[StageTime] = []
         self._open: list[str] = []
+        self.reused: dict[str, float] = {}
+
+    def reuse(self, name: str, seconds: float) -> None:
+        """Record that ``seconds`` of the stage ``name``'s work served a later stage, which would
+        otherwise have done it (e.g. the selector's pass over the training images, which a frozen
+        base's fit trains on): ``timings.json``'s ``"reused"``, so that what a stage added to the
+        run can be told from what it took."""
+        if seconds > 0:
+            self.reused[name] = self.reused.get(name, 0.0) + seconds
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -78,8 +103,9 @@ class Stopwatch:
         return totals
 
     def to_dict(self) -> dict:
-        """``timings.json``'s record: every stage in order (nested ones too), the totals, the wall time."""
-        return {
+        """``timings.json``'s record: every stage in order (nested ones too), the totals, the wall
+        time, and any stage's ``"reused"`` seconds (:meth:`reuse`)."""
+        record = {
             "seconds": round(self.elapsed(), 3),
             "totals": {name: round(seconds, 3) for name, seconds in self.totals().items()},
             "stages": [
@@ -92,11 +118,15 @@ class Stopwatch:
                 for s in self.stages
             ],
         }
+        if self.reused:
+            record["reused"] = {name: round(seconds, 3) for name, seconds in self.reused.items()}
+        return record
 
     def summary(self, smallest: float = 0.05) -> str:
         """One line: the outermost stages in order, each with its inner ones in brackets.
 
-        E.g. ``Time: build base 1.2 s, phase 1 9.8 s (features 6.1, training 3.5), report 0.4 s (25.1 s)``.
+        E.g. ``Time: build base 1.2 s, selection 4.5 s (2.1 of it reused), phase 1 9.8 s (features 6.1,
+        training 3.5), report 0.4 s (25.1 s)``.
 
         Args:
             smallest: stages shorter than this many seconds are left out of the line (not the file).
@@ -106,6 +136,8 @@ class Stopwatch:
             if seconds < smallest:
                 continue
             inner = [f"{n} {s:.1f}" for n, s in self._inner(name).items() if s >= smallest]
+            if self.reused.get(name, 0.0) >= smallest:  # what a later stage used instead of doing it
+                inner.append(f"{self.reused[name]:.1f} of it reused")
             parts.append(f"{name} {seconds:.1f} s" + (f" ({', '.join(inner)})" if inner else ""))
         return f"Time: {', '.join(parts)} ({self.elapsed():.1f} s)"
 
