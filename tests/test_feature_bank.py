@@ -252,7 +252,7 @@ def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_path, monkeypatch):
+def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_path, monkeypatch, capsys):
     """No close call, so no trials and no bank of theirs: the selector's pass of every training image
     still gives the first phase its clean features (the augmentation check's), with one pass of the
     validation images through the probe's traced step (no second trace); the model comes out as
@@ -269,13 +269,15 @@ def test_a_fit_without_trials_takes_its_clean_features_from_the_probes_pass(tmp_
     monkeypatch.setattr(stages, "probe_quadrant", clear_call)
     passes = _count_feature_passes(monkeypatch)
     options = FIT_OPTIONS
-    reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
+    reused = transferkit.fit(str(folder), out=tmp_path / "a", **{**options, "verbose": 1})
     assert probes[-1] is not None and reused.selection.trials is None
+    assert "Clean features from the selection's pass (augmentation check)" in capsys.readouterr().out
     assert probes[-1].extract._forward.experimental_get_tracing_count() == 1
     reused_passes = len(passes)
 
     monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (clear_call(*a, **k)[0], None))
-    computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    computed = transferkit.fit(str(folder), out=tmp_path / "b", **{**options, "verbose": 1})
+    assert "Caching clean features (augmentation check)" in capsys.readouterr().out
     assert computed.recipe == reused.recipe and computed.recipe.phases[0].train == "head"
     assert _reused(reused) == {"selection": pytest.approx(probes[0].seconds, abs=1e-3)}
     assert _reused(computed) == {}  # its selector's pass served nothing: all of it was selection's

@@ -317,8 +317,12 @@ def settle_augmentation(
     The decision is saved in ``state.json`` at once, so a resumed run does not measure again and
     every later phase (fine-tuning included) follows it.
     """
-    trainer._say("Caching clean features (augmentation check)")
-    features, labels = trainer.features.clean("train", _pretrained(trainer.recipe, index))
+    pretrained = _pretrained(trainer.recipe, index)
+    if pretrained and trainer.features.clean_features is not None:  # the selector's or the trials' pass
+        trainer._say("Clean features from the selection's pass (augmentation check)")
+    else:
+        trainer._say("Caching clean features (augmentation check)")
+    features, labels = trainer.features.clean("train", pretrained)
     seed = trainer.recipe.seed
     clean = CachedFeatures(features[None], labels, trainer.batch_size, seed)
     with trainer.stopwatch.stage("augmentation check"):
