@@ -779,7 +779,11 @@ def datasets(ctx):
         for entry in entries:
             missing = entry.needs.missing()
             ready += not missing
-            here = f"not here: {entry.needs.install()} (missing {', '.join(missing)})" if missing else "ready"
+            here = (
+                f"not here: {entry.needs.install(missing)} (missing {', '.join(missing)})"
+                if missing
+                else "ready"
+            )
             size = f"{entry.size:>6,} images, {len(entry.classes):>2} classes"
             click.echo(f"{entry.name:<18}{size}, {entry.kind}; {here}")
             click.echo(f"{'':<18}{entry.description}")

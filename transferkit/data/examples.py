@@ -52,10 +52,11 @@ class Needs:
         gone += [str(path) for path in self.files() if not debian.installed_or_unpacked(path).exists()]
         return gone + [command for command in self.commands if shutil.which(command) is None]
 
-    def install(self) -> str:
-        """How to get what :meth:`missing` names: ``make datasets`` for Debian files and programs,
-        pip for Python packages (transferkit's own dependencies need nothing)."""
-        missing = self.missing()
+    def install(self, missing: list[str] | None = None) -> str:
+        """How to get what :meth:`missing` names (``missing``: its answer, where already asked):
+        ``make datasets`` for Debian files and programs, pip for Python packages (transferkit's own
+        dependencies need nothing)."""
+        missing = self.missing() if missing is None else missing
         hints = [PIP_HINTS.get(name, "") if name in self.modules else "make datasets" for name in missing]
         return "; ".join(dict.fromkeys(hint for hint in hints if hint))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferkit.errors import TransferkitError, choices_error
-from transferkit.training.timing import steady_seconds
+from transferkit.training.timing import BatchClock
 
 if TYPE_CHECKING:  # keras is imported lazily: the scoring math needs only numpy/scipy/sklearn
     import keras
@@ -316,8 +315,8 @@ class CutFeatures:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = [images[i : i + 32] for i in range(0, len(images), 32)]
         chunks: list[list[np.ndarray]] = [[] for _ in self.cuts]
-        ticks = [time.perf_counter()]  # each batch's seconds, its loading included
-        for batch in images:
+        clock = BatchClock(images)  # each batch's seconds, its loading included
+        for batch in clock:
             if isinstance(batch, tuple | list) or len(getattr(batch, "shape", ())) != 4:
                 raise TransferkitError(
                     "extract_cut_features expects batches of images shaped (B, H, W, 3); got "
@@ -335,8 +334,7 @@ class CutFeatures:
             outputs = self._forward(batch)
             for chunk, output in zip(chunks, _as_list(outputs), strict=True):
                 chunk.append(np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float32)[:count])
-            ticks.append(time.perf_counter())
-        self.steady_seconds = steady_seconds(np.diff(ticks).tolist())
+        self.steady_seconds = clock.steady_seconds()
         if not chunks[0]:
             raise TransferkitError("extract_cut_features received no images; the image iterable was empty.")
         return {cut: np.concatenate(chunk) for cut, chunk in zip(self.cuts, chunks, strict=True)}

@@ -17,7 +17,7 @@ from transferkit.recipes import Recipe
 from transferkit.training.features import caching_bar
 from transferkit.training.model import preprocessing_layer
 from transferkit.training.pooling import pool
-from transferkit.training.timing import steady_seconds
+from transferkit.training.timing import BatchClock, steady_seconds
 
 
 @dataclass(frozen=True)
@@ -161,15 +161,14 @@ def _pass(
     seconds of each batch, its loading included)``."""
     chunks: list[list[np.ndarray]] = [[] for _ in dims]
     labels = []
-    ticks = [time.perf_counter()]
+    clock = BatchClock(dataset)
     with caching_bar(dataset, verbose, desc="feature bank") as progress:
-        for images, batch_labels in dataset:
+        for images, batch_labels in clock:
             for chunk, output in zip(chunks, step(tf.cast(images, tf.float32)), strict=True):
                 chunk.append(output.numpy().astype("float32"))
             labels.append(batch_labels.numpy().astype("int32"))
             progress.update(1)
-            ticks.append(time.perf_counter())
-    seconds = np.diff(ticks).tolist()
+    seconds = clock.seconds
     if not labels:
         return ([np.zeros((0, dim), "float32") for dim in dims], np.zeros((0,), "int32")), seconds
     return ([np.concatenate(chunk) for chunk in chunks], np.concatenate(labels)), seconds

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,32 @@ def steady_seconds(batch_seconds: Sequence[float]) -> float:
         return 0.0
     rest = batch_seconds[1:]
     return round(sum(rest) + statistics.median(rest), 6)
+
+
+class BatchClock:
+    """The seconds of each item of ``items`` as a loop takes it: its loading and the loop's work on it.
+
+    Example:
+        >>> clock = BatchClock(range(3))
+        >>> [item for item in clock], len(clock.seconds)
+        ([0, 1, 2], 3)
+    """
+
+    def __init__(self, items: Iterable):
+        self.items = items
+        self.seconds: list[float] = []
+
+    def __iter__(self) -> Iterator:
+        last = time.perf_counter()
+        for item in self.items:
+            yield item
+            now = time.perf_counter()
+            self.seconds.append(now - last)
+            last = now
+
+    def steady_seconds(self) -> float:
+        """:func:`steady_seconds` of the items timed so far."""
+        return steady_seconds(self.seconds)
 
 
 @dataclass(frozen=True)
