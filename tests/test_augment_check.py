@@ -14,7 +14,14 @@ from transferkit.recipes import load_builtin
 from transferkit.training import head_phase
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment import build_augmentation, noise_only
-from transferkit.training.augment_check import MIN_DELTA, MIN_EPOCHS, AugmentCheck, check_augmentation
+from transferkit.training.augment_check import (
+    FIRST_PASS_IMAGES,
+    FIRST_PASS_MARGIN,
+    MIN_DELTA,
+    MIN_EPOCHS,
+    AugmentCheck,
+    check_augmentation,
+)
 from transferkit.training.callbacks import Reseed
 from transferkit.training.features import CachedFeatures, EpochSetter, feature_step, feature_steps
 from transferkit.training.trainer import TrainState
@@ -217,9 +224,9 @@ def _recorded_passes(monkeypatch) -> list:
     passes = []
     original = head_phase.FeatureCache.for_phase
 
-    def recorded(self, index, augment, count, seed, pretrained):
+    def recorded(self, index, augment, count, seed, pretrained, **options):
         passes.append(augment)
-        return original(self, index, augment, count, seed, pretrained)
+        return original(self, index, augment, count, seed, pretrained, **options)
 
     monkeypatch.setattr(head_phase.FeatureCache, "for_phase", recorded)
     return passes
@@ -279,3 +286,66 @@ def test_pixel_noise_joins_the_warps_only_where_no_check_measures_them(tmp_path,
     ((trained,),) = [passes]  # kept by the check, or never checked: the passes the head trains on
     assert trained.warps and trained.noise == (0.0 if measure else noisy.noise)
     assert (TrainState.load(tmp_path).augmentation is not None) is measure
+
+
+def _train_passes(monkeypatch) -> list:
+    """Which step each pass over the training images went through: "clean" or "augmented"."""
+    made, extract = [], head_phase.FeatureCache.extract
+
+    def counted(self, step, data, out=None):
+        if data is self.ordered_train_data:
+            made.append("clean" if step is self._feature_steps()[0] else "augmented")
+        return extract(self, step, data, out)
+
+    monkeypatch.setattr(head_phase.FeatureCache, "extract", counted)
+    return made
+
+
+def test_a_first_pass_that_loses_by_far_drops_the_warps_before_the_other_passes_are_cached(
+    tmp_path, monkeypatch
+):
+    made = _train_passes(monkeypatch)
+    monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: True))
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))  # as it follows
+    recipe = _recipe("small_similar", epochs=6)
+    assert recipe.augment.cached_passes == 4 and recipe.augment.noise == 0
+    _run(recipe, tmp_path)
+    assert made == ["augmented", "clean"]  # one augmented pass of four, then the check's clean one
+    record = TrainState.load(tmp_path).augmentation
+    assert record["augmented_passes"] == 1 and record["use_augmentation"] is False
+
+
+def test_a_check_the_first_pass_does_not_settle_measures_and_trains_as_an_unstaged_one(tmp_path, monkeypatch):
+    """Every pass cached after all, the head standardised on them, both heads trained again: the same
+    figures, decision and model as a check that never looked at one pass alone."""
+    made = _train_passes(monkeypatch)
+    monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: False))
+    recipe = _recipe("small_similar", epochs=6)
+    staged, _ = _run(recipe, tmp_path / "staged")
+    assert made == ["augmented", "clean", "augmented", "augmented", "augmented"]
+    made.clear()
+    for_phase = head_phase.FeatureCache.for_phase
+    monkeypatch.setattr(  # every pass at once, as before the check was staged
+        head_phase.FeatureCache, "for_phase", lambda *args, first=None: for_phase(*args)
+    )
+    unstaged, _ = _run(recipe, tmp_path / "unstaged")
+    assert made == ["augmented"] * 4 + ["clean"]
+    records = [TrainState.load(tmp_path / run).augmentation for run in ("staged", "unstaged")]
+    assert records[0] == records[1] and records[0]["augmented_passes"] == 4
+    for a, b in zip(staged.model.get_weights(), unstaged.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_first_pass_decides_only_by_the_margin_and_two_images():
+    def check(augmented, clean, images=300):
+        return AugmentCheck(0.5, 0.5, augmented, clean, augmented_passes=1, validation_images=images)
+
+    assert FIRST_PASS_IMAGES == 2
+    assert check(0.80, 0.80 + FIRST_PASS_MARGIN).clean_by_far
+    assert not check(0.80, 0.80 + FIRST_PASS_MARGIN - 0.01).clean_by_far
+    assert not check(0.90, 0.80).clean_by_far and check(0.90, 0.80).use_augmentation
+    assert not check(0.70, 0.75, images=20).clean_by_far  # one image of 20: 5 points, not enough
+    assert check(0.70, 0.80, images=20).clean_by_far  # two
+    older = {key: value for key, value in check(0.7, 0.8).to_dict().items() if key != "augmented_passes"}
+    assert AugmentCheck.from_dict(older).augmented_passes == 0  # a state.json from before the staging
+    assert "augmented (1 pass) vs 0.800 clean" in check(0.7, 0.8).describe()

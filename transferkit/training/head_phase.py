@@ -20,9 +20,9 @@ import tensorflow as tf
 from transferkit.backbones.folding import FoldedCopy, fold_batchnorm
 from transferkit.console import say
 from transferkit.data.cache_budget import CacheBudget
-from transferkit.recipes import Phase, Recipe
+from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe
 from transferkit.training.augment import RandomAffine
-from transferkit.training.augment_check import check_augmentation
+from transferkit.training.augment_check import AugmentCheck, check_augmentation
 from transferkit.training.feature_bank import CleanFeatures
 from transferkit.training.features import (
     CachedFeatures,
@@ -132,6 +132,7 @@ class FeatureCache:
         self._steps = None  # see _feature_steps
         self._pretrained_val = None  # the validation features while the base is as loaded: one pass
         self.first_passes: FirstPasses | None = None  # the first phase's, when computed before the run
+        self._pending: _PendingPasses | None = None  # the last phase's augmented passes (more_passes)
 
     @functools.cached_property
     def _folded(self) -> FoldedCopy | None:
@@ -201,10 +202,21 @@ class FeatureCache:
         return self.extract(self.clean_step(), self.ordered_train_data if split == "train" else self.val_data)
 
     def for_phase(
-        self, index: int, augment: RandomAffine | None, passes: int, seed: int, pretrained: bool
+        self,
+        index: int,
+        augment: RandomAffine | None,
+        passes: int,
+        seed: int,
+        pretrained: bool,
+        *,
+        first: int | None = None,
     ) -> tuple[CachedFeatures, tuple[np.ndarray, np.ndarray]]:
         """Phase ``index``'s training features (``passes`` augmented passes, or one clean one) and
-        the validation ones; ``seed`` seeds each pass's augmentation and the epochs' shuffles."""
+        the validation ones; ``seed`` seeds each pass's augmentation and the epochs' shuffles.
+
+        ``first``: cache only that many of the augmented passes now; :meth:`more_passes` caches the
+        others (the augmentation check looks at one pass before paying for the rest).
+        """
         given = self.first_passes
         if given is not None and index == 0 and pretrained and given.serves(augment, passes, seed):
             shared = "from the pass both networks share"
@@ -212,29 +224,55 @@ class FeatureCache:
                 self.verbose, f"Features of the {passes} augmented passes and the validation images: {shared}"
             )
             self._pretrained_val, self.first_passes = given.val, None  # the phase holds them now
+            self._pending = None
             return given.train, given.val
-        augmented = None if augment is None else self.augmented_step(augment)
-        # The augmented passes go straight into one [passes, N, D] store (np.memmap over the budget).
-        shape = (passes, self.steps_per_epoch * self.batch_size, int(self.extractor.output.shape[-1]))
-        store = None if self.cache is None or augment is None else self.cache.array(shape, name="train")
-        kind = "" if augment is None else ", augmented" if augment.warps else ", pixel noise only"
-        features = []
-        for number in range(passes):
-            say(self.verbose, f"Caching features (pass {number + 1}/{passes}{kind})")
-            if augment is None:
-                data, labels = self.clean("train", pretrained)
-            else:  # each pass its own seeded stream: a rerun caches the same copies
-                augment.reseed(pass_seed(seed, index, number))
-                out = None if store is None else store[number]
-                data, labels = self.extract(augmented, self.ordered_train_data, out)
-            features.append(data)
+        if augment is None:
+            say(self.verbose, "Caching features (pass 1/1)")
+            data, labels = self.clean("train", pretrained)
+            train = CachedFeatures(data[None], labels, self.batch_size, seed)
+        else:  # the passes go straight into one [passes, N, D] store (np.memmap over the budget)
+            shape = (passes, self.steps_per_epoch * self.batch_size, int(self.extractor.output.shape[-1]))
+            store = (
+                np.zeros(shape, "float32") if self.cache is None else self.cache.array(shape, name="train")
+            )
+            self._pending = _PendingPasses(index, augment, seed, store)
+            train = self.more_passes(first)
         say(self.verbose, "Caching validation features")
-        validation = self.clean("val", pretrained)
-        if store is not None:
-            stacked = store[:, : len(labels)]
-        else:
-            stacked = features[0][None] if passes == 1 else np.stack(features)
-        return CachedFeatures(stacked, labels, self.batch_size, seed), validation
+        return train, self.clean("val", pretrained)
+
+    def more_passes(self, count: int | None = None) -> CachedFeatures:
+        """Cache ``count`` more of the last :meth:`for_phase`'s augmented passes (None: all that are
+        left), each through its own seeded augmentation stream, as an uninterrupted phase caches
+        them; returns every pass cached so far."""
+        pending = self._pending
+        total = len(pending.store)
+        stop = total if count is None else min(total, pending.cached + count)
+        kind = ", augmented" if pending.augment.warps else ", pixel noise only"
+        step = self.augmented_step(pending.augment)
+        for number in range(pending.cached, stop):
+            say(self.verbose, f"Caching features (pass {number + 1}/{total}{kind})")
+            pending.augment.reseed(pass_seed(pending.seed, pending.index, number))
+            _, pending.labels = self.extract(step, self.ordered_train_data, pending.store[number])
+        pending.cached = stop
+        stored = pending.store[:stop, : len(pending.labels)]
+        return CachedFeatures(stored, pending.labels, self.batch_size, pending.seed)
+
+    @property
+    def passes_left(self) -> int:
+        """How many of the last :meth:`for_phase`'s augmented passes are not cached yet."""
+        return 0 if self._pending is None else len(self._pending.store) - self._pending.cached
+
+
+@dataclass(eq=False)
+class _PendingPasses:
+    """A phase's augmented passes: the store they go into, and how many are cached so far."""
+
+    index: int
+    augment: RandomAffine
+    seed: int
+    store: np.ndarray  # [passes, capacity, D]
+    cached: int = 0
+    labels: np.ndarray | None = None
 
 
 def head_graph(head: keras.Model) -> keras.Model:
@@ -247,23 +285,27 @@ def head_graph(head: keras.Model) -> keras.Model:
     return keras.Model(inputs, head(inputs), name="head_training_graph")
 
 
-def cached_features(trainer: Trainer, index: int, phase: Phase) -> tuple[CachedFeatures, tuple]:
-    """The features head phase ``index`` trains on, and the validation ones; before the first phase
-    the head's standardisation is set from them."""
-    train, validation = _features_through(trainer, trainer.augment, index, phase)
+def cached_features(
+    trainer: Trainer, index: int, phase: Phase, first: int | None = None
+) -> tuple[CachedFeatures, tuple]:
+    """The features head phase ``index`` trains on (``first``: only that many of its augmented
+    passes yet), and the validation ones; before the first phase the head's standardisation is set
+    from them."""
+    train, validation = _features_through(trainer, trainer.augment, index, phase, first)
     if index == 0:
         standardise_head(trainer.classifier.head, train.features)
     return train, validation
 
 
 def _features_through(
-    trainer: Trainer, augment: RandomAffine | None, index: int, phase: Phase
+    trainer: Trainer, augment: RandomAffine | None, index: int, phase: Phase, first: int | None = None
 ) -> tuple[CachedFeatures, tuple]:
-    """Phase ``index``'s training features through ``augment`` (the recipe's cached passes; one
-    clean pass without it), and the validation ones."""
+    """Phase ``index``'s training features through ``augment`` (the recipe's cached passes, or the
+    ``first`` of them; one clean pass without it), and the validation ones."""
     recipe = trainer.recipe
     passes = cached_passes(recipe, phase, augment)
-    return trainer.features.for_phase(index, augment, passes, recipe.seed, _pretrained(recipe, index))
+    pretrained = _pretrained(recipe, index)
+    return trainer.features.for_phase(index, augment, passes, recipe.seed, pretrained, first=first)
 
 
 def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: int) -> int:
@@ -273,15 +315,18 @@ def fit_head_phase(trainer: Trainer, index: int, phase: Phase, initial_epoch: in
     with ``[augment] measure``, check whether augmentation helps; start the untrained head
     (``[head] init``); compile; fit (through the Trainer's callbacks).
     """
-    train, validation = cached_features(trainer, index, phase)
+    checked = (
+        trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None
+    )
+    # The check looks at the first augmented pass before the others are cached (not where a range
+    # test picks the rate: it runs first, on every pass).
+    staged = checked and phase.learning_rate != AUTO_LEARNING_RATE
+    train, validation = cached_features(trainer, index, phase, first=1 if staged else None)
     head = trainer._head_graph()
     phase = trainer._resolve_rate(index, phase, head, train.cycle(), len(train), train.labels)
     # The augmentation check leaves the head compiled for the phase, its optimizer fresh. The traced
     # steps hold whatever it decides: where it dropped augmentation the head was standardised again,
     # and the steps read the statistics from the head's variables (standardise_head).
-    checked = (
-        trainer.recipe.augment.measure and trainer.augment is not None and trainer.state.augmentation is None
-    )
     if checked:
         train = settle_augmentation(trainer, index, phase, head, train, validation)
     started = index == 0 and start_head(trainer, train, validation)  # a resume restores its backup
@@ -312,8 +357,13 @@ def settle_augmentation(
 ) -> CachedFeatures:
     """Measure whether augmentation helps (:mod:`~transferkit.training.augment_check`); keep the winner.
 
-    Where it does not, the recipe's pixel noise stays (:func:`~transferkit.training.augment.noise_only`):
-    the head trains on passes with the noise alone, or on the clean features without noise.
+    Where ``augmented`` is the first of the phase's passes (:meth:`FeatureCache.more_passes` has
+    more to cache), the check looks at it alone first: where the clean head wins by far
+    (:attr:`~transferkit.training.augment_check.AugmentCheck.clean_by_far`), the warps are dropped
+    and the other passes never cached; otherwise they are, and the check runs again on all of them.
+    Where augmentation does not help, the recipe's pixel noise stays
+    (:func:`~transferkit.training.augment.noise_only`): the head trains on passes with the noise
+    alone, or on the clean features without noise.
     The decision is saved in ``state.json`` at once, so a resumed run does not measure again and
     every later phase (fine-tuning included) follows it.
     """
@@ -325,29 +375,57 @@ def settle_augmentation(
     features, labels = trainer.features.clean("train", pretrained)
     seed = trainer.recipe.seed
     clean = CachedFeatures(features[None], labels, trainer.batch_size, seed)
-    with trainer.stopwatch.stage("augmentation check"):
-        check = check_augmentation(
-            head,
-            lambda model: trainer._compile(model, phase, len(augmented), steps_per_execution=len(augmented)),
-            augmented,
-            clean,
-            validation,
-            epochs=phase.epochs,
-            patience=phase.patience or phase.epochs,
-            seed=seed,
-            class_weight=trainer._class_weight(labels),
-        )
-    noise = None if check.use_augmentation else trainer.features.without_warps
-    trainer._say(check.describe(noise=noise is not None))
-    trainer.state.augmentation = check.to_dict()
+    check = functools.partial(
+        _checked, trainer, head, clean, validation, phase, class_weight=trainer._class_weight(labels)
+    )
+    result = check(augmented, compiled=False)
+    if trainer.features.passes_left and not result.clean_by_far:
+        augmented = trainer.features.more_passes()
+        if index == 0:  # as an unstaged check measures: the head standardised on every pass
+            standardise_head(trainer.classifier.head, augmented.features)
+        result = check(augmented, compiled=True)
+    noise = None if result.use_augmentation else trainer.features.without_warps
+    trainer._say(result.describe(noise=noise is not None))
+    trainer.state.augmentation = result.to_dict()
     trainer.state.save(trainer.run_dir)
-    if check.use_augmentation:
+    if result.use_augmentation:
         return augmented
     trainer.augment = noise  # what every later phase (and a resumed run: Trainer.run) trains with
     kept = clean if noise is None else _features_through(trainer, noise, index, phase)[0]
     if index == 0:  # as a resumed run standardises: on the features the head trains on
         standardise_head(trainer.classifier.head, kept.features)
     return kept
+
+
+def _checked(
+    trainer: Trainer,
+    head: keras.Model,
+    clean: CachedFeatures,
+    validation: tuple,
+    phase: Phase,
+    augmented: CachedFeatures,
+    *,
+    compiled: bool,
+    class_weight: dict | None,
+) -> AugmentCheck:
+    """One :func:`check_augmentation` of ``augmented`` against ``clean``, timed as the check."""
+    steps = len(augmented)  # the same for any number of passes: one per batch of the training images
+
+    def compile_for_phase(model: keras.Model) -> None:
+        trainer._compile(model, phase, steps, steps_per_execution=steps)
+
+    with trainer.stopwatch.stage("augmentation check"):
+        return check_augmentation(
+            head,
+            None if compiled else compile_for_phase,
+            augmented,
+            clean,
+            validation,
+            epochs=phase.epochs,
+            patience=phase.patience or phase.epochs,
+            seed=trainer.recipe.seed,
+            class_weight=class_weight,
+        )
 
 
 def start_head(trainer: Trainer, train: CachedFeatures, validation: tuple) -> bool:
