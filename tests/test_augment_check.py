@@ -344,8 +344,8 @@ def test_the_first_pass_decides_only_by_the_margin_and_two_images():
     assert check(0.80, 0.80 + FIRST_PASS_MARGIN).clean_by_far
     assert not check(0.80, 0.80 + FIRST_PASS_MARGIN - 0.01).clean_by_far
     assert not check(0.90, 0.80).clean_by_far and check(0.90, 0.80).use_augmentation
-    assert not check(0.70, 0.75, images=20).clean_by_far  # one image of 20: 5 points, not enough
-    assert check(0.70, 0.80, images=20).clean_by_far  # two
+    assert not check(0.70, 0.80, images=10).clean_by_far  # one image of 10: 10 points, yet one image
+    assert check(0.70, 0.90, images=10).clean_by_far  # two
     older = {key: value for key, value in check(0.7, 0.8).to_dict().items() if key != "augmented_passes"}
     assert AugmentCheck.from_dict(older).augmented_passes == 0  # a state.json from before the staging
     assert "augmented (1 pass) vs 0.800 clean" in check(0.7, 0.8).describe()
