@@ -29,10 +29,11 @@ from transferkit.selection.compare import AVERAGED, with_averaged_pick
 from transferkit.selection.decision import Selection, select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
 from transferkit.training import averaging
+from transferkit.training.augment_check import AugmentCheck
 from transferkit.training.calibration import scaled_probabilities
 from transferkit.training.callbacks import read_history
 from transferkit.training.head_phase import FeatureCache
-from transferkit.training.trainer import Trainer
+from transferkit.training.trainer import Trainer, TrainState
 
 # ----------------------------------------------------------------------------------------------
 # The selector's rule
@@ -399,6 +400,26 @@ def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
         assert losses == pytest.approx(
             [float(row[key]) for row in theirs for key in ("loss", "val_loss")], abs=1e-5
         )
+
+
+def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_own_would(
+    averaged_run, tmp_path, monkeypatch
+):
+    """compare's averaged row averages two fits of their own, whose augmentation checks look at one
+    pass first; fit's averaged run serves the partner's check from passes already cached, and it
+    looks at the first of them alone all the same: the same record and the same model."""
+    data, _ = averaged_run
+    monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: True))  # decided on one
+    shared = transferkit.fit(str(data), out=tmp_path, name="shared", **FIT)
+    monkeypatch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
+    alone = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    records = [TrainState.load(run.run_dir / "partner").augmentation for run in (shared, alone)]
+    assert records[0] == records[1] and records[0]["augmented_passes"] == 1
+    np.testing.assert_allclose(
+        load_predictions(alone.run_dir).probabilities,
+        load_predictions(shared.run_dir).probabilities,
+        atol=1e-5,
+    )
 
 
 def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_run, tmp_path, monkeypatch):

@@ -224,8 +224,11 @@ class FeatureCache:
                 self.verbose, f"Features of the {passes} augmented passes and the validation images: {shared}"
             )
             self._pretrained_val, self.first_passes = given.val, None  # the phase holds them now
-            self._pending = None
-            return given.train, given.val
+            # Already cached, yet offered as a fit of its own offers them: the check's first look
+            # sees the first alone, and decides as that fit's would (compare's averaged row).
+            train = given.train
+            self._pending = _PendingPasses(index, augment, seed, train.features, passes, train.labels)
+            return self.more_passes(first), given.val
         if augment is None:
             say(self.verbose, "Caching features (pass 1/1)")
             data, labels = self.clean("train", pretrained)
@@ -241,31 +244,34 @@ class FeatureCache:
         return train, self.clean("val", pretrained)
 
     def more_passes(self, count: int | None = None) -> CachedFeatures:
-        """Cache ``count`` more of the last :meth:`for_phase`'s augmented passes (None: all that are
-        left), each through its own seeded augmentation stream, as an uninterrupted phase caches
-        them; returns every pass cached so far."""
+        """Offer ``count`` more of the last :meth:`for_phase`'s augmented passes (None: all that are
+        left), caching those not cached yet, each through its own seeded augmentation stream as an
+        uninterrupted phase caches them; returns every pass offered so far."""
         pending = self._pending
         total = len(pending.store)
-        stop = total if count is None else min(total, pending.cached + count)
-        kind = ", augmented" if pending.augment.warps else ", pixel noise only"
-        step = self.augmented_step(pending.augment)
-        for number in range(pending.cached, stop):
-            say(self.verbose, f"Caching features (pass {number + 1}/{total}{kind})")
-            pending.augment.reseed(pass_seed(pending.seed, pending.index, number))
-            _, pending.labels = self.extract(step, self.ordered_train_data, pending.store[number])
-        pending.cached = stop
+        stop = total if count is None else min(total, pending.offered + count)
+        if stop > pending.cached:
+            kind = ", augmented" if pending.augment.warps else ", pixel noise only"
+            step = self.augmented_step(pending.augment)
+            for number in range(pending.cached, stop):
+                say(self.verbose, f"Caching features (pass {number + 1}/{total}{kind})")
+                pending.augment.reseed(pass_seed(pending.seed, pending.index, number))
+                _, pending.labels = self.extract(step, self.ordered_train_data, pending.store[number])
+            pending.cached = stop
+        pending.offered = stop
         stored = pending.store[:stop, : len(pending.labels)]
         return CachedFeatures(stored, pending.labels, self.batch_size, pending.seed)
 
     @property
     def passes_left(self) -> int:
-        """How many of the last :meth:`for_phase`'s augmented passes are not cached yet."""
-        return 0 if self._pending is None else len(self._pending.store) - self._pending.cached
+        """How many of the last :meth:`for_phase`'s augmented passes are not offered yet."""
+        return 0 if self._pending is None else len(self._pending.store) - self._pending.offered
 
 
 @dataclass(eq=False)
 class _PendingPasses:
-    """A phase's augmented passes: the store they go into, and how many are cached so far."""
+    """A phase's augmented passes: the store they go into, how many are cached in it, and how many
+    the phase has been offered (:meth:`FeatureCache.more_passes`)."""
 
     index: int
     augment: RandomAffine
@@ -273,6 +279,7 @@ class _PendingPasses:
     store: np.ndarray  # [passes, capacity, D]
     cached: int = 0
     labels: np.ndarray | None = None
+    offered: int = 0
 
 
 def head_graph(head: keras.Model) -> keras.Model:
