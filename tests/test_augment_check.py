@@ -318,11 +318,13 @@ def test_a_first_pass_that_loses_by_far_drops_the_warps_before_the_other_passes_
 def test_a_check_the_first_pass_does_not_settle_measures_and_trains_as_an_unstaged_one(tmp_path, monkeypatch):
     """Every pass cached after all, the head standardised on them, both heads trained again: the same
     figures, decision and model as a check that never looked at one pass alone."""
-    made = _train_passes(monkeypatch)
+    made, said = _train_passes(monkeypatch), []
     monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: False))
+    monkeypatch.setattr(trainer_module.Trainer, "_say", lambda self, line: said.append(line))
     recipe = _recipe("small_similar", epochs=6)
     staged, _ = _run(recipe, tmp_path / "staged")
     assert made == ["augmented", "clean", "augmented", "augmented", "augmented"]
+    assert any(line.endswith("no clear loser: caching the other 3 passes") for line in said)
     made.clear()
     for_phase = head_phase.FeatureCache.for_phase
     monkeypatch.setattr(  # every pass at once, as before the check was staged

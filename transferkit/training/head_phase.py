@@ -387,6 +387,11 @@ def settle_augmentation(
     )
     result = check(augmented, compiled=False)
     if trainer.features.passes_left and not result.clean_by_far:
+        trainer._say(
+            f"Augmentation check on the first pass: {result.augmented_val_accuracy:.3f} augmented vs "
+            f"{result.clean_val_accuracy:.3f} clean, no clear loser: caching the other "
+            f"{trainer.features.passes_left} passes"
+        )
         augmented = trainer.features.more_passes()
         if index == 0:  # as an unstaged check measures: the head standardised on every pass
             standardise_head(trainer.classifier.head, augmented.features)
