@@ -86,7 +86,7 @@ def test_one_network_outside_the_band_or_when_the_size_is_given(per_class, image
     assert (selection.quadrant, selection.partner_cut) == (quadrant, None)
 
 
-def test_similar_data_never_averages():
+def test_data_said_to_be_similar_never_averages():
     selection = select(_card(98), None, None, similar=True, image_size=224)
     assert selection.partner_cut is None
 
@@ -614,3 +614,114 @@ def test_a_frozen_base_partner_is_dropped_only_when_the_truncation_is_clearly_ah
     assert check.kept and "not clearly ahead of the average" in check.describe()
     whole = averaging.check_partner({"whole_network": truncation, "truncation": frozen_base}, labels)
     assert (whole.rival, whole.only_main, whole.only_rival, whole.kept) == ("partner", 24, 6, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The frozen base averaged with a truncation whose cut leads by less than the margin
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("deepest", "averaged"), [(0.79, True), (0.80 - 0.02, True), (0.80, False), (0.81, False)]
+)
+def test_similar_data_averages_the_frozen_base_with_a_cut_that_leads_within_the_margin(
+    monkeypatch, deepest, averaged
+):
+    from transferkit.selection import decision
+
+    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, deepest))
+    selection = select(_card(30), {"block_3": None, "out": None}, np.repeat(np.arange(4), 30), image_size=96)
+    assert (selection.quadrant, selection.cut_point, selection.similar) == ("small_similar", None, True)
+    expected = ("small_dissimilar", "block_3") if averaged else (None, None)
+    assert (selection.partner, selection.partner_cut) == expected
+    assert any("a truncation there trains too" in reason for reason in selection.reasons) is averaged
+    assert Selection.from_dict(selection.to_dict()) == selection
+
+
+def test_the_leading_cut_partner_needs_measured_similarity_and_small_data(monkeypatch):
+    """Told the data is similar, or large, fit trains the one network asked for."""
+    from transferkit.selection import decision
+
+    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, 0.79))
+    features, labels = {"block_3": None, "out": None}, np.repeat(np.arange(4), 30)
+    told = select(_card(30), features, labels, similar=True, image_size=96)
+    large = select(_card(30), features, labels, size="large", image_size=96)
+    assert (told.quadrant, told.partner, large.quadrant, large.partner) == (
+        "small_similar",
+        None,
+        "large_similar",
+        None,
+    )
+
+
+def test_a_frozen_base_with_a_truncation_partner_is_checked_against_the_average():
+    """The frozen base clearly ahead of its truncation (24 images only it gets right, 6 the other
+    way) but not of their mean: averaged."""
+    labels = np.zeros(100, int)
+    frozen_base = np.array([[0.9, 0.1]] * 94 + [[0.45, 0.55]] * 6)
+    truncation = np.array([[0.6, 0.4]] * 70 + [[0.45, 0.55]] * 24 + [[0.9, 0.1]] * 6)
+    check = averaging.check_partner({"frozen_base": frozen_base, "truncation": truncation}, labels)
+    assert (check.main, check.partner, check.rival, check.average_correct) == (
+        "frozen_base",
+        "truncation",
+        "average",
+        100,
+    )
+    assert check.kept
+
+
+def test_fit_trains_a_leading_cut_beside_the_frozen_base_and_saves_the_average(tmp_path, monkeypatch):
+    """The frozen base in the run folder, the truncation in partner/, one pass of the images for both
+    first phases, and the saved model the two networks' mean (or the frozen base alone)."""
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.backbones.weights import build_base
+    from transferkit.selection import decision
+
+    keras.utils.set_random_seed(0)
+    base, _ = build_base(get_backbone("tiny"), 32, "random")
+    weights = tmp_path / "tiny.weights.h5"
+    base.save_weights(weights)
+    real = decision.similarity_decision
+
+    def similar(scores):
+        _, _, confidence, reasons = real(scores)
+        return True, None, confidence, reasons
+
+    monkeypatch.setattr(decision, "similarity_decision", similar)
+    monkeypatch.setattr(decision, "averages_leading_cut", lambda scores: True)
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=30, size=32)
+    run = transferkit.fit(
+        str(data), size="small", backbone="tiny", weights=str(weights), image_size=32, epochs=2,
+        batch_size=16, out=tmp_path / "runs", verbose=0,
+    )  # fmt: skip
+    assert (run.recipe.strategy, run.selection.partner) == ("freeze", "small_dissimilar")
+    partner = averaging.read_partner(run.run_dir)
+    assert partner.strategy == "truncate" and partner.backbone.cut == run.selection.partner_cut
+    assert "shared features" in json.loads((run.run_dir / "timings.json").read_text())["totals"]
+    recorded = json.loads((run.run_dir / "metrics.json").read_text())
+    assert list(recorded["members"]) == ["frozen_base", "truncation"]
+    assert (recorded["averaging"]["main"], recorded["averaging"]["rival"]) == ("frozen_base", "average")
+    members = averaging.members_of(load_run(run.run_dir).model)
+    assert list(members) == (["frozen_base", "truncation"] if recorded["averaging"]["kept"] else [])
+
+
+def test_compare_averages_the_frozen_base_with_its_leading_cut_row(tmp_path):
+    frozen = _run_with(
+        tmp_path, "small_similar", "freeze", "none", [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
+    )
+    cut = _run_with(
+        tmp_path,
+        "small_dissimilar",
+        "truncate",
+        "block_3",
+        [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]],
+    )
+    selection = Selection(
+        "small", True, "small_similar", "freeze", None, 0.5, True, (), (), 0.1,
+        partner="small_dissimilar", partner_cut="block_3",
+    )  # fmt: skip
+    runs = with_averaged_pick((frozen, cut), selection)
+    assert [(r.recipe, r.picked) for r in runs][-1] == (AVERAGED, True)
+    assert (frozen.accuracy, cut.accuracy, runs[-1].accuracy) == (0.5, 0.5, 0.75)
+    elsewhere = dataclasses.replace(selection, partner_cut="block_9")
+    assert with_averaged_pick((frozen, cut), elsewhere)[-1].recipe != AVERAGED

@@ -30,6 +30,7 @@ from transferkit.selection.rules import (
     RETRAIN_IMAGES_PER_CLASS,
     RETRAIN_IMAGES_PER_CLASS_FULL_RESOLUTION,
     SATURATED_PROBE_ACCURACY,
+    TRUNCATE_MARGIN,
     CardLike,
     CutScore,
     _card_values,
@@ -37,6 +38,7 @@ from transferkit.selection.rules import (
     _describe,
     _size_is_close,
     averages_frozen_base,
+    averages_leading_cut,
     averages_truncation,
     retrain_images_per_class,
     score_cut_points,
@@ -159,6 +161,9 @@ def select(
     elif similarity_measured and size == "small" and not similar and averages_frozen_base(scores):
         partner = quadrant_for("small", similar=True)
         reasons.append(_frozen_base_reason(scores))
+    elif similarity_measured and size == "small" and similar and averages_leading_cut(scores):
+        partner, partner_cut = quadrant_for("small", similar=False), _compare(scores).best_earlier.cut
+        reasons.append(_leading_cut_reason(scores))
     close = (confidence < CLOSE_CALL_CONFIDENCE and not unmeasurable) or size_close
     if close:
         reasons.append("close call: run `transferkit compare` to train the candidates side by side")
@@ -203,6 +208,16 @@ def _frozen_base_reason(scores: Sequence[CutScore]) -> str:
         f"{FROZEN_BASE_AVERAGING_LEAD:.2f}): within what a trained head can lose, so the frozen base "
         "trains too and the model averages their probabilities (the truncation alone where it is clearly "
         "ahead on the validation images)"
+    )
+
+
+def _leading_cut_reason(scores: Sequence[CutScore]) -> str:
+    comparison = _compare(scores)
+    return (
+        f"the earlier cut {comparison.best_earlier.cut!r} leads the base's output by "
+        f"{-comparison.margin:.3f} in the probe (not more than {TRUNCATE_MARGIN:.2f}: similar): a "
+        "truncation there trains too and the model averages their probabilities (the frozen base "
+        "alone where it is clearly ahead of the average on the validation images)"
     )
 
 

@@ -210,14 +210,16 @@ images right than its rival (:data:`AGAINST_THE_AVERAGE`) and a one-sided sign t
 only one of them gets right puts the difference below this p-value (5%: the conventional level, not
 tuned on any data set)."""
 
-AGAINST_THE_AVERAGE = frozenset({"frozen_base"})
-"""Partners whose check weighs the run's own network against the average, not against the partner.
+AGAINST_THE_AVERAGE = frozenset({"frozen_base", "truncation"})
+"""Pairs of networks (the run's own and its partner, either way round) whose check weighs the run's
+own network against the average, not against the partner.
 
 A whole network's check is against its truncation: only the whole network clearly ahead of it drops
 it (measured: the held-out playing cards at 224 px, the whole network 0.955, its truncation 0.807,
-their average 0.898 on the test split). A frozen base beside a truncation only trains where the
-probe puts the two close (:func:`transferkit.selection.rules.averages_frozen_base`), and there a
-truncation can be clearly ahead of the frozen base on validation and still gain from averaging it.
+their average 0.898 on the test split). A truncation and the frozen base only train side by side
+where the probe puts the two close (:func:`transferkit.selection.rules.averages_frozen_base`,
+:func:`~transferkit.selection.rules.averages_leading_cut`), and there one can be clearly ahead of the
+other on validation and still gain from averaging it.
 On the tuning sets' 13 such runs (96 px) a check against the frozen base would have dropped it
 twice (digits at 150 per class, seed 0: truncation 0.955, average 0.977 on the test split, the
 truncation ahead of the frozen base on validation 294 against 287 of 300, p = 0.03; and digits at
@@ -230,7 +232,7 @@ class PartnerCheck:
     """Whether the averaged model keeps its partner, from the two networks' validation predictions.
 
     Only the run's own network (the pick) clearly ahead of its rival (the partner, or for
-    :data:`AGAINST_THE_AVERAGE` partners the average) drops the partner, never the reverse: the
+    :data:`AGAINST_THE_AVERAGE` pairs the average) drops the partner, never the reverse: the
     pick is what the selector measured best, and a whole network's validation accuracy is a fair
     estimate (its phase runs a fixed schedule) where a truncation's is a flattering one (its early
     stopping and augmentation check select on the same images).
@@ -307,7 +309,7 @@ def check_partner(member_probabilities: Mapping[str, np.ndarray], labels: np.nda
     main_right = main_probabilities.argmax(axis=1) == labels
     partner_right = partner_probabilities.argmax(axis=1) == labels
     average_right = (main_probabilities + partner_probabilities).argmax(axis=1) == labels
-    rival = "average" if partner in AGAINST_THE_AVERAGE else "partner"
+    rival = "average" if {main, partner} == AGAINST_THE_AVERAGE else "partner"
     rival_right = average_right if rival == "average" else partner_right
     only_main, only_rival = int(np.sum(main_right & ~rival_right)), int(np.sum(rival_right & ~main_right))
     discordant = only_main + only_rival
