@@ -402,17 +402,45 @@ def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
         )
 
 
+def _first_looks(monkeypatch, decisions: tuple[bool, bool]) -> tuple[list, list]:
+    """Make the augmentation checks' first looks decide as told (the run's own network's, then the
+    partner's; clear the second list returned before the next fit), and record each
+    :class:`SharedProgress` an averaged fit makes (the first list)."""
+    from transferkit.training import shared_passes as shared_module
+
+    looks: list[AugmentCheck] = []
+
+    def decided(check):
+        if not any(seen is check for seen in looks):
+            looks.append(check)
+        return decisions[min(next(i for i, seen in enumerate(looks) if seen is check), 1)]
+
+    progress = []
+
+    class Recorded(shared_module.SharedProgress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            progress.append(self)
+
+    monkeypatch.setattr(shared_module, "SharedProgress", Recorded)
+    monkeypatch.setattr(AugmentCheck, "clean_by_far", property(decided))
+    return progress, looks
+
+
 def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_own_would(
     averaged_run, tmp_path, monkeypatch
 ):
     """compare's averaged row averages two fits of their own, whose augmentation checks look at one
-    pass first; fit's averaged run serves the partner's check from passes already cached, and it
-    looks at the first of them alone all the same: the same record and the same model."""
+    pass first; fit's averaged run serves the partner's check from the passes both networks share,
+    and it looks at the first of them alone all the same: the same record and the same model. (A
+    whole network's warm-up does not check: it asks for every pass, through the shared graph.)"""
     data, _ = averaged_run
-    monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: True))  # decided on one
+    progress, looks = _first_looks(monkeypatch, (True, True))
     shared = transferkit.fit(str(data), out=tmp_path, name="shared", **FIT)
+    looks.clear()
     monkeypatch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
     alone = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    assert [p.cached for p in progress] == [2]  # FIT's two epochs: two augmented passes
     records = [TrainState.load(run.run_dir / "partner").augmentation for run in (shared, alone)]
     assert records[0] == records[1] and records[0]["augmented_passes"] == 1
     np.testing.assert_allclose(
@@ -526,8 +554,7 @@ def test_compare_averages_a_truncation_with_the_frozen_base_row(tmp_path):
     assert (cut.accuracy, frozen.accuracy, runs[-1].accuracy) == (0.5, 0.5, 0.75)
 
 
-@pytest.fixture(scope="module")
-def frozen_base_partner(tmp_path_factory):
+def _fit_truncation_beside_frozen_base(root: pathlib.Path, name: str, patch, share: bool = True):
     """A fit whose selector picks a truncation with the frozen base beside it: the tiny backbone
     (its probe on random features decides nothing, so the call is made for it) with weights from a
     file, as pretrained weights are loaded (a base built again is the same)."""
@@ -535,27 +562,36 @@ def frozen_base_partner(tmp_path_factory):
     from transferkit.backbones.weights import build_base
     from transferkit.selection import decision
 
-    root = tmp_path_factory.mktemp("frozen_base")
-    keras.utils.set_random_seed(0)
-    base, _ = build_base(get_backbone("tiny"), 32, "random")
     weights = root / "tiny.weights.h5"
-    base.save_weights(weights)
+    if not weights.exists():
+        keras.utils.set_random_seed(0)
+        base, _ = build_base(get_backbone("tiny"), 32, "random")
+        base.save_weights(weights)
     real = decision.similarity_decision
 
     def dissimilar(scores):
         _, _, confidence, reasons = real(scores)
         return False, scores[-2].cut, confidence, reasons
 
-    data = make_image_folder(root / "data", classes=2, per_class=30, size=32)
+    data = root / "data"
+    if not data.exists():
+        make_image_folder(data, classes=2, per_class=30, size=32)
+    patch.setattr(decision, "similarity_decision", dissimilar)
+    patch.setattr(decision, "averages_frozen_base", lambda scores: True)
+    if not share:
+        patch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
     options = dict(
         size="small", backbone="tiny", weights=str(weights), image_size=32, epochs=2, batch_size=16, verbose=0
     )
+    return transferkit.fit(str(data), out=root / "runs", name=name, **options)
+
+
+@pytest.fixture(scope="module")
+def frozen_base_partner(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frozen_base")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(decision, "similarity_decision", dissimilar)
-        patch.setattr(decision, "averages_frozen_base", lambda scores: True)
-        run = transferkit.fit(str(data), out=root / "runs", name="shared", **options)
-        patch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
-        alone = transferkit.fit(str(data), out=root / "runs", name="alone", **options)
+        run = _fit_truncation_beside_frozen_base(root, "shared", patch)
+        alone = _fit_truncation_beside_frozen_base(root, "alone", patch, share=False)
     return run, alone
 
 
@@ -595,6 +631,34 @@ def test_a_truncation_and_its_frozen_base_share_their_first_passes_as_if_each_pa
         assert losses == pytest.approx(
             [float(row[key]) for row in theirs for key in ("loss", "val_loss")], abs=1e-5
         )
+
+
+@pytest.mark.parametrize(
+    ("first_look", "shared_passes", "partner_passes"),
+    [
+        ((True, True), 1, 1),  # both checks drop the warps on the first pass: the other one never computed
+        ((True, False), 1, 2),  # only the partner's asks for the other: it computes it itself
+    ],
+)
+def test_shared_passes_are_computed_only_where_a_checks_first_look_asks_for_them(
+    tmp_path, monkeypatch, first_look, shared_passes, partner_passes
+):
+    """The truncation's and the frozen base's heads each look at the first of the passes they share
+    before asking for the others (FIT's two epochs: two passes); the same records and model as two
+    networks that pass the images themselves."""
+    progress, looks = _first_looks(monkeypatch, first_look)
+    shared = _fit_truncation_beside_frozen_base(tmp_path, "shared", monkeypatch)
+    looks.clear()
+    alone = _fit_truncation_beside_frozen_base(tmp_path, "alone", monkeypatch, share=False)
+    assert [p.cached for p in progress] == [shared_passes]
+    for folder, passes in (("", 1), ("partner", partner_passes)):
+        records = [TrainState.load(run.run_dir / folder).augmentation for run in (shared, alone)]
+        assert records[0] == records[1] and records[0]["augmented_passes"] == passes
+    np.testing.assert_allclose(
+        load_predictions(alone.run_dir).probabilities,
+        load_predictions(shared.run_dir).probabilities,
+        atol=1e-5,
+    )
 
 
 def test_a_frozen_base_partner_is_dropped_only_when_the_truncation_is_clearly_ahead_of_the_average():

@@ -10,6 +10,7 @@ fitted to them (:mod:`transferkit.training.head_init`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,17 +42,31 @@ if TYPE_CHECKING:
 VARIANCE_FLOOR = 0.01  # of the mean feature variance; see standardise_head
 
 
+@dataclass(eq=False)
+class SharedProgress:
+    """How many of the passes two networks share are computed so far (:mod:`.shared_passes`), and
+    how to compute the others: through the shared graph, both networks' columns at once."""
+
+    cached: int
+    grow: Callable[[], None]
+
+
 @dataclass(frozen=True, eq=False)  # arrays: equal only to itself
 class FirstPasses:
     """A first head phase's features computed before its run: its augmented training passes and
     the validation features, and what they were computed with (:mod:`.shared_passes`).
 
     Attributes:
-        train: the augmented passes, as the phase trains on them.
+        train: the augmented passes, as the phase trains on them (every pass's slot; with
+            ``progress``, only the first ``progress.cached`` are computed yet).
         val: ``(features, labels)`` of the validation images (clean, pretrained base).
         augment: the augmentation's Keras config (its seed included).
         passes: how many augmented passes.
         seed: the seed each pass's augmentation is reseeded from (:func:`pass_seed`).
+        store: the array the passes go into, rows to the full batches (None: ``train``'s own).
+        progress: None: every pass is computed; otherwise how many are, shared with the partner.
+        grows: the phase computes the others through ``progress`` (the run's own network, whose
+            first phase runs while the base is as loaded); otherwise through its own extractor.
     """
 
     train: CachedFeatures
@@ -59,6 +74,9 @@ class FirstPasses:
     augment: dict
     passes: int
     seed: int
+    store: np.ndarray | None = None
+    progress: SharedProgress | None = None
+    grows: bool = False
 
     def serves(self, augment: RandomAffine | None, passes: int, seed: int) -> bool:
         """Whether these are the passes of ``augment`` a run's first phase would compute."""
@@ -224,10 +242,19 @@ class FeatureCache:
                 self.verbose, f"Features of the {passes} augmented passes and the validation images: {shared}"
             )
             self._pretrained_val, self.first_passes = given.val, None  # the phase holds them now
-            # Already cached, yet offered as a fit of its own offers them: the check's first look
-            # sees the first alone, and decides as that fit's would (compare's averaged row).
-            train = given.train
-            self._pending = _PendingPasses(index, augment, seed, train.features, passes, train.labels)
+            # Offered as a fit of its own offers them: the check's first look sees the first alone,
+            # and decides as that fit's would (compare's averaged row); the others are computed
+            # only where the phase asks for them.
+            train, progress = given.train, given.progress
+            self._pending = _PendingPasses(
+                index,
+                augment,
+                seed,
+                train.features if given.store is None else given.store,
+                passes if progress is None else progress.cached,
+                train.labels,
+                shared=progress if given.grows else None,
+            )
             return self.more_passes(first), given.val
         if augment is None:
             say(self.verbose, "Caching features (pass 1/1)")
@@ -250,6 +277,9 @@ class FeatureCache:
         pending = self._pending
         total = len(pending.store)
         stop = total if count is None else min(total, pending.offered + count)
+        if stop > pending.cached and pending.shared is not None:  # both networks' at once
+            pending.shared.grow()
+            pending.cached = pending.shared.cached
         if stop > pending.cached:
             kind = ", augmented" if pending.augment.warps else ", pixel noise only"
             step = self.augmented_step(pending.augment)
@@ -261,6 +291,11 @@ class FeatureCache:
         pending.offered = stop
         stored = pending.store[:stop, : len(pending.labels)]
         return CachedFeatures(stored, pending.labels, self.batch_size, pending.seed)
+
+    @property
+    def pass_store(self) -> np.ndarray | None:
+        """The array the last :meth:`for_phase`'s augmented passes go into, every pass's slot."""
+        return None if self._pending is None else self._pending.store
 
     @property
     def passes_left(self) -> int:
@@ -280,6 +315,7 @@ class _PendingPasses:
     cached: int = 0
     labels: np.ndarray | None = None
     offered: int = 0
+    shared: SharedProgress | None = None  # computes the others for both networks of an averaged run
 
 
 def head_graph(head: keras.Model) -> keras.Model:

@@ -9,6 +9,12 @@ passes them once, and each network's first phase trains on its columns. On the p
 224 px (424 training images) the partner took 15.2-15.7 s of a 108-110 s fit, and 9.3-9.5 s of
 103-105 s since, the figures the same to the image (docs/MEASUREMENTS.md).
 
+Only the first pass is computed up front: each network's augmentation check looks at it first
+(:func:`~transferkit.training.head_phase.settle_augmentation`), and where the check drops the warps
+there the other passes are never needed. Where the run's own check asks for them, its first phase
+computes them through the same graph for both; where only the partner's does, it computes them
+through its own extractor (the base may have trained by then), the same seeded warps.
+
 The partner's first phase always takes its features from this graph, in a first run and in a
 resumed one alike (the base is still pretrained before the run's phases start), so a run
 interrupted anywhere trains the same partner as one that was not.
@@ -25,7 +31,7 @@ from transferkit.training.augment import RandomAffine
 from transferkit.training.averaging import in_words, member_name
 from transferkit.training.feature_bank import FeatureView, bank_model
 from transferkit.training.features import CachedFeatures
-from transferkit.training.head_phase import FeatureCache, FirstPasses, cached_passes
+from transferkit.training.head_phase import FeatureCache, FirstPasses, SharedProgress, cached_passes
 from transferkit.training.trainer import Trainer, on_cached_features, run_augmentation
 
 
@@ -81,7 +87,8 @@ def _whole_base(trainer: Trainer, partner: Recipe) -> keras.Model | None:
 def _compute(
     trainer: Trainer, base: keras.Model, partner: Recipe, augment: RandomAffine, passes: int
 ) -> tuple[FirstPasses, FirstPasses]:
-    """The passes through one graph on ``base`` with both networks' pooled outputs, split into each one's."""
+    """The first pass through one graph on ``base`` with both networks' pooled outputs, split into each
+    one's; the run's own first phase computes the others through it (:class:`SharedProgress`)."""
     recipe = trainer.recipe
     views = [FeatureView.of(recipe), FeatureView.of(partner)]
     pooled = bank_model(base, trainer.spec, views)
@@ -101,23 +108,37 @@ def _compute(
         verbose=trainer.verbose,
         augment=augment,
     )
-    train, (val, val_labels) = cache.for_phase(0, augment, passes, recipe.seed, pretrained=True)
-    ours, theirs = widths  # the run's columns first, then the partner's
+    # The first pass now; the others where a network's first phase asks for them (its augmentation
+    # check's first look does not drop the warps): while the run's own first phase runs, through
+    # this graph for both; later (the base may train by then), through the partner's own extractor.
+    train, (val, val_labels) = cache.for_phase(0, augment, passes, recipe.seed, pretrained=True, first=1)
+    store = cache.pass_store  # [passes, rows, ours + theirs]: the run's columns first, then the partner's
+    ours, theirs = widths
     # The run's own columns are a view: its first phase trains on them, then they go. The partner
     # trains after the run's phases: its columns are copied, so the run's go with its phase.
-    shape = (passes, len(train.labels), theirs)
-    partner_columns = (
-        trainer.cache.array(shape, name="partner")
-        if trainer.cache is not None
-        else np.empty(shape, "float32")
-    )
-    for number in range(passes):
-        partner_columns[number] = train.features[number, :, ours:]
+    shape = (passes, store.shape[1], theirs)
+    budget = trainer.cache
+    partner_columns = np.empty(shape, "float32") if budget is None else budget.array(shape, name="partner")
 
-    def passes_of(columns: np.ndarray, start: int, end: int) -> FirstPasses:
-        features = CachedFeatures(columns, train.labels, train.batch_size, train.seed)
+    def grow() -> None:
+        done = progress.cached
+        if done < passes:
+            cache.more_passes()
+            partner_columns[done:] = store[done:, :, ours:]
+            progress.cached = passes
+
+    partner_columns[0] = store[0, :, ours:]
+    progress = SharedProgress(cached=1, grow=grow)
+    rows = len(train.labels)
+
+    def passes_of(columns: np.ndarray, start: int, end: int, grows: bool) -> FirstPasses:
+        features = CachedFeatures(columns[:, :rows], train.labels, train.batch_size, train.seed)
+        validation = (val[:, start:end].copy(), val_labels)
         return FirstPasses(
-            features, (val[:, start:end].copy(), val_labels), augment.get_config(), passes, recipe.seed
+            features, validation, augment.get_config(), passes, recipe.seed, columns, progress, grows
         )
 
-    return passes_of(train.features[..., :ours], 0, ours), passes_of(partner_columns, ours, ours + theirs)
+    return (
+        passes_of(store[..., :ours], 0, ours, grows=True),
+        passes_of(partner_columns, ours, ours + theirs, grows=False),
+    )
