@@ -496,12 +496,19 @@ def _scores(earlier: float, deepest: float):
     ]
 
 
-@pytest.mark.parametrize(("deepest", "averaged"), [(0.74, True), (0.80 - 0.12, True), (0.60, False)])
-def test_a_truncation_averages_the_frozen_base_where_the_cut_leads_by_little(monkeypatch, deepest, averaged):
+def _select_with(monkeypatch, deepest: float, **given) -> Selection:
+    """The selector on four classes of 30 images at 96 px, its probe scoring the earlier cut 0.80 and
+    the deepest ``deepest``; ``given``: what the caller says (size, similar)."""
     from transferkit.selection import decision
 
     monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, deepest))
-    selection = select(_card(30), {"block_3": None, "out": None}, np.repeat(np.arange(4), 30), image_size=96)
+    features, labels = {"block_3": None, "out": None}, np.repeat(np.arange(4), 30)
+    return select(_card(30), features, labels, image_size=96, **given)
+
+
+@pytest.mark.parametrize(("deepest", "averaged"), [(0.74, True), (0.80 - 0.12, True), (0.60, False)])
+def test_a_truncation_averages_the_frozen_base_where_the_cut_leads_by_little(monkeypatch, deepest, averaged):
+    selection = _select_with(monkeypatch, deepest)
     assert (selection.quadrant, selection.cut_point) == ("small_dissimilar", "block_3")
     assert selection.partner == ("small_similar" if averaged else None) and selection.partner_cut is None
     assert any("frozen base trains too" in reason for reason in selection.reasons) is averaged
@@ -510,11 +517,7 @@ def test_a_truncation_averages_the_frozen_base_where_the_cut_leads_by_little(mon
 
 def test_the_frozen_base_partner_needs_measured_similarity(monkeypatch):
     """Told the data is dissimilar, fit trains the truncation asked for, alone."""
-    from transferkit.selection import decision
-
-    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, 0.78))
-    features, labels = {"block_3": None, "out": None}, np.repeat(np.arange(4), 30)
-    selection = select(_card(30), features, labels, similar=False, image_size=96)
+    selection = _select_with(monkeypatch, 0.78, similar=False)
     assert (selection.quadrant, selection.partner) == ("small_dissimilar", None)
 
 
@@ -691,10 +694,7 @@ def test_a_frozen_base_partner_is_dropped_only_when_the_truncation_is_clearly_ah
 def test_similar_data_averages_the_frozen_base_with_a_cut_that_leads_within_the_margin(
     monkeypatch, deepest, averaged
 ):
-    from transferkit.selection import decision
-
-    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, deepest))
-    selection = select(_card(30), {"block_3": None, "out": None}, np.repeat(np.arange(4), 30), image_size=96)
+    selection = _select_with(monkeypatch, deepest)
     assert (selection.quadrant, selection.cut_point, selection.similar) == ("small_similar", None, True)
     expected = ("small_dissimilar", "block_3") if averaged else (None, None)
     assert (selection.partner, selection.partner_cut) == expected
@@ -704,12 +704,8 @@ def test_similar_data_averages_the_frozen_base_with_a_cut_that_leads_within_the_
 
 def test_the_leading_cut_partner_needs_measured_similarity_and_small_data(monkeypatch):
     """Told the data is similar, or large, fit trains the one network asked for."""
-    from transferkit.selection import decision
-
-    monkeypatch.setattr(decision, "score_cut_points", lambda *args, **kwargs: _scores(0.80, 0.79))
-    features, labels = {"block_3": None, "out": None}, np.repeat(np.arange(4), 30)
-    told = select(_card(30), features, labels, similar=True, image_size=96)
-    large = select(_card(30), features, labels, size="large", image_size=96)
+    told = _select_with(monkeypatch, 0.79, similar=True)
+    large = _select_with(monkeypatch, 0.79, size="large")
     assert (told.quadrant, told.partner, large.quadrant, large.partner) == (
         "small_similar",
         None,
