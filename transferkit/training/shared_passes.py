@@ -15,9 +15,11 @@ there the other passes are never needed. Where the run's own check asks for them
 computes them through the same graph for both; where only the partner's does, it computes them
 through its own extractor (the base may have trained by then), the same seeded warps.
 
-The partner's first phase always takes its features from this graph, in a first run and in a
-resumed one alike (the base is still pretrained before the run's phases start), so a run
-interrupted anywhere trains the same partner as one that was not.
+The partner's first phase always takes its first pass from this graph, in a first run and in a
+resumed one alike (the base is still pretrained before the run's phases start), and the others from
+it or from its own extractor (a resumed run whose own first phase is done computes them there):
+the same warps through the same pretrained layers, so a run interrupted anywhere trains the same
+partner as one that was not, to float rounding.
 """
 
 from __future__ import annotations
