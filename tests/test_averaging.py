@@ -528,7 +528,13 @@ def test_a_selection_written_before_frozen_base_partners_reads_its_truncation_pa
     assert Selection.from_dict(record).partner == "small_dissimilar"
 
 
-def test_compare_averages_a_truncation_with_the_frozen_base_row(tmp_path):
+@pytest.mark.parametrize(
+    ("pick", "partner", "partner_cut"),
+    [("small_dissimilar", "small_similar", None), ("small_similar", "small_dissimilar", "block_3")],
+)
+def test_compare_averages_a_truncation_and_the_frozen_base_either_way_round(
+    tmp_path, pick, partner, partner_cut
+):
     cut = _run_with(
         tmp_path,
         "small_dissimilar",
@@ -539,22 +545,18 @@ def test_compare_averages_a_truncation_with_the_frozen_base_row(tmp_path):
     frozen = _run_with(
         tmp_path, "small_similar", "freeze", "none", [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
     )
+    similar = pick == "small_similar"
+    strategy, cut_point = ("freeze", None) if similar else ("truncate", "block_3")
     selection = Selection(
-        "small",
-        False,
-        "small_dissimilar",
-        "truncate",
-        "block_3",
-        0.5,
-        True,
-        (),
-        (),
-        0.1,
-        partner="small_similar",
-    )
+        "small", similar, pick, strategy, cut_point, 0.5, True, (), (), 0.1,
+        partner=partner, partner_cut=partner_cut,
+    )  # fmt: skip
     runs = with_averaged_pick((cut, frozen), selection)
     assert [(r.recipe, r.picked) for r in runs][-1] == (AVERAGED, True)
     assert (cut.accuracy, frozen.accuracy, runs[-1].accuracy) == (0.5, 0.5, 0.75)
+    if partner_cut is not None:  # a truncation partner cut elsewhere is not the one compare trained
+        elsewhere = dataclasses.replace(selection, partner_cut="block_9")
+        assert with_averaged_pick((cut, frozen), elsewhere)[-1].recipe != AVERAGED
 
 
 def _fit_truncation_beside_frozen_base(root: pathlib.Path, name: str, patch, share: bool = True):
@@ -763,25 +765,3 @@ def test_fit_trains_a_leading_cut_beside_the_frozen_base_and_saves_the_average(t
     assert (recorded["averaging"]["main"], recorded["averaging"]["rival"]) == ("frozen_base", "average")
     members = averaging.members_of(load_run(run.run_dir).model)
     assert list(members) == (["frozen_base", "truncation"] if recorded["averaging"]["kept"] else [])
-
-
-def test_compare_averages_the_frozen_base_with_its_leading_cut_row(tmp_path):
-    frozen = _run_with(
-        tmp_path, "small_similar", "freeze", "none", [[0.4, 0.6], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]
-    )
-    cut = _run_with(
-        tmp_path,
-        "small_dissimilar",
-        "truncate",
-        "block_3",
-        [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]],
-    )
-    selection = Selection(
-        "small", True, "small_similar", "freeze", None, 0.5, True, (), (), 0.1,
-        partner="small_dissimilar", partner_cut="block_3",
-    )  # fmt: skip
-    runs = with_averaged_pick((frozen, cut), selection)
-    assert [(r.recipe, r.picked) for r in runs][-1] == (AVERAGED, True)
-    assert (frozen.accuracy, cut.accuracy, runs[-1].accuracy) == (0.5, 0.5, 0.75)
-    elsewhere = dataclasses.replace(selection, partner_cut="block_9")
-    assert with_averaged_pick((frozen, cut), elsewhere)[-1].recipe != AVERAGED
