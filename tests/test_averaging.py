@@ -666,13 +666,20 @@ def test_shared_passes_are_computed_only_where_a_checks_first_look_asks_for_them
     )
 
 
+def _ahead_and_behind() -> tuple[np.ndarray, np.ndarray]:
+    """Two networks' class-0 votes on 100 images of class 0: the first right on 94, the second on 76;
+    24 images only the first gets right, 6 only the second, and their mean gets all 100 right."""
+    ahead = np.array([[0.9, 0.1]] * 94 + [[0.45, 0.55]] * 6)
+    behind = np.array([[0.6, 0.4]] * 70 + [[0.45, 0.55]] * 24 + [[0.9, 0.1]] * 6)
+    return ahead, behind
+
+
 def test_a_frozen_base_partner_is_dropped_only_when_the_truncation_is_clearly_ahead_of_the_average():
     """Clearly ahead of the frozen base (24 images only it gets right, 6 the other way), not of their
     mean, which gets all 100 right: averaged. The same answers as a whole network and its truncation:
     the truncation dropped."""
     labels = np.zeros(100, int)
-    truncation = np.array([[0.9, 0.1]] * 94 + [[0.45, 0.55]] * 6)
-    frozen_base = np.array([[0.6, 0.4]] * 70 + [[0.45, 0.55]] * 24 + [[0.9, 0.1]] * 6)
+    truncation, frozen_base = _ahead_and_behind()
     check = averaging.check_partner({"truncation": truncation, "frozen_base": frozen_base}, labels)
     assert (check.rival, check.main_correct, check.partner_correct, check.average_correct) == (
         "average",
@@ -720,8 +727,7 @@ def test_a_frozen_base_with_a_truncation_partner_is_checked_against_the_average(
     """The frozen base clearly ahead of its truncation (24 images only it gets right, 6 the other
     way) but not of their mean: averaged."""
     labels = np.zeros(100, int)
-    frozen_base = np.array([[0.9, 0.1]] * 94 + [[0.45, 0.55]] * 6)
-    truncation = np.array([[0.6, 0.4]] * 70 + [[0.45, 0.55]] * 24 + [[0.9, 0.1]] * 6)
+    frozen_base, truncation = _ahead_and_behind()
     check = averaging.check_partner({"frozen_base": frozen_base, "truncation": truncation}, labels)
     assert (check.main, check.partner, check.rival, check.average_correct) == (
         "frozen_base",
