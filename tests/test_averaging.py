@@ -118,6 +118,82 @@ def test_the_averaged_model_is_the_mean_of_its_members_and_saves_and_loads_as_on
     assert averaging.members_of(whole) == {}
 
 
+def _frozen_base_and_truncation(root: pathlib.Path, cut: str = "block2_pool") -> dict[str, keras.Model]:
+    """A frozen tiny base's classifier and a truncation of the same weights, loaded again from one
+    file (as fit builds the two networks), each with a confident random softmax layer."""
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.backbones.weights import build_base
+    from transferkit.recipes import HeadConfig
+    from transferkit.training.model import build_classifier, truncate
+
+    spec, weights = get_backbone("tiny"), root / "tiny.weights.h5"
+    keras.utils.set_random_seed(0)
+    base, _ = build_base(spec, 32, "random")
+    base.save_weights(weights)
+    again, _ = build_base(spec, 32, str(weights))
+    members = {
+        "truncation": build_classifier(spec, truncate(again, cut), 3, HeadConfig(pooling="avg_dev")).model,
+        "frozen_base": build_classifier(spec, base, 3, HeadConfig(pooling="avg")).model,
+    }
+    rng = np.random.default_rng(1)
+    for member in members.values():
+        dense = member.get_layer(averaging.HEAD_LAYER).get_layer("predictions")
+        dense.set_weights([rng.normal(0, 3, w.shape).astype("float32") for w in dense.get_weights()])
+    return members
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_a_truncation_and_its_frozen_base_run_their_shared_layers_once(tmp_path, temperature):
+    """The frozen base's layers up to the cut run once for both networks: the model holds the frozen
+    base's weights and the truncation's pooling and head, gives what the two networks' mean gives,
+    saves and loads, and each member is a classifier of its own again (Grad-CAM explains it)."""
+    from transferkit.reporting.grad_cam import grad_cam
+
+    members = _frozen_base_and_truncation(tmp_path)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    alone = {name: member.predict_on_batch(images) for name, member in members.items()}
+    model = averaging.average_models(members, temperature)
+    assert averaging.TRUNK_NAME in [layer.name for layer in model.layers]
+    above_its_base = sum(layer.count_params() for layer in members["truncation"].layers[3:])  # pool, head
+    assert model.count_params() == members["frozen_base"].count_params() + above_its_base
+    expected = scaled_probabilities(averaging.mean_probabilities(list(alone.values())), temperature)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    for averaged in (model, loaded):
+        np.testing.assert_allclose(averaged.predict_on_batch(images), expected, atol=1e-6)
+        rebuilt = averaging.members_of(averaged)
+        assert list(rebuilt) == ["truncation", "frozen_base"]
+        for name, member in rebuilt.items():
+            np.testing.assert_allclose(member.predict_on_batch(images), alone[name], atol=1e-6)
+            assert grad_cam(member, images[:2]).shape == (2, 32, 32)
+
+
+def test_an_average_over_a_shared_trunk_converts_to_tflite_and_onnx(tmp_path):
+    from transferkit.exporting.converters import write_onnx, write_tflite
+    from transferkit.exporting.runtimes import open_runner
+
+    model = averaging.average_models(_frozen_base_and_truncation(tmp_path), 2.0)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = model.predict_on_batch(images)
+    for fmt, write in (("tflite", lambda path: write_tflite(model, path, list("abc"), "none")),
+                       ("onnx", lambda path: write_onnx(model, path, list("abc")))):  # fmt: skip
+        write(tmp_path / f"model.{fmt}")
+        np.testing.assert_allclose(open_runner(tmp_path / f"model.{fmt}", fmt)(images), expected, atol=1e-5)
+
+
+def test_networks_whose_early_layers_differ_are_averaged_whole(tmp_path):
+    """A truncation whose kept blocks trained (a recipe may unfreeze them) shares nothing."""
+    members = _frozen_base_and_truncation(tmp_path)
+    conv = members["truncation"].layers[2].get_layer("block1_conv")
+    conv.set_weights([w + 0.01 for w in conv.get_weights()])
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    model = averaging.average_models(members)
+    assert averaging.TRUNK_NAME not in [layer.name for layer in model.layers]
+    assert model.count_params() == sum(member.count_params() for member in members.values())
+    expected = averaging.mean_probabilities([member.predict_on_batch(images) for member in members.values()])
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, atol=1e-6)
+
+
 def test_the_member_predictor_averages_as_the_model_does_and_keeps_each_members_output():
     outputs = {"a": np.array([[0.9, 0.1], [0.2, 0.8]]), "b": np.array([[0.5, 0.5], [0.6, 0.4]])}
     predictor = averaging.MemberPredictor({name: (lambda _, o=o: o) for name, o in outputs.items()})
@@ -610,6 +686,7 @@ def test_fit_trains_the_frozen_base_beside_a_close_truncation_and_saves_the_aver
     saved = load_run(run.run_dir).model
     members = averaging.members_of(saved)
     assert list(members) == (["truncation", "frozen_base"] if recorded["averaging"]["kept"] else [])
+    assert (averaging.TRUNK_NAME in [layer.name for layer in saved.layers]) == recorded["averaging"]["kept"]
     predictions = load_predictions(run.run_dir)
     images, _ = load_images(list(predictions.paths), predictions.image_size, predictions.white_level)
     np.testing.assert_allclose(
@@ -769,5 +846,7 @@ def test_fit_trains_a_leading_cut_beside_the_frozen_base_and_saves_the_average(t
     recorded = json.loads((run.run_dir / "metrics.json").read_text())
     assert list(recorded["members"]) == ["frozen_base", "truncation"]
     assert (recorded["averaging"]["main"], recorded["averaging"]["rival"]) == ("frozen_base", "average")
-    members = averaging.members_of(load_run(run.run_dir).model)
+    saved = load_run(run.run_dir).model
+    members = averaging.members_of(saved)
     assert list(members) == (["frozen_base", "truncation"] if recorded["averaging"]["kept"] else [])
+    assert (averaging.TRUNK_NAME in [layer.name for layer in saved.layers]) == recorded["averaging"]["kept"]

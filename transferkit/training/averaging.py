@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import keras
@@ -99,6 +100,12 @@ def average_models(members: Mapping[str, keras.Model], temperature: float = 1.0)
     Each member is wrapped under its own name (``members``' keys), so that two members built
     from the same backbone (the same layer names inside) save and load as one ``model.keras``.
 
+    Where one member's base is the other's cut short with the same weights (a truncation and the
+    frozen base: both frozen, loaded from one file), the layers up to the cut run once
+    (:func:`shared_trunk`): the model is the frozen base's cost, not about twice it. The members
+    are then each network's layers above its map, wrapped under its name; :func:`members_of`
+    rebuilds each as a whole classifier.
+
     With a ``temperature`` (other than 1) it returns ``softmax(log(mean) / temperature)``, which
     ranks the classes as the mean does: the two members give log-probabilities
     (:func:`log_probability_member`), ``log(p + q) = log p + softplus(log q - log p)`` (the 1/2 of
@@ -108,13 +115,20 @@ def average_models(members: Mapping[str, keras.Model], temperature: float = 1.0)
     """
     first = next(iter(members.values()))
     pixels = keras.Input(first.input_shape[1:], dtype=first.inputs[0].dtype, name="pixels")
-    if temperature == 1.0:
+    log_probabilities = temperature != 1.0
+    if log_probabilities and len(members) != 2:
+        raise ValueError(f"a temperature averages two members' log-probabilities, not {len(members)}")
+    trunk = shared_trunk(members)
+    if trunk is not None:
+        outputs = trunk.outputs_on(pixels, log_probabilities)
+    elif log_probabilities:
+        outputs = [log_probability_member(m, name)(pixels) for name, m in members.items()]
+    else:
         outputs = [keras.Model(m.inputs, m.outputs[0], name=name)(pixels) for name, m in members.items()]
+    if not log_probabilities:
         averaged = keras.layers.Average(name="mean_probabilities", dtype="float32")(outputs)
         return keras.Model(pixels, averaged, name=AVERAGED_NAME)
-    if len(members) != 2:
-        raise ValueError(f"a temperature averages two members' log-probabilities, not {len(members)}")
-    log_p, log_q = (log_probability_member(m, name)(pixels) for name, m in members.items())
+    log_p, log_q = outputs
     difference = keras.layers.Subtract(name="log_ratio", dtype="float32")([log_q, log_p])
     softplus = keras.layers.Activation("softplus", name="log1p_ratio", dtype="float32")(difference)
     log_sum = keras.layers.Add(name="log_sum", dtype="float32")([log_p, softplus])
@@ -127,31 +141,147 @@ def log_probability_member(member: keras.Model, name: str) -> keras.Model:
     """``member`` (a transferkit classifier) ending in log-probabilities: its layers, shared, up to
     its softmax layer's input, then a log-softmax ``Dense`` with that layer's weights (copied)."""
     head = member.get_layer(HEAD_LAYER)
-    dense = head.get_layer(SOFTMAX_LAYER)
     # The tensor the head was called on in the classifier's graph: a nested model's own ``input`` is
     # its inner one, and training calls the head in graphs of its own too (head phases).
     (node,) = (n for n in head._inbound_nodes if any(t is member.outputs[0] for t in n.output_tensors))
-    features = keras.Model(head.inputs, dense.input, name="head_features")(node.input_tensors[0])
+    return keras.Model(member.inputs, _head_output(head, node.input_tensors[0], True), name=name)
+
+
+def _head_output(head: keras.Model, features, log_probabilities: bool):
+    """``head`` on ``features``: its probabilities, or (``log_probabilities``) its layers up to the
+    softmax layer's input, then a log-softmax ``Dense`` with that layer's weights (copied)."""
+    if not log_probabilities:
+        return head(features)
+    dense = head.get_layer(SOFTMAX_LAYER)
+    hidden = keras.Model(head.inputs, dense.input, name="head_features")(features)
     logits = keras.layers.Dense(
         dense.units, activation="log_softmax", dtype="float32", name=LOG_PROBABILITIES
     )
-    output = logits(features)
+    output = logits(hidden)
     logits.set_weights(dense.get_weights())
-    return keras.Model(member.inputs, output, name=name)
+    return output
+
+
+TRUNK_NAME = "shared_trunk"  # the layers two averaged networks share, up to the earlier one's map
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A transferkit classifier's top-level layers: ``below`` its base (the pixel normalisation),
+    the ``base`` (a nested model ending in a 4-D map), ``above`` it (pooling, then the head)."""
+
+    below: list
+    base: keras.Model
+    above: list
+
+    @classmethod
+    def of(cls, model: keras.Model) -> _Chain | None:
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        nested = [i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)]
+        if len(model.inputs) != 1 or len(nested) < 2 or layers[-1].name != HEAD_LAYER:
+            return None
+        base = layers[nested[0]]  # the head (and a pooling of several parts) come after it
+        if len(base.outputs) != 1 or len(base.outputs[0].shape) != 4:
+            return None
+        return cls(layers[: nested[0]], base, layers[nested[0] + 1 :])
+
+
+@dataclass(frozen=True)
+class SharedTrunk:
+    """Two members of which one's base (``short``) is the other's (``full``) cut short: the same
+    layers up to the cut, with the same weights (a truncation and the frozen base, both frozen)."""
+
+    chains: dict[str, _Chain]  # each member's chain, in the members' order
+    full: str  # the member whose base runs to the end
+    cut: str  # the layer the other member's base ends at
+
+    def outputs_on(self, pixels, log_probabilities: bool) -> list:
+        """Each member's output on ``pixels``: the full base's layers run once, its map at ``cut``
+        and its own output feed the two members' layers above their bases."""
+        full = self.chains[self.full]
+        x = pixels
+        for layer in full.below:
+            x = layer(x)
+        # A layer's ``output`` is its first call's: the base's own graph (training calls the same
+        # layers in graphs of its own too).
+        maps = [full.base.get_layer(self.cut).output, full.base.outputs[0]]
+        cut_map, end_map = keras.Model(full.base.input, maps, name=TRUNK_NAME)(x, training=False)
+        return [
+            _above(chain, end_map if name == self.full else cut_map, name, log_probabilities)
+            for name, chain in self.chains.items()
+        ]
+
+
+def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
+    """The two members' :class:`SharedTrunk`, or None when they share no layers: anything but two
+    classifiers with the same pixel normalisation whose bases agree, layer by layer and weight by
+    weight, up to the shorter one's end."""
+    if len(members) != 2:
+        return None
+    chains = {name: _Chain.of(member) for name, member in members.items()}
+    if any(chain is None for chain in chains.values()):
+        return None
+    full, short = sorted(chains, key=lambda name: -len(chains[name].base.layers))
+    long, shorter = chains[full], chains[short]
+    cut = shorter.base.outputs[0]._keras_history.operation.name
+    if cut == long.base.outputs[0]._keras_history.operation.name:
+        return None  # two bases of the same depth: neither is the other cut short
+    by_name = {layer.name: layer for layer in long.base.layers}
+    kept = [layer for layer in shorter.base.layers if not isinstance(layer, keras.layers.InputLayer)]
+    pairs = [*zip_longest(shorter.below, long.below), *((layer, by_name.get(layer.name)) for layer in kept)]
+    return SharedTrunk(chains, full, cut) if all(_same_weights(a, b) for a, b in pairs) else None
+
+
+def _same_weights(layer, twin) -> bool:
+    """Whether two layers (either may be None) are of one class and hold equal weights."""
+    if layer is None or twin is None or type(layer) is not type(twin):
+        return False
+    if len(layer.weights) != len(twin.weights):
+        return False
+    return all(np.array_equal(w, t) for w, t in zip(layer.get_weights(), twin.get_weights(), strict=True))
+
+
+def _above(chain: _Chain, feature_map, name: str, log_probabilities: bool):
+    """The member's layers above its base (pooling, head) on ``feature_map``, wrapped under its name."""
+    inputs = keras.Input(feature_map.shape[1:], dtype=feature_map.dtype, name=f"{name}_map")
+    x = inputs
+    for layer in chain.above[:-1]:
+        x = layer(x)
+    return keras.Model(inputs, _head_output(chain.above[-1], x, log_probabilities), name=name)(feature_map)
 
 
 def members_of(model: keras.Model) -> dict[str, keras.Model]:
-    """``{name: member}`` of a model made by :func:`average_models` (loaded or not), each giving its
-    probabilities (a calibrated average's members, which give log-probabilities, wrapped); {} otherwise."""
+    """``{name: member}`` of a model made by :func:`average_models` (loaded or not), each a
+    classifier of its own giving its probabilities (a calibrated average's members, which give
+    log-probabilities, wrapped; members above a shared trunk rebuilt on it); {} otherwise."""
     if model.name != AVERAGED_NAME:
         return {}
     members = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
-    return {name: _probabilities(member) for name, member in members.items()}
+    trunk = members.pop(TRUNK_NAME, None)
+    if trunk is None:
+        return {name: _probabilities(member, member) for name, member in members.items()}
+    return {name: _on_trunk(model, trunk, name) for name in members}
 
 
-def _probabilities(member: keras.Model) -> keras.Model:
-    """``member`` giving probabilities: itself, or, ending in log-probabilities, with ``exp`` on top."""
-    if member.layers[-1].name != LOG_PROBABILITIES:
+def _on_trunk(model: keras.Model, trunk: keras.Model, name: str) -> keras.Model:
+    """Member ``name`` of an average over a shared trunk as a classifier: pixels -> the layers below
+    the trunk -> the trunk's map that member reads (a base of its own) -> the member's layers."""
+    above = model.get_layer(name)
+    (node,) = (n for n in above._inbound_nodes if n.input_tensors[0]._keras_history.operation is trunk)
+    index = node.input_tensors[0]._keras_history.tensor_index
+    pixels = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="pixels")
+    x = pixels
+    for layer in model.layers[1 : model.layers.index(trunk)]:  # the pixel normalisation
+        x = layer(x)
+    base = keras.Model(trunk.input, trunk.outputs[index], name=f"{name}_base")
+    member = keras.Model(pixels, above(base(x, training=False)), name=name)
+    return _probabilities(member, above)
+
+
+def _probabilities(member: keras.Model, last: keras.Model) -> keras.Model:
+    """``member`` giving probabilities: itself, or, where its ``last`` layers end in log-probabilities,
+    with ``exp`` on top."""
+    if last.layers[-1].name != LOG_PROBABILITIES:
         return member
     exp = keras.layers.Activation("exponential", dtype="float32", name="probabilities")
     return keras.Model(member.inputs, exp(member.outputs[0]), name=member.name)
