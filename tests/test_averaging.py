@@ -118,9 +118,11 @@ def test_the_averaged_model_is_the_mean_of_its_members_and_saves_and_loads_as_on
     assert averaging.members_of(whole) == {}
 
 
-def _frozen_base_and_truncation(root: pathlib.Path, cut: str = "block2_pool") -> dict[str, keras.Model]:
-    """A frozen tiny base's classifier and a truncation of the same weights, loaded again from one
-    file (as fit builds the two networks), each with a confident random softmax layer."""
+def _truncation_beside(root: pathlib.Path, trained_from: str | None = None) -> dict[str, keras.Model]:
+    """A truncation of the tiny base at ``block2_pool`` and the network beside it, built from one
+    weights file loaded twice (as fit builds the two networks), each with a confident random softmax
+    layer: the frozen base, or (``trained_from`` a layer) a whole network whose layers from that one
+    on have trained (moved off the file's weights)."""
     from transferkit.backbones.registry import get_backbone
     from transferkit.backbones.weights import build_base
     from transferkit.recipes import HeadConfig
@@ -131,10 +133,16 @@ def _frozen_base_and_truncation(root: pathlib.Path, cut: str = "block2_pool") ->
     base, _ = build_base(spec, 32, "random")
     base.save_weights(weights)
     again, _ = build_base(spec, 32, str(weights))
+    beside = "frozen_base" if trained_from is None else "whole_network"
     members = {
-        "truncation": build_classifier(spec, truncate(again, cut), 3, HeadConfig(pooling="avg_dev")).model,
-        "frozen_base": build_classifier(spec, base, 3, HeadConfig(pooling="avg")).model,
+        "truncation": build_classifier(
+            spec, truncate(again, "block2_pool"), 3, HeadConfig(pooling="avg_dev")
+        ).model,
+        beside: build_classifier(spec, base, 3, HeadConfig(pooling="avg")).model,
     }
+    names = [layer.name for layer in base.layers]
+    for layer in base.layers[names.index(trained_from) :] if trained_from else []:
+        layer.set_weights([w + 0.01 for w in layer.get_weights()])
     rng = np.random.default_rng(1)
     for member in members.values():
         dense = member.get_layer(averaging.HEAD_LAYER).get_layer("predictions")
@@ -143,26 +151,41 @@ def _frozen_base_and_truncation(root: pathlib.Path, cut: str = "block2_pool") ->
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_a_truncation_and_its_frozen_base_run_their_shared_layers_once(tmp_path, temperature):
-    """The frozen base's layers up to the cut run once for both networks: the model holds the frozen
-    base's weights and the truncation's pooling and head, gives what the two networks' mean gives,
-    saves and loads, and each member is a classifier of its own again (Grad-CAM explains it)."""
+@pytest.mark.parametrize(
+    ("trained_from", "shared_to"),
+    [(None, "block2_pool"), ("block2_conv", "block1_pool")],
+    ids=["frozen base: to the cut", "whole network: its frozen block"],
+)
+def test_two_averaged_networks_run_the_early_layers_they_share_once(
+    tmp_path, temperature, trained_from, shared_to
+):
+    """The layers both networks hold alike, up to a block end, run once: the model holds their
+    weights once, gives what the two networks' mean gives, saves and loads, and each member is a
+    classifier of its own again (Grad-CAM explains its last map)."""
     from transferkit.reporting.grad_cam import grad_cam
 
-    members = _frozen_base_and_truncation(tmp_path)
+    members = _truncation_beside(tmp_path, trained_from)
     images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     alone = {name: member.predict_on_batch(images) for name, member in members.items()}
     model = averaging.average_models(members, temperature)
+    assert averaging.shared_trunk(members).end == shared_to
     assert averaging.TRUNK_NAME in [layer.name for layer in model.layers]
-    above_its_base = sum(layer.count_params() for layer in members["truncation"].layers[3:])  # pool, head
-    assert model.count_params() == members["frozen_base"].count_params() + above_its_base
+    truncation = members["truncation"]
+    kept = [layer.name for layer in truncation.layers[2].layers]
+    shared = (
+        truncation.layers[1].count_params()
+        + sum(  # the pixel normalisation, the base to shared_to
+            layer.count_params() for layer in truncation.layers[2].layers[: kept.index(shared_to) + 1]
+        )
+    )
+    assert model.count_params() == sum(member.count_params() for member in members.values()) - shared
     expected = scaled_probabilities(averaging.mean_probabilities(list(alone.values())), temperature)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     for averaged in (model, loaded):
         np.testing.assert_allclose(averaged.predict_on_batch(images), expected, atol=1e-6)
         rebuilt = averaging.members_of(averaged)
-        assert list(rebuilt) == ["truncation", "frozen_base"]
+        assert list(rebuilt) == list(members)
         for name, member in rebuilt.items():
             np.testing.assert_allclose(member.predict_on_batch(images), alone[name], atol=1e-6)
             assert grad_cam(member, images[:2]).shape == (2, 32, 32)
@@ -172,7 +195,7 @@ def test_an_average_over_a_shared_trunk_converts_to_tflite_and_onnx(tmp_path):
     from transferkit.exporting.converters import write_onnx, write_tflite
     from transferkit.exporting.runtimes import open_runner
 
-    model = averaging.average_models(_frozen_base_and_truncation(tmp_path), 2.0)
+    model = averaging.average_models(_truncation_beside(tmp_path, "block2_conv"), 2.0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     expected = model.predict_on_batch(images)
     for fmt, write in (("tflite", lambda path: write_tflite(model, path, list("abc"), "none")),
@@ -182,8 +205,8 @@ def test_an_average_over_a_shared_trunk_converts_to_tflite_and_onnx(tmp_path):
 
 
 def test_networks_whose_early_layers_differ_are_averaged_whole(tmp_path):
-    """A truncation whose kept blocks trained (a recipe may unfreeze them) shares nothing."""
-    members = _frozen_base_and_truncation(tmp_path)
+    """A truncation whose first block trained (a recipe may unfreeze it) shares nothing."""
+    members = _truncation_beside(tmp_path)
     conv = members["truncation"].layers[2].get_layer("block1_conv")
     conv.set_weights([w + 0.01 for w in conv.get_weights()])
     images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")

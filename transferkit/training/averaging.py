@@ -162,7 +162,8 @@ def _head_output(head: keras.Model, features, log_probabilities: bool):
     return output
 
 
-TRUNK_NAME = "shared_trunk"  # the layers two averaged networks share, up to the earlier one's map
+TRUNK_NAME = "shared_trunk"  # the early layers two averaged networks share
+REST = "rest_of_base"  # a member's own base layers above the shared trunk (where it has any)
 
 
 @dataclass(frozen=True)
@@ -188,66 +189,95 @@ class _Chain:
 
 @dataclass(frozen=True)
 class SharedTrunk:
-    """Two members of which one's base (``short``) is the other's (``full``) cut short: the same
-    layers up to the cut, with the same weights (a truncation and the frozen base, both frozen)."""
+    """Two members whose bases agree, layer by layer and weight by weight, up to layer ``end``,
+    whose output is all that their layers above it read (a block end): a truncation and the frozen
+    base up to the cut, a whole network and a truncation up to the frozen stem."""
 
-    chains: dict[str, _Chain]  # each member's chain, in the members' order
-    full: str  # the member whose base runs to the end
-    cut: str  # the layer the other member's base ends at
+    chains: dict[str, _Chain]  # each member's chain, in the members' order; the first's layers run
+    end: str
 
     def outputs_on(self, pixels, log_probabilities: bool) -> list:
-        """Each member's output on ``pixels``: the full base's layers run once, its map at ``cut``
-        and its own output feed the two members' layers above their bases."""
-        full = self.chains[self.full]
+        """Each member's output on ``pixels``: the layers up to ``end`` run once (the first member's),
+        then each member's own base layers above them, pooling and head."""
+        first = next(iter(self.chains.values()))
         x = pixels
-        for layer in full.below:
+        for layer in first.below:
             x = layer(x)
         # A layer's ``output`` is its first call's: the base's own graph (training calls the same
         # layers in graphs of its own too).
-        maps = [full.base.get_layer(self.cut).output, full.base.outputs[0]]
-        cut_map, end_map = keras.Model(full.base.input, maps, name=TRUNK_NAME)(x, training=False)
+        trunk = keras.Model(first.base.input, first.base.get_layer(self.end).output, name=TRUNK_NAME)
+        shared = trunk(x, training=False)  # frozen: BatchNorm keeps its statistics
         return [
-            _above(chain, end_map if name == self.full else cut_map, name, log_probabilities)
-            for name, chain in self.chains.items()
+            _above(chain, self.end, shared, name, log_probabilities) for name, chain in self.chains.items()
         ]
 
 
 def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
-    """The two members' :class:`SharedTrunk`, or None when they share no layers: anything but two
-    classifiers with the same pixel normalisation whose bases agree, layer by layer and weight by
-    weight, up to the shorter one's end."""
+    """The two members' :class:`SharedTrunk`, or None where they share nothing: anything but two
+    classifiers with the same pixel normalisation whose bases start with the same layers (the same
+    kind, settings, inputs and weights) up to a block end."""
     if len(members) != 2:
         return None
     chains = {name: _Chain.of(member) for name, member in members.items()}
     if any(chain is None for chain in chains.values()):
         return None
-    full, short = sorted(chains, key=lambda name: -len(chains[name].base.layers))
-    long, shorter = chains[full], chains[short]
-    cut = shorter.base.outputs[0]._keras_history.operation.name
-    if cut == long.base.outputs[0]._keras_history.operation.name:
-        return None  # two bases of the same depth: neither is the other cut short
-    by_name = {layer.name: layer for layer in long.base.layers}
-    kept = [layer for layer in shorter.base.layers if not isinstance(layer, keras.layers.InputLayer)]
-    pairs = [*zip_longest(shorter.below, long.below), *((layer, by_name.get(layer.name)) for layer in kept)]
-    return SharedTrunk(chains, full, cut) if all(_same_weights(a, b) for a, b in pairs) else None
+    a, b = chains.values()
+    if not all(_same(x, y) for x, y in zip_longest(a.below, b.below)):
+        return None
+    twins = {layer.name: layer for layer in b.base.layers}
+    ends_in_b, end = _block_ends(b.base), None
+    for layer in a.base.layers[1:]:  # after the input
+        if not _same(layer, twins.get(layer.name)) or _inputs(layer) != _inputs(twins[layer.name]):
+            break
+        if layer.name in ends_in_b and layer.name in _block_ends(a.base):
+            end = layer.name
+    return None if end is None else SharedTrunk(chains, end)
 
 
-def _same_weights(layer, twin) -> bool:
-    """Whether two layers (either may be None) are of one class and hold equal weights."""
+def _same(layer, twin) -> bool:
+    """Whether two layers (either may be None) are of one kind, with the same settings and equal weights."""
     if layer is None or twin is None or type(layer) is not type(twin):
         return False
-    if len(layer.weights) != len(twin.weights):
+    config, other = layer.get_config(), twin.get_config()
+    if {**config, "name": None} != {**other, "name": None} or len(layer.weights) != len(twin.weights):
         return False
     return all(np.array_equal(w, t) for w, t in zip(layer.get_weights(), twin.get_weights(), strict=True))
 
 
-def _above(chain: _Chain, feature_map, name: str, log_probabilities: bool):
-    """The member's layers above its base (pooling, head) on ``feature_map``, wrapped under its name."""
-    inputs = keras.Input(feature_map.shape[1:], dtype=feature_map.dtype, name=f"{name}_map")
-    x = inputs
+def _inputs(layer) -> list[str]:
+    """The names of the layers whose outputs ``layer`` reads in its model's own graph (its first
+    call); the model's input (named anew in every model) as ``""``."""
+    makers = (t._keras_history.operation for t in layer._inbound_nodes[0].input_tensors)
+    return ["" if isinstance(maker, keras.layers.InputLayer) else maker.name for maker in makers]
+
+
+def _block_ends(base: keras.Model) -> set[str]:
+    """Layers of ``base`` whose output is the only tensor the layers after them read from the layers
+    up to them (in the graph's order): where the graph can be cut in two."""
+    order = {layer.name: i for i, layer in enumerate(base.layers[1:], start=1)} | {"": 0}
+    last_read = list(range(len(base.layers)))  # by position: the last position reading its output
+    for i, layer in enumerate(base.layers[1:], start=1):
+        for name in _inputs(layer):
+            last_read[order[name]] = max(last_read[order[name]], i)
+    ends, reach = set(), 0
+    for k, layer in enumerate(base.layers):
+        if reach <= k and k > 0:
+            ends.add(layer.name)
+        reach = max(reach, last_read[k])
+    return ends
+
+
+def _above(chain: _Chain, end: str, shared_map, name: str, log_probabilities: bool):
+    """The member's layers above the shared trunk on ``shared_map``, wrapped under its name: the rest
+    of its base (where its base goes on past ``end``), its pooling and its head."""
+    inputs = keras.Input(shared_map.shape[1:], dtype=shared_map.dtype, name=f"{name}_map")
+    x, base = inputs, chain.base
+    if base.outputs[0]._keras_history.operation.name != end:
+        rest = keras.Model(base.get_layer(end).output, base.outputs[0], name=REST)
+        x = rest(x, training=False)
     for layer in chain.above[:-1]:
         x = layer(x)
-    return keras.Model(inputs, _head_output(chain.above[-1], x, log_probabilities), name=name)(feature_map)
+    return keras.Model(inputs, _head_output(chain.above[-1], x, log_probabilities), name=name)(shared_map)
 
 
 def members_of(model: keras.Model) -> dict[str, keras.Model]:
@@ -264,18 +294,22 @@ def members_of(model: keras.Model) -> dict[str, keras.Model]:
 
 
 def _on_trunk(model: keras.Model, trunk: keras.Model, name: str) -> keras.Model:
-    """Member ``name`` of an average over a shared trunk as a classifier: pixels -> the layers below
-    the trunk -> the trunk's map that member reads (a base of its own) -> the member's layers."""
+    """Member ``name`` of an average over a shared trunk as a classifier of its own: pixels -> the
+    layers below the trunk -> a base (the trunk and the rest of the member's base) -> its pooling
+    and head, so that the base's output is its last feature map (Grad-CAM explains it)."""
     above = model.get_layer(name)
-    (node,) = (n for n in above._inbound_nodes if n.input_tensors[0]._keras_history.operation is trunk)
-    index = node.input_tensors[0]._keras_history.tensor_index
+    layers = [layer for layer in above.layers if not isinstance(layer, keras.layers.InputLayer)]
+    feature_map = trunk.outputs[0]
+    if layers[0].name == REST:
+        feature_map = layers.pop(0)(feature_map, training=False)
     pixels = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="pixels")
     x = pixels
     for layer in model.layers[1 : model.layers.index(trunk)]:  # the pixel normalisation
         x = layer(x)
-    base = keras.Model(trunk.input, trunk.outputs[index], name=f"{name}_base")
-    member = keras.Model(pixels, above(base(x, training=False)), name=name)
-    return _probabilities(member, above)
+    x = keras.Model(trunk.input, feature_map, name=f"{name}_base")(x, training=False)
+    for layer in layers:
+        x = layer(x)
+    return _probabilities(keras.Model(pixels, x, name=name), above)
 
 
 def _probabilities(member: keras.Model, last: keras.Model) -> keras.Model:
