@@ -100,11 +100,12 @@ def average_models(members: Mapping[str, keras.Model], temperature: float = 1.0)
     Each member is wrapped under its own name (``members``' keys), so that two members built
     from the same backbone (the same layer names inside) save and load as one ``model.keras``.
 
-    Where one member's base is the other's cut short with the same weights (a truncation and the
-    frozen base: both frozen, loaded from one file), the layers up to the cut run once
-    (:func:`shared_trunk`): the model is the frozen base's cost, not about twice it. The members
-    are then each network's layers above its map, wrapped under its name; :func:`members_of`
-    rebuilds each as a whole classifier.
+    Where the two bases start with the same layers and weights (a truncation and the frozen base
+    up to the cut: both frozen, loaded from one file; a whole network and its truncation up to the
+    frozen stem), those layers run once (:func:`shared_trunk`): beside the frozen base the model
+    costs what the frozen base does, not about twice it. The members are then each network's own
+    layers above the shared ones, wrapped under its name; :func:`members_of` rebuilds each as a
+    whole classifier.
 
     With a ``temperature`` (other than 1) it returns ``softmax(log(mean) / temperature)``, which
     ranks the classes as the mean does: the two members give log-probabilities
@@ -225,21 +226,23 @@ def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
     if not all(_same(x, y) for x, y in zip_longest(a.below, b.below)):
         return None
     twins = {layer.name: layer for layer in b.base.layers}
-    ends_in_b, end = _block_ends(b.base), None
+    ends, end = _block_ends(a.base) & _block_ends(b.base), None
     for layer in a.base.layers[1:]:  # after the input
         if not _same(layer, twins.get(layer.name)) or _inputs(layer) != _inputs(twins[layer.name]):
             break
-        if layer.name in ends_in_b and layer.name in _block_ends(a.base):
-            end = layer.name
+        end = layer.name if layer.name in ends else end
     return None if end is None else SharedTrunk(chains, end)
 
 
 def _same(layer, twin) -> bool:
-    """Whether two layers (either may be None) are of one kind, with the same settings and equal weights."""
+    """Whether two layers (either may be None) compute the same: of one kind, with the same settings
+    (their names and whether they train aside) and equal weights."""
     if layer is None or twin is None or type(layer) is not type(twin):
         return False
-    config, other = layer.get_config(), twin.get_config()
-    if {**config, "name": None} != {**other, "name": None} or len(layer.weights) != len(twin.weights):
+    aside = {"name": None, "trainable": None}
+    if {**layer.get_config(), **aside} != {**twin.get_config(), **aside}:
+        return False
+    if len(layer.weights) != len(twin.weights):
         return False
     return all(np.array_equal(w, t) for w, t in zip(layer.get_weights(), twin.get_weights(), strict=True))
 
