@@ -168,7 +168,7 @@ def test_two_averaged_networks_run_the_early_layers_they_share_once(
     images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     alone = {name: member.predict_on_batch(images) for name, member in members.items()}
     model = averaging.average_models(members, temperature)
-    assert averaging.shared_trunk(members).end == shared_to
+    assert averaging.shared_trunk(members).ends == dict.fromkeys(members, shared_to)
     assert averaging.TRUNK_NAME in [layer.name for layer in model.layers]
     truncation = members["truncation"]
     kept = [layer.name for layer in truncation.layers[2].layers]
@@ -189,6 +189,36 @@ def test_two_averaged_networks_run_the_early_layers_they_share_once(
         for name, member in rebuilt.items():
             np.testing.assert_allclose(member.predict_on_batch(images), alone[name], atol=1e-6)
             assert grad_cam(member, images[:2]).shape == (2, 32, 32)
+
+
+def test_layers_keras_named_itself_are_paired_by_the_graph_not_by_name():
+    """Layers left unnamed (as InceptionV3's convolutions are) get new names in every model built:
+    the two networks' shared layers are found by what they compute and read."""
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.recipes import HeadConfig
+    from transferkit.training.model import build_classifier, truncate
+
+    def unnamed() -> keras.Model:
+        x = pixels = keras.Input((32, 32, 3))
+        for _ in range(2):
+            x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(8, 3, padding="same")(x))
+        return keras.Model(pixels, x, name="unnamed")
+
+    keras.utils.set_random_seed(0)
+    base, again = unnamed(), unnamed()
+    again.set_weights(base.get_weights())
+    spec, cut = get_backbone("tiny"), again.layers[2].name
+    members = {
+        "truncation": build_classifier(spec, truncate(again, cut), 3, HeadConfig(pooling="avg_dev")).model,
+        "frozen_base": build_classifier(spec, base, 3, HeadConfig(pooling="avg")).model,
+    }
+    ends = averaging.shared_trunk(members).ends
+    assert ends == {"truncation": cut, "frozen_base": base.layers[2].name} and cut != base.layers[2].name
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    expected = averaging.mean_probabilities([member.predict_on_batch(images) for member in members.values()])
+    np.testing.assert_allclose(
+        averaging.average_models(members).predict_on_batch(images), expected, atol=1e-6
+    )
 
 
 def test_an_average_over_a_shared_trunk_converts_to_tflite_and_onnx(tmp_path):

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -190,33 +191,34 @@ class _Chain:
 
 @dataclass(frozen=True)
 class SharedTrunk:
-    """Two members whose bases agree, layer by layer and weight by weight, up to layer ``end``,
-    whose output is all that their layers above it read (a block end): a truncation and the frozen
-    base up to the cut, a whole network and a truncation up to the frozen stem."""
+    """Two members whose bases compute the same, layer by layer, up to a block end (a layer whose
+    output is all that the layers above it read): a truncation and the frozen base up to the cut, a
+    whole network and a truncation up to the frozen stem."""
 
     chains: dict[str, _Chain]  # each member's chain, in the members' order; the first's layers run
-    end: str
+    ends: dict[str, str]  # each member's name for the last shared layer (automatic names differ)
 
     def outputs_on(self, pixels, log_probabilities: bool) -> list:
-        """Each member's output on ``pixels``: the layers up to ``end`` run once (the first member's),
-        then each member's own base layers above them, pooling and head."""
-        first = next(iter(self.chains.values()))
+        """Each member's output on ``pixels``: the shared layers run once (the first member's), then
+        each member's own base layers above them, pooling and head."""
+        (first, chain), *_ = self.chains.items()
         x = pixels
-        for layer in first.below:
+        for layer in chain.below:
             x = layer(x)
         # A layer's ``output`` is its first call's: the base's own graph (training calls the same
         # layers in graphs of its own too).
-        trunk = keras.Model(first.base.input, first.base.get_layer(self.end).output, name=TRUNK_NAME)
-        shared = trunk(x, training=False)  # frozen: BatchNorm keeps its statistics
+        end = chain.base.get_layer(self.ends[first]).output
+        shared = keras.Model(chain.base.input, end, name=TRUNK_NAME)(x, training=False)  # BatchNorm frozen
         return [
-            _above(chain, self.end, shared, name, log_probabilities) for name, chain in self.chains.items()
+            _above(each, self.ends[name], shared, name, log_probabilities)
+            for name, each in self.chains.items()
         ]
 
 
 def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
     """The two members' :class:`SharedTrunk`, or None where they share nothing: anything but two
     classifiers with the same pixel normalisation whose bases start with the same layers (the same
-    kind, settings, inputs and weights) up to a block end."""
+    kind, settings and weights, on the same inputs) up to a block end."""
     if len(members) != 2:
         return None
     chains = {name: _Chain.of(member) for name, member in members.items()}
@@ -225,21 +227,38 @@ def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
     a, b = chains.values()
     if not all(_same(x, y) for x, y in zip_longest(a.below, b.below)):
         return None
-    twins = {layer.name: layer for layer in b.base.layers}
-    ends, end = _block_ends(a.base) & _block_ends(b.base), None
-    for layer in a.base.layers[1:]:  # after the input
-        if not _same(layer, twins.get(layer.name)) or _inputs(layer) != _inputs(twins[layer.name]):
+    ends_a, ends_b, end = _block_ends(a.base), _block_ends(b.base), None
+    for layer, twin in _twins(a.base, b.base):
+        end = (layer.name, twin.name) if layer.name in ends_a and twin.name in ends_b else end
+    return None if end is None else SharedTrunk(chains, dict(zip(chains, end, strict=True)))
+
+
+def _twins(a: keras.Model, b: keras.Model) -> list[tuple]:
+    """``a``'s layers in graph order, each with the layer of ``b`` that computes the same from the
+    same inputs, up to the first that has none. Paired by the graph, not by name: layers Keras names
+    itself (``conv2d_3``) are named anew in every model built."""
+    twin = {id(a.layers[0]): b.layers[0]}  # the inputs
+    readers = defaultdict(list)  # b's layers by the layers they read
+    for layer in b.layers[1:]:
+        readers[tuple(id(maker) for maker in _makers(layer))].append(layer)
+    pairs = []
+    for layer in a.layers[1:]:
+        inputs = tuple(id(twin.get(id(maker))) for maker in _makers(layer))
+        match = next((other for other in readers.get(inputs, ()) if _same(layer, other)), None)
+        if match is None:
             break
-        end = layer.name if layer.name in ends else end
-    return None if end is None else SharedTrunk(chains, end)
+        readers[inputs].remove(match)  # two alike layers on one input (branches) pair one to one
+        twin[id(layer)] = match
+        pairs.append((layer, match))
+    return pairs
 
 
 def _same(layer, twin) -> bool:
-    """Whether two layers (either may be None) compute the same: of one kind, with the same settings
-    (their names and whether they train aside) and equal weights."""
-    if layer is None or twin is None or type(layer) is not type(twin):
+    """Whether two layers compute the same at inference: of one kind, with the same settings (their
+    names and what only training uses aside) and equal weights."""
+    if type(layer) is not type(twin):
         return False
-    aside = {"name": None, "trainable": None}
+    aside = {"name": None, "trainable": None, "momentum": None}
     if {**layer.get_config(), **aside} != {**twin.get_config(), **aside}:
         return False
     if len(layer.weights) != len(twin.weights):
@@ -247,21 +266,19 @@ def _same(layer, twin) -> bool:
     return all(np.array_equal(w, t) for w, t in zip(layer.get_weights(), twin.get_weights(), strict=True))
 
 
-def _inputs(layer) -> list[str]:
-    """The names of the layers whose outputs ``layer`` reads in its model's own graph (its first
-    call); the model's input (named anew in every model) as ``""``."""
-    makers = (t._keras_history.operation for t in layer._inbound_nodes[0].input_tensors)
-    return ["" if isinstance(maker, keras.layers.InputLayer) else maker.name for maker in makers]
+def _makers(layer) -> list:
+    """The layers whose outputs ``layer`` reads in its model's own graph (its first call)."""
+    return [t._keras_history.operation for t in layer._inbound_nodes[0].input_tensors]
 
 
 def _block_ends(base: keras.Model) -> set[str]:
     """Layers of ``base`` whose output is the only tensor the layers after them read from the layers
     up to them (in the graph's order): where the graph can be cut in two."""
-    order = {layer.name: i for i, layer in enumerate(base.layers[1:], start=1)} | {"": 0}
+    order = {id(layer): i for i, layer in enumerate(base.layers)}
     last_read = list(range(len(base.layers)))  # by position: the last position reading its output
     for i, layer in enumerate(base.layers[1:], start=1):
-        for name in _inputs(layer):
-            last_read[order[name]] = max(last_read[order[name]], i)
+        for maker in _makers(layer):
+            last_read[order[id(maker)]] = max(last_read[order[id(maker)]], i)
     ends, reach = set(), 0
     for k, layer in enumerate(base.layers):
         if reach <= k and k > 0:
