@@ -191,6 +191,19 @@ def test_two_averaged_networks_run_the_early_layers_they_share_once(
             assert grad_cam(member, images[:2]).shape == (2, 32, 32)
 
 
+def test_the_members_of_a_saved_average_average_again_into_the_same_model(tmp_path):
+    """Each member rebuilt on the trunk (its base the trunk and the rest of its own) is a classifier
+    like any other: averaged again, the two share the same layers and give the same answers."""
+    model = averaging.average_models(_truncation_beside(tmp_path, "block2_conv"))
+    model.save(tmp_path / "model.keras")
+    members = averaging.members_of(keras.models.load_model(tmp_path / "model.keras", safe_mode=True))
+    assert averaging.shared_trunk(members).ends == dict.fromkeys(members, "block1_pool")
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    again = averaging.average_models(members)
+    np.testing.assert_allclose(again.predict_on_batch(images), model.predict_on_batch(images), atol=1e-6)
+    assert again.count_params() == model.count_params()
+
+
 def test_layers_keras_named_itself_are_paired_by_the_graph_not_by_name():
     """Layers left unnamed (as InceptionV3's convolutions are) get new names in every model built:
     the two networks' shared layers are found by what they compute and read."""

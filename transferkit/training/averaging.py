@@ -169,12 +169,51 @@ REST = "rest_of_base"  # a member's own base layers above the shared trunk (wher
 
 
 @dataclass(frozen=True)
+class _Graph:
+    """A base's own graph: its layers in order, and what each reads and gives there (a layer's
+    ``output`` is its first call's, and training calls the same layers in graphs of its own too)."""
+
+    layers: list
+    reads: dict[int, list]  # id(layer): the layers whose outputs it reads
+    outputs: dict[int, object]  # id(layer): its output tensor
+
+    @classmethod
+    def of(cls, model: keras.Model) -> _Graph | None:
+        """None where a layer is called twice in ``model`` (no backbone does)."""
+        nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
+        if len({id(node.operation) for node in nodes}) != len(nodes):
+            return None
+        reads = {id(n.operation): [t._keras_history.operation for t in n.input_tensors] for n in nodes}
+        return cls(list(model.layers), reads, {id(n.operation): n.output_tensors[0] for n in nodes})
+
+    def output(self, name: str):
+        return next(self.outputs[id(layer)] for layer in self.layers if layer.name == name)
+
+    def block_ends(self) -> set[str]:
+        """Layers whose output is the only tensor the layers after them read from the layers up to
+        them (in the graph's order): where the graph can be cut in two."""
+        position = {id(layer): i for i, layer in enumerate(self.layers)}
+        last_read = list(range(len(self.layers)))  # by position: the last position reading its output
+        for i, layer in enumerate(self.layers):
+            for maker in self.reads[id(layer)]:
+                last_read[position[id(maker)]] = max(last_read[position[id(maker)]], i)
+        ends, reach = set(), 0
+        for k, layer in enumerate(self.layers):
+            if reach <= k and k > 0:
+                ends.add(layer.name)
+            reach = max(reach, last_read[k])
+        return ends
+
+
+@dataclass(frozen=True)
 class _Chain:
     """A transferkit classifier's top-level layers: ``below`` its base (the pixel normalisation),
-    the ``base`` (a nested model ending in a 4-D map), ``above`` it (pooling, then the head)."""
+    the ``base`` (a nested model ending in a 4-D map, and its ``graph``), ``above`` it (pooling, then
+    the head)."""
 
     below: list
     base: keras.Model
+    graph: _Graph
     above: list
 
     @classmethod
@@ -184,9 +223,10 @@ class _Chain:
         if len(model.inputs) != 1 or len(nested) < 2 or layers[-1].name != HEAD_LAYER:
             return None
         base = layers[nested[0]]  # the head (and a pooling of several parts) come after it
-        if len(base.outputs) != 1 or len(base.outputs[0].shape) != 4:
+        graph = _Graph.of(base)
+        if len(base.outputs) != 1 or len(base.outputs[0].shape) != 4 or graph is None:
             return None
-        return cls(layers[: nested[0]], base, layers[nested[0] + 1 :])
+        return cls(layers[: nested[0]], base, graph, layers[nested[0] + 1 :])
 
 
 @dataclass(frozen=True)
@@ -205,9 +245,7 @@ class SharedTrunk:
         x = pixels
         for layer in chain.below:
             x = layer(x)
-        # A layer's ``output`` is its first call's: the base's own graph (training calls the same
-        # layers in graphs of its own too).
-        end = chain.base.get_layer(self.ends[first]).output
+        end = chain.graph.output(self.ends[first])
         shared = keras.Model(chain.base.input, end, name=TRUNK_NAME)(x, training=False)  # BatchNorm frozen
         return [
             _above(each, self.ends[name], shared, name, log_probabilities)
@@ -227,23 +265,23 @@ def shared_trunk(members: Mapping[str, keras.Model]) -> SharedTrunk | None:
     a, b = chains.values()
     if not all(_same(x, y) for x, y in zip_longest(a.below, b.below)):
         return None
-    ends_a, ends_b, end = _block_ends(a.base), _block_ends(b.base), None
-    for layer, twin in _twins(a.base, b.base):
+    ends_a, ends_b, end = a.graph.block_ends(), b.graph.block_ends(), None
+    for layer, twin in _twins(a.graph, b.graph):
         end = (layer.name, twin.name) if layer.name in ends_a and twin.name in ends_b else end
     return None if end is None else SharedTrunk(chains, dict(zip(chains, end, strict=True)))
 
 
-def _twins(a: keras.Model, b: keras.Model) -> list[tuple]:
+def _twins(a: _Graph, b: _Graph) -> list[tuple]:
     """``a``'s layers in graph order, each with the layer of ``b`` that computes the same from the
     same inputs, up to the first that has none. Paired by the graph, not by name: layers Keras names
     itself (``conv2d_3``) are named anew in every model built."""
     twin = {id(a.layers[0]): b.layers[0]}  # the inputs
     readers = defaultdict(list)  # b's layers by the layers they read
     for layer in b.layers[1:]:
-        readers[tuple(id(maker) for maker in _makers(layer))].append(layer)
+        readers[tuple(id(maker) for maker in b.reads[id(layer)])].append(layer)
     pairs = []
     for layer in a.layers[1:]:
-        inputs = tuple(id(twin.get(id(maker))) for maker in _makers(layer))
+        inputs = tuple(id(twin.get(id(maker))) for maker in a.reads[id(layer)])
         match = next((other for other in readers.get(inputs, ()) if _same(layer, other)), None)
         if match is None:
             break
@@ -266,34 +304,13 @@ def _same(layer, twin) -> bool:
     return all(np.array_equal(w, t) for w, t in zip(layer.get_weights(), twin.get_weights(), strict=True))
 
 
-def _makers(layer) -> list:
-    """The layers whose outputs ``layer`` reads in its model's own graph (its first call)."""
-    return [t._keras_history.operation for t in layer._inbound_nodes[0].input_tensors]
-
-
-def _block_ends(base: keras.Model) -> set[str]:
-    """Layers of ``base`` whose output is the only tensor the layers after them read from the layers
-    up to them (in the graph's order): where the graph can be cut in two."""
-    order = {id(layer): i for i, layer in enumerate(base.layers)}
-    last_read = list(range(len(base.layers)))  # by position: the last position reading its output
-    for i, layer in enumerate(base.layers[1:], start=1):
-        for maker in _makers(layer):
-            last_read[order[id(maker)]] = max(last_read[order[id(maker)]], i)
-    ends, reach = set(), 0
-    for k, layer in enumerate(base.layers):
-        if reach <= k and k > 0:
-            ends.add(layer.name)
-        reach = max(reach, last_read[k])
-    return ends
-
-
 def _above(chain: _Chain, end: str, shared_map, name: str, log_probabilities: bool):
     """The member's layers above the shared trunk on ``shared_map``, wrapped under its name: the rest
     of its base (where its base goes on past ``end``), its pooling and its head."""
     inputs = keras.Input(shared_map.shape[1:], dtype=shared_map.dtype, name=f"{name}_map")
     x, base = inputs, chain.base
     if base.outputs[0]._keras_history.operation.name != end:
-        rest = keras.Model(base.get_layer(end).output, base.outputs[0], name=REST)
+        rest = keras.Model(chain.graph.output(end), base.outputs[0], name=REST)
         x = rest(x, training=False)
     for layer in chain.above[:-1]:
         x = layer(x)
