@@ -35,7 +35,7 @@ PIXEL_NOISE = 2.0  # standard deviation in 0-255 units: below what the eye notic
 FRAGILE_DROP = 0.10
 # The same images saved as JPEG at this quality and read back: what a photo app or a web upload does
 # to an image. It is also a check independent of small_dissimilar's training noise (Gaussian): on
-# three tuning sets that noise moved JPEG accuracy by +11, -1 and -5 points (README, Robustness).
+# three tuning sets that noise moved JPEG accuracy by +11, -1 and -5 points (docs/RECIPES.md, Robustness).
 JPEG_QUALITY = 75
 
 

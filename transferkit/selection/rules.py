@@ -105,7 +105,7 @@ does. The whole network costs 5-10x truncation's time here. This rule was set af
 at 224 px had shown the held-out cards losing 18 points to truncation
 (docs/MEASUREMENTS.md), so those held-out rows do not test it independently. Over two seeds of the held-out
 typefaces and cards (98 per class) the whole network minus truncation was -6.5, -7.1, +18.2 and
--1.1 points: close to a wash there, at 5-10x the time (README, the 224-px table).
+-1.1 points: close to a wash there, at 5-10x the time (docs/RESULTS.md, the 224-px table).
 
 Not settled by trials either (tried at c6c165f on the tuning sets, 98 per class, 224 px, and not
 kept): with the call between the two floors (50-120 per class) marked close, the whole network's
@@ -174,7 +174,7 @@ def averages_frozen_base(scores: Sequence[CutScore]) -> bool:
     Where the data is dissimilar (an earlier cut leads the deepest in the probe) but only by a few
     points, the truncation and the frozen base are two cheap heads on the same pretrained base, and
     which one a trained head favours is not settled by the probe: the held-out stamps lost 6.6
-    points to the frozen base at a lead of 0.050 (README). Their mean sidesteps the choice, as the
+    points to the frozen base at a lead of 0.050 (docs/RESULTS.md). Their mean sidesteps the choice, as the
     whole network and a truncation do between the dissimilar floors (:func:`averages_truncation`).
     Measured on the tuning sets only, 96 px, test split, truncation / frozen base / average (the
     mean of the two runs' probabilities before their temperatures, as fit's model averages them),
