@@ -402,6 +402,41 @@ def test_an_unknown_backbone_in_a_recipe_file_fails_before_the_data_is_read(tmp_
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--image-size", "16"],
+            "Image size 16 is too small for mobilenet_v2_torchvision: it needs at least 32",
+        ),
+        (["--weights", "nowhere.weights.h5"], "Weights file nowhere.weights.h5 does not exist"),
+        (["--weights", "imagenett"], "Unknown weights 'imagenett'"),
+        (["--name", "taken"], "already exists. Pick another --name"),
+        (["--test-split", "0.9"], "A test split of 0.9 (--test-split) leaves no images to train on"),
+    ],
+)
+def test_a_setting_that_cannot_work_fails_before_the_data_is_read(flags, message, tmp_path, monkeypatch):
+    """Not after a scan and a "Run folder: ... --resume" line for a folder that is then removed."""
+    monkeypatch.setattr(api, "load_splits", lambda *a, **k: pytest.fail("scanned the data first"))
+    out = tmp_path / "runs"
+    (out / "taken").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["fit", "--data", str(tmp_path), "--out", str(out), *flags])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Run folder" not in result.output and [p.name for p in out.iterdir()] == ["taken"]
+
+
+@pytest.mark.parametrize("max_drop", ["-0.5", "2"])
+def test_export_refuses_a_max_drop_outside_0_to_1(max_drop, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--format", "onnx", "--max-drop", max_drop])
+    assert result.exit_code == 2 and "--max-drop" in result.output and "0<=x<=1" in result.output
+
+
+def test_datasets_list_is_what_datasets_alone_prints():
+    assert (
+        CliRunner().invoke(main, ["datasets", "list"]).output == CliRunner().invoke(main, ["datasets"]).output
+    )
+
+
 def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tmp_path, monkeypatch):
     from transferkit import session
 
@@ -477,7 +512,12 @@ def test_an_override_a_recipe_file_cannot_take_names_the_file(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text(recipes.dumps(recipes.load_builtin("small_similar")), encoding="utf-8")
     with pytest.raises(
-        transferkit.TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
+        transferkit.TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.batch_size"
+    ):
+        api.resolve_recipe(path, "auto", None, batch_size=0)
+    # A test split too large for the recipe's validation split is the flag's error, whichever recipe.
+    with pytest.raises(
+        transferkit.TransferkitError, match=r"^A test split of 0.9 \(--test-split\) .* under 0.8"
     ):
         api.resolve_recipe(path, "auto", None, test_split=0.9)
 

@@ -275,6 +275,10 @@ def test_run_folders_inside_the_data_are_not_a_class_of_figures(tmp_path):
     splits = load_data(str(pets), validation_split=0, test_split=0)
     assert splits.class_names == ("cats", "dogs") and len(splits.train) == 6
     assert "a transferkit run folder" in dict(splits.card.skipped)[str(run)]
+    # Nor an empty class: --strict takes the folder, and the card lists no class folder left out.
+    strict = load_data(str(pets), validation_split=0, test_split=0, strict=True)
+    assert strict.class_names == ("cats", "dogs")
+    assert "class folder(s) left out" not in strict.card.summary()
 
 
 def test_huge_jpeg_decodes_in_little_memory(huge_jpeg):
@@ -361,7 +365,7 @@ def test_fatal_conditions_raise_one_clear_error(tmp_path, corpus):
         "Only one class ('pets')" in hint
         and f"(cats, dogs): if those are the classes, pass {str(tmp_path / 'unpacked' / 'pets')!r}" in hint
     )
-    assert "empty class (strict=True)" in _message(load_data, str(corpus[0]), strict=True)
+    assert "empty class (--strict)" in _message(load_data, str(corpus[0]), strict=True)
 
 
 def test_large_png_is_crc_checked_and_kept(tmp_path, monkeypatch):

@@ -80,6 +80,15 @@ def test_absent_class_still_gets_a_row_and_does_not_drag_macro_f1():
     assert m.macro_f1 == 1.0
 
 
+def test_a_table_shows_a_dash_for_a_figure_that_is_undefined_not_a_zero():
+    """Precision of a class nothing was predicted as, recall and F1 of a class with no images here."""
+    p = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.9, 0.0]])
+    shown = compute_metrics(p, np.array([0, 1, 1]), ["cat", "dog", "fox"]).per_class_shown()
+    assert shown == {"cat": (0.5, 1.0, 2 / 3, 1), "dog": (1.0, 0.5, 2 / 3, 2), "fox": ("-", "-", "-", 0)}
+    p = np.array([[0.9, 0.1], [0.8, 0.2]])  # dog never predicted, with images here: its recall is 0
+    assert compute_metrics(p, np.array([0, 1]), ["cat", "dog"]).per_class_shown()["dog"] == ("-", 0.0, 0.0, 1)
+
+
 def test_to_dict_is_json_and_round_trips():
     m = compute_metrics(rows_predicting(PREDICTED, LABELS, 3), np.array(LABELS), ["<b>", "dog", "fox"])
     data = json.loads(json.dumps(m.to_dict()))

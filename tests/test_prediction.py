@@ -163,6 +163,50 @@ def test_predict_says_on_stderr_what_it_could_not_classify_and_fails_when_it_cla
     assert result.exit_code == 2 and "None of the 1 input(s) could be classified" in result.stderr
 
 
+def test_a_missing_or_empty_file_among_the_inputs_gets_its_row_and_the_reason_a_scan_gives(
+    run_dir, folder, tmp_path
+):
+    """A typo in one path costs that row, not the batch; an empty file and a text file read as the
+    dataset card reads them."""
+    good = sorted((folder / "class_1").iterdir())[0]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    named = [tmp_path / "missing.png", tmp_path / "empty.jpg", tmp_path / "notes.txt", good]
+    rows = transferkit.predict(run_dir, [str(path) for path in named])
+    assert [row["path"] for row in rows] == [str(path) for path in named]
+    assert [row.get("error", "").split(" (")[0] for row in rows] == [
+        "file not found",
+        "empty file",
+        "not an image file",
+        "",
+    ]
+    assert "label" in rows[3]
+    result = CliRunner().invoke(cli.main, ["predict", str(run_dir), str(tmp_path / "missing.png")])
+    assert result.exit_code == 2 and "No such file or folder" in result.stderr  # nothing to classify
+
+
+def test_an_output_file_that_cannot_be_created_is_one_line_naming_it_not_a_temporary_file(
+    run_dir, folder, tmp_path, monkeypatch
+):
+    """As in /proc, a folder that exists but takes no new files (ENOENT on create)."""
+    import errno
+    import os
+
+    from transferkit import fileio
+
+    def refused(*args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / ".p.csv.x.tmp.csv"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refused)
+    out = str(tmp_path / "p.csv")
+    image = str(sorted((folder / "class_1").iterdir())[0])
+    result = CliRunner().invoke(cli.main, ["predict", str(run_dir), image, "-o", out])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.startswith("Error: ") and f": {out}. " in result.stderr and ".tmp" not in result.stderr
+    )
+
+
 def test_evaluate_with_tta_prints_both_accuracies_and_the_verdict(run_dir, folder):
     result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--data", str(folder), "--tta"])
     assert result.exit_code == 0, result.output
@@ -311,8 +355,10 @@ def test_evaluate_without_data_uses_the_runs_own_held_out_images(run_dir):
     assert metrics.accuracy == pytest.approx(float((recorded.predicted == recorded.labels).mean()))
     result = CliRunner().invoke(cli.main, ["evaluate", str(run_dir), "--tta"])
     assert result.exit_code == 0, result.output
-    scored = f"Scored the run's held-out {recorded.split} split: {metrics.num_samples} images."
-    assert result.output.startswith(f"{scored}\nwithout TTA  accuracy ")
+    split = "held-out test split" if recorded.split == "test" else "validation split (watched by early"
+    scored = f"Scored the run's {split}"
+    assert result.output.startswith(scored)
+    assert f" split: {metrics.num_samples} images.\nwithout TTA  accuracy " in result.output
 
 
 def test_evaluate_without_data_on_a_run_without_predictions_says_to_give_data(run_dir, tmp_path):

@@ -318,3 +318,15 @@ def test_a_caching_bar_over_an_image_pipeline_counts_to_the_batches_it_is_told()
     unknown = tf.data.Dataset.range(10).filter(lambda x: x < 5)
     assert caching_bar(unknown, 0, steps=7).total == 7
     assert caching_bar(tf.data.Dataset.range(4), 0, steps=7).total == 4  # a known count wins
+
+
+def test_verbose_auto_draws_bars_on_a_terminal_and_lines_into_a_log(monkeypatch):
+    """A script's output piped to a log file got progress bars' carriage returns."""
+    from transferkit.training.progress import resolve_verbose
+
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert resolve_verbose("auto") == 1
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert resolve_verbose("auto") == 2 and resolve_verbose(1) == 1 and resolve_verbose(0) == 0
+    with pytest.raises(TransferkitError, match='verbose must be 0, 1, 2 or "auto"'):
+        resolve_verbose(3)

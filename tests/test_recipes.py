@@ -238,12 +238,10 @@ def test_a_recipe_files_errors_name_the_file_not_the_name_it_was_copied_with(tmp
         recipes.load(path)
     assert str(error.value).startswith(f"Invalid recipe {path}: data.class_weight: Unknown value 'balance'.")
     # Overrides on top of a file name the file too; a recipe without a file is named by its name.
-    with pytest.raises(
-        TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.validation_split"
-    ):
-        recipes.with_overrides(recipes.load_builtin("small_similar"), source=str(path), test_split=0.9)
-    with pytest.raises(TransferkitError, match="^Invalid recipe 'small_similar': data.validation_split"):
-        recipes.with_overrides(recipes.load_builtin("small_similar"), test_split=0.9)
+    with pytest.raises(TransferkitError, match=f"^Invalid recipe {re.escape(str(path))}: data.batch_size"):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), source=str(path), batch_size=0)
+    with pytest.raises(TransferkitError, match="^Invalid recipe 'small_similar': data.batch_size"):
+        recipes.with_overrides(recipes.load_builtin("small_similar"), batch_size=0)
 
 
 @pytest.mark.parametrize(

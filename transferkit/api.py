@@ -24,6 +24,7 @@ import keras
 
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import check_weights
 from transferkit.collector import spares_older_objects
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
@@ -58,7 +59,7 @@ from transferkit.training.distribute import (
     read_cluster,
     worker_run_dir,
 )
-from transferkit.training.progress import fit_hooks
+from transferkit.training.progress import fit_hooks, resolve_verbose
 from transferkit.training.timing import Stopwatch
 
 
@@ -83,7 +84,10 @@ def resolve_recipe(
         measure = size == "auto" or similar is None
         name = quadrant_for("small" if size == "auto" else size, True if similar is None else similar)
         chosen = recipe_io.with_overrides(recipe_io.load_builtin(name), **overrides)
-    get_backbone(chosen.backbone.name)  # an unknown name fails here, before the data is scanned
+    # An unknown backbone or weights, or a size the network cannot take, fails here, before the scan.
+    spec = get_backbone(chosen.backbone.name)
+    spec.check_size(chosen.backbone.image_size or spec.default_size)
+    check_weights(chosen.backbone.weights)
     return chosen, measure
 
 
@@ -182,7 +186,7 @@ def fit(
     dry_run: bool = False,
     precision: str = "auto",
     distribute: str = "auto",
-    verbose: int = 1,
+    verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     progress: object | None = None,
 ) -> FitResult:
@@ -213,7 +217,8 @@ def fit(
             ``TF_CONFIG`` cluster runs this same call, with the same ``name``); the global batch
             is ``batch_size`` x replicas and learning rates scale with the replicas
             (:mod:`transferkit.training.distribute`, docs/DISTRIBUTED.md).
-        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
+        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch; "auto" (the
+            default) 1 on a terminal or in a notebook, else 2 (a log file or a pipe).
         callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``. A phase
             that trains the head on cached features runs a whole epoch per call of the train
             function, so batch hooks see one call per epoch there (Keras' ``steps_per_execution``).
@@ -243,6 +248,7 @@ def fit(
         dry_run=dry_run,
     )
     test_split = None if test_split is None else float(test_split)  # 0 as the recipe's 0.0
+    verbose = resolve_verbose(verbose)
     started = time.perf_counter()
     stopwatch = Stopwatch()  # the run's stage timings: timings.json, and one line at the end
     if selection not in SELECTION_MODES:
@@ -257,8 +263,10 @@ def fit(
         cache_memory=cache_memory,
     )
     chosen, measure = resolve_recipe(recipe, size, similar, seed=seed, **overrides)
-    if not dry_run:
-        require_writable_folder(out)  # before the scan, not after it
+    if not dry_run:  # before the scan, not after it
+        require_writable_folder(out)
+        if name is not None and distribute != "multi-worker":  # there each worker has its part
+            runfolder.require_name_free(out, name)
     # Precision, seeds and determinism hold for this call only; the caller's settings come back.
     with device_scope(precision_for(precision, chosen.backbone.weights), chosen.seed, distribute) as device:
         # An absolute folder path: `fit --resume` works from any working directory, and the image
@@ -410,7 +418,7 @@ def resume(
     precision: str = "auto",
     distribute: str = "auto",
     dry_run: bool = False,
-    verbose: int = 1,
+    verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     progress: object | None = None,
 ) -> FitResult:
@@ -428,9 +436,11 @@ def resume(
         distribute: as for :func:`fit`; under multi-worker, every worker resumes ``run_dir`` (a
             non-chief from its own ``workertemp_*`` folder inside it, which it wrote before the stop).
         dry_run: rebuild the model and return the remaining plan without training or writing.
-        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch.
+        verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch; "auto" (the
+            default) 1 on a terminal or in a notebook, else 2 (a log file or a pipe).
         callbacks, progress: as for :func:`fit`.
     """
+    verbose = resolve_verbose(verbose)
     started = time.perf_counter()
     stopwatch = Stopwatch()
     cluster = read_cluster() if distribute == "multi-worker" else None  # reads TF_CONFIG only

@@ -103,6 +103,7 @@ _STORAGE_ERRORS = {
     errno.EACCES: "Check its permissions, or choose a folder you can write to",
     errno.EPERM: "Check its permissions, or choose a folder you can write to",
     errno.ENOTDIR: "A part of that path is a file, not a folder",
+    errno.ENOENT: "Check the path, or choose a folder you can write to",
 }
 
 
@@ -218,10 +219,13 @@ def main() -> None:
     default=None,
     help="Similarity to ImageNet; measured with the pretrained features when omitted.",
 )
-@click.option("--recipe", help="A recipe TOML file (or built-in name); overrides --size/--similar.")
+@click.option(
+    "--recipe",
+    help=f"A recipe TOML file or built-in name ({', '.join(QUADRANTS)}); overrides --size/--similar.",
+)
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every phase (default: the recipe's).")
 @click.option(
     "--image-size", type=click.IntRange(min=8), help="Input size in pixels (default: the backbone's)."
 )
@@ -524,11 +528,12 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
     if metrics.top5_accuracy is not None:
         click.echo(f"top-5    {metrics.top5_accuracy:.4f}")
     click.echo(f"{'class':<24} precision  recall     f1  support")
-    for name, row in metrics.per_class.items():
-        recall, f1 = f"{row['recall']:7.3f}", f"{row['f1']:6.3f}"
-        if not row["support"]:  # none of it here: no recall (nor F1), not a 0.000 that reads as a failure
-            recall, f1 = f"{'-':>7}", f"{'-':>6}"
-        click.echo(f"{name[:24]:<24} {row['precision']:9.3f} {recall} {f1} {int(row['support']):8d}")
+    for name, (precision, recall, f1, support) in metrics.per_class_shown().items():
+        figures = (
+            f"{value:{width}.3f}" if isinstance(value, float) else f"{value:>{width}}"
+            for value, width in ((precision, 9), (recall, 7), (f1, 6))
+        )
+        click.echo(f"{name[:24]:<24} {' '.join(figures)} {support:8d}")
     _require_accuracy(*gate)
 
 
@@ -553,7 +558,7 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
 )
 @click.option(
     "--max-drop",
-    type=float,
+    type=click.FloatRange(0, 1),
     default=DEFAULT_MAX_DROP,
     show_default=True,
     help="Largest held-out accuracy loss allowed (0.01 = 1 point); more exits with status 3.",
@@ -664,6 +669,7 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
             writer.writerow([row["path"], row.get("label", ""), prob, top, row.get("error", "")])
     if output:
         write_text(output, stream.getvalue())  # whole or not at all
+        click.echo(f"Wrote {output}", err=True)
     else:
         sys.stdout.write(stream.getvalue())
     if contact_sheet and any("label" in row for row in results):
@@ -772,23 +778,27 @@ def weights_import(source, backbone, out):
 def datasets(ctx):
     """Built-in example datasets of real images available offline, and which this machine has."""
     if ctx.invoked_subcommand is None:
-        from transferkit.data.examples import list_datasets
+        ctx.invoke(datasets_list)
 
-        entries = list_datasets()
-        ready = 0
-        for entry in entries:
-            missing = entry.needs.missing()
-            ready += not missing
-            here = (
-                f"not here: {entry.needs.install(missing)} (missing {', '.join(missing)})"
-                if missing
-                else "ready"
-            )
-            size = f"{entry.size:>6,} images, {len(entry.classes):>2} classes"
-            click.echo(f"{entry.name:<18}{size}, {entry.kind}; {here}")
-            click.echo(f"{'':<18}{entry.description}")
-            click.echo(f"{'':<18}from {entry.source_package}; licence: {entry.licence}")
-        click.echo(f"{ready} of {len(entries)} ready on this machine.")
+
+@datasets.command("list")
+def datasets_list():
+    """List the built-in datasets and which this machine has (the same as `transferkit datasets`)."""
+    from transferkit.data.examples import list_datasets
+
+    entries = list_datasets()
+    ready = 0
+    for entry in entries:
+        missing = entry.needs.missing()
+        ready += not missing
+        here = (
+            f"not here: {entry.needs.install(missing)} (missing {', '.join(missing)})" if missing else "ready"
+        )
+        size = f"{entry.size:>6,} images, {len(entry.classes):>2} classes"
+        click.echo(f"{entry.name:<18}{size}, {entry.kind}; {here}")
+        click.echo(f"{'':<18}{entry.description}")
+        click.echo(f"{'':<18}from {entry.source_package}; licence: {entry.licence}")
+    click.echo(f"{ready} of {len(entries)} ready on this machine.")
 
 
 @datasets.command("export")
@@ -800,7 +810,9 @@ def datasets_export(name, directory, per_class):
     from transferkit.data.examples import export_dataset
 
     path = export_dataset(name, directory, per_class=per_class)
-    click.echo(f"Wrote {path}")
+    classes = [folder for folder in sorted(path.iterdir()) if folder.is_dir()]
+    images = sum(1 for folder in classes for file in folder.iterdir() if file.is_file())
+    click.echo(f"Wrote {path}: {images} images in {len(classes)} class folders")
 
 
 @main.command()

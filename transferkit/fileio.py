@@ -35,7 +35,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if suffix is None else suffix  # keeps ".weights.h5" whole
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as error:  # an error names the file asked for, not the hidden temporary one
+        raise OSError(error.errno, error.strerror, str(path)) from error
     os.close(fd)
     tmp = Path(tmp_name)
     try:

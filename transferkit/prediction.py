@@ -266,13 +266,14 @@ def _expand_inputs(inputs: list[str] | str) -> list[str]:
     if not items:
         raise TransferkitError("predict received an empty list of paths: give image files or folders.")
     paths: list[str] = []
+    missing = [str(item) for item in map(Path, items) if not item.exists()]
+    if len(missing) == len(items):
+        raise TransferkitError(f"No such file or folder: {', '.join(map(repr, missing))}.")
     for item in map(Path, items):
         if item.is_dir():  # walked as training walks class folders: links followed, hidden names not
             paths += walk_images(item, skipped=[])
-        elif item.exists():
+        else:  # a missing one too: its row says so, as an unreadable file's does, and the rest are classified
             paths.append(str(item))
-        else:
-            raise TransferkitError(f"No such file or folder: {str(item)!r}.")
     if not paths:
         raise TransferkitError(f"No images found in {', '.join(map(str, items))}.")
     return paths

@@ -517,6 +517,13 @@ def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: An
         changes["seed"] = overrides.pop("seed")
     if overrides:
         raise TransferkitError(f"Unknown override {sorted(overrides)[0]!r}.")
+    data = changes.get("data", recipe.data)
+    if "data" in changes and 0 <= data.test_split < 1 and data.validation_split + data.test_split >= 1:
+        raise TransferkitError(
+            f"A test split of {data.test_split:g} (--test-split) leaves no images to train on beside the "
+            f"validation split of {data.validation_split:g}: use one under {1 - data.validation_split:g}, "
+            "e.g. 0.15."
+        )
     recipe = validate(dataclasses.replace(recipe, **changes), source)
     return for_image_size(recipe, _image_size(recipe.backbone)) if _sized(recipe) else recipe
 

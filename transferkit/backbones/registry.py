@@ -52,6 +52,14 @@ class BackboneSpec:
         if self.preprocessing not in PREPROCESSING:
             raise choices_error(f"preprocessing for {self.name}", self.preprocessing, list(PREPROCESSING))
 
+    def check_size(self, size: int) -> None:
+        """Raise a user error where ``size`` pixels is below what the network takes."""
+        if size < self.min_size:
+            raise TransferkitError(
+                f"Image size {size} is too small for {self.name}: it needs at least {self.min_size} px "
+                f"(--image-size {self.min_size} or more; its default is {self.default_size})."
+            )
+
     def build(
         self,
         image_size: int | None = None,
@@ -61,11 +69,7 @@ class BackboneSpec:
     ) -> keras.Model:
         """Build the network; ``weights`` is passed to the builder (None = random init)."""
         size = image_size or self.default_size
-        if size < self.min_size:
-            raise TransferkitError(
-                f"Image size {size} is too small for {self.name}: it needs at least {self.min_size} px. "
-                f"Use --image-size {self.default_size} (its default)."
-            )
+        self.check_size(size)
         kwargs = {"include_top": include_top, "weights": weights, "input_shape": (size, size, 3)}
         if include_top:
             kwargs["classes"] = classes

@@ -153,8 +153,10 @@ class DatasetCard:
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
             text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
-            text += f", {len(kinds) - 4} more kind(s): dataset_card.json lists each" if len(kinds) > 4 else ""
-            lines.append(f"skipped {len(self.skipped)}: {text}")
+            text += f", {len(kinds) - 4} more kind(s)" if len(kinds) > 4 else ""
+            lines.append(
+                f"skipped {len(self.skipped)}: {text} (dataset_card.json lists each, with its reason)"
+            )
             lines.extend(self._classes_left_out())
         if self.copies is not None:
             lines.extend(self.copies.lines())

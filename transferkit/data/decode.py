@@ -116,6 +116,15 @@ def has_image_extension(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+EMPTY_FILE = "empty file (0 bytes)"
+
+
+def not_an_image_file(path: str | os.PathLike) -> str:
+    """Why a file without an image extension is left out: the same words in a scan and in predict."""
+    extension = os.path.splitext(os.fspath(path))[1] or "none"
+    return f"not an image file (extension {extension!r}; expected one of {', '.join(IMAGE_EXTENSIONS)})"
+
+
 def _open(source: str | os.PathLike | bytes) -> Image.Image:
     if not isinstance(source, bytes) and not os.path.isfile(source):  # a FIFO would block open()
         what = "not a regular file" if os.path.lexists(source) else "file not found"
@@ -130,6 +139,10 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
         reader, install = _READER_NEEDED.get(extension, ("", ""))
         if reader and reader not in PIL_FORMATS:
             raise UnusableImage(install) from None
+        if not isinstance(source, bytes) and os.path.getsize(source) == 0:
+            raise UnusableImage(EMPTY_FILE) from None
+        if not isinstance(source, bytes) and not has_image_extension(source):  # predict names any file
+            raise UnusableImage(not_an_image_file(source)) from None
         raise UnusableImage(f"not a supported image (expected {', '.join(PIL_FORMATS)} data)") from None
     except OSError as err:  # with errno: the file system; without: Pillow reading the data
         raise UnusableImage(f"cannot read file: {err.strerror}" if err.errno else _reason(err)) from None

@@ -361,8 +361,8 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool, min_classes: int
         )
     if strict and empty:
         raise TransferkitError(
-            f"Class folder(s) with no usable images in {source!r}: {', '.join(empty)} (strict=True). "
-            "Add images to them or remove them, or load with strict=False to leave them out."
+            f"Class folder(s) with no usable images in {source!r}: {', '.join(empty)} (--strict). "
+            "Add images to them or remove them, or run without --strict (strict=False) to leave them out."
         )
     if len(usable) < min_classes:
         raise TransferkitError(

@@ -33,23 +33,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferkit.data.decode import (
-    IMAGE_EXTENSIONS,
+    EMPTY_FILE,
     Probe,
     UnusableImage,
     has_image_extension,
     high_bit_depth,
+    not_an_image_file,
     probe,
 )
 from transferkit.errors import TransferkitError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
-_EXTENSIONS = ", ".join(IMAGE_EXTENSIONS)
 SCAN_WORKERS = min(16, (os.cpu_count() or 1) * 4)  # Pillow releases the GIL; 8 measured best on 2 cores
 SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futures held at once
 # A file that transferkit writes into each folder it makes (fit, analyze, compare, lr-find): a
 # folder holding one is an earlier run's output, its figures no training images (``fit --data .``
 # puts runs/ inside the data, and the next fit read it as a class of plots).
 OUTPUT_MARKS = ("run.json", "selection.json", "comparison.json", "lr_find.json")
+RUN_FOLDER = "a transferkit run folder (its figures are no training images)"
 
 
 @dataclass
@@ -120,8 +121,12 @@ def scan_split(folder: Path) -> ScannedSplit:
             result.skipped.append((entry.path, "class folder links back to its parent (symlink loop)"))
         elif entry.is_dir():
             name = nfc(entry.name)  # two spellings of one name (a macOS copy) are one class
+            before = len(result.skipped)
+            paths = walk_images(Path(entry.path), result.skipped)
+            if not paths and {reason for _, reason in result.skipped[before:]} == {RUN_FOLDER}:
+                continue  # only transferkit's output (`fit --data .` leaves runs/ there): not a class
             result.images.setdefault(name, [])
-            candidates += [(name, path) for path in walk_images(Path(entry.path), result.skipped)]
+            candidates += [(name, path) for path in paths]
         else:
             result.skipped.append((entry.path, "not inside a class folder; move it into one"))
     for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):
@@ -194,7 +199,7 @@ def walk_images(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
             continue
         seen.add(_key(dirpath, info))
         if any(mark in filenames for mark in OUTPUT_MARKS):
-            skipped.append((dirpath, "a transferkit run folder (its figures are no training images)"))
+            skipped.append((dirpath, RUN_FOLDER))
             dirnames[:] = []
             continue
         dirnames[:] = sorted(name for name in dirnames if not _is_hidden(name))
@@ -205,13 +210,7 @@ def walk_images(top: Path, skipped: list[tuple[str, str]]) -> list[str]:
             if has_image_extension(name):
                 found.append(path)
             else:
-                ext = os.path.splitext(name)[1] or "none"
-                skipped.append(
-                    (
-                        path,
-                        f"not an image file (extension {ext!r}; expected one of {_EXTENSIONS})",
-                    )
-                )
+                skipped.append((path, not_an_image_file(name)))
     return found
 
 
@@ -220,7 +219,7 @@ def _check(path: str) -> tuple[Probe, str] | str:
     the reason it cannot be used."""
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
+            return EMPTY_FILE
         found = probe(path)  # reads every byte first: the hash reads them from the page cache
         return found, content_digest(path)
     except UnusableImage as err:

@@ -426,7 +426,7 @@ def _per_class(metrics: Mapping[str, Metrics]) -> str:
     if not metrics:
         return missing("Not evaluated.")
     split, m = next(iter(metrics.items()))
-    rows = [(n, s["precision"], s["recall"], s["f1"], int(s["support"])) for n, s in m.per_class.items()]
+    rows = [(name, *shown) for name, shown in m.per_class_shown().items()]
     intro = f'<p class="muted">On the {esc(_SPLIT_NAMES.get(split, split))} images.</p>'
     return intro + table(rows, ("class", "precision", "recall", "F1", "images"))
 

@@ -58,6 +58,18 @@ class Metrics:
     accuracy_interval: tuple[float, float] = (0.0, 1.0)
     scored: str = ""
 
+    def per_class_shown(self) -> dict[str, tuple[float | str, float | str, float | str, int]]:
+        """Precision, recall, F1 and support of each class as a table shows them: ``"-"`` where a
+        figure is undefined (precision of a class nothing was predicted as; recall and F1 of a class
+        with no images here), not a 0.0 that reads as a failure."""
+        predicted = [sum(row[index] for row in self.confusion) for index in range(len(self.class_names))]
+        shown = {}
+        for (name, row), times_predicted in zip(self.per_class.items(), predicted, strict=True):
+            precision = row["precision"] if times_predicted else "-"
+            recall, f1 = (row["recall"], row["f1"]) if row["support"] else ("-", "-")
+            shown[name] = (precision, recall, f1, int(row["support"]))
+        return shown
+
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-able dict (tuples become lists), e.g. for ``metrics.json``."""
         data = asdict(self)

@@ -25,6 +25,22 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, write_json, write_text
 
 
+def require_name_free(out: str | Path, name: str) -> None:
+    """Refuse a run name that is taken under ``out``, saying whether that run finished: ``fit``
+    asks before it scans the data, and again as it creates the folder."""
+    run_dir = Path(out) / safe_name(name)
+    if _finished(run_dir):
+        raise TransferkitError(
+            f"The run folder {run_dir} holds a finished run. Pick another --name (or remove "
+            "that folder to train it again)."
+        )
+    if run_dir.exists():
+        raise TransferkitError(
+            f"The run folder {run_dir} already exists. Pick another --name, or continue an "
+            f"interrupted fit with `{resume_command(run_dir)}`."
+        )
+
+
 def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None = None) -> Path:
     """A fresh folder under ``out``; the default name is ``<data>-<recipe>-<timestamp>``.
 
@@ -37,15 +53,8 @@ def new_run_dir(out: str | Path, data: str, recipe_name: str, name: str | None =
         try:
             run_dir.mkdir(parents=True)
         except FileExistsError:
-            if _finished(run_dir):
-                raise TransferkitError(
-                    f"The run folder {run_dir} holds a finished run. Pick another --name (or remove "
-                    "that folder to train it again)."
-                ) from None
-            raise TransferkitError(
-                f"The run folder {run_dir} already exists. Pick another --name, or continue an "
-                f"interrupted fit with `{resume_command(run_dir)}`."
-            ) from None
+            require_name_free(out, name)
+            raise
         return run_dir
     stem = Path(data.rstrip("/")).name or "data"
     safe = safe_name(f"{stem}-{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}")

@@ -261,6 +261,16 @@ def progress_bar(**options):
     return tqdm(file=sys.stdout, dynamic_ncols=True, mininterval=BAR_REFRESH_SECONDS, **options)
 
 
+def resolve_verbose(verbose: int | str) -> int:
+    """``"auto"``: progress bars on a terminal or in a notebook, one line per epoch elsewhere (a log
+    file, a pipe: no carriage returns in it), as the command line does; an int as given."""
+    if verbose == "auto":
+        return 1 if _in_notebook() or sys.stdout.isatty() else 2
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise TransferkitError(f'verbose must be 0, 1, 2 or "auto" (got {verbose!r}).')
+    return verbose
+
+
 def _in_notebook() -> bool:
     """True inside a Jupyter kernel (not a terminal IPython)."""
     ipython = sys.modules.get("IPython")

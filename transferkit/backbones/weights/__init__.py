@@ -35,6 +35,7 @@ from transferkit.errors import TransferkitError
 __all__ = [
     "build_base",
     "cache_dir",
+    "check_weights",
     "copy_weights_by_name",
     "imagenet_class_names",
     "import_weights",
@@ -61,6 +62,13 @@ def _kind(weights: str | os.PathLike | None) -> str:
         f"Unknown weights {weights!r}. Expected 'imagenet', 'random', or a path to a .weights.h5/.h5 "
         f"file.{hint}"
     )
+
+
+def check_weights(weights: str | os.PathLike | None) -> None:
+    """Raise the error loading ``weights`` would raise for a name or a missing file, without loading
+    anything: ``fit`` says so before it scans the data."""
+    if _kind(weights) == "path" and not Path(weights).is_file():
+        raise TransferkitError(f"Weights file {weights} does not exist. Check the --weights path.")
 
 
 def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
@@ -134,8 +142,7 @@ def _quiet_load(model: keras.Model, path: Path) -> None:
 
 def _load_path(model: keras.Model, spec: BackboneSpec, path: Path) -> str:
     """Load a user's weights file directly, or else through a full model and by layer name."""
-    if not path.is_file():
-        raise TransferkitError(f"Weights file {path} does not exist. Check the --weights path.")
+    check_weights(path)
     try:
         _quiet_load(model, path)
         return f"Weights from {path}"
