@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -188,13 +189,30 @@ def test_onnx_runs_in_onnxruntime_with_labels_in_its_metadata(run_dir, data, pix
     assert result.parity.top1_agreement == 1.0
 
 
-def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tmp_path):
+def _losing_half(monkeypatch):
+    """Every export scored 50 points below the Keras model: the over-the-bar path, on demand."""
+    from transferkit.exporting import export, parity
+
+    for name in ("check_parity", "compare_predictions"):
+        real = getattr(parity, name)
+
+        def lose(*args, real=real, **kwargs):
+            found = real(*args, **kwargs)
+            return dataclasses.replace(
+                found, export_accuracy=found.export_accuracy - 0.5, accuracy_drop=found.accuracy_drop + 0.5
+            )
+
+        monkeypatch.setattr(export, name, lose)
+
+
+def test_export_losing_more_than_max_drop_exits_3_and_keeps_the_file(run_dir, tmp_path, monkeypatch):
+    _losing_half(monkeypatch)
     out = tmp_path / "strict.tflite"
-    args = ["export", str(run_dir), "--format", "tflite", "--out", str(out), "--max-drop", "-1", "-q"]
+    args = ["export", str(run_dir), "--format", "tflite", "--out", str(out), "--max-drop", "0.01", "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3, result.output
     assert result.stdout == ""  # --quiet: the error alone
-    assert "more than --max-drop -1" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "more than --max-drop 0.01" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert out.exists() and json.loads(record_path(out).read_text())["passed"] is False
 
 
@@ -214,9 +232,12 @@ def test_quantize_auto_keeps_the_first_within_max_drop_chosen_on_validation_not_
     assert result.file_bytes == chosen["tried"][-1]["file_bytes"] == result.path.stat().st_size
 
 
-def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3(run_dir, tmp_path):
+def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3(
+    run_dir, tmp_path, monkeypatch
+):
+    _losing_half(monkeypatch)
     args = ["export", str(run_dir), "--format", "tflite", "--quantize", "auto", "--out", str(tmp_path)]
-    result = CliRunner().invoke(main, [*args, "--max-drop", "-1"])
+    result = CliRunner().invoke(main, [*args, "--max-drop", "0.01"])
     assert result.exit_code == 3, result.output
     assert "Choosing the quantization on" in result.stdout and "Chose none" in result.stdout
     assert [line.split()[0] for line in result.stdout.splitlines() if "over --max-drop" in line] == list(
@@ -226,6 +247,7 @@ def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3
     assert "chosen by --quantize auto on the validation images" in result.stderr
     record = json.loads(record_path(tmp_path / "model.tflite").read_text())
     assert record["quantize"] == "none" and len(record["chosen"]["tried"]) == 4 and not record["passed"]
+    monkeypatch.undo()
     default_bar = CliRunner().invoke(main, [*args[:-2], "--max-drop", "0.01"], catch_exceptions=False)
     assert default_bar.exit_code == 0, default_bar.output
     with pytest.raises(TransferkitError, match="needs that bar"):
