@@ -79,6 +79,17 @@ def test_a_class_folder_without_one_usable_image_is_named_on_the_card(tmp_path):
     assert "class folder(s) left out, not one usable image in them: cats" in splits.card.summary()
 
 
+def test_images_far_from_square_are_counted_on_the_card_as_distorted_by_the_squash(tmp_path):
+    root = _folder(tmp_path, {"ants": 6, "bees": 6})
+    Image.new("RGB", (200, 40), "red").save(root / "ants" / "strip.png")  # 5:1
+    Image.new("RGB", (30, 120), "red").save(root / "bees" / "pole.png")  # 1:4, the limit: not counted
+    card = load_data(str(root), validation_split=0.2, test_split=0).card
+    assert card.elongated == (1, str(root / "ants" / "strip.png"))
+    assert f"1 image(s) over 4:1 (e.g. {root / 'ants' / 'strip.png'}): each is squashed" in card.summary()
+    assert card.to_dict()["elongated"] == [1, str(root / "ants" / "strip.png")]
+    assert load_data(str(_folder(tmp_path / "square", {"a": 4, "b": 4})), test_split=0).card.elongated is None
+
+
 def test_a_split_class_named_with_other_letter_case_says_so(tmp_path):
     _folder(tmp_path / "train", {"Cat": 4, "dog": 4})
     _folder(tmp_path / "val", {"cat": 2, "dog": 2})

@@ -212,7 +212,8 @@ def fit(
             where the recipe is picked).
         strict: a class folder without usable images is an error instead of a warning.
         dry_run: build the model and return the plan without training or writing anything.
-        precision: see :func:`transferkit.training.device.setup_device`.
+        precision: "auto" (mixed_float16 on a GPU, float32 on a CPU), "float32", "mixed_float16"
+            or "mixed_bfloat16" (:func:`transferkit.training.device.setup_device`).
         distribute: "auto" | "none" | "mirrored" | "multi-worker" (every process of a
             ``TF_CONFIG`` cluster runs this same call, with the same ``name``); the global batch
             is ``batch_size`` x replicas and learning rates scale with the replicas
@@ -559,7 +560,8 @@ def lr_find(
         start, end: the swept range of learning rates.
         steps: optimizer steps in the sweep (one rate each); it stops early when the loss diverges.
         out: folder for ``lr_find.json`` and ``lr_find.png``.
-        precision: see :func:`transferkit.training.device.setup_device`.
+        precision: "auto" (mixed_float16 on a GPU, float32 on a CPU), "float32", "mixed_float16"
+            or "mixed_bfloat16" (:func:`transferkit.training.device.setup_device`).
         verbose: 0 silent, 1 progress.
 
     Returns:

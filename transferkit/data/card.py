@@ -15,6 +15,17 @@ from transferkit.errors import extra_install
 EMPTY_CLASS_REASON = "class folder has no usable images"  # a skip reason: the class is left out
 
 
+# An image this many times longer one way than the other is squashed out of shape by the resize to
+# a square (a 2000 x 50 strip to 224 x 224): said on the card. Photos (4:3, 16:9), playing cards
+# (1.4:1) and glyphs stay under it.
+ELONGATED_RATIO = 4
+
+
+def is_elongated(width: int, height: int) -> bool:
+    """Whether a ``width`` x ``height`` image is over :data:`ELONGATED_RATIO` to 1 either way."""
+    return max(width, height) > ELONGATED_RATIO * min(width, height)
+
+
 def size_stats(sizes: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
     """``[(width, height), ...]`` -> ``{"width": {"min", "median", "max"}, "height": {...}}``.
 
@@ -51,6 +62,8 @@ class DatasetCard:
             installed to read them at full depth: ``(count, one of them)``, or None.
         copies: its byte-identical files (:class:`~transferkit.data.copies.Copies`); None when
             not looked for (TFDS).
+        elongated: images over :data:`ELONGATED_RATIO` times longer one way than the other, which
+            the squash to a square input distorts: ``(count, one of them)``, or None.
 
     Example:
         >>> card = DatasetCard("pets", ("cat", "dog"), {"train": {"cat": 8, "dog": 4}})
@@ -67,6 +80,7 @@ class DatasetCard:
     white_level: int | None = None
     dim_colour: tuple[int, str] | None = None
     copies: Copies | None = None
+    elongated: tuple[int, str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -116,6 +130,7 @@ class DatasetCard:
             "white_level": self.white_level,
             "dim_colour": None if self.dim_colour is None else list(self.dim_colour),
             "copies": None if self.copies is None else self.copies.to_dict(),
+            "elongated": None if self.elongated is None else list(self.elongated),
         }
 
     def summary(self) -> str:
@@ -149,6 +164,12 @@ class DatasetCard:
                 "through their high byte they are nearly black; "
                 f"{extra_install('deep-colour')} to read them at full depth, or convert them to 8 bits per "
                 "channel"
+            )
+        if self.elongated is not None:
+            count, example = self.elongated
+            lines.append(
+                f"{count} image(s) over {ELONGATED_RATIO}:1 (e.g. {example}): each is squashed to a square "
+                "input, which distorts what it shows; crop or pad them nearer to square if that matters"
             )
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data import tfds_source
-from transferkit.data.card import EMPTY_CLASS_REASON, DatasetCard, size_stats
+from transferkit.data.card import EMPTY_CLASS_REASON, DatasetCard, is_elongated, size_stats
 from transferkit.data.copies import copy_groups, find_copies
 from transferkit.data.decode import IMAGE_EXTENSIONS, load_images, white_level_for
 from transferkit.data.pipeline import make_dataset
@@ -332,6 +332,13 @@ def _load_folder(
     white_level = white_level_for(max(peaks)) if peaks else None
     sets = {split: dataclasses.replace(images, white_level=white_level) for split, images in sets.items()}
     dim = [path for scan in everything for path in scan.dim_colour]
+    elongated = sorted(
+        path
+        for scan in everything
+        for found in scan.images.values()
+        for path, size in found
+        if is_elongated(*size)
+    )
     card = DatasetCard(
         source=str(source),
         class_names=class_names,
@@ -344,6 +351,7 @@ def _load_folder(
         white_level=white_level,
         dim_colour=(len(dim), dim[0]) if dim else None,
         copies=copies,
+        elongated=(len(elongated), elongated[0]) if elongated else None,
     )
     return DataSplits(class_names, sets["train"], sets["val"], sets.get("test"), card)
 
