@@ -543,6 +543,10 @@ def test_an_override_a_recipe_file_cannot_take_names_the_file(tmp_path):
         ({"out": None}, "fit: out must be a folder (str or os.PathLike) (got None)"),
         ({"name": 7}, "fit: name must be None or a folder name (str) (got 7)"),
         ({"dry_run": "yes"}, "fit: dry_run must be True or False (got 'yes')"),
+        (
+            {"callbacks": keras.callbacks.History()},
+            "fit: callbacks must be None or a list of keras.callbacks",
+        ),
     ],
 )
 def test_fit_refuses_arguments_of_the_wrong_type_up_front_in_one_line(folder, tmp_path, arguments, message):
@@ -552,6 +556,22 @@ def test_fit_refuses_arguments_of_the_wrong_type_up_front_in_one_line(folder, tm
         )
     assert "\n" not in str(error.value)
     assert not any(tmp_path.iterdir())  # no run folder, half or whole
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: transferkit.load_run(None), "A run folder is a path"),
+        (lambda: transferkit.evaluate("runs/x", tta="no"), "evaluate: tta must be True or False (got 'no')"),
+        (
+            lambda: transferkit.evaluate("runs/x", data=["a.png"]),
+            "evaluate: data is a folder of class subfolders",
+        ),
+    ],
+)
+def test_the_api_refuses_arguments_of_the_wrong_type_in_one_line(call, message):
+    with pytest.raises(transferkit.TransferkitError, match=re.escape(message)):
+        call()
 
 
 def test_fit_refuses_data_that_is_not_a_path(tmp_path):
@@ -660,6 +680,11 @@ def test_augment_preview_writes_a_png(folder, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Named without an extension, the picture gets .png: a file a viewer opens.
+    from transferkit.reporting.preview import augment_preview
+
+    plain = augment_preview(str(folder), count=1, copies=1, image_size=32, out=tmp_path / "grid2")
+    assert plain == tmp_path / "grid2.png" and plain.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("layout", ["one class", "no class folders", "split"])

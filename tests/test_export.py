@@ -254,6 +254,19 @@ def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3
         check_choices("tflite", "auto", max_drop=None)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_drop": -1}, r"max_drop\) is a share of accuracy in \[0, 1\]"),
+        ({"max_drop": "1%"}, r"max_drop\) is a share of accuracy"),
+        ({"format": "TFLite", "quantize": "Int8", "max_drop": 2}, r"got 2\."),  # names in any case
+    ],
+)
+def test_the_api_refuses_a_max_drop_outside_0_to_1_and_takes_format_names_in_any_case(arguments, message):
+    with pytest.raises(TransferkitError, match=message):
+        transferkit.export("runs/never", **{"format": "tflite", **arguments})
+
+
 def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emptied(tmp_path):
     run_dir = tmp_path / "runs" / "r"
     (run_dir / "export").mkdir(parents=True)
@@ -277,6 +290,9 @@ def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emp
     assert output_path(f"{tmp_path / 'new'}/", run_dir, "onnx", "none") == tmp_path / "new" / "model.onnx"
     assert output_path(tmp_path / "apps", run_dir, "tflite", "none") == tmp_path / "apps" / "model.tflite"
     assert output_path(None, run_dir, "onnx", "none") == run_dir / "export" / "model.onnx"
+    # A file named for another format is refused: ONNX bytes in a .tflite file open nowhere.
+    with pytest.raises(TransferkitError, match=r"ends in '.tflite', but a onnx file is '.onnx'"):
+        output_path(serving / "app.tflite", run_dir, "onnx", "none")
     args = ["export", str(run_dir), "--format", "saved_model", "--out", str(serving)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "folder of other files" in result.output  # refused before loading

@@ -351,13 +351,24 @@ def test_report_refuses_a_folder_that_holds_no_run_and_writes_nothing_there(tmp_
     assert not (data / "report.html").exists()
 
 
+def test_report_on_a_compare_folder_names_its_runs_and_writes_nothing(tmp_path):
+    compared = tmp_path / "cmp"
+    (compared / "small_similar").mkdir(parents=True)
+    (compared / "comparison.json").write_text("{}")
+    (compared / "selection.json").write_text("{}")
+    (compared / "small_similar" / "run.json").write_text("{}")
+    result = CliRunner().invoke(main, ["report", str(compared)])
+    assert result.exit_code == 2 and "give one of its runs" in result.output, result.output
+    assert not (compared / "report.html").exists()
+
+
 def test_html_report_reads_as_a_document(run_dir):
     page = write_html_report(run_dir).read_text(encoding="utf-8")
     headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", page)
     assert headings == list(SECTIONS)  # every section, in order, even when its files are missing
     assert page.index("Accuracy (held-out test): <b>62.5%</b>") < page.index("Accuracy (validation)")
     assert f"<li>{html.escape(LONG_REASON)}</li>" in page  # the full reason, as a list item
-    assert "transferkit compare --data DATA" in page  # the selector's close call
+    assert "transferkit compare --data data/flowers" in page  # the selector's close call, on its data
     assert "Class &#x27;" in page and "is weak" in page  # the weakest classes need images
     assert "<td>yes</td>" in page and '<td class="n">yes' not in page  # booleans read as words, left
     assert '<td class="n">0.900</td>' in page  # numbers right-aligned
@@ -416,3 +427,9 @@ def test_report_open_says_so_when_no_browser_can_start(run_dir, monkeypatch):
     assert result.exit_code == 0 and opened == [(run_dir / "report.html").resolve().as_uri()]
     assert result.stdout.strip() == str(run_dir / "report.html")
     assert "No web browser could be started" in result.stderr
+
+
+def test_a_table_reads_a_negative_zero_as_zero():
+    from transferkit.reporting.html_parts import cell
+
+    assert cell(-0.0) == cell(0.0) == '<td class="n">0.000</td>'

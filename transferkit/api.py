@@ -150,6 +150,13 @@ _ARGUMENTS = {
     "strict": (lambda v: isinstance(v, bool), "True or False", "strict=True"),
     "dry_run": (lambda v: isinstance(v, bool), "True or False", "dry_run=True"),
     "steps": (_int_at_least(2), "an int >= 2 (rates tried)", "steps=100"),
+    "callbacks": (
+        _optional(
+            lambda v: isinstance(v, list | tuple) and all(isinstance(c, keras.callbacks.Callback) for c in v)
+        ),
+        "None or a list of keras.callbacks.Callback",
+        "callbacks=[keras.callbacks.CSVLogger('log.csv')]",
+    ),
 }
 
 
@@ -247,6 +254,7 @@ def fit(
         name=name,
         strict=strict,
         dry_run=dry_run,
+        callbacks=callbacks,
     )
     test_split = None if test_split is None else float(test_split)  # 0 as the recipe's 0.0
     verbose = resolve_verbose(verbose)
@@ -552,7 +560,9 @@ def lr_find(
     """Learning-rate range test for one phase of a recipe; writes ``lr_find.json`` and ``lr_find.png``.
 
     The phases before ``phase`` train first (in a temporary folder), so the sweep starts from the
-    state the phase would start from; the weights are restored after it.
+    weights they leave; the weights are restored after it. A head phase's head is swept from its
+    initialisation, not from the logistic-regression start (``[head] init = "logistic"``) that the
+    phase itself fits first: its loss starts high, as in the usual range test.
 
     Args:
         data, recipe, size, similar, backbone, weights, image_size, batch_size, seed: as for :func:`fit`.

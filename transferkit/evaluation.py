@@ -49,6 +49,8 @@ def evaluate(
         ``accuracy_interval``, ``top5_accuracy``, ``per_class`` precision, recall and F1, the
         ``confusion`` matrix, and which images were ``scored``.
     """
+    if not isinstance(tta, bool):  # "no" would read as True
+        raise TransferkitError(f"evaluate: tta must be True or False (got {tta!r}).")
     run, dataset, scored = _scored_images(run_dir, data, batch_size)
     metrics = evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
     return dataclasses.replace(metrics, scored=scored)
@@ -112,6 +114,11 @@ def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int
 
 def _scored_images(run_dir: str | Path, data: str | None, batch_size: int):
     """The loaded run, the dataset of the images to score (read once a pass) and which they are."""
+    if data is not None and not isinstance(data, str | Path):
+        raise TransferkitError(
+            f"evaluate: data is a folder of class subfolders (or tfds:NAME), as for fit; received "
+            f"{type(data).__name__}. To score image files one by one, predict them."
+        )
     run = runfolder.load_run(run_dir)
     if data is None:
         images, scored = _held_out_images(run.run_dir)

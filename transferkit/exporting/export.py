@@ -91,7 +91,7 @@ class ExportResult:
         bar = "no bar" if self.max_drop is None else f"--max-drop {self.max_drop:g}"
         return self._choice_line() + (
             f"Wrote {self.path} ({_mb(self.file_bytes)}; model.keras {_mb(self.keras_file_bytes)}, "
-            f"{compared}), labels in {self.labels_path.name}\n"
+            f"{compared}), labels in {self.labels_path}\n"
             f"Parity on the {held['split']} images: {self.parity.summary()}\n"
             f"Parity check {verdict} ({bar}); record: {record_path(self.path)}"
         )
@@ -150,6 +150,7 @@ def export(
         QualityGateError: after writing the file and its record, when the export's accuracy
             drops by more than ``max_drop``.
     """
+    format, quantize = (str.lower(v) if isinstance(v, str) else v for v in (format, quantize))  # "TFLite"
     check_choices(format, quantize, max_drop)
     # Before any work, so that a refusal is instant (auto's folder is that of every quantization).
     path = output_path(out, Path(run_dir), format, quantize)

@@ -60,6 +60,11 @@ def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) 
     if fmt != "saved_model":
         as_folder = path.is_dir() or str(out).endswith(("/", os.sep)) or not path.suffix
         path = path / default.name if as_folder else path
+        if path.suffix.lower() != default.suffix:  # ONNX bytes in a .tflite file open nowhere
+            raise TransferkitError(
+                f"--out {out} ends in {path.suffix!r}, but a {fmt} file is {default.suffix!r}: "
+                f"name it e.g. {path.with_suffix(default.suffix)}, or give a folder."
+            )
         require_writable_folder(path.parent, "--out")
         return path
     require_writable_folder(path.parent, "--out")
@@ -116,4 +121,9 @@ def check_choices(fmt: str, quantize: str, max_drop: float | None = DEFAULT_MAX_
     if quantize == AUTO and max_drop is None:
         raise TransferkitError(
             "--quantize auto keeps the smallest file within --max-drop; it needs that bar."
+        )
+    number = isinstance(max_drop, int | float) and not isinstance(max_drop, bool)
+    if max_drop is not None and not (number and 0 <= max_drop <= 1):
+        raise TransferkitError(
+            f"--max-drop (max_drop) is a share of accuracy in [0, 1], 0.01 = one point; got {max_drop!r}."
         )

@@ -132,6 +132,7 @@ def write_html_report(run_dir: str | os.PathLike) -> Path:
                 shlex.quote(str(run_dir)),
                 has_model=(run_dir / "model.keras").exists(),
                 temperature=data["metrics"].get("calibration"),
+                data=shlex.quote(str(data["run"].get("data") or "DATA")),
             )
         ),
     )
@@ -152,6 +153,8 @@ def _check_folder(run_dir: Path) -> Path:
         raise TransferkitError(
             f"Run folder {str(run_dir)!r} does not exist. Pass a folder `transferkit fit` wrote."
         )
+    if (run_dir / "comparison.json").is_file():  # its runs are the runs: a report of each
+        raise TransferkitError(f"{str(run_dir)!r} holds no transferkit run{run_beside(run_dir)}.")
     if not any((run_dir / name).is_file() for name in RUN_MARKS):
         if beside := run_beside(run_dir):
             raise TransferkitError(f"{str(run_dir)!r} holds no transferkit run{beside}.")

@@ -46,6 +46,7 @@ def cell(value: object) -> str:
     if isinstance(value, int):
         return f'<td class="n">{value:,}</td>' if abs(value) >= 10_000 else f'<td class="n">{value}</td>'
     if isinstance(value, float):
+        value += 0.0  # -0.0 (a loss of -log(1.0)) reads 0.000
         text = f"{value:.3f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3g}"
         return f'<td class="n">{text}</td>'
     if isinstance(value, list | tuple) and all(not isinstance(v, Mapping | list) for v in value):

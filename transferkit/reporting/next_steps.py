@@ -25,6 +25,7 @@ def next_steps(
     run_name: str = "RUN_DIR",
     has_model: bool = True,
     temperature: Mapping[str, object] | None = None,
+    data: str = "DATA",
 ) -> list[str]:
     """Plain-text advice, most important first; never empty.
 
@@ -36,11 +37,12 @@ def next_steps(
         has_model: False for a folder without ``model.keras`` (``analyze``'s, or a fit that did
             not finish), which nothing can evaluate.
         temperature: ``metrics.json``'s ``calibration`` record (the temperature fit), if any.
+        data: the run's data folder as the suggested ``fit`` and ``compare`` commands give it.
     """
     if not metrics and not has_model:
         return [
             f"{run_name} holds no trained model (an analysis, or a fit that did not finish): "
-            "`transferkit fit --data DATA` trains the recipe the selector chose, "
+            f"`transferkit fit --data {data}` trains the recipe the selector chose, "
             f"`transferkit fit --resume {run_name}` finishes an interrupted fit."
         ]
     if not metrics:
@@ -53,7 +55,7 @@ def next_steps(
     if selection.get("close_call"):
         steps.append(
             f"The selector's call was close (confidence {float(selection.get('confidence', 0)):.2f}, picked "
-            f"'{selection.get('recipe', '?')}'): run `transferkit compare --data DATA` to train the "
+            f"'{selection.get('recipe', '?')}'): run `transferkit compare --data {data}` to train the "
             "candidate recipes and keep the one that wins on held-out images."
         )
     return steps or [

@@ -43,6 +43,7 @@ def augment_preview(
     if not len(images):
         raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
     grid = preview(images, config, copies=copies, seed=seed)
+    out = Path(out) if Path(out).suffix else Path(out).with_suffix(".png")  # a picture opens by its name
     titles = (["original"] + [f"augmented {i + 1}" for i in range(copies)]) * len(images)
     plot_image_grid(
         grid,
@@ -53,7 +54,7 @@ def augment_preview(
         f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}, "
         f"contrast ±{config.contrast:g}" + (f", pixel noise up to {config.noise:g}" if config.noise else ""),
     )
-    return Path(out)
+    return out
 
 
 def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:

@@ -12,6 +12,7 @@ or the validation split's without one) and ``validation_predictions.npz`` (besid
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ def load_run(run_dir: str | Path, *, as_trained: bool = False) -> SavedRun:
     Raises:
         TransferkitError: the folder holds no finished run, or its labels do not fit its model.
     """
+    if not isinstance(run_dir, str | os.PathLike):
+        raise TransferkitError(f"A run folder is a path, e.g. 'runs/pets-auto-...'; received {run_dir!r}.")
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
