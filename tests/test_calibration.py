@@ -74,6 +74,8 @@ def test_the_message_says_why_ece_can_rise_where_the_nll_fell():
     assert "ECE 0.072 -> 0.081, up: the temperature is fitted to the NLL" in fit.describe()
     better = TemperatureFit(1.5, True, 200, 45, 0.9, 0.7, 0.15, 0.05)
     assert "ECE 0.150 -> 0.050; the predicted classes are unchanged" in better.describe()
+    level = TemperatureFit(1.1, True, 200, 45, 0.9, 0.8, 0.0651, 0.0652)  # equal as printed: no "up"
+    assert "ECE 0.065 -> 0.065; the predicted classes are unchanged" in level.describe()
 
 
 def _classifier(seed: int) -> keras.Model:

@@ -235,11 +235,15 @@ def test_the_tta_verdict_says_whether_the_images_it_changed_are_beyond_chance():
     one = TTAComparison(metrics, metrics, only_plain_right=0, only_tta_right=1)
     assert one.p_value == 1.0
     assert "1 right only with it, 0 only without: within chance, p = 1.00" in one.verdict()
-    assert one.verdict().startswith(f"TTA helped: {100 / n:+.1f} points (1 more of {n} images right")
+    assert one.verdict().startswith(
+        f"TTA made no clear difference: {100 / n:+.1f} points (1 more of {n} images right"
+    )
     many = TTAComparison(metrics, metrics, only_plain_right=1, only_tta_right=12)
     assert many.p_value == pytest.approx(0.0034, abs=1e-4) and "beyond chance, p = 0.00" in many.verdict()
+    assert many.verdict().startswith("TTA helped: ")
     worse = TTAComparison(metrics, metrics, only_plain_right=3, only_tta_right=1)
-    assert worse.verdict().startswith("TTA hurt: ") and "within chance, p = 0.62" in worse.verdict()
+    assert worse.verdict().startswith("TTA made no clear difference: -100.0 points (2 fewer")
+    assert "within chance, p = 0.62" in worse.verdict()
     level = TTAComparison(metrics, metrics, only_plain_right=2, only_tta_right=2)
     assert level.verdict().startswith("TTA left the accuracy as it was")
 

@@ -91,6 +91,8 @@ class TTAComparison:
         if not gained:
             return f"TTA left the accuracy as it was on {n} images ({detail})"
         word, change = ("helped", "more") if gained > 0 else ("hurt", "fewer")
+        if self.p_value >= SIGNIFICANCE:  # a lead of an image or two is no evidence either way
+            word = "made no clear difference"
         points = f"{100 * gained / n:+.1f} points"
         return f"TTA {word}: {points} ({abs(gained)} {change} of {n} images right; {detail})"
 

@@ -74,7 +74,7 @@ class TemperatureFit:
         if not self.applied:
             return f"Probabilities not calibrated: {self.reason}"
         ece = f"ECE {self.ece_before:.3f} -> {self.ece_after:.3f}"
-        if self.ece_after > self.ece_before:  # the temperature minimises the NLL, not the binned ECE
+        if round(self.ece_after, 3) > round(self.ece_before, 3):  # the NLL is minimised, not the binned ECE
             ece += ", up: the temperature is fitted to the NLL, and ECE over so few images is noisy"
         return (
             f"Calibrated the probabilities: temperature {self.temperature:.2f}, fitted on {self.images} "
