@@ -91,14 +91,9 @@ class Row:
         return (self.selection_seconds - self.reused_seconds) / max(self.picked_fit_seconds, 1e-9)
 
 
-def _halfwidth(p1: float, p2: float, n: int) -> float:
-    if n == 0:
-        return math.nan
-    return 100 * 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
-
-
 def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> Row:
     import transferkit
+    from transferkit.reporting.metrics import difference_halfwidth
 
     folder = transferkit.export_dataset(name, work / "data" / name, per_class=args.per_class, seed=0)
     options = dict(image_size=args.image_size, seed=seed, out=work / "runs", verbose=0)
@@ -126,7 +121,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> Row:
         best=best.recipe,
         accuracies={recipe: round(run.accuracy, 4) for recipe, run in runs.items()},
         regret_points=100 * (best.accuracy - pick.accuracy),
-        regret_halfwidth=_halfwidth(best.accuracy, pick.accuracy, n),
+        regret_halfwidth=difference_halfwidth(best.accuracy, pick.accuracy, n),
         close_call=selection.close_call,
         confidence=selection.confidence,
         selection_seconds=totals.get("selection", 0.0) + totals.get("trials", 0.0),

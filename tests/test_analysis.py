@@ -123,7 +123,16 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     runs = [dataclasses.replace(run, split="validation") for run in compared.runs]
     untested = dataclasses.replace(compared, runs=runs).table()
     assert untested.splitlines()[0].count("val acc") == 1
-    assert "percentage points of validation accuracy (no test split could be held out)." in untested
+    assert "percentage points of validation accuracy (no test split could be held out) (+/- " in untested
+    # The regret carries its interval; an averaged pick says it has no run folder of its own.
+    from transferkit.reporting.metrics import difference_halfwidth
+
+    best, pick = max(accuracies.values()), accuracies[data["picked"]]
+    assert data["scored_images"] == data["split"]["num_test"] > 0
+    assert data["regret_halfwidth"] == pytest.approx(difference_halfwidth(best, pick, data["scored_images"]))
+    assert f"at 95% on {data['scored_images']} images" in table
+    averaged = [dataclasses.replace(run, recipe="averaged") if run.picked else run for run in compared.runs]
+    assert "no run folder of its own" in dataclasses.replace(compared, runs=tuple(averaged)).table()
 
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferkit.fileio import atomic_path, write_json, write_text
+from transferkit.reporting.metrics import difference_halfwidth
 
 if TYPE_CHECKING:
     from transferkit.compare import AnalysisResult
@@ -89,6 +91,19 @@ class ComparisonResult:
         return None if pick is None else 100 * (self.best.accuracy - pick.accuracy)
 
     @property
+    def scored_images(self) -> int:
+        """How many images each row's ``accuracy`` was measured on (the :attr:`split`'s)."""
+        return int(self.analysis.split.get("num_test" if self.split == "test" else "num_val") or 0)
+
+    @property
+    def regret_halfwidth(self) -> float | None:
+        """The 95% half-width of :attr:`regret_points` (:func:`difference_halfwidth`)."""
+        pick = next((run for run in self.runs if run.picked), None)
+        if pick is None:
+            return None
+        return difference_halfwidth(self.best.accuracy, pick.accuracy, self.scored_images)
+
+    @property
     def selection_fraction(self) -> float:
         """The selector's measuring time as a fraction of the whole compare."""
         return self.analysis.selection_seconds / self.seconds
@@ -112,6 +127,8 @@ class ComparisonResult:
             "accuracy_split": self.split,
             "best": self.best.recipe,
             "regret_points": self.regret_points,
+            "regret_halfwidth": self.regret_halfwidth,
+            "scored_images": self.scored_images,
             "selection_seconds": self.analysis.selection_seconds,
             "analysis_seconds": self.analysis.seconds,
             "seconds": self.seconds,
@@ -149,13 +166,21 @@ class ComparisonResult:
             f"* selector's pick: {s.quadrant}{averaged} (confidence {s.confidence:.2f}"
             f"{', close call' if s.close_call else ''}). Best: {self.best.recipe} {self.best.accuracy:.3f}."
         )
-        regret = self.regret_points
+        regret, half = self.regret_points, self.regret_halfwidth
         on = "held-out test accuracy" if tested else "validation accuracy (no test split could be held out)"
-        rows.append(
-            "Regret: the pick was not among the trained recipes."
-            if regret is None
-            else f"Regret of the pick: {regret:.1f} percentage points of {on}."
-        )
+        if regret is None:
+            rows.append("Regret: the pick was not among the trained recipes.")
+        else:
+            noise = ": within noise" if regret <= half else ""  # nan (no images) compares False
+            rows.append(
+                f"Regret of the pick: {regret:.1f} percentage points of {on} "
+                f"(+/- {half:.1f} at 95% on {self.scored_images} images{noise})."
+            )
+        if self.picked == "averaged":
+            rows.append(
+                "The averaged pick has no run folder of its own (its row averages the two above): "
+                f"`transferkit fit --data {shlex.quote(self.analysis.card.source)}` trains it as one model."
+            )
         rows.append(
             f"Selection took {self.analysis.selection_seconds:.1f} s = {100 * self.selection_fraction:.1f}% "
             f"of the whole compare ({self.seconds:.1f} s)."
