@@ -274,6 +274,8 @@ def run_dir(tmp_path):
     scores = [{"cut": "block_13_add", "logme": 1.5, "probe_accuracy": 0.9}]
     selection = {"quadrant": "small_similar", "recipe": "freeze", "scores": scores, "close_call": True}
     selection |= {"confidence": 0.55, "similar": True, "reasons": [LONG_REASON, "size: 8 images per class"]}
+    trial = {"quadrant": "small_dissimilar", "val_accuracy": 0.75, "seconds": 1.5}
+    selection["trials"] = {"budget_seconds": 4.0, "candidates": [trial]}
     (run / "selection.json").write_text(json.dumps(selection))
     return run
 
@@ -433,3 +435,9 @@ def test_a_table_reads_a_negative_zero_as_zero():
     from transferkit.reporting.html_parts import cell
 
     assert cell(-0.0) == cell(0.0) == '<td class="n">0.000</td>'
+
+
+def test_the_trials_nested_in_selection_json_read_as_a_table_not_as_json(run_dir):
+    page = write_html_report(run_dir).read_text(encoding="utf-8")
+    assert "<h3>trials: candidates (1)</h3>" in page and "<td>small_dissimilar</td>" in page
+    assert "&quot;quadrant&quot;" not in page  # no raw JSON of the records

@@ -83,11 +83,13 @@ def flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
 
 
 def scalars_and_records(data: Mapping[str, object], skip: Sequence[str] = ()) -> str:
-    """Scalars as one key/value table, then each list of records as a titled table."""
-    kept = {k: v for k, v in data.items() if k not in skip}
-    flat = flatten({k: v for k, v in kept.items() if not records(v)})
-    out = table(list(flat.items()))
-    for key, rows in kept.items():
+    """Scalars as one key/value table, then each list of records, however deep (``selection.json``'s
+    ``trials.candidates``), as a titled table."""
+    flat = flatten({k: v for k, v in data.items() if k not in skip})
+    out = table([(key, value) for key, value in flat.items() if not records(value)])
+    for key, rows in flat.items():
         if records(rows):
-            out += f"<h3>{esc(key.replace('_', ' '))} ({len(rows)})</h3>{record_table(rows)}"
+            out += (
+                f"<h3>{esc(key.replace('_', ' ').replace('.', ': '))} ({len(rows)})</h3>{record_table(rows)}"
+            )
     return out
