@@ -240,9 +240,9 @@ def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3
     result = CliRunner().invoke(main, [*args, "--max-drop", "0.01"])
     assert result.exit_code == 3, result.output
     assert "Choosing the quantization on" in result.stdout and "Chose none" in result.stdout
-    assert [line.split()[0] for line in result.stdout.splitlines() if "over --max-drop" in line] == list(
-        AUTO_ORDER
-    )
+    assert [
+        line.split()[0] for line in result.stdout.splitlines() if "over --max-drop (1.0 points)" in line
+    ] == list(AUTO_ORDER)
     assert "(none)" not in result.stderr
     assert "chosen by --quantize auto on the validation images" in result.stderr
     record = json.loads(record_path(tmp_path / "model.tflite").read_text())

@@ -441,3 +441,13 @@ def test_the_trials_nested_in_selection_json_read_as_a_table_not_as_json(run_dir
     page = write_html_report(run_dir).read_text(encoding="utf-8")
     assert "<h3>trials: candidates (1)</h3>" in page and "<td>small_dissimilar</td>" in page
     assert "&quot;quadrant&quot;" not in page  # no raw JSON of the records
+
+
+def test_a_wide_interval_names_the_split_it_was_measured_on():
+    from transferkit.reporting.metrics import compute_metrics
+    from transferkit.reporting.next_steps import next_steps
+
+    two = compute_metrics(np.eye(2)[[0, 1]], np.array([0, 1]), ["a", "b"])
+    assert "Only 2 held-out images" in " ".join(next_steps({"test": two}, {}, {}))
+    untested = " ".join(next_steps({"validation": two}, {}, {}))
+    assert "Only 2 validation images" in untested and "held-out images:" not in untested

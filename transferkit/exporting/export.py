@@ -267,7 +267,8 @@ def _smallest_within(
                 }
             )
             if verbose:
-                verdict = "within --max-drop: kept" if passed else "over --max-drop"
+                bar = f"--max-drop ({100 * max_drop:.1f} points)"  # the drop beside it is in points
+                verdict = f"within {bar}: kept" if passed else f"over {bar}"
                 print(
                     f"  {quantize:<8} {_mb(len(flatbuffer)):>9}  accuracy {parity.keras_accuracy:.3f} -> "
                     f"{parity.export_accuracy:.3f} (drop {100 * parity.accuracy_drop:.1f} points): {verdict}",

@@ -75,7 +75,8 @@ def _split_steps(split: str, headline: Metrics, validation: Metrics | None) -> l
     low, high = headline.accuracy_interval
     if high - low > WIDE_INTERVAL:
         steps.append(
-            f"Only {headline.num_samples} held-out images: the accuracy is known to within about "
+            f"Only {headline.num_samples} {'held-out' if split == 'test' else 'validation'} images: the "
+            "accuracy is known to within about "
             f"±{(high - low) / 2:.0%}. More held-out images would narrow it."
         )
     if split == "test" and validation is not None and headline.accuracy_interval[1] < validation.accuracy:
