@@ -124,7 +124,7 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     untested = dataclasses.replace(compared, runs=runs).table()
     assert untested.splitlines()[0].count("val acc") == 1
     assert "percentage points of validation accuracy (no test split could be held out) (+/- " in untested
-    # The regret carries its interval; an averaged pick says it has no run folder of its own.
+    # The regret carries its interval; an averaged pick names its run folder (or says it has none).
     from transferkit.reporting.metrics import difference_halfwidth
 
     best, pick = max(accuracies.values()), accuracies[data["picked"]]
@@ -132,7 +132,13 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
     assert data["regret_halfwidth"] == pytest.approx(difference_halfwidth(best, pick, data["scored_images"]))
     assert f"at 95% on {data['scored_images']} images" in table
     averaged = [dataclasses.replace(run, recipe="averaged") if run.picked else run for run in compared.runs]
-    assert "no run folder of its own" in dataclasses.replace(compared, runs=tuple(averaged)).table()
+    folder = next(run.run_dir for run in averaged if run.picked)
+    assert (
+        f"The averaged pick's run folder (the model fit would give): {folder}"
+        in dataclasses.replace(compared, runs=tuple(averaged)).table()
+    )
+    unjoined = [dataclasses.replace(run, run_dir="a + b") if run.picked else run for run in averaged]
+    assert "no run folder of its own" in dataclasses.replace(compared, runs=tuple(unjoined)).table()
 
 
 def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):

@@ -513,6 +513,40 @@ def test_compare_picks_the_whole_network_where_fit_would_drop_the_truncation(tmp
     assert averaged.validation_accuracy == 1.0  # [.8 .2] with [.8 .2] or [.2 .8]: class 0 (ties to it)
 
 
+def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_trained(
+    averaged_run, tmp_path, monkeypatch
+):
+    """The averaged pick gets a run folder of its own: the two networks compare trained, joined as
+    fit joins them and saved, with the figures of fit's averaged run on the same data and seed."""
+    from transferkit.selection import measure
+
+    data, reference = averaged_run
+    probe = measure.probe_quadrant
+    monkeypatch.setattr(  # as the reference fit was told: dissimilar
+        measure, "probe_quadrant", lambda *args, **kwargs: probe(*args, **{**kwargs, "similar": False})
+    )
+    recipes = ("large_dissimilar", "small_dissimilar")
+    settings = {key: value for key, value in FIT.items() if key != "similar"}  # compare measures it
+    compared = transferkit.compare(str(data), recipes=recipes, out=tmp_path, name="both", **settings)
+    pick = compared.runs[-1]
+    assert (pick.recipe, pick.picked) == (AVERAGED, True)
+    folder = pathlib.Path(pick.run_dir)
+    assert folder == compared.run_dir / AVERAGED and averaging.read_partner(folder).backbone.cut
+    assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+    ours, theirs = load_predictions(folder), load_predictions(reference.run_dir)
+    assert ours.paths == theirs.paths
+    np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=1e-5)
+    assert pick.accuracy == reference.metrics.accuracy
+    assert pick.validation_accuracy == reference.validation_metrics.accuracy
+    assert sorted(averaging.members_of(load_run(folder).model)) == ["truncation", "whole_network"]
+    assert pick.seconds == sum(r.seconds for r in compared.runs[:-1])  # the two fits, as fit trains both
+    assert f"The averaged pick's run folder (the model fit would give): {folder}" in compared.table()
+    saved = json.loads((compared.run_dir / "comparison.json").read_text())
+    assert saved["runs"][-1]["run_dir"] == str(folder)
+    with pytest.raises(transferkit.TransferkitError, match="named 'averaged'"):
+        transferkit.compare(str(data), recipes=(tmp_path / "averaged.toml",), out=tmp_path, verbose=0)
+
+
 def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
     averaged_run, tmp_path, monkeypatch
 ):

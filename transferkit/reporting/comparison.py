@@ -177,10 +177,15 @@ class ComparisonResult:
                 f"(+/- {half:.1f} at 95% on {self.scored_images} images{noise})."
             )
         if self.picked == "averaged":
-            rows.append(
-                "The averaged pick has no run folder of its own (its row averages the two above): "
-                f"`transferkit fit --data {shlex.quote(self.analysis.card.source)}` trains it as one model."
-            )
+            pick = next(r for r in self.runs if r.picked)
+            if Path(pick.run_dir).is_dir():
+                rows.append(f"The averaged pick's run folder (the model fit would give): {pick.run_dir}")
+            else:  # its folder could not be written: the row averages the two members' saved predictions
+                source = shlex.quote(self.analysis.card.source)
+                rows.append(
+                    "The averaged pick has no run folder of its own (its row averages the two above): "
+                    f"`transferkit fit --data {source}` trains it as one model."
+                )
         rows.append(
             f"Selection took {self.analysis.selection_seconds:.1f} s = {100 * self.selection_fraction:.1f}% "
             f"of the whole compare ({self.seconds:.1f} s)."

@@ -28,7 +28,7 @@ from transferkit.reporting.diagnostics import load_predictions, load_validation_
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.selection.analyze import AnalysisResult, _default_name, _measure, _provisional_recipe
 from transferkit.selection.quadrants import QUADRANTS
-from transferkit.training.averaging import MEMBER_NAMES, check_partner
+from transferkit.training.averaging import MEMBER_NAMES, check_partner, join_runs
 from transferkit.training.calibration import uncalibrated
 
 
@@ -88,6 +88,8 @@ def compare(
         else:
             runs.append(trained.setdefault(key, _train_one(data, entry, analysis, seed, overrides, verbose)))
     runs = with_averaged_pick(tuple(runs), analysis.selection)
+    if runs and runs[-1].recipe == AVERAGED:
+        runs = (*runs[:-1], _joined(runs[-1], *_members(runs, analysis.selection), analysis, verbose))
     result = ComparisonResult(analysis.run_dir, analysis, runs, time.perf_counter() - started)
     write_comparison(result)
     say(verbose, "\n" + result.table())
@@ -99,10 +101,14 @@ def _loaded(recipes) -> list[recipe_io.Recipe]:
     a typo."""
     if not recipes:
         raise TransferkitError(f"No recipes to compare. Give some of: {', '.join(QUADRANTS)}.")
-    loaded = [recipe_io.load(entry) for entry in recipes]
     names = [Path(str(entry)).stem for entry in recipes]
     if len(set(names)) != len(names):
         raise TransferkitError(f"Recipes {names} repeat a name; each needs its own run folder.")
+    if AVERAGED in names:
+        raise TransferkitError(
+            f"A recipe named {AVERAGED!r} would take the averaged pick's run folder; rename its file."
+        )
+    loaded = [recipe_io.load(entry) for entry in recipes]
     fractions = {(r.data.validation_split, r.data.test_split) for r in loaded}
     if len(fractions) > 1:
         raise TransferkitError(
@@ -195,16 +201,7 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     """
     if selection.partner is None:
         return runs
-    whole = next((r for r in runs if r.recipe == selection.quadrant), None)
-    cut = next(
-        (
-            r
-            for r in runs
-            if r.recipe == selection.partner
-            and (selection.partner_cut is None or _cut_of(r) == selection.partner_cut)
-        ),
-        None,
-    )
+    whole, cut = _members(runs, selection)
     if whole is None or cut is None:
         return runs
     members = [load_predictions(r.run_dir) for r in (whole, cut)]
@@ -247,7 +244,65 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     return (*(dataclasses.replace(r, picked=False) for r in runs), averaged)
 
 
-AVERAGED = "averaged"  # compare's row for the averaged pick (its run folders: both members')
+AVERAGED = "averaged"  # compare's row (and run folder) for the averaged pick
+
+
+def _members(runs, selection) -> tuple[RecipeRun | None, RecipeRun | None]:
+    """The rows of the pick's two networks: its own recipe's, and its partner's (cut where the
+    selector cut it); None for one not trained."""
+    whole = next((r for r in runs if r.recipe == selection.quadrant), None)
+    cut = next(
+        (
+            r
+            for r in runs
+            if r.recipe == selection.partner
+            and (selection.partner_cut is None or _cut_of(r) == selection.partner_cut)
+        ),
+        None,
+    )
+    return whole, cut
+
+
+def _joined(row: RecipeRun, whole: RecipeRun, cut: RecipeRun, analysis: AnalysisResult, verbose) -> RecipeRun:
+    """The averaged pick's own run folder, ``<compare>/averaged``: the two networks compare trained,
+    joined as ``fit`` joins them (:func:`~transferkit.training.averaging.join_runs`, then resumed:
+    calibrated, evaluated and saved, nothing trained again), so that the pick is a model the user can
+    predict with and export. Its row takes that run's figures (the same images as ``row``'s, which
+    came from the members' saved predictions); its seconds stay the two fits' (what fit's averaged
+    run trains; each fit also evaluated and saved its network, as the join does the average).
+
+    Where the join fails (a full disk, say) the row stays as computed and says so, and the rows
+    trained before it are kept.
+    """
+    from transferkit import api
+
+    folder = Path(analysis.run_dir) / AVERAGED
+    say(
+        verbose,
+        f"\n=== {AVERAGED} ===\nThe pick averages {whole.recipe} and {cut.recipe}: their two trained "
+        f"networks, joined as fit joins them in {folder} (calibrated, evaluated and saved; nothing trains "
+        "again).",
+    )
+    try:
+        with _PeakMemory() as memory:
+            selection = Path(analysis.run_dir) / "selection.json"
+            join_runs(Path(whole.run_dir), Path(cut.run_dir), folder, selection)
+            fit = api.resume(folder, verbose=verbose)
+    except (TransferkitError, OSError) as error:
+        say(verbose, f"Warning: the averaged pick's run folder could not be written ({error}).")
+        return row
+    top5 = fit.metrics.top5_accuracy
+    low, high = fit.metrics.accuracy_interval
+    return dataclasses.replace(
+        row,
+        accuracy=float(fit.metrics.accuracy),
+        accuracy_low=low,
+        accuracy_high=high,
+        validation_accuracy=float(fit.validation_metrics.accuracy),
+        top5_accuracy=None if top5 is None else float(top5),
+        peak_rss_mb=max(row.peak_rss_mb, memory.peak_mb),
+        run_dir=str(folder),
+    )
 
 
 def _mean_of(predictions, runs) -> np.ndarray:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,39 @@ def read_partner(run_dir: Path) -> Recipe | None:
     """The partner recipe of the run in ``run_dir``; None when the run trains one network."""
     path = partner_dir(run_dir) / "recipe.toml"
     return recipe_io.load(path) if path.exists() else None
+
+
+TRAINED_STATE = ("recipe.toml", "state.json", "history.csv", "checkpoints")  # what resume trains on from
+RUN_RECORDS = ("run.json", "labels.txt", "dataset_card.json")  # ... and what it reads of the run
+
+
+def join_runs(main: Path, partner: Path, run_dir: Path, selection: Path | None = None) -> Path:
+    """A run folder in ``run_dir`` that averages two finished runs: ``main``'s trained network with
+    ``partner``'s as its partner, left as an averaged ``fit`` is when a stop comes after both
+    networks trained (their checkpoints and state, ``status`` "training"), so that resuming it
+    evaluates, calibrates and saves the average as that fit does, without training again.
+
+    ``compare`` uses it for an averaged pick: it trained the two recipes that fit trains (the same
+    recipes, seed and split), each in its own run. ``selection`` (a ``selection.json``) is copied in
+    beside them.
+    """
+    from transferkit.reporting import runfolder  # reporting.runfolder reads this module's names
+
+    run_dir.mkdir(parents=True)
+    for source, target, names in (
+        (main, run_dir, TRAINED_STATE + RUN_RECORDS),
+        (partner, partner_dir(run_dir), TRAINED_STATE),
+    ):
+        target.mkdir(exist_ok=True)
+        for name in names:
+            if (source / name).is_dir():
+                shutil.copytree(source / name, target / name)
+            elif (source / name).exists():
+                shutil.copy2(source / name, target / name)
+    if selection is not None and selection.exists():
+        shutil.copy2(selection, run_dir / selection.name)
+    runfolder.save_run_info(run_dir, {**runfolder.read_run_info(run_dir), "status": "training"})
+    return run_dir
 
 
 def average_models(members: Mapping[str, keras.Model], temperature: float = 1.0) -> keras.Model:
