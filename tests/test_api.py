@@ -224,9 +224,11 @@ def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, t
     low, high = record["test"]["accuracy_interval"]
     assert 0 <= low <= record["test"]["accuracy"] <= high <= 1 and high - low > 0.2  # 6 images: wide
     assert record["validation"]["num_samples"] == 6 and "accuracy_interval" in record["validation"]
+    held_out = json.loads((run.run_dir / "run.json").read_text())["test_split"]
+    assert record["test"]["scored"] == held_out["note"] and "seen by no training step" in held_out["note"]
+    assert record["validation"]["scored"].startswith("validation split: 6 images, watched by early stopping")
     assert run.headline == "test" and run.metrics.num_samples == 6 and run.validation_metrics.num_samples == 6
     splits = transferkit.load_data(str(folder), seed=run.recipe.seed)
-    held_out = json.loads((run.run_dir / "run.json").read_text())["test_split"]
     assert held_out["sha256"] == splits.holdout.sha256 and held_out["origin"] == "held_out"
     assert run.summary().startswith(f"test accuracy {run.metrics.accuracy:.3f} (95% CI ")
     assert f"| validation {run.validation_metrics.accuracy:.3f} |" in run.summary()

@@ -72,6 +72,9 @@ from transferkit.training.timing import Stopwatch
 from transferkit.training.trainable import plan_phase
 from transferkit.training.trainer import Trainer, TrainState
 
+# metrics.json's "scored" for the validation record (the test record's is the split's note)
+VALIDATION_SCORED = "validation split: {n:,} images, watched by early stopping and any selection trials"
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -555,6 +558,10 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
             white_level=splits.val.white_level,
             file=PREDICTIONS_FILE if test is None else VALIDATION_PREDICTIONS_FILE,  # beside the test split's
         )
+    # Which images each record is, in metrics.json as evaluate words its own.
+    validation = dataclasses.replace(validation, scored=VALIDATION_SCORED.format(n=validation.num_samples))
+    if test is not None:
+        test = dataclasses.replace(test, scored=splits.holdout.note)
     headline, metrics = ("test", test) if test is not None else ("validation", validation)
     with stopwatch.stage("robustness"):
         held_out = test_data if test is not None else val
