@@ -526,6 +526,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         else:
             val_probabilities, val_labels = predict_dataset(model, val, val_predict)
             by_member = val_predict.probabilities(len(val_labels))
+        validation_members = by_member  # every network's, kept for metrics.json's "members"
         partner_check = averaging.check_partner(by_member, val_labels) if partner is not None else None
         alone = None if partner_check is None or partner_check.kept else main
         if alone is not None:  # the run's own network is the model; the partner's figures stay recorded
@@ -578,15 +579,16 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         record["calibration"] = calibration.to_dict()
     record["robustness"] = robustness.to_dict()
     if partner is not None:  # each network's own figures beside the average's, from the same passes
-        held_out_labels = load_predictions(run_dir).labels
-        by_split = {headline: (test_predict if test else val_predict, held_out_labels)}
+        by_split = {}
         if test is not None:
-            by_split["validation"] = (val_predict, val_labels)
+            test_labels = load_predictions(run_dir).labels
+            by_split["test"] = (test_predict.probabilities(len(test_labels)), test_labels)
+        by_split["validation"] = (validation_members, val_labels)  # cached features' or the pass's
         record["members"] = member_metrics(by_split, splits.class_names)
         record["averaging"] = partner_check.to_dict()
         dropped = None
         if not partner_check.kept:  # what the mean would have scored: a record, never chosen on
-            averaged = {split: p.mean_accuracy(labels) for split, (p, labels) in by_split.items()}
+            averaged = {split: mean_accuracy(p, labels) for split, (p, labels) in by_split.items()}
             record["averaging"]["averaged_accuracy"], dropped = averaged, averaged[headline]
         say(verbose, describe_members(record["members"], headline, metrics.accuracy, dropped))
     write_json(run_dir / "metrics.json", record)
@@ -674,14 +676,20 @@ def train_partner(
 
 def member_metrics(by_split: dict, class_names) -> dict[str, dict[str, dict]]:
     """``{member: {split: {"accuracy", "accuracy_interval"}}}`` from each split's
-    :class:`~transferkit.training.averaging.MemberPredictor` and its labels."""
+    ``({member: probabilities}, labels)``."""
     members: dict[str, dict[str, dict]] = {}
-    for split, (predictor, labels) in by_split.items():
-        for name, probabilities in predictor.probabilities(len(labels)).items():
+    for split, (by_member, labels) in by_split.items():
+        for name, probabilities in by_member.items():
             m = compute_metrics(probabilities, labels, class_names)
             record = {"accuracy": m.accuracy, "accuracy_interval": list(m.accuracy_interval)}
             members.setdefault(name, {})[split] = record
     return members
+
+
+def mean_accuracy(by_member: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    """Top-1 accuracy of the members' mean probabilities."""
+    mean = averaging.mean_probabilities(list(by_member.values()))
+    return float(np.mean(mean.argmax(axis=1) == np.asarray(labels)))
 
 
 def describe_members(members: dict, split: str, accuracy: float, dropped_average: float | None = None) -> str:

@@ -433,11 +433,6 @@ class MemberPredictor:
         come last and are dropped)."""
         return {name: np.concatenate(parts)[:rows] for name, parts in self.outputs.items() if parts}
 
-    def mean_accuracy(self, labels: np.ndarray) -> float:
-        """Top-1 accuracy of the members' mean on the images seen (``labels``: their classes)."""
-        mean = np.mean(list(self.probabilities(len(labels)).values()), axis=0)
-        return float(np.mean(mean.argmax(axis=1) == np.asarray(labels)))
-
 
 PARTNER_SIGNIFICANCE = 0.05
 """The partner is dropped from the average when the run's own network classifies more validation
