@@ -141,6 +141,8 @@ def test_an_object_listener_gets_only_the_events_it_has_methods_for():
     [
         (None, 42, "progress must be a callable"),
         ([print], None, "callbacks must be keras.callbacks.Callback"),
+        ([keras.callbacks.ModelCheckpoint("best.keras")], None, "holds a ModelCheckpoint: transferkit saves"),
+        ([keras.callbacks.BackupAndRestore("backup")], None, "holds a BackupAndRestore: transferkit saves"),
     ],
 )
 def test_unusable_hooks_are_a_fixable_error(callbacks, progress, message):

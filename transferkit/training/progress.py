@@ -152,7 +152,19 @@ def fit_hooks(
                 f"{type(callback).__name__}. Subclass keras.callbacks.Callback, or use "
                 "keras.callbacks.LambdaCallback(on_epoch_end=...)."
             )
+        if isinstance(callback, SAVES_ITS_OWN):
+            raise TransferkitError(
+                f"callbacks holds a {type(callback).__name__}: transferkit saves and restores the model "
+                "itself (checkpoints/ after every phase, model.keras at the end, resume() after a stop), "
+                "and a callback's model is a phase's training graph (a head on cached features, in a "
+                "head phase), not the image classifier. Leave it out; the run folder has every phase's "
+                "epochs in history.csv."
+            )
     return FitHooks(callbacks, as_listener(progress), bars=verbose == 1, log_lines=verbose == 2)
+
+
+# Callbacks that save or restore the model: transferkit's own checkpoints do that for the classifier
+SAVES_ITS_OWN = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
 
 
 class EventCallback(keras.callbacks.Callback):
