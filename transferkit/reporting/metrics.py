@@ -116,16 +116,21 @@ class Metrics:
 
 def difference_halfwidth(first: float, second: float, total: int) -> float:
     """The 95% half-width, in points, of the difference between two accuracies on ``total`` images:
-    the normal approximation for two independent proportions (conservative for two models scored
-    on the same images). ``nan`` without images.
+    Agresti and Caffo's interval for two independent proportions (one right and one wrong answer
+    added to each; conservative for two models scored on the same images). ``nan`` without images.
+
+    The plain normal approximation it replaced (2026-12-07) is zero-width where both accuracies are
+    0 or 1: ``compare`` printed a regret of "0.0 +/- 0.0" on 16 images, all right for both. Away
+    from the ends the two differ by under half a point at 49 images, under 0.1 at 500.
 
     Example:
-        >>> round(difference_halfwidth(0.9, 0.85, 100), 1)
-        9.1
+        >>> round(difference_halfwidth(0.9, 0.85, 100), 1), round(difference_halfwidth(1.0, 1.0, 16), 1)
+        (9.3, 15.0)
     """
     if total <= 0:
         return math.nan
-    return 100 * Z_95 * math.sqrt((first * (1 - first) + second * (1 - second)) / total)
+    shrunk = [(value * total + 1) / (total + 2) for value in (first, second)]
+    return 100 * Z_95 * math.sqrt(sum(p * (1 - p) for p in shrunk) / (total + 2))
 
 
 def accuracy_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
