@@ -409,7 +409,7 @@ def test_an_unknown_backbone_in_a_recipe_file_fails_before_the_data_is_read(tmp_
     [
         (
             ["--image-size", "16"],
-            "Image size 16 is too small for mobilenet_v2_torchvision: it needs at least 32",
+            "Image size 16 is too small for mobilenet_v2_torchvision: it needs at least 32 px (--image-size",
         ),
         (["--weights", "nowhere.weights.h5"], "Weights file nowhere.weights.h5 does not exist"),
         (["--weights", "imagenett"], "Unknown weights 'imagenett'"),
@@ -425,6 +425,24 @@ def test_a_setting_that_cannot_work_fails_before_the_data_is_read(flags, message
     result = CliRunner().invoke(main, ["fit", "--data", str(tmp_path), "--out", str(out), *flags])
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Run folder" not in result.output and [p.name for p in out.iterdir()] == ["taken"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"image_size": 16}, "it needs at least 32 px (image_size=32 or more"),
+        ({"name": "taken"}, "already exists. Pick another name=..., or continue"),
+        ({"test_split": 0.9}, "A test split of 0.9 (test_split=...) leaves no images to train on"),
+        ({"weights": "nowhere.weights.h5"}, "Check the path given as weights=..."),
+    ],
+)
+def test_a_python_caller_is_told_the_keyword_argument_not_the_flag(settings, message, tmp_path):
+    out = tmp_path / "runs"
+    (out / "taken").mkdir(parents=True)
+    with pytest.raises(transferkit.TransferkitError) as raised:
+        transferkit.fit(str(tmp_path), out=out, verbose=0, **settings)
+    flag = "--" + next(iter(settings)).replace("_", "-")
+    assert message in str(raised.value) and flag not in str(raised.value)
 
 
 @pytest.mark.parametrize("max_drop", ["-0.5", "2"])
@@ -519,7 +537,7 @@ def test_an_override_a_recipe_file_cannot_take_names_the_file(tmp_path):
         api.resolve_recipe(path, "auto", None, batch_size=0)
     # A test split too large for the recipe's validation split is the flag's error, whichever recipe.
     with pytest.raises(
-        transferkit.TransferkitError, match=r"^A test split of 0.9 \(--test-split\) .* under 0.8"
+        transferkit.TransferkitError, match=r"^A test split of 0.9 \(test_split=...\) .* under 0.8"
     ):
         api.resolve_recipe(path, "auto", None, test_split=0.9)
 

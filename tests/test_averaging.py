@@ -513,6 +513,26 @@ def test_compare_picks_the_whole_network_where_fit_would_drop_the_truncation(tmp
     assert averaged.validation_accuracy == 1.0  # [.8 .2] with [.8 .2] or [.2 .8]: class 0 (ties to it)
 
 
+def test_an_averaged_run_without_a_test_split_records_each_networks_validation_figures(
+    tmp_path, monkeypatch, capsys
+):
+    """Two frozen bases (a truncation and the frozen base) are scored on their cached validation
+    features, with no pass of the images: their figures come from those, not from an empty pass."""
+    from transferkit.selection import decision
+
+    monkeypatch.setattr(decision, "averages_frozen_base", lambda scores: True)
+    monkeypatch.setattr(decision, "averages_leading_cut", lambda scores: True)
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
+    settings = dict(backbone="tiny", weights="random", image_size=64, epochs=2, batch_size=8, verbose=2)
+    run = transferkit.fit(str(data), size="small", test_split=0, selection="fast", out=tmp_path, **settings)
+    assert run.selection.partner is not None and run.headline == "validation"
+    members = json.loads((run.run_dir / "metrics.json").read_text())["members"]
+    assert sorted(members) == ["frozen_base", "truncation"]
+    assert all(set(figures) == {"validation"} for figures in members.values())
+    printed = capsys.readouterr().out
+    assert "each network alone: frozen base " in printed and ", truncation " in printed
+
+
 def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_trained(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -527,7 +547,7 @@ def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_traine
     )
     recipes = ("large_dissimilar", "small_dissimilar")
     settings = {key: value for key, value in FIT.items() if key != "similar"}  # compare measures it
-    compared = transferkit.compare(str(data), recipes=recipes, out=tmp_path, name="both", **settings)
+    compared = transferkit.compare(data, recipes=recipes, out=tmp_path, name="both", **settings)  # a Path
     pick = compared.runs[-1]
     assert (pick.recipe, pick.picked) == (AVERAGED, True)
     folder = pathlib.Path(pick.run_dir)

@@ -59,7 +59,7 @@ def test_auto_is_a_share_of_the_machine_memory(monkeypatch):
 
 @pytest.mark.parametrize("bad", ["2XB", "lots", "", "-1GB", "1e9", "GB", -5, True, 1.5])
 def test_a_bad_size_says_what_to_write(bad):
-    with pytest.raises(TransferkitError, match=r"not a memory size.*'512MB', '2GB'.*--cache-memory"):
+    with pytest.raises(TransferkitError, match=r"not a memory size.*'512MB', '2GB'.*Fix cache_memory=\.\.\."):
         parse_cache_memory(bad)
 
 

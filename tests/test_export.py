@@ -301,7 +301,9 @@ def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emp
 
 
 def test_quantizing_anything_but_tflite_is_a_clear_error():
-    with pytest.raises(TransferkitError, match="applies to --format tflite only"):
+    with pytest.raises(
+        TransferkitError, match="^quantize='int8' applies to format='tflite' only; received format="
+    ):
         check_choices("onnx", "int8")
     with pytest.raises(TransferkitError, match="Unknown export format 'coreml'"):
         check_choices("coreml", "none")

@@ -113,7 +113,7 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "fit", exhausted)  # the head is fitted inside a wrapper model
     trainer = _trainer(classifier, recipe, tmp_path)
-    with pytest.raises(TransferkitError, match="batch size 8. Try --batch-size 4"):
+    with pytest.raises(TransferkitError, match="batch size 8. Try batch_size=4"):
         trainer.run()
 
 

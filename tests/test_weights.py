@@ -183,7 +183,9 @@ def test_weights_for_another_backbone_name_the_first_mismatch(tmp_path):
     tiny = get_backbone("tiny").build()
     path = tmp_path / "tiny.weights.h5"
     tiny.save_weights(path)
-    with pytest.raises(TransferkitError, match=r"Cannot load .*tiny.weights.h5 into mobilenet: .*--backbone"):
+    with pytest.raises(
+        TransferkitError, match=r"Cannot load .*tiny.weights.h5 into mobilenet: .*backbone=\.\.\."
+    ):
         tkw.build_base(get_backbone("mobilenet"), 32, weights=path)
 
 
@@ -219,7 +221,7 @@ def test_random_init_sets_batchnorm_momentum():
 
 
 def test_tiny_has_no_imagenet_weights():
-    with pytest.raises(TransferkitError, match="tiny has no pretrained weights .* --weights random"):
+    with pytest.raises(TransferkitError, match="tiny has no pretrained weights .* weights='random'"):
         tkw.build_base(get_backbone("tiny"), weights="imagenet", include_top=True)
 
 

@@ -155,7 +155,7 @@ _ARGUMENTS = {
             lambda v: isinstance(v, list | tuple) and all(isinstance(c, keras.callbacks.Callback) for c in v)
         ),
         "None or a list of keras.callbacks.Callback",
-        "callbacks=[keras.callbacks.CSVLogger('log.csv')]",
+        "callbacks=[keras.callbacks.TerminateOnNaN()]",
     ),
 }
 
@@ -173,7 +173,7 @@ def _check_arguments(function: str, **arguments) -> None:
 @tensorflow_warnings_muted
 @spares_older_objects
 def fit(
-    data: str,
+    data: str | Path,
     *,
     size: str = "auto",
     similar: bool | None = None,
@@ -227,7 +227,9 @@ def fit(
             (:mod:`transferkit.training.distribute`, docs/DISTRIBUTED.md).
         verbose: 0 silent, 1 one progress bar per phase, 2 one line per epoch; "auto" (the
             default) 1 on a terminal or in a notebook, else 2 (a log file or a pipe).
-        callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``. A phase
+        callbacks: the app's own Keras callbacks, added to every phase's ``model.fit``; their
+            ``model`` is the phase's training graph, not the classifier (``ModelCheckpoint`` and
+            ``BackupAndRestore`` are refused: the run folder's checkpoints do their work). A phase
             that trains the head on cached features runs a whole epoch per call of the train
             function, so batch hooks see one call per epoch there (Keras' ``steps_per_execution``).
         progress: a callable (or an object with ``phase_started`` / ``epoch_ended`` /
@@ -423,7 +425,7 @@ def _distribution_record(device: Device, recipe: Recipe) -> dict:
 def resume(
     run_dir: str | Path,
     *,
-    data: str | None = None,
+    data: str | Path | None = None,
     precision: str = "auto",
     distribute: str = "auto",
     dry_run: bool = False,
@@ -538,8 +540,9 @@ def _described_precision(device: str) -> str | None:
     return next(named, None)
 
 
+@tensorflow_warnings_muted
 def lr_find(
-    data: str,
+    data: str | Path,
     *,
     recipe: str | Path | Recipe | None = None,
     phase: int | str | None = None,

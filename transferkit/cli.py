@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from transferkit.console import resume_command
-from transferkit.errors import QualityGateError, TransferkitError
+from transferkit.errors import QualityGateError, TransferkitError, on_command_line
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZE_CHOICES
 from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import DISTRIBUTIONS, FILL_MODES, PRECISIONS
@@ -59,7 +59,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            return super().invoke(ctx)
+            with on_command_line():  # messages name settings by their flags
+                return super().invoke(ctx)
         except TransferkitError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(error.exit_code)

@@ -8,6 +8,10 @@ lets it propagate like any exception.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 
 class TransferkitError(Exception):
     """An error the user can fix; the message says what was received, expected, and how to fix it."""
@@ -52,3 +56,40 @@ def saved_state_error(path: object, error: Exception) -> TransferkitError:
         f"version of transferkit?): {detail}. Resume it with the version that started it, or start "
         "the run again; nothing in the run folder was changed."
     )
+
+
+_ON_COMMAND_LINE = contextvars.ContextVar("transferkit_on_command_line", default=False)
+_NO_VALUE = object()
+
+
+@contextlib.contextmanager
+def on_command_line() -> Iterator[None]:
+    """While a CLI command runs: messages name settings by their flags (:func:`setting`)."""
+    token = _ON_COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _ON_COMMAND_LINE.reset(token)
+
+
+def setting(name: str, value: object = _NO_VALUE, *, placeholder: bool = False) -> str:
+    """A setting as the user gives it, for a message to name: the flag on the command line, the
+    keyword argument in Python (where a message naming ``--max-drop`` would send a Python user
+    looking for a flag that their call does not have). ``placeholder``: ``value`` stands for one
+    (``PATH``), written as it is.
+
+    Example:
+        >>> setting("image_size", 224), setting("weights", "random"), setting("name")
+        ('image_size=224', "weights='random'", 'name=...')
+        >>> setting("weights", "PATH", placeholder=True)
+        'weights=PATH'
+        >>> with on_command_line():
+        ...     setting("image_size", 224), setting("weights", "random"), setting("name")
+        ('--image-size 224', '--weights random', '--name')
+    """
+    if _ON_COMMAND_LINE.get():
+        flag = "--" + name.replace("_", "-")
+        return flag if value is _NO_VALUE else f"{flag} {value}"
+    if value is _NO_VALUE:
+        return f"{name}=..."
+    return f"{name}={value}" if placeholder else f"{name}={value!r}"

@@ -11,7 +11,7 @@ import numpy as np
 
 from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
 from transferkit.data.scan import detect_layout
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 from transferkit.prediction import tta_model
 from transferkit.reporting import runfolder
 from transferkit.reporting.diagnostics import load_predictions
@@ -26,12 +26,14 @@ from transferkit.reporting.metrics import (
 from transferkit.session import (
     as_float,
 )
+from transferkit.tf_logging import tensorflow_warnings_muted
 
 logger = logging.getLogger(__name__)
 
 
+@tensorflow_warnings_muted
 def evaluate(
-    run_dir: str | Path, data: str | None = None, *, batch_size: int = 32, tta: bool = False
+    run_dir: str | Path, data: str | Path | None = None, *, batch_size: int = 32, tta: bool = False
 ) -> Metrics:
     """Evaluate a finished run on labelled data: its ``test`` split if it has one, else all of it
     (:func:`~transferkit.data.loading.labelled_images`).
@@ -97,6 +99,7 @@ class TTAComparison:
         return f"TTA {word}: {points} ({abs(gained)} {change} of {n} images right; {detail})"
 
 
+@tensorflow_warnings_muted
 def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int = 32) -> TTAComparison:
     """:func:`evaluate` without and with test-time augmentation on the same images, with which
     images each gets right (``transferkit evaluate --tta`` prints its :meth:`~TTAComparison.verdict`)."""
@@ -167,7 +170,7 @@ def _held_out_images(run_dir: Path) -> tuple[ImageSet, str]:
     if predictions is None or not predictions.paths or predictions.paths[0].startswith("tfds:"):
         raise TransferkitError(
             f"{str(run_dir)!r} lists no held-out image files (no predictions.npz, or a tfds: source); "
-            "give the labelled images to evaluate on with --data."
+            f"give the labelled images to evaluate on with {setting('data')}."
         )
     labels = tuple(int(label) for label in predictions.labels)
     images = ImageSet(predictions.paths, labels, white_level=predictions.white_level)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 
 _UMASK_LOCK = threading.Lock()
 
@@ -81,13 +81,15 @@ def write_json(path: str | os.PathLike, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n")
 
 
-def require_writable_folder(folder: str | os.PathLike, what: str = "--out") -> None:
-    """Refuse, before any work, a folder that cannot be created or written.
+def require_writable_folder(folder: str | os.PathLike, what: str | None = None) -> None:
+    """Refuse, before any work, a folder that cannot be created or written; ``what`` names it in the
+    message (default: the ``out`` setting).
 
     Raises:
         TransferkitError: a part of the path is a file, or its nearest existing folder is on a
             read-only file system or not writable by this user.
     """
+    what = setting("out") if what is None else what
     probe = Path(folder).absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from transferkit.errors import TransferkitError
+from transferkit.tf_logging import tensorflow_warnings_muted
 
 if TYPE_CHECKING:
     import keras
@@ -116,6 +117,7 @@ def write_contact_sheet(
     plot_image_grid(images[:shown], path, titles=titles, columns=8, suptitle=f"Predictions: {note}")
 
 
+@tensorflow_warnings_muted
 def predict(
     run_dir: str | Path | SavedRun,
     inputs: list[str] | str,

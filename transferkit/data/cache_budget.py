@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 
 logger = logging.getLogger(__name__)
 AUTO = "auto"
@@ -68,7 +68,7 @@ def parse_cache_memory(value: str | int) -> int:
         raise TransferkitError(
             f"cache_memory={value!r} is not a memory size. Expected {AUTO!r} or a number with a "
             "unit, e.g. '512MB', '2GB' or '1.5GiB' (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB). "
-            "Fix --cache-memory or [data] cache_memory in the recipe."
+            f"Fix {setting('cache_memory')} or [data] cache_memory in the recipe."
         )
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 

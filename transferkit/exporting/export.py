@@ -19,7 +19,7 @@ import tensorflow as tf
 from transferkit import recipes as recipe_io
 from transferkit.data.loading import DataSplits, ImageSet, labelled_images, load_data, make_dataset
 from transferkit.data.scan import nfc
-from transferkit.errors import QualityGateError, TransferkitError
+from transferkit.errors import QualityGateError, TransferkitError, setting
 from transferkit.exporting import converters
 from transferkit.exporting.formats import (
     AUTO,
@@ -36,6 +36,7 @@ from transferkit.exporting.runtimes import keras_runner, open_runner
 from transferkit.fileio import write_json
 from transferkit.reporting.metrics import SIGNIFICANCE
 from transferkit.reporting.runfolder import SavedRun, load_run
+from transferkit.tf_logging import tensorflow_warnings_muted
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,16 @@ class ExportResult:
         ratio = self.keras_file_bytes / max(1, self.file_bytes)
         compared = f"{ratio:.1f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
         held = self.held_out
-        verdict = "passed" if self.passed else "FAILED"
-        bar = "no bar" if self.max_drop is None else f"--max-drop {self.max_drop:g}"
+        if self.max_drop is None:  # recorded, not judged
+            verdict = "Parity recorded (no bar to pass)"
+        else:
+            bar = setting("max_drop", self.max_drop)
+            verdict = f"Parity check {'passed' if self.passed else 'FAILED'} ({bar})"
         return self._choice_line() + (
             f"Wrote {self.path} ({_mb(self.file_bytes)}; model.keras {_mb(self.keras_file_bytes)}, "
             f"{compared}), labels in {self.labels_path}\n"
             f"Parity on the {held['split']} images: {self.parity.summary()}\n"
-            f"Parity check {verdict} ({bar}); record: {record_path(self.path)}"
+            f"{verdict}; record: {record_path(self.path)}"
         )
 
     def _choice_line(self) -> str:
@@ -102,11 +106,12 @@ class ExportResult:
         on = self.chosen["on"]
         drops = ", ".join(f"{t['quantize']} {100 * t['accuracy_drop']:.1f}" for t in self.chosen["tried"])
         return (
-            f"Chose {self.quantize}: the smallest within --max-drop {self.max_drop:g} on the "
+            f"Chose {self.quantize}: the smallest within {setting('max_drop', self.max_drop)} on the "
             f"{on['num_images']} {on['split']} images (accuracy drop in points: {drops})\n"
         )
 
 
+@tensorflow_warnings_muted
 def export(
     run_dir: str | Path,
     format: str,
@@ -114,7 +119,7 @@ def export(
     quantize: str = "none",
     out: str | Path | None = None,
     max_drop: float | None = DEFAULT_MAX_DROP,
-    data: str | None = None,
+    data: str | Path | None = None,
     verbose: int = 1,
 ) -> ExportResult:
     """Export a finished run's model and check it against ``model.keras`` on held-out images.
@@ -195,13 +200,16 @@ def _gate_message(result: ExportResult) -> str:
     parity, name = result.parity, record_path(result.path).name
     what = f"The {result.format} export" + ("" if result.quantize == "none" else f" ({result.quantize})")
     if result.chosen is not None:
-        what += f", chosen by --quantize auto on the {result.chosen['on']['split']} images,"
+        what += f", chosen by {setting('quantize', 'auto')} on the {result.chosen['on']['split']} images,"
+    quantize, larger = setting("quantize"), f"a larger {setting('max_drop')}"
     if result.quantize == "none":
-        advice = "a larger --max-drop"
+        advice = larger
     elif result.chosen is None:
-        advice = "--quantize auto (the smallest within the bar), a milder --quantize or a larger --max-drop"
+        advice = (
+            f"{setting('quantize', 'auto')} (the smallest within the bar), a milder {quantize} or {larger}"
+        )
     else:
-        advice = "a milder --quantize or a larger --max-drop"
+        advice = f"a milder {quantize} or {larger}"
     chance = parity.drop_p_value
     chance_only = "a drop this size can be chance; more test images would tell"
     verdict = chance_only if chance >= SIGNIFICANCE else "a real loss"
@@ -212,7 +220,7 @@ def _gate_message(result: ExportResult) -> str:
     return (
         f"{what} loses {100 * parity.accuracy_drop:.1f} accuracy points on {parity.num_images} held-out "
         f"images ({parity.keras_accuracy:.3f} -> {parity.export_accuracy:.3f}; {evidence}), more than "
-        f"--max-drop {result.max_drop:g}. The file and {name} are kept; try {advice}."
+        f"{setting('max_drop', result.max_drop)}. The file and {name} are kept; try {advice}."
     )
 
 
@@ -267,7 +275,9 @@ def _smallest_within(
                 }
             )
             if verbose:
-                bar = f"--max-drop ({100 * max_drop:.1f} points)"  # the drop beside it is in points
+                bar = (
+                    f"{setting('max_drop')} ({100 * max_drop:.1f} points)"  # the drop beside it is in points
+                )
                 verdict = f"within {bar}: kept" if passed else f"over {bar}"
                 print(
                     f"  {quantize:<8} {_mb(len(flatbuffer)):>9}  accuracy {parity.keras_accuracy:.3f} -> "
@@ -306,12 +316,13 @@ def _run_splits(run: SavedRun) -> DataSplits:
     except TransferkitError as error:
         raise TransferkitError(
             f"Cannot re-read the run's data {source!r} ({error}). The parity check and int8 calibration "
-            "need it: restore it, or pass --data with labelled images (no int8 without the training data)."
+            f"need it: restore it, or pass {setting('data')} with labelled images (no int8 without the "
+            "training data)."
         ) from None
     if list(map(nfc, splits.class_names)) != list(map(nfc, run.class_names)):
         raise TransferkitError(
             f"The classes in {source!r} changed since the run ({', '.join(splits.class_names)} now, "
-            f"{', '.join(run.class_names)} then). Pass --data with images of the run's classes."
+            f"{', '.join(run.class_names)} then). Pass {setting('data')} with images of the run's classes."
         )
     return splits
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from transferkit.errors import TransferkitError, choices_error, extra_install
+from transferkit.errors import TransferkitError, choices_error, extra_install, setting
 from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -62,18 +62,20 @@ def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) 
         path = path / default.name if as_folder else path
         if path.suffix.lower() != default.suffix:  # ONNX bytes in a .tflite file open nowhere
             raise TransferkitError(
-                f"--out {out} ends in {path.suffix!r}, but a {fmt} file is {default.suffix!r}: "
+                f"{setting('out', out)} ends in {path.suffix!r}, but a {fmt} file is {default.suffix!r}: "
                 f"name it e.g. {path.with_suffix(default.suffix)}, or give a folder."
             )
-        require_writable_folder(path.parent, "--out")
+        require_writable_folder(path.parent, setting("out"))
         return path
-    require_writable_folder(path.parent, "--out")
+    require_writable_folder(path.parent, setting("out"))
     if path.is_file():
-        raise TransferkitError(f"--out {out} is a file; a SavedModel is a folder. Give a new folder's path.")
+        raise TransferkitError(
+            f"{setting('out', out)} is a file; a SavedModel is a folder. Give a new folder's path."
+        )
     if path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
         raise TransferkitError(
-            f"--out {out} is a folder of other files, and a SavedModel export replaces the folder it "
-            f"writes. Give a new or empty folder, e.g. {path / default.name}."
+            f"{setting('out', out)} is a folder of other files, and a SavedModel export replaces the folder "
+            f"it writes. Give a new or empty folder, e.g. {path / default.name}."
         )
     return path
 
@@ -115,15 +117,16 @@ def check_choices(fmt: str, quantize: str, max_drop: float | None = DEFAULT_MAX_
         raise choices_error("quantization", quantize, QUANTIZE_CHOICES)
     if quantize != "none" and fmt != "tflite":
         raise TransferkitError(
-            f"--quantize {quantize} applies to --format tflite only; received --format {fmt}. "
-            "Drop --quantize, or export TFLite."
+            f"{setting('quantize', quantize)} applies to {setting('format', 'tflite')} only; received "
+            f"{setting('format', fmt)}. Drop {setting('quantize')}, or export TFLite."
         )
     if quantize == AUTO and max_drop is None:
         raise TransferkitError(
-            "--quantize auto keeps the smallest file within --max-drop; it needs that bar."
+            f"{setting('quantize', 'auto')} keeps the smallest file within {setting('max_drop')}; it needs "
+            "that bar."
         )
     number = isinstance(max_drop, int | float) and not isinstance(max_drop, bool)
     if max_drop is not None and not (number and 0 <= max_drop <= 1):
         raise TransferkitError(
-            f"--max-drop (max_drop) is a share of accuracy in [0, 1], 0.01 = one point; got {max_drop!r}."
+            f"{setting('max_drop')} is a share of accuracy in [0, 1], 0.01 = one point; got {max_drop!r}."
         )

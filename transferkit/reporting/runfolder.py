@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 
 from transferkit.console import resume_command
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 from transferkit.fileio import atomic_path, write_json, write_text
 
 
@@ -32,12 +32,12 @@ def require_name_free(out: str | Path, name: str) -> None:
     run_dir = Path(out) / safe_name(name)
     if _finished(run_dir):
         raise TransferkitError(
-            f"The run folder {run_dir} holds a finished run. Pick another --name (or remove "
+            f"The run folder {run_dir} holds a finished run. Pick another {setting('name')} (or remove "
             "that folder to train it again)."
         )
     if run_dir.exists():
         raise TransferkitError(
-            f"The run folder {run_dir} already exists. Pick another --name, or continue an "
+            f"The run folder {run_dir} already exists. Pick another {setting('name')}, or continue an "
             f"interrupted fit with `{resume_command(run_dir)}`."
         )
 

@@ -80,7 +80,7 @@ class AnalysisResult:
 
 
 def analyze(
-    data: str,
+    data: str | Path,
     *,
     backbone: str | None = None,
     weights: str | None = None,
@@ -209,4 +209,4 @@ def load_selection(path: str | Path) -> Selection:
 
 
 def _default_name(kind: str, data: str) -> str:
-    return f"{kind}-{Path(data.rstrip('/')).name or 'data'}-{datetime.now():%Y%m%d-%H%M%S}"
+    return f"{kind}-{Path(str(data).rstrip('/')).name or 'data'}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -33,7 +33,7 @@ from transferkit.training.calibration import uncalibrated
 
 
 def compare(
-    data: str,
+    data: str | Path,
     *,
     recipes: tuple[str, ...] | list[str] = QUADRANTS,
     backbone: str | None = None,

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit.errors import TransferkitError, choices_error
+from transferkit.errors import TransferkitError, choices_error, setting
 from transferkit.recipes import DISTRIBUTIONS
 from transferkit.training.callbacks import finalize_states
 
@@ -91,9 +91,9 @@ def read_cluster(environ: Mapping[str, str] | None = None) -> Cluster:
     raw = (os.environ if environ is None else environ).get(TF_CONFIG, "")
     if not raw.strip():
         raise TransferkitError(
-            f"--distribute multi-worker needs the {TF_CONFIG} environment variable (the cluster and "
-            f"this process's task), and it is not set. Set it on every worker, e.g. {_TF_CONFIG_EXAMPLE} "
-            "(see docs/DISTRIBUTED.md)."
+            f"{setting('distribute', 'multi-worker')} needs the {TF_CONFIG} environment variable (the "
+            f"cluster and this process's task), and it is not set. Set it on every worker, e.g. "
+            f"{_TF_CONFIG_EXAMPLE} (see docs/DISTRIBUTED.md)."
         )
     config = _parse(raw)
     cluster, task = config.get("cluster"), config.get("task")
@@ -222,7 +222,8 @@ def check_agreement(strategy: tf.distribute.Strategy, text: str, what: str) -> N
         raise TransferkitError(
             f"The workers resolved different {what}s (the measured selection can differ between "
             "machines, or the workers were started with different flags). Start every worker with "
-            "the same command and pass the recipe explicitly (--recipe, or --size and --similar)."
+            f"the same command and pass the recipe explicitly ({setting('recipe')}, or {setting('size')} and "
+            f"{setting('similar')})."
         )
 
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from transferkit.backbones.registry import BackboneSpec
 from transferkit.data.cache_budget import CacheBudget
-from transferkit.errors import TransferkitError, saved_state_error
+from transferkit.errors import TransferkitError, saved_state_error, setting
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.recipes import AUTO_LEARNING_RATE, Phase, Recipe, dumps, low_res_epochs
 from transferkit.training.augment import RandomAffine, build_augmentation, is_identity, noise_only
@@ -213,7 +213,8 @@ class Trainer:
                 size = self.recipe.data.batch_size
                 raise TransferkitError(
                     f"Out of memory in phase '{phase.name}' at batch size {size}. "
-                    f"Try --batch-size {max(1, size // 2)}; finished epochs are kept (--resume)."
+                    f"Try {setting('batch_size', max(1, size // 2))}; finished epochs are kept (resume the "
+                    "run to go on)."
                 ) from None
             with atomic_path(self._checkpoint(index)) as tmp:
                 self.classifier.model.save_weights(tmp)

@@ -30,7 +30,7 @@ from transferkit.backbones.weights.imagenet import (
 )
 from transferkit.backbones.weights.keras_files import build_keras_imagenet
 from transferkit.backbones.weights.labels import imagenet_class_names
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 
 __all__ = [
     "build_base",
@@ -68,7 +68,9 @@ def check_weights(weights: str | os.PathLike | None) -> None:
     """Raise the error loading ``weights`` would raise for a name or a missing file, without loading
     anything: ``fit`` says so before it scans the data."""
     if _kind(weights) == "path" and not Path(weights).is_file():
-        raise TransferkitError(f"Weights file {weights} does not exist. Check the --weights path.")
+        raise TransferkitError(
+            f"Weights file {weights} does not exist. Check the path given as {setting('weights')}."
+        )
 
 
 def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
@@ -128,8 +130,8 @@ def assign_by_name(weights: LayerWeights, target: keras.Model, origin: str) -> N
         return
     raise TransferkitError(
         f"Cannot load weights from {origin} into {target.name}: {problem}. The weights must come from the "
-        "same backbone (same layer names and shapes); check --backbone, or convert the checkpoint with "
-        "`transferkit weights import FILE --backbone NAME`."
+        f"same backbone (same layer names and shapes); check {setting('backbone')}, or convert the "
+        "checkpoint with `transferkit weights import FILE --backbone NAME`."
     )
 
 
@@ -158,7 +160,8 @@ def _load_path(model: keras.Model, spec: BackboneSpec, path: Path) -> str:
         return f"Weights from {path} (copied by layer name)"
     raise TransferkitError(
         f"Cannot load {path} into {spec.name}: {direct_error}. Expected a .weights.h5/.h5 saved from a "
-        f"{spec.name} model (with or without its top); check --backbone, or convert a .pth/.pb checkpoint "
+        f"{spec.name} model (with or without its top); check {setting('backbone')}, or convert a .pth/.pb "
+        "checkpoint "
         "with `transferkit weights import FILE --backbone NAME`."
     )
 

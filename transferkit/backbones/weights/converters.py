@@ -16,7 +16,7 @@ import numpy as np
 
 from transferkit.backbones.registry import BACKBONES, BackboneSpec, get_backbone
 from transferkit.backbones.weights.torch_pickle import load_torch_state_dict
-from transferkit.errors import TransferkitError, choices_error
+from transferkit.errors import TransferkitError, choices_error, setting
 from transferkit.fileio import atomic_path
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -229,6 +229,6 @@ def import_weights(source_file: str | Path, backbone: str, out: str | Path | Non
             model.save_weights(tmp)
     except PermissionError as error:
         raise TransferkitError(
-            f"Cannot write {out} ({error.strerror}). Choose another place with --out."
+            f"Cannot write {out} ({error.strerror}). Choose another place with {setting('out')}."
         ) from None
     return out

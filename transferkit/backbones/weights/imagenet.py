@@ -31,7 +31,7 @@ from transferkit.backbones.weights.keras_files import (
     keras_models_dir,
     keras_weights_file,
 )
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 
 
 def _packaged_checkpoint(spec: BackboneSpec):
@@ -42,7 +42,8 @@ def _packaged_checkpoint(spec: BackboneSpec):
         raise TransferkitError(
             f"{path} is not the checkpoint {spec.name}'s weights were checked against (sha256 "
             f"{file_sha256(path)[:16]}..., expected {expected[:16]}...). Reinstall it with "
-            f"`{spec.imagenet.packaged.install_command}`, or pass --weights PATH or --weights random."
+            f"`{spec.imagenet.packaged.install_command}`, or pass "
+            f"{setting('weights', 'PATH', placeholder=True)} or {setting('weights', 'random')}."
         )
     return path
 
@@ -98,7 +99,8 @@ def imagenet_reference(spec: BackboneSpec) -> tuple[keras.Model, str]:
     if spec.imagenet is None:
         raise TransferkitError(
             f"Backbone {spec.name} has no pretrained weights (got weights='imagenet'). "
-            "Use --weights random, or a backbone with ImageNet weights (see `transferkit weights list`)."
+            f"Use {setting('weights', 'random')}, or a backbone with ImageNet weights (see "
+            "`transferkit weights list`)."
         )
     if spec.imagenet.kind == "packaged":
         return packaged_reference(spec)

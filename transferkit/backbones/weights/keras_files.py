@@ -19,7 +19,7 @@ import keras
 
 from transferkit.backbones.registry import BACKBONES, BackboneSpec
 from transferkit.backbones.sources import KerasFile
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, setting
 from transferkit.fileio import atomic_path
 
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -102,6 +102,7 @@ def _offline_error(spec: BackboneSpec, origin: str, path: Path, reason: Exceptio
         f"Could not get ImageNet weights for {spec.name}: Keras needs the file {path.name} and could not "
         f"download it ({reason_text}). To fix, either: download {origin} on a machine with internet and "
         f"place it at {path} (running once with internet does this); or pass "
-        f"--weights PATH to a .weights.h5/.h5 file for {spec.name}; or use a backbone whose ImageNet weights "
-        f"resolve offline: {', '.join(offline_backbones())}; or train from scratch with --weights random."
+        f"{setting('weights', 'PATH', placeholder=True)} to a .weights.h5/.h5 file for {spec.name}; or use a "
+        f"backbone whose ImageNet weights resolve offline: {', '.join(offline_backbones())}; or train from "
+        f"scratch with {setting('weights', 'random')}."
     )
