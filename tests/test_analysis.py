@@ -137,6 +137,14 @@ def test_compare_writes_table_and_plot_and_regret_matches_the_json(compared):
         f"The averaged pick's run folder (the model fit would give): {folder}"
         in dataclasses.replace(compared, runs=tuple(averaged)).table()
     )
+    averaging = dataclasses.replace(compared.analysis.selection, partner="small_dissimilar", partner_cut="b3")
+    untrained = dataclasses.replace(
+        compared,
+        analysis=dataclasses.replace(compared.analysis, selection=averaging),
+        runs=tuple(dataclasses.replace(run, picked=False) for run in compared.runs),
+    )
+    assert untrained.regret_points is None and "Regret: not measured. The pick averages " in untrained.table()
+    assert "small_dissimilar (cut at 'b3')" in untrained.table()
     unjoined = [dataclasses.replace(run, run_dir="a + b") if run.picked else run for run in averaged]
     assert "no run folder of its own" in dataclasses.replace(compared, runs=tuple(unjoined)).table()
 

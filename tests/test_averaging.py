@@ -479,7 +479,10 @@ def test_compare_adds_the_averaged_pick_from_its_members_held_out_predictions(tm
     assert (whole.accuracy, cut.accuracy, averaged.accuracy) == (0.5, 0.5, 0.75)
     assert averaged.validation_accuracy is None and averaged.seconds == 20.0
     elsewhere = dataclasses.replace(selection, partner_cut="block_9")
-    assert with_averaged_pick((whole, cut), elsewhere) == (whole, cut)  # its truncation was not trained
+    untrained = with_averaged_pick(
+        (whole, cut), elsewhere
+    )  # its truncation was not trained: no row is the pick
+    assert untrained == tuple(dataclasses.replace(r, picked=False) for r in (whole, cut))
     # A member whose own fit calibrated it: its saved probabilities are taken back before averaging,
     # as fit's averaged model averages them (its own temperature comes after the mean).
     from transferkit.training.calibration import scaled_probabilities
@@ -552,7 +555,8 @@ def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_traine
     assert (pick.recipe, pick.picked) == (AVERAGED, True)
     folder = pathlib.Path(pick.run_dir)
     assert folder == compared.run_dir / AVERAGED and averaging.read_partner(folder).backbone.cut
-    assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "finished" and info["joined_from"]["partner"] == compared.runs[1].run_dir
     ours, theirs = load_predictions(folder), load_predictions(reference.run_dir)
     assert ours.paths == theirs.paths
     np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=1e-5)

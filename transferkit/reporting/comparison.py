@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transferkit.errors import setting
 from transferkit.fileio import atomic_path, write_json, write_text
 from transferkit.reporting.metrics import difference_halfwidth
 
@@ -168,7 +169,14 @@ class ComparisonResult:
         )
         regret, half = self.regret_points, self.regret_halfwidth
         on = "held-out test accuracy" if tested else "validation accuracy (no test split could be held out)"
-        if regret is None:
+        if regret is None and s.partner:
+            partner = s.partner + (f" (cut at {s.partner_cut!r})" if s.partner_cut else "")
+            both = setting("recipes", f"{s.quadrant},{s.partner}")
+            rows.append(
+                f"Regret: not measured. The pick averages {s.quadrant} with {partner}, and the two were "
+                f"not both trained here: compare them together ({both})."
+            )
+        elif regret is None:
             rows.append("Regret: the pick was not among the trained recipes.")
         else:
             noise = ": within noise" if regret <= half else ""  # nan (no images) compares False

@@ -196,14 +196,14 @@ def with_averaged_pick(runs: tuple[RecipeRun, ...], selection) -> tuple[RecipeRu
     not save, and it ranks the classes as the mean does. Where the picked network is clearly ahead of
     its partner on the validation images (:func:`~transferkit.training.averaging.check_partner`,
     from each run's validation predictions), fit's model is the picked network alone, and so is the
-    pick's row. Without both rows (or with a partner truncation cut elsewhere) the runs come back
-    unchanged: the pick was not trained.
+    pick's row. Without both rows (or with a partner truncation cut elsewhere) no row is the pick:
+    the pick was not trained, and the pick's recipe alone is not what fit trains.
     """
     if selection.partner is None:
         return runs
     whole, cut = _members(runs, selection)
     if whole is None or cut is None:
-        return runs
+        return tuple(dataclasses.replace(r, picked=False) for r in runs)
     members = [load_predictions(r.run_dir) for r in (whole, cut)]
     if any(m is None for m in members) or members[0].paths != members[1].paths:
         return runs

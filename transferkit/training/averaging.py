@@ -125,7 +125,10 @@ def join_runs(main: Path, partner: Path, run_dir: Path, selection: Path | None =
                 shutil.copy2(source / name, target / name)
     if selection is not None and selection.exists():
         shutil.copy2(selection, run_dir / selection.name)
-    runfolder.save_run_info(run_dir, {**runfolder.read_run_info(run_dir), "status": "training"})
+    joined = {"network": str(main), "partner": str(partner)}  # where each trained: their seconds are there
+    runfolder.save_run_info(
+        run_dir, {**runfolder.read_run_info(run_dir), "status": "training", "joined_from": joined}
+    )
     return run_dir
 
 
