@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -151,7 +151,7 @@ print({key: calibration.get(key) for key in ("applied", "temperature", "images",
 # ## Batch prediction with transferkit
 #
 # `transferkit.predict` takes files or folders; `tta=True` averages each image with its flip
-# and four crops (slower; `transferkit evaluate RUN --data DIR --tta` tells whether it helps);
+# and five crops, those the run trained with (slower; `transferkit evaluate RUN --data DIR --tta` tells whether it helps);
 # `contact_sheet=` draws the images with their predicted labels.
 
 # %%

@@ -1,5 +1,6 @@
 """Prediction: test-time augmentation, contact sheets, one top-k default (API and CLI)."""
 
+import dataclasses
 import inspect
 import json
 import re
@@ -63,6 +64,41 @@ def test_tta_with_whole_image_crops_is_the_mean_of_image_and_flip_weighted_by_vi
     crops = len(TTA_VIEWS) - 2  # each crop is the whole image when crop=1.0
     expected = ((1 + crops) * plain + flipped) / len(TTA_VIEWS)
     np.testing.assert_allclose(tta_model(model, crop=1.0).predict(images, verbose=0), expected, atol=1e-5)
+
+
+def test_tta_leaves_out_the_views_the_runs_training_did_not_show_the_model(tmp_path):
+    from transferkit import recipes as recipe_io
+    from transferkit.prediction import TTAViews, tta_views
+
+    model = _flip_sensitive_model()
+    images = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    plain = model.predict(images, verbose=0)
+    flipped = model.predict(images[:, :, ::-1], verbose=0)
+    no_flip = tta_model(model, crop=1.0, views=TTAViews(flip=False)).predict(images, verbose=0)
+    np.testing.assert_allclose(no_flip, plain, atol=1e-5)  # the image and five whole-image crops
+    just_flip = tta_model(model, views=TTAViews(crops=False)).predict(images, verbose=0)
+    np.testing.assert_allclose(just_flip, (plain + flipped) / 2, atol=1e-5)
+
+    recipe = recipe_io.load_builtin("small_similar")
+
+    def write(folder, recipe):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "recipe.toml").write_text(recipe_io.dumps(recipe))
+
+    write(tmp_path / "plain", recipe)
+    assert tta_views(tmp_path / "plain") == TTAViews()
+    unflipped = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, flip="none"))
+    write(tmp_path / "unflipped", unflipped)
+    assert tta_views(tmp_path / "unflipped").describe() == (
+        "the image and five crops (no flip: it trained without horizontal flips)"
+    )
+    write(tmp_path / "dropped", recipe)
+    (tmp_path / "dropped" / "state.json").write_text(
+        json.dumps({"augmentation": {"use_augmentation": False}})
+    )
+    write(tmp_path / "dropped" / "partner", recipe)
+    views = tta_views(tmp_path / "dropped")
+    assert not views.any and views.left_out.startswith("no flip or crops: its augmentation check found")
 
 
 def test_predict_with_tta_returns_distributions_and_writes_a_contact_sheet(run_dir, folder, tmp_path):

@@ -30,7 +30,10 @@ from transferkit.selection.trials import SELECTION_MODES
 from transferkit.tf_logging import debugging, import_quietly
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
-TTA_HELP = "Test-time augmentation: average over the image, its flip and four crops (slower)."
+TTA_HELP = (
+    "Test-time augmentation: average over the image, its flip and five crops, those of them the run "
+    "trained with (slower)."
+)
 MIN_ACCURACY_HELP = (
     "CI gate: exit with status 3, after writing everything, when the held-out accuracy is below this."
 )
@@ -398,6 +401,7 @@ def _echo_tta(comparison) -> None:
     for label, metrics in (("without TTA", comparison.plain), ("with TTA", comparison.augmented)):
         low, high = metrics.accuracy_interval
         click.echo(f"{label:<12} accuracy {metrics.accuracy:.4f} (95% CI {low:.3f}-{high:.3f})")
+    click.echo(f"TTA averaged {comparison.views.describe()}")
     click.echo(comparison.verdict() + "; the table below is without TTA\n")
 
 
@@ -515,6 +519,7 @@ def evaluate(run_dir, data, fmt, as_json, min_accuracy, tta):
                 **augmented.to_dict(),
                 "only_plain_right": comparison.only_plain_right,
                 "only_tta_right": comparison.only_tta_right,
+                "views": comparison.views.describe(),
                 "p_value": round(comparison.p_value, 4),
             }
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))

@@ -12,7 +12,7 @@ import numpy as np
 from transferkit.data.loading import ImageSet, labelled_images, make_dataset, source_path
 from transferkit.data.scan import detect_layout
 from transferkit.errors import TransferkitError, setting
-from transferkit.prediction import tta_model
+from transferkit.prediction import TTAViews, tta_model, tta_views
 from transferkit.reporting import runfolder
 from transferkit.reporting.diagnostics import load_predictions
 from transferkit.reporting.metrics import (
@@ -54,7 +54,8 @@ def evaluate(
     if not isinstance(tta, bool):  # "no" would read as True
         raise TransferkitError(f"evaluate: tta must be True or False (got {tta!r}).")
     run, dataset, scored = _scored_images(run_dir, data, batch_size)
-    metrics = evaluate_model(tta_model(run.model) if tta else run.model, dataset, run.class_names)
+    model = tta_model(run.model, views=tta_views(run.run_dir)) if tta else run.model
+    metrics = evaluate_model(model, dataset, run.class_names)
     return dataclasses.replace(metrics, scored=scored)
 
 
@@ -66,6 +67,7 @@ class TTAComparison:
     augmented: Metrics
     only_plain_right: int  # images only the model without TTA classifies right
     only_tta_right: int  # images only the model with TTA classifies right
+    views: TTAViews = TTAViews()  # what TTA averaged (the run's training decides: tta_views)
 
     @property
     def p_value(self) -> float:
@@ -83,6 +85,8 @@ class TTAComparison:
             'TTA made no difference: the same answers on all 2 images'
         """
         n, gained = self.plain.num_samples, self.only_tta_right - self.only_plain_right
+        if not self.views.any:
+            return f"TTA has no views to average for this run ({self.views.left_out})"
         if not self.only_plain_right + self.only_tta_right:
             return f"TTA made no difference: the same answers on all {n} images"
         chance = "within chance" if self.p_value >= SIGNIFICANCE else "beyond chance"
@@ -104,8 +108,9 @@ def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int
     """:func:`evaluate` without and with test-time augmentation on the same images, with which
     images each gets right (``transferkit evaluate --tta`` prints its :meth:`~TTAComparison.verdict`)."""
     run, dataset, scored = _scored_images(run_dir, data, batch_size)
+    views = tta_views(run.run_dir)
     plain, labels = predict_dataset(run.model, dataset)
-    augmented, again = predict_dataset(tta_model(run.model), dataset)
+    augmented, again = predict_dataset(tta_model(run.model, views=views), dataset)
     if not np.array_equal(labels, again):
         raise TransferkitError("The evaluation images came in another order on the second pass.")
     plain_right, tta_right = plain.argmax(axis=1) == labels, augmented.argmax(axis=1) == labels
@@ -114,6 +119,7 @@ def compare_tta(run_dir: str | Path, data: str | None = None, *, batch_size: int
         dataclasses.replace(compute_metrics(augmented, labels, run.class_names), scored=scored),
         only_plain_right=int(np.sum(plain_right & ~tta_right)),
         only_tta_right=int(np.sum(tta_right & ~plain_right)),
+        views=views,
     )
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,16 +39,81 @@ PREDICT_CHUNK = 512
 NEARLY_BLACK_MAX = 20  # 12-bit values read through the high byte reach 16
 
 
-def tta_model(model: keras.Model, crop: float = TTA_CROP) -> keras.Model:
+@dataclass(frozen=True)
+class TTAViews:
+    """Which views test-time augmentation averages for a run: those its training showed the model.
+
+    A flip where every network trained with horizontal flips, the crops (a zoom and a shift) where
+    they trained with zoom or translation; neither where a network's augmentation check dropped
+    the warps (:mod:`transferkit.training.augment_check`): a model trained on unflipped card
+    indices lost 11.5 points to the flipped view. ``left_out`` says why a view is missing.
+    """
+
+    flip: bool = True
+    crops: bool = True
+    left_out: str = ""
+
+    @property
+    def any(self) -> bool:
+        return self.flip or self.crops
+
+    def describe(self) -> str:
+        """The views in words, e.g. "the image and five crops (no flip: the run trained without flips)".
+
+        Example:
+            >>> TTAViews().describe()
+            'the image, its flip and five crops'
+        """
+        views = ", ".join(["the image"] + ["its flip"] * self.flip + ["five crops"] * self.crops)
+        views = " and ".join(views.rsplit(", ", 1))
+        return views + (f" ({self.left_out})" if self.left_out else "")
+
+
+def tta_views(run_dir: str | Path) -> TTAViews:
+    """The :class:`TTAViews` of the run in ``run_dir`` (and its partner network, if it averages two),
+    from its ``recipe.toml`` and the augmentation check recorded in ``state.json``; every view for a
+    folder without them."""
+    import json
+
+    from transferkit import recipes as recipe_io
+    from transferkit.training.averaging import partner_dir
+
+    flip = crops = True
+    reasons = []
+    for folder in (Path(run_dir), partner_dir(Path(run_dir))):
+        if not (folder / "recipe.toml").is_file():
+            continue
+        augment = recipe_io.load(folder / "recipe.toml").augment
+        state = folder / "state.json"
+        check = json.loads(state.read_text(encoding="utf-8")).get("augmentation") if state.is_file() else None
+        if check is not None and not check.get("use_augmentation", True):
+            flip = crops = False
+            reasons.append("its augmentation check found the warps hurt and trained without them")
+            continue
+        if augment.flip not in ("horizontal", "both"):
+            flip = False
+            reasons.append("it trained without horizontal flips")
+        if not (augment.zoom or augment.translation):
+            crops = False
+            reasons.append("it trained without zoom or shifts")
+    missing = [name for name, kept in (("flip", flip), ("crops", crops)) if not kept]
+    left_out = f"no {' or '.join(missing)}: {'; '.join(dict.fromkeys(reasons))}" if missing else ""
+    return TTAViews(flip, crops, left_out)
+
+
+def tta_model(model: keras.Model, crop: float = TTA_CROP, views: TTAViews = TTAViews()) -> keras.Model:
     """A model that averages ``model``'s probabilities over :data:`TTA_VIEWS` of each image.
 
     The views are the image, its horizontal flip, and five crops of side ``crop`` (centre and
-    the four corners) resized back to the input size. All views of a batch go through ``model``
-    as one batch; the result is the mean of their probabilities, so each row still sums to 1.
+    the four corners) resized back to the input size; ``views`` leaves out the flip or the crops
+    (:func:`tta_views`: those the run's training did not show the model). All views of a batch go
+    through ``model`` as one batch; the result is the mean of their probabilities, so each row
+    still sums to 1.
 
     Args:
         model: a classifier taking ``(batch, height, width, 3)`` pixels, softmax out.
         crop: side of the crops as a fraction of the image's side, in ``(0, 1]``.
+        views: which views to average (all of them by default).
 
     Example:
         >>> import keras, numpy as np
@@ -69,9 +135,9 @@ def tta_model(model: keras.Model, crop: float = TTA_CROP) -> keras.Model:
         )
         for top, left in corners
     ]
-    views = [inputs, keras.ops.flip(inputs, axis=2), *crops]
-    probabilities = model(keras.ops.concatenate(views, axis=0))
-    per_view = keras.ops.reshape(probabilities, (len(views), -1, probabilities.shape[-1]))
+    shown = [inputs] + [keras.ops.flip(inputs, axis=2)] * views.flip + crops * views.crops
+    probabilities = model(keras.ops.concatenate(shown, axis=0))
+    per_view = keras.ops.reshape(probabilities, (len(shown), -1, probabilities.shape[-1]))
     return keras.Model(inputs, keras.ops.mean(per_view, axis=0), name="test_time_augmentation")
 
 
@@ -136,9 +202,10 @@ def predict(
         inputs: image files and/or folders (searched recursively).
         top_k: labels listed per image, most probable first.
         batch_size: images per forward pass.
-        tta: average the probabilities over the image, its flip and four crops
-            (:func:`transferkit.prediction.tta_model`); ``evaluate(run_dir, tta=True)`` against
-            ``evaluate(run_dir)`` tells whether that helps on the run's held-out images.
+        tta: average the probabilities over the image, its flip and five crops, those of them
+            the run trained with (:func:`transferkit.prediction.tta_views`);
+            ``evaluate(run_dir, tta=True)`` against ``evaluate(run_dir)`` tells whether that helps on
+            the run's held-out images.
         contact_sheet: also write a PNG grid of the images captioned with their predictions.
 
     Returns:
@@ -162,7 +229,7 @@ def predict(
             )
     run = run_dir if isinstance(run_dir, runfolder.SavedRun) else runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
-    model = tta_model(run.model) if tta else run.model
+    model = tta_model(run.model, views=tta_views(run.run_dir)) if tta else run.model
     rows, results, shown, dark, bright = [], [], [], [], []  # results: the classified rows, as the sheet
     with _progress(len(paths)) as bar:
         for start in range(0, len(paths), PREDICT_CHUNK):
