@@ -12,13 +12,19 @@ import numpy as np
 from transferkit.reporting.figures import new_figure, save_figure
 from transferkit.selection.decision import Selection
 from transferkit.selection.quadrants import QUADRANTS, STRATEGIES
-from transferkit.selection.rules import SMALL_IMAGES_PER_CLASS, TRUNCATE_MARGIN, _compare
+from transferkit.selection.rules import (
+    SMALL_IMAGES_PER_CLASS,
+    TRUNCATE_MARGIN,
+    _compare,
+    retrain_images_per_class,
+)
 
 
 def plot_selection(selection: Selection, path: str | Path) -> Path:
     """Draw the dataset on the size x similarity plane (left) and the per-cut scores (right); PNG.
 
-    x: median training images per class (log scale; the line is :data:`SMALL_IMAGES_PER_CLASS`);
+    x: median training images per class (log scale; the line is :data:`SMALL_IMAGES_PER_CLASS`, for
+    dissimilar data :func:`~transferkit.selection.rules.retrain_images_per_class` at the image size);
     y: deepest minus best-earlier probe accuracy (the line is ``-TRUNCATE_MARGIN``), with its
     standard error. A value the user gave instead of a measurement is drawn mid-quadrant.
     """
@@ -41,7 +47,12 @@ def _draw_plane(ax: Any, selection: Selection) -> None:
     ax.set_xscale("log")
     ax.set_xlim(5, 2e5)
     ax.set_ylim(low, high)
-    ax.axvline(SMALL_IMAGES_PER_CLASS, color="grey", lw=1)
+    # The size line: dissimilar data needs more images a class to retrain below full resolution.
+    floor = retrain_images_per_class(selection.image_size)
+    ax.plot([SMALL_IMAGES_PER_CLASS] * 2, [-TRUNCATE_MARGIN, high], color="grey", lw=1)
+    ax.plot([floor] * 2, [low, -TRUNCATE_MARGIN], color="grey", lw=1)
+    if floor != SMALL_IMAGES_PER_CLASS:
+        ax.text(floor * 1.08, low * 0.55, f"{floor} a class\nat {selection.image_size} px", fontsize=7)
     ax.axhline(-TRUNCATE_MARGIN, color="grey", lw=1)
     corners = ((8, high), (8, low), (1.5e5, high), (1.5e5, low))  # in QUADRANTS' order
     for (x, y), quadrant in zip(corners, QUADRANTS, strict=True):
@@ -58,6 +69,14 @@ def _draw_plane(ax: Any, selection: Selection) -> None:
     else:
         y, err = (0.25 if selection.similar else -0.25), 0.0
     ax.errorbar([x], [y], yerr=[err], fmt="o", color="tab:red", capsize=4)
+    region = QUADRANTS[
+        2 * (x >= (SMALL_IMAGES_PER_CLASS if y > -TRUNCATE_MARGIN else floor)) + (y <= -TRUNCATE_MARGIN)
+    ]
+    if selection.images_per_class and comparison is not None and region != selection.quadrant:
+        ax.text(  # e.g. similar data whose probe is saturated keeps the base frozen: the reasons say why
+            0.5, 0.5, f"picked {selection.quadrant}, not {region}:\nsee the reasons (selection.json)",
+            transform=ax.transAxes, ha="center", va="center", fontsize=8, color="tab:red",
+        )  # fmt: skip
     ax.set_xlabel("median training images per class")
     ax.set_ylabel("probe accuracy: deepest - best earlier cut")
     ax.set_title("dataset on the size x similarity plane", fontsize=10)
