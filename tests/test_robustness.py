@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -82,6 +83,15 @@ def test_the_report_shows_the_figure_and_the_warning(tmp_path):
     assert "Saved as JPEG (quality 75) test accuracy falls 0.750 -&gt; 0.500" in page
     page = page_with(Robustness("test", 2.0, 0.75, 0.75, 4, 75, 0.75))
     assert "saved as JPEG (quality 75) 75.0% (75.0% without)" in page
+    # The advice builds on the noise the model's networks trained with (metrics.json records it).
+    fragile = Robustness("test", 2.0, 0.75, 0.25, 4, 75, 0.75)
+    assert "`[augment] noise = 1.5`" in fragile.warning()
+    trained = dataclasses.replace(fragile, trained_noise={"truncation": 1.5, "frozen_base": 0.0})
+    assert (
+        "more pixel noise than it did (the truncation at 1.5; the frozen base without)" in trained.warning()
+    )
+    assert Robustness.from_dict(trained.to_dict()) == trained
+    assert "the truncation at 1.5; the frozen base without" in page_with(trained)
 
 
 def test_jpeg_copies_are_deterministic_close_and_decoded_back_to_float():

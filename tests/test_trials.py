@@ -373,7 +373,10 @@ def test_fast_selection_and_confident_calls_run_no_trials(folder, tmp_path, monk
     calls = _spy_trials(monkeypatch)
     _force(monkeypatch, close=True)
     fast = _fit(folder, tmp_path, selection="fast")
-    assert json.loads((fast.run_dir / "selection.json").read_text())["trials"] is None
+    recorded = json.loads((fast.run_dir / "selection.json").read_text())
+    assert recorded["trials"] is None and recorded["reasons"][-1].startswith(
+        "close call, not trialled: selection 'fast'"
+    )
     _force(monkeypatch, close=False)
     confident = _fit(folder, tmp_path)
     assert json.loads((confident.run_dir / "selection.json").read_text())["trials"] is None

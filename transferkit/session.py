@@ -219,6 +219,13 @@ def prepare(
                     selection, recipe, splits, size, overrides, verbose, base, journal, probe
                 )
             say(verbose, f"  - {selection.reasons[-1]}")  # what the trials decided, and why
+        elif selection.close_call:  # say why no trials settle it
+            if selection.partner is not None:
+                why = f"close call, settled by averaging two networks ({selection.partner} beside): no trials"
+            else:
+                why = "close call, not trialled: selection 'fast' (asked for, a dry run, or several replicas)"
+            selection = dataclasses.replace(selection, reasons=(*selection.reasons, why))
+            say(verbose, f"  - {why}")
         recipe = recipe_io.with_overrides(
             recipe_io.load_builtin(selection.quadrant), seed=recipe.seed, **overrides
         )
@@ -570,8 +577,16 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         mean_of_two = partner is not None and alone is None
         used = predictors if alone is None else {alone: predictors[alone]}
         noisy_predict = averaging.MemberPredictor(used, temperature if mean_of_two else 1.0)
+        networks = [recipe] + ([partner.recipe] if mean_of_two else [])  # the model's networks
+        trained_noise = {averaging.member_name(r): r.augment.noise for r in networks}
         robustness = measure_robustness(
-            model, held_out, metrics.accuracy, headline, noisy_predict, seed=recipe.seed
+            model,
+            held_out,
+            metrics.accuracy,
+            headline,
+            noisy_predict,
+            seed=recipe.seed,
+            trained_noise=trained_noise,
         )
     record = {"headline": headline, **({"test": test.to_dict()} if test else {})}
     record["validation"] = validation.to_dict()

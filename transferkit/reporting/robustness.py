@@ -51,6 +51,8 @@ class Robustness:
         num_samples: images scored.
         jpeg_quality: the JPEG quality the images were saved at (0: not measured, older runs).
         jpeg_accuracy: accuracy on the JPEG copies (None: not measured).
+        trained_noise: ``{network: the [augment] noise it trained with}`` (its member name in
+            metrics.json; empty for older runs), so that the advice builds on it.
     """
 
     split: str
@@ -60,6 +62,7 @@ class Robustness:
     num_samples: int
     jpeg_quality: int = 0
     jpeg_accuracy: float | None = None
+    trained_noise: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def drop(self) -> float:
@@ -111,11 +114,23 @@ class Robustness:
                 f"{self.clean_accuracy:.3f} -> {self.jpeg_accuracy:.3f}"
             )
         text = "; ".join(falls)
+        noisy = {name.replace("_", " "): noise for name, noise in self.trained_noise.items() if noise}
+        if not noisy:
+            advice = (
+                "train with pixel noise (`[augment] noise = 1.5` in a recipe TOML, as small_dissimilar "
+                "does; 3 if that is not enough)"
+            )
+        else:
+            quiet = [name.replace("_", " ") for name, noise in self.trained_noise.items() if not noise]
+            trained = ", ".join(f"the {name} at {noise:g}" for name, noise in noisy.items())
+            trained += "".join(f"; the {name} without" for name in quiet)
+            advice = (
+                f"train with more pixel noise than it did ({trained}): `[augment] noise = 3` in a recipe TOML"
+            )
         return (
             f"{text[0].upper()}{text[1:]}: the model relies on exact pixel values. If its inputs will "
-            "come from cameras, scanners or lossy files, train with pixel noise (`[augment] noise = 1.5` "
-            "in a recipe TOML, as small_dissimilar does; 3 if that is not enough), and check on such "
-            "images with `transferkit evaluate RUN --data`."
+            f"come from cameras, scanners or lossy files, {advice}, and check on such images with "
+            "`transferkit evaluate RUN --data`."
         )
 
 
@@ -128,6 +143,7 @@ def measure_robustness(
     seed: int = 0,
     pixel_noise: float = PIXEL_NOISE,
     jpeg_quality: int = JPEG_QUALITY,
+    trained_noise: dict[str, float] | None = None,
 ) -> Robustness:
     """Score ``model`` on ``dataset``'s images with seeded Gaussian noise added (clipped to 0-255),
     then on the images saved as JPEG at ``jpeg_quality`` and decoded again.
@@ -141,6 +157,7 @@ def measure_robustness(
         seed: the noise's seed: the same seed gives the same figure.
         pixel_noise: the standard deviation, in 0-255 units.
         jpeg_quality: 1-100.
+        trained_noise: recorded for the advice (:attr:`Robustness.trained_noise`).
     """
 
     def scored(images: tf.data.Dataset) -> tuple[float, int]:
@@ -149,7 +166,10 @@ def measure_robustness(
 
     accuracy, count = scored(add_noise(dataset, pixel_noise, seed))
     jpeg, _ = scored(as_jpeg(dataset, jpeg_quality))
-    return Robustness(split, pixel_noise, round(clean_accuracy, 4), accuracy, count, jpeg_quality, jpeg)
+    noise = dict(trained_noise or {})
+    return Robustness(
+        split, pixel_noise, round(clean_accuracy, 4), accuracy, count, jpeg_quality, jpeg, noise
+    )
 
 
 def as_jpeg(dataset: tf.data.Dataset, quality: int) -> tf.data.Dataset:
