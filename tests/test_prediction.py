@@ -165,9 +165,23 @@ def test_a_contact_sheet_numbers_the_classes_no_font_can_draw_and_logs_the_key(
         "plot_image_grid",
         lambda images, path, **kw: (drawn.append(kw), real(images, path, **kw)),
     )
-    rows = [{"label": label, "probability": 0.5} for label in ("猫", "dog", "猫")]
-    write_contact_sheet(np.zeros((3, 16, 16, 3), np.uint8), rows, tmp_path / "sheet.png", ["dog", "猫", "犬"])
-    assert drawn[0]["titles"] == ["#1 (0.50)", "dog (0.50)", "#1 (0.50)"]
+    names = ("a.png", "a_very_long_file_name_indeed.jpg", "c.png")
+    rows = [
+        {"path": f"/x/{name}", "label": label, "probability": 0.5}
+        for name, label in zip(names, "猫d猫", strict=True)
+    ]
+    rows[1]["label"] = "dog"
+    sheet = tmp_path / "sheet.png"
+    write_contact_sheet(np.zeros((3, 16, 16, 3), np.uint8), rows, sheet, ["dog", "猫", "犬"], unreadable=2)
+    assert drawn[0]["titles"] == [
+        "a.png\n#1 (0.50)",
+        "a_very_long_f...ed.jpg\ndog (0.50)",
+        "c.png\n#1 (0.50)",
+    ]
+    assert (
+        drawn[0]["suptitle"]
+        == "Predictions: 3 images (2 more could not be read: see the errors in predict's rows)"
+    )
     (record,) = [r for r in caplog.records if "contact sheet numbers" in r.getMessage()]
     assert record.getMessage().endswith(": #1 = 猫")  # only the classes on the sheet
     with Image.open(tmp_path / "sheet.png") as image:

@@ -153,23 +153,30 @@ def ranked(probabilities: np.ndarray, class_names: Sequence[str], top_k: int = D
 
 
 def write_contact_sheet(
-    images: np.ndarray, rows: Sequence[dict], path: str | os.PathLike, class_names: Sequence[str] = ()
+    images: np.ndarray,
+    rows: Sequence[dict],
+    path: str | os.PathLike,
+    class_names: Sequence[str] = (),
+    unreadable: int = 0,
 ) -> None:
-    """A PNG grid of predicted images, each captioned with its label and probability.
+    """A PNG grid of predicted images, each captioned with its file's name, label and probability.
 
     Args:
         images: ``(N, H, W, 3)`` pixels of the images ``rows`` describe, in the same order.
-        rows: ``predict``'s results for those images (``label`` and ``probability`` each).
+        rows: ``predict``'s results for those images (``path``, ``label`` and ``probability`` each).
         path: where to write the PNG; the first :data:`CONTACT_SHEET_MAX` images are shown.
         class_names: the run's classes; a label no installed font can draw is captioned by its
             index (``#3``), and the key is logged.
+        unreadable: files given that could not be read (not on the sheet; its title says how many).
     """
     from transferkit.reporting.figures import class_labels, plot_image_grid, undrawable_classes
 
     shown = min(len(rows), CONTACT_SHEET_MAX)
     numbered = dict(zip(class_names, class_labels(class_names, 22), strict=True))
     titles = [
-        f"{numbered.get(row['label'], row['label'])} ({row['probability']:.2f})" for row in rows[:shown]
+        f"{_short(Path(row['path']).name)}\n{numbered.get(row['label'], row['label'])} "
+        f"({row['probability']:.2f})"
+        for row in rows[:shown]
     ]
     shown_labels = {row["label"] for row in rows[:shown]}
     key = [f"#{i} = {name}" for i, name in undrawable_classes(class_names) if name in shown_labels]
@@ -180,6 +187,8 @@ def write_contact_sheet(
             ", ".join(key),
         )
     note = f"first {shown} of {len(rows)} images" if shown < len(rows) else f"{shown} images"
+    if unreadable:
+        note += f" ({unreadable} more could not be read: see the errors in predict's rows)"
     plot_image_grid(images[:shown], path, titles=titles, columns=8, suptitle=f"Predictions: {note}")
 
 
@@ -275,8 +284,14 @@ def predict(
             dark[0],
         )
     if contact_sheet is not None and results:
-        write_contact_sheet(np.concatenate(shown), results, contact_sheet, run.class_names)
+        unreadable = len(rows) - len(results)
+        write_contact_sheet(np.concatenate(shown), results, contact_sheet, run.class_names, unreadable)
     return rows
+
+
+def _short(name: str, width: int = 22) -> str:
+    """A file name cut to ``width`` characters for a caption, its end (the extension) kept."""
+    return name if len(name) <= width else name[: width - 9] + "..." + name[-6:]
 
 
 def _over_white_level(paths: list[str], images: np.ndarray, white_level: int) -> list[tuple[str, int]]:
