@@ -829,7 +829,7 @@ def datasets_export(name, directory, per_class):
 @click.option("--seed", type=int, default=1337, show_default=True, help="Split, sample and probe seed.")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the analysis folder.")
 @click.option("--name", help="Folder name (default analyze-<data>-<timestamp>).")
-@click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress: only the decision, its scores and reasons.")
 def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
     """Measure which recipe suits the data (one forward pass, no training) and show the evidence.
 

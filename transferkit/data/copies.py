@@ -67,7 +67,8 @@ class Copies:
         if self.within_class:
             lines.append(
                 f"copies: {plural(self.within_class, 'file')} {'is' if self.within_class == 1 else 'are'} "
-                "byte-identical to another of their class; each set kept in one split"
+                f"byte-identical to another of {'its' if self.within_class == 1 else 'their'} class; each "
+                "set kept in one split"
             )
         if self.across_classes:
             pair = f" (e.g. {self.example[0]} = {self.example[1]})" if self.example else ""

@@ -47,6 +47,8 @@ def cell(value: object) -> str:
         return f'<td class="n">{value:,}</td>' if abs(value) >= 10_000 else f'<td class="n">{value}</td>'
     if isinstance(value, float):
         value += 0.0  # -0.0 (a loss of -log(1.0)) reads 0.000
+        if value.is_integer() and abs(value) >= 2:  # a count JSON keeps as a float (20 images a class)
+            return f'<td class="n">{int(value):,}</td>'
         text = f"{value:.3f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3g}"
         return f'<td class="n">{text}</td>'
     if isinstance(value, list | tuple) and all(not isinstance(v, Mapping | list) for v in value):

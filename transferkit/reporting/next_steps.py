@@ -75,9 +75,10 @@ def _split_steps(split: str, headline: Metrics, validation: Metrics | None) -> l
     low, high = headline.accuracy_interval
     if high - low > WIDE_INTERVAL:
         steps.append(
-            f"Only {headline.num_samples} {'held-out' if split == 'test' else 'validation'} images: the "
+            f"Only {headline.num_samples} {'held-out' if split == 'test' else 'validation'} "
+            f"image{'' if headline.num_samples == 1 else 's'}: the "
             "accuracy is known to within about "
-            f"±{(high - low) / 2:.0%}. More held-out images would narrow it."
+            f"±{100 * (high - low) / 2:.0f} percentage points. More held-out images would narrow it."
         )
     if split == "test" and validation is not None and headline.accuracy_interval[1] < validation.accuracy:
         steps.append(
@@ -97,9 +98,10 @@ def _weak_classes(metrics: Metrics) -> list[str]:
     for name in weak[:WEAK_CLASSES_SHOWN]:
         s = present[name]
         support = int(s["support"])
-        noisy = f" (only {support} held-out images: a rough estimate)" if support < NOISY_SUPPORT else ""
+        images = f"{support} held-out image" + ("" if support == 1 else "s")
+        noisy = f" (only {images}: a rough estimate)" if support < NOISY_SUPPORT else ""
         steps.append(
-            f"Class '{name}' is weak: recall {s['recall']:.0%}, F1 {s['f1']:.2f}{noisy}. It needs more or "
+            f"Class '{name}' is weak: F1 {s['f1']:.2f}, recall {s['recall']:.0%}{noisy}. It needs more or "
             "cleaner training images: check its folder for mislabelled or atypical images."
         )
     return steps

@@ -355,7 +355,7 @@ def size_quadrant(card_like: CardLike | Mapping[str, Any]) -> tuple[str, list[st
         )
     if v["min_images_per_class"] < FEW_IMAGES_PER_CLASS:
         reasons.append(
-            f"the smallest class has only {plural(round(v['min_images_per_class']), 'image')}: "
+            f"the smallest class has only {plural(round(v['min_images_per_class']), 'training image')}: "
             "every score is noisy there"
         )
     if v["imbalance"] >= IMBALANCE_WARNING:

@@ -426,7 +426,7 @@ def settle_augmentation(
         trainer._say(
             f"Augmentation check on the first pass: {result.augmented_val_accuracy:.3f} augmented vs "
             f"{result.clean_val_accuracy:.3f} clean, no clear loser: caching the other "
-            f"{trainer.features.passes_left} passes"
+            f"{trainer.features.passes_left} pass{'' if trainer.features.passes_left == 1 else 'es'}"
         )
         augmented = trainer.features.more_passes()
         if index == 0:  # as an unstaged check measures: the head standardised on every pass
