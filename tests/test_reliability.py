@@ -307,6 +307,8 @@ def test_sigterm_exits_130_with_a_one_line_resume_hint_and_the_run_resumes(works
     # The CLI resume is the kill -9 test's; this one resumes through the Python API, in-process.
     result = api.resume(run_dir, precision="float32", verbose=0)
     assert result.metrics.accuracy >= MIN_ACCURACY
+    assert " s since the resume | " in result.summary()  # not the whole run's time: the stop's is not known
+    assert "since the resume" in (run_dir / "report.html").read_text()
     history = read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in history] == list(range(1, TOTAL_EPOCHS + 1))
     assert [row["phase"] for row in history] == PHASE_NAMES

@@ -110,6 +110,19 @@ def test_plot_confusion_few_classes(tmp_path, normalize):
     assert_png(tmp_path / "confusion.png")
 
 
+def test_a_normalised_confusion_cell_says_how_many_images_and_the_title_which_split():
+    from transferkit.reporting.figures import _confusion_figure, _history_figure
+
+    metrics = metrics_for(["cat", "dog", "fox"])
+    ax = _confusion_figure(metrics, normalize=True, split="test").axes[0]
+    counts = np.array(metrics.confusion)
+    shown = [text.get_text() for text in ax.texts if "\n(" in text.get_text()]
+    assert len(shown) == np.count_nonzero(counts)  # every cell with images carries its count
+    assert f"{metrics.num_samples} test images, accuracy" in ax.get_title()
+    figure = _history_figure({"loss": [1.0, 0.5]}, [(1, "head")], network="the truncation")
+    assert figure._suptitle.get_text() == "Training curves of the truncation"
+
+
 def test_plot_confusion_forty_classes_with_awkward_names_grows_the_figure(tmp_path):
     names = [f"class {i} with a rather long descriptive name" for i in range(38)] + ["$x^", "$5 $10"]
     plot_confusion(metrics_for(names), tmp_path / "confusion.png")
@@ -435,6 +448,9 @@ def test_a_table_reads_a_negative_zero_as_zero():
     from transferkit.reporting.html_parts import cell
 
     assert cell(-0.0) == cell(0.0) == '<td class="n">0.000</td>'
+    assert (
+        cell(20.0) == '<td class="n">20</td>' and cell(1.0) == '<td class="n">1.000</td>'
+    )  # a count, a share
 
 
 def test_the_trials_nested_in_selection_json_read_as_a_table_not_as_json(run_dir):

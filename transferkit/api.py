@@ -514,7 +514,7 @@ def resume(
             session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)
         session = dataclasses.replace(session, hooks=hooks)
         with spill_folder(run_dir), _named_on_interrupt(run_dir):  # spill: gone when the run ends
-            return resume_training(session, splits, run_dir, info, device, started, verbose)
+            return resume_training(session, splits, run_dir, info, device, started, verbose, resumed=True)
 
 
 def _resumed_precision(asked: str, info: dict, recipe: Recipe) -> str:

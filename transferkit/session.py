@@ -100,6 +100,7 @@ class FitResult:
     headline: str = "validation"
     robustness: Robustness | None = None
     calibration: TemperatureFit | None = None
+    resumed: bool = False  # ``seconds`` counts from the resume: the time before the stop is not known
 
     def summary(self) -> str:
         """One line, the headline split first with its 95% interval, e.g.
@@ -115,7 +116,8 @@ class FitResult:
             parts.append(f"validation {self.validation_metrics.accuracy:.3f}")
         else:
             parts.append("no test split: early stopping saw these images")
-        return " | ".join([*parts, f"{self.seconds:.0f} s", str(self.run_dir)])
+        seconds = f"{self.seconds:.0f} s" + (" since the resume" if self.resumed else "")
+        return " | ".join([*parts, seconds, str(self.run_dir)])
 
 
 def as_float(data: tf.data.Dataset) -> tf.data.Dataset:
@@ -484,7 +486,9 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
     return result
 
 
-def resume_training(session, splits, run_dir, info, device, started, verbose) -> FitResult:
+def resume_training(session, splits, run_dir, info, device, started, verbose, resumed=False) -> FitResult:
+    """Train what is left of the run in ``run_dir`` (all of it, for a new one), then evaluate,
+    calibrate, save and report; ``resumed``: a ``resume`` after a stop, whose seconds count from it."""
     recipe, spec, stopwatch = session.recipe, session.spec, session.stopwatch
     partner_recipe = averaging.read_partner(run_dir)  # written by train_and_report: fit and resume alike
     with device.strategy.scope(), peer_failures(run_dir, device.cluster):
@@ -613,13 +617,14 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
     finished = {
         **info,
         "seconds": round(seconds, 1),
+        **({"seconds_counted_from": "the resume"} if resumed else {}),
         "plan": [dataclasses.asdict(p) for p in session.plan],
         **({"partner_plan": [dataclasses.asdict(p) for p in partner_plan]} if partner else {}),
     }
     # "finished" once the figures, report and timings are written: a run stopped while writing
     # them resumes (it evaluates the saved weights again and writes them all).
     runfolder.save_run_info(run_dir, {**finished, "status": "reporting"})  # what the report reads
-    write_plots(run_dir, metrics, recipe, model, stopwatch)
+    write_plots(run_dir, metrics, recipe, model, stopwatch, split=headline)
     stopwatch.write(run_dir)
     runfolder.save_run_info(run_dir, {**finished, "status": "finished"})
     result = FitResult(
@@ -635,6 +640,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose) ->
         headline,
         robustness,
         calibration,
+        resumed,
     )
     say(verbose, result.summary())
     if robustness.fragile:
@@ -786,16 +792,29 @@ def test_dataset(
 
 
 def write_plots(
-    run_dir: Path, metrics: Metrics, recipe: Recipe, model: keras.Model, stopwatch: Stopwatch | None = None
+    run_dir: Path,
+    metrics: Metrics,
+    recipe: Recipe,
+    model: keras.Model,
+    stopwatch: Stopwatch | None = None,
+    split: str | None = None,
 ) -> None:
     """The figures, the interpretation (top losses, Grad-CAM, calibration) and ``report.html``."""
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("plots"):
+        partner = averaging.read_partner(run_dir)
         for folder in (run_dir, averaging.partner_dir(run_dir)):  # the partner's: only if there is one
             if folder == run_dir or (folder / "history.csv").exists():
                 kept = figures.kept_marks(folder)  # the epochs whose weights a phase ended with (state.json)
-                figures.plot_history(folder / "history.csv", folder / "curves.png", kept=kept)
-        figures.plot_confusion(metrics, run_dir / "confusion.png")
+                network = None
+                if partner is not None:  # two networks, two figures: each says which it is
+                    name = averaging.in_words(averaging.member_name(recipe if folder == run_dir else partner))
+                    other = "partner/curves.png" if folder == run_dir else "../curves.png"
+                    network = f"the {name} (the other network's curves: {other})"
+                figures.plot_history(
+                    folder / "history.csv", folder / "curves.png", kept=kept, network=network
+                )
+        figures.plot_confusion(metrics, run_dir / "confusion.png", split=split)
     with stopwatch.stage("interpretation"):
         write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
     with stopwatch.stage("report"):

@@ -212,6 +212,7 @@ def _history_figure(
     columns: Mapping[str, Sequence[object]],
     phase_starts: Sequence[tuple[int, str]],
     kept: Sequence[tuple[float, str]] = (),
+    network: str | None = None,
 ) -> Figure:
     if not any(len(v) for v in columns.values()):
         raise TransferkitError(
@@ -238,6 +239,8 @@ def _history_figure(
             ax.text(epoch + 0.1, 0.02, name, transform=axis, fontsize=8, color="tab:green")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if network is not None:
+        fig.suptitle(f"Training curves of {network}", fontsize=10)
     return fig
 
 
@@ -247,6 +250,7 @@ def plot_history(
     *,
     phase_starts: Sequence[tuple[int, str]] = (),
     kept: Sequence[tuple[float, str]] = (),
+    network: str | None = None,
 ) -> None:
     """Plot train/validation loss and accuracy against epoch into ``path`` (PNG).
 
@@ -260,16 +264,18 @@ def plot_history(
             start, e.g. ``[(1, "warmup"), (4, "fine_tune")]``.
         kept: ``(epoch, label)`` pairs marked with a dotted line: the weights a phase kept
             (:func:`kept_marks`).
+        network: which network the curves are of, for a title (an averaged run has two).
 
     Example:
         >>> h = {"loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7], "accuracy": [0.5, 0.7, 0.8]}
         >>> plot_history(h, "/tmp/curves.png", phase_starts=[(1, "warmup"), (3, "fine_tune")])
     """
     columns = _read_history(history)
-    save_figure(_history_figure(columns, phase_starts or _phases_from_column(columns), kept), path)
+    starts = phase_starts or _phases_from_column(columns)
+    save_figure(_history_figure(columns, starts, kept, network), path)
 
 
-def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
+def _confusion_figure(metrics: Metrics, normalize: bool, split: str | None = None) -> Figure:
     counts = np.array(metrics.confusion, dtype=np.int64)
     values = counts
     if normalize:  # each row as a fraction of that true class; empty rows stay 0
@@ -280,7 +286,7 @@ def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
     fig = new_figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     few = n <= ANNOTATE_MAX_CLASSES
-    ConfusionMatrixDisplay(values, display_labels=class_labels(metrics.class_names)).plot(
+    display = ConfusionMatrixDisplay(values, display_labels=class_labels(metrics.class_names)).plot(
         ax=ax,
         include_values=few,
         values_format=".2f" if normalize else "d",
@@ -291,30 +297,44 @@ def _confusion_figure(metrics: Metrics, normalize: bool) -> Figure:
     if few:
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
+        if normalize:  # a share of 1.00 can be one image: each cell also says how many
+            for (row, column), text in np.ndenumerate(display.text_):
+                if counts[row, column]:
+                    text.set_text(f"{values[row, column]:.2f}\n({counts[row, column]})")
     ax.tick_params(labelsize=9 if n <= 20 else 7)
-    title = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"
+    title = (
+        "Confusion matrix (rows: true class, share of it; images in brackets)"
+        if normalize and few
+        else ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)")
+    )
+    if split is not None:
+        title += f"\n{metrics.num_samples} {split} images"
     key = "\n#i: a class no installed font can name (report.html lists them)"
     ax.set_title(
-        f"{title}\naccuracy {metrics.accuracy:.1%}" + (key if undrawable_classes(metrics.class_names) else "")
+        f"{title}, accuracy {metrics.accuracy:.1%}" + (key if undrawable_classes(metrics.class_names) else "")
     )
     return fig
 
 
-def plot_confusion(metrics: Metrics, path: str | os.PathLike, *, normalize: bool = True) -> None:
+def plot_confusion(
+    metrics: Metrics, path: str | os.PathLike, *, normalize: bool = True, split: str | None = None
+) -> None:
     """Draw ``metrics.confusion`` (rows = true class) into ``path`` (PNG).
 
     Args:
         metrics: evaluation results.
         path: where to write the PNG (atomically).
         normalize: show each row as a fraction of its true class (readable with imbalanced
-            classes); False shows counts. Cells are annotated up to 12 classes.
+            classes); False shows counts. Cells are annotated up to 12 classes (normalised: with
+            their counts too).
+        split: which images these are ("test", "validation"), for the title.
 
     Example:
         >>> from transferkit.reporting.metrics import compute_metrics
         >>> m = compute_metrics(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1]), ["cat", "dog"])
         >>> plot_confusion(m, "/tmp/confusion.png")
     """
-    save_figure(_confusion_figure(metrics, normalize), path)
+    save_figure(_confusion_figure(metrics, normalize, split), path)
 
 
 def plot_image_grid(

@@ -255,7 +255,9 @@ def _byline(run: Mapping[str, object], recipe: Mapping[str, object]) -> str:
         run.get("backbone") or recipe.get("backbone", {}).get("name"),
         recipe.get("name") and f"recipe {recipe.get('name')} ({recipe.get('strategy', '?')})",
         run.get("data") and f"data {run['data']}",
-        run.get("seconds") is not None and f"trained in {float(run['seconds']):,.0f} s",
+        run.get("seconds") is not None
+        and f"trained in {float(run['seconds']):,.0f} s"
+        + (" since the resume" if run.get("seconds_counted_from") else ""),
     ]
     text = " · ".join(str(p) for p in parts if p)
     return f'<p class="muted">{esc(text)}</p>' if text else ""

@@ -52,7 +52,7 @@ def write_interpretation(
     notes: list[str] = []
     todo = {key: not (only_missing and (run_dir / name).exists()) for key, name in FIGURES.items()}
     if todo["calibration"]:
-        save_figure(_reliability_figure(calibration), run_dir / FIGURES["calibration"])
+        save_figure(_reliability_figure(calibration, predictions.split), run_dir / FIGURES["calibration"])
     _write_image_figures(run_dir, model, predictions, gallery, todo, notes)
     record = {
         "split": predictions.split,
@@ -158,8 +158,9 @@ def _loss_record(predictions: diagnostics.Predictions, row: int) -> dict:
     }
 
 
-def _reliability_figure(calibration: diagnostics.Calibration) -> Figure:
-    """Accuracy against confidence per bin (a calibrated model sits on the diagonal), counts below."""
+def _reliability_figure(calibration: diagnostics.Calibration, split: str = "held-out") -> Figure:
+    """Accuracy against confidence per bin (a calibrated model sits on the diagonal), counts below;
+    a bin whose images were all wrong is marked with a red tick, not left to look empty."""
     bins = len(calibration.counts)
     edges = np.linspace(0, 1, bins + 1)
     centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins
@@ -167,9 +168,16 @@ def _reliability_figure(calibration: diagnostics.Calibration) -> Figure:
     fig = new_figure(figsize=(5.5, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.bar(centres, np.nan_to_num(accuracy), width=width * 0.9, color="tab:blue", label="accuracy")
+    all_wrong = (accuracy == 0) & (np.asarray(calibration.counts) > 0)
+    if all_wrong.any():
+        top.plot(centres[all_wrong], np.full(all_wrong.sum(), 0.01), "_", color="tab:red", markersize=14,
+                 markeredgewidth=3, label="every image wrong")  # fmt: skip
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
     top.set(ylim=(0, 1), ylabel="accuracy in bin")
-    top.set_title(f"Reliability diagram: ECE {calibration.ece:.3f} ({bins} bins)", fontsize=10)
+    images = int(np.sum(calibration.counts))
+    top.set_title(
+        f"Reliability diagram, {images} {split} images: ECE {calibration.ece:.3f} ({bins} bins)", fontsize=10
+    )
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, calibration.counts, width=width * 0.9, color="tab:grey")
     bottom.set(xlim=(0, 1), xlabel="confidence (top probability)", ylabel="images")
