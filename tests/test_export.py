@@ -257,8 +257,8 @@ def test_quantize_auto_with_no_acceptable_quantization_keeps_float32_and_exits_3
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"max_drop": -1}, r"max_drop\) is a share of accuracy in \[0, 1\]"),
-        ({"max_drop": "1%"}, r"max_drop\) is a share of accuracy"),
+        ({"max_drop": -1}, r"^max_drop=\.\.\. is a share of accuracy in \[0, 1\]"),
+        ({"max_drop": "1%"}, r"^max_drop=\.\.\. is a share of accuracy"),
         ({"format": "TFLite", "quantize": "Int8", "max_drop": 2}, r"got 2\."),  # names in any case
     ],
 )

@@ -246,7 +246,7 @@ def test_offline_keras_error_names_the_file_and_the_fixes(no_network):
     message = str(raised.value)
     wanted = keras_files.keras_models_dir() / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert f"place it at {wanted}" in message
-    for fix in ("--weights PATH", "mobilenet_v2_torchvision, mobilenet", "--weights random"):
+    for fix in ("weights=PATH", "mobilenet_v2_torchvision, mobilenet", "weights='random'"):  # as a call says
         assert fix in message
     assert no_network, "expected the download to be attempted (and blocked)"
 
