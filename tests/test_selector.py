@@ -332,7 +332,7 @@ def test_size_thresholds_at_their_boundaries(median, total, expected):
 def test_size_reasons_flag_close_calls_tiny_classes_and_imbalance():
     _, reasons = size_quadrant(card(45, 450, minimum=5, imbalance=4.0))
     text = " ".join(reasons)
-    assert "close call" in text and "only 5 images" in text and "4.0x" in text
+    assert "close call" in text and "only 5 training images" in text and "4.0x" in text
     _, reasons = size_quadrant(card(300, 3_000))
     assert not any("close call" in r for r in reasons)
 
