@@ -401,7 +401,8 @@ def _echo_tta(comparison) -> None:
     for label, metrics in (("without TTA", comparison.plain), ("with TTA", comparison.augmented)):
         low, high = metrics.accuracy_interval
         click.echo(f"{label:<12} accuracy {metrics.accuracy:.4f} (95% CI {low:.3f}-{high:.3f})")
-    click.echo(f"TTA averaged {comparison.views.describe()}")
+    if comparison.views.any:  # otherwise the verdict says there was nothing to average, and why
+        click.echo(f"TTA averaged {comparison.views.describe()}")
     click.echo(comparison.verdict() + "; the table below is without TTA\n")
 
 

@@ -15,6 +15,7 @@ import io
 import logging
 import math
 import os
+import re
 import textwrap
 import unicodedata
 import warnings
@@ -275,8 +276,25 @@ def plot_history(
     save_figure(_history_figure(columns, starts, kept, network), path)
 
 
+def natural_order(names: Sequence[str]) -> list[int]:
+    """Indices that put ``names`` in the order a person counts them: numbers by value ("2" before
+    "10"), the rest alphabetically, case aside.
+
+    Example:
+        >>> [["10", "2", "ace", "9", "King"][i] for i in natural_order(["10", "2", "ace", "9", "King"])]
+        ['2', '9', '10', 'ace', 'King']
+    """
+
+    def key(index: int) -> list:
+        parts = re.split(r"(\d+)", str(names[index]).casefold())
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts if part]
+
+    return sorted(range(len(names)), key=key)
+
+
 def _confusion_figure(metrics: Metrics, normalize: bool, split: str | None = None) -> Figure:
-    counts = np.array(metrics.confusion, dtype=np.int64)
+    order = natural_order(metrics.class_names)  # "2" before "10": the labels' own order is string order
+    counts = np.array(metrics.confusion, dtype=np.int64)[np.ix_(order, order)]
     values = counts
     if normalize:  # each row as a fraction of that true class; empty rows stay 0
         totals = counts.sum(axis=1, keepdims=True)
@@ -286,7 +304,8 @@ def _confusion_figure(metrics: Metrics, normalize: bool, split: str | None = Non
     fig = new_figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     few = n <= ANNOTATE_MAX_CLASSES
-    display = ConfusionMatrixDisplay(values, display_labels=class_labels(metrics.class_names)).plot(
+    labels = class_labels(metrics.class_names)
+    display = ConfusionMatrixDisplay(values, display_labels=[labels[i] for i in order]).plot(
         ax=ax,
         include_values=few,
         values_format=".2f" if normalize else "d",
