@@ -707,6 +707,17 @@ def test_augment_preview_writes_a_png(folder, tmp_path):
     assert plain == tmp_path / "grid2.png" and plain.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_augment_preview_names_each_original_by_its_class_and_file(folder, tmp_path, monkeypatch):
+    from transferkit.reporting import preview
+
+    drawn = []
+    monkeypatch.setattr(preview, "plot_image_grid", lambda grid, out, **kw: drawn.append(kw))
+    preview.augment_preview(str(folder), count=2, copies=2, image_size=32, out=tmp_path / "grid.png")
+    originals = drawn[0]["titles"][::3]
+    assert len(originals) == 2 and all(re.fullmatch(r"class_\d/img_\d+\.png", t) for t in originals)
+    assert drawn[0]["titles"][1:3] == ["augmented 1", "augmented 2"]
+
+
 @pytest.mark.parametrize("layout", ["one class", "no class folders", "split"])
 def test_augment_preview_needs_only_images(layout, tmp_path):
     """A picture of the augmentation needs images, not a data set a classifier could train on."""

@@ -39,12 +39,16 @@ def augment_preview(
     paths, white_level = _training_images(data, seed)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
-    images, _ = load_images([paths[i] for i in sorted(chosen)], image_size, white_level)
+    sampled = [paths[i] for i in sorted(chosen)]
+    images, skipped = load_images(sampled, image_size, white_level)
     if not len(images):
         raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
+    unreadable = {path for path, _ in skipped}
+    names = [_caption(path) for path in sampled if path not in unreadable]  # the decoded ones, in order
     grid = preview(images, config, copies=copies, seed=seed)
     out = Path(out) if Path(out).suffix else Path(out).with_suffix(".png")  # a picture opens by its name
-    titles = (["original"] + [f"augmented {i + 1}" for i in range(copies)]) * len(images)
+    titles = [title for name in names for title in (name, *(f"augmented {i + 1}" for i in range(copies)))]
+    checked = " (fit keeps them only where its check finds they help)" if config.measure else ""
     plot_image_grid(
         grid,
         out,
@@ -52,9 +56,17 @@ def augment_preview(
         columns=copies + 1,
         suptitle=f"fill_mode={config.fill_mode}, rotation ±{config.rotation_degrees:g}°, "
         f"zoom ±{config.zoom:g}, shift ±{config.translation:g}, flip {config.flip}, "
-        f"contrast ±{config.contrast:g}" + (f", pixel noise up to {config.noise:g}" if config.noise else ""),
+        f"contrast ±{config.contrast:g}"
+        + (f", pixel noise up to {config.noise:g}" if config.noise else "")
+        + checked,
     )
     return out
+
+
+def _caption(path: str, width: int = 24) -> str:
+    """``class/file`` for an original's caption (its folder names its class), cut to ``width``."""
+    text = f"{Path(path).parent.name}/{Path(path).name}"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
