@@ -119,7 +119,7 @@ def test_a_normalised_confusion_cell_says_how_many_images_and_the_title_which_sp
     shown = [text.get_text() for text in ax.texts if "\n(" in text.get_text()]
     assert len(shown) == np.count_nonzero(counts)  # every cell with images carries its count
     assert f"{metrics.num_samples} test images, accuracy" in ax.get_title()
-    ranks = _confusion_figure(metrics_for(["10", "2", "ace", "9"]), normalize=True).axes[0]
+    ranks = _confusion_figure(metrics_for(["10", "2", "9", "ace"]), normalize=True).axes[0]  # sorted
     assert [tick.get_text() for tick in ranks.get_yticklabels()] == ["2", "9", "10", "ace"]  # as counted
     figure = _history_figure({"loss": [1.0, 0.5]}, [(1, "head")], network="the truncation")
     assert figure._suptitle.get_text() == "Training curves of the truncation"

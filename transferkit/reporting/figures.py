@@ -277,16 +277,20 @@ def plot_history(
 
 
 def natural_order(names: Sequence[str]) -> list[int]:
-    """Indices that put ``names`` in the order a person counts them: numbers by value ("2" before
-    "10"), the rest alphabetically, case aside.
+    """Indices that put ``names`` in the order a person counts them where they are in string order
+    (as ``fit`` sorts class folders): numbers by value, "2" before "10"; names in an order of their
+    own (a TFDS data set's labels) stay in it.
 
     Example:
-        >>> [["10", "2", "ace", "9", "King"][i] for i in natural_order(["10", "2", "ace", "9", "King"])]
-        ['2', '9', '10', 'ace', 'King']
+        >>> names = sorted(["10", "2", "9", "ace", "king"])  # ['10', '2', '9', 'ace', 'king']
+        >>> [names[i] for i in natural_order(names)]
+        ['2', '9', '10', 'ace', 'king']
     """
+    if list(names) != sorted(names):
+        return list(range(len(names)))
 
     def key(index: int) -> list:
-        parts = re.split(r"(\d+)", str(names[index]).casefold())
+        parts = re.split(r"(\d+)", str(names[index]))
         return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts if part]
 
     return sorted(range(len(names)), key=key)
