@@ -175,7 +175,7 @@ def test_a_contact_sheet_numbers_the_classes_no_font_can_draw_and_logs_the_key(
     write_contact_sheet(np.zeros((3, 16, 16, 3), np.uint8), rows, sheet, ["dog", "猫", "犬"], unreadable=2)
     assert drawn[0]["titles"] == [
         "a.png\n#1 (0.50)",
-        "a_very_long_f...ed.jpg\ndog (0.50)",
+        "a_very_long_file_name_indeed.jpg\ndog (0.50)",
         "c.png\n#1 (0.50)",
     ]
     assert (

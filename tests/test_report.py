@@ -125,6 +125,17 @@ def test_a_normalised_confusion_cell_says_how_many_images_and_the_title_which_sp
     assert figure._suptitle.get_text() == "Training curves of the truncation"
 
 
+def test_an_image_grid_shortens_each_line_of_a_caption_on_its_own(tmp_path, monkeypatch):
+    from transferkit.reporting import figures
+
+    shown = []
+    monkeypatch.setattr(figures, "image_grid_figure", lambda images, titles, *a, **k: shown.append(titles))
+    monkeypatch.setattr(figures, "save_figure", lambda *a: None)
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    plot_image_grid(images, tmp_path / "grid.png", titles=["a_very_long_file_name_indeed.jpg\ndog (0.50)"])
+    assert shown == [["a_very_long_file_name…\ndog (0.50)"]]  # the label is not cut off by the name
+
+
 def test_plot_confusion_forty_classes_with_awkward_names_grows_the_figure(tmp_path):
     names = [f"class {i} with a rather long descriptive name" for i in range(38)] + ["$x^", "$5 $10"]
     plot_confusion(metrics_for(names), tmp_path / "confusion.png")

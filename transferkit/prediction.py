@@ -174,8 +174,7 @@ def write_contact_sheet(
     shown = min(len(rows), CONTACT_SHEET_MAX)
     numbered = dict(zip(class_names, class_labels(class_names, 22), strict=True))
     titles = [
-        f"{_short(Path(row['path']).name)}\n{numbered.get(row['label'], row['label'])} "
-        f"({row['probability']:.2f})"
+        f"{Path(row['path']).name}\n{numbered.get(row['label'], row['label'])} ({row['probability']:.2f})"
         for row in rows[:shown]
     ]
     shown_labels = {row["label"] for row in rows[:shown]}
@@ -287,11 +286,6 @@ def predict(
         unreadable = len(rows) - len(results)
         write_contact_sheet(np.concatenate(shown), results, contact_sheet, run.class_names, unreadable)
     return rows
-
-
-def _short(name: str, width: int = 22) -> str:
-    """A file name cut to ``width`` characters for a caption, its end (the extension) kept."""
-    return name if len(name) <= width else name[: width - 9] + "..." + name[-6:]
 
 
 def _over_white_level(paths: list[str], images: np.ndarray, white_level: int) -> list[tuple[str, int]]:

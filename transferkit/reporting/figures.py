@@ -390,7 +390,10 @@ def plot_image_grid(
         )
     if titles is not None and len(titles) != len(images):
         raise TransferkitError(f"Received {len(titles)} titles for {len(images)} images; pass one per image.")
-    titles = None if titles is None else [_label(title, 22) for title in titles]
+    # Each line of a caption shortened on its own: a file name over its label keeps both.
+    titles = (
+        None if titles is None else ["\n".join(_label(line, 22) for line in t.split("\n")) for t in titles]
+    )
     figure = image_grid_figure(images, titles, _label(suptitle, 200) if suptitle else None, columns=columns)
     save_figure(figure, path)
 

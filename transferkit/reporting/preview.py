@@ -63,10 +63,9 @@ def augment_preview(
     return out
 
 
-def _caption(path: str, width: int = 24) -> str:
-    """``class/file`` for an original's caption (its folder names its class), cut to ``width``."""
-    text = f"{Path(path).parent.name}/{Path(path).name}"
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _caption(path: str) -> str:
+    """``class/file`` for an original's caption (its folder names its class; the grid shortens it)."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
