@@ -140,17 +140,31 @@ def test_cached_features_as_a_dataset_serve_the_same_batches_from_any_epoch_on()
             assert np.array_equal(x.numpy(), x_ref) and np.array_equal(y.numpy(), y_ref)
 
 
-def test_fit_inputs_stream_features_in_memory_and_keep_a_memmap_a_pydataset(tmp_path):
-    values = np.ones((1, 20, 4), "float32")
+def test_fit_inputs_stream_a_memmap_batch_by_batch_as_the_copy_in_memory_serves_it(tmp_path):
+    values = np.random.default_rng(2).normal(size=(2, 20, 4)).astype("float32")
     labels = np.arange(20, dtype="int32") % 2
     validation = (values[0, :5], labels[:5])
-    arguments, callbacks = fit_inputs(CachedFeatures(values, labels, 8, 0), validation, first_epoch=3)
+    in_memory = CachedFeatures(values, labels, 8, 0)
+    arguments, callbacks = fit_inputs(in_memory, validation, first_epoch=3)
     assert arguments["steps_per_epoch"] == 3 and "validation_data" not in arguments
     assert isinstance(arguments["x"], tf.data.Dataset) and [type(c) for c in callbacks] == [ValidationPass]
     store = CacheBudget(0, tmp_path).array(values.shape)
+    store[:] = values
     on_disk = CachedFeatures(store, labels, 8, 0)
-    arguments, callbacks = fit_inputs(on_disk, validation)
-    assert arguments["x"] is on_disk and [type(c) for c in callbacks] == [EpochSetter]
+    streamed, callbacks = fit_inputs(on_disk, validation, first_epoch=3)
+    assert streamed["steps_per_epoch"] == 3 and [type(c) for c in callbacks] == [ValidationPass]
+    assert isinstance(streamed["x"], tf.data.Dataset) and on_disk.epoch == 0  # no copy, no epoch to set
+    served = [batch for batch in streamed["x"].take(7)]  # epochs 3 and 4, and the first batch of 5
+    copied = [batch for batch in arguments["x"].take(7)]
+    indexed = [on_disk.batch(epoch, index) for epoch in (3, 4) for index in range(3)] + [on_disk.batch(5, 0)]
+    for (x, y), (x_copy, y_copy), (x_index, y_index) in zip(served, copied, indexed, strict=True):
+        np.testing.assert_array_equal(x, x_copy)
+        np.testing.assert_array_equal(x, x_index)
+        np.testing.assert_array_equal(y, y_copy)
+        np.testing.assert_array_equal(y, y_index)
+    assert len(served[2][1]) == 4  # the epoch's last, short batch
+    without_validation, callbacks = fit_inputs(on_disk, (values[0, :0], labels[:0]))
+    assert without_validation["x"] is on_disk and [type(c) for c in callbacks] == [EpochSetter]
 
 
 def test_the_validation_pass_logs_what_fit_with_validation_data_logs():

@@ -187,6 +187,7 @@ class CachedFeatures(keras.utils.PyDataset):
         self.labels = labels
         self.batch_size = batch_size
         self.seed = seed
+        self._order, self._order_epoch = None, None  # the last epoch's order, computed once per epoch
         self.set_epoch(0)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -195,14 +196,19 @@ class CachedFeatures(keras.utils.PyDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.order = self.epoch_order(epoch)
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        features = self.features[self.epoch % len(self.features)]
+        return self.batch(self.epoch, index)
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of epoch ``epoch``: ``(features, labels)``."""
+        if epoch != self._order_epoch:
+            self._order, self._order_epoch = self.epoch_order(epoch), epoch
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        features = self.features[epoch % len(self.features)]
         if not is_mapped(features):
             return features[rows], self.labels[rows]
         # On disk: read the rows in file order, then put them back in the epoch's order.
@@ -238,6 +244,30 @@ class CachedFeatures(keras.utils.PyDataset):
 
         return without_autotune(tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches).prefetch(2))
 
+    def streamed(self, first_epoch: int = 0) -> tf.data.Dataset:
+        """The batches :meth:`as_dataset` serves, each read from the store as it is needed
+        (:meth:`batch` in a ``tf.numpy_function``): no copy of the store, for one on disk or too big
+        to copy.
+
+        One pipeline for the whole fit, as :meth:`as_dataset`: ``fit`` given the PyDataset itself
+        made a ``tf.data`` iterator for every epoch and every validation pass (23 ms each on 2 CPU
+        cores), and with the augmentation check's two fits of at least 50 epochs a small spilled
+        head phase spent 30 s of a 34-s phase there (36 images, tiny backbone; 1.1 s streamed).
+        """
+        steps, shape = len(self), (None, *self.features.shape[2:])
+        types = (tf.as_dtype(self.features.dtype), tf.as_dtype(self.labels.dtype))
+
+        def read(epoch, index):
+            features, labels = tf.numpy_function(
+                lambda e, i: self.batch(int(e), int(i)), [epoch, index], types
+            )
+            return tf.ensure_shape(features, shape), tf.ensure_shape(labels, [None])
+
+        def epoch_batches(epoch):
+            return tf.data.Dataset.range(steps).map(lambda index: read(epoch, index))
+
+        return without_autotune(tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches).prefetch(2))
+
 
 DATASET_MAX_BYTES = 256 * 2**20  # cached features served through tf.data up to this size (it copies them)
 
@@ -247,11 +277,13 @@ def fit_inputs(
 ) -> tuple[dict, list[keras.callbacks.Callback]]:
     """``model.fit`` keyword arguments and callbacks that train on ``train`` from ``first_epoch`` on.
 
-    In memory, the training batches go in as an endless ``tf.data`` pipeline with fixed steps per
-    epoch (18 ms an epoch where the PyDataset and arrays took 75-90 ms: 204 rows of 1,280 features,
-    batch 32, CPU) and ``validation`` through :class:`ValidationPass`, which adds up over the up to
-    200 epochs of a head phase and the augmentation check's two extra fits. A memory-mapped (or
-    very large) store stays a PyDataset, told its epoch by :class:`EpochSetter`. Compile the head
+    The training batches go in as an endless ``tf.data`` pipeline with fixed steps per epoch (18 ms
+    an epoch where the PyDataset and arrays took 75-90 ms: 204 rows of 1,280 features, batch 32,
+    CPU) and ``validation`` through :class:`ValidationPass`, which adds up over the up to 200 epochs
+    of a head phase and the augmentation check's two extra fits: in memory a copy of the store as a
+    tensor (:meth:`CachedFeatures.as_dataset`), a memory-mapped (or very large) store read batch by
+    batch (:meth:`CachedFeatures.streamed`). Without validation images the store goes in as the
+    PyDataset it is, told its epoch by :class:`EpochSetter`. Compile the head
     with ``steps_per_execution=len(train)``: a whole epoch per call of the train function, the same
     steps and the same weights; a whole LFW fit on random features (a 200-epoch head phase and the
     augmentation check's 2 x 200 epochs) took 47 s of user CPU where it took 53-57 s with one batch
@@ -266,10 +298,11 @@ def fit_inputs(
         ``(fit keyword arguments, callbacks)``: pass both to ``model.fit``, with ``epochs``.
     """
     size = train.batch_size
-    if is_mapped(train.features) or train.features.nbytes > DATASET_MAX_BYTES or not len(validation[1]):
-        arguments = dict(x=train, validation_data=validation, validation_batch_size=size)
-        return arguments, [EpochSetter(train)]
-    arguments = dict(x=train.as_dataset(first_epoch), steps_per_epoch=len(train))
+    if not len(validation[1]):
+        return dict(x=train, validation_data=validation, validation_batch_size=size), [EpochSetter(train)]
+    in_memory = not is_mapped(train.features) and train.features.nbytes <= DATASET_MAX_BYTES
+    dataset = train.as_dataset(first_epoch) if in_memory else train.streamed(first_epoch)
+    arguments = dict(x=dataset, steps_per_epoch=len(train))
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # Keras splits the batches over replicas
         val = without_autotune(tf.data.Dataset.from_tensor_slices(validation).batch(size).cache().repeat())
         steps = math.ceil(len(validation[1]) / size)
