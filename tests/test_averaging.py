@@ -3,6 +3,7 @@ the averaged model, a fit that trains both (and resumes either), and compare's r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -25,6 +26,7 @@ from transferkit.reporting.diagnostics import (
 )
 from transferkit.reporting.metrics import compute_metrics
 from transferkit.reporting.runfolder import load_run
+from transferkit.selection import rules
 from transferkit.selection.compare import AVERAGED, with_averaged_pick
 from transferkit.selection.decision import Selection, select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
@@ -298,11 +300,26 @@ def test_the_truncation_is_dropped_only_when_the_whole_network_is_clearly_ahead(
 
 # 2 classes x 80 images, 14 moved from one to the other (66 and 94; the errors get the averaged model
 # calibrated): 15% test, then validation, leave a median of 52 training images per class ("large");
-# 160 px is full resolution; similar=False is given, so the cut is measured.
-# Batches of 16 pad the 24 test images' last batch (predict_rows), as real splits do.
+# 32 px counts as full resolution here (`full_resolution`); similar=False is given, so the cut is
+# measured. Batches of 16 pad the 24 test images' last batch (predict_rows), as real splits do.
 FIT = dict(
-    similar=False, backbone="tiny", weights="random", image_size=160, epochs=2, batch_size=16, verbose=0
+    similar=False, backbone="tiny", weights="random", image_size=32, epochs=2, batch_size=16, verbose=0
 )
+
+
+@contextlib.contextmanager
+def _full_resolution_at_fit_size():
+    """FIT's image size counts as full resolution (:data:`rules.FULL_RESOLUTION_PIXELS`, 160 px), where
+    dissimilar data between the floors averages: the same fit as at 160 px, for 30% of the time."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rules, "FULL_RESOLUTION_PIXELS", FIT["image_size"])
+        yield
+
+
+@pytest.fixture
+def full_resolution():
+    with _full_resolution_at_fit_size():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +328,8 @@ def averaged_run(tmp_path_factory):
     data = make_image_folder(root / "data", classes=2, per_class=80, size=32)
     for i in range(0, 80, 6):  # every sixth image of one class filed under the other: validation errors,
         shutil.move(data / "class_0" / f"img_{i}.png", data / "class_1" / f"moved_{i}.png")  # calibrated
-    return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT)
+    with _full_resolution_at_fit_size():
+        return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT)
 
 
 def test_fit_trains_the_partner_in_its_own_folder_and_saves_the_average(averaged_run):
@@ -351,6 +369,7 @@ def test_the_averaged_runs_figures_are_the_mean_of_its_two_networks_on_the_same_
     assert recorded["test"]["accuracy"] == pytest.approx(run.metrics.accuracy)
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run, tmp_path, monkeypatch):
     """The check's verdict (tested above on counts) decides the model; both networks' figures stay."""
     data, reference = averaged_run
@@ -387,6 +406,7 @@ def test_a_fit_whose_whole_network_is_clearly_ahead_keeps_it_alone(averaged_run,
     assert "then dropped: see Result" in report  # the selection section says so too
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_one(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -536,6 +556,7 @@ def test_an_averaged_run_without_a_test_split_records_each_networks_validation_f
     assert "each network alone: frozen base " in printed and ", truncation " in printed
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_trained(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -571,6 +592,7 @@ def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_traine
         transferkit.compare(str(data), recipes=(tmp_path / "averaged.toml",), out=tmp_path, verbose=0)
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -627,6 +649,7 @@ def _first_looks(monkeypatch, decisions: tuple[bool, bool]) -> tuple[list, list]
     return progress, looks
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_own_would(
     averaged_run, tmp_path, monkeypatch
 ):
@@ -650,6 +673,7 @@ def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_o
     )
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_run, tmp_path, monkeypatch):
     data, _ = averaged_run
     given = []
@@ -666,6 +690,7 @@ def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_r
     assert [(index, served) for _, index, served in given[1:]] == [(0, True), (0, True)]
 
 
+@pytest.mark.usefixtures("full_resolution")
 def test_the_shared_passes_spilled_to_files_train_the_run_as_in_memory(averaged_run, tmp_path):
     """The shared passes' store, the partner's copy of its columns and the decoded images go to
     files over the budget; every phase of both networks trains as in memory, the whole-network
