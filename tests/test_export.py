@@ -395,6 +395,14 @@ def test_the_readmes_load_pixels_for_apps_gives_the_pixels_transferkit_decodes(t
     for path in sorted(tmp_path.iterdir()):
         expected = decode_image(path, 24).astype(np.float32)
         np.testing.assert_array_equal(namespace["load_pixels"](path, 24), expected, err_msg=path.name)
+    deep = tmp_path / "deep" / "xray.png"  # 16-bit grey, 12 bits of it used: as a detector writes it
+    deep.parent.mkdir()
+    Image.fromarray(rng.integers(0, 4096, (70, 90), dtype=np.uint16)).save(deep)
+    for white_level in (None, 4095):
+        expected = decode_image(deep, 24, white_level).astype(np.float32)
+        pixels = namespace["load_pixels"](deep, 24, *([white_level] if white_level else []))
+        np.testing.assert_array_equal(pixels, expected, err_msg=f"white level {white_level}")
+        assert 0 < pixels.mean() < pixels.max() < 255  # scaled, not clipped at 255
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])

@@ -126,7 +126,8 @@ def export(
 
     The exported model takes raw 0-255 RGB float32 pixels ``[N, size, size, 3]`` like
     ``model.keras`` and returns probabilities (high-bit-depth images scaled by the run's white level,
-    in the record). The class names travel with it: a SavedModel has
+    in the record); a ``.tflite`` file takes one image as converted (``[1, size, size, 3]``: resize
+    its input for a batch). The class names travel with it: a SavedModel has
     a ``labels`` signature and ``assets/labels.txt``; TFLite and ONNX files get
     ``<name>.labels.txt`` next to them, and ONNX also ``metadata_props["labels"]`` (JSON).
 
