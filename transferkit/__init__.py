@@ -10,8 +10,9 @@ fast and TensorFlow loads only when something needs it.
 
 TensorFlow's C++ log lines (CUDA probing, ``NodeDef mentions attribute`` warnings) are muted:
 ``import transferkit`` sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless it is set already (it only works
-when TensorFlow is not imported yet), and the first use of a name that loads TensorFlow mutes
-the lines it prints while loading. Set ``TF_CPP_MIN_LOG_LEVEL`` yourself, or
+when TensorFlow is not imported yet), and where the level is 3 the lines TensorFlow prints while
+it loads are muted too, whoever imports it (a name of this package, one of its modules, or the
+app's own ``import keras``). Set ``TF_CPP_MIN_LOG_LEVEL`` yourself, or
 ``TRANSFERKIT_DEBUG=1`` to see everything (see :mod:`transferkit.tf_logging`).
 
 On Linux, ``import transferkit`` also sets glibc's malloc to reuse large buffers from its heap
@@ -30,9 +31,10 @@ from typing import TYPE_CHECKING
 from transferkit.allocator import tune_malloc
 from transferkit.errors import TransferkitError
 from transferkit.onednn import enable_onednn
-from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly
+from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly, mute_tensorflow_startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL)  # read when TensorFlow loads
+if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL) == QUIET_CPP_LOG_LEVEL:  # read as
+    mute_tensorflow_startup()  # TensorFlow loads; the lines it prints before it reads it, muted too
 tune_malloc()  # before TensorFlow's threads: large buffers reused from the heap (transferkit.allocator)
 enable_onednn()  # read when TensorFlow loads: oneDNN's kernels on AVX2 CPUs too (transferkit.onednn)
 

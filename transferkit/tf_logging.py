@@ -3,8 +3,10 @@
 Three sources, three remedies: C++ log lines (``failed call to cuInit``, ``NodeDef mentions
 attribute``) obey ``TF_CPP_MIN_LOG_LEVEL`` if it is set before TensorFlow loads; the lines TF's
 C++ start-up prints before it reads that variable are muted by muting file descriptor 2 during
-the import; Python-side warnings (retracing notes) are muted within a fit, the logger's level
-restored afterwards. This module imports no TensorFlow itself.
+the import (:func:`import_quietly`, and :func:`mute_tensorflow_startup` for an import from
+anywhere else: a submodule of transferkit, or the app's own); Python-side warnings (retracing
+notes) are muted within a fit, the logger's level restored afterwards. This module imports no
+TensorFlow itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
@@ -46,6 +50,39 @@ def import_quietly(name: str) -> ModuleType:
         return importlib.import_module(name)
     with stderr_muted(), collector_paused():
         return importlib.import_module(name)
+
+
+class _MutedTensorFlowStartup(importlib.abc.MetaPathFinder):
+    """Finds TensorFlow's package as Python would and mutes file descriptor 2 while it first runs."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: TensorFlow loads once
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and isinstance(spec.loader, importlib.abc.Loader):
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                with stderr_muted(), collector_paused():
+                    run(module)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def mute_tensorflow_startup() -> None:
+    """Mute the C++ lines TensorFlow prints as it loads (``oneDNN custom operations are on``,
+    ``Could not find cuda drivers``) whoever imports it first: a transferkit module imported
+    directly (``from transferkit.reporting.runfolder import SavedRun``) or the app's own ``import
+    tensorflow`` or ``import keras`` after ``import transferkit``. Those lines print before
+    TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``; call this only where that level is the quiet one,
+    so that they would have been muted anyway. Nothing is muted when debugging or once
+    TensorFlow is loaded."""
+    if "tensorflow" in sys.modules or debugging():
+        return
+    if not any(isinstance(finder, _MutedTensorFlowStartup) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _MutedTensorFlowStartup())
 
 
 @contextlib.contextmanager
