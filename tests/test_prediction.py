@@ -116,6 +116,21 @@ def test_predict_with_tta_returns_distributions_and_writes_a_contact_sheet(run_d
         assert image.format == "PNG" and image.width > 200
 
 
+def test_tta_with_no_view_to_average_says_so_once_and_predicts_as_the_model(run_dir, folder, tmp_path):
+    """A run whose augmentation check dropped the warps: tta=True has nothing to average."""
+    plain_run = shutil.copytree(run_dir, tmp_path / "run")
+    state = json.loads((plain_run / "state.json").read_text())
+    (plain_run / "state.json").write_text(json.dumps({**state, "augmentation": {"use_augmentation": False}}))
+    images = str(folder / "class_0")
+    with pytest.warns(transferkit.TransferkitWarning, match=r"^tta=True has no views to average") as said:
+        rows = transferkit.predict(plain_run, images, tta=True)
+    assert len(said) == 1 and "the predictions are the model's alone" in str(said[0].message)
+    assert rows == transferkit.predict(plain_run, images)
+    result = CliRunner().invoke(cli.main, ["predict", str(plain_run), images, "--tta"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [str(said[0].message).replace("tta=True", "--tta", 1)]
+
+
 def test_a_loaded_run_predicts_again_and_again_without_loading_its_model_again(run_dir, folder, monkeypatch):
     run = transferkit.load_run(run_dir)
     expected = transferkit.predict(run_dir, str(folder / "class_3"), top_k=2)

@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from transferkit.allocator import tune_malloc
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.onednn import enable_onednn
 from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly, mute_tensorflow_startup
 
@@ -77,6 +77,7 @@ __all__ = [
     "PhaseStarted",
     "Recipe",
     "TransferkitError",
+    "TransferkitWarning",
     "__version__",
     "analyze",
     "compare",

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from transferkit.console import resume_command
-from transferkit.errors import QualityGateError, TransferkitError, on_command_line
+from transferkit.errors import QualityGateError, TransferkitError, TransferkitWarning, on_command_line
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZE_CHOICES
 from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import DISTRIBUTIONS, FILL_MODES, PRECISIONS
@@ -662,7 +662,14 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     if output:  # checked before the predicting, which may take long; created as --contact-sheet is
         require_writable_folder(Path(output).parent, "--out")
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-    results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
+    with warnings.catch_warnings(record=True) as said:  # one line each on stderr, not a warning's two
+        warnings.simplefilter("always", TransferkitWarning)
+        results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
+    for warning in said:
+        if issubclass(warning.category, TransferkitWarning):
+            click.echo(str(warning.message), err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     stream = io.StringIO(newline="")
     if fmt == "json":
         json.dump(results, stream, indent=2, ensure_ascii=False)  # names as written: UTF-8 out

@@ -29,6 +29,11 @@ class QualityGateError(TransferkitError):
     exit_code = 3
 
 
+class TransferkitWarning(UserWarning):
+    """A call that did less than it asked for, said so (``predict(..., tta=True)`` for a run with
+    no views to average); the CLI prints the message as one line on stderr."""
+
+
 def extra_install(extra: str) -> str:
     """The command that installs one of transferkit's optional extras, as a user of a checkout runs it
     (transferkit is installed from its folder, ``pip install -e .``; it is not on PyPI).
@@ -86,10 +91,13 @@ def setting(name: str, value: object = _NO_VALUE, *, placeholder: bool = False) 
         >>> with on_command_line():
         ...     setting("image_size", 224), setting("weights", "random"), setting("name")
         ('--image-size 224', '--weights random', '--name')
+        >>> with on_command_line():  # a flag that takes no value
+        ...     setting("tta", True)
+        '--tta'
     """
     if _ON_COMMAND_LINE.get():
         flag = "--" + name.replace("_", "-")
-        return flag if value is _NO_VALUE else f"{flag} {value}"
+        return flag if value is _NO_VALUE or value is True else f"{flag} {value}"
     if value is _NO_VALUE:
         return f"{name}=..."
     return f"{name}={value}" if placeholder else f"{name}={value!r}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning, setting
 from transferkit.tf_logging import tensorflow_warnings_muted
 
 if TYPE_CHECKING:
@@ -218,8 +219,16 @@ def predict(
 
     Returns:
         One dict per image file, in the order given (a folder's files sorted):
-        ``{"path", "label", "probability", "top": [(label, p), ...]}``; an unreadable file's is
-        ``{"path", "error"}``.
+        ``{"path", "label", "probability", "top": [(label, p), ...]}``; an unreadable or missing
+        file's is ``{"path", "error"}``.
+
+    Raises:
+        TransferkitError: where none of ``inputs`` exists (a mistyped path, most likely) or a
+            folder holds no images, and for a bad argument.
+
+    Warns:
+        TransferkitWarning: ``tta=True`` for a run that trained without flips, zoom or shifts: no
+            view to average, the model's own predictions.
 
     Example:
         >>> rows = transferkit.predict("runs/pets", "photos/", tta=True)  # doctest: +SKIP
@@ -237,7 +246,11 @@ def predict(
             )
     run = run_dir if isinstance(run_dir, runfolder.SavedRun) else runfolder.load_run(run_dir)
     paths = _expand_inputs(inputs)
-    model = tta_model(run.model, views=tta_views(run.run_dir)) if tta else run.model
+    views = tta_views(run.run_dir) if tta else None
+    if views is not None and not views.any:
+        message = f"{setting('tta', True)} has no views to average for this run ({views.left_out})"
+        warnings.warn(f"{message}: the predictions are the model's alone.", TransferkitWarning, stacklevel=2)
+    model = tta_model(run.model, views=views) if tta else run.model
     rows, results, shown, dark, bright = [], [], [], [], []  # results: the classified rows, as the sheet
     with _progress(len(paths)) as bar:
         for start in range(0, len(paths), PREDICT_CHUNK):
