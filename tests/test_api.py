@@ -767,7 +767,12 @@ def test_augment_preview_scales_deep_grey_images_from_the_white_level_fit_finds(
 
 
 def test_public_api_names_all_resolve():
-    assert set(transferkit.__all__) == {*transferkit._EXPORTS, "TransferkitError", "__version__"}
+    assert set(transferkit.__all__) == {
+        *transferkit._EXPORTS,
+        "TransferkitError",
+        "TransferkitWarning",
+        "__version__",
+    }
     for name in transferkit.__all__:
         assert getattr(transferkit, name) is not None
 

@@ -337,7 +337,7 @@ def test_a_stopped_worker_is_reported_with_the_resume_command(tmp_path):
 
     other = read_cluster({"TF_CONFIG": _tf_config("worker", 1)})
     own = worker_run_dir(tmp_path / "r", other)
-    with pytest.raises(TransferkitError, match=r"fit --resume .*r --distribute multi-worker"):
+    with pytest.raises(TransferkitError, match=r"transferkit\.resume\('.*r', distribute='multi-worker'\)"):
         with peer_failures(own, other):
             raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: task 0")
     with pytest.raises(tf.errors.UnavailableError):  # not a cluster: not ours to explain

@@ -30,7 +30,7 @@ import pytest
 
 from transferkit import api, recipes
 from transferkit.backbones.registry import get_backbone
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, on_command_line
 from transferkit.fileio import atomic_path, staging_dir, write_text
 from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
@@ -702,7 +702,9 @@ def test_the_default_run_folder_name_from_the_data_path_stays_inside_out(tmp_pat
 
 def test_a_run_name_that_is_taken_is_an_error_not_a_silent_suffix(tmp_path):
     first = runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
-    with pytest.raises(TransferkitError, match=r"already exists\. Pick another name=\.\.\., .*--resume"):
+    with pytest.raises(
+        TransferkitError, match=r"already exists\. Pick another name=\.\.\., .*transferkit\.resume\("
+    ):
         runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
 
@@ -712,13 +714,16 @@ def test_a_run_name_taken_by_a_finished_run_does_not_suggest_resuming_it(tmp_pat
     runfolder.save_run_info(first, {"status": "finished"})
     with pytest.raises(TransferkitError, match=r"holds a finished run\. Pick another name=\.\.\.") as info:
         runfolder.new_run_dir(tmp_path, "D", "small_similar", "same")
-    assert "--resume" not in str(info.value)
+    assert "resume" not in str(info.value)
 
 
-def test_the_resume_command_for_a_taken_run_name_is_quoted(tmp_path):
+def test_the_resume_command_for_a_taken_run_name_is_quoted_and_the_callers_own(tmp_path):
     out = tmp_path / "my runs"
     runfolder.new_run_dir(out, "D", "small_similar", "same")
     with pytest.raises(TransferkitError) as info:
+        runfolder.new_run_dir(out, "D", "small_similar", "same")
+    assert f"`transferkit.resume({str(out / 'same')!r})`" in str(info.value)  # from Python
+    with on_command_line(), pytest.raises(TransferkitError) as info:
         runfolder.new_run_dir(out, "D", "small_similar", "same")
     assert f"`transferkit fit --resume '{out / 'same'}'`" in str(info.value)
 

@@ -400,7 +400,7 @@ def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Dev
     if (own / "run.json").exists():
         raise TransferkitError(
             f"The run folder {str(run_dir)!r} already holds a run. Continue it with "
-            f"`{resume_command(run_dir)} --distribute multi-worker` on every worker, "
+            f"`{resume_command(run_dir, distribute='multi-worker')}` on every worker, "
             "or pick a new --name."
         )
     own.mkdir(parents=True, exist_ok=True)
@@ -464,7 +464,7 @@ def resume(
     elif not str(info["data"]).startswith("tfds:") and not Path(info["data"]).exists():
         raise TransferkitError(
             f"The run's data folder {info['data']!r} is gone. If it moved, give its new place: "
-            f"{resume_command(run_dir)} --data NEW_FOLDER"
+            f"{resume_command(run_dir, data='NEW_FOLDER')}"
         )
     recipe = recipe_io.load(run_dir / "recipe.toml")
     if "test_split" not in info:  # started before fit held out a test split: keep the run's own split

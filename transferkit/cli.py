@@ -69,7 +69,11 @@ class _Group(click.Group):
             sys.exit(error.exit_code)
         except KeyboardInterrupt as interrupt:
             run_dir = getattr(interrupt, "run_dir", None)  # fit sets it once its run folder exists
-            resume = f" What was finished is saved: `{resume_command(run_dir)}` continues." if run_dir else ""
+            resume = (
+                f" What was finished is saved: `{resume_command(run_dir, shell=True)}` continues."
+                if run_dir
+                else ""
+            )
             click.echo(f"\nInterrupted.{resume}", err=True)
             sys.exit(130)
         except BrokenPipeError as error:  # e.g. `transferkit predict ... | head`
@@ -120,7 +124,9 @@ def _storage_error(error: OSError) -> None:
     """
     where = f": {error.filename}" if error.filename else ""
     run_dir = getattr(error, "run_dir", None)  # fit sets it: the folder it was writing
-    resume = f"; `{resume_command(run_dir)}` continues from the last finished epoch" if run_dir else ""
+    resume = (
+        f"; `{resume_command(run_dir, shell=True)}` continues from the last finished epoch" if run_dir else ""
+    )
     hint = _STORAGE_ERRORS[error.errno]
     click.echo(f"Error: {os.strerror(error.errno)}{where}. {hint}{resume}.", err=True)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -138,7 +144,7 @@ def _pipe_closed(run_dir) -> None:
     if run_dir is None:
         sys.exit(0)
     if (Path(run_dir) / "run.json").exists():
-        where = f" What was finished is saved: `{resume_command(run_dir)}` continues."
+        where = f" What was finished is saved: `{resume_command(run_dir, shell=True)}` continues."
     else:  # it had measured nothing yet, and its empty folder is gone
         where = " Nothing was saved; run the same command again."
     click.echo(f"\nStopped: the output pipe closed before the fit finished.{where}", err=True)

@@ -22,14 +22,28 @@ def say(verbose: int, message: str) -> None:
         print(message, flush=True)
 
 
-def resume_command(run_dir: str | Path | None) -> str:
-    """The shell command that continues ``run_dir`` (quoted: a folder may hold spaces).
+def resume_command(run_dir: str | Path | None, *, shell: bool | None = None, **settings: str) -> str:
+    """What continues ``run_dir``, as the user works: the shell command on the command line
+    (quoted: a folder may hold spaces), the call in Python; ``shell=True``: the command whoever
+    asks (the CLI's own handlers, after its command returned). ``settings``: more options, e.g.
+    ``data="NEW_FOLDER"``.
 
     Example:
         >>> resume_command("runs/my pets-auto-20261203-101500")
-        "transferkit fit --resume 'runs/my pets-auto-20261203-101500'"
+        "transferkit.resume('runs/my pets-auto-20261203-101500')"
+        >>> from transferkit.errors import on_command_line
+        >>> with on_command_line():
+        ...     resume_command("runs/my pets-auto-20261203-101500", data="NEW_FOLDER")
+        "transferkit fit --resume 'runs/my pets-auto-20261203-101500' --data NEW_FOLDER"
     """
-    return f"transferkit fit --resume {shlex.quote(str(run_dir)) if run_dir else 'RUN_DIR'}"
+    from transferkit.errors import command_line
+
+    folder = str(run_dir) if run_dir else "RUN_DIR"
+    if command_line() if shell is None else shell:
+        flags = "".join(f" --{name.replace('_', '-')} {value}" for name, value in settings.items())
+        return f"transferkit fit --resume {shlex.quote(folder) if run_dir else folder}{flags}"
+    arguments = "".join(f", {name}={value!r}" for name, value in settings.items())
+    return f"transferkit.resume({folder!r}{arguments})"
 
 
 def plural(count: float, noun: str) -> str:

@@ -77,6 +77,11 @@ def on_command_line() -> Iterator[None]:
         _ON_COMMAND_LINE.reset(token)
 
 
+def command_line() -> bool:
+    """Whether the call came from the ``transferkit`` command (inside :func:`on_command_line`)."""
+    return _ON_COMMAND_LINE.get()
+
+
 def setting(name: str, value: object = _NO_VALUE, *, placeholder: bool = False) -> str:
     """A setting as the user gives it, for a message to name: the flag on the command line, the
     keyword argument in Python (where a message naming ``--max-drop`` would send a Python user

@@ -174,7 +174,7 @@ def load_run(run_dir: str | Path, *, as_trained: bool = False) -> SavedRun:
         if beside := run_beside(run_dir):
             raise TransferkitError(f"No model.keras in {str(run_dir)!r}{beside}.")
         started = (run_dir / "state.json").exists() or (run_dir / "run.json").exists()
-        hint = " (the fit did not finish: use `transferkit fit --resume`)" if started else ""
+        hint = f" (the fit did not finish: `{resume_command(run_dir)}` finishes it)" if started else ""
         raise TransferkitError(
             f"No model.keras in {str(run_dir)!r}{hint}. Give the folder of a finished run."
         )

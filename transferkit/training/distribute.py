@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.console import resume_command
 from transferkit.errors import TransferkitError, choices_error, setting
 from transferkit.recipes import DISTRIBUTIONS
 from transferkit.training.callbacks import finalize_states
@@ -204,7 +205,7 @@ def peer_failures(run_dir: Path, cluster: Cluster | None) -> Iterator[None]:
         raise TransferkitError(
             f"A worker of the cluster stopped ({type(error).__name__} in a collective operation). "
             "Finished epochs are saved: restart every "
-            f"worker with `transferkit fit --resume {chief_dir} --distribute multi-worker`."
+            f"worker with `{resume_command(chief_dir, distribute='multi-worker')}`."
         ) from None
 
 
