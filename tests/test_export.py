@@ -196,6 +196,12 @@ def test_onnx_runs_in_onnxruntime_with_labels_in_its_metadata(run_dir, data, pix
     np.testing.assert_allclose(probs, keras_probabilities(run_dir, pixels), atol=1e-5)
     assert result.held_out["split"] == "data" and result.held_out["num_images"] == 36  # all of --data
     assert result.parity.top1_agreement == 1.0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    size = load_run(run_dir).image_size
+    assert [(v.name, v.shape) for v in session.get_inputs()] == [("pixels", ["batch", size, size, 3])]
+    assert [(v.name, v.shape[0]) for v in session.get_outputs()] == [("probabilities", "batch")]
 
 
 def _losing_half(monkeypatch):
@@ -300,7 +306,7 @@ def test_out_is_checked_before_any_work_and_a_folder_of_other_files_is_never_emp
     assert output_path(tmp_path / "apps", run_dir, "tflite", "none") == tmp_path / "apps" / "model.tflite"
     assert output_path(None, run_dir, "onnx", "none") == run_dir / "export" / "model.onnx"
     # A file named for another format is refused: ONNX bytes in a .tflite file open nowhere.
-    with pytest.raises(TransferkitError, match=r"ends in '.tflite', but a onnx file is '.onnx'"):
+    with pytest.raises(TransferkitError, match=r"ends in '.tflite', but an ONNX file is '.onnx'"):
         output_path(serving / "app.tflite", run_dir, "onnx", "none")
     args = ["export", str(run_dir), "--format", "saved_model", "--out", str(serving)]
     result = CliRunner().invoke(main, args)

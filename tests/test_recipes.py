@@ -223,6 +223,10 @@ def test_truncate_needs_a_cut():
 def test_load_missing_file_names_builtins(tmp_path):
     with pytest.raises(TransferkitError, match="small_similar"):
         recipes.load(tmp_path / "nope.toml")
+    with pytest.raises(
+        TransferkitError, match=r"^No recipe 'nonsense': neither a built-in one nor a file\. "
+    ):
+        recipes.load("nonsense")  # a mistyped built-in name, not a file that should have been there
     assert recipes.load("small_similar") == recipes.load_builtin("small_similar")
 
 

@@ -437,8 +437,8 @@ def load(path: str | Path) -> Recipe:
         if str(path) in builtin_names():
             return load_builtin(str(path))
         raise TransferkitError(
-            f"Recipe file {str(path)!r} does not exist. Give a path to a .toml file or one of: "
-            f"{', '.join(builtin_names())}."
+            f"No recipe {str(path)!r}: neither a built-in one nor a file. Give one of "
+            f"{', '.join(builtin_names())} or the path of a .toml file."
         )
     return loads(path.read_text(encoding="utf-8"), source=str(path))
 

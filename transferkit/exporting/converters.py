@@ -209,6 +209,8 @@ def write_onnx(model: keras.Model, path: Path, class_names: Sequence[str]) -> Pa
         )
     _rename_value(proto.graph, proto.graph.input[0].name, INPUT_NAME)
     _rename_value(proto.graph, proto.graph.output[0].name, OUTPUT_NAME)
+    for value in (proto.graph.input[0], proto.graph.output[0]):  # tf2onnx names it e.g. "unk__1056"
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_LABELS_KEY, json.dumps(list(class_names))
     onnx.checker.check_model(proto)

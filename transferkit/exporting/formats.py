@@ -14,6 +14,7 @@ from transferkit.errors import TransferkitError, choices_error, extra_install, s
 from transferkit.fileio import require_writable_folder
 
 FORMATS = ("saved_model", "tflite", "onnx")
+FORMAT_NAMES = {"saved_model": "a SavedModel", "tflite": "a TFLite", "onnx": "an ONNX"}  # "... file"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # TFLite only; int8: integer base, float head
 AUTO = "auto"  # the smallest of AUTO_ORDER that keeps accuracy within --max-drop
 AUTO_ORDER = ("int8", "dynamic", "float16", "none")  # smallest (and fastest on integer hardware) first
@@ -62,7 +63,8 @@ def output_path(out: str | Path | None, run_dir: Path, fmt: str, quantize: str) 
         path = path / default.name if as_folder else path
         if path.suffix.lower() != default.suffix:  # ONNX bytes in a .tflite file open nowhere
             raise TransferkitError(
-                f"{setting('out', out)} ends in {path.suffix!r}, but a {fmt} file is {default.suffix!r}: "
+                f"{setting('out', out)} ends in {path.suffix!r}, but {FORMAT_NAMES[fmt]} file is "
+                f"{default.suffix!r}: "
                 f"name it e.g. {path.with_suffix(default.suffix)}, or give a folder."
             )
         require_writable_folder(path.parent, setting("out"))
