@@ -15,7 +15,7 @@ from transferkit.backbones.weights import build_base
 from transferkit.cli import main
 from transferkit.recipes import HeadConfig
 from transferkit.reporting.diagnostics import calibration, confused_pairs, load_predictions
-from transferkit.reporting.grad_cam import grad_cam
+from transferkit.reporting.grad_cam import grad_cam, map_size
 from transferkit.testing import make_image_folder
 from transferkit.training.model import build_classifier, truncate
 
@@ -54,6 +54,7 @@ def test_grad_cam_maps_match_the_image_and_are_finite(cut):
     images = np.random.default_rng(1).integers(0, 256, (5, 16, 16, 3)).astype("float32")
     maps = grad_cam(model, images)
     assert maps.shape == (5, 16, 16) and np.isfinite(maps).all()
+    assert map_size(model) == ((2, 2) if cut is None else (4, 4))  # what the figure's title states
     assert maps.min() >= 0 and maps.max() <= 1 and maps.max() == pytest.approx(1.0)
     own = np.asarray(model(images, training=False))
     np.testing.assert_array_equal(grad_cam(model, images, probabilities=own), maps)
@@ -65,7 +66,7 @@ def test_grad_cam_is_none_without_a_4d_feature_map():
     flat = keras.Sequential(
         [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]
     )
-    assert grad_cam(flat, np.zeros((2, 8, 8, 3), "float32")) is None
+    assert grad_cam(flat, np.zeros((2, 8, 8, 3), "float32")) is None and map_size(flat) is None
 
 
 @pytest.fixture(scope="module")

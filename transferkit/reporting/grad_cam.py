@@ -33,6 +33,16 @@ def feature_map_chain(model: keras.Model) -> tuple[list, list] | None:
     return layers[: maps[-1] + 1], layers[maps[-1] + 1 :]
 
 
+def map_size(model: keras.Model) -> tuple[int, int] | None:
+    """The ``(height, width)`` of the feature map :func:`grad_cam` explains ``model``'s output in
+    (its heat maps are that coarse, upsampled to the image), or None where it explains none."""
+    chain = feature_map_chain(model)
+    if chain is None:
+        return None
+    height, width = chain[0][-1].output.shape[1:3]
+    return (int(height), int(width)) if height and width else None
+
+
 def _run(layers: Sequence, x):
     for layer in layers:
         x = layer(x, training=False)

@@ -113,7 +113,7 @@ def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[s
 def _write_grad_cam(
     run_dir: Path, model, images: np.ndarray, probabilities: np.ndarray, captions: list[str], notes: list[str]
 ) -> None:
-    from transferkit.reporting.grad_cam import grad_cam
+    from transferkit.reporting.grad_cam import grad_cam, map_size
     from transferkit.training.averaging import in_words, members_of
 
     if model is None:
@@ -123,17 +123,21 @@ def _write_grad_cam(
         from transferkit.reporting.runfolder import load_run
 
         model = load_run(run_dir).model
-    title = "Grad-CAM: where the evidence for the predicted class is (wrong predictions first)"
+    title, order = "Grad-CAM: where the evidence for the predicted class is", " (wrong predictions first)"
     members = members_of(model)
     if members:  # an averaged model: explain its prediction in the run's own network's last feature map
         name, model = next(iter(members.items()))
         maps = grad_cam(model, images.astype(np.float32), classes=probabilities.argmax(axis=1))
         title = f"Grad-CAM of the {in_words(name)} (one of the two averaged) for the averaged prediction"
+        order = ""
     else:
         maps = grad_cam(model, images.astype(np.float32), probabilities=probabilities)
     if maps is None:
         notes.append("The model has no 4-D feature map to explain (or is not a plain chain); no Grad-CAM.")
         return
+    if side := map_size(model):  # a 7 x 7 map at 224 px: the heat marks regions, not pixels
+        title += f", on a {side[0]}x{side[1]} feature map upsampled to the image"
+    title += order
     save_figure(image_grid_figure(images, captions, title, heat=maps), run_dir / FIGURES["grad_cam"])
 
 
