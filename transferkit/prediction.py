@@ -289,9 +289,9 @@ def predict(
         )
     if dark and run.white_level is None:  # a run that scaled its deep images reads these alike
         logger.warning(
-            "%d image(s) decode nearly black (e.g. %s): 16-bit files holding 12-bit values, read through "
-            "their high byte as this run (trained on 8-bit images) reads them? Their predictions mean "
-            "little: convert them to 8 bits per channel, or train on images like them.",
+            "%d image(s) decode nearly black (e.g. %s): 16-bit files holding 12-bit values, scaled from "
+            "the full 16-bit range (0-65535) as this run (trained on 8-bit images) scales them? Their "
+            "predictions mean little: convert them to 8 bits per channel, or train on images like them.",
             len(dark),
             dark[0],
         )
