@@ -10,6 +10,8 @@ import numbers
 import shlex
 from pathlib import Path
 
+from transferkit.errors import command_line
+
 
 def say(verbose: int, message: str) -> None:
     """Print ``message`` (flushed, so it interleaves with the bars) unless ``verbose`` is 0.
@@ -36,8 +38,6 @@ def resume_command(run_dir: str | Path | None, *, shell: bool | None = None, **s
         ...     resume_command("runs/my pets-auto-20261203-101500", data="NEW_FOLDER")
         "transferkit fit --resume 'runs/my pets-auto-20261203-101500' --data NEW_FOLDER"
     """
-    from transferkit.errors import command_line
-
     folder = str(run_dir) if run_dir else "RUN_DIR"
     if command_line() if shell is None else shell:
         flags = "".join(f" --{name.replace('_', '-')} {value}" for name, value in settings.items())
