@@ -6,6 +6,7 @@ stop cleanly and say how to resume.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import gc
@@ -16,6 +17,7 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -53,6 +55,25 @@ class _Command(click.Command):
         return super().invoke(ctx)
 
 
+@contextlib.contextmanager
+def _own_warnings_as_lines() -> Iterator[None]:
+    """Print a :class:`TransferkitWarning` as its message alone, one line on stderr (Python shows
+    a warning as two: where it was raised, then the source line); other warnings as Python does."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TransferkitWarning):
+            click.echo(str(message), err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 class _Group(click.Group):
     """Turns known errors into one clear line and an exit code instead of a traceback."""
 
@@ -62,7 +83,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            with on_command_line():  # messages name settings by their flags
+            with on_command_line(), _own_warnings_as_lines():  # messages name settings by their flags
                 return super().invoke(ctx)
         except TransferkitError as error:
             click.echo(f"Error: {error}", err=True)
@@ -668,14 +689,7 @@ def predict(run_dir, inputs, top_k, fmt, output, tta, contact_sheet):
     if output:  # checked before the predicting, which may take long; created as --contact-sheet is
         require_writable_folder(Path(output).parent, "--out")
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(record=True) as said:  # one line each on stderr, not a warning's two
-        warnings.simplefilter("always", TransferkitWarning)
-        results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
-    for warning in said:
-        if issubclass(warning.category, TransferkitWarning):
-            click.echo(str(warning.message), err=True)
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    results = api.predict(run_dir, list(inputs), top_k=top_k, tta=tta, contact_sheet=contact_sheet)
     stream = io.StringIO(newline="")
     if fmt == "json":
         json.dump(results, stream, indent=2, ensure_ascii=False)  # names as written: UTF-8 out
