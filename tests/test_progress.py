@@ -1,6 +1,8 @@
 """fit's hooks for apps: their Keras callbacks, plain progress events, one bar per phase, quiet TF."""
 
+import contextlib
 import gc
+import io
 import logging
 import os
 import subprocess
@@ -71,12 +73,39 @@ class EpochRecorder(keras.callbacks.Callback):
 
 @pytest.fixture(scope="module")
 def observed(folder, two_phases, tmp_path_factory):
-    recorder, events = EpochRecorder(), []
+    """One fit with an app's callback and progress listener, at ``verbose=2`` (its printed log lines
+    kept): (run, recorder, events, printed)."""
+    recorder, events, printed = EpochRecorder(), [], io.StringIO()
     out = tmp_path_factory.mktemp("runs")
-    run = transferkit.fit(
-        str(folder), recipe=two_phases, out=out, verbose=0, callbacks=[recorder], progress=events.append
+    with contextlib.redirect_stdout(printed):
+        run = transferkit.fit(
+            str(folder), recipe=two_phases, out=out, verbose=2, callbacks=[recorder], progress=events.append
+        )
+    return run, recorder, events, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def with_bars(folder, two_phases, tmp_path_factory):
+    """One fit at ``verbose=1`` started as in a notebook (the collector's freeze undone: a CLI command
+    run in this process earlier froze its imports) with TensorFlow's logger at INFO: (run, printed,
+    the logger's level at each epoch end and after the fit, the collector's freeze count at each
+    epoch end and after the fit)."""
+    logger = logging.getLogger("tensorflow")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    levels, frozen, printed = [], [], io.StringIO()
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda *_: (levels.append(logger.level), frozen.append(gc.get_freeze_count()))
     )
-    return run, recorder, events
+    gc.unfreeze()
+    try:
+        with contextlib.redirect_stdout(printed):
+            out = tmp_path_factory.mktemp("runs")
+            run = transferkit.fit(str(folder), recipe=two_phases, out=out, verbose=1, callbacks=[spy])
+        after = (logger.level, gc.get_freeze_count())
+    finally:
+        logger.setLevel(before)
+    return run, printed.getvalue(), (levels, after[0]), (frozen, after[1])
 
 
 def _history_epochs(run) -> list[tuple[str, int]]:
@@ -87,7 +116,7 @@ def _history_epochs(run) -> list[tuple[str, int]]:
 
 
 def test_app_callbacks_see_every_epoch_of_every_phase(observed):
-    run, recorder, _ = observed
+    run, recorder, _, _ = observed
     history = _history_epochs(run)
     assert len({phase for phase, _ in history}) == 2
     assert recorder.fits == 2 and recorder.epochs == [epoch for _, epoch in history]
@@ -95,14 +124,14 @@ def test_app_callbacks_see_every_epoch_of_every_phase(observed):
 
 def test_a_head_phase_trains_a_whole_epoch_per_call_and_an_image_phase_a_batch(observed):
     # Batch hooks see one call per execution of the train function (Keras' steps_per_execution).
-    run, recorder, _ = observed
+    run, recorder, _, _ = observed
     epochs = [sum(1 for name, _ in _history_epochs(run) if name == phase.name) for phase in run.recipe.phases]
     assert recorder.steps[0] > 1 and recorder.steps[1] > 1
     assert recorder.batch_calls == [epochs[0], epochs[1] * recorder.steps[1]]
 
 
 def test_progress_events_come_phase_by_phase_then_finished(observed):
-    run, _, events = observed
+    run, _, events, _ = observed
     history = _history_epochs(run)
     expected = []
     for index, phase in enumerate(run.recipe.phases):
@@ -150,20 +179,8 @@ def test_unusable_hooks_are_a_fixable_error(callbacks, progress, message):
         fit_hooks(callbacks, progress, verbose=0)
 
 
-def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(
-    folder, two_phases, tmp_path, capsys
-):
-    logger = logging.getLogger("tensorflow")
-    before = logger.level
-    logger.setLevel(logging.INFO)
-    levels = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: levels.append(logger.level))
-    try:
-        run = transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=1, callbacks=[spy])
-        after = logger.level
-    finally:
-        logger.setLevel(before)
-    printed = capsys.readouterr().out
+def test_verbose_fit_shows_one_bar_per_phase_instead_of_keras_epoch_lines(with_bars):
+    run, printed, (levels, after), _ = with_bars
     for index, phase in enumerate(run.recipe.phases):
         assert f"phase {index + 1}/2 {phase.name}" in printed
     assert "Epoch 1/" not in printed  # Keras' own per-epoch output is off
@@ -284,9 +301,8 @@ def test_log_lines_write_at_most_ten_lines_per_phase_and_the_last_epoch(capsys):
     assert line.startswith("phase 1/2 head: epoch 20/200") and line.endswith(" s)")
 
 
-def test_log_lines_replace_keras_output_when_verbose_is_2(folder, two_phases, tmp_path, capsys):
-    run = transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=2)
-    printed = capsys.readouterr().out
+def test_log_lines_replace_keras_output_when_verbose_is_2(observed):
+    run, _, _, printed = observed
     assert "Epoch 1/" not in printed
     for index, phase in enumerate(run.recipe.phases):
         assert f"phase {index + 1}/2 {phase.name}: epoch {phase.epochs}/{phase.epochs}" in printed
@@ -305,15 +321,10 @@ def test_the_cli_uses_no_deprecated_click_api():
     assert result.exit_code == 0 and "Usage:" in result.output
 
 
-def test_a_fit_leaves_older_objects_out_of_the_collectors_passes_and_puts_them_back(
-    folder, two_phases, tmp_path
-):
-    gc.unfreeze()  # as in a notebook (a CLI command run in this process earlier froze its imports)
-    frozen = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: frozen.append(gc.get_freeze_count()))
-    transferkit.fit(str(folder), recipe=two_phases, out=tmp_path, verbose=0, callbacks=[spy])
+def test_a_fit_leaves_older_objects_out_of_the_collectors_passes_and_puts_them_back(with_bars):
+    _, _, _, (frozen, after) = with_bars
     assert frozen and min(frozen) > 0  # what existed before the fit, left alone while it ran
-    assert gc.get_freeze_count() == 0  # and back in the collector's care afterwards
+    assert after == 0  # and back in the collector's care afterwards
 
 
 def test_a_caching_bar_over_an_image_pipeline_counts_to_the_batches_it_is_told():
