@@ -322,14 +322,57 @@ def full_resolution():
         yield
 
 
+def _recording_feature_passes(patch: pytest.MonkeyPatch) -> list[tuple[str, int, bool]]:
+    """Record each :meth:`FeatureCache.for_phase` call (the extractor, the phase, whether it was served
+    from passes computed beforehand), then run it as it is."""
+    given = []
+    original = FeatureCache.for_phase
+
+    def recording(self, index, *args, **kwargs):
+        given.append((self.extractor.name, index, self.first_passes is not None))
+        return original(self, index, *args, **kwargs)
+
+    patch.setattr(FeatureCache, "for_phase", recording)
+    return given
+
+
 @pytest.fixture(scope="module")
-def averaged_run(tmp_path_factory):
+def averaged_fit(tmp_path_factory):
+    """The reference averaged fit, with the feature passes it asked for (recorded, not changed)."""
     root = tmp_path_factory.mktemp("averaged")
     data = make_image_folder(root / "data", classes=2, per_class=80, size=32)
     for i in range(0, 80, 6):  # every sixth image of one class filed under the other: validation errors,
         shutil.move(data / "class_0" / f"img_{i}.png", data / "class_1" / f"moved_{i}.png")  # calibrated
-    with _full_resolution_at_fit_size():
-        return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT)
+    with _full_resolution_at_fit_size(), pytest.MonkeyPatch.context() as patch:
+        given = _recording_feature_passes(patch)
+        return data, transferkit.fit(str(data), out=root / "runs", name="reference", **FIT), given
+
+
+@pytest.fixture(scope="module")
+def averaged_run(averaged_fit):
+    data, run, _ = averaged_fit
+    return data, run
+
+
+@pytest.fixture(scope="module")
+def compared_networks(averaged_run, tmp_path_factory):
+    """compare on the averaged run's data and seed, told the data is dissimilar as the reference fit
+    was: its two recipes fitted each on its own (passing the images itself), then joined; with the
+    feature passes its fits asked for (recorded, not changed)."""
+    from transferkit.selection import measure
+
+    data, _ = averaged_run
+    probe = measure.probe_quadrant
+    recipes = ("large_dissimilar", "small_dissimilar")
+    settings = {key: value for key, value in FIT.items() if key != "similar"}  # compare measures it
+    out = tmp_path_factory.mktemp("compared")
+    with _full_resolution_at_fit_size(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(  # as the reference fit was told: dissimilar
+            measure, "probe_quadrant", lambda *args, **kwargs: probe(*args, **{**kwargs, "similar": False})
+        )
+        given = _recording_feature_passes(patch)
+        compared = transferkit.compare(data, recipes=recipes, out=out, name="both", **settings)  # a Path
+    return compared, given
 
 
 def test_fit_trains_the_partner_in_its_own_folder_and_saves_the_average(averaged_run):
@@ -558,20 +601,12 @@ def test_an_averaged_run_without_a_test_split_records_each_networks_validation_f
 
 @pytest.mark.usefixtures("full_resolution")
 def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_trained(
-    averaged_run, tmp_path, monkeypatch
+    averaged_run, compared_networks, tmp_path
 ):
     """The averaged pick gets a run folder of its own: the two networks compare trained, joined as
     fit joins them and saved, with the figures of fit's averaged run on the same data and seed."""
-    from transferkit.selection import measure
-
     data, reference = averaged_run
-    probe = measure.probe_quadrant
-    monkeypatch.setattr(  # as the reference fit was told: dissimilar
-        measure, "probe_quadrant", lambda *args, **kwargs: probe(*args, **{**kwargs, "similar": False})
-    )
-    recipes = ("large_dissimilar", "small_dissimilar")
-    settings = {key: value for key, value in FIT.items() if key != "similar"}  # compare measures it
-    compared = transferkit.compare(data, recipes=recipes, out=tmp_path, name="both", **settings)  # a Path
+    compared, _ = compared_networks
     pick = compared.runs[-1]
     assert (pick.recipe, pick.picked) == (AVERAGED, True)
     folder = pathlib.Path(pick.run_dir)
@@ -592,32 +627,24 @@ def test_compares_averaged_pick_is_fits_model_joined_from_the_two_runs_it_traine
         transferkit.compare(str(data), recipes=(tmp_path / "averaged.toml",), out=tmp_path, verbose=0)
 
 
-@pytest.mark.usefixtures("full_resolution")
-def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(
-    averaged_run, tmp_path, monkeypatch
-):
+def test_the_passes_shared_by_both_networks_train_what_each_would_have_alone(averaged_run, compared_networks):
     """One set of augmented passes serves the whole network's warm-up and the partner's head: the
-    same figures as when each network passes the images itself."""
-    data, shared = averaged_run
-    computed = []
-    original = FeatureCache.for_phase
-
-    def counting(self, *args, **kwargs):
-        computed.append(self.first_passes is None)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FeatureCache, "for_phase", counting)
-    monkeypatch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
-    alone = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    same figures as when each network passes the images itself (compare's two fits of their own, on
+    the same data and seed)."""
+    _, shared = averaged_run
+    compared, given = compared_networks
+    computed = [not served for _, _, served in given]
     assert computed == [True, True]  # each network's first phase passed the images itself
+    whole, truncation, averaged = compared.runs
     np.testing.assert_allclose(
-        load_predictions(alone.run_dir).probabilities,
+        load_predictions(averaged.run_dir).probabilities,
         load_predictions(shared.run_dir).probabilities,
         atol=1e-5,
     )
-    assert alone.metrics.accuracy == shared.metrics.accuracy
-    for folder in ("", "partner"):  # each network's epochs: the same losses
-        ours, theirs = (read_history(run.run_dir / folder / "history.csv") for run in (alone, shared))
+    assert averaged.accuracy == shared.metrics.accuracy
+    for alone, folder in ((whole, ""), (truncation, "partner")):  # each network's epochs: the same losses
+        ours = read_history(pathlib.Path(alone.run_dir) / "history.csv")
+        theirs = read_history(shared.run_dir / folder / "history.csv")
         losses = [float(row[key]) for row in ours for key in ("loss", "val_loss")]
         assert losses == pytest.approx(
             [float(row[key]) for row in theirs for key in ("loss", "val_loss")], abs=1e-5
@@ -673,18 +700,8 @@ def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_o
     )
 
 
-@pytest.mark.usefixtures("full_resolution")
-def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_run, tmp_path, monkeypatch):
-    data, _ = averaged_run
-    given = []
-    original = FeatureCache.for_phase
-
-    def recording(self, index, *args, **kwargs):
-        given.append((self.extractor.name, index, self.first_passes is not None))
-        return original(self, index, *args, **kwargs)
-
-    monkeypatch.setattr(FeatureCache, "for_phase", recording)
-    transferkit.fit(str(data), out=tmp_path, name="once", **FIT)
+def test_an_averaged_fit_passes_its_images_once_for_both_first_phases(averaged_fit):
+    _, _, given = averaged_fit
     # The shared graph's passes, then each network's first phase served from them.
     assert [name for name, _, _ in given][0] == "shared_features"
     assert [(index, served) for _, index, served in given[1:]] == [(0, True), (0, True)]
