@@ -30,12 +30,25 @@ from transferkit.selection import rules
 from transferkit.selection.compare import AVERAGED, with_averaged_pick
 from transferkit.selection.decision import Selection, select
 from transferkit.testing import Interrupted, interrupt_at, make_image_folder
-from transferkit.training import averaging
+from transferkit.training import augment_check, averaging
 from transferkit.training.augment_check import AugmentCheck
 from transferkit.training.calibration import scaled_probabilities
 from transferkit.training.callbacks import read_history
 from transferkit.training.head_phase import FeatureCache
 from transferkit.training.trainer import Trainer, TrainState
+
+
+@pytest.fixture(scope="module", autouse=True)
+def augmentation_checks_train_the_phases_epochs():
+    """Every fit here checks augmentation with heads that train the phase's epochs (at most 2) instead
+    of at least :data:`augment_check.MIN_EPOCHS` (50), 15-25% of a fit's CPU here: the check's heads
+    are thrown away (the phase starts from the weights they started from). What this module checks is
+    which passes reach each network's check and head and that a run gives what its counterpart gives,
+    with the check's first look forced or measured alike on both sides; not the check's decision."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(augment_check, "MIN_EPOCHS", 1)
+        yield
+
 
 # ----------------------------------------------------------------------------------------------
 # The selector's rule
