@@ -602,7 +602,8 @@ def test_an_averaged_run_without_a_test_split_records_each_networks_validation_f
     monkeypatch.setattr(decision, "averages_frozen_base", lambda scores: True)
     monkeypatch.setattr(decision, "averages_leading_cut", lambda scores: True)
     data = make_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
-    settings = dict(backbone="tiny", weights="random", image_size=64, epochs=2, batch_size=8, verbose=2)
+    # 32 px: both networks are still frozen bases scored on cached validation features, at any size.
+    settings = dict(backbone="tiny", weights="random", image_size=32, epochs=2, batch_size=8, verbose=2)
     run = transferkit.fit(str(data), size="small", test_split=0, selection="fast", out=tmp_path, **settings)
     assert run.selection.partner is not None and run.headline == "validation"
     members = json.loads((run.run_dir / "metrics.json").read_text())["members"]
