@@ -29,20 +29,56 @@ def folder(tmp_path_factory) -> str:
     )
 
 
+def _invoke_recording(module, name: str, args: list[str]):
+    """Run the CLI with ``args``; returns its result and what ``module.name`` (the API function the
+    command calls, run for real) returned to it."""
+    made, real = [], getattr(module, name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, name, lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (returned,) = made
+    return result, returned
+
+
 @pytest.fixture(scope="module")
-def compared(folder, tmp_path_factory) -> ComparisonResult:
+def analyzed(folder, tmp_path_factory):
+    """One ``transferkit analyze``, shared by the tests of what it prints and what it writes; its data
+    a path from the home folder, as typed."""
+    from transferkit.selection import analyze
+
+    out = tmp_path_factory.mktemp("analyze")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(Path(folder).parent))
+        args = ["analyze", "--data", f"~/{Path(folder).name}", *TINY_FLAGS, "--out", str(out)]
+        printed, result = _invoke_recording(analyze, "analyze", args)
+    return printed, result, out
+
+
+@pytest.fixture(scope="module")
+def compare_cli(folder, tmp_path_factory):
+    """One ``transferkit compare`` of every recipe (a fit each), shared by the tests of what it
+    prints and of the ComparisonResult it made."""
+    from transferkit.selection import compare
+
     out = tmp_path_factory.mktemp("compare")
-    return transferkit.compare(folder, **TINY, epochs=1, batch_size=8, out=out, name="cmp", verbose=0)
+    args = ["compare", "--data", folder, *TINY_FLAGS, "--recipes", ",".join(QUADRANTS), "--epochs", "1",
+            "--batch-size", "8", "--out", str(out), "--name", "cmp", "--quiet"]  # fmt: skip
+    return _invoke_recording(compare, "compare", args)
 
 
-def test_analyze_writes_the_evidence_and_the_json_round_trips(folder, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(Path(folder).parent))  # a path from the home folder, as typed
-    result = transferkit.analyze(f"~/{Path(folder).name}", **TINY, out=tmp_path, verbose=0)
+@pytest.fixture(scope="module")
+def compared(compare_cli) -> ComparisonResult:
+    return compare_cli[1]
+
+
+def test_analyze_writes_the_evidence_and_the_json_round_trips(analyzed, folder):
+    _, result, out = analyzed
     assert result.card.source == str(Path(folder).resolve())  # recorded absolute, ~ expanded
     command = result.compare_command()  # the compare it suggests builds the same base
     assert f"--data {result.card.source}" in command and "--weights random" in command
 
-    assert result.run_dir.parent == tmp_path and result.run_dir.name.startswith("analyze-shapes-")
+    assert result.run_dir.parent == out and result.run_dir.name.startswith("analyze-shapes-")
     for name in ("dataset_card.json", "selection.json", "selection.png"):
         assert (result.run_dir / name).stat().st_size > 0
     assert (result.run_dir / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -155,20 +191,14 @@ def test_compare_checks_its_arguments_before_any_work(folder, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_analyze_prints_the_cut_table_and_the_decision(folder, tmp_path):
-    result = CliRunner().invoke(main, ["analyze", "--data", folder, *TINY_FLAGS, "--out", str(tmp_path)])
-
-    assert result.exit_code == 0, result.output
+def test_cli_analyze_prints_the_cut_table_and_the_decision(analyzed):
+    result, _, _ = analyzed  # its exit code checked there
     for text in ("probe accuracy", "block3_pool", "Chosen:", "confidence", "selection.json"):
         assert text in result.stdout
 
 
-def test_cli_compare_prints_the_side_by_side_table(folder, tmp_path):
-    args = ["compare", "--data", folder, *TINY_FLAGS, "--recipes", "small_similar,small_dissimilar",
-            "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path), "--quiet"]  # fmt: skip
-    result = CliRunner().invoke(main, args)
-
-    assert result.exit_code == 0, result.output
+def test_cli_compare_prints_the_side_by_side_table(compare_cli):
+    result, _ = compare_cli  # its exit code checked there
     assert "recipe" in result.stdout and "accuracy" in result.stdout and "comparison.json" in result.stdout
     assert " *" in result.stdout and "Selection took" in result.stdout
 

@@ -42,6 +42,44 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "shapes", classes=3, per_class=10)
 
 
+# The quadrants whose recipes test_recipe_learns_separable_data checks train long enough to learn, the
+# others one epoch; a fit's cost is mostly fixed (tracing, the augmentation check, plots, report).
+LEARNING_EPOCHS = {("small", True): 30, ("large", False): 30}
+
+
+@pytest.fixture(scope="module")
+def quadrant_run(folder, tmp_path_factory):
+    """``quadrant_run(size, similar)``: the fit of that quadrant on ``folder``, made when a test first
+    asks for it and shared by the tests that check different aspects of it. None of them changes
+    the run folder (those that do change a copy), nor traces the model's predict function
+    (test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures checks it was not)."""
+    runs = {}
+
+    def run(size, similar):
+        if (size, similar) not in runs:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(folder.parent)  # a relative --data: the run records where its images are
+                runs[size, similar] = transferkit.fit(
+                    folder.name,
+                    size=size,
+                    similar=similar,
+                    backbone="tiny",
+                    weights="random",
+                    epochs=LEARNING_EPOCHS.get((size, similar), 1),
+                    batch_size=8,
+                    out=tmp_path_factory.mktemp("runs"),
+                    verbose=0,
+                )
+        return runs[size, similar]
+
+    return run
+
+
+def _copy_of(run, tmp_path):
+    """A copy of a shared run's folder, for a test that changes it."""
+    return Path(shutil.copytree(run.run_dir, tmp_path / run.run_dir.name))
+
+
 @pytest.mark.parametrize(
     ("size", "similar", "strategy"),
     [
@@ -51,18 +89,8 @@ def folder(tmp_path_factory):
         ("large", False, "retrain"),
     ],
 )
-def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, size, similar, strategy):
-    run = transferkit.fit(
-        str(folder),
-        size=size,
-        similar=similar,
-        backbone="tiny",
-        weights="random",
-        epochs=1,
-        batch_size=8,
-        out=tmp_path,
-        verbose=0,
-    )
+def test_each_quadrant_trains_and_writes_the_full_run_folder(quadrant_run, size, similar, strategy):
+    run = quadrant_run(size, similar)  # 1 epoch, or 30 where test_recipe_learns_separable_data shares it
     assert run.recipe.strategy == strategy
     assert RUN_FILES <= {p.name for p in run.run_dir.iterdir()}
     metrics = json.loads((run.run_dir / "metrics.json").read_text())["validation"]
@@ -75,23 +103,16 @@ def test_each_quadrant_trains_and_writes_the_full_run_folder(folder, tmp_path, s
         assert run.recipe.backbone.cut in transferkit.get_backbone("tiny").cut_points
     model = keras.models.load_model(run.run_dir / "model.keras", safe_mode=True)
     pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(
-        model.predict(pixels, verbose=0), run.model.predict(pixels, verbose=0), atol=1e-6
-    )
+    # The fit's model called, not its predict(): that would trace the shared run's predict function.
+    in_memory = keras.ops.convert_to_numpy(run.model(pixels, training=False))
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), in_memory, atol=1e-6)
 
 
 @pytest.mark.parametrize("recipe", ["small_similar", "large_dissimilar"])
-def test_recipe_learns_separable_data(folder, tmp_path, recipe):
-    run = transferkit.fit(
-        str(folder),
-        recipe=recipe,
-        backbone="tiny",
-        weights="random",
-        epochs=30,
-        batch_size=8,
-        out=tmp_path,
-        verbose=0,
-    )
+def test_recipe_learns_separable_data(quadrant_run, recipe):
+    size, similar = {"small_similar": ("small", True), "large_dissimilar": ("large", False)}[recipe]
+    run = quadrant_run(size, similar)  # that quadrant's fit, trained 30 epochs (LEARNING_EPOCHS)
+    assert run.recipe.name == recipe and run.recipe.phases[-1].epochs == 30
     with open(run.run_dir / "history.csv", newline="") as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
@@ -214,9 +235,8 @@ def _tiny_fit(data, out, **options):
     return transferkit.fit(str(data), out=out, verbose=0, **options)
 
 
-def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, tmp_path, monkeypatch):
-    monkeypatch.chdir(folder.parent)  # a relative --data: the run records where its images are
-    run = _tiny_fit(folder.name, tmp_path)
+def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, quadrant_run):
+    run = quadrant_run("small", True)  # small_similar, made from a relative --data (quadrant_run)
     paths = load_predictions(run.run_dir).paths
     assert len(paths) == 6 and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
     record = json.loads((run.run_dir / "metrics.json").read_text())
@@ -240,6 +260,15 @@ def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, t
     clean = round(record["test"]["accuracy"], 4)
     assert robustness["clean_accuracy"] == clean == run.robustness.clean_accuracy
     assert robustness["pixel_noise"] == 2.0 and 0 <= robustness["accuracy"] <= 1
+
+
+def test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures(quadrant_run):
+    run = quadrant_run("small", True)  # small_similar, 30 epochs: its best epoch restored and saved
+    assert run.model.predict_function is None  # Keras' predict function was never traced
+    again = transferkit.evaluate(run.run_dir)  # the saved model.keras, predict_on_batch, same test split
+    assert again.num_samples == run.metrics.num_samples == 6
+    assert again.accuracy == run.metrics.accuracy
+    assert again.loss == pytest.approx(run.metrics.loss, rel=1e-4, abs=1e-6)
 
 
 def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(tmp_path, capsys):
@@ -291,43 +320,45 @@ def test_a_given_similarity_skips_the_forward_pass_it_would_discard(folder, monk
     assert run.selection is None or (run.selection.similar and not run.selection.scores)
 
 
-def test_resume_dry_run_trains_nothing_and_writes_nothing(tmp_path):
-    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
-    run = _tiny_fit(data, tmp_path / "runs")
-    info = json.loads((run.run_dir / "run.json").read_text())
-    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
-    before = {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()}
-    result = CliRunner().invoke(main, ["fit", "--resume", str(run.run_dir), "--dry-run", "-q"])
+def test_resume_dry_run_trains_nothing_and_writes_nothing(quadrant_run, tmp_path):
+    run_dir = _copy_of(quadrant_run("small", True), tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["fit", "--resume", str(run_dir), "--dry-run", "-q"])
     assert result.exit_code == 0, result.output
     assert "nothing was trained" in result.output
-    assert {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()} == before
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
 
 
-def test_resume_rebuilds_the_same_test_split_and_refuses_a_changed_one(tmp_path):
-    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
-    run = _tiny_fit(data, tmp_path / "runs")
-    info = json.loads((run.run_dir / "run.json").read_text())
-    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
-    assert transferkit.resume(run.run_dir, dry_run=True, verbose=0).run_dir is None  # same split: fine
+def test_resume_rebuilds_the_same_test_split_and_refuses_a_changed_one(folder, quadrant_run, tmp_path):
+    # A copy of the shared run on a copy of its images (images are added below): its run.json names
+    # that copy, as a run made on it would.
+    data = Path(shutil.copytree(folder, tmp_path / "data"))
+    run_dir = _copy_of(quadrant_run("small", True), tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "data": str(data), "status": "training"}))
+    assert transferkit.resume(run_dir, dry_run=True, verbose=0).run_dir is None  # same split: fine
     make_image_folder(tmp_path / "more", classes=2, per_class=6, seed=1)
     for image in (tmp_path / "more" / "class_0").iterdir():
         image.rename(data / "class_0" / f"extra-{image.name}")
     with pytest.raises(transferkit.TransferkitError, match="held-out test split .* is not the one"):
-        transferkit.resume(run.run_dir, dry_run=True, verbose=0)
+        transferkit.resume(run_dir, dry_run=True, verbose=0)
 
 
-def test_a_run_from_before_the_test_split_resumes_on_its_own_split(tmp_path, monkeypatch, capsys):
-    data = make_image_folder(tmp_path / "data", classes=2, per_class=10)
-    run = _tiny_fit(data, tmp_path / "runs")
-    info = json.loads((run.run_dir / "run.json").read_text())
+def test_a_run_from_before_the_test_split_resumes_on_its_own_split(
+    quadrant_run, tmp_path, monkeypatch, capsys
+):
+    run_dir = _copy_of(quadrant_run("small", True), tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
     del info["test_split"]  # what a run.json written before the held-out split looks like
-    (run.run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "training"}))
     loaded = []
     real_load = api.load_splits
     monkeypatch.setattr(
         api, "load_splits", lambda data, recipe: loaded.append(recipe) or real_load(data, recipe)
     )
-    transferkit.resume(run.run_dir, dry_run=True, verbose=1)
+    transferkit.resume(run_dir, dry_run=True, verbose=1)
     assert [recipe.data.test_split for recipe in loaded] == [0.0]
     assert "resumes without one" in capsys.readouterr().out
 
@@ -457,14 +488,22 @@ def test_datasets_list_is_what_datasets_alone_prints():
     )
 
 
-def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def stopped_at_report(folder, tmp_path_factory):
+    """The folder of a fit stopped while writing its report; the tests that resume it resume a copy."""
     from transferkit import session
 
-    with monkeypatch.context() as patch:
+    out = tmp_path_factory.mktemp("stopped")
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(session, "write_interpretation", stopped)
         with pytest.raises(KeyboardInterrupt):
-            _tiny_fit(folder, tmp_path)
-    (run_dir,) = tmp_path.iterdir()
+            _tiny_fit(folder, out)
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(stopped_at_report, tmp_path):
+    run_dir = Path(shutil.copytree(stopped_at_report, tmp_path / stopped_at_report.name))
     assert (run_dir / "model.keras").exists() and not (run_dir / "report.html").exists()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "reporting"
     before = json.loads((run_dir / "metrics.json").read_text())
@@ -475,19 +514,14 @@ def test_a_fit_stopped_while_writing_its_report_resumes_and_writes_it(folder, tm
 
 
 def test_run_json_records_the_software_and_machine_and_a_resume_elsewhere_adds_its_own(
-    folder, tmp_path, monkeypatch
+    stopped_at_report, tmp_path, monkeypatch
 ):
     """Fits repeat exactly on one kind of machine, not across kinds: run.json says which it was."""
     import tensorflow as tf
 
-    from transferkit import session
     from transferkit.training.device import vector_extension
 
-    with monkeypatch.context() as patch:
-        patch.setattr(session, "write_interpretation", stopped)
-        with pytest.raises(KeyboardInterrupt):
-            _tiny_fit(folder, tmp_path)
-    (run_dir,) = tmp_path.iterdir()
+    run_dir = Path(shutil.copytree(stopped_at_report, tmp_path / stopped_at_report.name))
     started = json.loads((run_dir / "run.json").read_text())["environment"]
     assert started["tensorflow"] == tf.__version__ and started["keras"] == keras.__version__
     assert started["transferkit"] == transferkit.__version__ and started["cpus"] >= 1
@@ -775,15 +809,6 @@ def test_public_api_names_all_resolve():
     }
     for name in transferkit.__all__:
         assert getattr(transferkit, name) is not None
-
-
-def test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures(folder, tmp_path):
-    run = _tiny_fit(folder, tmp_path, epochs=2)
-    assert run.model.predict_function is None  # Keras' predict function was never traced
-    again = transferkit.evaluate(run.run_dir)  # the saved model.keras, predict_on_batch, same test split
-    assert again.num_samples == run.metrics.num_samples == 6
-    assert again.accuracy == run.metrics.accuracy
-    assert again.loss == pytest.approx(run.metrics.loss, rel=1e-4, abs=1e-6)
 
 
 def test_a_run_from_before_precision_was_recorded_resumes_in_the_one_its_device_line_names():

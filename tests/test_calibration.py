@@ -168,12 +168,36 @@ def _fit(folder, out, **options):
     return transferkit.fit(str(folder), out=out, verbose=0, **options)
 
 
-def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder, tmp_path, monkeypatch):
-    # 6 validation images: too few by default; here any number and any errors will do.
-    monkeypatch.setattr(calibration, "MIN_IMAGES", 1)
-    monkeypatch.setattr(calibration, "MIN_ERRORS", 0)
-    monkeypatch.setattr(calibration, "TEMPERATURE_BOUNDS", (0.25, 8.0))  # whichever way this one moves
-    run = _fit(folder, tmp_path / "calibrated")
+def _counting_passes(patch, passes: list):
+    """Record the name of each network the session passes a data set through (predict_dataset)."""
+    from transferkit import session
+
+    original = session.predict_dataset
+
+    def counted(model, data, predict=None):
+        passes.append(model.name)
+        return original(model, data, predict)
+
+    patch.setattr(session, "predict_dataset", counted)
+
+
+@pytest.fixture(scope="module")
+def calibrated(folder, tmp_path_factory):
+    """A frozen (small_similar) fit whose temperature is fitted, and the networks its images passed
+    through: shared by the tests of what the temperature does and of how it is fitted."""
+    passes = []
+    with pytest.MonkeyPatch.context() as patch:
+        # 6 validation images: too few by default; here any number and any errors will do.
+        patch.setattr(calibration, "MIN_IMAGES", 1)
+        patch.setattr(calibration, "MIN_ERRORS", 0)
+        patch.setattr(calibration, "TEMPERATURE_BOUNDS", (0.25, 8.0))  # whichever way this one moves
+        _counting_passes(patch, passes)
+        run = _fit(folder, tmp_path_factory.mktemp("calibrated"))
+    return run, passes
+
+
+def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(calibrated, folder, tmp_path):
+    run, _ = calibrated
     record = json.loads((run.run_dir / "metrics.json").read_text())["calibration"]
     assert record["method"] == "temperature" and record["fitted_on"] == "validation"
     assert record["applied"] and record["temperature"] != 1.0 and record["images"] == 6
@@ -192,22 +216,14 @@ def test_fit_reports_the_temperature_and_saves_the_model_that_carries_it(folder,
 
 
 def test_a_frozen_network_is_calibrated_on_its_cached_validation_features_without_a_pass(
-    folder, tmp_path, monkeypatch
+    calibrated, folder, tmp_path, monkeypatch
 ):
-    from transferkit import session
     from transferkit.data.decode import load_images
     from transferkit.reporting.diagnostics import load_validation_predictions
     from transferkit.reporting.runfolder import load_run
 
-    passes = []
-    original = session.predict_dataset
-
-    def counted(model, data, predict=None):
-        passes.append(model.name)
-        return original(model, data, predict)
-
-    monkeypatch.setattr(session, "predict_dataset", counted)
-    run = _fit(folder, tmp_path / "frozen")
+    run, passes = calibrated  # its temperature fitted (applied) on the validation images
+    assert run.calibration.applied
     assert passes == []  # the head on the features cached for its phase
     validation = load_validation_predictions(run.run_dir)
     images, _ = load_images(list(validation.paths), validation.image_size, validation.white_level)
@@ -218,6 +234,8 @@ def test_a_frozen_network_is_calibrated_on_its_cached_validation_features_withou
     record = json.loads((run.run_dir / "metrics.json").read_text())["validation"]
     assert record["num_samples"] == len(validation.labels) == 6
 
+    passes = []
+    _counting_passes(monkeypatch, passes)
     _fit(folder, tmp_path / "whole", recipe="large_similar")  # its base trains: the images pass again
     assert len(passes) == 1
 
