@@ -140,30 +140,60 @@ def _force_close_call(monkeypatch):
     monkeypatch.setattr(stages, "probe_quadrant", forced)
 
 
-def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(tmp_path, monkeypatch):
-    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
+@pytest.fixture(scope="module")
+def fit_folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("fit-data") / "shapes", classes=3, per_class=10)
+
+
+class _Given:
+    """What a watched fit did: the clean features its Trainers were handed, the fit's feature
+    passes through the base, the feature banks it built itself."""
+
+    def __init__(self, monkeypatch):
+        self.given, self.built = [], []
+        given = self.given
+
+        class Spy(stages.Trainer):
+            def __init__(self, *args, **kwargs):
+                given.append(kwargs.get("clean_features"))
+                super().__init__(*args, **kwargs)
+
+        monkeypatch.setattr(stages, "Trainer", Spy)
+        self.passes = _count_feature_passes(monkeypatch)
+        original = stages.build_feature_bank
+        monkeypatch.setattr(
+            stages, "build_feature_bank", lambda *a, **k: self.built.append(1) or original(*a, **k)
+        )
+
+
+@pytest.fixture(scope="module")
+def close_call_run(fit_folder, tmp_path_factory):
+    """One fit of a forced close call, its trials' bank from the probe's pass, watched (_Given);
+    shared by the tests that compare a differently made fit with it (they only read it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        _force_close_call(patch)
+        seen = _Given(patch)
+        run = transferkit.fit(str(fit_folder), out=tmp_path_factory.mktemp("close-call"), **FIT_OPTIONS)
+    return run, seen
+
+
+def test_the_final_fit_reuses_the_bank_and_trains_the_same_model(
+    fit_folder, close_call_run, tmp_path, monkeypatch
+):
+    reused, seen = close_call_run
+    assert seen.given and seen.given[-1] is not None  # the final fit was handed the bank's features
+    reused_passes = len(seen.passes)
+
     _force_close_call(monkeypatch)
-    given = []
-
-    class Spy(stages.Trainer):
-        def __init__(self, *args, **kwargs):
-            given.append(kwargs.get("clean_features"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(stages, "Trainer", Spy)
-    passes = _count_feature_passes(monkeypatch)
-    options = FIT_OPTIONS
-    reused = transferkit.fit(str(folder), out=tmp_path / "a", **options)
-    assert given and given[-1] is not None  # the final fit was handed the bank's features
-    reused_passes = len(passes)
-
+    watched = _Given(monkeypatch)
+    given, passes = watched.given, watched.passes
     prepare = api.prepare
     monkeypatch.setattr(
         api, "prepare", lambda *a, **k: dataclasses.replace(prepare(*a, **k), clean_features=None)
     )
-    computed = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    computed = transferkit.fit(str(fit_folder), out=tmp_path / "b", **FIT_OPTIONS)
     assert given[-1] is None and computed.recipe == reused.recipe
-    assert len(passes) - reused_passes == reused_passes + 2  # the clean training and validation passes
+    assert len(passes) == reused_passes + 2  # the clean training and validation passes
     assert computed.validation_metrics.accuracy == pytest.approx(reused.validation_metrics.accuracy)
     for got, expected in zip(reused.model.get_weights(), computed.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -222,22 +252,20 @@ def test_a_whole_network_trial_scores_the_weights_it_ends_with_image_by_image(sp
     assert accuracy == pytest.approx(float(kept["val_accuracy"]), abs=1e-6)  # as training measured them
 
 
-def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image(tmp_path, monkeypatch):
+def test_the_bank_takes_the_probes_features_where_it_passed_every_training_image(
+    fit_folder, close_call_run, tmp_path, monkeypatch
+):
     """On small data the selector's probe passes every training image at every cut, pooled as the
     candidates pool them: the trials' bank passes only the validation images, and the trials and
     the final fit come out as from a bank that passed them all itself."""
-    folder = make_image_folder(tmp_path / "shapes", classes=3, per_class=10)
-    _force_close_call(monkeypatch)
-    built = []
-    original = stages.build_feature_bank
-    monkeypatch.setattr(stages, "build_feature_bank", lambda *a, **k: built.append(1) or original(*a, **k))
-    options = FIT_OPTIONS
-    from_probe = transferkit.fit(str(folder), out=tmp_path / "a", **options)
-    assert built == [] and from_probe.selection.trials is not None
+    from_probe, seen = close_call_run
+    assert seen.built == [] and from_probe.selection.trials is not None
 
+    _force_close_call(monkeypatch)
+    built = _Given(monkeypatch).built
     forced = stages.probe_quadrant
     monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: (forced(*a, **k)[0], None))
-    own_pass = transferkit.fit(str(folder), out=tmp_path / "b", **options)
+    own_pass = transferkit.fit(str(fit_folder), out=tmp_path / "b", **FIT_OPTIONS)
     assert built == [1]
     # What the fit took from the selection instead of passing the images itself, in timings.json.
     assert set(_reused(from_probe)) == {"selection", "trials"} and set(_reused(own_pass)) == {"trials"}

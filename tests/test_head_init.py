@@ -181,8 +181,15 @@ def _head_start(tmp_path: Path, init: str) -> list[np.ndarray]:
     return seen[0]
 
 
-def test_the_head_starts_from_the_regression_not_from_keras_initialiser(tmp_path):
-    logistic = _head_start(tmp_path / "logistic", "logistic")
+@pytest.fixture(scope="module")
+def logistic_start(tmp_path_factory) -> list[np.ndarray]:
+    """The head's logistic start in `_trainer`'s run, shared by the tests that compare with it (they only
+    read it)."""
+    return _head_start(tmp_path_factory.mktemp("start"), "logistic")
+
+
+def test_the_head_starts_from_the_regression_not_from_keras_initialiser(logistic_start, tmp_path):
+    logistic = logistic_start
     again = _head_start(tmp_path / "again", "logistic")
     random = _head_start(tmp_path / "random", "random")
     assert all(np.array_equal(a, b) for a, b in zip(logistic, again, strict=True))  # deterministic
@@ -212,7 +219,9 @@ def test_the_augmentation_check_compares_heads_from_the_random_start_and_the_reg
         return original(model, compile_model, *args, **kwargs)
 
     monkeypatch.setattr(head_phase, "check_augmentation", recording)
-    measured = AugmentConfig(cached_passes=2, measure=True, flip="none", rotation_degrees=0.0, zoom=0.1)
+    # One augmented pass: one check per run (with more, a second one on every pass follows the first,
+    # which is the one compared here; nothing else in the run starts a head before its first epoch).
+    measured = AugmentConfig(cached_passes=1, measure=True, flip="none", rotation_degrees=0.0, zoom=0.1)
     start = []
 
     class Capture(keras.callbacks.Callback):
@@ -247,9 +256,9 @@ def test_the_starts_validation_loss_is_measured_as_fit_measures_an_epochs(tmp_pa
 
 
 def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_ends_with(
-    tmp_path, monkeypatch, capsys
+    logistic_start, tmp_path, monkeypatch, capsys
 ):
-    start = _head_start(tmp_path / "start", "logistic")
+    start = logistic_start
     monkeypatch.setattr(head_phase, "start_loss", lambda *a: -1.0)  # no epoch can beat it
     trainer = _trainer(tmp_path / "run", patience=3)
     trainer.verbose = 2  # one line per epoch, and the trainer's own messages
@@ -260,8 +269,8 @@ def test_a_fitted_start_that_no_epoch_beats_on_validation_is_the_head_the_phase_
     assert "kept its fitted start: the lowest validation loss" in capsys.readouterr().out
 
 
-def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
-    start = _head_start(tmp_path / "start", "logistic")
+def test_a_kept_start_survives_an_interruption(logistic_start, tmp_path, monkeypatch):
+    start = logistic_start
     monkeypatch.setattr(head_phase, "start_loss", lambda *a: -1.0)
     with pytest.raises(Interrupted):
         _trainer(tmp_path / "run", patience=3, callbacks=[interrupt_at(2)]).run()
@@ -271,8 +280,8 @@ def test_a_kept_start_survives_an_interruption(tmp_path, monkeypatch):
     assert resumed.state.kept_epochs == [0]
 
 
-def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(tmp_path, monkeypatch):
-    start = _head_start(tmp_path / "start", "logistic")
+def test_an_epoch_that_beats_the_start_on_validation_is_kept_instead(logistic_start, tmp_path, monkeypatch):
+    start = logistic_start
     monkeypatch.setattr(head_phase, "start_loss", lambda *a: 1e9)
     trainer = _trainer(tmp_path / "run", patience=3)
     trainer.run()

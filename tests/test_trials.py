@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,15 +321,29 @@ def _fit(folder, out, **options):
     return transferkit.fit(str(folder), out=out, **options)
 
 
-def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
-    folder, tmp_path, monkeypatch
-):
-    _force(monkeypatch, close=True)
-    # Every candidate trains: on these easy shapes the first can score 1.000, and the next is
-    # then skipped (a rule with a test of its own).
-    monkeypatch.setattr(trial_rules, "_why_not", lambda *args, **kwargs: "")
-    read, inside = [], []
-    original_make, original_settle = stages.make_dataset, stages.settle_by_trials
+def _stopped_after_selection(folder, out, monkeypatch, **options) -> Path:
+    """The run folder of a fit stopped where its training starts: the selection, trials included, is
+    settled and written to ``selection.json`` (and ``recipe.toml``) before then."""
+    with monkeypatch.context() as patch:
+        patch.setattr(stages, "resume_training", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(folder, out, **options)
+    (run_dir,) = [p for p in Path(out).iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def every_candidate_run(folder, tmp_path_factory):
+    """One fit of a forced close call whose every candidate trains (on these easy shapes the first
+    can score 1.000, and the next is then skipped: a rule with a test of its own), watched: the
+    images each dataset read, whether inside the trials, and the recipes the trials trained.
+    Shared by the tests that check it (they only read its run folder)."""
+    read, inside, trained = [], [], []
+    original_make, original_settle, original_trial = (
+        stages.make_dataset,
+        stages.settle_by_trials,
+        stages.train_trial,
+    )
 
     def spy_make(images, *args, **kwargs):
         read.append((bool(inside), images))
@@ -340,9 +356,44 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
         finally:
             inside.clear()
 
-    monkeypatch.setattr(stages, "make_dataset", spy_make)
-    monkeypatch.setattr(stages, "settle_by_trials", spy_settle)
-    run = _fit(folder, tmp_path)
+    def spy_trial(recipe, *args, **kwargs):
+        trained.append(recipe.name)
+        return original_trial(recipe, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        _force(patch, close=True)
+        patch.setattr(trial_rules, "_why_not", lambda *args, **kwargs: "")
+        patch.setattr(stages, "make_dataset", spy_make)
+        patch.setattr(stages, "settle_by_trials", spy_settle)
+        patch.setattr(stages, "train_trial", spy_trial)
+        run = _fit(folder, tmp_path_factory.mktemp("every-candidate"))
+    return run, read, trained
+
+
+@pytest.fixture(scope="module")
+def trialled_run(folder, tmp_path_factory):
+    """One whole fit of a forced close call, trials as the rules run them, and the calls of the
+    halving it made; shared by the tests that compare other fits with it (they only read it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        _force(patch, close=True)
+        calls = _spy_trials(patch)
+        run = _fit(folder, tmp_path_factory.mktemp("trialled"))
+    return run, calls
+
+
+@pytest.fixture(scope="module")
+def stopped_after_trials(folder, tmp_path_factory):
+    """A forced close call's fit stopped after its trials, before its training: its run folder and
+    the halving's calls. Tests that resume it resume a copy."""
+    with pytest.MonkeyPatch.context() as patch:
+        _force(patch, close=True)
+        calls = _spy_trials(patch)
+        run_dir = _stopped_after_selection(folder, tmp_path_factory.mktemp("stopped"), patch)
+    return run_dir, calls
+
+
+def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(folder, every_candidate_run):
+    run, read, _ = every_candidate_run
     splits = transferkit.load_data(str(folder), seed=7)
     during = {path for was_inside, images in read if was_inside for path in images.paths}
     assert during and not during & set(splits.test.paths)  # trials read images, never a test image
@@ -369,7 +420,7 @@ def test_a_close_call_runs_trials_on_train_and_validation_only_and_records_them(
     assert not list(run.run_dir.rglob("trial*"))  # the trials' folders are gone
 
 
-def test_fast_selection_and_confident_calls_run_no_trials(folder, tmp_path, monkeypatch):
+def test_fast_selection_and_confident_calls_run_no_trials(folder, trialled_run, tmp_path, monkeypatch):
     calls = _spy_trials(monkeypatch)
     _force(monkeypatch, close=True)
     fast = _fit(folder, tmp_path, selection="fast")
@@ -378,28 +429,25 @@ def test_fast_selection_and_confident_calls_run_no_trials(folder, tmp_path, monk
         "close call, not trialled: selection 'fast'"
     )
     _force(monkeypatch, close=False)
-    confident = _fit(folder, tmp_path)
-    assert json.loads((confident.run_dir / "selection.json").read_text())["trials"] is None
+    # Trials would run before the training starts: the confident fit stops there.
+    confident = _stopped_after_selection(folder, tmp_path / "confident", monkeypatch)
+    assert json.loads((confident / "selection.json").read_text())["trials"] is None
     assert calls == []
     with pytest.raises(transferkit.TransferkitError, match="Unknown selection 'slow'"):
         _fit(folder, tmp_path, selection="slow")
-    _force(monkeypatch, close=True)
-    trialled = _fit(folder, tmp_path)  # trials that keep the pick: the run trains what the fast one did
-    assert len(calls) == 1 and not trialled.selection.trials.pick_changed and trialled.recipe == fast.recipe
+    trialled, halved = trialled_run  # trials that keep the pick: the run trains what the fast one did
+    assert len(halved) == 1 and not trialled.selection.trials.pick_changed and trialled.recipe == fast.recipe
     for got, expected in zip(trialled.model.get_weights(), fast.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypatch):
+def test_resume_after_trials_does_not_run_them_again(stopped_after_trials, tmp_path, monkeypatch):
     _force(monkeypatch, close=True)
-    calls = _spy_trials(monkeypatch)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(stages, "resume_training", stopped)
-        with pytest.raises(KeyboardInterrupt):
-            _fit(folder, tmp_path)
+    stopped_dir, calls = stopped_after_trials  # stopped by Ctrl-C where its training starts
     assert len(calls) == 1
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run_dir = shutil.copytree(stopped_dir, tmp_path / stopped_dir.name)
+    original = stages.successive_halving
+    monkeypatch.setattr(stages, "successive_halving", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
     chosen = json.loads((run_dir / "selection.json").read_text())["trials"]["winner"]["quadrant"]
     resumed = transferkit.resume(run_dir, verbose=0)
     assert len(calls) == 1 and resumed.recipe.name == chosen
@@ -407,24 +455,23 @@ def test_resume_after_trials_does_not_run_them_again(folder, tmp_path, monkeypat
 
 
 def test_a_fit_stopped_during_its_trials_resumes_them_without_measuring_or_training_them_again(
-    folder, tmp_path, monkeypatch
+    folder, every_candidate_run, tmp_path, monkeypatch
 ):
+    whole, _, trained_whole = every_candidate_run  # the same fit, never stopped
+    first_trial = trained_whole[0]
     _force(monkeypatch, close=True)
     monkeypatch.setattr(trial_rules, "_why_not", lambda *args, **kwargs: "")  # both candidates train
-    measured, trained, stop_at = [], [], []
+    measured, trained = [], []
     forced, original_trial = stages.probe_quadrant, stages.train_trial
     monkeypatch.setattr(stages, "probe_quadrant", lambda *a, **k: measured.append(1) or forced(*a, **k))
 
     def trial(recipe, *args, **kwargs):
         trained.append(recipe.name)
-        if len(trained) in stop_at:
+        if len(trained) == 2:
             raise KeyboardInterrupt  # as Ctrl-C or a kill would stop it: the second trial unfinished
         return original_trial(recipe, *args, **kwargs)
 
     monkeypatch.setattr(stages, "train_trial", trial)
-    whole = _fit(folder, tmp_path / "whole")
-    first_trial = trained[0]
-    measured.clear(), trained.clear(), stop_at.append(2)
     with pytest.raises(KeyboardInterrupt):
         _fit(folder, tmp_path / "stopped")
     (run_dir,) = (tmp_path / "stopped").iterdir()
@@ -446,12 +493,13 @@ def test_a_fit_stopped_during_its_trials_resumes_them_without_measuring_or_train
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_two_fits_with_one_seed_run_the_same_trials_and_pick_the_same_winner(folder, tmp_path, monkeypatch):
-    _force(monkeypatch, close=True)
+def test_two_fits_with_one_seed_run_the_same_trials_and_pick_the_same_winner(
+    trialled_run, stopped_after_trials
+):
+    # The second fit stopped once its trials were settled: what they recorded is all this compares.
     records = []
-    for name in ("a", "b"):
-        run = _fit(folder, tmp_path, name=name)
-        trials = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    for run_dir in (trialled_run[0].run_dir, stopped_after_trials[0]):
+        trials = json.loads((run_dir / "selection.json").read_text())["trials"]
         records.append([(r["quadrant"], r["cut_point"], r["val_accuracy"]) for r in trials["records"]])
         records[-1].append(trials["winner"])
     assert records[0] == records[1]
@@ -465,12 +513,16 @@ def test_a_close_call_whose_only_rival_is_over_budget_runs_no_trial_and_no_featu
     monkeypatch.setattr(stages, "candidates", lambda *a, **k: (pick, rival))
     calls = _spy_trials(monkeypatch)
     monkeypatch.setattr(stages, "feature_bank", lambda *a, **k: calls.append("bank"))
-    run = _fit(folder, tmp_path)  # a fine-tune trial's epoch of the whole network > a quarter of the fit
+    # a fine-tune trial's epoch of the whole network > a quarter of the fit; all settled (and written)
+    # before the training starts, where the fit stops
+    run_dir = _stopped_after_selection(folder, tmp_path, monkeypatch)
     assert calls == []
-    record = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    recorded = json.loads((run_dir / "selection.json").read_text())
+    record = recorded["trials"]
     assert record["records"] == [] and record["skipped"] == [{"quadrant": "large_similar", "cut_point": None}]
-    assert record["winner"]["quadrant"] == "small_similar" == run.recipe.name
-    assert "over the budget" in run.selection.reasons[-1]
+    recipe = transferkit.recipes.load(run_dir / "recipe.toml")  # the recipe the fit goes on to train
+    assert record["winner"]["quadrant"] == "small_similar" == recipe.name
+    assert "over the budget" in recorded["reasons"][-1]
 
 
 def test_a_close_call_whose_pick_alone_would_overrun_the_budget_runs_no_trial(folder, tmp_path, monkeypatch):
@@ -479,15 +531,18 @@ def test_a_close_call_whose_pick_alone_would_overrun_the_budget_runs_no_trial(fo
     monkeypatch.setattr(stages, "candidates", lambda *a, **k: (pick, rival))
     calls = _spy_trials(monkeypatch)
     monkeypatch.setattr(stages, "feature_bank", lambda *a, **k: calls.append("bank"))
-    run = _fit(folder, tmp_path, size="large")  # 18 training images: the set-up alone outweighs the fit
+    # 18 training images: the set-up alone outweighs the fit; settled before the training, where it stops
+    run_dir = _stopped_after_selection(folder, tmp_path, monkeypatch, size="large")
     assert calls == []
-    record = json.loads((run.run_dir / "selection.json").read_text())["trials"]
+    recorded = json.loads((run_dir / "selection.json").read_text())
+    record = recorded["trials"]
     assert record["records"] == [] and [c["quadrant"] for c in record["skipped"]] == [
         "large_similar",
         "small_similar",
     ]
-    assert record["winner"]["quadrant"] == "large_similar" == run.recipe.name
-    assert "the pick's own trial would cost over 25%" in run.selection.reasons[-1]
+    recipe = transferkit.recipes.load(run_dir / "recipe.toml")  # the recipe the fit goes on to train
+    assert record["winner"]["quadrant"] == "large_similar" == recipe.name
+    assert "the pick's own trial would cost over 25%" in recorded["reasons"][-1]
 
 
 def test_over_budget_never_leaves_a_rival_without_the_pick_to_compare_with():
