@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from test_train import _recipe, _run
 
 from transferkit.recipes import load_builtin
-from transferkit.training import head_phase
+from transferkit.training import augment_check, head_phase
 from transferkit.training import trainer as trainer_module
 from transferkit.training.augment import build_augmentation, noise_only
 from transferkit.training.augment_check import (
@@ -44,6 +45,13 @@ def _compile(model):
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+
+
+@pytest.fixture
+def short_check(monkeypatch):
+    """The check's heads train 5 epochs, not 50: for tests of what a run caches, traces, compiles and
+    records around the check, which do not depend on how long its two heads train."""
+    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
 
 
 def _check(augmented_features, clean_features, labels, validation, model=None, epochs=30, patience=5):
@@ -92,7 +100,9 @@ def test_a_run_of_one_epoch_still_decides_on_trained_heads():
     assert history.history["val_accuracy"][-1] < check.clean_val_accuracy  # what one epoch would give
 
 
-def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tmp_path, monkeypatch):
+def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(
+    short_check, tmp_path, monkeypatch
+):
     recipe = _recipe("small_similar", epochs=3)
     assert recipe.augment.measure
     _run(recipe, tmp_path / "first")
@@ -111,7 +121,10 @@ def test_the_check_is_recorded_and_a_resumed_run_follows_it_without_measuring(tm
     assert TrainState.load(resumed).augmentation["use_augmentation"] is False
 
 
-def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would():
+def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would(monkeypatch):
+    # 12 epochs a head, not 50: one compiled step reused against fresh compiles differs from the first
+    # epoch on (the optimizer state, the traced metrics), and patience 8 still ends a fit early.
+    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 12)
     features, labels = _separable()
     validation = _separable(seed=1)
     noise = np.random.default_rng(2).normal(size=features.shape).astype("float32")
@@ -138,28 +151,19 @@ def test_the_check_compiles_once_and_measures_as_two_freshly_compiled_fits_would
         _compile(twin)
         cached = CachedFeatures(data[None], labels, 16, seed=1)
         stop = keras.callbacks.EarlyStopping("val_loss", patience=8, min_delta=MIN_DELTA)
-        history = twin.fit(cached, epochs=MIN_EPOCHS, validation_data=validation, shuffle=False, verbose=0,
+        history = twin.fit(cached, epochs=augment_check.MIN_EPOCHS, validation_data=validation,
+                           shuffle=False, verbose=0,
                            callbacks=[EpochSetter(cached), Reseed(1), stop]).history  # fmt: skip
         expected.append(min(history["val_loss"]))
     assert (check.augmented_val_loss, check.clean_val_loss) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "noise-only-passes"])
-def test_a_run_traces_the_base_once_for_all_its_feature_passes(tmp_path, monkeypatch, kept):
+def test_a_run_traces_the_base_once_for_all_its_feature_passes(noisy_run, kept):
     """Augmented, clean and (where the check drops the warps) noise-only passes: one traced graph."""
-    made = []
-
-    def counted(extractor, *augments):
-        made.append(steps := feature_steps(extractor, *augments))
-        return steps
-
-    monkeypatch.setattr(head_phase, "feature_steps", counted)
-    monkeypatch.setattr(head_phase, "feature_step", lambda *args: pytest.fail("a feature step of its own"))
-    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: kept))
-    recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
-    _run(dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment), tmp_path)
-    assert TrainState.load(tmp_path).augmentation is not None  # the check ran: it cached clean features
-    ((clean, augmented, noisy),) = made
+    run = noisy_run(kept)  # made with any feature step of its own failing the run
+    assert TrainState.load(run.run_dir).augmentation is not None  # the check ran: it cached clean features
+    ((clean, augmented, noisy),) = run.made
     assert clean.func is augmented.func is noisy.func and clean.func.experimental_get_tracing_count() == 1
 
 
@@ -180,7 +184,9 @@ def test_the_shared_feature_steps_compute_what_separate_steps_do():
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["augmentation-kept", "augmentation-dropped"])
-def test_the_head_phase_trains_on_from_the_checks_compile_either_way(tmp_path, monkeypatch, kept):
+def test_the_head_phase_trains_on_from_the_checks_compile_either_way(
+    short_check, tmp_path, monkeypatch, kept
+):
     compiled = []
     original = trainer_module.Trainer._compile
 
@@ -232,35 +238,70 @@ def _recorded_passes(monkeypatch) -> list:
     return passes
 
 
-def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(tmp_path, monkeypatch):
+def _observed_run(run_dir, kept: bool) -> SimpleNamespace:
+    """small_similar with small_dissimilar's augmentation (its pixel noise on the tiny backbone), the
+    check's verdict forced to ``kept``, watched for everything the tests below look at: the feature
+    steps made (any feature step of its own fails the run), the sets of training passes cached, and
+    the passes over the validation images."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(augment_check, "MIN_EPOCHS", 5)  # as short_check: the verdict is forced anyway
+        made, passes, validation_passes = [], _recorded_passes(patch), []
+        extract = head_phase.FeatureCache.extract
+
+        def counted_steps(extractor, *augments):
+            made.append(steps := feature_steps(extractor, *augments))
+            return steps
+
+        def counted_extract(self, step, data, out=None):
+            validation_passes.extend([data] if data is self.val_data else [])
+            return extract(self, step, data, out)
+
+        patch.setattr(head_phase, "feature_steps", counted_steps)
+        patch.setattr(head_phase, "feature_step", lambda *args: pytest.fail("a feature step of its own"))
+        patch.setattr(head_phase.FeatureCache, "extract", counted_extract)
+        patch.setattr(AugmentCheck, "use_augmentation", property(lambda self: kept))
+        recipe = _recipe("small_similar", epochs=2)
+        recipe = dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment)
+        _run(recipe, run_dir)
+    return SimpleNamespace(
+        recipe=recipe, run_dir=run_dir, made=made, passes=passes, validation_passes=validation_passes
+    )
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    """``noisy_run(kept)``: the :func:`_observed_run` of that verdict, made once for all the tests
+    that check different aspects of it (none of them changes its run folder)."""
+    runs = {}
+
+    def run(kept: bool) -> SimpleNamespace:
+        if kept not in runs:
+            runs[kept] = _observed_run(tmp_path_factory.mktemp("kept" if kept else "dropped"), kept)
+        return runs[kept]
+
+    return run
+
+
+def test_a_run_that_drops_augmentation_keeps_the_recipes_pixel_noise(noisy_run, tmp_path, monkeypatch):
     """The head then trains on passes with the noise alone (a head fitted to clean features only
     leaned on exact pixel values), and so does every later phase and a resumed run."""
-    passes = _recorded_passes(monkeypatch)
-    validation_passes, extract = [], head_phase.FeatureCache.extract
-
-    def counted(self, step, data, out=None):
-        validation_passes.extend([data] if data is self.val_data else [])
-        return extract(self, step, data, out)
-
-    monkeypatch.setattr(head_phase.FeatureCache, "extract", counted)
-    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))
-    recipe = _recipe("small_similar", epochs=2)  # small_dissimilar's noise on the tiny backbone
-    recipe = dataclasses.replace(recipe, augment=load_builtin("small_dissimilar").augment)
+    run = noisy_run(False)
+    recipe, passes = run.recipe, run.passes
     assert recipe.augment.noise > 0 and recipe.augment.rotation_degrees > 0
-    _run(recipe, tmp_path)
-    assert len(validation_passes) == 1  # both sets of passes share the validation features
+    assert len(run.validation_passes) == 1  # both sets of passes share the validation features
     full, noise = passes  # the check's augmented passes, then the noise-only ones the head trains on
     assert full.rotation_degrees == recipe.augment.rotation_degrees
     assert full.noise == 0.0  # the check measures the warps alone: noise would move its verdict
     warps = (noise.flip, noise.rotation_degrees, noise.zoom, noise.translation, noise.contrast)
     assert warps == ("none", 0.0, 0.0, 0.0, 0.0) and noise.noise == recipe.augment.noise
     assert full.warps and not noise.warps  # what the progress lines call "augmented" / "pixel noise only"
-    assert TrainState.load(tmp_path).augmentation["use_augmentation"] is False
+    assert TrainState.load(run.run_dir).augmentation["use_augmentation"] is False
 
     resumed = tmp_path / "resumed"  # stopped after the check: the decision is read, not measured
     resumed.mkdir()
-    TrainState(augmentation=TrainState.load(tmp_path).augmentation).save(resumed)
-    passes.clear()
+    TrainState(augmentation=TrainState.load(run.run_dir).augmentation).save(resumed)
+    passes = _recorded_passes(monkeypatch)
+    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: False))
     _run(recipe, resumed)
     ((again,),) = [passes]
     assert (again.noise, again.rotation_degrees) == (recipe.augment.noise, 0.0)
@@ -277,15 +318,22 @@ def test_without_pixel_noise_a_dropped_augmentation_leaves_clean_features():
 
 
 @pytest.mark.parametrize("measure", [True, False], ids=["checked", "always-augmented"])
-def test_pixel_noise_joins_the_warps_only_where_no_check_measures_them(tmp_path, monkeypatch, measure):
-    passes = _recorded_passes(monkeypatch)
-    monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
+def test_pixel_noise_joins_the_warps_only_where_no_check_measures_them(
+    noisy_run, tmp_path, monkeypatch, measure
+):
     noisy = dataclasses.replace(load_builtin("small_dissimilar").augment, measure=measure)
-    recipe = dataclasses.replace(_recipe("small_similar", epochs=2), augment=noisy)
-    _run(recipe, tmp_path)
+    if measure:  # the noisy run the check keeps augmentation in: this same recipe
+        run = noisy_run(True)
+        assert run.recipe == dataclasses.replace(_recipe("small_similar", epochs=2), augment=noisy)
+        passes, run_dir = run.passes, run.run_dir
+    else:
+        passes, run_dir = _recorded_passes(monkeypatch), tmp_path
+        monkeypatch.setattr(AugmentCheck, "use_augmentation", property(lambda self: True))
+        recipe = dataclasses.replace(_recipe("small_similar", epochs=2), augment=noisy)
+        _run(recipe, run_dir)
     ((trained,),) = [passes]  # kept by the check, or never checked: the passes the head trains on
     assert trained.warps and trained.noise == (0.0 if measure else noisy.noise)
-    assert (TrainState.load(tmp_path).augmentation is not None) is measure
+    assert (TrainState.load(run_dir).augmentation is not None) is measure
 
 
 def _train_passes(monkeypatch) -> list:
@@ -302,7 +350,7 @@ def _train_passes(monkeypatch) -> list:
 
 
 def test_a_first_pass_that_loses_by_far_drops_the_warps_before_the_other_passes_are_cached(
-    tmp_path, monkeypatch
+    short_check, tmp_path, monkeypatch
 ):
     made = _train_passes(monkeypatch)
     monkeypatch.setattr(AugmentCheck, "clean_by_far", property(lambda self: True))
@@ -315,7 +363,9 @@ def test_a_first_pass_that_loses_by_far_drops_the_warps_before_the_other_passes_
     assert record["augmented_passes"] == 1 and record["use_augmentation"] is False
 
 
-def test_a_check_the_first_pass_does_not_settle_measures_and_trains_as_an_unstaged_one(tmp_path, monkeypatch):
+def test_a_check_the_first_pass_does_not_settle_measures_and_trains_as_an_unstaged_one(
+    short_check, tmp_path, monkeypatch
+):
     """Every pass cached after all, the head standardised on them, both heads trained again: the same
     figures, decision and model as a check that never looked at one pass alone."""
     made, said = _train_passes(monkeypatch), []

@@ -290,6 +290,15 @@ def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.fixture
+def short_check(monkeypatch):
+    """The augmentation check's heads train 5 epochs, not 50: it still caches (and spills) its clean
+    features, and what these tests check is where the caches go, not what the check decides."""
+    from transferkit.training import augment_check
+
+    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
+
+
 def _fit(folder, out, **options):
     return transferkit.fit(
         str(folder), recipe="small_similar", backbone="tiny", weights="random", epochs=2, batch_size=8,
@@ -297,7 +306,7 @@ def _fit(folder, out, **options):
     )  # fmt: skip
 
 
-def test_fit_spills_over_a_small_budget_and_removes_the_files(folder, tmp_path):
+def test_fit_spills_over_a_small_budget_and_removes_the_files(short_check, folder, tmp_path):
     seen = []
 
     def listener(event):  # during training: the spilled caches exist
@@ -311,7 +320,7 @@ def test_fit_spills_over_a_small_budget_and_removes_the_files(folder, tmp_path):
     assert 'cache_memory = "1KB"' in (run.run_dir / "recipe.toml").read_text()
 
 
-def test_fit_removes_the_spilled_files_after_an_error(folder, tmp_path):
+def test_fit_removes_the_spilled_files_after_an_error(short_check, folder, tmp_path):
     def failing(event):
         if type(event).__name__ == "EpochEnded":
             assert any((tmp_path / "r" / "cache").iterdir())
