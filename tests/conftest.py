@@ -34,40 +34,44 @@ os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras-home-")
 
 _real_connect = socket.socket.connect
 _real_getaddrinfo = socket.getaddrinfo
+_NETWORK = pytest.StashKey[list]()
+_attempts: list[list[str]] = [[]]
+"""The running test's network attempts: a fresh list per test (:func:`pytest_runtest_protocol`), which
+also takes what the module and session fixtures it sets up try."""
+
+
+def _guarded_connect(sock, address):
+    if sock.family == socket.AF_UNIX:
+        return _real_connect(sock, address)
+    _attempts[0].append(f"connect {address!r}")
+    raise OSError(f"network disabled in tests (tried to connect to {address!r})")
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    if host in (None, "localhost", "127.0.0.1", "::1"):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    _attempts[0].append(f"resolve {host!r}")
+    raise socket.gaierror(f"network disabled in tests (tried to resolve {host!r})")
+
+
+# For the whole process, not per test: a fit in a module fixture (shared by several tests) runs
+# before any function-scoped fixture of the test that first asks for it, and is guarded too.
+socket.socket.connect = _guarded_connect
+socket.getaddrinfo = _guarded_getaddrinfo
 
 
 @pytest.fixture(autouse=True)
-def no_network(request, monkeypatch):
-    """Fail any test that tries to open a network connection.
+def no_network(request):
+    """Fail any test that tries to open a network connection, itself or in the fixtures it sets up.
 
     The attempt itself raises OSError (as an offline machine would), and the test then fails at
     teardown even if the code under test caught the error. Tests that check the offline error
-    path on purpose carry ``@pytest.mark.network_attempt_expected``.
+    path on purpose carry ``@pytest.mark.network_attempt_expected``. Yields the test's attempts.
     """
-    attempts: list[str] = []
-
-    def guarded_connect(sock, address):
-        if sock.family == socket.AF_UNIX:
-            return _real_connect(sock, address)
-        attempts.append(f"connect {address!r}")
-        raise OSError(f"network disabled in tests (tried to connect to {address!r})")
-
-    def guarded_getaddrinfo(host, *args, **kwargs):
-        if host in (None, "localhost", "127.0.0.1", "::1"):
-            return _real_getaddrinfo(host, *args, **kwargs)
-        attempts.append(f"resolve {host!r}")
-        raise socket.gaierror(f"network disabled in tests (tried to resolve {host!r})")
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    attempts = request.node.stash.get(_NETWORK, _attempts[0])
     yield attempts
     if attempts and not request.node.get_closest_marker("network_attempt_expected"):
         pytest.fail(f"test tried to use the network: {attempts}")
-
-
-# ---------------------------------------------------------------------------------------------
-# `pytest --cpu-top N`: the N tests that cost the most CPU time. The suite is CPU-bound on the
-# 2-core CI machine (its wall time is about its CPU time over 2), so this is where its time goes.
 
 
 @pytest.fixture
@@ -106,8 +110,10 @@ def _cpu_seconds() -> float:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Counted per test on the process that runs it, carried to the controller in the reports'
-    ``user_properties`` (pytest-xdist sends them from its workers)."""
+    """A fresh list of network attempts for the test (:func:`no_network`), and its CPU time counted
+    on the process that runs it, carried to the controller in the reports' ``user_properties``
+    (pytest-xdist sends them from its workers)."""
+    item.stash[_NETWORK] = _attempts[0] = []
     if not item.config.getoption("cpu_top"):
         yield
         return
