@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted(
     path.relative_to(ROOT)
     for path in ROOT.rglob("*.md")
-    if not {".venv", ".venv-peer", "build", "runs"} & set(path.relative_to(ROOT).parts)
+    if not {"build", "runs"} & set(path.relative_to(ROOT).parts)
+    # what tools keep beside the project: .venv, .pytest_cache (a second `make test` found its README)
+    and not any(part.startswith(".") for part in path.relative_to(ROOT).parts[:-1])
     and not any(part.endswith(".egg-info") for part in path.parts)
 )
 
