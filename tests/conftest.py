@@ -75,6 +75,16 @@ def no_network(request):
 
 
 @pytest.fixture
+def short_check(monkeypatch):
+    """The augmentation check's heads train 5 epochs, not 50: for tests of what a run caches, spills,
+    traces, compiles and records around the check, which do not depend on how long its two heads
+    train (the tests of its verdict keep the full floor)."""
+    from transferkit.training import augment_check
+
+    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
+
+
+@pytest.fixture
 def no_fallback_fonts(monkeypatch):
     """The figures' fonts as matplotlib ships them (DejaVu Sans: no CJK), whatever this machine has
     installed; returns :mod:`transferkit.reporting.figures`."""

@@ -47,13 +47,6 @@ def _compile(model):
     )
 
 
-@pytest.fixture
-def short_check(monkeypatch):
-    """The check's heads train 5 epochs, not 50: for tests of what a run caches, traces, compiles and
-    records around the check, which do not depend on how long its two heads train."""
-    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
-
-
 def _check(augmented_features, clean_features, labels, validation, model=None, epochs=30, patience=5):
     model = model or _head()
     before = [w.copy() for w in model.get_weights()]

@@ -290,15 +290,6 @@ def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.fixture
-def short_check(monkeypatch):
-    """The augmentation check's heads train 5 epochs, not 50: it still caches (and spills) its clean
-    features, and what these tests check is where the caches go, not what the check decides."""
-    from transferkit.training import augment_check
-
-    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
-
-
 def _fit(folder, out, **options):
     return transferkit.fit(
         str(folder), recipe="small_similar", backbone="tiny", weights="random", epochs=2, batch_size=8,
