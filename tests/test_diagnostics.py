@@ -14,7 +14,13 @@ from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import build_base
 from transferkit.cli import main
 from transferkit.recipes import HeadConfig
-from transferkit.reporting.diagnostics import calibration, confused_pairs, load_predictions
+from transferkit.reporting.diagnostics import (
+    Predictions,
+    calibration,
+    confused_pairs,
+    load_predictions,
+    top_losses,
+)
 from transferkit.reporting.grad_cam import grad_cam, map_size
 from transferkit.testing import make_image_folder
 from transferkit.training.model import build_classifier, truncate
@@ -43,6 +49,21 @@ def test_confused_pairs_rank_off_diagonal_cells_by_count_then_rate():
     ]
     assert pairs[0].rate == pytest.approx(0.6) and pairs[1].rate == pytest.approx(3 / 8)
     assert confused_pairs([[4, 0], [0, 4]], ["a", "b"]) == ()
+
+
+def test_the_gallery_shows_one_of_each_set_of_byte_identical_files(tmp_path):
+    files = []
+    for name, content in (("a.png", b"one"), ("b.png", b"one"), ("c.png", b"two"), ("d.png", b"three")):
+        (tmp_path / name).write_bytes(content)
+        files.append(str(tmp_path / name))
+    probabilities = np.array([[0.1, 0.9], [0.1, 0.9], [0.3, 0.7], [0.6, 0.4]])  # all class 0: a = b > c > d
+    labels = np.zeros(4, dtype=int)
+    predictions = Predictions("test", ("x", "y"), labels, probabilities, tuple(files))
+    assert top_losses(predictions, 3).tolist() == [0, 2, 3] and top_losses(predictions, 2).tolist() == [0, 2]
+    unpaired = Predictions("test", ("x", "y"), labels, probabilities)  # no paths: the rows as ranked
+    assert top_losses(unpaired, 3).tolist() == [0, 1, 2]
+    (tmp_path / "a.png").unlink()  # a file that can no longer be read is kept, as it cannot be compared
+    assert top_losses(predictions, 3).tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("cut", [None, "block2_pool"])
@@ -78,6 +99,41 @@ def tiny_run(tmp_path_factory):
         epochs=1, out=root / "runs", name="tiny", verbose=0,
     )  # fmt: skip
     return run
+
+
+def test_a_grad_cam_map_with_no_positive_evidence_is_captioned_and_noted(tmp_path, monkeypatch):
+    from transferkit.reporting import interpretation
+    from transferkit.reporting.figures import image_grid_figure
+
+    drawn = []
+
+    def recorded(images, captions, title, **options):
+        drawn.append((captions, options))
+        return image_grid_figure(images, captions, title, **options)
+
+    monkeypatch.setattr(interpretation, "image_grid_figure", recorded)
+    images = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    pixels = keras.layers.Rescaling(1 / 255)(inputs)
+    # Zero everywhere (ReLU of -1): no location carries evidence for any class, so the maps are flat.
+    below_zero = keras.initializers.Constant(-1.0)
+    dark = keras.layers.Conv2D(
+        4, 3, activation="relu", kernel_initializer="zeros", bias_initializer=below_zero
+    )
+    lit = keras.layers.Conv2D(4, 3, activation="relu", bias_initializer="ones")
+    for layer, flat in ((dark, True), (lit, False)):
+        pooled = keras.layers.GlobalAveragePooling2D()(layer(pixels))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+        notes = []
+        probabilities = model.predict(images, verbose=0)
+        interpretation._write_grad_cam(tmp_path, model, images, probabilities, ["a\nb", "c\nd"], notes)
+        captions, options = drawn.pop()
+        assert (tmp_path / "grad_cam.png").stat().st_size > 0
+        if flat:
+            assert captions == ["a\nb\nno positive evidence", "c\nd\nno positive evidence"]
+            assert options["caption_lines"] == 3 and notes[0].startswith("2 of the 2 Grad-CAM maps")
+        else:
+            assert captions == ["a\nb", "c\nd"] and options["caption_lines"] == 2 and notes == []
 
 
 def test_a_tiny_fit_leaves_its_interpretation_in_the_run_folder(tiny_run):

@@ -286,8 +286,33 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIB
 
 
 def top_losses(predictions: Predictions, top: int = 12) -> np.ndarray:
-    """Row indices of the ``top`` highest-loss images, highest first (ties: lower index first)."""
-    return np.argsort(-predictions.losses, kind="stable")[:top]
+    """Row indices of the ``top`` highest-loss images, highest first (ties: lower index first), one
+    of each set of byte-identical files: copies within a class stay together in one split
+    (:mod:`transferkit.data.copies`), get the same prediction, and would fill the gallery twice."""
+    order = np.argsort(-predictions.losses, kind="stable")
+    if not predictions.paths:
+        return order[:top]
+    picked, seen = [], set()
+    for row in order:
+        digest = _digest(predictions.paths[row])
+        if digest is None or digest not in seen:
+            picked.append(row)
+            seen.add(digest)
+        if len(picked) == top:
+            break
+    return np.asarray(picked, dtype=order.dtype)
+
+
+def _digest(path: str) -> str | None:
+    """The file's content digest; None for a TFDS id or a file that can no longer be read."""
+    from transferkit.data.scan import content_digest
+
+    if path.startswith("tfds:"):
+        return None
+    try:
+        return content_digest(path)
+    except OSError:
+        return None
 
 
 def grad_cam_samples(predictions: Predictions, per_kind: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -138,7 +138,20 @@ def _write_grad_cam(
     if side := map_size(model):  # a 7 x 7 map at 224 px: the heat marks regions, not pixels
         title += f", on a {side[0]}x{side[1]} feature map upsampled to the image"
     title += order
-    save_figure(image_grid_figure(images, captions, title, heat=maps), run_dir / FIGURES["grad_cam"])
+    # A map with no positive evidence anywhere (every location's weighted sum <= 0) is all zero and
+    # draws as an even blue wash, which reads as "weak evidence everywhere": its caption says so.
+    flat = maps.reshape(len(maps), -1).max(axis=1) <= 0
+    if flat.any():
+        captions = [
+            f"{text}\nno positive evidence" if none else text
+            for text, none in zip(captions, flat, strict=True)
+        ]
+        notes.append(
+            f"{int(flat.sum())} of the {len(flat)} Grad-CAM maps show no positive evidence for the "
+            "explained class anywhere in the feature map (drawn flat, captioned so)."
+        )
+    figure = image_grid_figure(images, captions, title, heat=maps, caption_lines=3 if flat.any() else 2)
+    save_figure(figure, run_dir / FIGURES["grad_cam"])
 
 
 def _caption(predictions: diagnostics.Predictions, row: int) -> str:
