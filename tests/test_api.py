@@ -195,11 +195,13 @@ def test_cli_fit_then_predict_returns_labels(folder, tmp_path):
             "r",
             "--test-split",
             "0.3",
+            "--no-report",
             "-q",
         ],
     )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("test accuracy ") and "(95% CI " in result.output  # test figures lead
+    assert not (tmp_path / "r" / "report.html").exists() and (tmp_path / "r" / "metrics.json").exists()
     card = json.loads((tmp_path / "r" / "dataset_card.json").read_text())
     assert (card["test_split"]["fraction"], card["test_split"]["num_test"]) == (0.3, 9)
     result = runner.invoke(
@@ -262,6 +264,38 @@ def test_plain_fit_without_a_test_folder_reports_held_out_test_figures(folder, q
     assert robustness["pixel_noise"] == 2.0 and 0 <= robustness["accuracy"] <= 1
 
 
+def test_a_fit_without_a_report_writes_every_number_and_report_draws_the_pictures_later(folder, tmp_path):
+    run = _tiny_fit(folder, tmp_path / "runs", report=False)
+    written = {p.name for p in run.run_dir.iterdir()}
+    pictures = {
+        "curves.png",
+        "confusion.png",
+        "report.html",
+        "top_losses.png",
+        "grad_cam.png",
+        "calibration.png",
+    }
+    assert RUN_FILES - pictures <= written and not written & pictures
+    assert {"predictions.npz", "interpretation.json", "timings.json"} <= written
+    interpretation = json.loads((run.run_dir / "interpretation.json").read_text())
+    assert (
+        len(interpretation["top_losses"]) == run.metrics.num_samples
+        and "ece" in interpretation["calibration"]
+    )
+    assert json.loads((run.run_dir / "run.json").read_text())["report"] is False  # a resume follows it
+    stages = json.loads((run.run_dir / "timings.json").read_text())["totals"]
+    assert "plots" not in stages and "interpretation" in stages
+    assert transferkit.report(run.run_dir) == run.run_dir / "report.html"
+    assert {"report.html", "top_losses.png", "grad_cam.png", "calibration.png"} <= {
+        p.name for p in run.run_dir.iterdir()
+    }
+    assert "Grad-CAM heat maps" in (run.run_dir / "report.html").read_text()
+    with pytest.raises(transferkit.TransferkitError, match="report must be True or False"):
+        _tiny_fit(folder, tmp_path / "runs", report="no")
+    refused = CliRunner().invoke(main, ["fit", "--resume", str(run.run_dir), "--no-report"])
+    assert refused.exit_code == 2 and "--report cannot be used with --resume" in refused.output
+
+
 def test_fit_evaluates_through_its_traced_steps_with_the_saved_models_figures(quadrant_run):
     run = quadrant_run("small", True)  # small_similar, 30 epochs: its best epoch restored and saved
     assert run.model.predict_function is None  # Keras' predict function was never traced
@@ -285,7 +319,9 @@ def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(t
 def test_auto_selection_on_one_training_image_a_class_keeps_the_base_frozen(tmp_path):
     # 3 images a class: one each for test, validation and training; no probe can be cross-validated.
     tiny = make_image_folder(tmp_path / "tiny", classes=2, per_class=3)
-    run = transferkit.fit(str(tiny), backbone="tiny", weights="random", epochs=1, out=tmp_path, verbose=0)
+    run = transferkit.fit(
+        str(tiny), backbone="tiny", weights="random", epochs=1, out=tmp_path, verbose=0, report=False
+    )
     selection = json.loads((run.run_dir / "selection.json").read_text())
     assert run.recipe.name == "small_similar" and not selection["close_call"]
     assert any("similarity not measured" in reason for reason in selection["reasons"])
@@ -550,7 +586,7 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_r
     with monkeypatch.context() as patch:
         patch.setattr(session, "resume_training", stopped)
         with pytest.raises(KeyboardInterrupt):
-            _tiny_fit(data, tmp_path / "runs")
+            _tiny_fit(data, tmp_path / "runs", report=False)
     (run_dir,) = (tmp_path / "runs").iterdir()
     moved = data.rename(tmp_path / "moved")
     with pytest.raises(transferkit.TransferkitError, match="If it moved, give its new place"):
@@ -559,6 +595,7 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place_and_settings_beside_r
     assert result.exit_code == 2 and "--epochs cannot be used with --resume" in result.output
     resumed = transferkit.resume(run_dir, data=str(moved), verbose=0)
     assert resumed.metrics.num_samples == 6
+    assert not (run_dir / "report.html").exists()  # the resume follows the fit's report=False
     assert json.loads((run_dir / "run.json").read_text())["data"] == str(moved)
 
 

@@ -624,7 +624,11 @@ def resume_training(session, splits, run_dir, info, device, started, verbose, re
     # "finished" once the figures, report and timings are written: a run stopped while writing
     # them resumes (it evaluates the saved weights again and writes them all).
     runfolder.save_run_info(run_dir, {**finished, "status": "reporting"})  # what the report reads
-    write_plots(run_dir, metrics, recipe, model, stopwatch, split=headline)
+    if info.get("report", True):
+        write_plots(run_dir, metrics, recipe, model, stopwatch, split=headline)
+    else:  # fit(report=False): the numbers, no pictures (`transferkit report` draws them later)
+        with stopwatch.stage("interpretation"):
+            write_interpretation(run_dir, figures=False)
     stopwatch.write(run_dir)
     runfolder.save_run_info(run_dir, {**finished, "status": "finished"})
     result = FitResult(

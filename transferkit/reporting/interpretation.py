@@ -29,7 +29,11 @@ CAM_PER_KIND = 4  # right and wrong predictions each
 
 
 def write_interpretation(
-    run_dir: str | os.PathLike, model: keras.Model | None = None, *, only_missing: bool = False
+    run_dir: str | os.PathLike,
+    model: keras.Model | None = None,
+    *,
+    only_missing: bool = False,
+    figures: bool = True,
 ) -> dict | None:
     """Write ``interpretation.json`` and the figures from the run's ``predictions.npz``.
 
@@ -38,6 +42,7 @@ def write_interpretation(
         model: the trained classifier for the Grad-CAM maps; None loads ``model.keras`` when the
             Grad-CAM figure has to be drawn.
         only_missing: keep figures that exist (``transferkit report``); the JSON is always rewritten.
+        figures: False writes the JSON alone (``fit(report=False)``).
 
     Returns:
         The interpretation record, or None when the run has no ``predictions.npz``.
@@ -50,7 +55,8 @@ def write_interpretation(
     calibration = diagnostics.calibration(predictions.probabilities, predictions.labels)
     gallery = diagnostics.top_losses(predictions, GALLERY_SIZE)
     notes: list[str] = []
-    todo = {key: not (only_missing and (run_dir / name).exists()) for key, name in FIGURES.items()}
+    drawn = {key for key, name in FIGURES.items() if only_missing and (run_dir / name).exists()}
+    todo = {key: figures and key not in drawn for key in FIGURES}
     if todo["calibration"]:
         save_figure(_reliability_figure(calibration, predictions.split), run_dir / FIGURES["calibration"])
     _write_image_figures(run_dir, model, predictions, gallery, todo, notes)
