@@ -476,7 +476,7 @@ def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_on
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_callbacks", interrupting)
         with pytest.raises(Interrupted):
-            transferkit.fit(str(data), out=tmp_path, name="stopped", **FIT)
+            transferkit.fit(str(data), out=tmp_path, name="stopped", report=False, **FIT)
     run_dir = tmp_path / "stopped"
     assert json.loads((run_dir / "state.json").read_text())["completed_phases"] == 2
     assert not (run_dir / "partner" / "state.json").exists() or (
@@ -604,7 +604,9 @@ def test_an_averaged_run_without_a_test_split_records_each_networks_validation_f
     data = make_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
     # 32 px: both networks are still frozen bases scored on cached validation features, at any size.
     settings = dict(backbone="tiny", weights="random", image_size=32, epochs=2, batch_size=8, verbose=2)
-    run = transferkit.fit(str(data), size="small", test_split=0, selection="fast", out=tmp_path, **settings)
+    run = transferkit.fit(
+        str(data), size="small", test_split=0, selection="fast", out=tmp_path, report=False, **settings
+    )
     assert run.selection.partner is not None and run.headline == "validation"
     members = json.loads((run.run_dir / "metrics.json").read_text())["members"]
     assert sorted(members) == ["frozen_base", "truncation"]
@@ -700,10 +702,10 @@ def test_a_check_on_the_shared_passes_looks_at_the_first_alone_as_a_fit_of_its_o
     whole network's warm-up does not check: it asks for every pass, through the shared graph.)"""
     data, _ = averaged_run
     progress, looks = _first_looks(monkeypatch, (True, True))
-    shared = transferkit.fit(str(data), out=tmp_path, name="shared", **FIT)
+    shared = transferkit.fit(str(data), out=tmp_path, name="shared", report=False, **FIT)
     looks.clear()
     monkeypatch.setattr(session_module, "share_first_passes", lambda trainer, partner: None)
-    alone = transferkit.fit(str(data), out=tmp_path, name="alone", **FIT)
+    alone = transferkit.fit(str(data), out=tmp_path, name="alone", report=False, **FIT)
     assert [p.cached for p in progress] == [2]  # FIT's two epochs: two augmented passes
     records = [TrainState.load(run.run_dir / "partner").augmentation for run in (shared, alone)]
     assert records[0] == records[1] and records[0]["augmented_passes"] == 1
@@ -727,7 +729,9 @@ def test_the_shared_passes_spilled_to_files_train_the_run_as_in_memory(averaged_
     files over the budget; every phase of both networks trains as in memory, the whole-network
     phase on the same batches (its shuffle buffer does not depend on the budget)."""
     data, in_memory = averaged_run
-    spilled = transferkit.fit(str(data), out=tmp_path, name="spilled", cache_memory="1KB", **FIT)
+    spilled = transferkit.fit(
+        str(data), out=tmp_path, name="spilled", cache_memory="1KB", report=False, **FIT
+    )
     for folder in ("partner", ""):
         ours, theirs = (read_history(run.run_dir / folder / "history.csv") for run in (spilled, in_memory))
         assert {row["phase"] for row in ours} == {row["phase"] for row in theirs}
@@ -815,7 +819,9 @@ def test_compare_averages_a_truncation_and_the_frozen_base_either_way_round(
         assert with_averaged_pick((cut, frozen), elsewhere)[-1].recipe != AVERAGED
 
 
-def _fit_truncation_beside_frozen_base(root: pathlib.Path, name: str, patch, share: bool = True):
+def _fit_truncation_beside_frozen_base(
+    root: pathlib.Path, name: str, patch, share: bool = True, report: bool = True
+):
     """A fit whose selector picks a truncation with the frozen base beside it: the tiny backbone
     (its probe on random features decides nothing, so the call is made for it) with weights from a
     file, as pretrained weights are loaded (a base built again is the same)."""
@@ -844,7 +850,7 @@ def _fit_truncation_beside_frozen_base(root: pathlib.Path, name: str, patch, sha
     options = dict(
         size="small", backbone="tiny", weights=str(weights), image_size=32, epochs=2, batch_size=16, verbose=0
     )
-    return transferkit.fit(str(data), out=root / "runs", name=name, **options)
+    return transferkit.fit(str(data), out=root / "runs", name=name, report=report, **options)
 
 
 @pytest.fixture(scope="module")
@@ -852,7 +858,7 @@ def frozen_base_partner(tmp_path_factory):
     root = tmp_path_factory.mktemp("frozen_base")
     with pytest.MonkeyPatch.context() as patch:
         run = _fit_truncation_beside_frozen_base(root, "shared", patch)
-        alone = _fit_truncation_beside_frozen_base(root, "alone", patch, share=False)
+        alone = _fit_truncation_beside_frozen_base(root, "alone", patch, share=False, report=False)
     return run, alone
 
 
@@ -909,9 +915,9 @@ def test_shared_passes_are_computed_only_where_a_checks_first_look_asks_for_them
     before asking for the others (FIT's two epochs: two passes); the same records and model as two
     networks that pass the images themselves."""
     progress, looks = _first_looks(monkeypatch, first_look)
-    shared = _fit_truncation_beside_frozen_base(tmp_path, "shared", monkeypatch)
+    shared = _fit_truncation_beside_frozen_base(tmp_path, "shared", monkeypatch, report=False)
     looks.clear()
-    alone = _fit_truncation_beside_frozen_base(tmp_path, "alone", monkeypatch, share=False)
+    alone = _fit_truncation_beside_frozen_base(tmp_path, "alone", monkeypatch, share=False, report=False)
     assert [p.cached for p in progress] == [shared_passes]
     for folder, passes in (("", 1), ("partner", partner_passes)):
         records = [TrainState.load(run.run_dir / folder).augmentation for run in (shared, alone)]
@@ -1017,7 +1023,7 @@ def test_fit_trains_a_leading_cut_beside_the_frozen_base_and_saves_the_average(t
     data = make_image_folder(tmp_path / "data", classes=2, per_class=30, size=32)
     run = transferkit.fit(
         str(data), size="small", backbone="tiny", weights=str(weights), image_size=32, epochs=2,
-        batch_size=16, out=tmp_path / "runs", verbose=0,
+        batch_size=16, out=tmp_path / "runs", verbose=0, report=False,
     )  # fmt: skip
     assert (run.recipe.strategy, run.selection.partner) == ("freeze", "small_dissimilar")
     partner = averaging.read_partner(run.run_dir)

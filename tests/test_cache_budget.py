@@ -293,7 +293,7 @@ def test_spill_folder_is_removed_on_exit_and_on_an_error(tmp_path):
 def _fit(folder, out, **options):
     return transferkit.fit(
         str(folder), recipe="small_similar", backbone="tiny", weights="random", epochs=2, batch_size=8,
-        cache_memory="1KB", out=out, verbose=0, **options,
+        cache_memory="1KB", out=out, verbose=0, report=False, **options,
     )  # fmt: skip
 
 

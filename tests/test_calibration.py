@@ -163,7 +163,10 @@ def folder(tmp_path_factory):
 
 
 def _fit(folder, out, **options):
-    defaults = dict(recipe="small_similar", backbone="tiny", weights="random", epochs=1, batch_size=8)
+    """A tiny fit without figures or report.html (report=False): nothing here reads them."""
+    defaults = dict(
+        recipe="small_similar", backbone="tiny", weights="random", epochs=1, batch_size=8, report=False
+    )
     options = {**defaults, **options}
     return transferkit.fit(str(folder), out=out, verbose=0, **options)
 

@@ -121,7 +121,8 @@ def test_train_trial_trains_a_head_only_candidate_on_the_bank_without_a_base(spl
     assert accuracy == hits.mean() and len(hits) == len(splits.val)
 
 
-FIT_OPTIONS = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0)
+# No figures or report.html: nothing here reads them (report=False writes every number but no picture).
+FIT_OPTIONS = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0, report=False)
 
 
 def _count_feature_passes(monkeypatch) -> list:

@@ -35,6 +35,7 @@ def run_dir(folder, tmp_path_factory):
         epochs=1,
         out=tmp_path_factory.mktemp("runs"),
         verbose=0,
+        report=False,  # predicting reads the model and labels, not the fit's figures
     )
     return run.run_dir
 

@@ -79,7 +79,13 @@ def observed(folder, two_phases, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     with contextlib.redirect_stdout(printed):
         run = transferkit.fit(
-            str(folder), recipe=two_phases, out=out, verbose=2, callbacks=[recorder], progress=events.append
+            str(folder),
+            recipe=two_phases,
+            out=out,
+            verbose=2,
+            callbacks=[recorder],
+            progress=events.append,
+            report=False,  # no figures: nothing here reads them
         )
     return run, recorder, events, printed.getvalue()
 
@@ -101,7 +107,9 @@ def with_bars(folder, two_phases, tmp_path_factory):
     try:
         with contextlib.redirect_stdout(printed):
             out = tmp_path_factory.mktemp("runs")
-            run = transferkit.fit(str(folder), recipe=two_phases, out=out, verbose=1, callbacks=[spy])
+            run = transferkit.fit(
+                str(folder), recipe=two_phases, out=out, verbose=1, callbacks=[spy], report=False
+            )
         after = (logger.level, gc.get_freeze_count())
     finally:
         logger.setLevel(before)

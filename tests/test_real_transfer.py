@@ -35,8 +35,9 @@ def test_pretrained_weights_classify_real_faces(tmp_path):
 @pytest.mark.slow
 def test_pretrained_features_beat_random_features_on_silhouettes(tmp_path):
     animals = transferkit.export_dataset("animal_mnist", tmp_path / "animals", per_class=50)
-    pretrained = transferkit.fit(str(animals), out=tmp_path / "runs", **OPTIONS)
-    random = transferkit.fit(str(animals), weights="random", out=tmp_path / "runs", **OPTIONS)
+    # The figures and report are the faces run's to draw; these two are about accuracy alone.
+    pretrained = transferkit.fit(str(animals), out=tmp_path / "runs", report=False, **OPTIONS)
+    random = transferkit.fit(str(animals), weights="random", out=tmp_path / "runs", report=False, **OPTIONS)
     assert "ImageNet" in pretrained.weights_source and "Random" in random.weights_source
     assert pretrained.metrics.num_samples == random.metrics.num_samples == 80
     assert pretrained.metrics.accuracy >= 0.7

@@ -448,7 +448,7 @@ def test_a_run_in_mixed_precision_resumes_in_it_and_ends_as_an_uninterrupted_one
 
     folder = make_image_folder(tmp_path / "data", classes=3, per_class=10, size=16)
     options = dict(backbone="tiny", weights="random", image_size=16, size="large", similar=False)
-    options.update(epochs=3, precision="mixed_float16", verbose=0, out=tmp_path / "runs")
+    options.update(epochs=3, precision="mixed_float16", verbose=0, out=tmp_path / "runs", report=False)
     reference = transferkit.fit(str(folder), name="reference", **options).run_dir
     original = Trainer._callbacks
 

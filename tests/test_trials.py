@@ -317,7 +317,11 @@ def _spy_trials(monkeypatch) -> list:
 
 
 def _fit(folder, out, **options):
-    options = dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0) | options
+    """A tiny fit; without figures and report.html (report=False) unless a test reads them."""
+    options = (
+        dict(backbone="tiny", weights="random", epochs=2, batch_size=8, seed=7, verbose=0, report=False)
+        | options
+    )
     return transferkit.fit(str(folder), out=out, **options)
 
 
@@ -377,7 +381,7 @@ def trialled_run(folder, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         _force(patch, close=True)
         calls = _spy_trials(patch)
-        run = _fit(folder, tmp_path_factory.mktemp("trialled"))
+        run = _fit(folder, tmp_path_factory.mktemp("trialled"), report=True)  # its report is read
     return run, calls
 
 
