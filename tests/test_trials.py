@@ -370,7 +370,7 @@ def every_candidate_run(folder, tmp_path_factory):
         patch.setattr(stages, "make_dataset", spy_make)
         patch.setattr(stages, "settle_by_trials", spy_settle)
         patch.setattr(stages, "train_trial", spy_trial)
-        run = _fit(folder, tmp_path_factory.mktemp("every-candidate"))
+        run = _fit(folder, tmp_path_factory.mktemp("every-candidate"), report=True)  # its report is read
     return run, read, trained
 
 
@@ -381,7 +381,7 @@ def trialled_run(folder, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         _force(patch, close=True)
         calls = _spy_trials(patch)
-        run = _fit(folder, tmp_path_factory.mktemp("trialled"), report=True)  # its report is read
+        run = _fit(folder, tmp_path_factory.mktemp("trialled"))
     return run, calls
 
 
@@ -441,6 +441,7 @@ def test_fast_selection_and_confident_calls_run_no_trials(folder, trialled_run, 
         _fit(folder, tmp_path, selection="slow")
     trialled, halved = trialled_run  # trials that keep the pick: the run trains what the fast one did
     assert len(halved) == 1 and not trialled.selection.trials.pick_changed and trialled.recipe == fast.recipe
+    assert not (trialled.run_dir / "report.html").exists()  # report=False: none, trials or not
     for got, expected in zip(trialled.model.get_weights(), fast.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 

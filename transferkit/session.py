@@ -481,7 +481,8 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
         costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
         selection = dataclasses.replace(session.selection, trials=costed)
         journal.record_selection(selection)
-        write_html_report(run_dir)  # written before the fit's time was known: now with the trials' cost
+        if info.get("report", True):  # written before the fit's time was known: now with the trials' cost
+            write_html_report(run_dir)
         result = dataclasses.replace(result, selection=selection)
     return result
 
