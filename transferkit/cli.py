@@ -639,7 +639,8 @@ def export(run_dir, fmt, quantize, out, max_drop, data, quiet):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--open", "open_browser", is_flag=True, help="Open the report in the web browser.")
 def report(run_dir, open_browser):
-    """Rebuild RUN_DIR/report.html (and interpretation figures missing from the run folder)."""
+    """Rebuild RUN_DIR/report.html, drawing the figures missing from the run folder (all of them
+    after fit --no-report)."""
     from transferkit.reporting.html import report as build_report
 
     path = build_report(run_dir)

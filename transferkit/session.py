@@ -807,19 +807,7 @@ def write_plots(
     """The figures, the interpretation (top losses, Grad-CAM, calibration) and ``report.html``."""
     stopwatch = stopwatch or Stopwatch()
     with stopwatch.stage("plots"):
-        partner = averaging.read_partner(run_dir)
-        for folder in (run_dir, averaging.partner_dir(run_dir)):  # the partner's: only if there is one
-            if folder == run_dir or (folder / "history.csv").exists():
-                kept = figures.kept_marks(folder)  # the epochs whose weights a phase ended with (state.json)
-                network = None
-                if partner is not None:  # two networks, two figures: each says which it is
-                    name = averaging.in_words(averaging.member_name(recipe if folder == run_dir else partner))
-                    other = "partner/curves.png" if folder == run_dir else "../curves.png"
-                    network = f"the {name} (the other network's curves: {other})"
-                figures.plot_history(
-                    folder / "history.csv", folder / "curves.png", kept=kept, network=network
-                )
-        figures.plot_confusion(metrics, run_dir / "confusion.png", split=split)
+        figures.plot_run(run_dir, metrics, recipe, split=split)
     with stopwatch.stage("interpretation"):
         write_interpretation(run_dir, model)  # from predictions.npz: confused pairs, top losses, Grad-CAM
     with stopwatch.stage("report"):

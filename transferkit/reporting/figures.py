@@ -339,6 +339,44 @@ def _confusion_figure(metrics: Metrics, normalize: bool, split: str | None = Non
     return fig
 
 
+def plot_run(
+    run_dir: str | os.PathLike,
+    metrics: Metrics,
+    recipe: Any,
+    split: str | None = None,
+    *,
+    only_missing: bool = False,
+) -> None:
+    """A run folder's ``curves.png`` (an averaged run's partner's too, each naming its network) and
+    ``confusion.png`` of ``metrics`` (the ``split`` it is on).
+
+    Args:
+        run_dir: the run folder (``history.csv``, ``state.json``, ``partner/``).
+        metrics: the headline split's figures.
+        recipe: the run's :class:`~transferkit.recipes.Recipe` (an averaged run names its networks).
+        split: "test" or "validation", for the confusion matrix's title.
+        only_missing: keep the figures that exist (``transferkit report`` after ``fit(report=False)``).
+    """
+    from transferkit.training import averaging
+
+    run_dir = Path(run_dir)
+    partner = averaging.read_partner(run_dir)
+    for folder in (run_dir, averaging.partner_dir(run_dir)):  # the partner's: only if there is one
+        if folder != run_dir and not (folder / "history.csv").exists():
+            continue
+        if only_missing and (folder / "curves.png").exists():
+            continue
+        network = None
+        if partner is not None:  # two networks, two figures: each says which it is
+            name = averaging.in_words(averaging.member_name(recipe if folder == run_dir else partner))
+            other = "partner/curves.png" if folder == run_dir else "../curves.png"
+            network = f"the {name} (the other network's curves: {other})"
+        # kept_marks: the epochs whose weights a phase ended with (state.json)
+        plot_history(folder / "history.csv", folder / "curves.png", kept=kept_marks(folder), network=network)
+    if not (only_missing and (run_dir / "confusion.png").exists()):
+        plot_confusion(metrics, run_dir / "confusion.png", split=split)
+
+
 def plot_confusion(
     metrics: Metrics, path: str | os.PathLike, *, normalize: bool = True, split: str | None = None
 ) -> None:

@@ -25,6 +25,7 @@ from transferkit.reporting.figures import (
     _png_bytes,
     _read_history,
     kept_marks,
+    plot_run,
     undrawable_classes,
 )
 from transferkit.reporting.html_parts import (
@@ -72,10 +73,11 @@ _STYLE = (
 
 
 def report(run_dir: str | os.PathLike) -> Path:
-    """Rebuild a run folder's ``report.html``, redrawing interpretation figures that are missing.
+    """Rebuild a run folder's ``report.html``, drawing the figures that are missing (all of them
+    after ``fit(report=False)``).
 
-    The figures need the run's ``predictions.npz`` (written by ``fit``); a Grad-CAM figure that is
-    missing is redrawn with ``model.keras``.
+    The interpretation figures need the run's ``predictions.npz`` (written by ``fit``), a missing
+    Grad-CAM figure ``model.keras``; the curves ``history.csv``, the confusion matrix ``metrics.json``.
 
     Args:
         run_dir: a transferkit run folder.
@@ -85,9 +87,29 @@ def report(run_dir: str | os.PathLike) -> Path:
         >>> transferkit.report("runs/flowers")  # doctest: +SKIP
         PosixPath('runs/flowers/report.html')
     """
-    _check_folder(Path(run_dir))
+    run_dir = _check_folder(Path(run_dir))
+    _plot_missing(run_dir)
     write_interpretation(run_dir, only_missing=True)
     return write_html_report(run_dir)
+
+
+def _plot_missing(run_dir: Path) -> None:
+    """``curves.png`` and ``confusion.png`` where the run has none (``fit(report=False)``). A run
+    whose recipe or metrics cannot be read is left as it is: the page draws them in memory, or says
+    what it could not read."""
+    from transferkit import recipes
+
+    notes: list[str] = []
+    record = _load_json(run_dir / "metrics.json", notes)
+    metrics = _load_metrics(record, notes)
+    if notes or not metrics or not (run_dir / "history.csv").exists():
+        return
+    try:
+        recipe = recipes.load(run_dir / "recipe.toml")
+    except (OSError, TransferkitError):
+        return
+    split = next(iter(metrics))
+    plot_run(run_dir, metrics[split], recipe, split=split or None, only_missing=True)
 
 
 def write_html_report(run_dir: str | os.PathLike) -> Path:
