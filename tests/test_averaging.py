@@ -487,6 +487,11 @@ def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_on
         load_predictions(resumed.run_dir).probabilities, load_predictions(reference.run_dir).probabilities
     )
     assert resumed.metrics.accuracy == reference.metrics.accuracy
+    # Started with report=False, resumed without pictures; `report` then draws both networks' curves.
+    assert not list(run_dir.rglob("*.png")) and not (run_dir / "report.html").exists()
+    transferkit.report(run_dir)
+    assert (run_dir / "curves.png").exists() and (run_dir / "partner" / "curves.png").exists()
+    assert "averages the probabilities of 2 networks" in (run_dir / "report.html").read_text()
 
 
 # ----------------------------------------------------------------------------------------------
