@@ -202,8 +202,8 @@ def fit(
     """Train a transfer-learning classifier on a folder of labelled images.
 
     Args:
-        data: a folder of class subfolders (or with train/ val/ [test/] splits), or
-            ``tfds:NAME[:split]``.
+        data: a folder of class subfolders (or with train/ val/ [test/] splits, or of images with
+            a ``labels.csv``: :mod:`transferkit.data.label_file`), or ``tfds:NAME[:split]``.
         size: "small" | "large" | "auto" (measured from the dataset card).
         similar: True | False | None (auto: measured with the pretrained features).
         recipe: a recipe file or built-in name; overrides size/similar.

@@ -235,7 +235,8 @@ def main() -> None:
 @main.command()
 @click.option(
     "--data",
-    help="Folder of class subfolders (or train/ val/ splits), or tfds:NAME[:split]. "
+    help="Folder of class subfolders (or train/ val/ splits, or images with a labels.csv), or "
+    "tfds:NAME[:split]. "
     "Required unless --resume.",
 )
 @click.option(
@@ -860,7 +861,9 @@ def datasets_export(name, directory, per_class):
 
 
 @main.command()
-@click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
+@click.option(
+    "--data", required=True, help="Image folder (class subfolders, splits or a labels.csv) or tfds:NAME."
+)
 @click.option("--backbone", help=BACKBONE_HELP)
 @click.option("--weights", help='"imagenet", "random" or a path to a .weights.h5/.h5 file.')
 @click.option("--image-size", type=click.IntRange(min=8), help="Input size (default: the backbone's).")
@@ -893,7 +896,9 @@ def analyze(data, backbone, weights, image_size, seed, out, name, quiet):
 
 
 @main.command()
-@click.option("--data", required=True, help="Image folder (class subfolders or splits) or tfds:NAME.")
+@click.option(
+    "--data", required=True, help="Image folder (class subfolders, splits or a labels.csv) or tfds:NAME."
+)
 @click.option(
     "--recipes",
     default=",".join(QUADRANTS),

@@ -295,7 +295,8 @@ def _load_folder(
         problem = "is not a folder" if root.exists() else "does not exist"
         raise TransferkitError(
             f"Data source {source!r} {problem}; expected a folder of class subfolders "
-            f"(<folder>/<class>/*.jpg) or 'tfds:NAME'. {_archive_hint(root) or 'Check the path.'}"
+            f"(<folder>/<class>/*.jpg), of images with a labels.csv, or 'tfds:NAME'. "
+            f"{_archive_hint(root) or 'Check the path.'}"
         )
     layout = detect_layout(root)
     scans = {split: scan_split(folder) for split, folder in layout.items()}
@@ -365,7 +366,8 @@ def _class_names(pool: ScannedSplit, source: str, strict: bool, min_classes: int
         )
         raise TransferkitError(
             f"No usable images in {source!r} ({reasons}). Expected <folder>/<class>/*.jpg "
-            f"({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}), at least two class folders."
+            f"({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}), at least two class folders, or the "
+            "images with a labels.csv naming each one's class (file_name,label)."
         )
     if strict and empty:
         raise TransferkitError(

@@ -1,7 +1,10 @@
 """Find the usable images of a dataset folder, and say why every other file was left out.
 
 Layout: ``root/<class>/...`` (one pool, split later), or ``root/train/<class>/...`` next to
-``val/`` or ``validation/`` and/or ``test/`` (split folder names are case-insensitive).
+``val/`` or ``validation/`` and/or ``test/`` (split folder names are case-insensitive). A folder
+that holds a label file (``labels.csv`` or ``metadata.csv``, :mod:`transferkit.data.label_file`)
+is read from it instead of from class folders: the root (its rows then label the whole data set),
+or each split folder.
 
 Rules of the walk, chosen so a real-world folder never stops a run:
 
@@ -41,6 +44,7 @@ from transferkit.data.decode import (
     not_an_image_file,
     probe,
 )
+from transferkit.data.label_file import find_label_file, read_label_file
 from transferkit.errors import TransferkitError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -90,6 +94,8 @@ def detect_layout(root: Path) -> dict[str, Path]:
         {'train': PosixPath('flowers/train'), 'val': PosixPath('flowers/validation')}
     """
     found: dict[str, Path] = {}
+    if find_label_file(root) is not None:  # its rows label the whole data set, split folders too
+        return {"all": root}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         split = SPLIT_FOLDERS.get(entry.name.lower())
         if split and not _is_hidden(entry.name) and entry.is_dir():
@@ -105,7 +111,8 @@ def detect_layout(root: Path) -> dict[str, Path]:
 
 
 def scan_split(folder: Path) -> ScannedSplit:
-    """Probe every image under ``folder/<class>/`` (recursively) and sort them into classes.
+    """Probe every image under ``folder/<class>/`` (recursively) and sort them into classes; or,
+    where ``folder`` holds a label file, every image it lists, into the classes it gives.
 
     Example:
         >>> scanned = scan_split(Path("flowers/train"))  # doctest: +SKIP
@@ -113,7 +120,25 @@ def scan_split(folder: Path) -> ScannedSplit:
         (['daisy', 'rose'], [('flowers/train/rose/x.jpg', 'empty file (0 bytes)')])
     """
     result = ScannedSplit()
-    candidates: list[tuple[str, str]] = []  # (class, path)
+    label_file = find_label_file(folder)
+    candidates = _listed(label_file, result) if label_file else _in_class_folders(folder, result)
+    for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):
+        if isinstance(outcome, str):
+            result.skipped.append((path, outcome))
+        else:
+            found, result.digests[path] = outcome
+            result.images[class_name].append((path, found.size))
+            if found.peak is not None:
+                result.peak = max(found.peak, result.peak or 0)
+            if found.dim_colour:
+                result.dim_colour.append(path)
+    return result
+
+
+def _in_class_folders(folder: Path, result: ScannedSplit) -> list[tuple[str, str]]:
+    """``(class, path)`` of each image-named file under ``folder/<class>/``; classes (an empty one
+    too) go into ``result.images``, what is passed over into ``result.skipped``."""
+    candidates: list[tuple[str, str]] = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if _is_hidden(entry.name):
             continue
@@ -129,17 +154,18 @@ def scan_split(folder: Path) -> ScannedSplit:
             candidates += [(name, path) for path in paths]
         else:
             result.skipped.append((entry.path, "not inside a class folder; move it into one"))
-    for (class_name, path), outcome in zip(candidates, _probed(path for _, path in candidates), strict=True):
-        if isinstance(outcome, str):
-            result.skipped.append((path, outcome))
-        else:
-            found, result.digests[path] = outcome
-            result.images[class_name].append((path, found.size))
-            if found.peak is not None:
-                result.peak = max(found.peak, result.peak or 0)
-            if found.dim_colour:
-                result.dim_colour.append(path)
-    return result
+    return candidates
+
+
+def _listed(label_file: Path, result: ScannedSplit) -> list[tuple[str, str]]:
+    """``(class, path)`` of each image-named file under the label file's folder that it labels."""
+    walked: list[tuple[str, str]] = []
+    images = walk_images(label_file.parent, walked)
+    result.skipped += [(path, reason) for path, reason in walked if path != str(label_file)]
+    candidates = [(nfc(name), path) for name, path in read_label_file(label_file, images, result.skipped)]
+    for name, _ in candidates:
+        result.images.setdefault(name, [])
+    return candidates
 
 
 def high_bit_peak(paths: list[str]) -> int | None:
