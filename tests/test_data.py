@@ -70,6 +70,21 @@ def test_predefined_train_val_test_folders_are_used_as_given(tmp_path):
     assert set(splits.card.counts) == {"train", "val", "test"}
 
 
+@pytest.mark.parametrize("names", [("train", "valid", None), ("Training", None, "Testing")])
+def test_split_folders_by_the_names_fastai_roboflow_and_kaggle_give_them(tmp_path, names):
+    for name, counts in zip(
+        names, ({"ants": 6, "bees": 6}, {"ants": 2, "bees": 2}, {"ants": 3, "bees": 3}), strict=True
+    ):
+        if name:
+            _folder(tmp_path / name, counts)
+    splits = load_data(str(tmp_path), validation_split=0.25, test_split=0.2)
+    assert splits.class_names == ("ants", "bees")  # not ("train", "valid"): the split folders are no classes
+    given = {"val": names[1] is not None, "test": names[2] is not None}
+    assert all(path.startswith(str(tmp_path / names[0])) for path in splits.train.paths)
+    assert len(splits.val) == 4 if given["val"] else len(splits.val) >= 2
+    assert (splits.card.holdout.origin == "folder") == given["test"]
+
+
 def test_a_class_folder_without_one_usable_image_is_named_on_the_card(tmp_path):
     root = _folder(tmp_path, {"ants": 6, "bees": 6, "cats": 3})
     for path in (root / "cats").iterdir():

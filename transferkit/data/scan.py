@@ -1,7 +1,8 @@
 """Find the usable images of a dataset folder, and say why every other file was left out.
 
 Layout: ``root/<class>/...`` (one pool, split later), or ``root/train/<class>/...`` next to
-``val/`` or ``validation/`` and/or ``test/`` (split folder names are case-insensitive). A folder
+``val/`` (``valid/``, ``validation/``) and/or ``test/`` (also ``training/`` and ``testing/``; split
+folder names are case-insensitive). A folder
 that holds a label file (``labels.csv`` or ``metadata.csv``, :mod:`transferkit.data.label_file`)
 is read from it instead of from class folders: the root (its rows then label the whole data set),
 or each split folder.
@@ -47,7 +48,17 @@ from transferkit.data.decode import (
 from transferkit.data.label_file import find_label_file, read_label_file
 from transferkit.errors import TransferkitError
 
-SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# fastai's and Roboflow's exports name the validation folder valid/; Kaggle sets often Training/
+# and Testing/. Unknown to the scan, train/ beside valid/ read as two classes, "train" and "valid".
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 SCAN_WORKERS = min(16, (os.cpu_count() or 1) * 4)  # Pillow releases the GIL; 8 measured best on 2 cores
 SCAN_CHUNK = 1024  # files probed per batch of the thread pool: bounds the futures held at once
 # A file that transferkit writes into each folder it makes (fit, analyze, compare, lr-find): a
