@@ -45,7 +45,7 @@ from transferkit.testing import interrupt_at as stop_at
 from transferkit.training.callbacks import AtomicBackupAndRestore, ResumableEarlyStopping, read_history
 from transferkit.training.device import setup_device
 from transferkit.training.model import build_classifier
-from transferkit.training.trainer import Trainer, TrainState
+from transferkit.training.trainer import Trainer, TrainState, seconds_saved
 
 SEED = 1
 # A short head phase, then a fine-tune phase long enough (6 epochs) that a kill sent when its first
@@ -265,7 +265,9 @@ def test_kill_9_in_the_second_phase_loses_at_most_the_current_epoch_and_resume_c
     assert history[: len(rows_at_kill) - 1] == rows_at_kill[:-1]
     state = TrainState.load(run_dir)
     assert (state.completed_phases, state.epochs_done, state.phase_epochs) == (2, TOTAL_EPOCHS, [2, 6])
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert 0 < info["seconds_before_the_stop"] < info["seconds"]  # the kill's run time is counted too
     assert not (run_dir / "backup").exists(), "backups must be cleaned up, their folder too"
     assert not list(run_dir.rglob(".*.tmp*")), "leftover temp files must be cleaned up"
     _assert_every_file_complete(run_dir)
@@ -293,7 +295,8 @@ def test_kill_9_in_the_second_phase_loses_at_most_the_current_epoch_and_resume_c
 def test_sigterm_exits_130_with_a_one_line_resume_hint_and_the_run_resumes(workspace):
     run_dir = workspace / "terminated" / "r"
     with _started(_fit_args(workspace / "terminated"), workspace, workspace / "terminated.log") as child:
-        _wait_until(lambda: _rows(run_dir) >= 1, child, "a first epoch")
+        # A first epoch, backed up (its row is written an instant before its backup).
+        _wait_until(lambda: _rows(run_dir) >= 1 and seconds_saved(run_dir) > 0, child, "a first epoch")
         child.process.send_signal(signal.SIGTERM)
         code = child.process.wait(timeout=60)
     output = child.output()
@@ -305,10 +308,18 @@ def test_sigterm_exits_130_with_a_one_line_resume_hint_and_the_run_resumes(works
     _assert_every_file_complete(run_dir)
 
     # The CLI resume is the kill -9 test's; this one resumes through the Python API, in-process.
+    backups = [AtomicBackupAndRestore.saved_seconds(folder) for folder in (run_dir / "backup").glob("phase*")]
+    before = max([TrainState.load(run_dir).seconds, *backups])  # the last saved progress's
     result = api.resume(run_dir, precision="float32", verbose=0)
     assert result.metrics.accuracy >= MIN_ACCURACY
-    assert " s since the resume | " in result.summary()  # not the whole run's time: the stop's is not known
-    assert "since the resume" in (run_dir / "report.html").read_text()
+    # The whole run's time: what it took up to its last saved epoch, and the resume's.
+    assert 0 < result.seconds_before_stop == before < result.seconds
+    since = result.seconds - before
+    expected = f" s ({before:,.0f} before the stop, {since:,.0f} since the resume) | "
+    assert f"{result.seconds:,.0f}{expected}" in result.summary()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["seconds_before_the_stop"] == round(before, 1) and "seconds_counted_from" not in info
+    assert "before the stop" in (run_dir / "report.html").read_text()
     history = read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in history] == list(range(1, TOTAL_EPOCHS + 1))
     assert [row["phase"] for row in history] == PHASE_NAMES

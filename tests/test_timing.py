@@ -5,6 +5,7 @@ import json
 import pytest
 
 import transferkit
+from transferkit.console import run_time
 from transferkit.testing import make_image_folder
 from transferkit.training.timing import TIMINGS_FILE, StageTime, Stopwatch
 
@@ -96,3 +97,10 @@ def test_fit_writes_timings_of_every_stage_and_prints_one_line(tmp_path, capsys)
     printed = capsys.readouterr().out.splitlines()
     timed = [line for line in printed if line.startswith("Time: ")]  # stages under 0.05 s are left out
     assert len(timed) == 1 and timed[0].endswith(" s)"), timed
+
+
+def test_a_resumed_runs_time_says_what_came_before_the_stop_where_it_is_known():
+    assert run_time(52.4) == "52 s"
+    assert run_time(52.4, resumed=True, before=30.2) == "52 s (30 before the stop, 22 since the resume)"
+    assert run_time(22.0, resumed=True) == "22 s since the resume"  # stopped before any saved progress
+    assert run_time(1234.0) == "1,234 s"

@@ -53,6 +53,7 @@ from transferkit.session import (
     train_and_report,
 )
 from transferkit.tf_logging import tensorflow_warnings_muted
+from transferkit.training.averaging import partner_dir
 from transferkit.training.device import Device, device_scope, environment, precision_for
 from transferkit.training.distribute import (
     check_agreement,
@@ -61,6 +62,7 @@ from transferkit.training.distribute import (
 )
 from transferkit.training.progress import fit_hooks, resolve_verbose
 from transferkit.training.timing import Stopwatch
+from transferkit.training.trainer import seconds_saved
 
 
 def resolve_recipe(
@@ -462,9 +464,10 @@ def resume(
     """
     verbose = resolve_verbose(verbose)
     started = time.perf_counter()
-    stopwatch = Stopwatch()
     cluster = read_cluster() if distribute == "multi-worker" else None  # reads TF_CONFIG only
     run_dir = worker_run_dir(Path(run_dir), cluster)
+    # The time the run took before its stop, as far as it saved progress (its partner's too).
+    stopwatch = Stopwatch(before=max(seconds_saved(run_dir), seconds_saved(partner_dir(run_dir))))
     info = runfolder.read_run_info(run_dir)
     if info.get("status") == "finished":
         raise TransferkitError(f"The run in {str(run_dir)!r} already finished; nothing to resume.")

@@ -24,6 +24,17 @@ def say(verbose: int, message: str) -> None:
         print(message, flush=True)
 
 
+def run_time(seconds: float, resumed: bool = False, before: float = 0.0) -> str:
+    """A run's time for its summary and report: ``"52 s"``; for a resumed run ``"52 s (30 before the
+    stop, 22 since the resume)"``, or ``"22 s since the resume"`` where the time before the stop is
+    not known (``before`` 0.0: the stop came before any progress was saved, or an older run)."""
+    if not resumed:
+        return f"{seconds:,.0f} s"
+    if not before:
+        return f"{seconds:,.0f} s since the resume"
+    return f"{seconds:,.0f} s ({before:,.0f} before the stop, {seconds - before:,.0f} since the resume)"
+
+
 def resume_command(run_dir: str | Path | None, *, shell: bool | None = None, **settings: str) -> str:
     """What continues ``run_dir``, as the user works: the shell command on the command line
     (quoted: a folder may hold spaces), the call in Python; ``shell=True``: the command whoever

@@ -18,7 +18,7 @@ import tensorflow as tf
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import BackboneSpec, get_backbone
 from transferkit.backbones.weights import build_base
-from transferkit.console import say
+from transferkit.console import run_time, say
 from transferkit.data.cache_budget import CacheBudget, budget_for_run
 from transferkit.data.loading import DataSplits, load_data, make_dataset
 from transferkit.fileio import write_json, write_text
@@ -100,7 +100,10 @@ class FitResult:
     headline: str = "validation"
     robustness: Robustness | None = None
     calibration: TemperatureFit | None = None
-    resumed: bool = False  # ``seconds`` counts from the resume: the time before the stop is not known
+    resumed: bool = False  # a ``resume`` after a stop
+    # Of ``seconds``, those the run had taken before its stop, up to its last saved progress; 0.0
+    # where that is not known (``seconds`` then counts from the resume).
+    seconds_before_stop: float = 0.0
 
     def summary(self) -> str:
         """One line, the headline split first with its 95% interval, e.g.
@@ -116,7 +119,7 @@ class FitResult:
             parts.append(f"validation {self.validation_metrics.accuracy:.3f}")
         else:
             parts.append("no test split: early stopping saw these images")
-        seconds = f"{self.seconds:.0f} s" + (" since the resume" if self.resumed else "")
+        seconds = run_time(self.seconds, self.resumed, self.seconds_before_stop)
         return " | ".join([*parts, seconds, str(self.run_dir)])
 
 
@@ -614,11 +617,19 @@ def resume_training(session, splits, run_dir, info, device, started, verbose, re
     write_json(run_dir / "metrics.json", record)
     with stopwatch.stage("save model"):
         runfolder.save_model(model, run_dir)
-    seconds = time.perf_counter() - started
+    before = stopwatch.before if resumed else 0.0
+    seconds = before + time.perf_counter() - started
+    if not resumed:
+        counted = {}
+    elif before:
+        counted = {"seconds_before_the_stop": round(before, 1)}
+    else:
+        counted = {"seconds_counted_from": "the resume"}
+    earlier = ("seconds_counted_from", "seconds_before_the_stop")  # an earlier resume's, stopped again
     finished = {
-        **info,
+        **{key: value for key, value in info.items() if key not in earlier},
         "seconds": round(seconds, 1),
-        **({"seconds_counted_from": "the resume"} if resumed else {}),
+        **counted,
         "plan": [dataclasses.asdict(p) for p in session.plan],
         **({"partner_plan": [dataclasses.asdict(p) for p in partner_plan]} if partner else {}),
     }
@@ -646,6 +657,7 @@ def resume_training(session, splits, run_dir, info, device, started, verbose, re
         robustness,
         calibration,
         resumed,
+        before,
     )
     say(verbose, result.summary())
     if robustness.fragile:

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from transferkit.console import format_p
+from transferkit.console import format_p, run_time
 from transferkit.errors import TransferkitError
 from transferkit.fileio import write_text
 from transferkit.reporting.figures import (
@@ -278,8 +278,12 @@ def _byline(run: Mapping[str, object], recipe: Mapping[str, object]) -> str:
         recipe.get("name") and f"recipe {recipe.get('name')} ({recipe.get('strategy', '?')})",
         run.get("data") and f"data {run['data']}",
         run.get("seconds") is not None
-        and f"trained in {float(run['seconds']):,.0f} s"
-        + (" since the resume" if run.get("seconds_counted_from") else ""),
+        and "trained in "
+        + run_time(
+            float(run["seconds"]),
+            resumed="seconds_counted_from" in run or "seconds_before_the_stop" in run,
+            before=float(run.get("seconds_before_the_stop", 0.0)),
+        ),
     ]
     text = " · ".join(str(p) for p in parts if p)
     return f'<p class="muted">{esc(text)}</p>' if text else ""

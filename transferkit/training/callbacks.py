@@ -14,6 +14,7 @@ import functools
 import io
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -62,11 +63,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     STATE_FILE = "latest.npz"
 
-    def __init__(self, backup_dir: str, early_stopping: ResumableEarlyStopping | None = None):
+    def __init__(
+        self,
+        backup_dir: str,
+        early_stopping: ResumableEarlyStopping | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
         """``early_stopping``: the phase's, whose progress goes into the same file (put it earlier
-        in the callbacks, so that it has judged the epoch when the backup is written)."""
+        in the callbacks, so that it has judged the epoch when the backup is written). ``clock``:
+        the run's seconds so far, saved with each epoch (:meth:`saved_seconds`)."""
         super().__init__(backup_dir, delete_checkpoint=False)  # save_freq="epoch"
         self.early_stopping = early_stopping
+        self.clock = clock
 
     @classmethod
     def saved_epoch(cls, backup_dir: str | Path) -> int | None:
@@ -77,8 +85,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         except (OSError, KeyError, ValueError):
             return None
 
+    @classmethod
+    def saved_seconds(cls, backup_dir: str | Path) -> float:
+        """The run's seconds when the backup in ``backup_dir`` was written (0.0: none recorded)."""
+        try:
+            with np.load(Path(backup_dir) / cls.STATE_FILE) as saved:
+                return float(saved["seconds"])
+        except (OSError, KeyError, ValueError):
+            return 0.0
+
     def on_epoch_end(self, epoch, logs=None):
         arrays = {"epoch": np.asarray(epoch + 1)}
+        if self.clock is not None:
+            arrays["seconds"] = np.asarray(self.clock())
         arrays.update({f"w{i}": value for i, value in enumerate(self.model.get_weights())})
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(_optimizer_variables(self.model))})
         if self.early_stopping is not None:

@@ -435,6 +435,7 @@ def settle_augmentation(
     noise = None if result.use_augmentation else trainer.features.without_warps
     trainer._say(result.describe(noise=noise is not None))
     trainer.state.augmentation = result.to_dict()
+    trainer.state.seconds = trainer.stopwatch.run_seconds()
     trainer.state.save(trainer.run_dir)
     if result.use_augmentation:
         return augmented

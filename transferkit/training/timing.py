@@ -83,7 +83,10 @@ class Stopwatch:
     is reported as ``"other"``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, before: float = 0.0) -> None:
+        """``before``: the seconds a resumed run had taken before its stop, up to its last saved
+        progress (:func:`transferkit.training.trainer.seconds_saved`); 0.0 for a new run."""
+        self.before = before
         self.started = time.perf_counter()
         self.stages: list[StageTime] = []
         self._open: list[str] = []
@@ -118,6 +121,10 @@ class Stopwatch:
         """Seconds since the stopwatch started."""
         return time.perf_counter() - self.started
 
+    def run_seconds(self) -> float:
+        """The run's seconds so far: those before its stop (if resumed) and this process's."""
+        return self.before + self.elapsed()
+
     def totals(self) -> dict[str, float]:
         """Seconds per outermost stage name (repeated stages summed), in first-finished order,
         then ``"other"``: the time outside every stage."""
@@ -146,6 +153,8 @@ class Stopwatch:
         }
         if self.reused:
             record["reused"] = {name: round(seconds, 3) for name, seconds in self.reused.items()}
+        if self.before:
+            record["before_the_stop"] = round(self.before, 3)
         return record
 
     def summary(self, smallest: float = 0.05) -> str:

@@ -68,6 +68,10 @@ class TrainState:
     # Per phase, the epoch (1-based within the phase) whose weights it ended with when early
     # stopping restored earlier ones: 0 = the fitted start no epoch beat; None = its last epoch.
     kept_epochs: list[int | None] = field(default_factory=list)
+    # The run's seconds when this was saved (selection and trials included): with the backups',
+    # what a resume reports as the time before its stop. Not compared: two runs that train alike
+    # take different times.
+    seconds: float = field(default=0.0, compare=False)
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainState:
@@ -76,6 +80,16 @@ class TrainState:
 
     def save(self, run_dir: Path) -> None:
         write_json(run_dir / "state.json", self.__dict__)
+
+
+def seconds_saved(run_dir: Path) -> float:
+    """The seconds a stopped run in ``run_dir`` had taken up to its last saved progress: a finished
+    phase (``state.json``) or an epoch's backup, whichever is later; 0.0 where it saved none (a
+    stop during selection, or a run from before transferkit recorded them). The epoch in progress at
+    the stop, and whatever ran after the last save, are not counted: the resume does them again."""
+    backups = (Path(run_dir) / "backup").glob(f"phase*/{AtomicBackupAndRestore.STATE_FILE}")
+    saved = [AtomicBackupAndRestore.saved_seconds(path.parent) for path in backups]
+    return max([TrainState.load(Path(run_dir)).seconds, *saved])
 
 
 def run_augmentation(recipe: Recipe, multi_worker: bool = False) -> RandomAffine | None:
@@ -224,6 +238,7 @@ class Trainer:
             if self._kept_epoch is not None:  # Keras' "Restoring model weights" line, which fit hides
                 kept = f"epoch {self._kept_epoch} of {epochs_run}" if self._kept_epoch else "its fitted start"
                 self._say(f"Phase '{phase.name}' kept {kept}: the lowest validation loss")
+            state.seconds = self.stopwatch.run_seconds()
             state.save(self.run_dir)
             shutil.rmtree(self._backup_dir(index), ignore_errors=True)  # only now: the phase is safe
         with contextlib.suppress(OSError):  # the backups' folder, once every phase's is gone
@@ -327,7 +342,7 @@ class Trainer:
             )
             callbacks.append(stopping)
         callbacks += [
-            AtomicBackupAndRestore(str(backup), stopping),
+            AtomicBackupAndRestore(str(backup), stopping, clock=self.stopwatch.run_seconds),
             EpochTensorBoard(str(self.run_dir / "logs")),
         ]
         return callbacks, writer
