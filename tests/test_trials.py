@@ -489,7 +489,11 @@ def test_a_fit_stopped_during_its_trials_resumes_them_without_measuring_or_train
     resumed = transferkit.resume(run_dir, verbose=0)
     assert measured == [1] and len(trained) == 3 and trained[2] != first_trial  # only the unfinished trial
     assert not (run_dir / "trials-progress.json").exists()
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished"
+    # Nothing of the time before the stop was saved (no epoch had trained): its seconds are the resume's.
+    assert resumed.resumed and info["seconds_counted_from"] == "the resume"
+    assert f"{resumed.seconds:,.0f} s since the resume | " in resumed.summary()
     records = [json.loads((run.run_dir / "selection.json").read_text())["trials"] for run in (whole, resumed)]
     scores = [[(r["quadrant"], r["val_accuracy"]) for r in record["records"]] for record in records]
     assert scores[0] == scores[1] and records[0]["winner"] == records[1]["winner"]

@@ -361,9 +361,12 @@ def _split_record(splits) -> dict:
     }
 
 
-def _select_and_train(recipe, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks):
+def _select_and_train(
+    recipe, splits, source, request, run_dir, device, stopwatch, started, verbose, hooks, resumed=False
+):
     """Measure and trial as ``request`` asks (what ``run_dir`` records of it is not done again),
-    then train and report: a fit from its run folder on."""
+    then train and report: a fit from its run folder on (``resumed``: a resume of one stopped while
+    selecting)."""
     journal = SelectionJournal(run_dir)
     with device.strategy.scope():
         session = prepare(
@@ -394,7 +397,7 @@ def _select_and_train(recipe, splits, source, request, run_dir, device, stopwatc
         "report": request.get("report", True),  # figures and report.html (a resume follows it)
     }
     with spill_folder(run_dir):  # caches over the --cache-memory budget: gone when the run ends
-        return train_and_report(session, splits, run_dir, info, device, started, verbose)
+        return train_and_report(session, splits, run_dir, info, device, started, verbose, resumed)
 
 
 def _new_run_dir(out, data: str, recipe_name: str, name: str | None, device: Device) -> Path:
@@ -520,7 +523,17 @@ def resume(
                 request = {**request, "selection": "fast"}
             with _named_on_interrupt(run_dir):
                 return _select_and_train(
-                    recipe, splits, info["data"], request, run_dir, device, stopwatch, started, verbose, hooks
+                    recipe,
+                    splits,
+                    info["data"],
+                    request,
+                    run_dir,
+                    device,
+                    stopwatch,
+                    started,
+                    verbose,
+                    hooks,
+                    True,
                 )
         with device.strategy.scope():
             session = prepare(recipe, splits, False, "auto", None, {}, verbose, stopwatch=stopwatch)

@@ -465,7 +465,9 @@ def datasets_for(
     return shard_by_example(train), shard_by_example(val), ordered
 
 
-def train_and_report(session: Session, splits, run_dir: Path, info: dict, device: Device, started, verbose):
+def train_and_report(
+    session: Session, splits, run_dir: Path, info: dict, device: Device, started, verbose, resumed=False
+):
     recipe = session.recipe
     write_text(run_dir / "recipe.toml", recipe_io.dumps(recipe))
     runfolder.save_labels(splits.class_names, run_dir)
@@ -478,7 +480,7 @@ def train_and_report(session: Session, splits, run_dir: Path, info: dict, device
         averaging.write_partner(run_dir, session.partner)
     runfolder.save_run_info(run_dir, {**info, "status": "training"})
     training = time.perf_counter()
-    result = resume_training(session, splits, run_dir, info, device, started, verbose)
+    result = resume_training(session, splits, run_dir, info, device, started, verbose, resumed)
     trials = session.selection.trials if session.selection is not None else None
     if trials is not None:  # what the trials cost next to the fit of the recipe they chose
         costed = dataclasses.replace(trials, final_fit_seconds=time.perf_counter() - training)
