@@ -196,3 +196,16 @@ def test_kaggles_train_csv_labels_the_training_images_and_its_test_csv_is_no_lab
     assert reasons["test.csv"].startswith("not an image file") and "train.csv" not in reasons
     assert sum(reason == "not listed in the label file" for reason in reasons.values()) == 6  # test/
     assert len(splits.train) + len(splits.val) + len(splits.test) == 16
+
+
+def test_augment_preview_samples_the_images_the_label_file_lists(tmp_path):
+    from transferkit.reporting import preview
+
+    root = tmp_path / "dogs"
+    rows = _flatten(make_image_folder(tmp_path / "c", classes=2, per_class=3), root / "train")
+    unlisted = make_image_folder(tmp_path / "u", classes=1, per_class=2)
+    _flatten(unlisted, root / "test", stem=lambda cls, path: f"test_{path.stem}")  # not listed
+    _write(root / "labels.csv", "id,breed\n" + "".join(f"{n},{c}\n" for n, c in rows[1:]))
+
+    paths, _ = preview._training_images(str(root), seed=0)
+    assert sorted(Path(p).stem for p in paths) == sorted(n for n, _ in rows[1:])

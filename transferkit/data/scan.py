@@ -146,6 +146,15 @@ def scan_split(folder: Path) -> ScannedSplit:
     return result
 
 
+def training_images(folder: Path) -> list[str]:
+    """The image files under ``folder`` that a scan would sort into classes (those its label file
+    lists, where it has one), by name alone: nothing is decoded (``augment-preview`` samples them)."""
+    label_file = find_label_file(folder)
+    if label_file is None:
+        return walk_images(folder, skipped=[])
+    return [path for _, path in read_label_file(label_file, walk_images(folder, skipped=[]), skipped=[])]
+
+
 def _in_class_folders(folder: Path, result: ScannedSplit) -> list[tuple[str, str]]:
     """``(class, path)`` of each image-named file under ``folder/<class>/``; classes (an empty one
     too) go into ``result.images``, what is passed over into ``result.skipped``."""

@@ -10,7 +10,7 @@ import numpy as np
 from transferkit import recipes as recipe_io
 from transferkit.data.decode import load_images, white_level_for
 from transferkit.data.loading import load_data, source_path
-from transferkit.data.scan import detect_layout, high_bit_peak, walk_images
+from transferkit.data.scan import detect_layout, high_bit_peak, training_images, walk_images
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_image_grid
 from transferkit.selection.quadrants import PROVISIONAL
@@ -83,7 +83,7 @@ def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
     root = Path(source)
     if not root.is_dir():
         raise TransferkitError(f"Data folder {data!r} does not exist (or is not a folder).")
-    paths = walk_images(detect_layout(root).get("train", root), skipped=[])
+    paths = training_images(detect_layout(root).get("train", root))
     if not paths:
         raise TransferkitError(f"No image files under {data!r} (searched recursively).")
     peak = high_bit_peak(walk_images(root, skipped=[]))
