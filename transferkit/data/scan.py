@@ -2,10 +2,10 @@
 
 Layout: ``root/<class>/...`` (one pool, split later), or ``root/train/<class>/...`` next to
 ``val/`` (``valid/``, ``validation/``) and/or ``test/`` (also ``training/`` and ``testing/``; split
-folder names are case-insensitive). A folder
-that holds a label file (``labels.csv`` or ``metadata.csv``, :mod:`transferkit.data.label_file`)
-is read from it instead of from class folders: the root (its rows then label the whole data set),
-or each split folder.
+folder names are case-insensitive). A folder that holds a label file (``labels.csv``, or a
+``metadata.csv`` or ``train.csv`` naming classes: :mod:`transferkit.data.label_file`) is read from
+it instead of from class folders: the root (its rows then label the whole data set), or each split
+folder.
 
 Rules of the walk, chosen so a real-world folder never stops a run:
 
