@@ -152,7 +152,7 @@ def training_images(folder: Path) -> list[str]:
     label_file = find_label_file(folder)
     if label_file is None:
         return walk_images(folder, skipped=[])
-    return [path for _, path in read_label_file(label_file, walk_images(folder, skipped=[]), skipped=[])]
+    return [path for _, path in _labelled(label_file, skipped=[])]
 
 
 def _in_class_folders(folder: Path, result: ScannedSplit) -> list[tuple[str, str]]:
@@ -178,14 +178,20 @@ def _in_class_folders(folder: Path, result: ScannedSplit) -> list[tuple[str, str
 
 
 def _listed(label_file: Path, result: ScannedSplit) -> list[tuple[str, str]]:
-    """``(class, path)`` of each image-named file under the label file's folder that it labels."""
-    walked: list[tuple[str, str]] = []
-    images = walk_images(label_file.parent, walked)
-    result.skipped += [(path, reason) for path, reason in walked if path != str(label_file)]
-    candidates = [(nfc(name), path) for name, path in read_label_file(label_file, images, result.skipped)]
+    """:func:`_labelled`, each class (an empty one too) in ``result.images``."""
+    candidates = _labelled(label_file, result.skipped)
     for name, _ in candidates:
         result.images.setdefault(name, [])
     return candidates
+
+
+def _labelled(label_file: Path, skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(class, path)`` of each image-named file under the label file's folder that it labels;
+    what is left out (the label file itself aside) goes to ``skipped``."""
+    walked: list[tuple[str, str]] = []
+    images = walk_images(label_file.parent, walked)
+    skipped += [(path, reason) for path, reason in walked if path != str(label_file)]
+    return [(nfc(name), path) for name, path in read_label_file(label_file, images, skipped)]
 
 
 def high_bit_peak(paths: list[str]) -> int | None:
