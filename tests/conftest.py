@@ -74,14 +74,36 @@ def no_network(request):
         pytest.fail(f"test tried to use the network: {attempts}")
 
 
-@pytest.fixture
-def short_check(monkeypatch):
-    """The augmentation check's heads train 5 epochs, not 50: for tests of what a run caches, spills,
-    traces, compiles and records around the check, which do not depend on how long its two heads
-    train (the tests of its verdict keep the full floor)."""
+SHORT_CHECK_EPOCHS = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def short_augmentation_checks(request):
+    """The augmentation check's heads train :data:`SHORT_CHECK_EPOCHS` epochs, not the product's
+    floor of :data:`~transferkit.training.augment_check.MIN_EPOCHS` (50), in the in-process fits of
+    every module not marked ``full_check``: those tests are about what a run caches, traces, saves,
+    resumes and reports around the check, not how long its two heads train, and the floor's epochs
+    were 13% of the suite's CPU (117 checks, 220 s). The check's verdict is tested at the full floor
+    (``tests/test_augment_check.py``), and so are the real-data accuracy claims; CLI children and
+    notebook kernels run the product as it ships. Module-scoped, so that the fits a module shares
+    (its module fixtures) are made under it too."""
+    if request.node.get_closest_marker("full_check"):
+        yield
+        return
     from transferkit.training import augment_check
 
-    monkeypatch.setattr(augment_check, "MIN_EPOCHS", 5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(augment_check, "MIN_EPOCHS", SHORT_CHECK_EPOCHS)
+        yield
+
+
+@pytest.fixture
+def short_check(monkeypatch):
+    """The short check in a ``full_check`` module: for its tests of what a run caches, spills, traces,
+    compiles and records around the check, which do not depend on how long its two heads train."""
+    from transferkit.training import augment_check
+
+    monkeypatch.setattr(augment_check, "MIN_EPOCHS", SHORT_CHECK_EPOCHS)
 
 
 @pytest.fixture

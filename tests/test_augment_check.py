@@ -27,6 +27,10 @@ from transferkit.training.callbacks import Reseed
 from transferkit.training.features import CachedFeatures, EpochSetter, feature_step, feature_steps
 from transferkit.training.trainer import TrainState
 
+# The check's verdict is what this module tests: its heads train the product's floor of epochs
+# (tests that look only around the check ask for short_check).
+pytestmark = pytest.mark.full_check
+
 
 def _separable(n=60, dim=6, seed=0):
     rng = np.random.default_rng(seed)

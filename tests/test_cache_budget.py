@@ -297,7 +297,7 @@ def _fit(folder, out, **options):
     )  # fmt: skip
 
 
-def test_fit_spills_over_a_small_budget_and_removes_the_files(short_check, folder, tmp_path):
+def test_fit_spills_over_a_small_budget_and_removes_the_files(folder, tmp_path):
     seen = []
 
     def listener(event):  # during training: the spilled caches exist
@@ -311,7 +311,7 @@ def test_fit_spills_over_a_small_budget_and_removes_the_files(short_check, folde
     assert 'cache_memory = "1KB"' in (run.run_dir / "recipe.toml").read_text()
 
 
-def test_fit_removes_the_spilled_files_after_an_error(short_check, folder, tmp_path):
+def test_fit_removes_the_spilled_files_after_an_error(folder, tmp_path):
     def failing(event):
         if type(event).__name__ == "EpochEnded":
             assert any((tmp_path / "r" / "cache").iterdir())
