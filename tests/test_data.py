@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -307,6 +308,18 @@ def test_tfds_source_uses_builder_class_names_and_decodes_records():
     assert images.shape == (len(splits.train), 32, 32, 3) and images.dtype == np.uint8
     assert sorted(labels.tolist()) == sorted(splits.train.labels)
     assert splits.train.paths[0].startswith("tfds:beans/train#")
+
+
+def test_augment_preview_of_a_tfds_source_captions_each_record_by_its_class(tmp_path, monkeypatch):
+    from transferkit.reporting import preview
+
+    drawn = []
+    monkeypatch.setattr(preview, "plot_image_grid", lambda grid, out, **kw: drawn.append(kw))
+    with tfds.testing.mock_data(num_examples=12):
+        preview.augment_preview("tfds:beans", count=2, copies=1, image_size=24, out=tmp_path / "g.png")
+    originals = drawn[0]["titles"][::2]
+    classes = "angular_leaf_spot|bean_rust|healthy"
+    assert len(originals) == 2 and all(re.fullmatch(rf"({classes})/train#\d+", t) for t in originals)
 
 
 def _write_beans_metadata(data_dir: Path, lengths: dict[str, int]) -> None:

@@ -198,7 +198,7 @@ def test_kaggles_train_csv_labels_the_training_images_and_its_test_csv_is_no_lab
     assert len(splits.train) + len(splits.val) + len(splits.test) == 16
 
 
-def test_augment_preview_samples_the_images_the_label_file_lists(tmp_path):
+def test_augment_preview_samples_and_captions_the_images_the_label_file_lists(tmp_path, monkeypatch):
     from transferkit.reporting import preview
 
     root = tmp_path / "dogs"
@@ -207,5 +207,12 @@ def test_augment_preview_samples_the_images_the_label_file_lists(tmp_path):
     _flatten(unlisted, root / "test", stem=lambda cls, path: f"test_{path.stem}")  # not listed
     _write(root / "labels.csv", "id,breed\n" + "".join(f"{n},{c}\n" for n, c in rows[1:]))
 
-    paths, _ = preview._training_images(str(root), seed=0)
-    assert sorted(Path(p).stem for p in paths) == sorted(n for n, _ in rows[1:])
+    labelled, _, _ = preview._training_images(str(root), seed=0)
+    assert sorted((Path(p).stem, c) for c, p in labelled) == sorted(rows[1:])
+    # Each original is captioned by the class the file gives it, not by its folder (train/).
+    drawn = []
+    monkeypatch.setattr(preview, "plot_image_grid", lambda grid, out, **kw: drawn.append(kw))
+    preview.augment_preview(str(root), count=4, copies=1, image_size=24, out=tmp_path / "grid.png")
+    listed = {f"{c}/{Path(p).name}" for c, p in labelled}
+    originals = drawn[0]["titles"][::2]
+    assert len(originals) == 4 and set(originals) <= listed

@@ -146,13 +146,20 @@ def scan_split(folder: Path) -> ScannedSplit:
     return result
 
 
-def training_images(folder: Path) -> list[str]:
-    """The image files under ``folder`` that a scan would sort into classes (those its label file
-    lists, where it has one), by name alone: nothing is decoded (``augment-preview`` samples them)."""
+def training_images(folder: Path) -> list[tuple[str | None, str]]:
+    """``(class, path)`` of the image files under ``folder`` that a scan would sort into classes, by
+    name alone: nothing is decoded (``augment-preview`` samples and captions them). The class is the
+    label file's, where the folder has one (only the images it lists), else the class folder's
+    name; an image at the top of a folder of class folders has none (None)."""
     label_file = find_label_file(folder)
     if label_file is None:
-        return walk_images(folder, skipped=[])
-    return [path for _, path in _labelled(label_file, skipped=[])]
+        return [(_class_folder_of(path, folder), path) for path in walk_images(folder, skipped=[])]
+    return list(_labelled(label_file, skipped=[]))
+
+
+def _class_folder_of(path: str, folder: Path) -> str | None:
+    parts = Path(path).relative_to(folder).parts
+    return nfc(parts[0]) if len(parts) > 1 else None
 
 
 def _in_class_folders(folder: Path, result: ScannedSplit) -> list[tuple[str, str]]:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from transferkit import recipes as recipe_io
-from transferkit.data.decode import load_images, white_level_for
-from transferkit.data.loading import load_data, source_path
+from transferkit.data import tfds_source
+from transferkit.data.decode import UnusableImage, decode_image, load_images, white_level_for
+from transferkit.data.loading import ImageSet, load_data, source_path
 from transferkit.data.scan import detect_layout, high_bit_peak, training_images, walk_images
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_image_grid
@@ -36,15 +37,14 @@ def augment_preview(
     config = recipe_io.load(recipe).augment
     if fill_mode:
         config = dataclasses.replace(config, fill_mode=fill_mode)
-    paths, white_level = _training_images(data, seed)
+    labelled, white_level, records = _training_images(data, seed)
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
-    sampled = [paths[i] for i in sorted(chosen)]
-    images, skipped = load_images(sampled, image_size, white_level)
+    chosen = rng.choice(len(labelled), size=min(count, len(labelled)), replace=False)
+    sampled = [labelled[i] for i in sorted(chosen)]
+    images, unreadable = _decoded([path for _, path in sampled], image_size, white_level, records)
     if not len(images):
         raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
-    unreadable = {path for path, _ in skipped}
-    names = [_caption(path) for path in sampled if path not in unreadable]  # the decoded ones, in order
+    names = [_caption(*pair) for pair in sampled if pair[1] not in unreadable]  # the decoded ones, in order
     grid = preview(images, config, copies=copies, seed=seed)
     out = Path(out) if Path(out).suffix else Path(out).with_suffix(".png")  # a picture opens by its name
     titles = [title for name in names for title in (name, *(f"augmented {i + 1}" for i in range(copies)))]
@@ -63,15 +63,19 @@ def augment_preview(
     return out
 
 
-def _caption(path: str) -> str:
-    """``class/file`` for an original's caption (its folder names its class; the grid shortens it)."""
-    return f"{Path(path).parent.name}/{Path(path).name}"
+def _caption(class_name: str | None, path: str) -> str:
+    """``class/file`` for an original's caption (the grid shortens it); the file alone where no class
+    is known."""
+    name = Path(path).name
+    return name if class_name is None else f"{class_name}/{name}"
 
 
-def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
-    """The image files to sample from, and their white level: a folder's training images (its
-    ``train/`` when split, else all of it; one class, or none, is enough for a picture), or a TFDS
-    source's training split.
+def _training_images(
+    data: str, seed: int
+) -> tuple[list[tuple[str | None, str]], int | None, ImageSet | None]:
+    """``(class, path)`` of the images to sample from, their white level, and for a TFDS source its
+    records (else None): a folder's training images (its ``train/`` when split, else all of it; one
+    class, or none, is enough for a picture), or a TFDS source's training split.
 
     A folder's white level is found over all of it, every split, as ``fit``'s scan finds it: with
     none, 12-bit values in 16-bit files showed nearly black here while training scaled them to 0-255.
@@ -79,12 +83,36 @@ def _training_images(data: str, seed: int) -> tuple[list[str], int | None]:
     source = source_path(data)
     if source.startswith("tfds:"):
         splits = load_data(source, seed=seed)
-        return list(splits.train.paths), splits.train.white_level
+        train = splits.train
+        labelled = [(splits.class_names[y], p) for p, y in zip(train.paths, train.labels, strict=True)]
+        return labelled, train.white_level, train
     root = Path(source)
     if not root.is_dir():
         raise TransferkitError(f"Data folder {data!r} does not exist (or is not a folder).")
-    paths = training_images(detect_layout(root).get("train", root))
-    if not paths:
+    labelled = training_images(detect_layout(root).get("train", root))
+    if not labelled:
         raise TransferkitError(f"No image files under {data!r} (searched recursively).")
     peak = high_bit_peak(walk_images(root, skipped=[]))
-    return paths, None if peak is None else white_level_for(peak)
+    return labelled, None if peak is None else white_level_for(peak), None
+
+
+def _decoded(
+    paths: list[str], image_size: int, white_level: int | None, records: ImageSet | None
+) -> tuple[np.ndarray, set[str]]:
+    """The images at ``paths`` decoded as training decodes them (uint8, in order), and the paths that
+    could not be. TFDS records (ids like ``tfds:beans/train#17``: no file to open) are read in one
+    pass over their split and matched by id."""
+    if records is None:
+        images, skipped = load_images(paths, image_size, white_level)
+        return images, {path for path, _ in skipped}
+    index = {path: i for i, path in enumerate(records.paths)}
+    wanted = records.subset([index[path] for path in paths])
+    found = {}
+    for name, payload, _ in tfds_source.encoded_records(wanted.tfds).as_numpy_iterator():
+        try:
+            found[name.decode()] = decode_image(payload, image_size, white_level)
+        except UnusableImage:
+            pass
+    arrays = [found[path] for path in paths if path in found]
+    images = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return images, {path for path in paths if path not in found}
