@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import transferkit
 from transferkit.data import decode, pipeline
 from transferkit.data.loading import (
     DatasetCard,
@@ -320,6 +321,37 @@ def test_augment_preview_of_a_tfds_source_captions_each_record_by_its_class(tmp_
     originals = drawn[0]["titles"][::2]
     classes = "angular_leaf_spot|bean_rust|healthy"
     assert len(originals) == 2 and all(re.fullmatch(rf"({classes})/train#\d+", t) for t in originals)
+
+
+def test_tfds_records_decode_by_id_as_the_training_pipeline_decodes_them():
+    from transferkit.data.tfds_source import decode_records
+
+    with tfds.testing.mock_data(num_examples=12):
+        train = load_data("tfds:beans", validation_split=0.25).train
+        chosen = [5, 0, 3]  # not in split order
+        found = decode_records([train.paths[i] for i in chosen] + ["beans/train#1"], 24)
+        assert sorted(found) == sorted(train.paths[i] for i in chosen)  # an id of another form: absent
+        for i in chosen:
+            expected, _ = _batches(make_dataset(train.subset([i]), 24, 1))
+            np.testing.assert_array_equal(found[train.paths[i]], expected[0])
+
+
+def test_a_fit_on_tfds_draws_its_gallery_and_heat_maps_from_the_records(tmp_path):
+    with tfds.testing.mock_data(num_examples=24):
+        run = transferkit.fit(
+            "tfds:beans",
+            recipe="small_similar",
+            backbone="tiny",
+            weights="random",
+            epochs=1,
+            batch_size=8,
+            image_size=32,
+            out=tmp_path,
+            verbose=0,
+        )
+    assert run.metrics.num_samples > 0 and run.metrics.scored.startswith("test")
+    assert (run.run_dir / "top_losses.png").exists() and (run.run_dir / "grad_cam.png").exists()
+    assert json.loads((run.run_dir / "interpretation.json").read_text())["notes"] == []
 
 
 def _write_beans_metadata(data_dir: Path, lengths: dict[str, int]) -> None:

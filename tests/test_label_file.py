@@ -207,7 +207,7 @@ def test_augment_preview_samples_and_captions_the_images_the_label_file_lists(tm
     _flatten(unlisted, root / "test", stem=lambda cls, path: f"test_{path.stem}")  # not listed
     _write(root / "labels.csv", "id,breed\n" + "".join(f"{n},{c}\n" for n, c in rows[1:]))
 
-    labelled, _, _ = preview._training_images(str(root), seed=0)
+    labelled, _ = preview._training_images(str(root), seed=0)
     assert sorted((Path(p).stem, c) for c, p in labelled) == sorted(rows[1:])
     # Each original is captioned by the class the file gives it, not by its folder (train/).
     drawn = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +175,36 @@ def encoded_records(ref: TfdsRef) -> tf.data.Dataset:
             tf.cast(ex[ref.label_key], tf.int32),
         )
     )
+
+
+_RECORD_ID = re.compile(r"tfds:(?P<name>.+)/(?P<split>[^/]+)#(?P<index>\d+)")
+
+
+def decode_records(
+    ids: Sequence[str], image_size: int, white_level: int | None = None
+) -> dict[str, np.ndarray]:
+    """The records named by ``ids`` (``tfds:NAME/SPLIT#INDEX``, as ``load_data`` names them) decoded
+    as training decodes them, by id: one pass over each split they come from. A record that does not
+    decode is absent from the result, as is an id of another form.
+
+    Example:
+        >>> decode_records(["tfds:beans/test#3"], 224)["tfds:beans/test#3"].shape  # doctest: +SKIP
+        (224, 224, 3)
+    """
+    from transferkit.data.decode import UnusableImage, decode_image
+
+    wanted: dict[tuple[str, str], set[int]] = {}
+    for record in ids:
+        match = _RECORD_ID.fullmatch(record)
+        if match:
+            wanted.setdefault((match["name"], match["split"]), set()).add(int(match["index"]))
+    decoded = {}
+    for (name, split), indices in wanted.items():
+        info = describe(name)
+        ref = TfdsRef(name, split, info.image_key, info.label_key, tuple(sorted(indices)))
+        for record, payload, _ in encoded_records(ref).as_numpy_iterator():
+            try:
+                decoded[record.decode()] = decode_image(payload, image_size, white_level)
+            except UnusableImage:
+                pass
+    return decoded

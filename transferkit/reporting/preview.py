@@ -9,8 +9,8 @@ import numpy as np
 
 from transferkit import recipes as recipe_io
 from transferkit.data import tfds_source
-from transferkit.data.decode import UnusableImage, decode_image, load_images, white_level_for
-from transferkit.data.loading import ImageSet, load_data, source_path
+from transferkit.data.decode import load_images, white_level_for
+from transferkit.data.loading import load_data, source_path
 from transferkit.data.scan import detect_layout, high_bit_peak, training_images, walk_images
 from transferkit.errors import TransferkitError
 from transferkit.reporting.figures import plot_image_grid
@@ -37,11 +37,11 @@ def augment_preview(
     config = recipe_io.load(recipe).augment
     if fill_mode:
         config = dataclasses.replace(config, fill_mode=fill_mode)
-    labelled, white_level, records = _training_images(data, seed)
+    labelled, white_level = _training_images(data, seed)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(labelled), size=min(count, len(labelled)), replace=False)
     sampled = [labelled[i] for i in sorted(chosen)]
-    images, unreadable = _decoded([path for _, path in sampled], image_size, white_level, records)
+    images, unreadable = _decoded([path for _, path in sampled], image_size, white_level)
     if not len(images):
         raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
     names = [_caption(*pair) for pair in sampled if pair[1] not in unreadable]  # the decoded ones, in order
@@ -70,12 +70,10 @@ def _caption(class_name: str | None, path: str) -> str:
     return name if class_name is None else f"{class_name}/{name}"
 
 
-def _training_images(
-    data: str, seed: int
-) -> tuple[list[tuple[str | None, str]], int | None, ImageSet | None]:
-    """``(class, path)`` of the images to sample from, their white level, and for a TFDS source its
-    records (else None): a folder's training images (its ``train/`` when split, else all of it; one
-    class, or none, is enough for a picture), or a TFDS source's training split.
+def _training_images(data: str, seed: int) -> tuple[list[tuple[str | None, str]], int | None]:
+    """``(class, path)`` of the images to sample from, and their white level: a folder's training
+    images (its ``train/`` when split, else all of it; one class, or none, is enough for a picture),
+    or a TFDS source's training split.
 
     A folder's white level is found over all of it, every split, as ``fit``'s scan finds it: with
     none, 12-bit values in 16-bit files showed nearly black here while training scaled them to 0-255.
@@ -85,7 +83,7 @@ def _training_images(
         splits = load_data(source, seed=seed)
         train = splits.train
         labelled = [(splits.class_names[y], p) for p, y in zip(train.paths, train.labels, strict=True)]
-        return labelled, train.white_level, train
+        return labelled, train.white_level
     root = Path(source)
     if not root.is_dir():
         raise TransferkitError(f"Data folder {data!r} does not exist (or is not a folder).")
@@ -93,26 +91,17 @@ def _training_images(
     if not labelled:
         raise TransferkitError(f"No image files under {data!r} (searched recursively).")
     peak = high_bit_peak(walk_images(root, skipped=[]))
-    return labelled, None if peak is None else white_level_for(peak), None
+    return labelled, None if peak is None else white_level_for(peak)
 
 
-def _decoded(
-    paths: list[str], image_size: int, white_level: int | None, records: ImageSet | None
-) -> tuple[np.ndarray, set[str]]:
+def _decoded(paths: list[str], image_size: int, white_level: int | None) -> tuple[np.ndarray, set[str]]:
     """The images at ``paths`` decoded as training decodes them (uint8, in order), and the paths that
-    could not be. TFDS records (ids like ``tfds:beans/train#17``: no file to open) are read in one
-    pass over their split and matched by id."""
-    if records is None:
+    could not be: files as ``predict`` reads them, TFDS records (ids like ``tfds:beans/train#17``) from
+    their split."""
+    if not any(path.startswith("tfds:") for path in paths):
         images, skipped = load_images(paths, image_size, white_level)
         return images, {path for path, _ in skipped}
-    index = {path: i for i, path in enumerate(records.paths)}
-    wanted = records.subset([index[path] for path in paths])
-    found = {}
-    for name, payload, _ in tfds_source.encoded_records(wanted.tfds).as_numpy_iterator():
-        try:
-            found[name.decode()] = decode_image(payload, image_size, white_level)
-        except UnusableImage:
-            pass
+    found = tfds_source.decode_records(paths, image_size, white_level)
     arrays = [found[path] for path in paths if path in found]
     images = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
     return images, {path for path in paths if path not in found}
