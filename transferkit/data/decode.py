@@ -400,7 +400,8 @@ def load_images(
     """Decode many files for prediction, in parallel, keeping the usable ones.
 
     Args:
-        paths: image files to decode.
+        paths: image files to decode (or TFDS record ids like ``tfds:beans/test#3``, as
+            :func:`~transferkit.data.loading.load_data` names them: read from their split).
         image_size: side of the square output, in pixels.
         white_level: as :func:`decode_image`'s (a run's: the one it trained with).
 
@@ -414,14 +415,22 @@ def load_images(
         ((1, 224, 224, 3), [('notes.txt', 'not a supported image (...)')])
     """
 
-    def attempt(path: str | os.PathLike) -> np.ndarray | str:
-        try:
-            return decode_image(path, image_size, white_level)
-        except UnusableImage as err:
-            return str(err)
+    if any(os.fspath(path).startswith("tfds:") for path in paths):  # records of a TFDS split: no files
+        from transferkit.data.tfds_source import decode_records
 
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        results = list(pool.map(attempt, paths))
+        found = decode_records([os.fspath(path) for path in paths], image_size, white_level)
+        missing = "not a record of its TFDS split that decodes"
+        results = [found.get(os.fspath(path), missing) for path in paths]
+    else:
+
+        def attempt(path: str | os.PathLike) -> np.ndarray | str:
+            try:
+                return decode_image(path, image_size, white_level)
+            except UnusableImage as err:
+                return str(err)
+
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+            results = list(pool.map(attempt, paths))
     arrays = [r for r in results if isinstance(r, np.ndarray)]
     skipped = [(os.fspath(p), r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
     stacked = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)

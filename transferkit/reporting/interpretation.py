@@ -104,19 +104,13 @@ def _images(predictions: diagnostics.Predictions, rows: list[int], notes: list[s
     if not predictions.paths:
         notes.append("The held-out images could not be paired with their predictions; no gallery.")
         return None
-    paths = [predictions.paths[i] for i in rows]
-    if any(path.startswith("tfds:") for path in paths):  # records of a TFDS split, no files
-        from transferkit.data.tfds_source import decode_records
-
-        try:
-            found = decode_records(paths, predictions.image_size, predictions.white_level)
-        except Exception as error:  # e.g. gone from TFDS_DATA_DIR since the run: a figure, not the run
-            notes.append(f"The held-out records cannot be read from TensorFlow Datasets ({error}).")
-            return None
-        images = [found.get(path) for path in paths]
-        skipped = [(path, "") for path, image in zip(paths, images, strict=True) if image is None]
-    else:
-        images, skipped = load_images(paths, predictions.image_size, predictions.white_level)
+    try:
+        images, skipped = load_images(
+            [predictions.paths[i] for i in rows], predictions.image_size, predictions.white_level
+        )
+    except Exception as error:  # a TFDS split gone from TFDS_DATA_DIR since the run: a figure, not the run
+        notes.append(f"The held-out images cannot be read ({error}).")
+        return None
     if skipped:
         notes.append(f"{len(skipped)} held-out image(s) can no longer be read (e.g. {skipped[0][0]}).")
         return None

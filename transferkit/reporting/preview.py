@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from transferkit import recipes as recipe_io
-from transferkit.data import tfds_source
 from transferkit.data.decode import load_images, white_level_for
 from transferkit.data.loading import load_data, source_path
 from transferkit.data.scan import detect_layout, high_bit_peak, training_images, walk_images
@@ -41,9 +40,10 @@ def augment_preview(
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(labelled), size=min(count, len(labelled)), replace=False)
     sampled = [labelled[i] for i in sorted(chosen)]
-    images, unreadable = _decoded([path for _, path in sampled], image_size, white_level)
+    images, skipped = load_images([path for _, path in sampled], image_size, white_level)
     if not len(images):
         raise TransferkitError(f"None of the sampled images under {data!r} could be decoded.")
+    unreadable = {path for path, _ in skipped}
     names = [_caption(*pair) for pair in sampled if pair[1] not in unreadable]  # the decoded ones, in order
     grid = preview(images, config, copies=copies, seed=seed)
     out = Path(out) if Path(out).suffix else Path(out).with_suffix(".png")  # a picture opens by its name
@@ -92,16 +92,3 @@ def _training_images(data: str, seed: int) -> tuple[list[tuple[str | None, str]]
         raise TransferkitError(f"No image files under {data!r} (searched recursively).")
     peak = high_bit_peak(walk_images(root, skipped=[]))
     return labelled, None if peak is None else white_level_for(peak)
-
-
-def _decoded(paths: list[str], image_size: int, white_level: int | None) -> tuple[np.ndarray, set[str]]:
-    """The images at ``paths`` decoded as training decodes them (uint8, in order), and the paths that
-    could not be: files as ``predict`` reads them, TFDS records (ids like ``tfds:beans/train#17``) from
-    their split."""
-    if not any(path.startswith("tfds:") for path in paths):
-        images, skipped = load_images(paths, image_size, white_level)
-        return images, {path for path, _ in skipped}
-    found = tfds_source.decode_records(paths, image_size, white_level)
-    arrays = [found[path] for path in paths if path in found]
-    images = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return images, {path for path in paths if path not in found}
