@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as `import transferkit` sets it
-from transferkit.tf_logging import import_quietly  # noqa: E402  (imports no TensorFlow)
+from transferkit.runtime.tf_logging import import_quietly  # noqa: E402  (imports no TensorFlow)
 
 import_quietly("tensorflow")  # TensorFlow's start-up lines muted, as the CLI mutes them
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # frozen_base, a sibling script

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from transferkit import allocator
+from transferkit.runtime import allocator
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from transferkit import onednn
+from transferkit.runtime import onednn
 from transferkit.testing import make_image_folder
 
 

@@ -12,8 +12,8 @@ import keras
 import pytest
 
 import transferkit
-from transferkit.collector import collector_paused
 from transferkit.errors import TransferkitError
+from transferkit.runtime.collector import collector_paused
 from transferkit.testing import make_image_folder
 from transferkit.training.progress import EpochEnded, Finished, PhaseLog, PhaseStarted, as_listener, fit_hooks
 

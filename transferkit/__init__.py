@@ -13,13 +13,13 @@ TensorFlow's C++ log lines (CUDA probing, ``NodeDef mentions attribute`` warning
 when TensorFlow is not imported yet), and where the level is 3 the lines TensorFlow prints while
 it loads are muted too, whoever imports it (a name of this package, one of its modules, or the
 app's own ``import keras``). Set ``TF_CPP_MIN_LOG_LEVEL`` yourself, or
-``TRANSFERKIT_DEBUG=1`` to see everything (see :mod:`transferkit.tf_logging`).
+``TRANSFERKIT_DEBUG=1`` to see everything (see :mod:`transferkit.runtime.tf_logging`).
 
 On Linux, ``import transferkit`` also sets glibc's malloc to reuse large buffers from its heap
 (1.8x faster CPU training where every op mapped and unmapped them) unless a ``MALLOC_*`` variable or
-``LD_PRELOAD`` is set, or ``TRANSFERKIT_MALLOC=system`` (see :mod:`transferkit.allocator`), and on
+``LD_PRELOAD`` is set, or ``TRANSFERKIT_MALLOC=system`` (see :mod:`transferkit.runtime.allocator`), and on
 x86-64 it switches on TensorFlow's oneDNN kernels on CPUs without AVX-512 too (a whole-network train
-step 25-30% shorter on AVX2) unless ``TF_ENABLE_ONEDNN_OPTS`` is set (see :mod:`transferkit.onednn`).
+step 25-30% shorter on AVX2) unless ``TF_ENABLE_ONEDNN_OPTS`` is set (see :mod:`transferkit.runtime.onednn`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from transferkit.allocator import tune_malloc
 from transferkit.errors import TransferkitError, TransferkitWarning
-from transferkit.onednn import enable_onednn
-from transferkit.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly, mute_tensorflow_startup
+from transferkit.runtime.allocator import tune_malloc
+from transferkit.runtime.onednn import enable_onednn
+from transferkit.runtime.tf_logging import QUIET_CPP_LOG_LEVEL, import_quietly, mute_tensorflow_startup
 
 if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL) == QUIET_CPP_LOG_LEVEL:  # read as
     mute_tensorflow_startup()  # TensorFlow loads; the lines it prints before it reads it, muted too
-tune_malloc()  # before TensorFlow's threads: large buffers reused from the heap (transferkit.allocator)
-enable_onednn()  # read when TensorFlow loads: oneDNN's kernels on AVX2 CPUs too (transferkit.onednn)
+tune_malloc()  # before TensorFlow's threads: large buffers reused from the heap (runtime.allocator)
+enable_onednn()  # read when TensorFlow loads: oneDNN's kernels on AVX2 CPUs too (runtime.onednn)
 
 _EXPORTS = {
     "fit": "transferkit.api",

@@ -25,7 +25,6 @@ import keras
 from transferkit import recipes as recipe_io
 from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.weights import check_weights
-from transferkit.collector import spares_older_objects
 from transferkit.console import resume_command
 from transferkit.data.cache_budget import spill_folder
 from transferkit.data.loading import source_path
@@ -33,12 +32,14 @@ from transferkit.data.scan import nfc
 from transferkit.errors import TransferkitError, choices_error
 from transferkit.evaluation import evaluate  # noqa: F401  (public API)
 from transferkit.fileio import require_writable_folder, write_json, write_text
-from transferkit.onednn import late_import_note
 from transferkit.prediction import (
     predict,  # noqa: F401  (public API)
 )
 from transferkit.recipes import Recipe
 from transferkit.reporting import figures, runfolder
+from transferkit.runtime.collector import spares_older_objects
+from transferkit.runtime.onednn import late_import_note
+from transferkit.runtime.tf_logging import tensorflow_warnings_muted
 from transferkit.selection.journal import SelectionJournal
 from transferkit.selection.quadrants import SIZE_CHOICES, quadrant_for
 from transferkit.selection.trials import SELECTION_MODES
@@ -52,7 +53,6 @@ from transferkit.session import (
     say,
     train_and_report,
 )
-from transferkit.tf_logging import tensorflow_warnings_muted
 from transferkit.training.averaging import partner_dir
 from transferkit.training.device import Device, device_scope, environment, precision_for
 from transferkit.training.distribute import (

@@ -27,9 +27,9 @@ from transferkit.errors import QualityGateError, TransferkitError, TransferkitWa
 from transferkit.exporting.formats import DEFAULT_MAX_DROP, FORMATS, QUANTIZE_CHOICES
 from transferkit.prediction import DEFAULT_TOP_K
 from transferkit.recipes import DISTRIBUTIONS, FILL_MODES, PRECISIONS
+from transferkit.runtime.tf_logging import debugging, import_quietly
 from transferkit.selection.quadrants import PROVISIONAL, QUADRANTS, SIZE_CHOICES
 from transferkit.selection.trials import SELECTION_MODES
-from transferkit.tf_logging import debugging, import_quietly
 
 BACKBONE_HELP = "Backbone name (see `transferkit backbones`)."
 TTA_HELP = (
@@ -176,14 +176,14 @@ def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notes) muted.
 
     ``import transferkit`` has set TF_CPP_MIN_LOG_LEVEL (unless the user did); the lines printed
-    before TensorFlow reads it are muted by :func:`transferkit.tf_logging.import_quietly`.
+    before TensorFlow reads it are muted by :func:`transferkit.runtime.tf_logging.import_quietly`.
     """
     if debugging() or "tensorflow" in sys.modules:
         return
     import_quietly("keras")
     tf = import_quietly("tensorflow")
     # What the imports made lives as long as this process: out of the collector's full passes from
-    # here on (transferkit.collector). A `fit` process (240 images at 128 px, 2-core CPU, three runs
+    # here on (transferkit.runtime.collector). A `fit` process (240 images at 128 px, 2-core CPU, three runs
     # each) took 7.8-8.0 s instead of 8.3-8.9 s, the same peak memory.
     gc.freeze()
     # TF's Python-side notes (e.g. "N out of the last M calls triggered tf.function retracing" when

@@ -23,10 +23,10 @@ from transferkit.reporting.metrics import (
     paired_exact_p,
     predict_dataset,
 )
+from transferkit.runtime.tf_logging import tensorflow_warnings_muted
 from transferkit.session import (
     as_float,
 )
-from transferkit.tf_logging import tensorflow_warnings_muted
 
 logger = logging.getLogger(__name__)
 

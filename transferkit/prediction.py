@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from transferkit.errors import TransferkitError, TransferkitWarning, setting
-from transferkit.tf_logging import tensorflow_warnings_muted
+from transferkit.runtime.tf_logging import tensorflow_warnings_muted
 
 if TYPE_CHECKING:
     import keras

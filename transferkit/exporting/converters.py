@@ -31,7 +31,7 @@ from transferkit.exporting.formats import (
     require,
 )
 from transferkit.fileio import atomic_path, staging_dir, write_text
-from transferkit.tf_logging import stderr_muted
+from transferkit.runtime.tf_logging import stderr_muted
 from transferkit.training.device import float32_model
 
 ONNX_OPSET = 17  # supported by onnxruntime >= 1.14 and every current tf2onnx

@@ -36,7 +36,7 @@ from transferkit.exporting.runtimes import keras_runner, open_runner
 from transferkit.fileio import write_json
 from transferkit.reporting.metrics import SIGNIFICANCE
 from transferkit.reporting.runfolder import SavedRun, load_run
-from transferkit.tf_logging import tensorflow_warnings_muted
+from transferkit.runtime.tf_logging import tensorflow_warnings_muted
 
 
 @dataclass(frozen=True)

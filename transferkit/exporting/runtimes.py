@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.exporting.formats import ONNX_LABELS_KEY, require
-from transferkit.tf_logging import stderr_muted
+from transferkit.runtime.tf_logging import stderr_muted
 
 Runner = Callable[[np.ndarray], np.ndarray]
 BATCH = 32

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeVar
 
-from transferkit.collector import collector_paused
+from transferkit.runtime.collector import collector_paused
 
 # 2 would still print C++ errors: on a machine without a GPU, "failed call to cuInit" is one
 # (measured with TensorFlow 2.21). Real failures still reach the user as Python exceptions.
@@ -44,7 +44,7 @@ def import_quietly(name: str) -> ModuleType:
     Only the import is muted; an import that fails still raises, and its traceback prints
     afterwards. Nothing is muted when TensorFlow is loaded already or when debugging. The import
     that loads TensorFlow also runs with the garbage collector paused
-    (:func:`transferkit.collector.collector_paused`).
+    (:func:`transferkit.runtime.collector.collector_paused`).
     """
     if "tensorflow" in sys.modules:
         return importlib.import_module(name)

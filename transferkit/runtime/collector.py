@@ -8,7 +8,7 @@ layers, traced graphs) set off full passes that walk every object the imports ma
 kind of pass finds garbage worth its walk: those objects live as long as the process does.
 
 - :func:`collector_paused`: the collector off for a block (TensorFlow's import:
-  :func:`transferkit.tf_logging.import_quietly`).
+  :func:`transferkit.runtime.tf_logging.import_quietly`).
 - :func:`older_objects_frozen` / :func:`spares_older_objects`: what existed before a fit is left
   out of the passes while it runs (``gc.freeze``), and put back afterwards (``gc.unfreeze``).
 
