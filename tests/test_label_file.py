@@ -216,3 +216,53 @@ def test_augment_preview_samples_and_captions_the_images_the_label_file_lists(tm
     listed = {f"{c}/{Path(p).name}" for c, p in labelled}
     originals = drawn[0]["titles"][::2]
     assert len(originals) == 4 and set(originals) <= listed
+
+
+def test_a_one_hot_train_csv_labels_each_image_by_its_marked_column_and_leaves_out_multi_label_rows(tmp_path):
+    root = tmp_path / "leaves"  # Kaggle's plant-pathology layout: one column per class, 0 or 1
+    rows = _flatten(make_image_folder(tmp_path / "c", classes=3, per_class=8), root / "images")
+    names = {"class_0": "healthy", "class_1": "rust", "class_2": "scab"}
+
+    def one_hot(*marked: str) -> str:
+        return ",".join("1" if name in marked else "0" for name in names.values())
+
+    lines = ["image_id,healthy,rust,scab"] + [f"{n},{one_hot(names[c])}" for n, c in rows[2:]]
+    lines += [f"{rows[0][0]},{one_hot('rust', 'scab')}", f"{rows[1][0]},{one_hot()}"]
+    _write(root / "train.csv", "\n".join(lines) + "\n")
+
+    splits = load_data(root, validation_split=0.25, test_split=0.0, seed=0)
+    assert splits.class_names == ("healthy", "rust", "scab")
+    assert len(splits.train) + len(splits.val) == 22
+    for images in (splits.train, splits.val):  # every image under the class its row marks
+        named = zip(images.paths, images.labels, strict=True)
+        assert all(Path(p).stem.startswith(f"class_{label}_") for p, label in named)
+    reasons = _reasons(splits, root)
+    several = reasons[f"images/{rows[0][0]}.png"]
+    assert several.startswith("several classes marked in the label file (train.csv line ")
+    assert reasons[f"images/{rows[1][0]}.png"].startswith("no class in the label file (train.csv line ")
+    assert "1 several classes marked in the label file" in splits.card.summary()
+
+
+def test_a_table_of_other_numbers_is_not_taken_for_one_hot_classes(tmp_path):
+    make_image_folder(tmp_path / "d", classes=2, per_class=2)
+    paths = sorted((tmp_path / "d").glob("*/*.png"))
+    rows = "".join(f"{p.parent.name}/{p.name},{i % 2},{i}\n" for i, p in enumerate(paths))
+    _write(tmp_path / "d" / "labels.csv", "file_name,flipped,fold\n" + rows)
+    with pytest.raises(TransferkitError, match="which one is the class"):
+        load_data(tmp_path / "d", validation_split=0.25, test_split=0.0, seed=0)
+
+
+def test_labels_that_list_other_labels_are_named_on_the_card(tmp_path):
+    root = tmp_path / "tags"
+    rows = _flatten(make_image_folder(tmp_path / "c", classes=3, per_class=6), root)
+    tags = {"class_0": "rust", "class_1": "scab", "class_2": "rust|scab"}  # a multi-label column
+    _write(root / "labels.csv", "file,label\n" + "".join(f"{n}.png,{tags[c]}\n" for n, c in rows))
+
+    card = load_data(root, validation_split=0.25, test_split=0.0, seed=0).card
+    assert card.combined_classes == ["rust|scab"] and card.to_dict()["combined_classes"] == ["rust|scab"]
+    assert "1 class name reads as a list of labels (e.g. 'rust|scab')" in card.summary()
+    assert make_image_folder(tmp_path / "plain", classes=3, per_class=2)  # class_0 ...: no such line
+    assert (
+        "lists of labels"
+        not in load_data(tmp_path / "plain", validation_split=0.5, test_split=0.0).card.summary()
+    )

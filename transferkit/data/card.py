@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable
@@ -24,6 +25,39 @@ ELONGATED_RATIO = 4
 def is_elongated(width: int, height: int) -> bool:
     """Whether a ``width`` x ``height`` image is over :data:`ELONGATED_RATIO` to 1 either way."""
     return max(width, height) > ELONGATED_RATIO * min(width, height)
+
+
+def combined_classes(class_names: Iterable[str]) -> list[str]:
+    """The class names that read as lists of labels (``clear primary``, ``rust|scab``): a label
+    column of a multi-label data set, where each combination would become a class of its own.
+
+    A name of several words (split at spaces, ``|``, ``;`` or ``,``) is one of a list where at
+    least 3 such names are combinations of no more words than there are names (a tag vocabulary:
+    Planet's 17 tags make hundreds of names), or where names are made only of words that are
+    classes on their own: one joined by ``|``, ``;`` or ``,`` (``rust|scab`` beside ``rust`` and
+    ``scab``), or two joined by spaces. Names of several words that each name one thing ("golden
+    retriever", "apple pie") use more words than they make names.
+
+    Example:
+        >>> combined_classes(["healthy", "rust", "scab", "rust|scab"])
+        ['rust|scab']
+        >>> combined_classes(["clear primary", "haze primary", "clear road", "haze road", "cloudy"])
+        ['clear primary', 'clear road', 'haze primary', 'haze road']
+        >>> combined_classes(["golden retriever", "labrador retriever", "border collie", "pug"])
+        []
+    """
+    words = {name: [w for w in re.split(r"[\s|;,]+", name.strip()) if w] for name in class_names}
+    lists = {name: parts for name, parts in words.items() if len(parts) >= 2}
+    alone = {parts[0] for parts in words.values() if len(parts) == 1}
+    vocabulary = {word for parts in lists.values() for word in parts}
+    of_classes = [name for name, parts in lists.items() if all(word in alone for word in parts)]
+    if (
+        (len(lists) >= 3 and len(lists) >= len(vocabulary))
+        or any(re.search(r"[|;,]", name) for name in of_classes)
+        or len(of_classes) >= 2
+    ):
+        return sorted(lists)
+    return []
 
 
 def size_stats(sizes: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
@@ -101,6 +135,11 @@ class DatasetCard:
         return {"min": min(values), "median": int(statistics.median(values))}
 
     @property
+    def combined_classes(self) -> list[str]:
+        """Class names that read as lists of labels (:func:`combined_classes`)."""
+        return combined_classes(self.class_names)
+
+    @property
     def imbalance(self) -> float:
         """Largest / smallest training class (1.0 = balanced; ``inf`` if a class has none)."""
         values = [self.counts.get("train", {}).get(name, 0) for name in self.class_names]
@@ -131,6 +170,7 @@ class DatasetCard:
             "dim_colour": None if self.dim_colour is None else list(self.dim_colour),
             "copies": None if self.copies is None else self.copies.to_dict(),
             "elongated": None if self.elongated is None else list(self.elongated),
+            "combined_classes": self.combined_classes,
         }
 
     def summary(self) -> str:
@@ -170,6 +210,13 @@ class DatasetCard:
             lines.append(
                 f"{count} image(s) over {ELONGATED_RATIO}:1 (e.g. {example}): each is squashed to a square "
                 "input, which distorts what it shows; crop or pad them nearer to square if that matters"
+            )
+        combined = self.combined_classes
+        if combined:
+            lines.append(
+                f"{_class_names_read(len(combined))} (e.g. {combined[0]!r}): where an image "
+                "has several labels, each combination is trained as a class of its own; a model here gives "
+                "each image one class"
             )
         if self.skipped:
             kinds = Counter(_kind(reason) for _, reason in self.skipped)
@@ -212,6 +259,14 @@ class DatasetCard:
                 share = f"{len(missing)} of {self.num_classes} classes"
                 lines.append(f"{split} has no images of {share} ({named}): {effect}")
         return lines
+
+
+def _class_names_read(count: int) -> str:
+    return (
+        "1 class name reads as a list of labels"
+        if count == 1
+        else f"{count} class names read as lists of labels"
+    )
 
 
 def _kind(reason: str) -> str:

@@ -10,13 +10,16 @@ subfolders (``metadata.csv`` and ``train.csv`` only where they look like labels:
 - The first row names the columns. The image column is the one named like ``file_name``,
   ``filename``, ``path``, ``image``, ``image_id`` or ``id`` (else the first), the class column the
   one named like ``label``, ``class``, ``category`` or ``target`` (else the only other column).
+  Or one column per class, each row a 1 under its class and 0 under the others (one-hot, as
+  Kaggle's ``image_id,healthy,multiple_diseases,rust,scab``): the class is the column's name.
   Commas, semicolons or tabs; a UTF-8 byte-order mark (Excel's) is fine.
 - An image is named by its path relative to the folder the file is in (``cats/1.jpg``), or, when
   no such file exists, by its file name or its name without the extension (Kaggle's ``id``
   columns: ``000bec18``), found anywhere under that folder, as long as one file alone has it.
 - Nothing stops a run: a row naming no image, an image outside the folder, a row without a label,
-  an image listed twice with two labels, and every image the file does not list, are left out and
-  listed in the dataset card with the reason, like the files a folder scan cannot use.
+  an image listed twice with two labels, a one-hot row marking no class or several (a multi-label
+  row: a classifier here gives each image one class), and every image the file does not list, are
+  left out and listed in the dataset card with the reason, like the files a folder scan cannot use.
 - Class names are the labels as written (whitespace around them stripped), in Unicode's composed
   form, like class folder names.
 """
@@ -35,6 +38,8 @@ IMAGE_COLUMNS = ("file_name", "filename", "file", "path", "filepath", "image", "
                  "image_name", "img", "fname", "name", "id")  # fmt: skip
 CLASS_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target", "y")
 NOT_LISTED = "not listed in the label file"
+ONE_HOT = {"0": False, "1": True, "0.0": False, "1.0": True}  # a one-hot table's cells
+SEVERAL_CLASSES = "several classes marked in the label file"
 
 
 def find_label_file(folder: Path) -> Path | None:
@@ -42,7 +47,8 @@ def find_label_file(folder: Path) -> Path | None:
 
     A ``metadata.csv`` counts only where its first row names a class column: Hugging Face's
     ``imagefolder`` also uses it beside class folders for other fields (a caption, a source). A
-    ``train.csv`` (Kaggle's usual name) counts where it names one or has two columns alone."""
+    ``train.csv`` (Kaggle's usual name) counts where it names one, has two columns alone, or is a
+    one-hot table (:func:`_one_hot_columns`)."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
@@ -61,11 +67,15 @@ def _labels_classes(path: Path, two_columns: bool) -> bool:
     """Whether the first row of ``path`` names a class column (or, ``two_columns``, has two alone)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as file:
-            first = file.readline()
+            head = [line for _, line in zip(range(64), file, strict=False)]
     except (OSError, UnicodeDecodeError):
         return True  # read again, and reported, as the label file
-    names = [_column_name(cell) for cell in first.replace(";", ",").replace("\t", ",").split(",")]
-    return bool(set(names) & set(CLASS_COLUMNS)) or (two_columns and len(names) == 2)
+    rows = [line.strip().replace(";", ",").replace("\t", ",").split(",") for line in head if line.strip()]
+    names = [_column_name(cell) for cell in rows[0]] if rows else []
+    if set(names) & set(CLASS_COLUMNS) or (two_columns and len(names) == 2):
+        return True
+    image_col = next((names.index(n) for n in IMAGE_COLUMNS if n in names), 0)
+    return two_columns and _one_hot_columns(rows, image_col) is not None
 
 
 def _column_name(cell: str) -> str:
@@ -96,13 +106,17 @@ def read_label_file(
     labelled: dict[str, str] = {}
     unlabelled: dict[str, str] = {}  # path -> the line that names it without a class
     clashing: set[str] = set()
+    several: dict[str, str] = {}  # path -> the one-hot line that marks it with several classes
+    names = [cell.strip() for cell in rows[0][1]]  # a one-hot table's class names
     for number, row in body:
         cell = row[image_col].strip() if image_col < len(row) else ""
-        label = row[class_col].strip() if class_col < len(row) else ""
+        label = _label(row, class_col, names)
         where = f"{label_file.name} line {number}"
         path = find(cell)
         if path is None:
             skipped.append((str(folder / cell) if cell else str(label_file), _missing(cell, folder, where)))
+        elif label is None:
+            several.setdefault(path, where)
         elif not label:
             unlabelled.setdefault(path, where)
         elif labelled.get(path, label) != label:
@@ -113,7 +127,9 @@ def read_label_file(
         skipped.append((path, f"two classes in the label file ({label_file.name}); left out"))
     listed = [(labelled[path], path) for path in images if path in labelled and path not in clashing]
     for path in images:
-        if path in unlabelled and path not in labelled:
+        if path in several and path not in labelled:
+            skipped.append((path, f"{SEVERAL_CLASSES} ({several[path]}): one class an image here; left out"))
+        elif path in unlabelled and path not in labelled:
             skipped.append((path, f"no class in the label file ({unlabelled[path]}); left out"))
         elif path not in labelled:
             skipped.append((path, NOT_LISTED))
@@ -141,15 +157,18 @@ def _rows(label_file: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _columns(rows: list[list[str]], label_file: Path, names_a_file) -> tuple[bool, int, int]:
-    """``(has a header row, image column, class column)``."""
+def _columns(rows: list[list[str]], label_file: Path, names_a_file) -> tuple[bool, int, int | list[int]]:
+    """``(has a header row, image column, class column)``; the class column is a list of columns
+    where the table is one-hot (one column per class)."""
     first = [cell.strip() for cell in rows[0]]
     names = [_column_name(cell) for cell in first]
     if not any(names_a_file(cell) for cell in first):  # a header row
         image_col = next((names.index(n) for n in IMAGE_COLUMNS if n in names), 0)
         others = [i for i in range(len(names)) if i != image_col]
         named = [names.index(n) for n in CLASS_COLUMNS if n in names and names.index(n) != image_col]
-        class_col = named[0] if named else others[0] if len(others) == 1 else None
+        class_col = (
+            named[0] if named else others[0] if len(others) == 1 else _one_hot_columns(rows, image_col)
+        )
         if class_col is None:
             raise TransferkitError(
                 f"The label file {label_file} has columns {', '.join(map(repr, first))}: which one is the "
@@ -163,6 +182,28 @@ def _columns(rows: list[list[str]], label_file: Path, names_a_file) -> tuple[boo
             "add one (e.g. file_name,label) so that the class column can be found."
         )
     return False, image_col, 1 - image_col
+
+
+def _one_hot_columns(rows: list[list[str]], image_col: int) -> list[int] | None:
+    """The columns besides the image's where a header row is followed by rows of 0s and 1s alone in
+    each of them: a one-hot table, one column per class. None where it is not one."""
+    width = len(rows[0])
+    others = [i for i in range(width) if i != image_col]
+    body = rows[1:]
+    if len(others) < 2 or not body:
+        return None
+    if all(len(row) == width and all(row[i].strip() in ONE_HOT for i in others) for row in body):
+        return others
+    return None
+
+
+def _label(row: list[str], class_col: int | list[int], header: list[str]) -> str | None:
+    """The class a row gives: its class column's cell ("" where empty), or in a one-hot table the
+    name of the one column marked 1 ("" where none is, None where several are)."""
+    if isinstance(class_col, int):
+        return row[class_col].strip() if class_col < len(row) else ""
+    marked = [header[i] for i in class_col if ONE_HOT.get(row[i].strip())]
+    return marked[0] if len(marked) == 1 else None if marked else ""
 
 
 def _exact(cell: str, folder: Path, by_path: dict[str, str]) -> str | None:
