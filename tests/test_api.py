@@ -20,8 +20,10 @@ from PIL import Image
 import transferkit
 from transferkit import api, recipes
 from transferkit.cli import main
+from transferkit.data import loading
 from transferkit.reporting.diagnostics import load_predictions
-from transferkit.testing import make_image_folder, stopped
+from transferkit.testing import Interrupted, interrupt_at, make_image_folder, stopped
+from transferkit.training.trainer import Trainer
 
 RUN_FILES = {
     "model.keras",
@@ -308,10 +310,41 @@ def test_tiny_data_holds_out_no_test_split_and_says_the_figures_are_validation(t
     run = transferkit.fit(str(tiny), recipe="small_similar", backbone="tiny", weights="random",
                           epochs=1, out=tmp_path, verbose=2)  # fmt: skip
     printed = capsys.readouterr().out
-    assert "test split: none, the smallest class has 2 images; accuracy below is validation" in printed
+    assert (
+        "test split: none, 2 of 2 classes have fewer than 3 images; accuracy below is validation" in printed
+    )
     record = json.loads((run.run_dir / "metrics.json").read_text())
     assert record["headline"] == "validation" and "test" not in record
     assert run.summary().startswith("validation accuracy ") and "no test split" in run.summary()
+
+
+def test_a_run_that_started_with_no_test_split_resumes_on_the_images_it_started_with(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "tail", classes=3, per_class=8)
+    for path in sorted((data / "class_2").iterdir())[2:]:
+        path.unlink()  # 8, 8 and 2 images: a test split from the first two classes now, none before
+
+    def none_held_out(labels, test_split, seed, groups=None):  # as transferkit split until 2026-12-08
+        return np.arange(len(labels)), np.zeros(0, np.int64), "the smallest class has 2 images"
+
+    original = Trainer._callbacks
+
+    def interrupting(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        return [*callbacks, interrupt_at(1)], writer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loading, "hold_out_test", none_held_out)
+        patch.setattr(Trainer, "_callbacks", interrupting)
+        with pytest.raises(Interrupted):
+            transferkit.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", epochs=3,
+                            out=tmp_path, name="r", report=False, verbose=0)  # fmt: skip
+    run_dir = tmp_path / "r"
+    assert json.loads((run_dir / "run.json").read_text())["test_split"]["origin"] == "none"
+    assert loading.load_data(data).holdout.origin == "held_out"  # as a new fit would split it now
+    resumed = transferkit.resume(run_dir, verbose=0)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["headline"] == "validation" and "test" not in record  # the run's own splits, as started
+    assert resumed.metrics.num_samples == 5  # 2 + 2 + 1 validation images of 18, none held out
 
 
 def test_auto_selection_on_one_training_image_a_class_keeps_the_base_frozen(tmp_path):

@@ -46,7 +46,7 @@ def _batches(ds) -> tuple[np.ndarray, np.ndarray]:
 
 def test_class_folders_are_split_stratified(tmp_path):
     splits = load_data(
-        _folder(tmp_path, {"ants": 10, "bees": 5, "cats": 2}), validation_split=0.2
+        _folder(tmp_path, {"ants": 10, "bees": 5, "cats": 2}), validation_split=0.2, test_split=0.0
     )  # a Path works
     assert splits.class_names == ("ants", "bees", "cats")
     assert splits.card.counts == {
@@ -154,9 +154,29 @@ def test_tiny_classes_hold_out_no_test_split_and_say_why(tmp_path):
     splits = load_data(_folder(tmp_path, {"ants": 6, "bees": 2}))
     assert splits.test is None and len(splits.train) + len(splits.val) == 8
     assert splits.holdout.origin == "none" and splits.holdout.sha256 is None
-    note = "test split: none, the smallest class has 2 images; accuracy below is validation accuracy"
+    note = "test split: none, 1 of 2 classes has fewer than 3 images; accuracy below is validation accuracy"
     assert note in splits.card.summary()
     assert load_data(_folder(tmp_path / "three", {"ants": 3, "bees": 3})).holdout.num_test == 2
+
+
+def test_a_long_tail_of_tiny_classes_leaves_the_others_their_test_images(tmp_path):
+    counts = {"ants": 20, "bees": 14, "cats": 9, "dogs": 2, "eels": 1}
+    splits = load_data(_folder(tmp_path / "tail", counts), seed=5)
+    assert splits.card.counts["test"] == {"ants": 3, "bees": 2, "cats": 1, "dogs": 0, "eels": 0}
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 46
+    assert splits.card.counts["train"]["dogs"] == splits.card.counts["train"]["eels"] == 1
+    summary = splits.card.summary()
+    assert (
+        "test split: 6 images held out (15% of each class of 3 images or more; 2 smaller classes none"
+        in summary
+    )
+    assert "test has no images of 2 of 5 classes (dogs, eels): the test figures do not cover them" in summary
+    # Each class is drawn by its own seed: the tail does not move the other classes' test images.
+    alone = load_data(_folder(tmp_path / "head", {k: counts[k] for k in ("ants", "bees", "cats")}), seed=5)
+    assert [Path(p).name for p in splits.test.paths] == [Path(p).name for p in alone.test.paths]
+    # Too few classes able to give test images: none held out, and the note says why.
+    few = load_data(_folder(tmp_path / "few", {"ants": 9, "bees": 2, "cats": 2, "dogs": 9, "eels": 1}))
+    assert few.test is None and "3 of 5 classes have fewer than 3 images" in few.holdout.note
 
 
 @pytest.mark.parametrize("test_split, validation_split", [(-0.1, 0.2), (1.0, 0.2), (0.5, 0.5)])

@@ -485,10 +485,16 @@ def resume(
     if "test_split" not in info:  # started before fit held out a test split: keep the run's own split
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
         say(verbose, "This run started before transferkit held out a test split; it resumes without one.")
+
     precision = _resumed_precision(precision, info, recipe)
     with device_scope(precision, recipe.seed, distribute) as device:
         with stopwatch.stage("load data"):
             splits = load_splits(info["data"], recipe)
+            if info.get("test_split", {}).get("origin") == "none" and splits.holdout.origin == "held_out":
+                # Started with none held out, before small classes left the others their test images
+                # (until 2026-12-08 none was, where any class had under 3): its images stay as they were.
+                recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split=0.0))
+                splits = load_splits(info["data"], recipe)
         if list(map(nfc, splits.class_names)) != list(map(nfc, info["class_names"])):
             raise TransferkitError(
                 f"The classes in {info['data']} changed since the run started; cannot resume."

@@ -37,6 +37,7 @@ from transferkit.data.splits import (
     holdout_record,
     remaining_fraction,
     stratified_split,
+    too_small_for_test,
 )
 from transferkit.errors import TransferkitError
 
@@ -126,8 +127,9 @@ def load_data(
             validation split of its own (a fraction of the whole pool, test part included).
         test_split: fraction of each class held out for testing when the source has no test split
             of its own; carved first, so the same seed gives the same test split whatever
-            ``validation_split`` is. None is held out when the smallest class has fewer than 3
-            images (``card.holdout.note`` says so); 0 holds out nothing.
+            ``validation_split`` is. A class of fewer than 3 images gives it none (the card
+            names the classes it misses); none is held out where fewer than two classes, or fewer
+            than half of them, have 3 images (``card.holdout.note`` says so); 0 holds out nothing.
         seed: seed of those splits; same seed, same splits, whatever the file system order.
         strict: raise when a class folder has no usable image, instead of leaving it out.
         min_classes: fewer classes with usable images is an error (training needs two; images
@@ -245,9 +247,11 @@ def _carve(
         holdout = holdout_record(origin, sets["test"].paths, sets["test"].labels, root=root)
     else:
         rest, test, why_none = hold_out_test(pool.labels, test_split, seed, groups)
+        too_small = too_small_for_test(pool.labels) if len(test) else 0
         if len(test):
             sets["train"], sets["test"] = pool.subset(rest), pool.subset(test)
             groups = None if groups is None else groups[rest]
+        able = np.isin(pool.labels, np.unique(pool.subset(test).labels))  # the classes that gave some
         holdout = holdout_record(
             "held_out" if len(test) else "none",
             pool.subset(test).paths,
@@ -256,7 +260,8 @@ def _carve(
             seed=seed,
             why_none=why_none,
             root=root,
-            pool_size=len(pool.paths),
+            pool_size=int(able.sum()),
+            too_small=too_small,
         )
     if "val" not in sets:
         held_out = test_split if holdout.origin == "held_out" else 0.0

@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from transferkit.console import plural
-
 MIN_IMAGES_FOR_TEST = 3  # one each for test, validation and training
 HOLDOUT_ORIGINS = ("held_out", "folder", "tfds", "none")  # where DataSplits.test came from
 SHARE_SLACK = 0.02  # the test split's note says its actual share when rounding moved it further
@@ -117,9 +115,13 @@ def hold_out_test(
 ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Positions ``(rest, test, why_none)``: a stratified, seeded test split, or none and why.
 
-    Nothing is held out when ``test_split`` is 0 or when the smallest class has fewer than
-    :data:`MIN_IMAGES_FOR_TEST` images (it could not give test, validation and training one
-    image each); ``why_none`` then says so in words.
+    A class of fewer than :data:`MIN_IMAGES_FOR_TEST` images (it could not give test, validation
+    and training one image each) gives the test split none: a long tail of rare classes leaves the
+    others their test images, and the dataset card names the classes the test figures miss.
+    Nothing is held out when ``test_split`` is 0, or when fewer than two classes, or fewer than half
+    of them, could give test images (the figures would speak for too few of the classes);
+    ``why_none`` then says so in words. Each class's draw is seeded by its label alone, so the
+    small classes do not move the others' test images.
 
     Args:
         labels: label index of each item of the pool, in a fixed (sorted) order.
@@ -129,17 +131,36 @@ def hold_out_test(
 
     Example:
         >>> hold_out_test([0, 0, 1, 1, 1], 0.2, seed=1)[2]
-        'the smallest class has 2 images'
+        '1 of 2 classes has fewer than 3 images'
+        >>> rest, test, _ = hold_out_test([0, 0, 0, 1, 1, 1, 2, 2], 0.2, seed=1)
+        >>> sorted(set(np.asarray([0, 0, 0, 1, 1, 1, 2, 2])[test].tolist()))  # class 2 gives none
+        [0, 1]
     """
     labels = np.asarray(labels, dtype=np.int64)
     everything = np.arange(len(labels))
     if test_split <= 0:
         return everything, np.zeros(0, np.int64), "test_split is 0"
-    smallest = min((int((labels == c).sum()) for c in np.unique(labels)), default=0)
-    if smallest < MIN_IMAGES_FOR_TEST:
-        return everything, np.zeros(0, np.int64), f"the smallest class has {plural(smallest, 'image')}"
-    rest, test = stratified_split(labels, test_split, seed, groups)
-    return rest, test, None
+    classes, counts = np.unique(labels, return_counts=True)
+    able = classes[counts >= MIN_IMAGES_FOR_TEST]
+    if len(able) < 2 or 2 * len(able) < len(classes):
+        small = len(classes) - len(able)
+        verb = "has" if small == 1 else "have"
+        return (
+            everything,
+            np.zeros(0, np.int64),
+            (f"{small} of {len(classes)} classes {verb} fewer than {MIN_IMAGES_FOR_TEST} images"),
+        )
+    within = np.flatnonzero(np.isin(labels, able))
+    sub_groups = None if groups is None else np.asarray(groups)[within]
+    _, test = stratified_split(labels[within], test_split, seed, sub_groups)
+    test = within[test]
+    return np.setdiff1d(everything, test), test, None
+
+
+def too_small_for_test(labels: Sequence[int]) -> int:
+    """How many classes of ``labels`` have too few images to give the test split one."""
+    _, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    return int((counts < MIN_IMAGES_FOR_TEST).sum())
 
 
 def remaining_fraction(validation_split: float, held_out: float) -> float:
@@ -179,16 +200,21 @@ def holdout_record(
     why_none=None,
     root=None,
     pool_size=None,
+    too_small=0,
 ) -> Holdout:
     """The :class:`Holdout` for a test split of ``paths`` (empty when there is none); ``root`` as
-    for :func:`digest`; ``pool_size``: the images the split was carved from, so the note can say
-    when whole images per class made the share differ from ``fraction``."""
+    for :func:`digest`; ``pool_size``: the images the split was carved from (those of the classes
+    able to give test images), so the note can say when whole images per class made the share
+    differ from ``fraction``; ``too_small``: the classes too small to give any."""
     n = len(paths)
     if origin == "none" or not n:
         reason = why_none or "the data has no test images"
         return Holdout("none", fraction, seed, 0, None, f"test split: none, {reason}; {VALIDATION_NOTE}")
     if origin == "held_out":
         share = f"{fraction:.0%} of each class"
+        if too_small:
+            smaller = "1 smaller class" if too_small == 1 else f"{too_small} smaller classes"
+            share += f" of {MIN_IMAGES_FOR_TEST} images or more; {smaller} none"
         if pool_size and abs(n / pool_size - fraction) > SHARE_SLACK:
             share += f" asked; whole images, at least one a class, made it {n / pool_size:.0%}"
         where = f"{n:,} images held out ({share}, seed {seed}), seen by no training step"
