@@ -22,8 +22,7 @@ from transferkit import api, recipes
 from transferkit.cli import main
 from transferkit.data import loading
 from transferkit.reporting.diagnostics import load_predictions
-from transferkit.testing import Interrupted, interrupt_at, make_image_folder, stopped
-from transferkit.training.trainer import Trainer
+from transferkit.testing import Interrupted, add_trainer_callback, interrupt_at, make_image_folder, stopped
 
 RUN_FILES = {
     "model.keras",
@@ -326,15 +325,9 @@ def test_a_run_that_started_with_no_test_split_resumes_on_the_images_it_started_
     def none_held_out(labels, test_split, seed, groups=None):  # as transferkit split until 2026-12-08
         return np.arange(len(labels)), np.zeros(0, np.int64), "the smallest class has 2 images"
 
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, interrupt_at(1)], writer
-
     with monkeypatch.context() as patch:
         patch.setattr(loading, "hold_out_test", none_held_out)
-        patch.setattr(Trainer, "_callbacks", interrupting)
+        add_trainer_callback(patch, lambda trainer: interrupt_at(1))
         with pytest.raises(Interrupted):
             transferkit.fit(str(data), recipe="small_similar", backbone="tiny", weights="random", epochs=3,
                             out=tmp_path, name="r", report=False, verbose=0)  # fmt: skip

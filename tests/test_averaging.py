@@ -29,13 +29,13 @@ from transferkit.reporting.runfolder import load_run
 from transferkit.selection import rules
 from transferkit.selection.compare import AVERAGED, with_averaged_pick
 from transferkit.selection.decision import Selection, select
-from transferkit.testing import Interrupted, interrupt_at, make_image_folder
+from transferkit.testing import Interrupted, add_trainer_callback, interrupt_at, make_image_folder
 from transferkit.training import augment_check, averaging
 from transferkit.training.augment_check import AugmentCheck
 from transferkit.training.calibration import scaled_probabilities
 from transferkit.training.callbacks import read_history
 from transferkit.training.head_phase import FeatureCache
-from transferkit.training.trainer import Trainer, TrainState
+from transferkit.training.trainer import TrainState
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -467,14 +467,10 @@ def test_a_fit_stopped_in_the_partner_resumes_it_and_ends_as_an_uninterrupted_on
     averaged_run, tmp_path, monkeypatch
 ):
     data, reference = averaged_run
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):  # the partner's second epoch: the whole network is done
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, interrupt_at(1)] if self.run_dir.name == "partner" else callbacks, writer
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
+    with monkeypatch.context() as patch:  # the partner's second epoch: the whole network is done
+        add_trainer_callback(
+            patch, lambda trainer: interrupt_at(1) if trainer.run_dir.name == "partner" else None
+        )
         with pytest.raises(Interrupted):
             transferkit.fit(str(data), out=tmp_path, name="stopped", report=False, **FIT)
     run_dir = tmp_path / "stopped"

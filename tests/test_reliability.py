@@ -36,6 +36,7 @@ from transferkit.recipes import AugmentConfig, Phase
 from transferkit.reporting import runfolder
 from transferkit.testing import (
     Interrupted,
+    add_trainer_callback,
     child_env,
     make_image_folder,
     synthetic_batches,
@@ -396,14 +397,8 @@ def test_resume_restores_weights_optimizer_schedule_and_early_stopping_exactly(
     tmp_path, monkeypatch, uninterrupted_exact_run, interrupt_at
 ):
     reference_dir, reference_steps, reference_weights = uninterrupted_exact_run
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, stop_at(interrupt_at)], writer
-
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
+        add_trainer_callback(patch, lambda trainer: stop_at(interrupt_at))
         with pytest.raises(Interrupted):
             _exact_trainer(tmp_path).run()
     assert len(read_history(tmp_path / "history.csv")) == interrupt_at
@@ -425,14 +420,8 @@ def test_resume_restores_weights_optimizer_schedule_and_early_stopping_exactly(
 
 @pytest.mark.parametrize("saved", ["checkpoint", "backup"])
 def test_a_checkpoint_or_backup_that_does_not_fit_the_model_is_a_clear_error(tmp_path, monkeypatch, saved):
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, stop_at(3)], writer
-
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
+        add_trainer_callback(patch, lambda trainer: stop_at(3))
         with pytest.raises(Interrupted):
             _exact_trainer(tmp_path).run()  # phase 1 checkpointed, phase 2 backed up
     # Saved from another model, as a run started by another version's head would be: 4 classes.
@@ -455,20 +444,13 @@ def test_a_run_in_mixed_precision_resumes_in_it_and_ends_as_an_uninterrupted_one
     """mixed_float16 (a GPU's default) keeps its loss scaling in the optimizer's state: the resume
     trains in the precision the run started in, whatever ``auto`` would pick where it resumes."""
     import transferkit
-    from transferkit.training.trainer import Trainer
 
     folder = make_image_folder(tmp_path / "data", classes=3, per_class=10, size=16)
     options = dict(backbone="tiny", weights="random", image_size=16, size="large", similar=False)
     options.update(epochs=3, precision="mixed_float16", verbose=0, out=tmp_path / "runs", report=False)
     reference = transferkit.fit(str(folder), name="reference", **options).run_dir
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, stop_at(4)], writer  # the second epoch of the whole-network phase
-
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
+        add_trainer_callback(patch, lambda trainer: stop_at(4))  # the second epoch of the whole-network phase
         with pytest.raises(Interrupted):
             transferkit.fit(str(folder), name="stopped", **options)
     run_dir = tmp_path / "runs" / "stopped"

@@ -150,6 +150,31 @@ def interrupt_at(epoch: int):
     return InterruptAt()
 
 
+def add_trainer_callback(patch, make_callback) -> None:
+    """Every phase a :class:`~transferkit.training.trainer.Trainer` fits while ``patch`` (pytest's
+    ``monkeypatch`` or one of its contexts) is in force also runs ``make_callback(trainer)``, a
+    Keras callback (None: none for that trainer), as :func:`interrupt_at` to stop a run where a
+    kill would.
+
+    Example (in a test)::
+
+        with monkeypatch.context() as patch:
+            add_trainer_callback(patch, lambda trainer: interrupt_at(1))
+            with pytest.raises(Interrupted):
+                transferkit.fit(...)
+    """
+    from transferkit.training.trainer import Trainer
+
+    original = Trainer._callbacks
+
+    def with_callback(self, index, phase):
+        callbacks, writer = original(self, index, phase)
+        extra = make_callback(self)
+        return ([*callbacks, extra] if extra is not None else callbacks), writer
+
+    patch.setattr(Trainer, "_callbacks", with_callback)
+
+
 def resume_after_interrupt(make_trainer, run_dir: Path, epoch: int, monkeypatch):
     """Train ``make_trainer(run_dir)`` until it is interrupted at the start of run-wide ``epoch``
     (as a kill would stop it), then resume it with a fresh trainer (as a new process would);
@@ -161,16 +186,8 @@ def resume_after_interrupt(make_trainer, run_dir: Path, epoch: int, monkeypatch)
         epoch: the (0-based, run-wide) epoch to stop at.
         monkeypatch: pytest's fixture (the interruption is patched into the trainer's callbacks).
     """
-    from transferkit.training.trainer import Trainer
-
-    original = Trainer._callbacks
-
-    def interrupting(self, index, phase):
-        callbacks, writer = original(self, index, phase)
-        return [*callbacks, interrupt_at(epoch)], writer
-
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_callbacks", interrupting)
+        add_trainer_callback(patch, lambda trainer: interrupt_at(epoch))
         try:
             make_trainer(run_dir).run()
         except Interrupted:
