@@ -212,11 +212,11 @@ def holdout_record(
         return Holdout("none", fraction, seed, 0, None, f"test split: none, {reason}; {VALIDATION_NOTE}")
     if origin == "held_out":
         share = f"{fraction:.0%} of each class"
-        if too_small:
-            smaller = "1 smaller class" if too_small == 1 else f"{too_small} smaller classes"
-            share += f" of {MIN_IMAGES_FOR_TEST} images or more; {smaller} none"
+        share += f" of {MIN_IMAGES_FOR_TEST} images or more" if too_small else ""
         if pool_size and abs(n / pool_size - fraction) > SHARE_SLACK:
             share += f" asked; whole images, at least one a class, made it {n / pool_size:.0%}"
+        if too_small:
+            share += f"; {'1 smaller class' if too_small == 1 else f'{too_small} smaller classes'} none"
         where = f"{n:,} images held out ({share}, seed {seed}), seen by no training step"
     else:
         where = {"folder": "the data's test/ folder", "tfds": "the dataset's own test split"}[origin]
