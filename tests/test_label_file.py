@@ -266,3 +266,21 @@ def test_labels_that_list_other_labels_are_named_on_the_card(tmp_path):
         "lists of labels"
         not in load_data(tmp_path / "plain", validation_split=0.5, test_split=0.0).card.summary()
     )
+
+
+@pytest.mark.parametrize(
+    "encoding, separator",
+    [("cp1252", ","), ("utf-16", "\t")],
+    ids=["excel-csv-on-windows", "excel-unicode-text"],
+)
+def test_label_files_excel_writes_on_windows_read_with_their_accents(tmp_path, encoding, separator):
+    root = tmp_path / "menu"
+    rows = _flatten(make_image_folder(tmp_path / "c", classes=2, per_class=6), root,
+                    stem=lambda cls, path: f"crème_{cls}_{path.stem}")  # fmt: skip
+    dish = {"class_0": "café", "class_1": "thé"}
+    lines = [f"file_name{separator}label"] + [f"{n}.png{separator}{dish[c]}" for n, c in rows]
+    _write(root / "labels.csv", "\r\n".join(lines) + "\r\n", encoding=encoding)
+
+    splits = load_data(root, validation_split=0.25, test_split=0.0, seed=0)
+    assert splits.class_names == ("café", "thé") and not splits.card.skipped
+    assert len(splits.train) + len(splits.val) == 12

@@ -12,7 +12,8 @@ subfolders (``metadata.csv`` and ``train.csv`` only where they look like labels:
   one named like ``label``, ``class``, ``category`` or ``target`` (else the only other column).
   Or one column per class, each row a 1 under its class and 0 under the others (one-hot, as
   Kaggle's ``image_id,healthy,multiple_diseases,rust,scab``): the class is the column's name.
-  Commas, semicolons or tabs; a UTF-8 byte-order mark (Excel's) is fine.
+  Commas, semicolons or tabs; UTF-8 (with Excel's byte-order mark or without), UTF-16 with its
+  mark, or else Windows-1252 (Excel's "CSV" on Windows).
 - An image is named by its path relative to the folder the file is in (``cats/1.jpg``), or, when
   no such file exists, by its file name or its name without the extension (Kaggle's ``id``
   columns: ``000bec18``), found anywhere under that folder, as long as one file alone has it.
@@ -66,8 +67,8 @@ def find_label_file(folder: Path) -> Path | None:
 def _labels_classes(path: Path, two_columns: bool) -> bool:
     """Whether the first row of ``path`` names a class column (or, ``two_columns``, has two alone)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            head = [line for _, line in zip(range(64), file, strict=False)]
+        with open(path, "rb") as file:
+            head = decoded(file.read(1 << 16)).splitlines()[:64]
     except (OSError, UnicodeDecodeError):
         return True  # read again, and reported, as the label file
     rows = [line.strip().replace(";", ",").replace("\t", ",").split(",") for line in head if line.strip()]
@@ -139,7 +140,7 @@ def read_label_file(
 def _rows(label_file: Path) -> list[tuple[int, list[str]]]:
     """The label file's rows that are not blank, each with its line number."""
     try:
-        text = label_file.read_text(encoding="utf-8-sig")
+        text = decoded(label_file.read_bytes())
     except (OSError, UnicodeDecodeError) as err:
         raise TransferkitError(f"Cannot read the label file {label_file}: {err}") from None
     try:
@@ -155,6 +156,23 @@ def _rows(label_file: Path) -> list[tuple[int, list[str]]]:
             f"{'no rows' if not rows else 'one column'}."
         )
     return rows
+
+
+def decoded(data: bytes) -> str:
+    """A label file's text: UTF-8 (a byte-order mark, Excel's, dropped); UTF-16 where it starts with
+    its byte-order mark (Excel's "Unicode text"); else Windows-1252, what Excel on Windows writes
+    as "CSV (comma delimited)" (``café`` stays ``café``, not an error about byte 0xe9).
+
+    Example:
+        >>> decoded("file,label\\n1.png,café\\n".encode("cp1252")).split()[1]
+        '1.png,café'
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252")
 
 
 def _columns(rows: list[list[str]], label_file: Path, names_a_file) -> tuple[bool, int, int | list[int]]:
