@@ -284,3 +284,19 @@ def test_label_files_excel_writes_on_windows_read_with_their_accents(tmp_path, e
     splits = load_data(root, validation_split=0.25, test_split=0.0, seed=0)
     assert splits.class_names == ("café", "thé") and not splits.card.skipped
     assert len(splits.train) + len(splits.val) == 12
+
+
+def test_a_label_file_may_spell_names_in_another_letter_case_where_one_file_alone_matches(tmp_path):
+    root = tmp_path / "upper"  # written on Windows or macOS, whose file systems ignore the case
+    rows = _flatten(make_image_folder(tmp_path / "c", classes=2, per_class=6), root / "images")
+    lines = ["file_name,label"] + [f"IMAGES/{n.upper()}.PNG,{c}" for n, c in rows[:6]]
+    lines += [f"{n.upper()},{c}" for n, c in rows[6:]]  # ids without the extension, upper case
+    Image.new("RGB", (16, 16)).save(root / "images" / "twin.png")  # two files, one name but for its case
+    Image.new("RGB", (16, 16)).save(root / "images" / "Twin.png")
+    _write(root / "labels.csv", "\n".join([*lines, "TWIN.PNG,class_0"]) + "\n")
+
+    splits = load_data(root, validation_split=0.25, test_split=0.0, seed=0)
+    assert len(splits.train) + len(splits.val) == 12
+    reasons = _reasons(splits, root)
+    assert reasons["TWIN.PNG"].startswith("no such image (labels.csv line 14: ")  # which one? neither
+    assert reasons["images/twin.png"] == reasons["images/Twin.png"] == "not listed in the label file"

@@ -16,7 +16,8 @@ subfolders (``metadata.csv`` and ``train.csv`` only where they look like labels:
   mark, or else Windows-1252 (Excel's "CSV" on Windows).
 - An image is named by its path relative to the folder the file is in (``cats/1.jpg``), or, when
   no such file exists, by its file name or its name without the extension (Kaggle's ``id``
-  columns: ``000bec18``), found anywhere under that folder, as long as one file alone has it.
+  columns: ``000bec18``), found anywhere under that folder, as long as one file alone has it; in
+  another letter case too (``IMG_1.JPG`` for ``img_1.jpg``), where one file alone matches so.
 - Nothing stops a run: a row naming no image, an image outside the folder, a row without a label,
   an image listed twice with two labels, a one-hot row marking no class or several (a multi-label
   row: a classifier here gives each image one class), and every image the file does not list, are
@@ -98,9 +99,14 @@ def read_label_file(
     rows = _rows(label_file)
     by_path = {os.path.normpath(path): path for path in images}
     by_name, by_stem = _unique_names(images)
+    folded = _folded_index(images)
 
     def find(cell: str) -> str | None:
-        return _exact(cell, folder, by_path) or _by_name(cell, by_name, by_stem)
+        return (
+            _exact(cell, folder, by_path)
+            or _by_name(cell, by_name, by_stem)
+            or _by_case(cell, folder, folded)
+        )
 
     header, image_col, class_col = _columns([row for _, row in rows], label_file, find)
     body = rows[1:] if header else rows
@@ -246,6 +252,28 @@ def _by_name(cell: str, by_name: dict, by_stem: dict) -> str | None:
     if not cell or "/" in cell.replace("\\", "/"):
         return None  # a path that names no file is not looked for elsewhere
     return by_name.get(cell) or by_stem.get(cell)
+
+
+def _folded_index(images: list[str]) -> dict[str, str | None]:
+    """Each image by its path, its file name and its name less the extension, in any letter case
+    (casefolded keys); None where two files share a key."""
+    index: dict[str, str | None] = {}
+    for path in images:
+        name = os.path.basename(path)
+        for key in {os.path.normpath(path).casefold(), name.casefold(), os.path.splitext(name)[0].casefold()}:
+            index[key] = None if key in index else path
+    return index
+
+
+def _by_case(cell: str, folder: Path, index: dict[str, str | None]) -> str | None:
+    """The one image ``cell`` names in another letter case: a label file written where the file
+    system ignores case (Windows, macOS) may spell ``IMG_0001.JPG`` a file saved as ``img_0001.jpg``."""
+    if not cell:
+        return None
+    cell = cell.replace("\\", "/")
+    keys = [os.path.normpath(os.path.join(folder, cell)).casefold()]
+    keys += [] if "/" in cell else [cell.casefold()]
+    return next((index[key] for key in keys if index.get(key)), None)
 
 
 def _missing(cell: str, folder: Path, where: str) -> str:
